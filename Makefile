@@ -1,0 +1,35 @@
+# `make demo` and `make test` are the two entry points; both install into .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test test-slow lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[train,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow --timeout 1800
+
+lint: install
+	$(VENV)/bin/ruff check megc_vqa data_prep recipes eval tests benchmarks
+	$(VENV)/bin/ruff format --check megc_vqa data_prep recipes eval tests benchmarks
+
+demo: install
+	$(PY) -m megc_vqa.demo --out runs/demo
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from megc_vqa.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Answering question files with a (fine-tuned) model: the inference engine, run_vqa and the REPL."""

@@ -1,0 +1,64 @@
+"""The ``megc-vqa`` command line.
+
+Each sub-command lives in the module of the feature it drives and exposes two functions:
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only light modules at
+import time (no torch, transformers or OpenCV), so ``megc-vqa --help`` stays well under a second;
+heavy imports happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help). Order is the order of the pipeline.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("megc_vqa.synth.command", "write synthetic micro-expression datasets in the real layouts"),
+    "synth-test": ("megc_vqa.synth.test_command", "write a MEGC-style test set for organiser question files"),
+    "prep": ("megc_vqa.qa.prep", "turn dataset folders into MEGC QA records (qa.jsonl + a datasets dataset)"),
+    "merge-adapter": ("megc_vqa.training.merge", "merge a LoRA adapter into its base model"),
+    "ask": ("megc_vqa.answering.repl", "ask a model about a clip (interactive, or once with --question)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from megc_vqa import __version__
+
+    parser = argparse.ArgumentParser(prog="megc-vqa", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # feature not installed in this build
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Model registry, offline tiny models of the real architectures, and the training collator."""

@@ -1,0 +1,1 @@
+"""Leaderboard files: writers, the validator and the submission zip."""

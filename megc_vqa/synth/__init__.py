@@ -1,0 +1,1 @@
+"""Synthetic micro-expression datasets written in the real datasets' layouts, for tests and the demo."""

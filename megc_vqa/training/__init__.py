@@ -1,0 +1,1 @@
+"""LoRA/QLoRA instruction tuning: recipe configs, subject-disjoint splits, the trainer, adapter merge."""
