@@ -1,0 +1,363 @@
+"""The inference engine: a (fine-tuned) video LVLM answering MEGC questions about clips.
+
+- One model load: base model by registry name, hub id or folder, plus an optional PEFT adapter (or a
+  merged model folder). An adapter made for another base model is refused with a clear message.
+- Prompts are built by ``megc_vqa.models.prompting`` exactly as in training; the prompt and visual
+  settings a training run recorded (``megc_vqa_train.json`` next to the adapter) are reused.
+- Batched greedy decoding by default; the caller hands each clip's visual inputs once and every
+  question of the clip reuses them.
+- Optional label-constrained decoding (``constrained.py``): classification answers are always valid
+  labels and the joint answer always follows its template.
+- Optional voting: N sampled answers per row, majority of the normalised answers.
+- Optional per-clip consistency (``postprocess.make_consistent``); a fine label that contradicts the
+  coarse class is re-asked among the fine labels of that class.
+- Answers that are empty or invalid after normalisation become documented fallbacks, flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from megc_vqa.answering.grammar import AnswerVocabulary, Grammar, OneOf, answer_grammar
+from megc_vqa.answering.postprocess import FINE_TO_COARSE, Change, fallback_answer, make_consistent, normalise_answer
+from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt
+from megc_vqa.qa import templates as T
+
+log = logging.getLogger(__name__)
+
+TRAIN_META_NAME = "megc_vqa_train.json"  # written by recipes/finetune.py next to the adapter
+
+# Upper bounds on answer length in tokens, by question kind; rows stop at their own bound.
+MAX_NEW_TOKENS: dict[str, int] = {
+    "coarse": 12,
+    "fine": 12,
+    "side": 8,
+    "presence": 8,
+    "au": 64,
+    "joint": 128,
+    "lvqa_event_type": 12,
+    "lvqa_aus": 96,
+    "lvqa_count_all": 8,
+    "lvqa_count_micro": 8,
+    "lvqa_count_macro": 8,
+}
+FREE_MAX_NEW_TOKENS = 256  # analysis and unknown questions
+
+
+class EngineError(RuntimeError):
+    """The engine cannot start or go on; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine decodes. Defaults: greedy, label-constrained, consistent, one sample.
+
+    batch_size: rows per ``generate`` call.
+    constrained: restrict classification answers to valid labels and the joint answer to its template.
+    consistency: make each clip's answers agree (see ``postprocess.make_consistent``).
+    votes: answers sampled per row (``1`` = greedy); the normalised majority wins, ties go to the
+        answer sampled first.
+    temperature, top_p: sampling settings when ``votes > 1``.
+    seed: seeds sampling, per batch, so reruns and resumed runs draw the same samples.
+    vocab: label sets for constrained decoding and normalisation.
+    free_max_new_tokens: length bound of free answers (2026 analysis prompt, unknown questions).
+    prompt: prompt layout; ``None`` takes the one recorded by training, else the default.
+    """
+
+    batch_size: int = 20
+    constrained: bool = True
+    consistency: bool = True
+    votes: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    vocab: AnswerVocabulary = AnswerVocabulary()
+    free_max_new_tokens: int = FREE_MAX_NEW_TOKENS
+    prompt: PromptOptions | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("batch_size")  # batching does not change greedy answers' meaning; it may change floats
+        return json.loads(json.dumps(d, default=str))
+
+
+@dataclass
+class Answer:
+    """One row's answer: ``text`` goes into the prediction file.
+
+    raw: what the model wrote (first sample when voting).
+    fallback: ``text`` is a fallback, not the model's (``reason`` says why).
+    samples: every normalised sample when voting.
+    """
+
+    text: str
+    raw: str = ""
+    fallback: bool = False
+    reason: str = ""
+    samples: list[str] = field(default_factory=list)
+
+
+def read_train_meta(*folders: str | Path | None) -> dict[str, Any]:
+    """The first ``megc_vqa_train.json`` found in ``folders`` (adapter, then model), else ``{}``."""
+    for folder in folders:
+        if folder and (Path(folder) / TRAIN_META_NAME).is_file():
+            return json.loads((Path(folder) / TRAIN_META_NAME).read_text())
+    return {}
+
+
+def check_adapter(adapter: Path, model: str) -> dict[str, Any]:
+    """The adapter's PEFT config, after checking it is one; the base-model check happens at load."""
+    cfg_path = adapter / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise EngineError(f"{adapter}: no adapter_config.json; --adapter must be a PEFT adapter folder")
+    return json.loads(cfg_path.read_text())
+
+
+def _base_mismatch(adapter: Path, base_recorded: str | None, model: str, err: Exception) -> EngineError:
+    return EngineError(
+        f"adapter {adapter} does not fit model {model!r}: it was trained on {base_recorded!r} "
+        f"({type(err).__name__}: {str(err).splitlines()[0][:300]}). Pass --model {base_recorded} "
+        "(or the folder it was trained from), or an adapter trained on this model."
+    )
+
+
+class Engine:
+    """``Engine.load(model, adapter)`` then ``answer(...)`` / ``answer_clips(...)``."""
+
+    def __init__(self, model: Any, processor: Any, options: EngineOptions = EngineOptions(), name: str = "") -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.options = options
+        self.prompt = options.prompt or PromptOptions()
+        self.name = name
+        self._index: Any = None
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        adapter: str | Path | None = None,
+        options: EngineOptions = EngineOptions(),
+        dtype: str = "auto",
+        device: str | None = None,
+    ) -> Engine:
+        """Load base model (+ adapter), reusing the prompt settings training recorded."""
+        import torch
+
+        from megc_vqa.models.registry import ModelLoadError, load_model, load_processor
+
+        adapter_path = Path(adapter) if adapter else None
+        adapter_cfg = check_adapter(adapter_path, str(model)) if adapter_path else {}
+        try:
+            base = load_model(model, dtype=dtype)
+            has_processor = adapter_path is not None and any(
+                (adapter_path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")
+            )
+            processor = load_processor(adapter_path if has_processor else model)
+        except ModelLoadError as err:
+            raise EngineError(str(err)) from None
+        if adapter_path is not None:
+            from peft import PeftModel
+
+            recorded = adapter_cfg.get("base_model_name_or_path")
+            try:
+                base = PeftModel.from_pretrained(base, str(adapter_path))
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise _base_mismatch(adapter_path, recorded, str(model), err) from None
+            if recorded and Path(str(recorded)).name != Path(str(model)).name:
+                log.warning("adapter %s was trained on %s, loaded onto %s", adapter_path, recorded, model)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        base.to(device)
+        meta = read_train_meta(adapter_path, model if Path(str(model)).is_dir() else None)
+        if options.prompt is None and meta.get("prompt"):
+            options = replace(options, prompt=PromptOptions(**meta["prompt"]))
+        return cls(base, processor, options, name=str(model) + (f" + {adapter}" if adapter else ""))
+
+    # -- decoding -----------------------------------------------------------------------------------
+
+    @property
+    def token_index(self) -> Any:
+        if self._index is None:
+            from megc_vqa.answering.constrained import TokenIndex
+
+            self._index = TokenIndex(self.tokenizer)
+        return self._index
+
+    def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
+        prompts = [render_prompt(self.processor, build_messages(q, v, None, self.prompt)) for q, v in zip(questions, visuals)]
+        return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(self.model.device)
+
+    def generate(
+        self,
+        questions: Sequence[str],
+        visuals: Sequence[Any],
+        grammars: Sequence[Grammar | None] | None = None,
+        sample_seed: int | None = None,
+    ) -> list[list[str]]:
+        """Raw decoded answers, one list per question (``votes`` samples, or one greedy answer)."""
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from megc_vqa.answering.constrained import GrammarLogitsProcessor
+
+        o = self.options
+        if grammars is None:
+            grammars = [answer_grammar(q, o.vocab) if o.constrained else None for q in questions]
+        inputs = self._encode(questions, visuals)
+        width = inputs["input_ids"].shape[1]
+        n = max(1, o.votes)
+        limits = [MAX_NEW_TOKENS.get(T.classify_question(q), o.free_max_new_tokens) for q in questions]
+        stop_ids = list(self.token_index.stop_ids) if any(grammars) else _stop_ids(self.tokenizer)
+        processors = LogitsProcessorList()
+        if any(g is not None for g in grammars):
+            processors.append(GrammarLogitsProcessor(self.token_index, grammars, width, rows_per_request=n))
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if n > 1:
+            torch.manual_seed(o.seed if sample_seed is None else sample_seed)
+            kwargs = {"do_sample": True, "temperature": o.temperature, "top_p": o.top_p, "num_return_sequences": n}
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max(limits),
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([_RowLimits([x for x in limits for _ in range(n)], width)]),
+                eos_token_id=stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0],
+                **kwargs,
+            )
+        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(questions))]
+
+    def answer(
+        self, questions: Sequence[str], visuals: Sequence[Any], sample_seed: int | None = None
+    ) -> list[Answer]:
+        """Answers for rows (question + visual inputs), in order, batched by ``options.batch_size``.
+
+        A batch that raises (for example out of memory) is retried row by row; a row that still fails,
+        or whose answer is empty or invalid, gets a fallback answer flagged with the reason.
+        """
+        out: list[Answer] = []
+        bs = max(1, self.options.batch_size)
+        for start in range(0, len(questions), bs):
+            qs, vs = questions[start : start + bs], visuals[start : start + bs]
+            try:
+                raws = self.generate(qs, vs, sample_seed=sample_seed)
+            except (KeyboardInterrupt, EngineError):
+                raise
+            except Exception as err:  # noqa: BLE001 - any model failure becomes a per-row retry
+                if len(qs) == 1:
+                    out.append(Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}"))
+                    continue
+                log.warning("batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err)
+                out += [self._answer_one(q, v, sample_seed) for q, v in zip(qs, vs)]
+                continue
+            out += [self._decide(q, samples) for q, samples in zip(qs, raws)]
+        return out
+
+    def _answer_one(self, question: str, visual: Any, sample_seed: int | None) -> Answer:
+        try:
+            return self._decide(question, self.generate([question], [visual], sample_seed=sample_seed)[0])
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001
+            return Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}")
+
+    def _decide(self, question: str, samples: list[str]) -> Answer:
+        normalised = [normalise_answer(question, s, self.options.vocab) for s in samples]
+        valid = [a for a, ok in normalised if ok]
+        raw = samples[0] if samples else ""
+        if not valid:
+            why = "empty answer" if not raw else f"not a valid answer: {raw[:80]!r}"
+            return Answer("", raw=raw, fallback=True, reason=why, samples=[a for a, _ in normalised])
+        text = Counter(valid).most_common(1)[0][0]  # Counter keeps first-seen order among ties
+        return Answer(text, raw=raw, samples=[a for a, _ in normalised] if len(samples) > 1 else [])
+
+    # -- clips --------------------------------------------------------------------------------------
+
+    def answer_clips(
+        self, clips: Sequence[tuple[Any, Sequence[str]]], sample_seed: int | None = None
+    ) -> list[tuple[list[Answer], list[Change]]]:
+        """Answer several clips' questions in shared batches: ``clips`` is ``[(visual, questions)]``.
+
+        Each clip's visual inputs are prepared once by the caller and reused by all its questions.
+        Returns per clip its answers (fallbacks filled in) and the consistency changes.
+        """
+        questions = [q for _, qs in clips for q in qs]
+        visuals = [v for v, qs in clips for _ in qs]
+        flat = self.answer(questions, visuals, sample_seed)
+        per_clip: list[list[Answer]] = []
+        pos = 0
+        for _, qs in clips:
+            per_clip.append(flat[pos : pos + len(qs)])
+            pos += len(qs)
+        refined = self._refine_fine(clips, per_clip, sample_seed) if self.options.consistency else {}
+        results = []
+        for c, ((_, qs), answers) in enumerate(zip(clips, per_clip)):
+            texts = [a.text for a in answers]
+            changes: list[Change] = []
+            if self.options.consistency:
+                texts, changes = make_consistent(qs, texts, lambda coarse, c=c: refined.get(c), self.options.vocab)
+            context = _clip_context(qs, texts)
+            for a, t, q in zip(answers, texts, qs):
+                a.text = t or fallback_answer(q, context)
+                if not t and not a.fallback:
+                    a.fallback, a.reason = True, "empty answer"
+            results.append((answers, changes))
+        return results
+
+    def _refine_fine(
+        self, clips: Sequence[tuple[Any, Sequence[str]]], per_clip: list[list[Answer]], sample_seed: int | None
+    ) -> dict[int, str]:
+        """Re-ask, in one batch, the fine question of clips whose fine label contradicts their coarse
+        class, among the fine labels of that class; returns clip position -> chosen label."""
+        asks: list[tuple[int, str, Any, Grammar]] = []
+        vocab = self.options.vocab
+        for c, ((visual, qs), answers) in enumerate(zip(clips, per_clip)):
+            kinds = [T.classify_question(q) for q in qs]
+            if "coarse" not in kinds or "fine" not in kinds:
+                continue
+            coarse, fine = answers[kinds.index("coarse")].text, answers[kinds.index("fine")].text
+            options = [f for f in vocab.fine if FINE_TO_COARSE.get(f) == coarse]
+            if coarse in vocab.coarse and fine in vocab.fine and FINE_TO_COARSE.get(fine, coarse) != coarse and options:
+                asks.append((c, qs[kinds.index("fine")], visual, OneOf(options)))
+        if not asks:
+            return {}
+        try:
+            raws = self.generate([a[1] for a in asks], [a[2] for a in asks], [a[3] for a in asks], sample_seed)
+        except Exception as err:  # noqa: BLE001 - consistency then falls back to the first label of the class
+            log.warning("re-asking fine labels failed (%s); using the first label of the coarse class", err)
+            return {}
+        return {c: Counter(samples).most_common(1)[0][0] for (c, *_), samples in zip(asks, raws) if samples}
+
+
+def _clip_context(questions: Sequence[str], answers: Sequence[str]) -> dict[str, str]:
+    """kind -> answer of a clip, for fallbacks that reuse the clip's other answers."""
+    return {T.classify_question(q): a for q, a in zip(questions, answers) if a}
+
+
+def _stop_ids(tokenizer: Any) -> list[int]:
+    from megc_vqa.answering.constrained import _stop_ids as stop_ids
+
+    return stop_ids(tokenizer)
+
+
+class _RowLimits:
+    """Stopping criterion: row r is done after ``limits[r]`` new tokens (batched rows of different kinds)."""
+
+    def __init__(self, limits: Sequence[int], prompt_width: int) -> None:
+        self.limits = list(limits)
+        self.width = prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        produced = input_ids.shape[1] - self.width
+        return torch.tensor([produced >= lim for lim in self.limits], dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,255 @@
+"""Answer grammars: the exact strings a classification answer may take, as tiny automata over characters.
+
+Constrained decoding (``constrained.py``) walks the tokenizer's vocabulary along these automata, so a
+coarse answer can only be ``negative``/``positive``/``surprise``, an AU list only known AU names in
+ascending AU number joined by ``", "``, and the joint answer only its exact template. The automata are
+non-deterministic (a matcher holds a set of states), which keeps each piece a few lines long:
+
+- ``OneOf(strings)``: one of a fixed set of strings (labels, literals);
+- ``AUList(names, min_items, max_items)``: names in the given order (a strictly increasing
+  subsequence), joined by a separator;
+- ``Seq(parts)``: the parts one after another.
+
+``answer_grammar(question)`` picks the grammar of an organiser question; free questions (the 2026
+analysis prompt, unknown wording) get ``None``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from megc_vqa.labels import AU_NAMES, COARSE_CLASSES, COARSE_MAPS
+from megc_vqa.qa import templates as T
+
+State = Hashable
+
+# Fine labels of the official MEGC2025 training file (SPEC section 3): CASME II and SAMM words that
+# map to a coarse class. The test fine vocabulary was never published; pass another set if you know it.
+TRAINING_FINE_LABELS: tuple[str, ...] = tuple(sorted({*COARSE_MAPS["casme2"], *COARSE_MAPS["samm"]}))
+AU_NAMES_IN_ORDER: tuple[str, ...] = tuple(AU_NAMES[n] for n in sorted(AU_NAMES))
+
+
+class Grammar(ABC):
+    """A non-deterministic automaton over characters; states must be hashable."""
+
+    @abstractmethod
+    def start(self) -> State: ...
+
+    def closure(self, state: State) -> Iterable[State]:
+        """States reachable without reading a character (including ``state`` itself)."""
+        yield state
+
+    @abstractmethod
+    def step(self, state: State, char: str) -> Iterable[State]: ...
+
+    @abstractmethod
+    def next_chars(self, state: State) -> set[str]: ...
+
+    @abstractmethod
+    def accepting(self, state: State) -> bool: ...
+
+
+class OneOf(Grammar):
+    """Exactly one of ``strings``; a state is the prefix read so far."""
+
+    def __init__(self, strings: Iterable[str]) -> None:
+        self.strings = frozenset(strings)
+        if not self.strings or "" in self.strings:
+            raise ValueError("OneOf needs non-empty strings")
+        self._next: dict[str, set[str]] = {}
+        for s in self.strings:
+            for i in range(len(s)):
+                self._next.setdefault(s[:i], set()).add(s[i])
+
+    def start(self) -> State:
+        return ""
+
+    def step(self, state: State, char: str) -> Iterable[State]:
+        if char in self._next.get(state, ()):  # type: ignore[arg-type]
+            yield state + char  # type: ignore[operator]
+
+    def next_chars(self, state: State) -> set[str]:
+        return self._next.get(state, set())  # type: ignore[arg-type]
+
+    def accepting(self, state: State) -> bool:
+        return state in self.strings
+
+
+def Literal(text: str) -> OneOf:  # noqa: N802 - reads like a grammar constructor
+    return OneOf([text])
+
+
+class AUList(Grammar):
+    """Between ``min_items`` and ``max_items`` of ``names``, in their given order, joined by ``sep``.
+
+    A state is ``(index of the last completed name, how many completed, text of the item being read)``;
+    an item is a name, preceded by ``sep`` after the first.
+    """
+
+    def __init__(
+        self, names: Sequence[str] = AU_NAMES_IN_ORDER, min_items: int = 1, max_items: int | None = None, sep: str = T.AU_SEPARATOR
+    ) -> None:
+        self.names = tuple(names)
+        self.min_items = min_items
+        self.max_items = len(self.names) if max_items is None else max_items
+        self.sep = sep
+
+    def _items(self, last: int, count: int) -> list[tuple[int, str]]:
+        if count >= self.max_items:
+            return []
+        prefix = self.sep if count else ""
+        return [(j, prefix + self.names[j]) for j in range(last + 1, len(self.names))]
+
+    def start(self) -> State:
+        return (-1, 0, "")
+
+    def closure(self, state: State) -> Iterable[State]:
+        yield state
+        last, count, buf = state  # type: ignore[misc]
+        if buf:
+            for j, item in self._items(last, count):
+                if item == buf:
+                    yield (j, count + 1, "")
+
+    def step(self, state: State, char: str) -> Iterable[State]:
+        last, count, buf = state  # type: ignore[misc]
+        text = buf + char
+        if any(item.startswith(text) for _, item in self._items(last, count)):
+            yield (last, count, text)
+
+    def next_chars(self, state: State) -> set[str]:
+        last, count, buf = state  # type: ignore[misc]
+        n = len(buf)
+        return {item[n] for _, item in self._items(last, count) if len(item) > n and item.startswith(buf)}
+
+    def accepting(self, state: State) -> bool:
+        _, count, buf = state  # type: ignore[misc]
+        return buf == "" and self.min_items <= count <= self.max_items
+
+
+class Seq(Grammar):
+    """The parts one after another; a state is ``(part index, state of that part)``."""
+
+    def __init__(self, parts: Sequence[Grammar]) -> None:
+        if not parts:
+            raise ValueError("Seq needs at least one part")
+        self.parts = tuple(parts)
+
+    def start(self) -> State:
+        return (0, self.parts[0].start())
+
+    def closure(self, state: State) -> Iterable[State]:
+        i, inner = state  # type: ignore[misc]
+        for s in self.parts[i].closure(inner):
+            yield (i, s)
+            if self.parts[i].accepting(s) and i + 1 < len(self.parts):
+                yield from self.closure((i + 1, self.parts[i + 1].start()))
+
+    def step(self, state: State, char: str) -> Iterable[State]:
+        i, inner = state  # type: ignore[misc]
+        for s in self.parts[i].step(inner, char):
+            yield (i, s)
+
+    def next_chars(self, state: State) -> set[str]:
+        i, inner = state  # type: ignore[misc]
+        return self.parts[i].next_chars(inner)
+
+    def accepting(self, state: State) -> bool:
+        i, inner = state  # type: ignore[misc]
+        return i == len(self.parts) - 1 and self.parts[i].accepting(inner)
+
+
+@dataclass
+class Matcher:
+    """Runs a grammar: the set of live states after the text read so far."""
+
+    grammar: Grammar
+    states: frozenset = field(default_factory=frozenset)
+
+    @classmethod
+    def begin(cls, grammar: Grammar) -> Matcher:
+        return cls(grammar, frozenset(grammar.closure(grammar.start())))
+
+    def advance(self, text: str) -> Matcher:
+        states = self.states
+        for char in text:
+            stepped = {t for s in states for t in self.grammar.step(s, char)}
+            states = frozenset(c for t in stepped for c in self.grammar.closure(t))
+            if not states:
+                break
+        return Matcher(self.grammar, states)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.states)
+
+    @property
+    def complete(self) -> bool:
+        return any(self.grammar.accepting(s) for s in self.states)
+
+    def next_chars(self) -> set[str]:
+        return set().union(*(self.grammar.next_chars(s) for s in self.states)) if self.states else set()
+
+
+def fullmatch(grammar: Grammar, text: str) -> bool:
+    """Whether ``text`` is a complete answer of ``grammar``."""
+    m = Matcher.begin(grammar).advance(text)
+    return m.alive and m.complete
+
+
+@dataclass(frozen=True)
+class AnswerVocabulary:
+    """Label sets the grammars draw on; change ``fine`` when you know the test's fine vocabulary."""
+
+    coarse: tuple[str, ...] = COARSE_CLASSES
+    fine: tuple[str, ...] = TRAINING_FINE_LABELS
+    au_names: tuple[str, ...] = AU_NAMES_IN_ORDER
+
+
+def joint_grammar(plural: bool, vocab: AnswerVocabulary = AnswerVocabulary()) -> Grammar:
+    """The joint answer's exact template; the question's wording fixes singular (one AU) or plural (two+)."""
+    head, rest = (T.JOINT_ANSWER_PLURAL if plural else T.JOINT_ANSWER_SINGULAR).split("{aus}")
+    middle, tail = rest.split("{fine}")
+    middle2, end = tail.split("{coarse}")
+    return Seq(
+        [
+            Literal(head),
+            AUList(vocab.au_names, *((2, None) if plural else (1, 1))),
+            Literal(middle),
+            OneOf(vocab.fine),
+            Literal(middle2),
+            OneOf(vocab.coarse),
+            Literal(end),
+        ]
+    )
+
+
+@lru_cache(maxsize=1024)
+def answer_grammar(question: str, vocab: AnswerVocabulary = AnswerVocabulary()) -> Grammar | None:
+    """The grammar of valid answers to ``question``, or ``None`` for a free-form question.
+
+    Cached, so rows asking the same question share one grammar (and its token lookups).
+    """
+    kind = T.classify_question(question)
+    if kind == "coarse":
+        return OneOf(vocab.coarse)
+    if kind == "fine":
+        return OneOf(vocab.fine)
+    if kind == "au":
+        return AUList(vocab.au_names, *((2, None) if T.is_plural(question) else (1, 1)))
+    if kind == "side":
+        return OneOf(T.SIDES)
+    if kind == "presence":
+        return OneOf(T.YES_NO)
+    if kind == "joint":
+        return joint_grammar(T.is_plural(question), vocab)
+    if kind == "lvqa_event_type":
+        return OneOf(T.EXPRESSION_TYPES)
+    if kind == "lvqa_aus":
+        return AUList(vocab.au_names, 1, None)
+    if kind in ("lvqa_count_all", "lvqa_count_micro", "lvqa_count_macro"):
+        return OneOf(str(n) for n in range(100))
+    return None  # analysis and unknown questions are answered free-form

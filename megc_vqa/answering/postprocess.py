@@ -1,0 +1,202 @@
+"""What happens to a model's text before it becomes a leaderboard answer.
+
+- ``normalise_answer``: free text to the answer format (``"Negative."`` -> ``negative``; AU names
+  picked out of a sentence and put in AU-number order; a joint answer rebuilt in its exact template).
+- ``fallback_answer``: the answer written when the model gives nothing usable, so no row is ever empty.
+- ``make_consistent``: per clip, the AU list, the presence answer and the joint answer tell the same
+  story, and the coarse class agrees with the fine one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from megc_vqa.answering.grammar import AnswerVocabulary, answer_grammar, fullmatch
+from megc_vqa.labels import AU_NUMBERS, COARSE_MAPS
+from megc_vqa.qa import templates as T
+
+# Fine label -> coarse class over every dataset of SPEC section 2 (the maps never disagree).
+FINE_TO_COARSE: dict[str, str] = {
+    fine: coarse for name in ("casme2", "samm", "casme3") for fine, coarse in COARSE_MAPS[name].items()
+}
+
+# Written when a row gets nothing usable from the model. Fixed and documented rather than clever: the
+# run summary lists every row that got one.
+FALLBACKS: dict[str, str] = {
+    "coarse": "negative",  # the largest composite class in every source dataset
+    "fine": "disgust",  # the most frequent negative fine label of CASME II and SAMM
+    "au": "brow lowerer",
+    "side": "left",
+    "presence": "yes",
+    "lvqa_event_type": "micro-expression",
+    "lvqa_count_all": "1",
+    "lvqa_count_micro": "1",
+    "lvqa_count_macro": "0",
+    "lvqa_aus": "brow lowerer",
+}
+FREE_FALLBACK = "no answer"
+
+
+def _strip(text: str) -> str:
+    return text.strip().strip("\"'`").strip().rstrip(".!").strip().lower()
+
+
+def _au_names_in(text: str, vocab: AnswerVocabulary) -> list[str]:
+    """Known AU names mentioned in ``text``, in ascending AU number, once each."""
+    low = text.lower()
+    found = {n for n in vocab.au_names if re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", low)}
+    return sorted(found, key=lambda n: AU_NUMBERS.get(n, 999))
+
+
+def _one_label(text: str, labels: Sequence[str]) -> str | None:
+    """The single label named in ``text`` (whole word), or None when none or several are."""
+    low = _strip(text)
+    if low in labels:
+        return low
+    hits = {lab for lab in labels if re.search(rf"(?<![a-z-]){re.escape(lab)}(?![a-z-])", low)}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def joint_text(plural: bool, au_names: Sequence[str], fine: str, coarse: str) -> str:
+    """The joint answer with the question's own wording (plural question -> plural template)."""
+    template = T.JOINT_ANSWER_PLURAL if plural else T.JOINT_ANSWER_SINGULAR
+    return template.format(aus=T.au_list_answer(au_names), fine=fine, coarse=coarse)
+
+
+def normalise_answer(question: str, text: str, vocab: AnswerVocabulary = AnswerVocabulary()) -> tuple[str, bool]:
+    """``(answer, valid)``: the answer in its format when it can be recovered, else the stripped text.
+
+    ``valid`` is True when the answer is one of the question's allowed answers (always True for free
+    questions with a non-empty answer).
+    """
+    text = " ".join(text.split())
+    grammar = answer_grammar(question, vocab)
+    if grammar is None:
+        return text, bool(text)
+    if fullmatch(grammar, text):
+        return text, True
+    kind = T.classify_question(question)
+    fixed: str | None = None
+    if kind in ("coarse", "fine", "side", "presence", "lvqa_event_type"):
+        labels = {
+            "coarse": vocab.coarse,
+            "fine": vocab.fine,
+            "side": T.SIDES,
+            "presence": T.YES_NO,
+            "lvqa_event_type": T.EXPRESSION_TYPES,
+        }[kind]
+        fixed = _one_label(text, labels)
+    elif kind in ("au", "lvqa_aus"):
+        names = _au_names_in(text, vocab)
+        if kind == "au" and not T.is_plural(question):
+            names = names[:1]
+        fixed = T.au_list_answer(names) if names else None
+    elif kind == "joint":
+        parsed = T.parse_joint_answer(text)
+        if parsed:
+            aus, fine, coarse = parsed
+            names = _au_names_in(", ".join(aus), vocab)
+            fine_l, coarse_l = _one_label(fine, vocab.fine), _one_label(coarse, vocab.coarse)
+            if names and fine_l and coarse_l:
+                fixed = joint_text(T.is_plural(question), names if T.is_plural(question) else names[:1], fine_l, coarse_l)
+    elif kind.startswith("lvqa_count"):
+        m = re.search(r"\d+", text)
+        fixed = m.group(0).lstrip("0") or "0" if m else None
+    if fixed is not None and fullmatch(grammar, fixed):
+        return fixed, True
+    return _strip(text) if kind != "joint" else text, False
+
+
+def fallback_answer(question: str, clip_answers: dict[str, str] | None = None) -> str:
+    """A non-empty answer for a row the model could not answer, built from the clip's other answers
+    where they help (the joint and analysis answers reuse the clip's AU list, fine and coarse)."""
+    kind = T.classify_question(question)
+    ctx = clip_answers or {}
+    if kind in FALLBACKS:
+        return FALLBACKS[kind]
+    au = ctx.get("au") or FALLBACKS["au"]
+    names = [n for n in au.split(T.AU_SEPARATOR) if n]
+    fine, coarse = ctx.get("fine") or FALLBACKS["fine"], ctx.get("coarse") or FALLBACKS["coarse"]
+    if kind == "joint":
+        return joint_text(T.is_plural(question), names if T.is_plural(question) else names[:1], fine, coarse)
+    if kind == "analysis":
+        return (
+            f"The face shows {T.au_list_answer(names)}. These movements suggest {fine}, "
+            f"so the micro-expression is {coarse}."
+        )
+    return FREE_FALLBACK
+
+
+@dataclass(frozen=True)
+class Change:
+    """One answer that consistency rewrote, for the run summary."""
+
+    index: int
+    before: str
+    after: str
+    rule: str
+
+
+def make_consistent(
+    questions: Sequence[str],
+    answers: Sequence[str],
+    choose_fine: Callable[[str], str | None] | None = None,
+    vocab: AnswerVocabulary = AnswerVocabulary(),
+) -> tuple[list[str], list[Change]]:
+    """Make one clip's answers agree with each other; returns the new answers and what changed.
+
+    Rules (the AU list and the coarse class are the anchors: they are the better-learned answers):
+    1. AU list: the AU question's answer, else the joint answer's AUs.
+    2. Presence: ``yes`` exactly when the asked AU is in the AU list.
+    3. Fine vs coarse: a fine label whose coarse class differs from the coarse answer is replaced by
+       ``choose_fine(coarse)`` (the engine re-asks the model among that class's fine labels), or by the
+       first such label of the vocabulary when no chooser is given.
+    4. Joint: rebuilt from the AU list, fine and coarse (singular question keeps one AU).
+    """
+    out = list(answers)
+    kinds = [T.classify_question(q) for q in questions]
+    changes: list[Change] = []
+
+    def set_answer(i: int, value: str, rule: str) -> None:
+        if out[i] != value:
+            changes.append(Change(i, out[i], value, rule))
+            out[i] = value
+
+    def first(kind: str) -> int | None:
+        return next((i for i, k in enumerate(kinds) if k == kind), None)
+
+    i_au, i_fine, i_coarse, i_joint = first("au"), first("fine"), first("coarse"), first("joint")
+    parsed_joint = T.parse_joint_answer(out[i_joint]) if i_joint is not None else None
+
+    au_names: list[str] | None = None
+    if i_au is not None and fullmatch(answer_grammar(questions[i_au], vocab), out[i_au]):
+        au_names = out[i_au].split(T.AU_SEPARATOR)
+    elif parsed_joint:
+        au_names = _au_names_in(", ".join(parsed_joint[0]), vocab) or None
+    if au_names:
+        for i, kind in enumerate(kinds):
+            if kind == "presence":
+                name = T.question_au_name(questions[i])
+                set_answer(i, "yes" if name in au_names else "no", "presence follows the AU list")
+
+    coarse = out[i_coarse] if i_coarse is not None and out[i_coarse] in vocab.coarse else None
+    if coarse is None and parsed_joint and parsed_joint[2] in vocab.coarse:
+        coarse = parsed_joint[2]
+    fine = out[i_fine] if i_fine is not None and out[i_fine] in vocab.fine else None
+    if fine is None and parsed_joint and parsed_joint[1] in vocab.fine:
+        fine = parsed_joint[1]
+    if coarse and fine and FINE_TO_COARSE.get(fine, coarse) != coarse:
+        options = [f for f in vocab.fine if FINE_TO_COARSE.get(f) == coarse]
+        chosen = choose_fine(coarse) if choose_fine else None
+        if chosen not in options:
+            chosen = options[0] if options else fine
+        fine = chosen
+        if i_fine is not None:
+            set_answer(i_fine, fine, "fine agrees with coarse")
+
+    if i_joint is not None and au_names and fine and coarse:
+        plural = T.is_plural(questions[i_joint])
+        set_answer(i_joint, joint_text(plural, au_names if plural else au_names[:1], fine, coarse), "joint rebuilt")
+    return out, changes
