@@ -57,7 +57,9 @@ class AnswerLog:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{self.path}, line {n}: not JSON ({err}); delete the line to resume") from err
+                raise ValueError(
+                    f"{self.path}, line {n}: not JSON ({err}); delete the line to resume"
+                ) from err
             self.done[entry["key"]] = entry
         log.info("%s: resuming, %d rows already answered", self.path, len(self.done))
 

@@ -93,7 +93,11 @@ class GrammarLogitsProcessor:
     """
 
     def __init__(
-        self, index: TokenIndex, grammars: Sequence[Grammar | None], prompt_length: int, rows_per_request: int = 1
+        self,
+        index: TokenIndex,
+        grammars: Sequence[Grammar | None],
+        prompt_length: int,
+        rows_per_request: int = 1,
     ) -> None:
         self.index = index
         self.grammars = list(grammars)

@@ -24,8 +24,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.answering.grammar import AnswerVocabulary, Grammar, OneOf, answer_grammar
-from megc_vqa.answering.postprocess import FINE_TO_COARSE, Change, fallback_answer, make_consistent, normalise_answer
+from megc_vqa.answering.grammar import DEFAULT_VOCAB, AnswerVocabulary, Grammar, OneOf, answer_grammar
+from megc_vqa.answering.postprocess import (
+    FINE_TO_COARSE,
+    Change,
+    fallback_answer,
+    make_consistent,
+    normalise_answer,
+)
 from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt
 from megc_vqa.qa import templates as T
 
@@ -77,7 +83,7 @@ class EngineOptions:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
-    vocab: AnswerVocabulary = AnswerVocabulary()
+    vocab: AnswerVocabulary = DEFAULT_VOCAB
     free_max_new_tokens: int = FREE_MAX_NEW_TOKENS
     prompt: PromptOptions | None = None
 
@@ -130,7 +136,9 @@ def _base_mismatch(adapter: Path, base_recorded: str | None, model: str, err: Ex
 class Engine:
     """``Engine.load(model, adapter)`` then ``answer(...)`` / ``answer_clips(...)``."""
 
-    def __init__(self, model: Any, processor: Any, options: EngineOptions = EngineOptions(), name: str = "") -> None:
+    def __init__(
+        self, model: Any, processor: Any, options: EngineOptions = EngineOptions(), name: str = ""
+    ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
@@ -192,8 +200,13 @@ class Engine:
         return self._index
 
     def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
-        prompts = [render_prompt(self.processor, build_messages(q, v, None, self.prompt)) for q, v in zip(questions, visuals)]
-        return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(self.model.device)
+        prompts = [
+            render_prompt(self.processor, build_messages(q, v, None, self.prompt))
+            for q, v in zip(questions, visuals, strict=True)
+        ]
+        return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(
+            self.model.device
+        )
 
     def generate(
         self,
@@ -222,15 +235,24 @@ class Engine:
         kwargs: dict[str, Any] = {"do_sample": False}
         if n > 1:
             torch.manual_seed(o.seed if sample_seed is None else sample_seed)
-            kwargs = {"do_sample": True, "temperature": o.temperature, "top_p": o.top_p, "num_return_sequences": n}
+            kwargs = {
+                "do_sample": True,
+                "temperature": o.temperature,
+                "top_p": o.top_p,
+                "num_return_sequences": n,
+            }
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
                 max_new_tokens=max(limits),
                 logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([_RowLimits([x for x in limits for _ in range(n)], width)]),
+                stopping_criteria=StoppingCriteriaList(
+                    [_RowLimits([x for x in limits for _ in range(n)], width)]
+                ),
                 eos_token_id=stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0],
+                pad_token_id=self.tokenizer.pad_token_id
+                if self.tokenizer.pad_token_id is not None
+                else stop_ids[0],
                 **kwargs,
             )
         texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
@@ -252,14 +274,14 @@ class Engine:
                 raws = self.generate(qs, vs, sample_seed=sample_seed)
             except (KeyboardInterrupt, EngineError):
                 raise
-            except Exception as err:  # noqa: BLE001 - any model failure becomes a per-row retry
+            except Exception as err:  # any model failure becomes a per-row retry
                 if len(qs) == 1:
                     out.append(Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}"))
                     continue
                 log.warning("batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err)
-                out += [self._answer_one(q, v, sample_seed) for q, v in zip(qs, vs)]
+                out += [self._answer_one(q, v, sample_seed) for q, v in zip(qs, vs, strict=True)]
                 continue
-            out += [self._decide(q, samples) for q, samples in zip(qs, raws)]
+            out += [self._decide(q, samples) for q, samples in zip(qs, raws, strict=True)]
         return out
 
     def _answer_one(self, question: str, visual: Any, sample_seed: int | None) -> Answer:
@@ -267,7 +289,7 @@ class Engine:
             return self._decide(question, self.generate([question], [visual], sample_seed=sample_seed)[0])
         except KeyboardInterrupt:
             raise
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             return Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}")
 
     def _decide(self, question: str, samples: list[str]) -> Answer:
@@ -300,13 +322,15 @@ class Engine:
             pos += len(qs)
         refined = self._refine_fine(clips, per_clip, sample_seed) if self.options.consistency else {}
         results = []
-        for c, ((_, qs), answers) in enumerate(zip(clips, per_clip)):
+        for c, ((_, qs), answers) in enumerate(zip(clips, per_clip, strict=True)):
             texts = [a.text for a in answers]
             changes: list[Change] = []
             if self.options.consistency:
-                texts, changes = make_consistent(qs, texts, lambda coarse, c=c: refined.get(c), self.options.vocab)
+                texts, changes = make_consistent(
+                    qs, texts, lambda coarse, c=c: refined.get(c), self.options.vocab
+                )
             context = _clip_context(qs, texts)
-            for a, t, q in zip(answers, texts, qs):
+            for a, t, q in zip(answers, texts, qs, strict=True):
                 a.text = t or fallback_answer(q, context)
                 if not t and not a.fallback:
                     a.fallback, a.reason = True, "empty answer"
@@ -314,33 +338,47 @@ class Engine:
         return results
 
     def _refine_fine(
-        self, clips: Sequence[tuple[Any, Sequence[str]]], per_clip: list[list[Answer]], sample_seed: int | None
+        self,
+        clips: Sequence[tuple[Any, Sequence[str]]],
+        per_clip: list[list[Answer]],
+        sample_seed: int | None,
     ) -> dict[int, str]:
         """Re-ask, in one batch, the fine question of clips whose fine label contradicts their coarse
         class, among the fine labels of that class; returns clip position -> chosen label."""
         asks: list[tuple[int, str, Any, Grammar]] = []
         vocab = self.options.vocab
-        for c, ((visual, qs), answers) in enumerate(zip(clips, per_clip)):
+        for c, ((visual, qs), answers) in enumerate(zip(clips, per_clip, strict=True)):
             kinds = [T.classify_question(q) for q in qs]
             if "coarse" not in kinds or "fine" not in kinds:
                 continue
             coarse, fine = answers[kinds.index("coarse")].text, answers[kinds.index("fine")].text
             options = [f for f in vocab.fine if FINE_TO_COARSE.get(f) == coarse]
-            if coarse in vocab.coarse and fine in vocab.fine and FINE_TO_COARSE.get(fine, coarse) != coarse and options:
+            if (
+                coarse in vocab.coarse
+                and fine in vocab.fine
+                and FINE_TO_COARSE.get(fine, coarse) != coarse
+                and options
+            ):
                 asks.append((c, qs[kinds.index("fine")], visual, OneOf(options)))
         if not asks:
             return {}
         try:
-            raws = self.generate([a[1] for a in asks], [a[2] for a in asks], [a[3] for a in asks], sample_seed)
-        except Exception as err:  # noqa: BLE001 - consistency then falls back to the first label of the class
+            raws = self.generate(
+                [a[1] for a in asks], [a[2] for a in asks], [a[3] for a in asks], sample_seed
+            )
+        except Exception as err:  # consistency then falls back to the first label of the class
             log.warning("re-asking fine labels failed (%s); using the first label of the coarse class", err)
             return {}
-        return {c: Counter(samples).most_common(1)[0][0] for (c, *_), samples in zip(asks, raws) if samples}
+        return {
+            c: Counter(samples).most_common(1)[0][0]
+            for (c, *_), samples in zip(asks, raws, strict=True)
+            if samples
+        }
 
 
 def _clip_context(questions: Sequence[str], answers: Sequence[str]) -> dict[str, str]:
     """kind -> answer of a clip, for fallbacks that reuse the clip's other answers."""
-    return {T.classify_question(q): a for q, a in zip(questions, answers) if a}
+    return {T.classify_question(q): a for q, a in zip(questions, answers, strict=True) if a}
 
 
 def _stop_ids(tokenizer: Any) -> list[int]:
@@ -360,4 +398,6 @@ class _RowLimits:
         import torch
 
         produced = input_ids.shape[1] - self.width
-        return torch.tensor([produced >= lim for lim in self.limits], dtype=torch.bool, device=input_ids.device)
+        return torch.tensor(
+            [produced >= lim for lim in self.limits], dtype=torch.bool, device=input_ids.device
+        )

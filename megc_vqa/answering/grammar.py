@@ -78,7 +78,7 @@ class OneOf(Grammar):
         return state in self.strings
 
 
-def Literal(text: str) -> OneOf:  # noqa: N802 - reads like a grammar constructor
+def Literal(text: str) -> OneOf:  # reads like a grammar constructor
     return OneOf([text])
 
 
@@ -90,7 +90,11 @@ class AUList(Grammar):
     """
 
     def __init__(
-        self, names: Sequence[str] = AU_NAMES_IN_ORDER, min_items: int = 1, max_items: int | None = None, sep: str = T.AU_SEPARATOR
+        self,
+        names: Sequence[str] = AU_NAMES_IN_ORDER,
+        min_items: int = 1,
+        max_items: int | None = None,
+        sep: str = T.AU_SEPARATOR,
     ) -> None:
         self.names = tuple(names)
         self.min_items = min_items
@@ -209,7 +213,10 @@ class AnswerVocabulary:
     au_names: tuple[str, ...] = AU_NAMES_IN_ORDER
 
 
-def joint_grammar(plural: bool, vocab: AnswerVocabulary = AnswerVocabulary()) -> Grammar:
+DEFAULT_VOCAB = AnswerVocabulary()
+
+
+def joint_grammar(plural: bool, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Grammar:
     """The joint answer's exact template; the question's wording fixes singular (one AU) or plural (two+)."""
     head, rest = (T.JOINT_ANSWER_PLURAL if plural else T.JOINT_ANSWER_SINGULAR).split("{aus}")
     middle, tail = rest.split("{fine}")
@@ -228,7 +235,7 @@ def joint_grammar(plural: bool, vocab: AnswerVocabulary = AnswerVocabulary()) ->
 
 
 @lru_cache(maxsize=1024)
-def answer_grammar(question: str, vocab: AnswerVocabulary = AnswerVocabulary()) -> Grammar | None:
+def answer_grammar(question: str, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Grammar | None:
     """The grammar of valid answers to ``question``, or ``None`` for a free-form question.
 
     Cached, so rows asking the same question share one grammar (and its token lookups).

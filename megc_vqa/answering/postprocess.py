@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from megc_vqa.answering.grammar import AnswerVocabulary, answer_grammar, fullmatch
+from megc_vqa.answering.grammar import DEFAULT_VOCAB, AnswerVocabulary, answer_grammar, fullmatch
 from megc_vqa.labels import AU_NUMBERS, COARSE_MAPS
 from megc_vqa.qa import templates as T
 
@@ -65,7 +65,7 @@ def joint_text(plural: bool, au_names: Sequence[str], fine: str, coarse: str) ->
     return template.format(aus=T.au_list_answer(au_names), fine=fine, coarse=coarse)
 
 
-def normalise_answer(question: str, text: str, vocab: AnswerVocabulary = AnswerVocabulary()) -> tuple[str, bool]:
+def normalise_answer(question: str, text: str, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> tuple[str, bool]:
     """``(answer, valid)``: the answer in its format when it can be recovered, else the stripped text.
 
     ``valid`` is True when the answer is one of the question's allowed answers (always True for free
@@ -100,7 +100,9 @@ def normalise_answer(question: str, text: str, vocab: AnswerVocabulary = AnswerV
             names = _au_names_in(", ".join(aus), vocab)
             fine_l, coarse_l = _one_label(fine, vocab.fine), _one_label(coarse, vocab.coarse)
             if names and fine_l and coarse_l:
-                fixed = joint_text(T.is_plural(question), names if T.is_plural(question) else names[:1], fine_l, coarse_l)
+                fixed = joint_text(
+                    T.is_plural(question), names if T.is_plural(question) else names[:1], fine_l, coarse_l
+                )
     elif kind.startswith("lvqa_count"):
         m = re.search(r"\d+", text)
         fixed = m.group(0).lstrip("0") or "0" if m else None
@@ -143,7 +145,7 @@ def make_consistent(
     questions: Sequence[str],
     answers: Sequence[str],
     choose_fine: Callable[[str], str | None] | None = None,
-    vocab: AnswerVocabulary = AnswerVocabulary(),
+    vocab: AnswerVocabulary = DEFAULT_VOCAB,
 ) -> tuple[list[str], list[Change]]:
     """Make one clip's answers agree with each other; returns the new answers and what changed.
 
@@ -198,5 +200,7 @@ def make_consistent(
 
     if i_joint is not None and au_names and fine and coarse:
         plural = T.is_plural(questions[i_joint])
-        set_answer(i_joint, joint_text(plural, au_names if plural else au_names[:1], fine, coarse), "joint rebuilt")
+        set_answer(
+            i_joint, joint_text(plural, au_names if plural else au_names[:1], fine, coarse), "joint rebuilt"
+        )
     return out, changes

@@ -1,0 +1,305 @@
+"""``megc-vqa ask``: ask a model about a clip, interactively or once.
+
+    megc-vqa ask --model tiny-qwen2.5-vl --clip data/test/frames/SAMM-1
+    megc-vqa ask --model qwen2.5-vl-3b --adapter runs/lora --clip clip.mp4 --onset 10 --apex 30 --offset 60 \
+        --question "What is the coarse expression class?"
+
+The model loads once; each answer shows its latency. Commands at the prompt: ``:help``, ``:clip PATH
+[ONSET APEX OFFSET]`` to switch clips, ``:frames`` to show which frames (and flow image) the model sees
+and save them as a contact sheet, ``:save [FILE]`` to write the transcript, ``:quit``. Line editing and
+history come from readline when the terminal has it. This module imports only light modules at load
+time; the model stack is imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+HELP = """\
+Type a question and press Enter, for example:
+  What is the coarse expression class?
+  What are the action units?
+  Is the action unit lip corner puller shown on the face?
+Commands:
+  :help                          this text
+  :clip PATH [ONSET APEX OFFSET]  switch to another frame folder or video
+  :frames                        which frames (and flow image) the model sees; saves a contact sheet PNG
+  :save [FILE]                   write the transcript (JSON lines) to FILE (default ask_transcript.jsonl)
+  :quit                          leave (Ctrl-D works too)"""
+
+HISTORY_FILE = Path.home() / ".megc_vqa_ask_history"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="registry name (tiny-qwen2.5-vl, qwen2.5-vl-3b), hub id or folder"
+    )
+    parser.add_argument("--adapter", type=Path, help="PEFT adapter folder trained on --model")
+    parser.add_argument("--clip", type=Path, required=True, help="a frame folder or a video file")
+    parser.add_argument("--onset", type=int, help="onset frame (default: first frame)")
+    parser.add_argument("--apex", type=int, help="apex frame (default: estimated)")
+    parser.add_argument("--offset", type=int, help="offset frame (default: last frame)")
+    parser.add_argument("--fps", type=float, help="frame rate (default: the video's, or 30 for a folder)")
+    parser.add_argument("--question", help="answer this one question and exit (for scripts)")
+    parser.add_argument("--visual-spec", help="sampler spec (default: what training recorded, else oao+flow)")
+    parser.add_argument("--image-size", type=int, help="frame size in pixels (default: training's, else 224)")
+    parser.add_argument("--free-decoding", action="store_true", help="no label-constrained decoding")
+    parser.add_argument(
+        "--sheet", type=Path, default=Path("ask_frames.png"), help="where :frames saves its PNG"
+    )
+
+
+@dataclass
+class ClipRequest:
+    path: Path
+    onset: int | None = None
+    apex: int | None = None
+    offset: int | None = None
+
+
+@dataclass
+class Session:
+    """The REPL loop, independent of any model: ``answer(visual, question) -> str`` and
+    ``load_visual(ClipRequest) -> VisualInputs`` are given, so tests drive it with fakes."""
+
+    answer: Callable[[Any, str], str]
+    load_visual: Callable[[ClipRequest], Any]
+    clip: ClipRequest
+    sheet_path: Path = Path("ask_frames.png")
+    out: TextIO = sys.stdout
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    _visual: Any = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    @property
+    def visual(self) -> Any:
+        if self._visual is None:
+            self._visual = self.load_visual(self.clip)
+        return self._visual
+
+    def ask(self, question: str) -> str:
+        t = time.perf_counter()
+        answer = self.answer(self.visual, question)
+        latency = time.perf_counter() - t
+        self.transcript.append(
+            {
+                "clip": str(self.clip.path),
+                "question": question,
+                "answer": answer,
+                "latency_s": round(latency, 3),
+            }
+        )
+        self.say(f"{answer}\n  ({latency:.2f} s)")
+        return answer
+
+    def handle(self, line: str) -> bool:
+        """Run one input line; False means leave."""
+        line = line.strip()
+        if not line:
+            return True
+        if not line.startswith(":"):
+            self.ask(line)
+            return True
+        cmd, *rest = line.split()
+        if cmd in (":quit", ":q", ":exit"):
+            return False
+        if cmd == ":help":
+            self.say(HELP)
+        elif cmd == ":clip":
+            self._switch(rest)
+        elif cmd == ":frames":
+            self._frames()
+        elif cmd == ":save":
+            path = Path(rest[0]) if rest else Path("ask_transcript.jsonl")
+            path.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in self.transcript))
+            self.say(f"transcript ({len(self.transcript)} answers) saved to {path}")
+        else:
+            self.say(f"unknown command {cmd}; :help lists the commands")
+        return True
+
+    def _switch(self, rest: list[str]) -> None:
+        if not rest or len(rest) not in (1, 4):
+            self.say("usage: :clip PATH [ONSET APEX OFFSET]")
+            return
+        try:
+            numbers = [int(x) for x in rest[1:]]
+        except ValueError:
+            self.say("ONSET APEX OFFSET must be frame numbers")
+            return
+        request = ClipRequest(Path(rest[0]), *numbers)
+        try:
+            visual = self.load_visual(request)
+        except Exception as err:  # keep the session alive, say what was wrong
+            self.say(f"cannot open {request.path}: {err}")
+            return
+        self.clip, self._visual = request, visual
+        self.say(f"clip: {request.path}\n{getattr(visual, 'description', '')}")
+
+    def _frames(self) -> None:
+        visual = self.visual
+        self.say(f"the model sees: {visual.description}")
+        self.say(f"key frames: {list(visual.frame_indices)}; {len(visual.images)} image(s)")
+        try:
+            save_contact_sheet(visual, self.sheet_path)
+            self.say(f"contact sheet: {self.sheet_path}")
+        except Exception as err:
+            self.say(f"could not save the contact sheet: {err}")
+
+    def loop(self, lines: Callable[[], str]) -> int:
+        """Read lines until :quit or end of input; Ctrl-C cancels the line, a second one leaves."""
+        self.say(f"megc-vqa ask: clip {self.clip.path}. :help for commands, :quit to leave.")
+        while True:
+            try:
+                line = lines()
+            except EOFError:
+                self.say("")
+                return 0
+            except KeyboardInterrupt:
+                self.say("\n(Ctrl-C: press Ctrl-D or type :quit to leave)")
+                continue
+            try:
+                if not self.handle(line):
+                    return 0
+            except KeyboardInterrupt:
+                self.say("\n(interrupted)")
+
+
+def save_contact_sheet(visual: Any, path: Path) -> Path:
+    """The images the model sees, side by side, each captioned (frame number, or flow/diff)."""
+    from PIL import Image, ImageDraw
+
+    images = [Image.fromarray(im) for im in visual.images]
+    captions = [f"frame {i}" for i in visual.frame_indices] + ["flow/diff"] * (
+        len(images) - len(visual.frame_indices)
+    )
+    h = max(im.height for im in images)
+    sheet = Image.new("RGB", (sum(im.width for im in images), h + 16), "white")
+    x = 0
+    draw = ImageDraw.Draw(sheet)
+    for im, cap in zip(images, captions, strict=True):
+        sheet.paste(im.convert("RGB"), (x, 16))
+        draw.text((x + 2, 2), cap, fill="black")
+        x += im.width
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return Path(path)
+
+
+def make_clip_loader(args: argparse.Namespace, meta: dict[str, Any]) -> Callable[[ClipRequest], Any]:
+    """``ClipRequest -> VisualInputs`` through the visual layer, with the settings training recorded."""
+    from dataclasses import replace
+
+    from megc_vqa.answering.run_vqa import VisualSettings
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.frames import clip_from_folder, open_frames
+    from megc_vqa.visual.samplers import sample
+
+    settings = VisualSettings(args.visual_spec, args.image_size).resolve(meta)
+
+    def load(req: ClipRequest) -> Any:
+        path = req.path
+        if path.is_dir():
+            clip = clip_from_folder(path, args.fps or 30.0, dataset="ask")
+        elif path.is_file():
+            from megc_vqa.records import Clip
+
+            source = FrameSource("video", path)
+            with open_frames(source) as reader:
+                first, last = reader.first, reader.last
+            clip = Clip(
+                "ask",
+                path.parent.name,
+                path.stem,
+                path.stem,
+                source,
+                args.fps or _video_fps(path),
+                first,
+                last,
+            )
+        else:
+            raise FileNotFoundError(f"{path}: no such frame folder or video")
+        onset = req.onset if req.onset is not None else clip.onset
+        offset = req.offset if req.offset is not None else clip.offset
+        clip = replace(clip, onset=onset, offset=offset, apex=req.apex)
+        return sample(clip, settings["spec"], size=settings["size"], face_crop=settings["face_crop"])
+
+    return load
+
+
+def _video_fps(path: Path) -> float:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    cap.release()
+    return float(fps)
+
+
+def _readline_input(prompt: str = "ask> ") -> Callable[[], str]:
+    """``input`` with readline history when stdin is a terminal; plain line reads otherwise."""
+    if not sys.stdin.isatty():
+
+        def read() -> str:
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            return line
+
+        return read
+    try:
+        import atexit
+        import readline
+
+        with contextlib.suppress(OSError):
+            readline.read_history_file(HISTORY_FILE)
+        atexit.register(readline.write_history_file, HISTORY_FILE)
+    except ImportError:  # Windows without pyreadline: plain input
+        pass
+    return lambda: input(prompt)
+
+
+def run(args: argparse.Namespace) -> int:
+    from megc_vqa.answering.engine import Engine, EngineError, EngineOptions, read_train_meta
+
+    if not args.clip.exists():
+        print(f"error: {args.clip}: no such frame folder or video", file=sys.stderr)
+        return 2
+    try:
+        engine = Engine.load(
+            args.model, args.adapter, EngineOptions(batch_size=1, constrained=not args.free_decoding)
+        )
+    except EngineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    meta = read_train_meta(args.adapter, args.model if Path(str(args.model)).is_dir() else None)
+    session = Session(
+        answer=lambda visual, q: _answer_text(engine.answer([q], [visual])[0]),
+        load_visual=make_clip_loader(args, meta),
+        clip=ClipRequest(args.clip, args.onset, args.apex, args.offset),
+        sheet_path=args.sheet,
+    )
+    try:
+        if args.question:
+            session.ask(args.question)
+            return 0
+        return session.loop(_readline_input())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _answer_text(answer: Any) -> str:
+    """What the REPL shows: the answer, or the model's raw text marked as invalid."""
+    if answer.fallback:
+        return f"(no valid answer: {answer.reason})"
+    return answer.text

@@ -1,0 +1,419 @@
+"""Answer organiser question files with a model: prediction files, the submission zip, and scores.
+
+``run_vqa(question_files, frames_root, model, out_dir, ...)`` is what ``eval/run_vqa.py`` calls:
+
+1. read every question file (an empty one is an error) and find each clip's frame folder; every
+   missing folder is listed in one error *before* any model loads;
+2. load the model (+ adapter) once;
+3. answer clip by clip, in fixed batches of whole clips (each clip's visual inputs are prepared once
+   and shared by its questions), appending every answer to ``OUT/answers.jsonl`` as it is produced; a
+   killed run rerun with the same arguments answers only what is missing and, because batches are fixed
+   by the question files and not by what is left, writes the same files as an uninterrupted run;
+4. write each official prediction file and ``OUT/submission.zip``, check them with the validator;
+5. with ground truth: ``OUT/scores.json`` and a report (``report.md``, wrong rows, confusion matrices);
+6. ``OUT/run_summary.json``: counts, timings, every fallback row and every unknown question.
+
+Every row gets a non-empty answer: rows the model fails on get a documented fallback and are listed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from megc_vqa.qa import templates as T
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "answers.jsonl"
+SUMMARY_NAME = "run_summary.json"
+SCORES_NAME = "scores.json"
+# Frame rates of the MEGC test clips (SPEC section 4/6): SAMM 200 fps, CAS(ME)^3 30 fps.
+FPS_BY_PREFIX = {"samm": 200.0, "casme3": 30.0, "cas": 30.0}
+DEFAULT_FPS = 30.0
+
+
+class RunError(RuntimeError):
+    """run_vqa cannot start: bad question files, missing frames, a model that does not load."""
+
+
+@dataclass
+class ClipJob:
+    """One clip of one question file: its rows (file order) and frame folder."""
+
+    file: Path
+    video: str
+    folder: Path
+    fps: float
+    rows: list[Any] = field(default_factory=list)  # megc_vqa.qa.records.QuestionRow
+
+    def key(self, row: Any) -> str:
+        return f"{self.file.name}:{row.video_id}"
+
+
+@dataclass
+class RunResult:
+    prediction_files: list[Path]
+    zip_path: Path
+    summary: dict[str, Any]
+    scores: dict[str, Any] | None = None
+
+
+def frame_folder(frames_root: Path, video: str) -> Path | None:
+    """Where a test clip's frames are: ``ROOT/<video>/``, or the organisers' ``ROOT/<SAMM|CAS>/<video>/``,
+    or ``ROOT/frames/<video>/`` (``megc-vqa synth-test`` output)."""
+    for candidate in (
+        frames_root / video,
+        frames_root / video.split("-")[0] / video,
+        frames_root / "frames" / video,
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def clip_fps(path: Path, row: Any) -> float:
+    """Frame rate of a test clip from its question file's dataset prefix (``samm_test_...``)."""
+    for text in (row.video_id.lower(), path.name.lower().removeprefix("me_vqa_").removeprefix("me_lvqa_")):
+        for prefix, fps in FPS_BY_PREFIX.items():
+            if text.startswith(prefix):
+                return fps
+    return DEFAULT_FPS
+
+
+def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | None = None) -> list[ClipJob]:
+    """Read the question files and find every clip's frames; one error lists everything missing."""
+    from megc_vqa.qa.io import QAFileError, read_questions
+
+    if not question_files:
+        raise RunError("no question files given")
+    names = [Path(p).name for p in question_files]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RunError(
+            f"question files share a name ({', '.join(dupes)}): their prediction files would collide"
+        )
+    jobs: list[ClipJob] = []
+    missing: dict[str, list[str]] = {}
+    for path in map(Path, question_files):
+        if not path.is_file():
+            raise RunError(f"{path}: no such question file")
+        try:
+            rows = read_questions(path)
+        except QAFileError as err:
+            raise RunError(str(err)) from None
+        by_video: dict[str, ClipJob] = {}
+        for row in rows:
+            job = by_video.get(row.video)
+            if job is None:
+                folder = frame_folder(frames_root, row.video)
+                if folder is None:
+                    missing.setdefault(row.video, []).append(path.name)
+                    folder = frames_root / row.video
+                job = by_video[row.video] = ClipJob(path, row.video, folder, fps or clip_fps(path, row))
+                jobs.append(job)
+            job.rows.append(row)
+    if missing:
+        listing = "\n".join(f"  {v}  (in {', '.join(sorted(set(f)))})" for v, f in missing.items())
+        raise RunError(
+            f"{len(missing)} video(s) have no frame folder under {frames_root} "
+            f"(looked for <root>/<video>/, <root>/<SAMM|CAS>/<video>/ and <root>/frames/<video>/):\n{listing}"
+        )
+    return jobs
+
+
+def clip_batches(jobs: Sequence[ClipJob], batch_rows: int) -> list[list[ClipJob]]:
+    """Consecutive clips grouped so that a batch holds at most ``batch_rows`` rows (at least one clip).
+
+    Fixed by the question files alone, so a resumed run batches exactly like the first one.
+    """
+    batches: list[list[ClipJob]] = []
+    current: list[ClipJob] = []
+    for job in jobs:
+        if current and sum(len(j.rows) for j in current) + len(job.rows) > batch_rows:
+            batches.append(current)
+            current = []
+        current.append(job)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class VisualSettings:
+    """Visual sampler settings; ``None`` fields take what training recorded, else the defaults."""
+
+    spec: str | None = None
+    size: int | None = None
+    face_crop: bool | None = None
+    cache_dir: Path | None = None
+
+    def resolve(self, meta: dict[str, Any]) -> dict[str, Any]:
+        recorded = meta.get("visual", {}) or {}
+        return {
+            "spec": self.spec or recorded.get("spec") or "oao+flow",
+            "size": self.size or recorded.get("size") or 224,
+            "face_crop": self.face_crop
+            if self.face_crop is not None
+            else bool(recorded.get("face_crop", False)),
+        }
+
+
+def _visual_inputs(job: ClipJob, settings: dict[str, Any], cache_dir: Path | None) -> Any:
+    from megc_vqa.visual.frames import clip_from_folder
+    from megc_vqa.visual.samplers import sample
+
+    clip = clip_from_folder(job.folder, job.fps, dataset="test")
+    return sample(
+        clip, settings["spec"], size=settings["size"], face_crop=settings["face_crop"], cache_dir=cache_dir
+    )
+
+
+def run_vqa(
+    question_files: Sequence[str | Path],
+    frames_root: str | Path,
+    model: str | Path,
+    out_dir: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    gt_files: Sequence[str | Path] = (),
+    options: Any = None,
+    visual: VisualSettings = VisualSettings(),
+    fps: float | None = None,
+    engine: Any = None,
+    progress: bool = True,
+) -> RunResult:
+    """Answer the question files; see the module docstring. ``options`` is an ``EngineOptions``;
+    ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``)."""
+    from megc_vqa.answering.answer_log import AnswerLog
+    from megc_vqa.answering.engine import Engine, EngineOptions, read_train_meta
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    frames_root = Path(frames_root)
+    question_files = [Path(p) for p in question_files]
+    jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
+    for g in gt_files:
+        if not Path(g).is_file():
+            raise RunError(f"{g}: no such ground-truth file")
+    options = options or (engine.options if engine is not None else EngineOptions())
+    meta = read_train_meta(adapter, model if Path(str(model)).is_dir() else None)
+    settings = visual.resolve(meta)
+    fingerprint = {
+        "model": str(model),
+        "adapter": str(adapter) if adapter else None,
+        "options": options.fingerprint(),
+        "visual": settings,
+        "fps": fps,
+    }
+    answer_log = AnswerLog(out / LOG_NAME, fingerprint)
+    todo = [job for job in jobs if any(job.key(r) not in answer_log.done for r in job.rows)]
+    n_rows = sum(len(j.rows) for j in jobs)
+    load_s = answer_s = 0.0
+    answered_now = 0
+    if todo:
+        t0 = time.perf_counter()
+        if engine is None:
+            engine = Engine.load(model, adapter, options)
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        answered_now = _answer_jobs(engine, jobs, answer_log, settings, visual.cache_dir, progress)
+        answer_s = time.perf_counter() - t1
+    else:
+        log.info("every row is already in %s; writing files only", answer_log.path)
+    return _finish(
+        question_files,
+        jobs,
+        answer_log,
+        out,
+        gt_files,
+        fingerprint,
+        n_rows,
+        answered_now,
+        {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
+    )
+
+
+def _answer_jobs(
+    engine: Any,
+    jobs: list[ClipJob],
+    answer_log: Any,
+    settings: dict[str, Any],
+    cache_dir: Path | None,
+    progress: bool,
+) -> int:
+    from tqdm.auto import tqdm
+
+    from megc_vqa.answering.engine import Answer
+
+    done = answer_log.done
+    remaining = sum(1 for j in jobs for r in j.rows if j.key(r) not in done)
+    bar = tqdm(total=remaining, desc="answering", unit="row", disable=not progress)
+    answered = 0
+    for b, batch in enumerate(clip_batches(jobs, max(1, engine.options.batch_size))):
+        if all(j.key(r) in done for j in batch for r in j.rows):
+            continue
+        ready: list[tuple[ClipJob, Any]] = []
+        failed: list[tuple[ClipJob, str]] = []
+        for job in batch:
+            try:
+                ready.append((job, _visual_inputs(job, settings, cache_dir)))
+            except Exception as err:  # unreadable frames: the clip's rows get fallbacks
+                log.error("%s: cannot prepare visual inputs (%s: %s)", job.folder, type(err).__name__, err)
+                failed.append((job, f"visual inputs failed: {type(err).__name__}: {err}"))
+        results = (
+            engine.answer_clips(
+                [(v, [r.question for r in job.rows]) for job, v in ready], sample_seed=engine.options.seed + b
+            )
+            if ready
+            else []
+        )
+        entries: list[dict[str, Any]] = []
+        for (job, _), (answers, changes) in zip(ready, results, strict=True):
+            changed = {c.index: c.rule for c in changes}
+            entries += [
+                _entry(job, i, row, a, changed.get(i))
+                for i, (row, a) in enumerate(zip(job.rows, answers, strict=True))
+            ]
+        for job, reason in failed:
+            from megc_vqa.answering.postprocess import fallback_answer
+
+            entries += [
+                _entry(job, i, row, Answer(fallback_answer(row.question), fallback=True, reason=reason), None)
+                for i, row in enumerate(job.rows)
+            ]
+        new = [e for e in entries if e["key"] not in done]
+        answer_log.extend(new)
+        answered += len(new)
+        bar.update(len(new))
+    bar.close()
+    return answered
+
+
+def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: str | None) -> dict[str, Any]:
+    kind = T.classify_question(row.question)
+    return {
+        "key": job.key(row),
+        "file": job.file.name,
+        "video_id": row.video_id,
+        "video": row.video,
+        "kind": kind,
+        "question": row.question,
+        "answer": answer.text,
+        "raw": answer.raw,
+        "fallback": answer.fallback,
+        "reason": answer.reason,
+        "samples": answer.samples,
+        "consistency": consistency_rule,
+    }
+
+
+def _finish(
+    question_files: list[Path],
+    jobs: list[ClipJob],
+    answer_log: Any,
+    out: Path,
+    gt_files: Sequence[str | Path],
+    fingerprint: dict[str, Any],
+    n_rows: int,
+    answered_now: int,
+    timings: dict[str, float],
+) -> RunResult:
+    from megc_vqa.submission.files import prediction_file_name, read_jsonl
+    from megc_vqa.submission.validate import validate_files
+    from megc_vqa.submission.writer import make_submission_zip, write_predictions
+
+    done = answer_log.done
+    entries = [done[j.key(r)] for j in jobs for r in j.rows]
+    files: list[Path] = []
+    for path in question_files:
+        answers = {e["video_id"]: e["answer"] for e in entries if e["file"] == path.name}
+        files.append(write_predictions(path, answers, out))
+    zip_path = make_submission_zip(files, out / "submission.zip")
+    problems = validate_files([zip_path], question_files)
+    errors = [str(p) for p in problems if p.level == "error"]
+    warnings = [str(p) for p in problems if p.level != "error"]
+    if errors:
+        log.error("the validator rejects the submission:\n  %s", "\n  ".join(errors))
+    summary: dict[str, Any] = {
+        "run": fingerprint,
+        "rows": n_rows,
+        "answered_this_run": answered_now,
+        "resumed_rows": n_rows - answered_now,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "rows_per_s": round(answered_now / timings["answer_s"], 3) if timings["answer_s"] else None,
+        "fallback_rows": [
+            {
+                "file": e["file"],
+                "video_id": e["video_id"],
+                "question": e["question"],
+                "answer": e["answer"],
+                "reason": e["reason"],
+            }
+            for e in entries
+            if e["fallback"]
+        ],
+        "unknown_questions": [
+            {"file": e["file"], "video_id": e["video_id"], "question": e["question"]}
+            for e in entries
+            if e["kind"] == "unknown"
+        ],
+        "consistency_changes": sum(1 for e in entries if e.get("consistency")),
+        "prediction_files": [str(f) for f in files],
+        "submission_zip": str(zip_path),
+        "validator_errors": errors,
+        "validator_warnings": warnings,
+    }
+    scores = None
+    if gt_files:
+        from megc_vqa.metrics.vqa import align, score_aligned
+        from megc_vqa.submission.report import markdown_table, write_vqa_report
+
+        gt_rows = [row for g in gt_files for row in read_jsonl(g)]
+        by_name = {prediction_file_name(g): g for g in gt_files}
+        preds = [row for f in files for row in read_jsonl(f)]
+        rows, align_problems = align(preds, gt_rows)
+        scores = score_aligned(rows, problems=align_problems)
+        scores["files"] = {
+            "predictions": [str(f) for f in files],
+            "ground_truth": [str(g) for g in by_name.values()],
+        }
+        (out / SCORES_NAME).write_text(json.dumps(scores, indent=2, default=str) + "\n")
+        report = write_vqa_report(out, rows, scores)
+        summary["scores"] = str(out / SCORES_NAME)
+        summary["report"] = str(report["report"])
+        summary["score_table"] = markdown_table(scores)
+    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(files, zip_path, summary, scores)
+
+
+def format_summary(result: RunResult) -> str:
+    """The few lines a person wants after a run."""
+    s = result.summary
+    lines = [
+        f"answered {s['answered_this_run']} row(s) this run, {s['resumed_rows']} from the log; {s['rows']} in all",
+        f"fallback answers: {len(s['fallback_rows'])}; unknown questions (answered free-form): "
+        f"{len(s['unknown_questions'])}; consistency rewrites: {s['consistency_changes']}",
+    ]
+    for f in s["fallback_rows"][:20]:
+        lines.append(f"  fallback {f['file']} {f['video_id']}: {f['reason']} -> {f['answer']!r}")
+    for u in s["unknown_questions"][:20]:
+        lines.append(f"  unknown question {u['file']} {u['video_id']}: {u['question']!r}")
+    if s["validator_errors"]:
+        lines.append("VALIDATOR ERRORS:\n  " + "\n  ".join(s["validator_errors"]))
+    else:
+        lines.append(f"validator: OK ({len(s['validator_warnings'])} warning(s))")
+    if "score_table" in s:
+        lines += ["", s["score_table"], f"scores: {s['scores']} (BLEU/ROUGE variant (a), see scores.json)"]
+    lines += [
+        "",
+        "leaderboard files:",
+        *(f"  {p}" for p in s["prediction_files"]),
+        f"  upload: {s['submission_zip']}",
+    ]
+    return "\n".join(lines)
