@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -46,7 +47,7 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "side": 8,
     "presence": 8,
     "au": 64,
-    "joint": 128,
+    "joint": 160,
     "lvqa_event_type": 12,
     "lvqa_aus": 96,
     "lvqa_count_all": 8,
@@ -176,7 +177,13 @@ class Engine:
 
             recorded = adapter_cfg.get("base_model_name_or_path")
             try:
-                base = PeftModel.from_pretrained(base, str(adapter_path))
+                # PEFT only warns when the adapter's weights find no home in this model: make it an error.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    base = PeftModel.from_pretrained(base, str(adapter_path))
+                missing = [w for w in caught if "missing adapter keys" in str(w.message)]
+                if missing:
+                    raise ValueError(str(missing[0].message))
             except (RuntimeError, ValueError, KeyError) as err:
                 raise _base_mismatch(adapter_path, recorded, str(model), err) from None
             if recorded and Path(str(recorded)).name != Path(str(model)).name:

@@ -27,7 +27,6 @@ FINE_TO_COARSE: dict[str, str] = {
 FALLBACKS: dict[str, str] = {
     "coarse": "negative",  # the largest composite class in every source dataset
     "fine": "disgust",  # the most frequent negative fine label of CASME II and SAMM
-    "au": "brow lowerer",
     "side": "left",
     "presence": "yes",
     "lvqa_event_type": "micro-expression",
@@ -36,6 +35,7 @@ FALLBACKS: dict[str, str] = {
     "lvqa_count_macro": "0",
     "lvqa_aus": "brow lowerer",
 }
+FALLBACK_AUS = ("brow lowerer", "lid tightener")  # AU4 (+AU7): the commonest AUs of negative clips
 FREE_FALLBACK = "no answer"
 
 
@@ -113,16 +113,22 @@ def normalise_answer(question: str, text: str, vocab: AnswerVocabulary = DEFAULT
 
 def fallback_answer(question: str, clip_answers: dict[str, str] | None = None) -> str:
     """A non-empty answer for a row the model could not answer, built from the clip's other answers
-    where they help (the joint and analysis answers reuse the clip's AU list, fine and coarse)."""
+    where they help (the AU list, joint and analysis answers reuse the clip's AUs, fine and coarse)."""
     kind = T.classify_question(question)
     ctx = clip_answers or {}
-    if kind in FALLBACKS:
+    if kind in FALLBACKS and kind != "au":
         return FALLBACKS[kind]
-    au = ctx.get("au") or FALLBACKS["au"]
-    names = [n for n in au.split(T.AU_SEPARATOR) if n]
+    known = [n for n in (ctx.get("au") or "").split(T.AU_SEPARATOR) if n in AU_NUMBERS]
+    names = known or list(FALLBACK_AUS)
+    if T.is_plural(question) and len(names) < 2:  # the plural wording means two or more AUs
+        names = sorted({*names, *FALLBACK_AUS}, key=AU_NUMBERS.__getitem__)[:2]
+    elif kind in ("au", "joint") and not T.is_plural(question):
+        names = names[:1]
     fine, coarse = ctx.get("fine") or FALLBACKS["fine"], ctx.get("coarse") or FALLBACKS["coarse"]
+    if kind == "au":
+        return T.au_list_answer(names)
     if kind == "joint":
-        return joint_text(T.is_plural(question), names if T.is_plural(question) else names[:1], fine, coarse)
+        return joint_text(T.is_plural(question), names, fine, coarse)
     if kind == "analysis":
         return (
             f"The face shows {T.au_list_answer(names)}. These movements suggest {fine}, "

@@ -1,0 +1,406 @@
+"""The answering stack: grammars, constrained decoding, the answer log, consistency, run_vqa, the REPL."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megc_vqa.answering.answer_log import AnswerLog, LogMismatchError
+from megc_vqa.answering.grammar import AU_NAMES_IN_ORDER, AUList, answer_grammar, fullmatch, joint_grammar
+from megc_vqa.answering.postprocess import fallback_answer, make_consistent, normalise_answer
+from megc_vqa.answering.repl import ClipRequest, Session
+from megc_vqa.qa import templates as T
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+QUESTION_FILES = sorted((REPO / "data/megc/2025").glob("*_to_answer.jsonl"))
+PRESENCE_Q = "Is the action unit lip corner puller shown on the face?"
+SIDE_Q = "Is the action unit lip corner puller located on the left or right face?"
+CLIP_QUESTIONS = [
+    T.COARSE_QUESTION,
+    T.FINE_QUESTION,
+    T.AU_QUESTION_PLURAL,
+    PRESENCE_Q,
+    T.JOINT_QUESTION_PLURAL,
+]
+
+
+# -- grammars -------------------------------------------------------------------------------------------
+
+
+def test_label_grammars_accept_exactly_the_labels():
+    coarse = answer_grammar(T.COARSE_QUESTION)
+    assert all(fullmatch(coarse, c) for c in ("negative", "positive", "surprise"))
+    assert not any(fullmatch(coarse, c) for c in ("Negative", "negative.", "neg", "others", ""))
+    assert fullmatch(answer_grammar(SIDE_Q), "left") and not fullmatch(answer_grammar(SIDE_Q), "yes")
+    assert fullmatch(answer_grammar(PRESENCE_Q), "no") and not fullmatch(answer_grammar(PRESENCE_Q), "left")
+    assert answer_grammar(T.ANALYSIS_QUESTIONS[0]) is None
+    assert answer_grammar("What colour is the sky?") is None
+
+
+def test_au_list_grammar_wants_ascending_known_names():
+    plural = answer_grammar(T.AU_QUESTION_PLURAL)
+    singular = answer_grammar(T.AU_QUESTION_SINGULAR)
+    assert fullmatch(plural, "inner brow raiser, lip corner puller, eyes left")
+    assert not fullmatch(plural, "lip corner puller, inner brow raiser")  # out of AU order
+    assert not fullmatch(plural, "lip corner puller")  # the plural question means two or more
+    assert not fullmatch(plural, "inner brow raiser, inner brow raiser")
+    assert not fullmatch(plural, "inner brow raiser,lip corner puller")
+    assert fullmatch(singular, "jaw drop") and not fullmatch(singular, "jaw drop, eyes left")
+    # every ascending subset of every size is accepted by an unbounded list
+    grammar = AUList(AU_NAMES_IN_ORDER, 1, None)
+    for step in (1, 3, 7):
+        names = list(AU_NAMES_IN_ORDER[::step])
+        assert fullmatch(grammar, T.au_list_answer(names))
+
+
+def test_joint_grammar_is_the_exact_template():
+    plural = T.joint_answer(["cheek raiser", "lip corner puller"], "happiness", "positive")
+    singular = T.joint_answer(["brow lowerer"], "disgust", "negative")
+    assert fullmatch(joint_grammar(plural=True), plural)
+    assert fullmatch(joint_grammar(plural=False), singular)
+    assert not fullmatch(joint_grammar(plural=False), plural)
+    assert not fullmatch(joint_grammar(plural=True), plural.rstrip("."))
+    assert not fullmatch(joint_grammar(plural=True), plural.replace("happiness", "joy"))
+
+
+# -- constrained decoding with a tiny causal LM built here ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [*CLIP_QUESTIONS, T.JOINT_ANSWER_PLURAL, T.JOINT_ANSWER_SINGULAR, *AU_NAMES_IN_ORDER]
+    corpus.append(
+        "negative positive surprise anger contempt disgust fear happiness repression sadness yes no"
+    )
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus * 3, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _random_lm(tokenizer, seed):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return Qwen2ForCausalLM(config).eval()
+
+
+def _decode(model, tokenizer, questions, grammars, **kwargs):
+    from transformers import LogitsProcessorList
+
+    from megc_vqa.answering.constrained import GrammarLogitsProcessor, TokenIndex
+
+    index = TokenIndex(tokenizer)
+    enc = tokenizer(questions, return_tensors="pt", padding=True)
+    width = enc.input_ids.shape[1]
+    n = kwargs.get("num_return_sequences", 1)
+    procs = LogitsProcessorList([GrammarLogitsProcessor(index, grammars, width, n)] if any(grammars) else [])
+    out = model.generate(**enc, max_new_tokens=200, logits_processor=procs, eos_token_id=list(index.stop_ids),
+                         pad_token_id=tokenizer.pad_token_id, **kwargs)  # fmt: skip
+    return [a.strip() for a in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+
+
+QUESTIONS = [*CLIP_QUESTIONS, T.AU_QUESTION_SINGULAR, T.JOINT_QUESTION_SINGULAR, SIDE_Q]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_decoding_always_yields_valid_answers(tiny_lm, seed):
+    model = _random_lm(tiny_lm, seed)
+    grammars = [answer_grammar(q) for q in QUESTIONS]
+    answers = _decode(model, tiny_lm, QUESTIONS, grammars, do_sample=False)
+    bad = [(q, a) for q, g, a in zip(QUESTIONS, grammars, answers, strict=True) if not fullmatch(g, a)]
+    assert not bad
+    # the same untrained model left free writes something else: the constraint did the work
+    free = _decode(model, tiny_lm, QUESTIONS, [None] * len(QUESTIONS), do_sample=False)
+    assert sum(fullmatch(g, a) for g, a in zip(grammars, free, strict=True)) < len(QUESTIONS)
+
+
+def test_constrained_sampling_with_several_samples_per_row(tiny_lm):
+    import torch
+
+    torch.manual_seed(0)
+    model = _random_lm(tiny_lm, 3)
+    qs = [T.COARSE_QUESTION, T.JOINT_QUESTION_PLURAL]
+    grammars = [answer_grammar(q) for q in qs]
+    answers = _decode(model, tiny_lm, qs, grammars, do_sample=True, num_return_sequences=4, temperature=1.5)
+    assert len(answers) == 8
+    assert all(fullmatch(grammars[i // 4], a) for i, a in enumerate(answers)), answers
+
+
+# -- normalisation, fallbacks, consistency, the log ------------------------------------------------------
+
+
+def test_normalise_recovers_labels_from_free_text():
+    assert normalise_answer(T.COARSE_QUESTION, "Negative.") == ("negative", True)
+    assert normalise_answer(T.COARSE_QUESTION, "negative or positive") == ("negative or positive", False)
+    assert normalise_answer(T.AU_QUESTION_PLURAL, "I see lip corner puller and cheek raiser") == (
+        "cheek raiser, lip corner puller",
+        True,
+    )
+    broken = "The action units present are: lip corner puller, cheek raiser. Therefore, the fine-grained expression class is Happiness, and the coarse expression class is positive."  # fmt: skip
+    fixed, ok = normalise_answer(T.JOINT_QUESTION_PLURAL, broken)
+    assert ok and fixed == T.joint_answer(["cheek raiser", "lip corner puller"], "happiness", "positive")
+    assert normalise_answer(T.ANALYSIS_QUESTIONS[0], "  a  free\nanswer ") == ("a free answer", True)
+
+
+def test_fallbacks_are_valid_and_reuse_the_clip():
+    ctx = {"au": "cheek raiser, lip corner puller", "fine": "happiness", "coarse": "positive"}
+    for q in [*QUESTIONS, T.ANALYSIS_QUESTIONS[1]]:
+        answer = fallback_answer(q, ctx)
+        assert answer
+        grammar = answer_grammar(q)
+        assert grammar is None or fullmatch(grammar, answer), q
+    assert fallback_answer(T.JOINT_QUESTION_PLURAL, ctx) == T.joint_answer(
+        ["cheek raiser", "lip corner puller"], "happiness", "positive"
+    )
+
+
+def test_consistency_rules():
+    answers = [
+        "positive",
+        "disgust",  # contradicts positive
+        "cheek raiser, lip corner puller",
+        "no",  # contradicts the AU list
+        T.joint_answer(["brow lowerer", "jaw drop"], "anger", "negative"),
+    ]
+    fixed, changes = make_consistent(CLIP_QUESTIONS, answers, choose_fine=lambda coarse: "happiness")
+    assert fixed == [
+        "positive",
+        "happiness",
+        "cheek raiser, lip corner puller",
+        "yes",
+        T.joint_answer(["cheek raiser", "lip corner puller"], "happiness", "positive"),
+    ]
+    assert {c.index for c in changes} == {1, 3, 4}
+    # already consistent answers are left alone
+    again, none = make_consistent(CLIP_QUESTIONS, fixed)
+    assert again == fixed and none == []
+
+
+def test_answer_log_resumes_and_refuses_other_configurations(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    log = AnswerLog(path, {"model": "a"})
+    log.append({"key": "f:1", "answer": "negative"})
+    log.extend([{"key": "f:2", "answer": "yes"}])
+    with path.open("a") as fh:
+        fh.write('{"key": "f:3", "answ')  # killed mid-write
+    again = AnswerLog(path, {"model": "a"})
+    assert set(again.done) == {"f:1", "f:2"}
+    again.append({"key": "f:3", "answer": "no"})
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()[1:]] == ["f:1", "f:2", "f:3"]
+    with pytest.raises(LogMismatchError, match="another configuration"):
+        AnswerLog(path, {"model": "b"})
+
+
+# -- run_vqa with the tiny model over synthetic frames ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    """Synthetic frames for the shared 2025 question files (one small clip per video)."""
+    from megc_vqa.visual.toyclips import write_toy_clip
+
+    root = tmp_path_factory.mktemp("testset")
+    videos = dict.fromkeys(
+        json.loads(line)["video"] for f in QUESTION_FILES for line in f.read_text().splitlines()
+    )
+    for i, video in enumerate(videos):
+        write_toy_clip(root / "frames" / video, n_frames=10, apex_pos=4, seed=i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from megc_vqa.answering.engine import Engine, EngineOptions
+
+    return Engine.load("tiny-qwen2.5-vl", options=EngineOptions(batch_size=20))
+
+
+@pytest.fixture(scope="module")
+def full_run(engine, test_set, tmp_path_factory):
+    from megc_vqa.answering.run_vqa import run_vqa
+
+    out = tmp_path_factory.mktemp("run")
+    return run_vqa(QUESTION_FILES, test_set, "tiny-qwen2.5-vl", out, engine=engine, progress=False)
+
+
+def test_run_vqa_writes_files_the_validator_accepts(full_run):
+    from megc_vqa.submission.validate import validate_files
+
+    names = sorted(p.name for p in full_run.prediction_files)
+    assert names == ["me_vqa_casme3_test_pred.jsonl", "me_vqa_samm_test_pred.jsonl"]
+    assert [p for p in validate_files([full_run.zip_path], QUESTION_FILES) if p.level == "error"] == []
+    for pred, questions in zip(sorted(full_run.prediction_files), QUESTION_FILES, strict=True):
+        rows = [json.loads(line) for line in pred.read_text().splitlines()]
+        qrows = [json.loads(line) for line in questions.read_text().splitlines()]
+        assert [r["video_id"] for r in rows] == [q["video_id"] for q in qrows]
+        for r in rows:  # constrained decoding: every classification answer is in its format
+            grammar = answer_grammar(r["question"])
+            assert r["answer"] and (grammar is None or fullmatch(grammar, r["answer"])), r
+    summary = json.loads((full_run.zip_path.parent / "run_summary.json").read_text())
+    assert (
+        summary["rows"] == 120 and summary["answered_this_run"] == 120 and summary["validator_errors"] == []
+    )
+
+
+def test_a_killed_run_resumes_to_identical_files(engine, full_run, test_set, tmp_path):
+    from megc_vqa.answering.run_vqa import LOG_NAME, run_vqa
+
+    class Killer:
+        """The engine, killed (KeyboardInterrupt) during its third batch of clips."""
+
+        def __init__(self, inner):
+            self.inner, self.calls, self.options, self.name = inner, 0, inner.options, inner.name
+
+        def answer_clips(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.inner.answer_clips(*args, **kwargs)
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_vqa(QUESTION_FILES, test_set, "tiny-qwen2.5-vl", out, engine=Killer(engine), progress=False)
+    logged = (out / LOG_NAME).read_text().splitlines()
+    assert 1 < len(logged) < 121  # fingerprint + some answers, not all
+    with (out / LOG_NAME).open("a") as fh:
+        fh.write('{"key": "half a line')  # and killed mid-write
+    result = run_vqa(QUESTION_FILES, test_set, "tiny-qwen2.5-vl", out, engine=engine, progress=False)
+    assert result.summary["resumed_rows"] == len(logged) - 1
+    for mine, reference in zip(result.prediction_files, full_run.prediction_files, strict=True):
+        assert mine.read_bytes() == reference.read_bytes()
+
+
+def test_missing_frames_are_listed_before_any_model_loads(tmp_path, test_set):
+    from megc_vqa.answering.run_vqa import RunError, run_vqa
+
+    frames = tmp_path / "frames"
+    shutil.copytree(test_set / "frames", frames)
+    for video in ("SAMM-3", "CAS-7", "CAS-12"):
+        shutil.rmtree(frames / video)
+    with pytest.raises(RunError) as err:  # a model name that cannot load proves nothing was loaded
+        run_vqa(QUESTION_FILES, frames, "no-such-model", tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert "3 video(s) have no frame folder" in message
+    assert all(v in message for v in ("SAMM-3", "CAS-7", "CAS-12"))
+
+
+def test_bad_question_files(tmp_path, test_set, engine):
+    from megc_vqa.answering.run_vqa import RunError, run_vqa
+
+    empty = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+    empty.write_text("")
+    with pytest.raises(RunError, match="no question rows"):
+        run_vqa([empty], test_set, "tiny-qwen2.5-vl", tmp_path / "out", engine=engine, progress=False)
+    odd = tmp_path / "odd_to_answer.jsonl"
+    rows = [
+        {"video_id": "samm_test_SAMM-1_1", "video": "SAMM-1", "question": T.COARSE_QUESTION, "answer": ""},
+        {
+            "video_id": "samm_test_SAMM-1_2",
+            "video": "SAMM-1",
+            "question": "What colour is the sky?",
+            "answer": "",
+        },
+        {
+            "video_id": "samm_test_SAMM-1_3",
+            "video": "SAMM-1",
+            "question": T.ANALYSIS_QUESTIONS[2],
+            "answer": "",
+        },
+    ]
+    odd.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_vqa([odd], test_set, "tiny-qwen2.5-vl", tmp_path / "out2", engine=engine, progress=False)
+    assert [u["video_id"] for u in result.summary["unknown_questions"]] == ["samm_test_SAMM-1_2"]
+    answers = [json.loads(line)["answer"] for line in result.prediction_files[0].read_text().splitlines()]
+    assert all(a.strip() for a in answers) and answers[0] in ("negative", "positive", "surprise")
+
+
+def test_adapter_for_another_base_model_is_refused(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from megc_vqa.answering.engine import Engine, EngineError
+
+    other = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))  # fmt: skip
+    peft_model = get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    peft_model.peft_config["default"].base_model_name_or_path = "someone/other-text-model"
+    peft_model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(EngineError, match="does not fit model 'tiny-qwen2.5-vl'.*someone/other-text-model"):
+        Engine.load("tiny-qwen2.5-vl", tmp_path / "adapter")
+
+
+# -- the REPL ----------------------------------------------------------------------------------------------
+
+
+class FakeVisual:
+    def __init__(self, name):
+        import numpy as np
+
+        self.images = tuple(np.full((8, 8, 3), i * 60, np.uint8) for i in range(4))
+        self.frame_indices = (1, 5, 9)
+        self.description = f"onset 1, apex 5, offset 9 + flow of {name}"
+
+
+def test_repl_session_with_a_fake_answerer(tmp_path):
+    out = io.StringIO()
+    seen = []
+    session = Session(
+        answer=lambda visual, q: seen.append((visual.description, q)) or "negative",
+        load_visual=lambda req: FakeVisual(req.path.name),
+        clip=ClipRequest(tmp_path / "clipA"),
+        sheet_path=tmp_path / "sheet.png",
+        out=out,
+    )
+    lines = iter([T.COARSE_QUESTION, ":frames", ":clip", f":clip {tmp_path / 'clipB'}", "Why?", ":nope",
+                  f":save {tmp_path / 't.jsonl'}", ":quit", "never read"])  # fmt: skip
+    assert session.loop(lambda: next(lines)) == 0
+    text = out.getvalue()
+    assert "negative\n  (" in text and "usage: :clip" in text and "unknown command :nope" in text
+    assert (tmp_path / "sheet.png").stat().st_size > 0
+    assert [s[0].split()[-1] for s in seen] == ["clipA", "clipB"]
+    transcript = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [t["question"] for t in transcript] == [T.COARSE_QUESTION, "Why?"]
+
+
+def test_megc_vqa_ask_through_stdin(test_set, tmp_path):
+    clip = test_set / "frames" / "SAMM-1"
+    script = f"{T.COARSE_QUESTION}\n:frames\n{T.AU_QUESTION_SINGULAR}\n:save {tmp_path / 't.jsonl'}\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "megc_vqa", "ask", "--model", "tiny-qwen2.5-vl", "--clip", str(clip),
+         "--sheet", str(tmp_path / "sheet.png")],
+        input=script, capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = [json.loads(line)["answer"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert answers[0] in ("negative", "positive", "surprise")
+    assert fullmatch(answer_grammar(T.AU_QUESTION_SINGULAR), answers[1])
+    assert "the model sees: onset" in proc.stdout and (tmp_path / "sheet.png").is_file()
