@@ -353,7 +353,7 @@ def test_adapter_for_another_base_model_is_refused(tmp_path):
     peft_model = get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     peft_model.peft_config["default"].base_model_name_or_path = "someone/other-text-model"
     peft_model.save_pretrained(tmp_path / "adapter")
-    with pytest.raises(EngineError, match="does not fit model 'tiny-qwen2.5-vl'.*someone/other-text-model"):
+    with pytest.raises(EngineError, match=r"does not fit model 'tiny-qwen2.5-vl'.*someone/other-text-model"):
         Engine.load("tiny-qwen2.5-vl", tmp_path / "adapter")
 
 
