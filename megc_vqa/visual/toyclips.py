@@ -78,3 +78,21 @@ def write_toy_clip(
         cv2.imwrite(str(folder / pattern.format(index)), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         written.append(index)
     return written
+
+
+def toy_face(height: int = 240, width: int = 200) -> np.ndarray:
+    """A cartoon frontal face (RGB uint8) that OpenCV's Haar frontal-face cascade detects."""
+    image = np.full((height, width, 3), 90, np.uint8)
+    cx, cy = width // 2, height // 2
+    cv2.ellipse(image, (cx, cy), (int(width * 0.32), int(height * 0.36)), 0, 0, 360, (200, 170, 150), -1)
+    for side in (-1, 1):
+        ex, ey = cx + side * int(width * 0.13), cy - int(height * 0.08)
+        brow = (ex, ey - int(height * 0.06))
+        cv2.ellipse(image, brow, (int(width * 0.08), int(height * 0.015)), 0, 0, 360, (60, 40, 30), -1)
+        cv2.ellipse(image, (ex, ey), (int(width * 0.06), int(height * 0.025)), 0, 0, 360, (255, 255, 255), -1)
+        cv2.circle(image, (ex, ey), int(width * 0.025), (30, 20, 20), -1)
+    nose = (cx, cy + int(height * 0.06))
+    cv2.ellipse(image, nose, (int(width * 0.03), int(height * 0.06)), 0, 0, 360, (170, 140, 120), -1)
+    mouth = (cx, cy + int(height * 0.19))
+    cv2.ellipse(image, mouth, (int(width * 0.12), int(height * 0.03)), 0, 0, 360, (120, 50, 50), -1)
+    return cv2.GaussianBlur(image, (5, 5), 0)
