@@ -17,7 +17,6 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +72,10 @@ def list_frames(folder: Path, *, root: Path | None = None) -> list[tuple[int, Pa
     """
     folder = Path(folder)
     check_inside(folder, root)
-    try:
-        stat = folder.stat()
-    except OSError as err:
-        raise FrameError(f"{folder}: frame folder not found ({err.strerror})") from None
     if not folder.is_dir():
-        raise FrameError(f"{folder}: expected a folder of frame images, found a file")
-    return list(_list_frames_cached(str(folder), stat.st_mtime_ns))
-
-
-@lru_cache(maxsize=256)
-def _list_frames_cached(folder: str, mtime_ns: int) -> tuple[tuple[int, Path], ...]:
-    # Keyed by the folder's mtime, so adding or removing a frame invalidates the listing.
+        if folder.exists():
+            raise FrameError(f"{folder}: expected a folder of frame images, found a file")
+        raise FrameError(f"{folder}: frame folder not found")
     found: dict[int, Path] = {}
     try:
         entries = list(os.scandir(folder))
@@ -100,8 +91,8 @@ def _list_frames_cached(folder: str, mtime_ns: int) -> tuple[tuple[int, Path], .
             raise FrameError(
                 f"{folder}: files {found[number].name} and {entry.name} both give frame number {number}"
             )
-        found[number] = Path(folder) / entry.name
-    return tuple(sorted(found.items()))
+        found[number] = folder / entry.name
+    return sorted(found.items())
 
 
 class FrameReader:

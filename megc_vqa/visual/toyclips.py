@@ -45,7 +45,7 @@ def toy_frames(
         frame = background.copy()
         cv2.rectangle(frame, (x0 + dx, y0), (x0 + dx + side, y0 + side), (250, 240, 230), thickness=-1)
         if noise:
-            jitter = rng.normal(0, noise, size=frame.shape)
+            jitter = rng.standard_normal(size=frame.shape, dtype=np.float32) * noise
             frame = np.clip(frame + jitter, 0, 255).astype(np.uint8)
         frames[t] = frame
     return frames
