@@ -303,10 +303,17 @@ def test_estimate_apex_reads_frames_in_chunks(toy_clip_dir: Path, monkeypatch: p
     assert max(batch_sizes) == 8 and sum(batch_sizes) == 1 + N_FRAMES
 
 
-def test_oao_without_apex_uses_the_estimate(toy_clip_dir: Path, true_apexes: set[int]) -> None:
-    out = sample(_clip(toy_clip_dir, FIRST, FIRST + N_FRAMES - 1), "oao+flow", size=64)
+def test_oao_without_apex_uses_the_estimate_or_the_midpoint(
+    toy_clip_dir: Path, true_apexes: set[int]
+) -> None:
+    clip = _clip(toy_clip_dir, FIRST, FIRST + N_FRAMES - 1)
+    out = sample(clip, "oao+flow", size=64)
     assert out.frame_indices[1] in true_apexes and out.apex_estimated
     assert out.frame_indices[0] == FIRST and out.frame_indices[2] == FIRST + N_FRAMES - 1
+    mid = sample(clip, "oao", size=64, apex_method="midpoint")
+    assert mid.frame_indices[1] == FIRST + (N_FRAMES - 1) // 2 and "(midpoint)" in mid.description
+    with pytest.raises(ValueError, match="unknown apex method"):
+        sample(clip, "oao", apex_method="peak")
 
 
 # ---------------------------------------------------------------- cache
@@ -426,6 +433,22 @@ def test_haar_cascade_finds_a_drawn_face() -> None:
     assert box is not None
     x, y, w, h = box
     assert abs(x + w / 2 - 150) < 25 and abs(y + h / 2 - 150) < 30 and w > 100  # the face is centred
+
+
+@pytest.mark.skipif(
+    not face_mod.face_detector_available(),
+    reason=f"OpenCV {cv2.__version__} ships no Haar cascade (OpenCV 5 moved it out; opencv-python-headless<5 has it)",
+)
+def test_face_crop_end_to_end_with_the_cascade(tmp_path: Path) -> None:
+    frame = np.full((320, 400, 3), 70, np.uint8)
+    frame[40:280, 100:300] = toy_face(240, 200)
+    for index in range(1, 6):
+        cv2.imwrite(str(tmp_path / f"img{index}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    out = sample(_clip(tmp_path, 1, 5, apex=3), "oao", size=None, face_crop=True)
+    assert out.face_box is not None and "face crop" in out.description
+    x, y, w, h = out.face_box
+    assert all(image.shape == (h, w, 3) for image in out.images) and w < 400 and h < 320
+    assert abs(x + w / 2 - 200) < 30 and abs(y + h / 2 - 160) < 40
 
 
 @pytest.mark.skipif(face_mod.face_detector_available(), reason="this OpenCV has the Haar cascade")

@@ -45,6 +45,7 @@ SAMPLER_GRAMMAR = (
 )
 # Bump when the cached content or its meaning changes, so stale caches are never reused.
 CACHE_VERSION = 1
+APEX_METHODS: tuple[str, ...] = ("motion", "midpoint")
 _UNIFORM = re.compile(r"uniform:(\d+)")
 
 
@@ -159,7 +160,15 @@ def resize_shorter(frames: np.ndarray, size: int | None) -> np.ndarray:
     return out
 
 
-def cache_key(clip: Clip, spec: SamplerSpec, *, size: int | None, face_crop: bool, flow_method: str) -> str:
+def cache_key(
+    clip: Clip,
+    spec: SamplerSpec,
+    *,
+    size: int | None,
+    face_crop: bool,
+    flow_method: str,
+    apex_method: str = "motion",
+) -> str:
     """Hash of everything the result depends on (source path and mtime, onset/apex/offset, settings)."""
     path = Path(clip.source.path)
     try:
@@ -179,6 +188,7 @@ def cache_key(clip: Clip, spec: SamplerSpec, *, size: int | None, face_crop: boo
         "size": size,
         "face_crop": face_crop,
         "flow_method": flow_method if spec.flow else None,
+        "apex_method": apex_method if clip.apex is None else None,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -192,6 +202,7 @@ def sample(
     flow_method: str = "farneback",
     cache_dir: Path | None = None,
     root: Path | None = None,
+    apex_method: str = "motion",
 ) -> VisualInputs:
     """Build a clip's :class:`VisualInputs` for a sampler spec (see the module docstring).
 
@@ -200,27 +211,50 @@ def sample(
     flow_method: ``farneback`` or ``tvl1`` (needs opencv-contrib).
     cache_dir: where to keep ``.npz`` results; ``None`` disables caching.
     root: dataset root the clip's frames must stay inside.
-    Raises FrameError (naming the path) when frames cannot be read.
+    apex_method: for clips without an apex: ``motion`` (:func:`~megc_vqa.visual.apex.estimate_apex`, the
+        frame of largest motion against the onset) or ``midpoint`` (the middle of onset..offset, a
+        common SMIC convention).
+    Raises FrameError (naming the path) when frames cannot be read, FaceDetectorUnavailable when
+    ``face_crop`` is asked of an OpenCV without the Haar cascade.
     """
     parsed = spec if isinstance(spec, SamplerSpec) else parse_sampler(spec)
     if flow_method not in FLOW_METHODS:
         raise ValueError(f"unknown flow method {flow_method!r}; choose one of {', '.join(FLOW_METHODS)}")
+    if apex_method not in APEX_METHODS:
+        raise ValueError(f"unknown apex method {apex_method!r}; choose one of {', '.join(APEX_METHODS)}")
     cache_file = None
     if cache_dir is not None:
-        key = cache_key(clip, parsed, size=size, face_crop=face_crop, flow_method=flow_method)
+        key = cache_key(
+            clip, parsed, size=size, face_crop=face_crop, flow_method=flow_method, apex_method=apex_method
+        )
         cache_file = Path(cache_dir) / f"{clip.dataset}_{_safe(clip.image_id)}_{key}.npz"
         cached = _load(cache_file)
         if cached is not None:
             return cached
     with FrameReader(clip.source, root=root) as reader:
-        result = _compute(clip, parsed, reader, size=size, face_crop=face_crop, flow_method=flow_method)
+        result = _compute(
+            clip,
+            parsed,
+            reader,
+            size=size,
+            face_crop=face_crop,
+            flow_method=flow_method,
+            apex_method=apex_method,
+        )
     if cache_file is not None:
         _save(cache_file, result, parsed)
     return result
 
 
 def _compute(
-    clip: Clip, spec: SamplerSpec, reader: FrameReader, *, size: int | None, face_crop: bool, flow_method: str
+    clip: Clip,
+    spec: SamplerSpec,
+    reader: FrameReader,
+    *,
+    size: int | None,
+    face_crop: bool,
+    flow_method: str,
+    apex_method: str,
 ) -> VisualInputs:
     onset, offset = reader.resolve([clip.onset, clip.offset])
     label = f"{clip.dataset}/{clip.image_id}"
@@ -235,6 +269,8 @@ def _compute(
     apex: int | None = None
     if clip.apex is not None:
         apex = reader.resolve([clip.apex])[0]
+    elif needs_apex and apex_method == "midpoint":
+        apex = reader.resolve([(onset + offset) // 2])[0]
     elif needs_apex:
         apex = estimate_apex(clip, reader=reader, box=box)
     apex_estimated = clip.apex is None and apex is not None
@@ -257,7 +293,8 @@ def _compute(
     if key_indices:
         video = np.stack([ready[i] for i in key_indices])
         images.extend(video)
-    parts = [_describe_frames(spec, key_indices, onset, apex, offset, apex_estimated)]
+    how = ("estimated" if apex_method == "motion" else "midpoint") if apex_estimated else ""
+    parts = [_describe_frames(spec, key_indices, onset, apex, offset, how)]
     if spec.flow and apex is not None:
         images.append(flow_image(ready[onset], ready[apex], flow_method))
         parts.append(f"{flow_method} flow onset {onset}->apex {apex}")
@@ -283,9 +320,9 @@ def _compute(
 
 
 def _describe_frames(
-    spec: SamplerSpec, key_indices: list[int], onset: int, apex: int | None, offset: int, estimated: bool
+    spec: SamplerSpec, key_indices: list[int], onset: int, apex: int | None, offset: int, estimated: str
 ) -> str:
-    apex_text = "apex unknown" if apex is None else f"apex {apex}" + (" (estimated)" if estimated else "")
+    apex_text = "apex unknown" if apex is None else f"apex {apex}" + (f" ({estimated})" if estimated else "")
     if spec.frames == "oao":
         return f"onset {onset}, {apex_text}, offset {offset}"
     if spec.frames == "uniform":
