@@ -137,6 +137,13 @@ def test_corrupt_jpeg_names_the_file(tmp_path: Path) -> None:
         read_frames(FrameSource("folder", tmp_path), [1, 3])
     with pytest.raises(FrameError, match=r"img3\.jpg"):
         sample(_clip(tmp_path, 1, 5, apex=3), "oao", size=None)
+    whole = (tmp_path / "img4.jpg").read_bytes()
+    (tmp_path / "img4.jpg").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+    with pytest.raises(FrameError, match=r"img4\.jpg.*truncated JPEG"):
+        read_frames(FrameSource("folder", tmp_path), [4])
+    (tmp_path / "img5.jpg").write_bytes(b"")
+    with pytest.raises(FrameError, match=r"img5\.jpg.*cannot decode"):
+        read_frames(FrameSource("folder", tmp_path), [5])
 
 
 def test_missing_folder_and_video_name_the_path(tmp_path: Path) -> None:

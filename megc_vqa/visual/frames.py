@@ -269,14 +269,20 @@ def _open_video(path: Path) -> Any:
 
 
 def _imread(path: Path, flags: int) -> np.ndarray:
+    # Read the bytes ourselves: OpenCV decodes a truncated JPEG (an interrupted copy) into a half-grey
+    # image with only a warning on stderr, so we check for the end-of-image marker first.
     try:
-        image = cv2.imread(str(path), flags)
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise FrameError(f"{path}: cannot read frame image ({err.strerror})") from None
+    if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-64:].tobytes():
+        raise FrameError(f"{path}: cannot decode frame image (truncated JPEG: no end-of-image marker)")
+    try:
+        image = cv2.imdecode(data, flags) if data.size else None
     except cv2.error as err:
-        raise FrameError(
-            f"{path}: cannot decode frame image ({err.msg if hasattr(err, 'msg') else err})"
-        ) from None
+        raise FrameError(f"{path}: cannot decode frame image ({getattr(err, 'msg', err)})") from None
     if image is None or image.size == 0:
-        raise FrameError(f"{path}: cannot decode frame image (missing, corrupt or not an image)")
+        raise FrameError(f"{path}: cannot decode frame image (empty, corrupt or not an image)")
     return image
 
 

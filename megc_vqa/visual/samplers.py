@@ -131,9 +131,11 @@ class VisualInputs:
     face_box: Box | None = None
 
 
-def key_frame_targets(spec: SamplerSpec, onset: int, apex: int, offset: int) -> list[int]:
+def key_frame_targets(spec: SamplerSpec, onset: int, apex: int | None, offset: int) -> list[int]:
     """Absolute frame indices the key frames should come from (before dropped-frame substitution)."""
     if spec.frames == "oao":
+        if apex is None:
+            raise ValueError("the oao sampler needs an apex")
         return [onset, apex, offset]
     if spec.frames == "uniform":
         return [round(float(x)) for x in np.linspace(onset, offset, spec.n_frames)]
