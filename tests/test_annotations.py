@@ -590,3 +590,45 @@ def test_every_module_has_the_api() -> None:
 def test_loading_result_type(casme2_root) -> None:
     root, _ = casme2_root
     assert isinstance(casme2.load(root), LoadResult)
+
+
+# ------------------------------------------------------------------------------------------------ common pieces
+
+
+def test_frame_numbers_are_numeric_not_string_sorted(tmp_path: Path) -> None:
+    from megc_vqa.annotations.common import FrameIndex, RowSkip
+
+    folder = tmp_path / "EP02_01f"
+    touch_frames(folder, [46, 100, 9], casme2.frame_name)
+    (folder / "reg_img47.jpg").write_bytes(b"")  # cropped-release names carry the number the same way
+    (folder / "Thumbs.db").write_bytes(b"")
+    index = FrameIndex()
+    assert index.numbers(folder) == [9, 46, 47, 100]
+    index.check_range(folder, 90, 110)
+    with pytest.raises(RowSkip, match=r"no frames in onset\.\.offset"):
+        index.check_range(folder, 48, 99)
+
+
+@pytest.mark.parametrize("subject", ["/etc", "..", "spNO.1/../../x", "C:evil"])
+def test_subjects_escaping_the_root_are_skipped(tmp_path: Path, subject: str) -> None:
+    root = tmp_path / "CASME3"
+    clips = casme3_clips(root)[2:3]
+    make_frames(casme3, root, clips)
+    path = casme3.write(clips, root)
+    edit(path, "Sheet1", {"A2": subject})
+    result = casme3.load(root)
+    assert [(s.row, s.reason) for s in result.skips] == [(2, "path escapes dataset root")]
+
+
+def test_header_is_found_in_any_sheet(tmp_path: Path) -> None:
+    root = tmp_path / "SAMM"
+    clips = samm_clips(root)[:2]
+    make_frames(samm, root, clips)
+    path = samm.write(clips, root)
+    workbook = openpyxl.load_workbook(path)
+    workbook["MICRO_ONLY"].title = "Sheet1"
+    workbook.create_sheet("README", 0).append(["About this file"])
+    workbook.save(path)
+    result = samm.load(root)
+    assert [c.clip_id for c in result.clips] == ["006_1_2", "007_3_1"]
+    assert {s.sheet for s in result.skips} <= {"Sheet1"}

@@ -1,26 +1,24 @@
 """Dataset annotation files (CASME II, SAMM, SMIC, CAS(ME)^3, CAS(ME)^2, SAMM-LV) <-> records.
 
-One module per format, each with the same API:
+One module per format (``DATASETS[key]``), each with the same API::
 
-==========================================  ================================================================
-``ANNOTATION_PATTERNS: tuple[str, ...]``    glob patterns of the annotation file; finding one marks a root
-``FILE_NAME``, ``FPS``, ``DATASET``         file name ``write`` uses, frame rate, dataset key of the records
-``load(root, *, check_frames=True)``        -> :class:`LoadResult`; ``root`` = dataset folder or the xlsx
-``write(records, root) -> Path``            the spreadsheet in the release format with documented traps
-``clip_dir(root, subject, clip_id)``        frame folder of a clip (of a video for the long-video datasets)
-``frame_name(index, clip_id="")``           file name of frame ``index`` in that folder
-==========================================  ================================================================
+    ANNOTATION_PATTERNS: tuple[str, ...]   glob patterns of the annotation file; finding one marks a root
+    DATASET, FPS, FILE_NAME                dataset key of the records, frame rate, file name `write` uses
+    load(root, *, check_frames=True)       -> LoadResult; root = the dataset folder or the xlsx itself
+    write(records, root) -> Path           the spreadsheet in the release format, traps in documented rows
+    clip_dir(root, subject, clip_id)       frame folder of a clip (of a video: clip_id = video_id)
+    frame_name(index, clip_id="")          file name of frame `index` inside that folder
 
-======================  ===============  ==================================================  =====================
-key (module)            record           ``clip_dir`` / ``frame_name``                       subject / id example
-======================  ===============  ==================================================  =====================
-``casme2``              Clip, 200 fps    ``sub01/EP02_01f`` / ``img46.jpg``                  ``sub01``, ``sub01_EP02_01f``
-``samm``                Clip, 200 fps    ``006/006_1_2`` / ``006_05562.jpg``                 ``"6"``, ``006_1_2``
-``smic``                Clip, 100 fps    ``s01/s01_ne_01`` / ``image000123.jpg``             ``s01``, ``s01_ne_01``
-``casme3``              Clip, 30 fps     ``spNO.1/a/color`` / ``123.jpg``                    ``spNO.1``, ``spNO.1_a``
-``casme2_long``         LongVideo, 30    ``rawpic/s15/15_0101disgustingteeth`` / ``img1.jpg``  ``s15``, ``15_0101``
-``samm_lv``             LongVideo, 200   ``006_1`` / ``006_1_0001.jpg``                      ``006``, ``006_1``
-======================  ===============  ==================================================  =====================
+    key          records          clip_dir / frame_name                          subject, image/video id
+    casme2       Clip, 200 fps    sub01/EP02_01f / img46.jpg                     sub01, sub01_EP02_01f
+    samm         Clip, 200 fps    006/006_1_2 / 006_05562.jpg                    "6", 006_1_2
+    smic         Clip, 100 fps    s01/s01_ne_01 / image000123.jpg                s01, s01_ne_01
+    casme3       Clip, 30 fps     spNO.1/a/color / 123.jpg                       spNO.1, spNO.1_a (see casme3)
+    casme2_long  LongVideo, 30    rawpic/s15/15_0101disgustingteeth / img1.jpg   s15, 15_0101
+    samm_lv      LongVideo, 200   006_1 / 006_1_0001.jpg                         006, 006_1
+
+Package-level helpers: ``detect_datasets(data_root)``, ``load_all(data_root)``, ``summarise_skips(skips)``,
+``parse_aus(text)``/``format_aus(aus)`` and ``AnnotationError``.
 
 ``frame_name`` needs ``clip_id`` for SAMM (the clip id, ``006_1_2``) and SAMM-LV (the video id, ``006_1``);
 the others ignore it. Synthetic datasets: place frames with ``clip_dir``/``frame_name``, then ``write``.
