@@ -632,3 +632,13 @@ def test_header_is_found_in_any_sheet(tmp_path: Path) -> None:
     result = samm.load(root)
     assert [c.clip_id for c in result.clips] == ["006_1_2", "007_3_1"]
     assert {s.sheet for s in result.skips} <= {"Sheet1"}
+
+
+def test_relative_dot_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clips = smic_clips(tmp_path)
+    make_frames(smic, tmp_path, clips)
+    smic.write(clips, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = smic.load(Path("."))
+    assert [c.image_id for c in result.clips] == [c.image_id for c in clips]
+    assert reasons(result.skips) == {"not a data row": 2}

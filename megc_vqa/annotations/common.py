@@ -118,12 +118,10 @@ def open_workbook(path: Path) -> Workbook:
 
     try:
         return openpyxl.load_workbook(path, data_only=True)
-    except (
-        Exception
-    ) as exc:  # openpyxl raises zipfile/KeyError/InvalidFileException/OSError: all mean "unreadable"
-        raise AnnotationError(
-            f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})", file=path
-        ) from exc
+    # openpyxl reports an unreadable file as BadZipFile, KeyError, InvalidFileException, OSError...: all the same here
+    except Exception as exc:
+        message = f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})"
+        raise AnnotationError(message, file=path) from exc
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -263,10 +261,15 @@ def locate_table(
 
 
 def headerless_table(
-    path: Path, sheet_index: int, names: Sequence[str], *, sheet_name: str | None = None
+    path: Path,
+    sheet_index: int,
+    names: Sequence[str],
+    *,
+    sheet_name: str | None = None,
+    workbook: Workbook | None = None,
 ) -> Table:
     """A sheet without a header row (CAS(ME)^2): columns are positional and named by ``names``."""
-    workbook = open_workbook(path)
+    workbook = workbook if workbook is not None else open_workbook(path)
     if sheet_name is not None and sheet_name in workbook.sheetnames:
         sheet = workbook[sheet_name]
     elif sheet_index < len(workbook.sheetnames):
@@ -411,8 +414,8 @@ def safe_join(root: Path, *parts: str) -> Path:
     for part in parts:
         if not part or os.path.isabs(part) or re.match(r"^[A-Za-z]:", part) or part.startswith(("\\", "/")):
             raise RowSkip(PATH_ESCAPES_ROOT, repr(part))
-    joined = os.path.normpath(os.path.join(str(root), *parts))
-    base = os.path.normpath(str(root))
+    base = os.path.abspath(root)  # absolute, so that a root of "." compares correctly
+    joined = os.path.normpath(os.path.join(base, *parts))
     if os.path.commonpath([base, joined]) != base or any(".." in Path(p).parts for p in parts):
         raise RowSkip(PATH_ESCAPES_ROOT, "/".join(parts))
     return Path(root, *parts)
