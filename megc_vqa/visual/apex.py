@@ -54,7 +54,9 @@ def motion_scores(
     for start in range(0, len(candidates), chunk):
         batch = reader.read_grey(candidates[start : start + chunk].tolist(), reduce=reduce)
         for k, frame in enumerate(batch):
-            scores[start + k] = cv2.norm(_prepare(frame, box, reduce), reference, cv2.NORM_L1) / reference.size
+            scores[start + k] = (
+                cv2.norm(_prepare(frame, box, reduce), reference, cv2.NORM_L1) / reference.size
+            )
     return scores
 
 

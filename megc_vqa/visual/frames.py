@@ -46,7 +46,7 @@ class FrameError(RuntimeError):
 
 def frame_number(name: str) -> int | None:
     """The frame index in a file name: the last run of digits in its stem, or ``None`` if it has none."""
-    groups = _INTEGER.findall(Path(name).stem)
+    groups = _INTEGER.findall(os.path.splitext(os.path.basename(name))[0])
     return int(groups[-1]) if groups else None
 
 
@@ -82,7 +82,7 @@ def list_frames(folder: Path, *, root: Path | None = None) -> list[tuple[int, Pa
     except OSError as err:
         raise FrameError(f"{folder}: cannot list frame folder ({err.strerror})") from None
     for entry in entries:
-        if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
+        if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES or not entry.is_file():
             continue
         number = frame_number(entry.name)
         if number is None:
