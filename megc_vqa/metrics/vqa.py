@@ -43,7 +43,7 @@ CLASSIFICATION_TYPES: frozenset[str] = frozenset({"coarse", "fine", "presence", 
 INVALID = "<invalid>"
 SPLITS: tuple[str, ...] = ("overall", "samm", "casme3")
 _DATASET_PREFIXES: tuple[tuple[str, str], ...] = (("samm_test", "samm"), ("casme3_test", "casme3"))
-_FINE_VOCABULARY: frozenset[str] = frozenset().union(*(KNOWN_FINE[d] for d in ("casme2", "samm", "casme3")))
+FINE_VOCABULARY: frozenset[str] = frozenset().union(*(KNOWN_FINE[d] for d in ("casme2", "samm", "casme3")))
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def extract_label(
     True
     """
     vocab = {normalise_fine(v) if kind == "fine" else normalise_answer(v) for v in (vocabulary or ())}
-    vocab |= set(COARSE_CLASSES) if kind == "coarse" else set(_FINE_VOCABULARY)
+    vocab |= set(COARSE_CLASSES) if kind == "coarse" else set(FINE_VOCABULARY)
     norm = normalise_fine if kind == "fine" else normalise_answer
     text = normalise_answer(answer)
     bare = norm(text.strip(" .!\"'`"))
@@ -356,6 +356,16 @@ def split_rows(rows: Sequence[AlignedRow]) -> dict[str, list[AlignedRow]]:
     return splits
 
 
+def score_aligned(
+    rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant(), problems: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Scores of already aligned rows, per split, with the variant description and the problems."""
+    out: dict[str, Any] = {name: score_rows(subset, variant) for name, subset in split_rows(rows).items()}
+    out["variant"] = variant.describe()
+    out["problems"] = list(problems)
+    return out
+
+
 def score_vqa(
     predictions: Iterable[Mapping[str, Any]],
     ground_truth: Iterable[Mapping[str, Any]],
@@ -365,7 +375,4 @@ def score_vqa(
     "problems"}``, each split with ``uf1_coarse, uar_coarse, uf1_fine, uar_fine, bleu, rouge, n_rows``
     (plus the ``*_parsed`` scores and counts). Overall is computed on the pooled rows."""
     rows, problems = align(predictions, ground_truth)
-    out: dict[str, Any] = {name: score_rows(subset, variant) for name, subset in split_rows(rows).items()}
-    out["variant"] = variant.describe()
-    out["problems"] = problems
-    return out
+    return score_aligned(rows, variant, problems)
