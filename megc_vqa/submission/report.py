@@ -77,7 +77,8 @@ def confusion_png(rows: Sequence[AlignedRow], kind: str, title: str) -> bytes | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
 
     truth = [normalise_answer(r.reference) for r in subset]
     classes = sorted(set(truth))
@@ -85,9 +86,14 @@ def confusion_png(rows: Sequence[AlignedRow], kind: str, title: str) -> bytes | 
     labels = [*classes, INVALID]
     matrix = confusion_matrix(truth, pred, labels=labels)[: len(classes)]  # no row for "invalid" truth
     fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 0.9 * len(classes) + 2))
-    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, colorbar=False)
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if count > matrix.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=colour)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(classes)), classes)
-    ax.set_ylim(len(classes) - 0.5, -0.5)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
     ax.set_title(title)
     fig.tight_layout()
     buffer = io.BytesIO()

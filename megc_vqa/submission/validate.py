@@ -137,6 +137,21 @@ def validate_str_bytes(data: bytes, name: str, emotions: Iterable[str] = STR_CLA
     return problems
 
 
+def split_questions(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
+    """Tell question files from prediction files in one list (for ``--questions Q... FILES``, where the
+    option swallows every path): a question file is a JSONL file whose answers are all empty."""
+    questions: list[str] = []
+    others: list[str] = []
+    for path in map(str, paths):
+        if path.endswith(".jsonl") and Path(path).is_file():
+            rows, _ = parse_jsonl(Path(path).read_bytes(), path)
+            if rows and all(not str(r.data.get("answer", "")).strip() for r in rows):
+                questions.append(path)
+                continue
+        others.append(path)
+    return questions, others
+
+
 def _load_questions(
     question_paths: Iterable[str | os.PathLike[str]],
 ) -> dict[str, tuple[str, list[dict[str, Any]]]]:
