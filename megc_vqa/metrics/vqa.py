@@ -96,18 +96,30 @@ def _with_invalid(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[list[st
     return truth, pred, classes
 
 
+def class_scores(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[float | None, float | None]:
+    """(UF1, UAR) in one scikit-learn call; ``(None, None)`` with no rows.
+
+    >>> class_scores(["negative", "negative", "positive"], ["negative", "happy", "positive"])
+    (0.8333333333333333, 0.75)
+    """
+    if not y_true:
+        return None, None
+    from sklearn.metrics import precision_recall_fscore_support
+
+    truth, pred, classes = _with_invalid(y_true, y_pred)
+    _, recall, f1, _ = precision_recall_fscore_support(
+        truth, pred, labels=classes, average=None, zero_division=0
+    )
+    return float(sum(f1) / len(classes)), float(sum(recall) / len(classes))
+
+
 def unweighted_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float | None:
     """UF1: mean over ground-truth classes of one-vs-rest F1; ``None`` with no rows.
 
     >>> unweighted_f1(["negative", "negative", "positive"], ["negative", "Negative.", "negative"])
     0.25
     """
-    if not y_true:
-        return None
-    from sklearn.metrics import f1_score
-
-    truth, pred, classes = _with_invalid(y_true, y_pred)
-    return float(f1_score(truth, pred, labels=classes, average="macro", zero_division=0))
+    return class_scores(y_true, y_pred)[0]
 
 
 def unweighted_recall(y_true: Sequence[str], y_pred: Sequence[str]) -> float | None:
@@ -116,12 +128,7 @@ def unweighted_recall(y_true: Sequence[str], y_pred: Sequence[str]) -> float | N
     >>> unweighted_recall(["negative", "negative", "positive"], ["negative", "surprise", "positive"])
     0.75
     """
-    if not y_true:
-        return None
-    from sklearn.metrics import recall_score
-
-    truth, pred, classes = _with_invalid(y_true, y_pred)
-    return float(recall_score(truth, pred, labels=classes, average="macro", zero_division=0))
+    return class_scores(y_true, y_pred)[1]
 
 
 def sentence_bleu_mean(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
@@ -330,10 +337,8 @@ def score_rows(rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant()) -
         raw = [r.prediction or "" for r in subset]
         gt_classes = {normalise_answer(t) for t in truth}
         parsed = [extract_label(r.prediction, kind, gt_classes) or INVALID for r in subset]
-        result[f"uf1_{kind}"] = unweighted_f1(truth, raw)
-        result[f"uar_{kind}"] = unweighted_recall(truth, raw)
-        result[f"uf1_{kind}_parsed"] = unweighted_f1(truth, parsed)
-        result[f"uar_{kind}_parsed"] = unweighted_recall(truth, parsed)
+        result[f"uf1_{kind}"], result[f"uar_{kind}"] = class_scores(truth, raw)
+        result[f"uf1_{kind}_parsed"], result[f"uar_{kind}_parsed"] = class_scores(truth, parsed)
         result[f"n_{kind}"] = len(subset)
     text_rows = [r for r in rows if variant.rows == "all" or r.qtype not in CLASSIFICATION_TYPES]
     refs = [r.reference for r in text_rows]
