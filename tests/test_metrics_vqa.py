@@ -151,6 +151,9 @@ def test_parsed_variant_reads_free_answers():
     assert extract_label(joint, "coarse") == "negative"
     assert extract_label(joint, "fine") == "sadness"
     assert extract_label("Sad.", "fine") == "sadness"
+    ps, gts = _rows("casme3_test_C", ["happy", "sadness"], ["Happiness.", "sad"], FINE_QUESTION)
+    fine = score_vqa(ps, gts)["overall"]
+    assert fine["uar_fine"] == 0.0 and fine["uar_fine_parsed"] == 1.0
 
 
 def test_default_bleu_is_the_nltk_definition():

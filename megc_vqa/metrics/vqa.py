@@ -335,10 +335,11 @@ def score_rows(rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant()) -
         subset = [r for r in rows if r.qtype == kind]
         truth = [r.reference for r in subset]
         raw = [r.prediction or "" for r in subset]
-        gt_classes = {normalise_answer(t) for t in truth}
-        parsed = [extract_label(r.prediction, kind, gt_classes) or INVALID for r in subset]
         result[f"uf1_{kind}"], result[f"uar_{kind}"] = class_scores(truth, raw)
-        result[f"uf1_{kind}_parsed"], result[f"uar_{kind}_parsed"] = class_scores(truth, parsed)
+        # The parsed scores also forgive spelling variants (happy/happiness) on both sides.
+        parsed_truth = [normalise_fine(t) for t in truth] if kind == "fine" else truth
+        parsed = [extract_label(r.prediction, kind, parsed_truth) or INVALID for r in subset]
+        result[f"uf1_{kind}_parsed"], result[f"uar_{kind}_parsed"] = class_scores(parsed_truth, parsed)
         result[f"n_{kind}"] = len(subset)
     text_rows = [r for r in rows if variant.rows == "all" or r.qtype not in CLASSIFICATION_TYPES]
     refs = [r.reference for r in text_rows]
