@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gt", nargs="*", type=Path, default=[], help="ground-truth files with answers: score the run"
     )
-    p.add_argument("--batch-size", type=int, default=20, help="rows per generate call (default 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per generate call (default 32)")
     p.add_argument("--free-decoding", action="store_true", help="no label-constrained decoding")
     p.add_argument("--no-consistency", action="store_true", help="keep each answer as decoded")
     p.add_argument(

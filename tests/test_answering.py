@@ -404,3 +404,27 @@ def test_megc_vqa_ask_through_stdin(test_set, tmp_path):
     assert answers[0] in ("negative", "positive", "surprise")
     assert fullmatch(answer_grammar(T.AU_QUESTION_SINGULAR), answers[1])
     assert "the model sees: onset" in proc.stdout and (tmp_path / "sheet.png").is_file()
+
+
+def test_shared_image_processing_gives_the_processors_own_inputs(engine):
+    import numpy as np
+    import torch
+
+    from megc_vqa.visual.samplers import VisualInputs
+
+    rng = np.random.default_rng(0)
+
+    def visual():
+        images = tuple(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(4))
+        return VisualInputs(images, np.stack(images[:3]), (1, 2, 3), 10.0, "onset 1, apex 2, offset 3 + flow")
+
+    a, b = visual(), visual()
+    rows = ([T.COARSE_QUESTION, T.JOINT_QUESTION_PLURAL, T.FINE_QUESTION, PRESENCE_Q], [a, a, b, b])
+    shared = engine._encode(*rows)
+    engine.share_images = False
+    try:
+        plain = engine._encode(*rows)
+    finally:
+        engine.share_images = True
+    assert set(shared) == set(plain)
+    assert all(torch.equal(shared[k], plain[k]) for k in plain)

@@ -38,7 +38,9 @@ class TokenIndex:
         pairs = sorted((s, i) for i, s in enumerate(strings) if s and i not in special and "\ufffd" not in s)
         self.keys: list[str] = [s for s, _ in pairs]
         self.ids: list[int] = [i for _, i in pairs]
-        self.stop_ids: tuple[int, ...] = tuple(stop_ids if stop_ids is not None else _stop_ids(tokenizer))
+        self.stop_ids: tuple[int, ...] = tuple(
+            stop_ids if stop_ids is not None else stop_token_ids(tokenizer)
+        )
         self.strings: list[str] = strings
         self._cache: dict[tuple[Grammar, frozenset], list[int]] = {}
 
@@ -72,7 +74,7 @@ class TokenIndex:
                 self._walk(nxt, text, a, b, out)
 
 
-def _stop_ids(tokenizer: Any) -> list[int]:
+def stop_token_ids(tokenizer: Any) -> list[int]:
     """The ids that end an answer: eos plus the chat end-of-turn token where the tokenizer has one."""
     ids = set()
     if tokenizer.eos_token_id is not None:

@@ -33,7 +33,13 @@ from megc_vqa.answering.postprocess import (
     make_consistent,
     normalise_answer,
 )
-from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt
+from megc_vqa.models.prompting import (
+    PromptOptions,
+    build_messages,
+    encode_prompts,
+    model_visuals,
+    render_prompt,
+)
 from megc_vqa.qa import templates as T
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,7 @@ class EngineError(RuntimeError):
 class EngineOptions:
     """How the engine decodes. Defaults: greedy, label-constrained, consistent, one sample.
 
-    batch_size: rows per ``generate`` call.
+    batch_size: rows per ``generate`` call (rows of one length bucket: labels, AU lists, sentences).
     constrained: restrict classification answers to valid labels and the joint answer to its template.
     consistency: make each clip's answers agree (see ``postprocess.make_consistent``).
     votes: answers sampled per row (``1`` = greedy); the normalised majority wins, ties go to the
@@ -77,7 +83,7 @@ class EngineOptions:
     prompt: prompt layout; ``None`` takes the one recorded by training, else the default.
     """
 
-    batch_size: int = 20
+    batch_size: int = 32
     constrained: bool = True
     consistency: bool = True
     votes: int = 1
@@ -147,6 +153,10 @@ class Engine:
         self.prompt = options.prompt or PromptOptions()
         self.name = name
         self._index: Any = None
+        # Per-clip processed images, kept for one answer()/answer_clips() call (the visual object is
+        # stored with its result so its id cannot be reused while cached).
+        self.share_images = True
+        self._image_cache: dict[int, tuple[Any, dict[str, Any], list[str]]] = {}
 
     @classmethod
     def load(
@@ -207,13 +217,56 @@ class Engine:
         return self._index
 
     def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
+        """Processor inputs for rows; each clip's images go through the image processor once.
+
+        The processor would resize and normalise a clip's images again for every question of the clip.
+        Its per-batch image step (``_process_images``) is wrapped so that it runs per clip, is cached
+        for the engine call, and its results are concatenated in row order: the output is identical
+        (a test asserts it) and the visual work per clip is done once. Video inputs take the plain path.
+        """
         prompts = [
             render_prompt(self.processor, build_messages(q, v, None, self.prompt))
             for q, v in zip(questions, visuals, strict=True)
         ]
-        return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(
-            self.model.device
-        )
+        original = getattr(self.processor, "_process_images", None)
+        images_only = all(model_visuals(v, self.prompt.visual_mode)[1] is None for v in visuals)
+        if not (self.share_images and images_only and callable(original)):
+            return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(
+                self.model.device
+            )
+        self.processor._process_images = self._cached_images(visuals, original)
+        try:
+            inputs = encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left")
+        finally:
+            del self.processor._process_images  # back to the class method
+        return inputs.to(self.model.device)
+
+    def _cached_images(self, visuals: Sequence[Any], original: Any) -> Any:
+        import torch
+
+        counts = [len(model_visuals(v, self.prompt.visual_mode)[0]) for v in visuals]
+
+        def process(images: Sequence[Any], **kwargs: Any) -> tuple[dict[str, Any], list[str]]:
+            if len(images) != sum(counts):
+                return original(images, **kwargs)
+            parts, replacements, pos = [], [], 0
+            for visual, n in zip(visuals, counts, strict=True):
+                if n:
+                    key = id(visual)
+                    if key not in self._image_cache:
+                        self._image_cache[key] = (visual, *original(list(images[pos : pos + n]), **kwargs))
+                    _, processed, repl = self._image_cache[key]
+                    parts.append(processed)
+                    replacements += repl
+                pos += n
+            merged = {
+                k: torch.cat([torch.as_tensor(p[k]) for p in parts]) if k in ("pixel_values", "image_grid_thw")
+                else parts[0][k]
+                for k in parts[0]
+            }  # fmt: skip
+            return merged, replacements
+
+        return process
 
     def generate(
         self,
@@ -226,7 +279,7 @@ class Engine:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        from megc_vqa.answering.constrained import GrammarLogitsProcessor
+        from megc_vqa.answering.constrained import GrammarLogitsProcessor, stop_token_ids
 
         o = self.options
         if grammars is None:
@@ -235,7 +288,7 @@ class Engine:
         width = inputs["input_ids"].shape[1]
         n = max(1, o.votes)
         limits = [MAX_NEW_TOKENS.get(T.classify_question(q), o.free_max_new_tokens) for q in questions]
-        stop_ids = list(self.token_index.stop_ids) if any(grammars) else _stop_ids(self.tokenizer)
+        stop_ids = list(self.token_index.stop_ids) if any(grammars) else stop_token_ids(self.tokenizer)
         processors = LogitsProcessorList()
         if any(g is not None for g in grammars):
             processors.append(GrammarLogitsProcessor(self.token_index, grammars, width, rows_per_request=n))
@@ -268,33 +321,47 @@ class Engine:
     def answer(
         self, questions: Sequence[str], visuals: Sequence[Any], sample_seed: int | None = None
     ) -> list[Answer]:
-        """Answers for rows (question + visual inputs), in order, batched by ``options.batch_size``.
+        """Answers for rows (question + visual inputs), in order.
 
-        A batch that raises (for example out of memory) is retried row by row; a row that still fails,
-        or whose answer is empty or invalid, gets a fallback answer flagged with the reason.
+        Rows are grouped by expected answer length (labels, AU lists, joint and free answers) and each
+        group is cut into ``options.batch_size`` batches, so a one-word answer never waits for a
+        sentence in the same batch. A batch that raises (for example out of memory) is retried row by
+        row; a row that still fails, or whose answer is empty or invalid, becomes a fallback.
         """
-        out: list[Answer] = []
-        bs = max(1, self.options.batch_size)
-        for start in range(0, len(questions), bs):
-            qs, vs = questions[start : start + bs], visuals[start : start + bs]
+        out: list[Answer | None] = [None] * len(questions)
+        for rows in self._batches(questions):
+            qs, vs = [questions[i] for i in rows], [visuals[i] for i in rows]
             try:
                 raws = self.generate(qs, vs, sample_seed=sample_seed)
+                answers = [self._decide(q, samples) for q, samples in zip(qs, raws, strict=True)]
             except (KeyboardInterrupt, EngineError):
                 raise
             except Exception as err:  # any model failure becomes a per-row retry
-                if len(qs) == 1:
-                    out.append(Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}"))
-                    continue
                 log.warning("batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err)
-                out += [self._answer_one(q, v, sample_seed) for q, v in zip(qs, vs, strict=True)]
-                continue
-            out += [self._decide(q, samples) for q, samples in zip(qs, raws, strict=True)]
-        return out
+                answers = [self._answer_one(q, v, sample_seed) for q, v in zip(qs, vs, strict=True)]
+            for i, a in zip(rows, answers, strict=True):
+                out[i] = a
+        self._image_cache.clear()
+        return [a for a in out if a is not None]
+
+    def _batches(self, questions: Sequence[str]) -> list[list[int]]:
+        """Row indices per generate call: same length bucket, at most ``batch_size`` rows, file order kept
+        inside a bucket (deterministic, so reruns batch identically)."""
+        limit = [
+            MAX_NEW_TOKENS.get(T.classify_question(q), self.options.free_max_new_tokens) for q in questions
+        ]
+        bucket = [0 if n <= 16 else 1 if n <= 96 else 2 for n in limit]
+        bs = max(1, self.options.batch_size)
+        batches: list[list[int]] = []
+        for b in sorted(set(bucket)):
+            rows = [i for i in range(len(questions)) if bucket[i] == b]
+            batches += [rows[k : k + bs] for k in range(0, len(rows), bs)]
+        return batches
 
     def _answer_one(self, question: str, visual: Any, sample_seed: int | None) -> Answer:
         try:
             return self._decide(question, self.generate([question], [visual], sample_seed=sample_seed)[0])
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, EngineError):
             raise
         except Exception as err:
             return Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}")
@@ -386,12 +453,6 @@ class Engine:
 def _clip_context(questions: Sequence[str], answers: Sequence[str]) -> dict[str, str]:
     """kind -> answer of a clip, for fallbacks that reuse the clip's other answers."""
     return {T.classify_question(q): a for q, a in zip(questions, answers, strict=True) if a}
-
-
-def _stop_ids(tokenizer: Any) -> list[int]:
-    from megc_vqa.answering.constrained import _stop_ids as stop_ids
-
-    return stop_ids(tokenizer)
 
 
 class _RowLimits:

@@ -255,7 +255,8 @@ def _answer_jobs(
     remaining = sum(1 for j in jobs for r in j.rows if j.key(r) not in done)
     bar = tqdm(total=remaining, desc="answering", unit="row", disable=not progress)
     answered = 0
-    for b, batch in enumerate(clip_batches(jobs, max(1, engine.options.batch_size))):
+    # Two generate batches' worth of rows per clip batch: the engine regroups them by answer length.
+    for b, batch in enumerate(clip_batches(jobs, 2 * max(1, engine.options.batch_size))):
         if all(j.key(r) in done for j in batch for r in j.rows):
             continue
         ready: list[tuple[ClipJob, Any]] = []
