@@ -428,3 +428,49 @@ def test_shared_image_processing_gives_the_processors_own_inputs(engine):
         engine.share_images = True
     assert set(shared) == set(plain)
     assert all(torch.equal(shared[k], plain[k]) for k in plain)
+
+
+# -- Docker (not built here: check that what it runs exists) ---------------------------------------------
+
+
+def test_dockerfile_runs_only_what_the_project_has():
+    import fnmatch
+    import importlib
+    import re
+    import shlex
+
+    from megc_vqa.cli import COMMANDS
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    text = (REPO / "Dockerfile").read_text()
+    lines = re.sub(r"\\\n", " ", text).splitlines()
+    instructions = [
+        line.split(None, 1) for line in lines if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert instructions[0][0] == "FROM" and instructions[0][1].startswith("nvidia/cuda:")
+    assert "runtime" in instructions[0][1]
+    ignored = [
+        p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and p[0] != "#"
+    ]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for op, args in instructions:
+        if op == "COPY":
+            *sources, _ = shlex.split(args)
+            for src in sources:
+                assert (REPO / src).exists(), f"COPY {src}: not in the project"
+                assert not any(fnmatch.fnmatch(src, pat) for pat in ignored), (
+                    f"COPY {src} is in .dockerignore"
+                )
+        if op == "RUN" and "pip install" in args:
+            for extra in re.findall(r'"\.\[([\w,]+)\]"', args):
+                assert set(extra.split(",")) <= set(pyproject["project"]["optional-dependencies"])
+    entry = json.loads(dict(instructions)["ENTRYPOINT"])
+    target = pyproject["project"]["scripts"][entry[0]]
+    module, func = target.split(":")
+    assert callable(getattr(importlib.import_module(module), func))
+    assert json.loads(dict(instructions)["CMD"]) == ["--help"]
+    # the usage in the header names commands and scripts that exist
+    assert "ask" in COMMANDS
+    for script in re.findall(r"\b((?:eval|recipes)/\w+\.py)", text):
+        assert (REPO / script).is_file(), script
