@@ -4,7 +4,8 @@
 
 1. ``megc-vqa synth``: synthetic CASME II, SAMM, SMIC and CAS(ME)^3 folders in the real layouts;
 2. ``megc-vqa prep``: MEGC QA records from them;
-3. ``recipes/finetune.py`` with ``recipes/tiny/demo.yaml``: LoRA on the offline tiny Qwen2.5-VL;
+3. ``recipes/finetune.py`` with ``recipes/tiny/demo.yaml``: the offline tiny Qwen2.5-VL trained on them
+   (a LoRA recipe leaves an adapter, a full fine-tune a model folder; both are answered with);
 4. ``megc-vqa synth-test``: synthetic frames (and answers) for the organisers' real MEGC2025 question
    files shipped in ``data/megc/2025/``;
 5. ``eval/run_vqa.py``'s flow: prediction files, ``submission.zip``, validation, scores.
@@ -28,7 +29,7 @@ QUESTIONS_DIR = REPO / "data" / "megc" / "2025"
 RECIPE = REPO / "recipes" / "tiny" / "demo.yaml"
 # Short-clip datasets: ME-VQA is about clips; the long-video datasets serve spotting.
 SYNTH_DATASETS = "casme2,samm,smic,casme3"
-STEPS = ("synth", "prep", "adapter", "test", "pred")
+STEPS = ("synth", "prep", "model", "test", "pred")
 
 log = logging.getLogger("megc_vqa.demo")
 
@@ -91,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             "prep",
         )
     with _step(
-        f"tiny LoRA fine-tune ({args.recipe.relative_to(REPO) if args.recipe.is_relative_to(REPO) else args.recipe})",
+        f"tiny model fine-tune ({args.recipe.relative_to(REPO) if args.recipe.is_relative_to(REPO) else args.recipe})",
         timings,
     ):
         from megc_vqa.training.finetune import main as finetune
 
         _check(
             finetune(["--config", str(args.recipe), "--train_file", str(out / "prep" / "qa.jsonl"),
-                      "--output_dir", str(out / "adapter"), "--seed", str(args.seed)]),
+                      "--output_dir", str(out / "model"), "--seed", str(args.seed)]),
             "fine-tuning",
         )  # fmt: skip
     with _step("synthetic test frames for the MEGC2025 question files (megc-vqa synth-test)", timings):
@@ -120,9 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         from megc_vqa.answering.engine import read_train_meta
         from megc_vqa.answering.run_vqa import format_summary, run_vqa
 
-        base = read_train_meta(out / "adapter").get("model_name_or_path", "tiny-qwen2.5-vl")
+        # A LoRA recipe leaves an adapter for its base model, a full fine-tune a complete model folder.
+        trained = out / "model"
+        if (trained / "adapter_config.json").is_file():
+            model, adapter = read_train_meta(trained).get("model_name_or_path", "tiny-qwen2.5-vl"), trained
+        else:
+            model, adapter = trained, None
         gt = [out / "test" / "gt" / q.name for q in questions]
-        result = run_vqa(questions, out / "test", base, out / "pred", adapter=out / "adapter", gt_files=gt)
+        result = run_vqa(questions, out / "test", model, out / "pred", adapter=adapter, gt_files=gt)
     shutil.copyfile(out / "pred" / "scores.json", out / "scores.json")
     total = round(time.perf_counter() - started, 1)
     print("\n" + format_summary(result))

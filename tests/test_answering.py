@@ -474,3 +474,24 @@ def test_dockerfile_runs_only_what_the_project_has():
     assert "ask" in COMMANDS
     for script in re.findall(r"\b((?:eval|recipes)/\w+\.py)", text):
         assert (REPO / script).is_file(), script
+
+
+# -- the demo (slow: about 3-5 minutes on 2 cores) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_make_demo_reaches_the_coarse_bar(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "megc_vqa.demo", "--out", str(tmp_path / "demo")],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MEGC_VQA_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
+    assert "leaderboard files:" in proc.stdout and "submission.zip" in proc.stdout
+    assert scores["overall"]["uf1_coarse"] >= 0.9, proc.stdout[-3000:]
+    assert elapsed < 600
