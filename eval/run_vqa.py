@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="frame size in pixels (default: training's, else 224)")
     p.add_argument("--fps", type=float, help="frame rate of every clip (default: SAMM 200, CAS(ME)^3 30)")
     p.add_argument("--visual-cache", type=Path, help="cache sampled visual inputs here (.npz)")
+    p.add_argument(
+        "--backend",
+        choices=("transformers", "vllm"),
+        default="transformers",
+        help="decoding backend (vllm only when installed)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             gt_files=args.gt,
             options=options,
             fps=args.fps,
+            backend=args.backend,
             progress=not args.quiet,
             visual=VisualSettings(args.visual_spec, args.image_size, None, args.visual_cache),
         )

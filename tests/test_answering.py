@@ -495,3 +495,29 @@ def test_make_demo_reaches_the_coarse_bar(tmp_path):
     assert "leaderboard files:" in proc.stdout and "submission.zip" in proc.stdout
     assert scores["overall"]["uf1_coarse"] >= 0.9, proc.stdout[-3000:]
     assert elapsed < 600
+
+
+def test_grammar_regexes_for_regex_guided_backends():
+    import re
+
+    cases = {
+        T.COARSE_QUESTION: (["surprise"], ["surprised", "Surprise"]),
+        T.AU_QUESTION_PLURAL: (["brow lowerer, lip corner puller"], ["brow lowerer", "brow lowerer,lips part"]),
+        T.JOINT_QUESTION_SINGULAR: ([T.joint_answer(["jaw drop"], "surprise", "surprise")],
+                                    [T.joint_answer(["jaw drop", "eyes left"], "surprise", "surprise")]),
+        "What is the expression type of the 2-th expression event in this video?": (["macro-expression"], ["macro"]),
+    }  # fmt: skip
+    for question, (good, bad) in cases.items():
+        pattern = answer_grammar(question).regex()
+        assert all(re.fullmatch(pattern, a) for a in good), question
+        assert not any(re.fullmatch(pattern, a) for a in bad), question
+
+
+def test_vllm_backend_is_optional(tmp_path, test_set):
+    from megc_vqa.answering.run_vqa import RunError, run_vqa
+    from megc_vqa.answering.vllm_backend import vllm_available
+
+    if vllm_available():
+        pytest.skip("vllm is installed here")
+    with pytest.raises(RunError, match="needs the vllm package"):
+        run_vqa(QUESTION_FILES, test_set, "tiny-qwen2.5-vl", tmp_path, backend="vllm", progress=False)

@@ -16,6 +16,7 @@ analysis prompt, unknown wording) get ``None``.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ State = Hashable
 # map to a coarse class. The test fine vocabulary was never published; pass another set if you know it.
 TRAINING_FINE_LABELS: tuple[str, ...] = tuple(sorted({*COARSE_MAPS["casme2"], *COARSE_MAPS["samm"]}))
 AU_NAMES_IN_ORDER: tuple[str, ...] = tuple(AU_NAMES[n] for n in sorted(AU_NAMES))
+
+
+def _escape(text: str) -> str:
+    """Regex-escape metacharacters only (not spaces), for the widest regex-dialect support."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()-])", r"\\\1", text)
 
 
 class Grammar(ABC):
@@ -50,6 +56,11 @@ class Grammar(ABC):
 
     @abstractmethod
     def accepting(self, state: State) -> bool: ...
+
+    @abstractmethod
+    def regex(self) -> str:
+        """A regular expression for backends with regex-guided decoding (vLLM). It may accept more than
+        the grammar (an AU list in any order); answers are normalised afterwards."""
 
 
 class OneOf(Grammar):
@@ -76,6 +87,9 @@ class OneOf(Grammar):
 
     def accepting(self, state: State) -> bool:
         return state in self.strings
+
+    def regex(self) -> str:
+        return "(?:" + "|".join(_escape(t) for t in sorted(self.strings, key=lambda t: (-len(t), t))) + ")"
 
 
 def Literal(text: str) -> OneOf:  # reads like a grammar constructor
@@ -133,6 +147,10 @@ class AUList(Grammar):
         _, count, buf = state  # type: ignore[misc]
         return buf == "" and self.min_items <= count <= self.max_items
 
+    def regex(self) -> str:
+        name = OneOf(self.names).regex()
+        return f"{name}(?:{_escape(self.sep)}{name}){{{self.min_items - 1},{self.max_items - 1}}}"
+
 
 class Seq(Grammar):
     """The parts one after another; a state is ``(part index, state of that part)``."""
@@ -164,6 +182,9 @@ class Seq(Grammar):
     def accepting(self, state: State) -> bool:
         i, inner = state  # type: ignore[misc]
         return i == len(self.parts) - 1 and self.parts[i].accepting(inner)
+
+    def regex(self) -> str:
+        return "".join(p.regex() for p in self.parts)
 
 
 @dataclass

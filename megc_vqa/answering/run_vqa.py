@@ -186,10 +186,12 @@ def run_vqa(
     visual: VisualSettings = VisualSettings(),
     fps: float | None = None,
     engine: Any = None,
+    backend: str = "transformers",
     progress: bool = True,
 ) -> RunResult:
     """Answer the question files; see the module docstring. ``options`` is an ``EngineOptions``;
-    ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``)."""
+    ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``);
+    ``backend="vllm"`` decodes with vLLM when it is installed."""
     from megc_vqa.answering.answer_log import AnswerLog
     from megc_vqa.answering.engine import Engine, EngineOptions, read_train_meta
 
@@ -198,6 +200,13 @@ def run_vqa(
     frames_root = Path(frames_root)
     question_files = [Path(p) for p in question_files]
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
+    if backend not in ("transformers", "vllm"):
+        raise RunError(f"unknown backend {backend!r}; use transformers or vllm")
+    if backend == "vllm" and engine is None:
+        from megc_vqa.answering.vllm_backend import vllm_available
+
+        if not vllm_available():
+            raise RunError("--backend vllm needs the vllm package (pip install vllm)")
     for g in gt_files:
         if not Path(g).is_file():
             raise RunError(f"{g}: no such ground-truth file")
@@ -210,6 +219,7 @@ def run_vqa(
         "options": options.fingerprint(),
         "visual": settings,
         "fps": fps,
+        "backend": backend,
     }
     answer_log = AnswerLog(out / LOG_NAME, fingerprint)
     todo = [job for job in jobs if any(job.key(r) not in answer_log.done for r in job.rows)]
@@ -218,7 +228,11 @@ def run_vqa(
     answered_now = 0
     if todo:
         t0 = time.perf_counter()
-        if engine is None:
+        if engine is None and backend == "vllm":
+            from megc_vqa.answering.vllm_backend import VllmEngine
+
+            engine = VllmEngine(model, adapter, options)
+        elif engine is None:
             engine = Engine.load(model, adapter, options)
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
