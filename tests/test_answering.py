@@ -521,3 +521,51 @@ def test_vllm_backend_is_optional(tmp_path, test_set):
         pytest.skip("vllm is installed here")
     with pytest.raises(RunError, match="needs the vllm package"):
         run_vqa(QUESTION_FILES, test_set, "tiny-qwen2.5-vl", tmp_path, backend="vllm", progress=False)
+
+
+def test_voting_returns_a_majority_of_valid_samples(engine, test_set):
+    from megc_vqa.answering.engine import Engine, EngineOptions
+    from megc_vqa.answering.run_vqa import VisualSettings, _visual_inputs, plan_jobs
+
+    job = plan_jobs(QUESTION_FILES[:1], test_set)[0]
+    visual = _visual_inputs(job, VisualSettings().resolve({}), None)
+    voter = Engine(engine.model, engine.processor, EngineOptions(votes=3, temperature=1.0, consistency=False))
+    questions = [r.question for r in job.rows]
+    [(answers, _)] = voter.answer_clips([(visual, questions)], sample_seed=1)
+    for q, a in zip(questions, answers, strict=True):
+        assert len(a.samples) == 3
+        assert a.text in a.samples and a.samples.count(a.text) == max(map(a.samples.count, a.samples))
+        assert fullmatch(answer_grammar(q), a.text)
+
+
+def test_unreadable_clip_gets_listed_fallbacks(engine, test_set, tmp_path):
+    from megc_vqa.answering.run_vqa import run_vqa
+
+    frames = tmp_path / "frames"
+    shutil.copytree(test_set / "frames", frames)
+    for f in (frames / "SAMM-2").iterdir():
+        f.unlink()  # the folder exists but holds no frames
+    samm = [q for q in QUESTION_FILES if "samm" in q.name]
+    result = run_vqa(samm, tmp_path, "tiny-qwen2.5-vl", tmp_path / "out", engine=engine, progress=False)
+    fallbacks = result.summary["fallback_rows"]
+    assert {f["video_id"] for f in fallbacks} == {f"samm_test_SAMM-2_{k}" for k in range(1, 6)}
+    assert all("visual inputs failed" in f["reason"] for f in fallbacks)
+    assert result.summary["validator_errors"] == []
+
+
+def test_eval_script_interrupted_exits_cleanly(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    import megc_vqa.answering.run_vqa as rv
+
+    spec = importlib.util.spec_from_file_location("eval_run_vqa", REPO / "eval" / "run_vqa.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rv, "run_vqa", interrupted)
+    rc = script.main(["--questions", str(QUESTION_FILES[0]), "--frames-root", str(tmp_path), "--model", "m",
+                      "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 130 and "rerun the same command to resume" in capsys.readouterr().err
