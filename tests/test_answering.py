@@ -569,3 +569,29 @@ def test_eval_script_interrupted_exits_cleanly(monkeypatch, capsys, tmp_path):
     rc = script.main(["--questions", str(QUESTION_FILES[0]), "--frames-root", str(tmp_path), "--model", "m",
                       "--out", str(tmp_path / "o")])  # fmt: skip
     assert rc == 130 and "rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_2026_v2_file_with_ground_truth_is_answered_and_scored(engine, test_set, tmp_path):
+    from megc_vqa.answering.engine import Engine, EngineOptions
+    from megc_vqa.answering.run_vqa import run_vqa
+
+    short = Engine(
+        engine.model, engine.processor, EngineOptions(free_max_new_tokens=24)
+    )  # untrained: it babbles
+
+    questions = REPO / "data/megc/2026/me_vqa_samm_v2_test_to_answer.jsonl"
+    rows = [json.loads(line) for line in questions.read_text().splitlines()]
+    gt = tmp_path / questions.name  # ground truth: the rows with (fixed, valid) answers
+    gt.write_text("".join(json.dumps({**r, "answer": fallback_answer(r["question"])}) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = run_vqa(
+        [questions], test_set, "tiny-qwen2.5-vl", out, engine=engine, gt_files=[gt], progress=False
+    )
+    assert [p.name for p in result.prediction_files] == ["me_vqa_samm_v2_test_pred.jsonl"]
+    answers = [json.loads(line) for line in result.prediction_files[0].read_text().splitlines()]
+    analysis = [a["answer"] for a in answers if T.classify_question(a["question"]) == "analysis"]
+    assert len(analysis) == 7 and all(a.strip() for a in analysis)
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["overall"]["n_rows"] == 35 and scores["samm"]["n_rows"] == 35
+    assert 0.0 <= scores["overall"]["uf1_coarse"] <= 1.0
+    assert (out / "report.md").is_file() and "score_table" in result.summary
