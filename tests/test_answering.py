@@ -357,6 +357,23 @@ def test_adapter_for_another_base_model_is_refused(tmp_path):
         Engine.load("tiny-qwen2.5-vl", tmp_path / "adapter")
 
 
+def test_adapter_loads_onto_its_base_and_alone(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from megc_vqa.answering.engine import Engine
+    from megc_vqa.models.registry import load_model
+
+    base = load_model("tiny-qwen2.5-vl", dtype="float32")
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora")
+    saved = {k: v for k, v in lora.state_dict().items() if "lora_B" in k}
+    for engine in (Engine.load("tiny-qwen2.5-vl", tmp_path / "lora"), Engine.load(tmp_path / "lora")):
+        loaded = {k: v for k, v in engine.model.state_dict().items() if "lora_B" in k}
+        assert len(loaded) == len(saved) > 0
+        assert all(torch.equal(a, b) for a, b in zip(saved.values(), loaded.values(), strict=True))
+
+
 # -- the REPL ----------------------------------------------------------------------------------------------
 
 
@@ -575,9 +592,8 @@ def test_2026_v2_file_with_ground_truth_is_answered_and_scored(engine, test_set,
     from megc_vqa.answering.engine import Engine, EngineOptions
     from megc_vqa.answering.run_vqa import run_vqa
 
-    short = Engine(
-        engine.model, engine.processor, EngineOptions(free_max_new_tokens=24)
-    )  # untrained: it babbles
+    # the untrained model babbles until the length bound: keep free answers short here
+    short = Engine(engine.model, engine.processor, EngineOptions(free_max_new_tokens=24))
 
     questions = REPO / "data/megc/2026/me_vqa_samm_v2_test_to_answer.jsonl"
     rows = [json.loads(line) for line in questions.read_text().splitlines()]
@@ -585,7 +601,7 @@ def test_2026_v2_file_with_ground_truth_is_answered_and_scored(engine, test_set,
     gt.write_text("".join(json.dumps({**r, "answer": fallback_answer(r["question"])}) + "\n" for r in rows))
     out = tmp_path / "out"
     result = run_vqa(
-        [questions], test_set, "tiny-qwen2.5-vl", out, engine=engine, gt_files=[gt], progress=False
+        [questions], test_set, "tiny-qwen2.5-vl", out, engine=short, gt_files=[gt], progress=False
     )
     assert [p.name for p in result.prediction_files] == ["me_vqa_samm_v2_test_pred.jsonl"]
     answers = [json.loads(line) for line in result.prediction_files[0].read_text().splitlines()]

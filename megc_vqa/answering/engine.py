@@ -124,7 +124,7 @@ def read_train_meta(*folders: str | Path | None) -> dict[str, Any]:
     return {}
 
 
-def check_adapter(adapter: Path, model: str) -> dict[str, Any]:
+def check_adapter(adapter: Path) -> dict[str, Any]:
     """The adapter's PEFT config, after checking it is one; the base-model check happens at load."""
     cfg_path = adapter / "adapter_config.json"
     if not cfg_path.is_file():
@@ -167,13 +167,19 @@ class Engine:
         dtype: str = "auto",
         device: str | None = None,
     ) -> Engine:
-        """Load base model (+ adapter), reusing the prompt settings training recorded."""
+        """Load base model (+ adapter), reusing the prompt settings training recorded.
+
+        ``model`` may also be an adapter folder on its own: its recorded base model is loaded under it.
+        """
         import torch
 
         from megc_vqa.models.registry import ModelLoadError, load_model, load_processor
 
+        if adapter is None and (Path(str(model)) / "adapter_config.json").is_file():
+            adapter = Path(str(model))
+            model = check_adapter(adapter).get("base_model_name_or_path") or str(model)
         adapter_path = Path(adapter) if adapter else None
-        adapter_cfg = check_adapter(adapter_path, str(model)) if adapter_path else {}
+        adapter_cfg = check_adapter(adapter_path) if adapter_path else {}
         try:
             base = load_model(model, dtype=dtype)
             has_processor = adapter_path is not None and any(

@@ -56,7 +56,7 @@ class VllmEngine(Engine):
         from megc_vqa.models.registry import ModelLoadError, load_processor, resolve
 
         adapter_path = Path(adapter) if adapter else None
-        adapter_cfg = check_adapter(adapter_path, str(model)) if adapter_path else {}
+        adapter_cfg = check_adapter(adapter_path) if adapter_path else {}
         try:
             path, _ = resolve(model)
             has_processor = adapter_path is not None and (adapter_path / "preprocessor_config.json").is_file()
