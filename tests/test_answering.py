@@ -206,6 +206,7 @@ def test_consistency_rules():
 
 def test_answer_log_resumes_and_refuses_other_configurations(tmp_path):
     path = tmp_path / "answers.jsonl"
+    AnswerLog(path, {"model": "typo"})  # a run that failed before its first answer
     log = AnswerLog(path, {"model": "a"})
     log.append({"key": "f:1", "answer": "negative"})
     log.extend([{"key": "f:2", "answer": "yes"}])

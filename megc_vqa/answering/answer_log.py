@@ -48,6 +48,10 @@ class AnswerLog:
             self._write_line({"_fingerprint": self.fingerprint})
             return
         first = json.loads(lines[0])
+        if first.get("_fingerprint") != self.fingerprint and len(lines) == 1:
+            # No answer was logged (the earlier run failed before answering): start over quietly.
+            self.path.write_text(json.dumps({"_fingerprint": self.fingerprint}, ensure_ascii=False) + "\n")
+            return
         if first.get("_fingerprint") != self.fingerprint:
             raise LogMismatchError(
                 f"{self.path} holds answers from another configuration:\n  logged: {first.get('_fingerprint')}\n"
