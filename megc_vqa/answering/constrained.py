@@ -4,7 +4,9 @@ its answer inside its grammar (``grammar.py``), and the end-of-answer token only
 The vocabulary is indexed once as a sorted list of token strings. For a set of grammar states the
 allowed tokens are found by walking that list along the characters the grammar accepts next (a bisect
 per character), so a step costs a few hundred string comparisons, not one check per vocabulary entry.
-Results are cached per state set: the same label prefix is looked up once per run.
+Results are cached per state set: the same label prefix is looked up once per run. Token strings are
+single-token decodes, which spell the text back for byte-level BPE tokenizers (Qwen2.5-VL, Qwen3-VL);
+the index checks this once and warns otherwise.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ class TokenIndex:
         )
         self.strings: list[str] = strings
         self._cache: dict[tuple[Grammar, frozenset], list[int]] = {}
+        self._check_round_trip(tokenizer)
+
+    def _check_round_trip(self, tokenizer: Any) -> None:
+        """Token strings must concatenate back to the text (true of byte-level BPE such as Qwen's); a
+        tokenizer that drops spaces when decoding single tokens (SentencePiece) would be mis-indexed."""
+        probe = "The action units present are: lip corner puller, cheek raiser."
+        ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+        if "".join(self.strings[i] for i in ids) != probe:
+            log.warning(
+                "this tokenizer's single-token strings do not spell its text back; label-constrained "
+                "decoding may refuse valid answers. Use --free-decoding if answers come out cut short."
+            )
 
     def allowed(self, matcher: Matcher) -> list[int]:
         """Token ids that keep ``matcher`` alive, plus the stop ids when its answer is complete."""
