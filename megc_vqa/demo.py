@@ -3,12 +3,15 @@
     python -m megc_vqa.demo --out runs/demo
 
 1. ``megc-vqa synth``: synthetic CASME II, SAMM, SMIC and CAS(ME)^3 folders in the real layouts;
-2. ``megc-vqa prep``: MEGC QA records from them;
-3. ``recipes/finetune.py`` with ``recipes/tiny/demo.yaml``: the offline tiny Qwen2.5-VL trained on them
-   (a LoRA recipe leaves an adapter, a full fine-tune a model folder; both are answered with);
-4. ``megc-vqa synth-test``: synthetic frames (and answers) for the organisers' real MEGC2025 question
+2. ``megc-vqa synth-test``: synthetic frames (and answers) for the organisers' real MEGC2025 question
    files shipped in ``data/megc/2025/``;
+3. ``megc-vqa prep``: MEGC QA records from the synthetic datasets;
+4. ``recipes/finetune.py`` with ``recipes/tiny/demo.yaml``: the offline tiny Qwen2.5-VL trained on them
+   (a LoRA recipe leaves an adapter, a full fine-tune a model folder; both are answered with);
 5. ``eval/run_vqa.py``'s flow: prediction files, ``submission.zip``, validation, scores.
+
+Both renderers run before torch starts: their worker processes are forked, and forking a process whose
+torch thread pools are running can deadlock the children.
 
 Leaves ``OUT/scores.json`` (the scorer's JSON) and prints the score table and where the leaderboard files
 are. Each run starts from scratch in the step folders it owns under OUT.
@@ -29,6 +32,8 @@ QUESTIONS_DIR = REPO / "data" / "megc" / "2025"
 RECIPE = REPO / "recipes" / "tiny" / "demo.yaml"
 # Short-clip datasets: ME-VQA is about clips; the long-video datasets serve spotting.
 SYNTH_DATASETS = "casme2,samm,smic,casme3"
+# More subjects than the synth default: the tiny model generalises to unseen faces from many of them.
+SYNTH_SIZE = ("--subjects", "20", "--clips-per-subject", "6")
 STEPS = ("synth", "prep", "model", "test", "pred")
 
 log = logging.getLogger("megc_vqa.demo")
@@ -82,9 +87,33 @@ def main(argv: list[str] | None = None) -> int:
     with _step("synthetic datasets (megc-vqa synth)", timings):
         _check(
             cli(
-                ["synth", "--out", str(out / "synth"), "--datasets", SYNTH_DATASETS, "--seed", str(args.seed)]
+                [
+                    "synth",
+                    "--out",
+                    str(out / "synth"),
+                    "--datasets",
+                    SYNTH_DATASETS,
+                    "--seed",
+                    str(args.seed),
+                    *SYNTH_SIZE,
+                ]
             ),
             "synth",
+        )
+    with _step("synthetic test frames for the MEGC2025 question files (megc-vqa synth-test)", timings):
+        _check(
+            cli(
+                [
+                    "synth-test",
+                    "--questions",
+                    *map(str, questions),
+                    "--out",
+                    str(out / "test"),
+                    "--seed",
+                    str(args.seed),
+                ]
+            ),
+            "synth-test",
         )
     with _step("QA records (megc-vqa prep)", timings):
         _check(
@@ -102,21 +131,6 @@ def main(argv: list[str] | None = None) -> int:
                       "--output_dir", str(out / "model"), "--seed", str(args.seed)]),
             "fine-tuning",
         )  # fmt: skip
-    with _step("synthetic test frames for the MEGC2025 question files (megc-vqa synth-test)", timings):
-        _check(
-            cli(
-                [
-                    "synth-test",
-                    "--questions",
-                    *map(str, questions),
-                    "--out",
-                    str(out / "test"),
-                    "--seed",
-                    str(args.seed),
-                ]
-            ),
-            "synth-test",
-        )
     with _step("answering the question files (eval/run_vqa.py)", timings):
         from megc_vqa.answering.engine import read_train_meta
         from megc_vqa.answering.run_vqa import format_summary, run_vqa
