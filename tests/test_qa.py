@@ -488,11 +488,104 @@ def test_save_as_dataset(tmp_path):
 # ---------------------------------------------------------------- prep command
 
 
+TYPE_ORDER = ["coarse", "fine", "au", "side", "presence", "presence", "joint"]
+
+
+def assert_follows_spec_section_3(records: list[QARecord], clips: list[Clip]) -> None:
+    """Every rule of SPEC section 3 that can be checked from the records and their source clips."""
+    by_id = {(c.dataset, c.image_id): c for c in clips}
+    groups: dict[tuple[str, str], list[QARecord]] = {}
+    for r in records:
+        groups.setdefault((r.dataset, r.image_id), []).append(r)
+    assert set(groups) <= set(by_id)
+    for key, group in groups.items():
+        clip = by_id[key]
+        assert [r.id for r in group] == [f"{key[0]}_{key[1]}_{k}" for k in range(1, len(group) + 1)]
+        assert all((r.subject, r.filename) == (clip.subject, clip.clip_id) for r in group)
+        questions = [r.question for r in group]
+        if clip.dataset == "smic":
+            assert [(r.question, r.answer) for r in group] == [(Q_COARSE, clip.coarse_emotion)]
+            continue
+        names = [AU_NAMES[n] for n in sorted({a.number for a in clip.aus if a.number in AU_NAMES})]
+        plural = len(names) > 1
+        has_side = any(a.side for a in clip.aus)
+        expected_types = [t for t in TYPE_ORDER if t != "side" or has_side]
+        assert [r.question_type for r in group] == expected_types
+        assert questions[:3] == [Q_COARSE, Q_FINE, Q_AU_MANY if plural else Q_AU_ONE]
+        assert [r.answer for r in group[:3]] == [clip.coarse_emotion, clip.fine_emotion, ", ".join(names)]
+        yes, no, _ = split_presence(group)
+        assert len(yes) == 1 and yes[0] in names and len(no) == 1 and no[0] not in names
+        assert questions[-1] == (Q_JOINT_MANY if plural else Q_JOINT_ONE)
+        word = "units present are" if plural else "unit present is"
+        assert group[-1].answer == (
+            f"The action {word}: {', '.join(names)}. Therefore, the fine-grained expression class is "
+            f"{clip.fine_emotion}, and the coarse expression class is {clip.coarse_emotion}."
+        )
+
+
+def test_prep_on_release_format_spreadsheets(tmp_path, capsys):
+    """The real loaders on spreadsheets written in the release formats (with their traps) by the
+    annotation writers; frame files are empty, which loading does not mind."""
+    from megc_vqa.annotations import DATASETS, parse_aus
+
+    specs = {
+        "casme2": [
+            ("sub01", "EP02_01f", "sub01_EP02_01f", "4+L10", "disgust", "negative"),
+            ("sub02", "EP03_02", "sub02_EP03_02", "6+12", "happiness", "positive"),
+            ("sub02", "EP05_01", "sub02_EP05_01", "R12", "happiness", "positive"),
+        ],
+        "samm": [
+            ("6", "006_1_2", "006_1_2", "4+7", "anger", "negative"),
+            ("7", "007_3_1", "007_3_1", "1+2+25", "surprise", "surprise"),
+        ],
+        "smic": [
+            ("s01", "s01_ne_01", "s01_ne_01", "", None, "negative"),
+            ("s02", "s02_po_02", "s02_po_02", "", None, "positive"),
+        ],
+    }
+    written: list[Clip] = []
+    for key, rows in specs.items():
+        module, clips = DATASETS[key], []
+        for subject, clip_id, image_id, aus, fine, coarse in rows:
+            folder = module.clip_dir(tmp_path / key, subject, clip_id)
+            folder.mkdir(parents=True)
+            for i in range(100, 131):
+                (folder / module.frame_name(i, clip_id)).touch()
+            clips.append(
+                Clip(
+                    key,
+                    subject,
+                    clip_id,
+                    image_id,
+                    FrameSource("folder", folder),
+                    module.FPS,
+                    100,
+                    130,
+                    None if key == "smic" else 110,
+                    parse_aus(aus),
+                    fine,
+                    coarse,
+                )
+            )
+        module.write(clips, tmp_path / key)
+        written.extend(clips)
+
+    out = tmp_path / "out"
+    assert cli_main(["prep", "--data-root", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
+    records = read_qa_jsonl(out / "qa.jsonl")
+    assert {(r.dataset, r.image_id) for r in records} == {(c.dataset, c.image_id) for c in written}
+    assert_follows_spec_section_3(records, written)
+    assert sum(r.question_type == "side" for r in records) == 2
+    assert all(Path(r.source).is_dir() for r in records)
+    assert "casme2" in capsys.readouterr().out
+
+
 def test_prep_writes_records_dataset_and_skips(tmp_path, fake_loaders, capsys):
     out = tmp_path / "out"
     assert cli_main(["prep", "--data-root", str(tmp_path), "--out", str(out), "--seed", "5"]) == 0
     records = read_qa_jsonl(out / "qa.jsonl")
     assert records == generate_qa(hand_built_clips(), seed=5)
+    assert_follows_spec_section_3(records, hand_built_clips())
     assert {r.dataset for r in records} == {"casme2", "samm", "smic"}
     skips = [json.loads(line) for line in (out / "skips.jsonl").read_text().splitlines()]
     # the AU-less SMIC clip is coarse-only by design, so it adds no note
