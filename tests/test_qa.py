@@ -637,3 +637,18 @@ def test_data_prep_script_calls_the_same_command(tmp_path, fake_loaders):
     spec.loader.exec_module(module)
     assert module.main(["--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert read_qa_jsonl(tmp_path / "o" / "qa.jsonl") == generate_qa(hand_built_clips())
+
+
+@pytest.mark.slow
+def test_synth_then_prep_follows_spec_section_3(tmp_path):
+    """The issue's "done when": ``megc-vqa synth --out D && megc-vqa prep --data-root D --out P``."""
+    pytest.importorskip("megc_vqa.synth.command")
+    from megc_vqa.annotations import load_all
+
+    data = tmp_path / "data"
+    synth_args = ["--datasets", "casme2,samm,smic", "--subjects", "2", "--clips-per-subject", "3"]
+    assert cli_main(["synth", "--out", str(data), *synth_args]) == 0
+    assert cli_main(["prep", "--data-root", str(data), "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+    records = read_qa_jsonl(tmp_path / "p" / "qa.jsonl")
+    assert {r.dataset for r in records} == {"casme2", "samm", "smic"}
+    assert_follows_spec_section_3(records, load_all(data).clips)
