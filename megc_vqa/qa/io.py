@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,8 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.qa.records import EXTRA_KEYS, OFFICIAL_KEYS, QARecord, QuestionRow
+from megc_vqa.submission.files import Problem, atomic_write_text, parse_jsonl
 
 log = logging.getLogger(__name__)
+
+
+# parse_jsonl problems that a reader of QA files lets pass (an empty file is an empty list here).
+_TOLERATED = ("file starts with a UTF-8 BOM", "CRLF line ending", "blank line", "empty file")
 
 
 class QAFileError(ValueError):
@@ -37,24 +41,9 @@ def dumps_row(row: dict[str, Any]) -> str:
 
 
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write rows as JSON lines to a temporary file next to ``path``, then rename it over ``path``.
-
-    A crash or Ctrl-C mid-write leaves the previous file (if any) untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(dumps_row(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    """Write rows as compact JSON lines via a temporary file renamed over ``path``: a crash or Ctrl-C
+    mid-write leaves the previous file (if any) untouched."""
+    return atomic_write_text(path, "".join(dumps_row(row) + "\n" for row in rows))
 
 
 def write_qa_jsonl(records: Iterable[QARecord], path: str | Path) -> Path:
@@ -62,26 +51,28 @@ def write_qa_jsonl(records: Iterable[QARecord], path: str | Path) -> Path:
     return write_jsonl_atomic((record.to_json() for record in records), path)
 
 
+def _problem(path: str | Path, line: int, message: str) -> QAFileError:
+    return QAFileError(str(Problem(str(path), line, message)))
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) for each non-blank line; ``QAFileError`` for anything else."""
+    """(1-based line number, object) for each non-blank line; ``QAFileError`` naming file and line for a
+    line that is not one JSON object or for bytes that are not UTF-8. A BOM, CRLF line ends and blank
+    lines are tolerated (the parser is the submission validator's, which is strict about those)."""
     path = Path(path)
     try:
-        # utf-8-sig drops a BOM; splitlines() handles CRLF and a missing final newline.
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise QAFileError(f"{path}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise QAFileError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise QAFileError(f"{path}:{number}: not a JSON object ({err.msg}, column {err.colno})") from None
-        if not isinstance(obj, dict):
-            raise QAFileError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-        yield number, obj
+        raise _problem(path, 0, "no such file") from None
+    except OSError as err:
+        raise _problem(path, 0, f"cannot read ({err.strerror})") from None
+    rows, problems = parse_jsonl(data, str(path))
+    fatal = [p for p in problems if not p.message.startswith(_TOLERATED)]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""
+        raise QAFileError(f"{fatal[0]}{more}")
+    for row in rows:
+        yield row.line, row.data
 
 
 def read_qa_jsonl(path: str | Path) -> list[QARecord]:
@@ -91,7 +82,7 @@ def read_qa_jsonl(path: str | Path) -> list[QARecord]:
         try:
             records.append(QARecord.from_json(obj))
         except (KeyError, TypeError) as err:
-            raise QAFileError(f"{path}:{number}: {err.args[0]}") from None
+            raise _problem(path, number, err.args[0]) from None
     return records
 
 
@@ -113,17 +104,17 @@ def read_questions(path: str | Path) -> list[QuestionRow]:
         try:
             row = QuestionRow.from_json(obj, line=number)
         except (KeyError, TypeError) as err:
-            raise QAFileError(f"{path}:{number}: {err.args[0]}") from None
+            raise _problem(path, number, err.args[0]) from None
         if not _is_plain_name(row.video):
-            raise QAFileError(f"{path}:{number}: video {row.video!r} is not a plain folder name")
+            raise _problem(path, number, f"video {row.video!r} is not a plain folder name")
         if row.video_id in first_line:
-            raise QAFileError(
-                f"{path}:{number}: video_id {row.video_id!r} already used on line {first_line[row.video_id]}"
+            raise _problem(
+                path, number, f"video_id {row.video_id!r} already used on line {first_line[row.video_id]}"
             )
         first_line[row.video_id] = number
         rows.append(row)
     if not rows:
-        raise QAFileError(f"{path}: no question rows")
+        raise _problem(path, 0, "no question rows")
     return rows
 
 
