@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from megc_vqa.models.prompting import PromptOptions, VisualFn, encode_for_training, get_field
+from megc_vqa.models.prompting import DEFAULT_OPTIONS, PromptOptions, VisualFn, encode_for_training, get_field
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class VQACollator:
     options: prompt layout and pixel bounds, shared with inference.
     """
 
-    def __init__(self, processor: Any, visual_fn: VisualFn | None, options: PromptOptions = PromptOptions()):
+    def __init__(self, processor: Any, visual_fn: VisualFn | None, options: PromptOptions = DEFAULT_OPTIONS):
         self.processor = processor
         self.visual_fn = visual_fn
         self.options = options

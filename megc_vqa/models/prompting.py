@@ -61,6 +61,9 @@ class PromptOptions:
     max_pixels: int | None = None
 
 
+DEFAULT_OPTIONS = PromptOptions()
+
+
 def get_field(record: Any, name: str, default: Any = None) -> Any:
     """``record.name`` or ``record[name]``: records may be dataclasses or JSON rows."""
     if isinstance(record, Mapping):
@@ -88,7 +91,7 @@ def build_messages(
     question: str,
     visual: VisualLike | None,
     answer: str | None = None,
-    options: PromptOptions = PromptOptions(),
+    options: PromptOptions = DEFAULT_OPTIONS,
 ) -> list[dict[str, Any]]:
     """Chat messages for one question: the video (if any), then the images, then the (described) question.
 
@@ -170,7 +173,7 @@ def encode_prompts(
     processor: Any,
     prompts: Sequence[str],
     visuals: Sequence[VisualLike | None],
-    options: PromptOptions = PromptOptions(),
+    options: PromptOptions = DEFAULT_OPTIONS,
     padding_side: str = "left",
 ) -> Any:
     """Run the processor on rendered prompts and their visual inputs, padded on ``padding_side``.
@@ -203,7 +206,7 @@ def encode_prompts(
 def encode_for_training(
     processor: Any,
     examples: Sequence[tuple[str, VisualLike | None, str]],
-    options: PromptOptions = PromptOptions(),
+    options: PromptOptions = DEFAULT_OPTIONS,
 ) -> dict[str, Any]:
     """Model inputs with ``labels`` for (question, visual, answer) examples.
 
@@ -261,7 +264,7 @@ def generate_answers(
     processor: Any,
     records: Iterable[Any],
     visual_fn: VisualFn | None,
-    options: PromptOptions = PromptOptions(),
+    options: PromptOptions = DEFAULT_OPTIONS,
     max_new_tokens: int = 64,
     batch_size: int = 8,
     progress: bool = True,
@@ -283,7 +286,7 @@ def generate_answers(
         visuals = [visual_fn(r) if visual_fn else None for r in chunk]
         prompts = [
             render_prompt(processor, build_messages(get_field(r, "question"), v, None, options))
-            for r, v in zip(chunk, visuals)
+            for r, v in zip(chunk, visuals, strict=True)
         ]
         inputs = encode_prompts(processor, prompts, visuals, options, padding_side="left").to(model.device)
         with torch.inference_mode():

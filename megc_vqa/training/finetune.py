@@ -140,18 +140,18 @@ def answer_metrics(records: list[dict], answers: list[str]) -> dict[str, Any]:
     from megc_vqa.labels import COARSE_CLASSES
 
     by_type: dict[str, list[bool]] = {}
-    for r, a in zip(records, answers):
+    for r, a in zip(records, answers, strict=True):
         by_type.setdefault(str(get_field(r, "question_type")), []).append(
             a.strip().lower() == str(get_field(r, "answer")).strip().lower()
         )
     metrics: dict[str, Any] = {f"acc_{k}": sum(v) / len(v) for k, v in sorted(by_type.items())}
     coarse = [
         (str(get_field(r, "answer")), a.strip().lower())
-        for r, a in zip(records, answers)
+        for r, a in zip(records, answers, strict=True)
         if get_field(r, "question_type") == "coarse"
     ]
     if coarse:
-        truth, pred = zip(*coarse)
+        truth, pred = zip(*coarse, strict=True)
         labels = list(COARSE_CLASSES)
         metrics["coarse_uf1"] = float(f1_score(truth, pred, labels=labels, average="macro", zero_division=0))
         metrics["coarse_uar"] = float(
@@ -168,7 +168,7 @@ def evaluate_answers(
     """Answer ``records``, write ``val_predictions.jsonl`` and ``val_metrics.json``, return the metrics."""
     answers = generate_answers(model, processor, records, visual_fn, options, max_new_tokens=max_new_tokens)
     with (out_dir / "val_predictions.jsonl").open("w", encoding="utf-8") as f:
-        for r, a in zip(records, answers):
+        for r, a in zip(records, answers, strict=True):
             f.write(
                 json.dumps(
                     {
