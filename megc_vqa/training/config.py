@@ -203,7 +203,10 @@ def build_parser():
     """The ``HfArgumentParser`` over the three dataclasses, with this project's training defaults."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(_dataclass_types(), description="LoRA/QLoRA fine-tuning of a video LVLM")
+    # allow_abbrev=False: a typo such as --max_step must not silently mean --max_steps.
+    parser = HfArgumentParser(
+        _dataclass_types(), description="LoRA/QLoRA fine-tuning of a video LVLM", allow_abbrev=False
+    )
     parser.add_argument("--config", default=None, help="YAML recipe; command-line keys override it")
     parser.set_defaults(**TRAINING_DEFAULTS)
     return parser

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,16 @@ from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_qu
 log = logging.getLogger(__name__)
 
 TRAIN_META = "megc_vqa_train.json"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves: the metrics, the trained (PEFT) model and its processor."""
+
+    metrics: dict[str, Any]
+    model: Any
+    processor: Any
+    output_dir: Path
 
 
 class TrainingError(RuntimeError):
@@ -111,7 +121,7 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if bits:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.activation_checkpointing)
     targets: Any = m.lora_target_modules or lora_target_regex(family, m.lora_target)
     if isinstance(targets, list) and len(targets) == 1 and any(c in targets[0] for c in "*\\|(["):
         targets = targets[0]  # one regex
@@ -128,7 +138,7 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     log.info("trainable parameters: %d of %d (%.2f%%)", n_train, n_all, 100 * n_train / max(1, n_all))
-    if t.gradient_checkpointing and not bits:
+    if t.activation_checkpointing and not bits:
         model.enable_input_require_grads()
     return model, processor, family
 
@@ -202,7 +212,7 @@ def _resume_path(recipe: Recipe) -> str | None:
     return str(value)
 
 
-def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> dict[str, Any]:
+def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     """Run one fine-tuning recipe; returns the final metrics (training loss, validation answers).
 
     visual_fn: record -> visual inputs; default: the visual layer's sampler with the recipe's settings.
@@ -218,8 +228,8 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> dict[str, Any]:
     t.remove_unused_columns = False  # the collator needs whole records, whatever the recipe says
     if t.label_names is None:
         t.label_names = ["labels"]  # PeftModel hides forward's signature from the Trainer
-    if t.gradient_checkpointing and t.gradient_checkpointing_kwargs is None:
-        t.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    if t.activation_checkpointing and t.activation_checkpointing_kwargs is None:
+        t.activation_checkpointing_kwargs = {"use_reentrant": False}
     out_dir = Path(t.output_dir)
     resume = _resume_path(recipe)
     if resume is None and out_dir.is_dir() and any(out_dir.glob("checkpoint-*")):
@@ -260,7 +270,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> dict[str, Any]:
         raise TrainingError(
             "out of memory: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
             "effective batch), lower max_pixels / image_size or the number of frames, set "
-            "gradient_checkpointing: true, or use load_in_4bit: true (QLoRA)"
+            "activation_checkpointing: true, or use load_in_4bit: true (QLoRA)"
         ) from None
     metrics: dict[str, Any] = dict(result.metrics)
     trainer.save_model(str(out_dir))  # adapter (PEFT format) or full model, plus the processor
@@ -293,7 +303,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> dict[str, Any]:
             )
         (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
-    return metrics
+    return TrainResult(metrics, trainer.model, processor, out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
