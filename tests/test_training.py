@@ -297,3 +297,47 @@ def test_qlora_trains_on_a_4bit_base(qa_file, tmp_path):
     assert "Linear4bit" in kinds
     assert any(p.abs().sum() > 0 for n, p in result.model.named_parameters() if "lora_B" in n)
     assert (tmp_path / "q" / "adapter_model.safetensors").is_file()
+
+
+# --- multi-process -------------------------------------------------------------------------------
+
+DDP_WORKER = """
+import sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_training import visual_fn
+from megc_vqa.training.config import parse_config
+from megc_vqa.training.finetune import train
+recipe = parse_config(sys.argv[1:])
+print("WORLD", recipe.training.world_size, "RANK", recipe.training.process_index, flush=True)
+train(recipe, visual_fn=visual_fn)
+"""
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_run(qa_file, tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 saves one adapter."""
+    import subprocess
+    import sys
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        str(worker), *tiny_args(qa_file, out, "--max_steps", "2", "--per_device_train_batch_size", "2",
+                                "--final_eval", "false"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(line for line in proc.stdout.splitlines() if line.startswith("WORLD")) == [
+        "WORLD 2 RANK 0",
+        "WORLD 2 RANK 1",
+    ]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert state["train_batch_size"] == 2
+    assert (out / "adapter_model.safetensors").is_file()
+    args = json.loads((out / "megc_vqa_train.json").read_text())
+    assert args["model_name_or_path"] == "tiny-qwen2.5-vl"
