@@ -341,3 +341,24 @@ def test_two_process_cpu_ddp_run(qa_file, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()
     args = json.loads((out / "megc_vqa_train.json").read_text())
     assert args["model_name_or_path"] == "tiny-qwen2.5-vl"
+
+
+@pytest.mark.slow
+def test_learning_bar_tiny_demo_learns_from_pixels(tmp_path):
+    """Issue 4 item 6: synth -> prep -> tiny demo recipe from scratch; UF1 >= 0.9 with pixels within
+    5 minutes, <= 0.5 with blanked pixels."""
+    pytest.importorskip(
+        "megc_vqa.synth.command", reason="needs the synthetic data generator (megc-vqa synth)"
+    )
+    pytest.importorskip("megc_vqa.qa.prep", reason="needs megc-vqa prep")
+    pytest.importorskip("megc_vqa.visual.samplers", reason="needs the visual samplers")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learning_bar import main as learning_bar
+
+    assert learning_bar(["--work", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "learning_bar.json").read_text())
+    assert results["pixels"]["coarse_uf1"] >= 0.9, results
+    assert results["pixels"]["train_s"] <= 300, results
+    assert results["blanked"]["coarse_uf1"] <= 0.5, results
