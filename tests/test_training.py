@@ -362,3 +362,29 @@ def test_learning_bar_tiny_demo_learns_from_pixels(tmp_path):
     assert results["pixels"]["coarse_uf1"] >= 0.9, results
     assert results["pixels"]["train_s"] <= 300, results
     assert results["blanked"]["coarse_uf1"] <= 0.5, results
+
+
+def test_make_visual_fn_reads_a_records_frames(tmp_path):
+    """The default visual path: a prep-style record -> the visual layer's sampler -> VisualInputs."""
+    pytest.importorskip("megc_vqa.visual.samplers", reason="needs the visual samplers")
+    import cv2
+
+    from megc_vqa.training.data import make_visual_fn
+
+    folder = tmp_path / "sub01" / "EP01"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, 10):
+        cv2.imwrite(str(folder / f"img{i}.jpg"), rng.integers(0, 256, (80, 64, 3), dtype=np.uint8))
+    record = {
+        **make_records()[0],
+        "source": str(folder),
+        "source_kind": "folder",
+        "onset": 1,
+        "apex": 5,
+        "offset": 9,
+    }
+    visual = make_visual_fn("oao+flow", size=56)(record)
+    assert len(visual.images) == 4 and visual.video.shape[0] == 3
+    assert tuple(visual.frame_indices) == (1, 5, 9)
+    assert min(visual.images[0].shape[:2]) == 56
