@@ -388,3 +388,16 @@ def test_make_visual_fn_reads_a_records_frames(tmp_path):
     assert len(visual.images) == 4 and visual.video.shape[0] == 3
     assert tuple(visual.frame_indices) == (1, 5, 9)
     assert min(visual.images[0].shape[:2]) == 56
+
+
+def test_qwen3_vl_trains_with_the_key_frames_as_a_video(qa_file, tmp_path):
+    from megc_vqa.training.finetune import train
+
+    args = tiny_args(
+        qa_file, tmp_path / "q3", "--model_name_or_path", "tiny-qwen3-vl", "--visual_mode", "video",
+        "--max_pixels", str(64 * 64), "--max_steps", "1", "--final_eval", "false",
+    )  # fmt: skip
+    result = train(parse_config(args), visual_fn=visual_fn)
+    assert math.isfinite(result.metrics["train_loss"])
+    assert type(result.model.get_base_model()).__name__ == "Qwen3VLForConditionalGeneration"
+    assert (tmp_path / "q3" / "adapter_model.safetensors").is_file()
