@@ -148,6 +148,7 @@ def test_unknown_command_line_key_is_an_error(qa_file, tmp_path):
         (["--load_in_4bit", "true", "--load_in_8bit", "true"], "one of load_in_4bit"),
         (["--question_types", "coarse", "colour"], "unknown question type"),
         (["--val_subjects", "sub01", "--loso_fold", "0"], "only one of"),
+        (["--visual_spec", "oao+flwo"], "visual_spec"),
     ],
 )
 def test_bad_settings_say_what_to_change(qa_file, tmp_path, extra, message):

@@ -290,6 +290,15 @@ def validate(recipe: Recipe) -> None:
         value = getattr(d, key)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{where}: {key} {value} does not exist (run `megc-vqa prep` or fix the path)")
+    try:
+        from megc_vqa.visual.samplers import parse_sampler
+    except ImportError:  # the visual layer is optional for recipes that inject their own visual_fn
+        parse_sampler = None
+    if parse_sampler is not None:
+        try:
+            parse_sampler(d.visual_spec)
+        except ValueError as err:
+            raise ConfigError(f"{where}: visual_spec: {err}") from None
     known_types = set(get_args(QuestionType))
     bad = [
         q for q in (d.question_types or []) + list(parse_question_mix(d.question_mix)) if q not in known_types
