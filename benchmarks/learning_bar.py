@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/learning-bar"), help="working folder")
     parser.add_argument("--recipe", default="recipes/tiny/demo.yaml")
-    parser.add_argument("overrides", nargs="*", help="extra recipe overrides, e.g. --max_steps 400")
+    # Anything else is a recipe override (--max_steps 400, --learning_rate 5e-4, ...).
     args, extra = parser.parse_known_args(argv)
     try:
         import megc_vqa  # noqa: F401
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = parse_config(
             ["--config", args.recipe, "--train_file", str(prep / "qa.jsonl"),
              "--output_dir", str(args.work / name), "--blank_pixels", blank, "--report_to", "none",
-             *args.overrides, *extra]
+             *extra]
         )  # fmt: skip
         start = time.perf_counter()
         metrics = train(recipe).metrics
