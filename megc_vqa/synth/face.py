@@ -1,0 +1,424 @@
+"""A cheap procedural face whose action units move their facial regions by a few pixels.
+
+The face is drawn with OpenCV primitives in a canonical 128-unit frame (scaled to any ``size``) with
+sub-pixel, anti-aliased coordinates, so an AU at intensity 1 shifts its landmarks by about 3-7 px at
+128 px and a small intensity moves them proportionally. Per-subject appearance comes from
+:func:`sample_identity`; per-frame head jitter, blinks and sensor noise from the caller's ``rng``.
+
+Sides follow FACS: ``"L"`` is the subject's left, which a camera facing the subject sees on the
+image's right (x > centre). A unilateral AU moves only that half of the face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CANONICAL = 128.0
+_SHIFT = 4  # fractional bits for cv2 coordinates: sub-pixel motion stays visible
+_SCALE = 1 << _SHIFT
+BLINK = 45  # FACS blink; rendered like AU43 but never part of an expression
+
+# The facial region each rendered AU moves (tests and readers look there).
+AU_REGIONS: dict[int, str] = {
+    1: "brows",
+    2: "brows",
+    4: "brows",
+    5: "eyes",
+    6: "cheeks",
+    7: "eyes",
+    9: "nose",
+    10: "mouth",
+    11: "mouth",
+    12: "mouth",
+    14: "mouth",
+    15: "mouth",
+    16: "mouth",
+    17: "chin",
+    18: "mouth",
+    20: "mouth",
+    23: "mouth",
+    24: "mouth",
+    25: "mouth",
+    26: "mouth",
+    38: "nose",
+    39: "nose",
+    43: "eyes",
+    BLINK: "eyes",
+}
+RENDERED_AUS = frozenset(AU_REGIONS) - {BLINK}
+
+_SKINS = ((185, 205, 238), (150, 178, 220), (120, 150, 200), (95, 125, 175), (70, 95, 140), (160, 190, 225))
+
+
+@dataclass(frozen=True)
+class FaceIdentity:
+    """One synthetic subject's appearance: colours (BGR) and geometry in canonical 128-unit coordinates."""
+
+    background: tuple[int, int, int]
+    skin: tuple[int, int, int]
+    hair: tuple[int, int, int]
+    lips: tuple[int, int, int]
+    iris: tuple[int, int, int]
+    centre: tuple[float, float]
+    face_axes: tuple[float, float]
+    eye_y: float
+    eye_dx: float
+    eye_hw: float
+    eye_open: float
+    iris_r: float
+    brow_gap: float
+    brow_hw: float
+    brow_thick: float
+    nose_y: float
+    nose_hw: float
+    mouth_y: float
+    mouth_hw: float
+    upper_lip: float
+    lower_lip: float
+
+
+def sample_identity(rng: np.random.Generator) -> FaceIdentity:
+    """Draw a random subject: skin tone, face shape and the geometry of eyes, brows, nose and mouth."""
+    u = rng.uniform
+    skin = np.clip(np.array(_SKINS[rng.integers(len(_SKINS))]) + rng.integers(-12, 13, 3), 0, 255)
+    cx, cy = 64 + u(-3, 3), 66 + u(-3, 3)
+    eye_y = cy - u(9, 13)
+    mouth_y = cy + u(22, 26)
+    return FaceIdentity(
+        background=tuple(int(v) for v in rng.integers(40, 220, 3)),
+        skin=tuple(int(v) for v in skin),
+        hair=tuple(int(v) for v in rng.integers(10, 90, 3)),
+        lips=tuple(int(v) for v in np.clip(skin * np.array([0.55, 0.5, 0.85]), 0, 255)),
+        iris=tuple(int(v) for v in rng.integers(20, 120, 3)),
+        centre=(cx, cy),
+        face_axes=(u(38, 44), u(47, 54)),
+        eye_y=eye_y,
+        eye_dx=u(15, 18),
+        eye_hw=u(7.5, 9.5),
+        eye_open=u(3.2, 4.2),
+        iris_r=u(2.8, 3.4),
+        brow_gap=u(7.5, 9.5),
+        brow_hw=u(8.5, 10.5),
+        brow_thick=u(2.2, 3.2),
+        nose_y=cy + u(7, 10),
+        nose_hw=u(5, 7),
+        mouth_y=mouth_y,
+        mouth_hw=u(11, 13.5),
+        upper_lip=u(3.0, 4.0),
+        lower_lip=u(3.5, 5.0),
+    )
+
+
+def au_course(n_frames: int, onset: int, apex: int, offset: int) -> np.ndarray:
+    """Intensity per frame: 0 up to ``onset``, smooth rise to 1 at ``apex``, smooth fall to 0 at ``offset``.
+
+    Frame positions are indices into the returned array (0-based), ``onset <= apex <= offset``.
+    """
+    if not 0 <= onset <= apex <= offset:
+        raise ValueError(f"need 0 <= onset <= apex <= offset, got {onset}, {apex}, {offset}")
+    t = np.arange(n_frames, dtype=np.float64)
+    rise = np.clip((t - onset) / max(apex - onset, 1), 0, 1)
+    fall = np.clip((offset - t) / max(offset - apex, 1), 0, 1)
+    course = np.where(t <= apex, rise, fall)
+    course[(t < onset) | (t > offset)] = 0.0
+    return 0.5 - 0.5 * np.cos(np.pi * course)  # smoothstep: no jumps at onset/offset
+
+
+def region_box(identity: FaceIdentity, region: str, size: int = 128) -> tuple[int, int, int, int]:
+    """Pixel box ``(x0, y0, x1, y1)`` around a facial region (``brows``, ``eyes``, ``nose``, ``cheeks``,
+    ``mouth``, ``chin``, ``forehead_top``) of a neutral face, for tests and diagnostics."""
+    cx, _ = identity.centre
+    w = identity.eye_dx + identity.brow_hw + 3
+    ey, my = identity.eye_y, identity.mouth_y
+    boxes = {
+        "brows": (cx - w, ey - identity.brow_gap - 9, cx + w, ey - identity.brow_gap + 6),
+        "eyes": (cx - w, ey - 6, cx + w, ey + 5),
+        "nose": (cx - 10, ey + 4, cx + 10, identity.nose_y + 4),
+        "cheeks": (cx - w - 2, ey + 5, cx + w + 2, identity.nose_y + 2),
+        "mouth": (cx - identity.mouth_hw - 9, my - 10, cx + identity.mouth_hw + 9, my + 12),
+        "chin": (cx - 14, my + 5, cx + 14, my + 20),
+        "forehead_top": (cx - 12, ey - identity.brow_gap - 24, cx + 12, ey - identity.brow_gap - 14),
+    }
+    s = size / CANONICAL
+    x0, y0, x1, y1 = boxes[region]
+    return int(max(x0 * s, 0)), int(max(y0 * s, 0)), int(min(x1 * s, size)), int(min(y1 * s, size))
+
+
+def _pts(points: np.ndarray, s: float) -> np.ndarray:
+    return np.round(np.asarray(points, dtype=np.float64) * s * _SCALE).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _curve(p0, p1, p2, n: int = 9) -> np.ndarray:
+    """Points of a quadratic curve from p0 to p2 passing through p1 at its middle."""
+    p0, p1, p2 = (np.asarray(p, dtype=np.float64) for p in (p0, p1, p2))
+    ctrl = 2 * p1 - (p0 + p2) / 2
+    t = np.linspace(0, 1, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p2
+
+
+def _mix(a, b, k: float) -> tuple[int, int, int]:
+    k = float(np.clip(k, 0, 1))
+    return tuple(int(round(x * (1 - k) + y * k)) for x, y in zip(a, b, strict=True))
+
+
+class _Face:
+    """Draws one frame of one identity; ``a(au, side)`` gives the AU's intensity on that side."""
+
+    def __init__(self, identity: FaceIdentity, size: int):
+        self.f, self.size, self.s = identity, size, size / CANONICAL
+        self.dark = tuple(int(v * 0.45) for v in identity.skin)
+
+    def poly(self, img, points, colour, closed=True, thick=1):
+        pts = _pts(points, self.s)
+        if closed:
+            cv2.fillPoly(img, [pts], colour, cv2.LINE_AA, _SHIFT)
+        else:
+            t = max(1, int(round(thick * self.s)))
+            cv2.polylines(img, [pts], False, colour, t, cv2.LINE_AA, _SHIFT)
+
+    def ellipse(self, img, centre, axes, colour, angle=0.0):
+        c = tuple(int(round(v * self.s * _SCALE)) for v in centre)
+        ax = tuple(max(1, int(round(v * self.s * _SCALE))) for v in axes)
+        cv2.ellipse(img, c, ax, angle, 0, 360, colour, -1, cv2.LINE_AA, _SHIFT)
+
+    def crease(self, img, points, strength: float, thick=1.0):
+        """A wrinkle line that darkens with an AU's intensity (invisible at 0)."""
+        if strength > 0.02:
+            self.poly(img, points, _mix(self.f.skin, self.dark, 0.85 * strength), closed=False, thick=thick)
+
+    def draw(self, img: np.ndarray, a, shift: tuple[float, float]) -> None:
+        f = self.f
+        cx, cy = f.centre[0] + shift[0], f.centre[1] + shift[1]
+        dy = shift[1]
+        img[:] = f.background
+        jaw = 7 * max(a(26, "L"), a(26, "R"))
+        ax, ay = f.face_axes
+        self.ellipse(img, (cx, cy - 0.25 * ay), (ax + 4, 0.88 * ay), f.hair)
+        self.poly(
+            img,
+            [(cx - 14, cy + 30), (cx + 14, cy + 30), (cx + 16, 140), (cx - 16, 140)],
+            _mix(f.skin, self.dark, 0.25),
+        )
+        for sgn in (-1, 1):
+            self.ellipse(img, (cx + sgn * ax, f.eye_y + dy + 5), (5, 9), _mix(f.skin, self.dark, 0.15))
+        self.ellipse(img, (cx, cy + jaw / 2), (ax, ay + jaw / 2), f.skin)
+        forehead = max(a(1, "L"), a(1, "R"), a(2, "L"), a(2, "R"))
+        for k in range(3):  # forehead lines appear when the brows rise
+            y = f.eye_y + dy - f.brow_gap - 9 - 4 * k
+            self.crease(
+                img, _curve((cx - 14, y + 1), (cx, y - 1), (cx + 14, y + 1)), forehead * (1 - 0.2 * k)
+            )
+        for side, sgn in (("L", 1), ("R", -1)):
+            self._half(img, a, side, sgn, cx, dy)
+        # Frown lines between the brows (AU4) and nose wrinkles (AU9).
+        frown = max(a(4, "L"), a(4, "R"))
+        brow_y = f.eye_y + dy - f.brow_gap
+        for sgn in (-1, 1):
+            self.crease(img, [(cx + sgn * 2.5, brow_y - 4), (cx + sgn * 1.5, brow_y + 4)], frown, 1.2)
+        wrinkle = max(a(9, "L"), a(9, "R"))
+        for k in range(3):
+            y = f.eye_y + dy + 4 + 3 * k
+            self.crease(img, [(cx - 4, y), (cx, y - 1), (cx + 4, y)], wrinkle, 1.0)
+        self._mouth(img, a, cx, dy, jaw)
+
+    def _half(self, img, a, side, sgn, cx, dy) -> None:
+        """Brow, eye, cheek, nostril, nasolabial fold and dimple of one side."""
+        f = self.f
+        ex, ey = cx + sgn * f.eye_dx, f.eye_y + dy
+        # Cheek (AU6 lifts it, with crow's feet at the outer eye corner).
+        cheek = a(6, side)
+        self.ellipse(
+            img,
+            (ex + sgn * 2, ey + 13 - 5 * cheek),
+            (7, 4.5),
+            _mix(f.skin, (90, 90, 230), 0.18 + 0.2 * cheek),
+        )
+        for k in (-1, 0, 1):
+            o = (ex + sgn * (f.eye_hw + 2), ey + 2 * k)
+            self.crease(img, [o, (o[0] + sgn * 4, o[1] + 1.5 * k)], cheek)
+        # Eye: lids from upper/lower curves; AU5 opens, AU7 tightens, AU6 pushes the lower lid, AU43/blink close.
+        closure = max(a(43, side), a(BLINK, side))
+        lower = f.eye_open * 0.8 - 1.2 * cheek - 2.0 * a(7, side)
+        upper = -f.eye_open * (1 + 0.9 * a(5, side) - 0.3 * a(7, side))
+        upper = upper * (1 - closure) + lower * closure
+        inner, outer = (ex - sgn * f.eye_hw, ey), (ex + sgn * f.eye_hw, ey - 0.5)
+        top = _curve(inner, (ex, ey + upper), outer)
+        bottom = _curve(outer, (ex, ey + max(lower, upper)), inner)
+        self.poly(img, np.vstack([top, bottom]), (235, 238, 240))
+        ang = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        ix, iy = ex + f.iris_r * np.cos(ang), ey + 0.3 + f.iris_r * np.sin(ang)
+        top_y, bot_y = np.interp(ix, *_sorted_xy(top)), np.interp(ix, *_sorted_xy(bottom))
+        iris = np.stack([ix, np.clip(iy, top_y, np.maximum(bot_y, top_y))], axis=1)
+        self.poly(img, iris, f.iris)
+        self.poly(img, top, (25, 25, 30), closed=False, thick=1.2)
+        self.poly(img, bottom, _mix(f.skin, self.dark, 0.6), closed=False, thick=0.8)
+        # Brow: AU1 lifts its inner end, AU2 its outer end, AU4 lowers and pulls it in, AU9 drags the inner end.
+        by = ey - f.brow_gap
+        lift_in, lift_out = 7 * a(1, side), 7 * a(2, side)
+        low = 5 * a(4, side)
+        brow = [
+            (cx + sgn * (f.eye_dx - f.brow_hw + 2 - 3 * a(4, side)), by - lift_in + low + 2 * a(9, side)),
+            (ex, by - 2.5 - 0.5 * lift_in - 0.6 * lift_out + 0.7 * low),
+            (ex + sgn * f.brow_hw, by - lift_out + 0.3 * low + 1),
+        ]
+        self.poly(img, _curve(*brow), f.hair, closed=False, thick=f.brow_thick)
+        # Nostril (AU9/AU10 lift it, AU38 flares, AU39 narrows) and the nasolabial fold.
+        ny = f.nose_y + dy - 3.5 * a(9, side) - 1.5 * a(10, side)
+        flare = 1 + 0.6 * a(38, side) - 0.4 * a(39, side)
+        self.poly(
+            img,
+            _curve((cx, f.eye_y + dy + 3), (cx + sgn * 1.5, ny - 6), (cx + sgn * 2.5, ny)),
+            self.dark,
+            False,
+            0.8,
+        )
+        self.ellipse(img, (cx + sgn * f.nose_hw * 0.5, ny + 0.5), (2.2 * flare, 1.2 * flare), (40, 40, 60))
+        fold = 0.25 + 0.6 * max(a(10, side), a(11, side), 0.7 * a(12, side), a(9, side))
+        corner = self.corner(a, side, sgn, cx, dy)
+        self.crease(
+            img,
+            _curve(
+                (cx + sgn * (f.nose_hw + 1), ny - 2),
+                (corner[0] + sgn * 2, (ny + corner[1]) / 2),
+                (corner[0] + sgn * 4, corner[1] + 4),
+            ),
+            fold,
+        )
+        if a(14, side) > 0.02:  # dimple beside the mouth corner
+            self.ellipse(
+                img,
+                (corner[0] + sgn * 3, corner[1] + 1),
+                (1.2, 2.5),
+                _mix(f.skin, self.dark, 0.9 * a(14, side)),
+            )
+
+    def corner(self, a, side, sgn, cx, dy) -> tuple[float, float]:
+        """Mouth corner of one side: AU12 pulls up and out, AU15 down, AU20 sideways, AU14/18/23/24 inwards."""
+        f = self.f
+        x = (
+            f.mouth_hw
+            + 4 * a(12, side)
+            + 6 * a(20, side)
+            - 3 * a(14, side)
+            - 5 * a(18, side)
+            - 2.5 * a(23, side)
+            - 2 * a(24, side)
+        )
+        y = f.mouth_y + dy - 6 * a(12, side) + 6 * a(15, side) + 1.5 * a(20, side) - 1 * a(14, side)
+        return cx + sgn * x, y
+
+    def _mouth(self, img, a, cx, dy, jaw) -> None:
+        f = self.f
+
+        def both(au: int) -> float:
+            return (a(au, "L") + a(au, "R")) / 2
+
+        left, right = self.corner(a, "L", 1, cx, dy), self.corner(a, "R", -1, cx, dy)
+        mid_y = (left[1] + right[1]) / 2
+        thin = 1 - 0.55 * max(both(23), both(24))
+        seam = f.mouth_y + dy - 4.5 * both(10) - 3 * both(17) + 1.5 * both(24)
+        gap = 4.5 * both(25) + jaw + 3.5 * both(16)
+        upper_top = seam - f.upper_lip * thin - 0.5
+        lower_seam = seam + gap
+        lower_bottom = lower_seam + f.lower_lip * thin
+        if gap > 0.3:  # open mouth: dark interior with a hint of teeth
+            inner = np.vstack([_curve(right, (cx, seam + 0.5), left), _curve(left, (cx, lower_seam), right)])
+            self.poly(img, inner, (35, 30, 60))
+            if gap > 2.5:
+                self.poly(
+                    img,
+                    _curve((cx - 7, seam + 0.8), (cx, seam + 1.8), (cx + 7, seam + 0.8)),
+                    (225, 230, 235),
+                    False,
+                    1.5,
+                )
+        upper = np.vstack(
+            [_curve(right, (cx, upper_top + 0.3 * (mid_y - seam)), left), _curve(left, (cx, seam), right)]
+        )
+        lower = np.vstack(
+            [
+                _curve(left, (cx, lower_seam), right),
+                _curve(right, (cx, lower_bottom + 0.3 * (mid_y - seam)), left),
+            ]
+        )
+        self.poly(img, upper, f.lips)
+        self.poly(img, lower, _mix(f.lips, (200, 200, 255), 0.15))
+        # Chin: AU17 pushes the chin boss up (crease rises and darkens); AU26 drops the jaw.
+        chin = max(a(17, "L"), a(17, "R"))
+        cy = lower_bottom + 6 - 4 * chin + 0.4 * jaw
+        self.crease(img, _curve((cx - 6, cy), (cx, cy + 1.5), (cx + 6, cy)), 0.3 + 0.7 * chin, 1.0)
+
+
+def _sorted_xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(points[:, 0])
+    return points[order, 0], points[order, 1]
+
+
+def head_motion(n_frames: int, fps: float, rng: np.random.Generator, amplitude: float = 0.6) -> np.ndarray:
+    """Slow head sway (a few random sinusoids, ``amplitude`` px at 128 px) plus a tiny tremor: (T, 2)."""
+    t = np.arange(n_frames) / fps
+    motion = np.zeros((n_frames, 2))
+    for axis in range(2):
+        for _ in range(3):
+            freq, phase = rng.uniform(0.1, 0.6), rng.uniform(0, 2 * np.pi)
+            motion[:, axis] += amplitude / 3 * np.sin(2 * np.pi * freq * t + phase)
+    return motion + rng.normal(0, 0.04 * amplitude, (n_frames, 2))
+
+
+def blink_course(
+    n_frames: int, fps: float, rng: np.random.Generator, rate: float = 0.2, avoid: np.ndarray | None = None
+) -> np.ndarray:
+    """Blinks (about 150 ms each) at ``rate`` per second, never over frames where ``avoid`` is true."""
+    course = np.zeros(n_frames)
+    length = max(3, int(round(0.15 * fps)))
+    for start in np.flatnonzero(rng.random(n_frames) < rate / fps):
+        end = start + length
+        if end >= n_frames or (avoid is not None and avoid[max(start - length, 0) : end + length].any()):
+            continue
+        course = np.maximum(course, au_course(n_frames, start, start + length // 2, end))
+    return course
+
+
+def render_frames(
+    identity: FaceIdentity,
+    activations: Mapping[int, np.ndarray],
+    sides: Mapping[int, str | None],
+    rng: np.random.Generator,
+    size: int = 128,
+    grey: bool = False,
+    *,
+    head: np.ndarray | None = None,
+    noise: float = 2.0,
+) -> np.ndarray:
+    """Render ``T`` frames ``(T, size, size, 3)`` uint8 (BGR; three equal channels when ``grey``).
+
+    activations: AU number -> intensity per frame in [0, 1] (all of length T); :data:`BLINK` for blinks.
+    sides: AU number -> ``"L"``/``"R"`` for a unilateral AU, ``None`` (or absent) for both sides.
+    head: per-frame head offset (T, 2) in canonical px (see :func:`head_motion`); none when omitted.
+    noise: standard deviation of the Gaussian sensor noise in grey levels.
+    """
+    lengths = {len(v) for v in activations.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"activations need one common length, got {sorted(lengths)}")
+    n = lengths.pop()
+    curves = {au: np.clip(np.asarray(v, dtype=np.float64), 0, 1) for au, v in activations.items()}
+    face = _Face(identity, size)
+    frames = np.empty((n, size, size, 3), np.uint8)
+    for t in range(n):
+
+        def a(au: int, side: str, t: int = t) -> float:
+            curve = curves.get(au)
+            return 0.0 if curve is None or sides.get(au) not in (None, side) else float(curve[t])
+
+        face.draw(frames[t], a, (0.0, 0.0) if head is None else tuple(head[t]))
+    if grey:
+        g = np.einsum("thwc,c->thw", frames, np.array([0.114, 0.587, 0.299]), dtype=np.float32)
+        frames = np.repeat(g[..., None], 3, axis=3)
+        noisy = frames + rng.normal(0, noise, (n, size, size, 1)).astype(np.float32)
+    else:
+        noisy = frames.astype(np.float32) + rng.normal(0, noise, frames.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
