@@ -23,32 +23,13 @@ _SCALE = 1 << _SHIFT
 BLINK = 45  # FACS blink; rendered like AU43 but never part of an expression
 
 # The facial region each rendered AU moves (tests and readers look there).
+# fmt: off
 AU_REGIONS: dict[int, str] = {
-    1: "brows",
-    2: "brows",
-    4: "brows",
-    5: "eyes",
-    6: "cheeks",
-    7: "eyes",
-    9: "nose",
-    10: "mouth",
-    11: "mouth",
-    12: "mouth",
-    14: "mouth",
-    15: "mouth",
-    16: "mouth",
-    17: "chin",
-    18: "mouth",
-    20: "mouth",
-    23: "mouth",
-    24: "mouth",
-    25: "mouth",
-    26: "mouth",
-    38: "nose",
-    39: "nose",
-    43: "eyes",
-    BLINK: "eyes",
+    1: "brows", 2: "brows", 4: "brows", 5: "eyes", 6: "cheeks", 7: "eyes", 9: "nose", 10: "mouth",
+    11: "mouth", 12: "mouth", 14: "mouth", 15: "mouth", 16: "mouth", 17: "chin", 18: "mouth", 20: "mouth",
+    23: "mouth", 24: "mouth", 25: "mouth", 26: "mouth", 38: "nose", 39: "nose", 43: "eyes", BLINK: "eyes",
 }
+# fmt: on
 RENDERED_AUS = frozenset(AU_REGIONS) - {BLINK}
 
 _SKINS = ((185, 205, 238), (150, 178, 220), (120, 150, 200), (95, 125, 175), (70, 95, 140), (160, 190, 225))
@@ -148,21 +129,23 @@ def region_box(identity: FaceIdentity, region: str, size: int = 128) -> tuple[in
     return int(max(x0 * s, 0)), int(max(y0 * s, 0)), int(min(x1 * s, size)), int(min(y1 * s, size))
 
 
-def _pts(points: np.ndarray, s: float) -> np.ndarray:
-    return np.round(np.asarray(points, dtype=np.float64) * s * _SCALE).astype(np.int32).reshape(-1, 1, 2)
+def _pts(points, s: float) -> np.ndarray:
+    return np.rint(np.asarray(points) * (s * _SCALE)).astype(np.int32).reshape(-1, 1, 2)
 
 
-def _curve(p0, p1, p2, n: int = 9) -> np.ndarray:
+_T = np.linspace(0, 1, 7)[:, None]
+# Rows: curve points; columns: weights of (p0, p1, p2) for a quadratic through p1 at t = 0.5.
+_CURVE_BASIS = np.hstack([(1 - _T) ** 2 - (1 - _T) * _T, 4 * (1 - _T) * _T, _T**2 - (1 - _T) * _T])
+
+
+def _curve(p0, p1, p2) -> np.ndarray:
     """Points of a quadratic curve from p0 to p2 passing through p1 at its middle."""
-    p0, p1, p2 = (np.asarray(p, dtype=np.float64) for p in (p0, p1, p2))
-    ctrl = 2 * p1 - (p0 + p2) / 2
-    t = np.linspace(0, 1, n)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p2
+    return _CURVE_BASIS @ np.array((p0, p1, p2), dtype=np.float64)
 
 
 def _mix(a, b, k: float) -> tuple[int, int, int]:
-    k = float(np.clip(k, 0, 1))
-    return tuple(int(round(x * (1 - k) + y * k)) for x, y in zip(a, b, strict=True))
+    k = min(max(float(k), 0.0), 1.0)
+    return tuple(round(x * (1 - k) + y * k) for x, y in zip(a, b, strict=True))
 
 
 class _Face:
@@ -177,12 +160,12 @@ class _Face:
         if closed:
             cv2.fillPoly(img, [pts], colour, cv2.LINE_AA, _SHIFT)
         else:
-            t = max(1, int(round(thick * self.s)))
+            t = max(1, round(thick * self.s))
             cv2.polylines(img, [pts], False, colour, t, cv2.LINE_AA, _SHIFT)
 
     def ellipse(self, img, centre, axes, colour, angle=0.0):
-        c = tuple(int(round(v * self.s * _SCALE)) for v in centre)
-        ax = tuple(max(1, int(round(v * self.s * _SCALE))) for v in axes)
+        c = tuple(round(v * self.s * _SCALE) for v in centre)
+        ax = tuple(max(1, round(v * self.s * _SCALE)) for v in axes)
         cv2.ellipse(img, c, ax, angle, 0, 360, colour, -1, cv2.LINE_AA, _SHIFT)
 
     def crease(self, img, points, strength: float, thick=1.0):
@@ -374,7 +357,7 @@ def blink_course(
 ) -> np.ndarray:
     """Blinks (about 150 ms each) at ``rate`` per second, never over frames where ``avoid`` is true."""
     course = np.zeros(n_frames)
-    length = max(3, int(round(0.15 * fps)))
+    length = max(3, round(0.15 * fps))
     for start in np.flatnonzero(rng.random(n_frames) < rate / fps):
         end = start + length
         if end >= n_frames or (avoid is not None and avoid[max(start - length, 0) : end + length].any()):
@@ -401,24 +384,53 @@ def render_frames(
     head: per-frame head offset (T, 2) in canonical px (see :func:`head_motion`); none when omitted.
     noise: standard deviation of the Gaussian sensor noise in grey levels.
     """
-    lengths = {len(v) for v in activations.values()}
+    left = {au: c for au, c in activations.items() if sides.get(au) in (None, "L")}
+    right = {au: c for au, c in activations.items() if sides.get(au) in (None, "R")}
+    return render_sided(identity, left, right, rng, size, grey, head=head, noise=noise)
+
+
+def render_sided(
+    identity: FaceIdentity,
+    left: Mapping[int, np.ndarray],
+    right: Mapping[int, np.ndarray],
+    rng: np.random.Generator,
+    size: int = 128,
+    grey: bool = False,
+    *,
+    head: np.ndarray | None = None,
+    noise: float = 2.0,
+) -> np.ndarray:
+    """:func:`render_frames` with separate AU curves for the subject's left and right halves."""
+    lengths = {len(v) for v in (*left.values(), *right.values())}
     if len(lengths) != 1:
         raise ValueError(f"activations need one common length, got {sorted(lengths)}")
     n = lengths.pop()
-    curves = {au: np.clip(np.asarray(v, dtype=np.float64), 0, 1) for au, v in activations.items()}
+    curves = {
+        side: {au: np.clip(np.asarray(v, dtype=np.float64), 0, 1) for au, v in src.items()}
+        for side, src in (("L", left), ("R", right))
+    }
     face = _Face(identity, size)
     frames = np.empty((n, size, size, 3), np.uint8)
     for t in range(n):
 
         def a(au: int, side: str, t: int = t) -> float:
-            curve = curves.get(au)
-            return 0.0 if curve is None or sides.get(au) not in (None, side) else float(curve[t])
+            curve = curves[side].get(au)
+            return 0.0 if curve is None else float(curve[t])
 
         face.draw(frames[t], a, (0.0, 0.0) if head is None else tuple(head[t]))
+    return _sensor(frames, rng, noise, grey)
+
+
+def _sensor(frames: np.ndarray, rng: np.random.Generator, sigma: float, grey: bool) -> np.ndarray:
+    """Greyscale conversion and Gaussian sensor noise, drawn from a small bank at random offsets (fast)."""
+    n, h, w, _ = frames.shape
     if grey:
-        g = np.einsum("thwc,c->thw", frames, np.array([0.114, 0.587, 0.299]), dtype=np.float32)
-        frames = np.repeat(g[..., None], 3, axis=3)
-        noisy = frames + rng.normal(0, noise, (n, size, size, 1)).astype(np.float32)
-    else:
-        noisy = frames.astype(np.float32) + rng.normal(0, noise, frames.shape).astype(np.float32)
-    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        frames = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames])[..., None]
+    pad = 16
+    bank = np.rint(rng.normal(0, sigma, (4, h + pad, w + pad, frames.shape[3]))).astype(np.int16)
+    picks = rng.integers(0, [4, pad, pad], size=(n, 3))
+    out = np.empty((n, h, w, 3), np.uint8)
+    for t, (k, dy, dx) in enumerate(picks):
+        noisy = frames[t].astype(np.int16) + bank[k, dy : dy + h, dx : dx + w]
+        out[t] = np.clip(noisy, 0, 255).astype(np.uint8)  # broadcasts grey over three channels
+    return out
