@@ -19,7 +19,7 @@ from megc_vqa.records import ActionUnit
 # fine emotion -> alternative AU combinations that define it.
 RECIPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "happiness": ((6, 12), (12,), (6, 12, 25), (6, 7, 12)),
-    "surprise": ((1, 2), (1, 2, 25), (1, 2, 26), (1, 2, 5, 25), (1, 2, 25, 26)),
+    "surprise": ((1, 2), (1, 2, 25), (1, 2, 26), (1, 2, 5, 25), (1, 2, 25, 26), (2,)),
     "disgust": ((9,), (10,), (9, 10), (4, 9), (9, 10, 17)),
     "anger": ((4, 7), (4,), (4, 7, 23), (4, 7, 24), (4, 5, 7)),
     "sadness": ((15,), (1, 4, 15), (15, 17), (1, 15)),
