@@ -216,7 +216,7 @@ class _Face:
         cheek = a(6, side)
         self.ellipse(
             img,
-            (ex + sgn * 2, ey + 13 - 5 * cheek),
+            (ex + sgn * 2, ey + 13 - 6 * cheek),
             (7, 4.5),
             _mix(f.skin, (90, 90, 230), 0.18 + 0.2 * cheek),
         )
@@ -303,7 +303,7 @@ class _Face:
         left, right = self.corner(a, "L", 1, cx, dy), self.corner(a, "R", -1, cx, dy)
         mid_y = (left[1] + right[1]) / 2
         thin = 1 - 0.55 * max(both(23), both(24))
-        seam = f.mouth_y + dy - 4.5 * both(10) - 3 * both(17) + 1.5 * both(24)
+        seam = f.mouth_y + dy - 4.5 * both(10) - 4 * both(17) + 1.5 * both(24)
         gap = 4.5 * both(25) + jaw + 3.5 * both(16)
         upper_top = seam - f.upper_lip * thin - 0.5
         lower_seam = seam + gap
@@ -332,7 +332,7 @@ class _Face:
         self.poly(img, lower, _mix(f.lips, (200, 200, 255), 0.15))
         # Chin: AU17 pushes the chin boss up (crease rises and darkens); AU26 drops the jaw.
         chin = max(a(17, "L"), a(17, "R"))
-        cy = lower_bottom + 6 - 4 * chin + 0.4 * jaw
+        cy = lower_bottom + 6 - 6 * chin + 0.4 * jaw
         self.crease(img, _curve((cx - 6, cy), (cx, cy + 1.5), (cx + 6, cy)), 0.3 + 0.7 * chin, 1.0)
 
 
@@ -411,13 +411,25 @@ def render_sided(
     }
     face = _Face(identity, size)
     frames = np.empty((n, size, size, 3), np.uint8)
+    stacked = np.array([c for side in curves.values() for c in side.values()]).reshape(-1, n)
+    neutral: np.ndarray | None = None  # most frames of a long video are neutral: draw that face once
     for t in range(n):
+        if not stacked[:, t].any():
+            if neutral is None:
+                neutral = np.empty((size, size, 3), np.uint8)
+                face.draw(neutral, lambda au, side: 0.0, (0.0, 0.0))
+            frames[t] = neutral
+        else:
 
-        def a(au: int, side: str, t: int = t) -> float:
-            curve = curves[side].get(au)
-            return 0.0 if curve is None else float(curve[t])
+            def a(au: int, side: str, t: int = t) -> float:
+                curve = curves[side].get(au)
+                return 0.0 if curve is None else float(curve[t])
 
-        face.draw(frames[t], a, (0.0, 0.0) if head is None else tuple(head[t]))
+            face.draw(frames[t], a, (0.0, 0.0))
+        if head is not None:  # head motion: a sub-pixel shift of the whole picture
+            shift = np.float32([[1, 0, head[t][0] * face.s], [0, 1, head[t][1] * face.s]])
+            frames[t] = cv2.warpAffine(frames[t], shift, (size, size), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
     return _sensor(frames, rng, noise, grey)
 
 

@@ -102,6 +102,12 @@ def run_job(job: RenderJob) -> int:
     return written
 
 
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # two render processes on two cores: OpenCV's own threads only contend
+
+
 def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = "rendering") -> int:
     """Run jobs in a pool of ``workers`` processes (default: min(2, CPUs)) with a progress bar over frames."""
     from tqdm import tqdm
@@ -122,7 +128,7 @@ def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = 
 
             # Big jobs first so the pool finishes evenly; results are order-independent.
             order = sorted(range(len(jobs)), key=lambda i: -jobs[i].n_frames)
-            with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+            with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers, _init_worker) as pool:
                 for i, count in zip(order, pool.imap(run_job, [jobs[i] for i in order]), strict=True):
                     written += count
                     bar.update(jobs[i].n_frames)
