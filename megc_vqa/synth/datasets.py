@@ -285,6 +285,7 @@ def write_datasets(
     run_jobs(jobs, workers, desc="synth frames")
     for dataset, recs in planned.items():
         path = layout.write_annotations(dataset, recs, out / dataset)
+        layout.make_reproducible(path)
         log.info(
             "%s: %d %s -> %s", dataset, len(recs), "videos" if dataset in LONG_DATASETS else "clips", path
         )

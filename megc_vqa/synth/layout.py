@@ -262,3 +262,26 @@ def write_annotations(dataset: str, records: Sequence[Clip] | Sequence[LongVideo
     path = root / name
     wb.save(path)
     return path
+
+
+_FIXED_STAMP = (1980, 1, 1, 0, 0, 0)
+
+
+def make_reproducible(path: Path) -> None:
+    """Rewrite an .xlsx so the same content gives the same bytes: fixed zip entry times and document dates
+    (spreadsheet writers stamp the current time, which would break byte-identical output per seed)."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info, data in entries:
+            if info.filename == "docProps/core.xml":
+                data = re.sub(
+                    rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data
+                )
+            fixed = zipfile.ZipInfo(info.filename, date_time=_FIXED_STAMP)
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = info.external_attr
+            dst.writestr(fixed, data)
