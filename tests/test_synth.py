@@ -158,9 +158,8 @@ def test_layouts_hold_every_clip_frame_span_and_annotation_file(small_sets):
                 n = max(e.offset for e in rec.events) + 1
                 assert all(layout.frame_path(dataset, folder, rec.video_id, k).exists() for k in range(1, n))
                 continue
-            key = layout.subject_names(dataset, 0)[1] if dataset != "samm" else f"{int(rec.subject):03d}"
             for k in (rec.onset, rec.apex or rec.onset, rec.offset):
-                assert layout.frame_path(dataset, folder, key, k).exists(), (rec.image_id, k)
+                assert layout.frame_path(dataset, folder, rec.clip_id, k).exists(), (rec.image_id, k)
     first = records["casme2"][0]
     names = {p.name for p in first.source.path.iterdir()}
     assert {"img99.jpg", "img100.jpg"} <= names  # the numeric-order trap is exercised
@@ -173,6 +172,41 @@ def test_layouts_hold_every_clip_frame_span_and_annotation_file(small_sets):
     assert len({(c.subject, c.clip_id) for c in casme3}) < len(
         casme3
     )  # duplicate file names within a subject
+
+
+def test_loaders_read_the_generated_datasets_back(small_sets):
+    from megc_vqa.annotations import load_all
+
+    base, records = small_sets
+    loaded = load_all(base / "a")
+    by_id = {(c.dataset, c.image_id): c for c in loaded.clips}
+    kept = 0
+    for dataset in ("casme2", "samm", "smic", "casme3"):
+        for clip in records[dataset]:
+            got = by_id.get((dataset, clip.image_id))
+            if clip.coarse_emotion is None:
+                assert got is None  # outside the composite: a reported skip
+                continue
+            assert got is not None, (dataset, clip.image_id, loaded.skips)
+            assert (got.onset, got.offset, got.coarse_emotion) == (
+                clip.onset,
+                clip.offset,
+                clip.coarse_emotion,
+            )
+            if dataset != "smic":  # SMIC's sheet has no AU column
+                assert [a.number for a in got.aus] == [a.number for a in clip.aus]
+            assert got.source.path == clip.source.path
+            kept += 1
+    assert kept > 10
+    assert {s.reason for s in loaded.skips} <= {"not a data row"} | {
+        s.reason for s in loaded.skips if s.reason.startswith("not in composite")
+    }
+    videos = {(v.dataset, v.video_id): v for v in loaded.long_videos}
+    for dataset in LONG_DATASETS:
+        for video in records[dataset]:
+            got = videos[(dataset, video.video_id)]
+            assert [e.onset for e in got.events] == [e.onset for e in video.events]
+            assert got.source.path == video.source.path
 
 
 def test_timing_micro_within_500ms_and_macro_longer(small_sets):

@@ -129,6 +129,9 @@ def _plan_short(
             expr = sample_expression(render_emotion(word, rng), rng)
             n, apex_pos = micro_course(spec.fps, rng)
             clip_id = layout.clip_name(dataset, folder_key, c_idx, word, smic_counts, rng)
+            repeated = dataset == "casme3" and any(
+                layout.casme3_video(k) == clip_id for k in range(clips) if k != c_idx
+            )
             if dataset == "casme3":
                 onset = next_start.get(clip_id, int(rng.integers(20, 60)))
                 next_start[clip_id] = onset + n + 2 * margin + int(rng.integers(10, 40))
@@ -141,7 +144,7 @@ def _plan_short(
             span = offset + margin - first + 1
             folder = layout.clip_dir(dataset, root, subject, clip_id)
             paths: list[str | None] = [
-                str(layout.frame_path(dataset, folder, folder_key, first + i)) for i in range(span)
+                str(layout.frame_path(dataset, folder, clip_id, first + i)) for i in range(span)
             ]
             if dataset == "casme3" and rng.random() < 0.5:  # a dropped frame away from the key frames
                 drop = int(rng.integers(first, offset + margin + 1))
@@ -153,7 +156,7 @@ def _plan_short(
                     dataset=dataset,
                     subject=subject,
                     clip_id=clip_id,
-                    image_id=layout.image_id(dataset, subject, clip_id, onset),
+                    image_id=layout.image_id(dataset, subject, clip_id, onset, repeated),
                     source=FrameSource("folder", folder),
                     fps=spec.fps,
                     onset=onset,
