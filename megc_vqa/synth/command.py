@@ -26,6 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        log.error("--out %s exists and is not a folder", args.out)
+        return 2
+    try:
+        return _run(args)
+    except OSError as err:
+        log.error("cannot write under %s: %s", args.out, err)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from megc_vqa.synth.datasets import ALL_DATASETS, write_datasets
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -36,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.subjects < 1 or args.clips_per_subject < 1 or not 32 <= args.size <= 1024:
         log.error("--subjects and --clips-per-subject must be >= 1 and --size within 32..1024")
         return 2
+    stale = [d for d in datasets if (args.out / d).is_dir() and any((args.out / d).iterdir())]
+    if stale:
+        log.warning("%s already hold files; frames of an earlier run may remain (use an empty --out)", stale)
     start = time.perf_counter()
     written = write_datasets(
         args.out, args.seed, args.subjects, args.clips_per_subject, datasets, args.size, args.workers

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from megc_vqa.synth.motion import au_course as au_course  # re-exported: part of the face API
+
 CANONICAL = 128.0
 _SHIFT = 4  # fractional bits for cv2 coordinates: sub-pixel motion stays visible
 _SCALE = 1 << _SHIFT
@@ -94,21 +96,6 @@ def sample_identity(rng: np.random.Generator) -> FaceIdentity:
     )
 
 
-def au_course(n_frames: int, onset: int, apex: int, offset: int) -> np.ndarray:
-    """Intensity per frame: 0 up to ``onset``, smooth rise to 1 at ``apex``, smooth fall to 0 at ``offset``.
-
-    Frame positions are indices into the returned array (0-based), ``onset <= apex <= offset``.
-    """
-    if not 0 <= onset <= apex <= offset:
-        raise ValueError(f"need 0 <= onset <= apex <= offset, got {onset}, {apex}, {offset}")
-    t = np.arange(n_frames, dtype=np.float64)
-    rise = np.clip((t - onset) / max(apex - onset, 1), 0, 1)
-    fall = np.clip((offset - t) / max(offset - apex, 1), 0, 1)
-    course = np.where(t <= apex, rise, fall)
-    course[(t < onset) | (t > offset)] = 0.0
-    return 0.5 - 0.5 * np.cos(np.pi * course)  # smoothstep: no jumps at onset/offset
-
-
 def region_box(identity: FaceIdentity, region: str, size: int = 128) -> tuple[int, int, int, int]:
     """Pixel box ``(x0, y0, x1, y1)`` around a facial region (``brows``, ``eyes``, ``nose``, ``cheeks``,
     ``mouth``, ``chin``, ``forehead_top``) of a neutral face, for tests and diagnostics."""
@@ -173,10 +160,10 @@ class _Face:
         if strength > 0.02:
             self.poly(img, points, _mix(self.f.skin, self.dark, 0.85 * strength), closed=False, thick=thick)
 
-    def draw(self, img: np.ndarray, a, shift: tuple[float, float]) -> None:
+    def draw(self, img: np.ndarray, a) -> None:
+        """Draw the face centred as its identity says (head motion shifts the finished picture)."""
         f = self.f
-        cx, cy = f.centre[0] + shift[0], f.centre[1] + shift[1]
-        dy = shift[1]
+        cx, cy = f.centre
         img[:] = f.background
         jaw = 7 * max(a(26, "L"), a(26, "R"))
         ax, ay = f.face_axes
@@ -187,31 +174,31 @@ class _Face:
             _mix(f.skin, self.dark, 0.25),
         )
         for sgn in (-1, 1):
-            self.ellipse(img, (cx + sgn * ax, f.eye_y + dy + 5), (5, 9), _mix(f.skin, self.dark, 0.15))
+            self.ellipse(img, (cx + sgn * ax, f.eye_y + 5), (5, 9), _mix(f.skin, self.dark, 0.15))
         self.ellipse(img, (cx, cy + jaw / 2), (ax, ay + jaw / 2), f.skin)
         forehead = max(a(1, "L"), a(1, "R"), a(2, "L"), a(2, "R"))
         for k in range(3):  # forehead lines appear when the brows rise
-            y = f.eye_y + dy - f.brow_gap - 9 - 4 * k
+            y = f.eye_y - f.brow_gap - 9 - 4 * k
             self.crease(
                 img, _curve((cx - 14, y + 1), (cx, y - 1), (cx + 14, y + 1)), forehead * (1 - 0.2 * k)
             )
         for side, sgn in (("L", 1), ("R", -1)):
-            self._half(img, a, side, sgn, cx, dy)
+            self._half(img, a, side, sgn, cx)
         # Frown lines between the brows (AU4) and nose wrinkles (AU9).
         frown = max(a(4, "L"), a(4, "R"))
-        brow_y = f.eye_y + dy - f.brow_gap
+        brow_y = f.eye_y - f.brow_gap
         for sgn in (-1, 1):
             self.crease(img, [(cx + sgn * 2.5, brow_y - 4), (cx + sgn * 1.5, brow_y + 4)], frown, 1.2)
         wrinkle = max(a(9, "L"), a(9, "R"))
         for k in range(3):
-            y = f.eye_y + dy + 4 + 3 * k
+            y = f.eye_y + 4 + 3 * k
             self.crease(img, [(cx - 4, y), (cx, y - 1), (cx + 4, y)], wrinkle, 1.0)
-        self._mouth(img, a, cx, dy, jaw)
+        self._mouth(img, a, cx, jaw)
 
-    def _half(self, img, a, side, sgn, cx, dy) -> None:
+    def _half(self, img, a, side, sgn, cx) -> None:
         """Brow, eye, cheek, nostril, nasolabial fold and dimple of one side."""
         f = self.f
-        ex, ey = cx + sgn * f.eye_dx, f.eye_y + dy
+        ex, ey = cx + sgn * f.eye_dx, f.eye_y
         # Cheek (AU6 lifts it, with crow's feet at the outer eye corner).
         cheek = a(6, side)
         self.ellipse(
@@ -250,18 +237,18 @@ class _Face:
         ]
         self.poly(img, _curve(*brow), f.hair, closed=False, thick=f.brow_thick)
         # Nostril (AU9/AU10 lift it, AU38 flares, AU39 narrows) and the nasolabial fold.
-        ny = f.nose_y + dy - 3.5 * a(9, side) - 1.5 * a(10, side)
+        ny = f.nose_y - 3.5 * a(9, side) - 1.5 * a(10, side)
         flare = 1 + 0.6 * a(38, side) - 0.4 * a(39, side)
         self.poly(
             img,
-            _curve((cx, f.eye_y + dy + 3), (cx + sgn * 1.5, ny - 6), (cx + sgn * 2.5, ny)),
+            _curve((cx, f.eye_y + 3), (cx + sgn * 1.5, ny - 6), (cx + sgn * 2.5, ny)),
             self.dark,
             False,
             0.8,
         )
         self.ellipse(img, (cx + sgn * f.nose_hw * 0.5, ny + 0.5), (2.2 * flare, 1.2 * flare), (40, 40, 60))
         fold = 0.25 + 0.6 * max(a(10, side), a(11, side), 0.7 * a(12, side), a(9, side))
-        corner = self.corner(a, side, sgn, cx, dy)
+        corner = self.corner(a, side, sgn, cx)
         self.crease(
             img,
             _curve(
@@ -279,7 +266,7 @@ class _Face:
                 _mix(f.skin, self.dark, 0.9 * a(14, side)),
             )
 
-    def corner(self, a, side, sgn, cx, dy) -> tuple[float, float]:
+    def corner(self, a, side, sgn, cx) -> tuple[float, float]:
         """Mouth corner of one side: AU12 pulls up and out, AU15 down, AU20 sideways, AU14/18/23/24 inwards."""
         f = self.f
         x = (
@@ -291,19 +278,19 @@ class _Face:
             - 2.5 * a(23, side)
             - 2 * a(24, side)
         )
-        y = f.mouth_y + dy - 6 * a(12, side) + 6 * a(15, side) + 1.5 * a(20, side) - 1 * a(14, side)
+        y = f.mouth_y - 6 * a(12, side) + 6 * a(15, side) + 1.5 * a(20, side) - 1 * a(14, side)
         return cx + sgn * x, y
 
-    def _mouth(self, img, a, cx, dy, jaw) -> None:
+    def _mouth(self, img, a, cx, jaw) -> None:
         f = self.f
 
         def both(au: int) -> float:
             return (a(au, "L") + a(au, "R")) / 2
 
-        left, right = self.corner(a, "L", 1, cx, dy), self.corner(a, "R", -1, cx, dy)
+        left, right = self.corner(a, "L", 1, cx), self.corner(a, "R", -1, cx)
         mid_y = (left[1] + right[1]) / 2
         thin = 1 - 0.55 * max(both(23), both(24))
-        seam = f.mouth_y + dy - 4.5 * both(10) - 4 * both(17) + 1.5 * both(24)
+        seam = f.mouth_y - 4.5 * both(10) - 4 * both(17) + 1.5 * both(24)
         gap = 4.5 * both(25) + jaw + 3.5 * both(16)
         upper_top = seam - f.upper_lip * thin - 0.5
         lower_seam = seam + gap
@@ -339,31 +326,6 @@ class _Face:
 def _sorted_xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(points[:, 0])
     return points[order, 0], points[order, 1]
-
-
-def head_motion(n_frames: int, fps: float, rng: np.random.Generator, amplitude: float = 0.6) -> np.ndarray:
-    """Slow head sway (a few random sinusoids, ``amplitude`` px at 128 px) plus a tiny tremor: (T, 2)."""
-    t = np.arange(n_frames) / fps
-    motion = np.zeros((n_frames, 2))
-    for axis in range(2):
-        for _ in range(3):
-            freq, phase = rng.uniform(0.1, 0.6), rng.uniform(0, 2 * np.pi)
-            motion[:, axis] += amplitude / 3 * np.sin(2 * np.pi * freq * t + phase)
-    return motion + rng.normal(0, 0.04 * amplitude, (n_frames, 2))
-
-
-def blink_course(
-    n_frames: int, fps: float, rng: np.random.Generator, rate: float = 0.2, avoid: np.ndarray | None = None
-) -> np.ndarray:
-    """Blinks (about 150 ms each) at ``rate`` per second, never over frames where ``avoid`` is true."""
-    course = np.zeros(n_frames)
-    length = max(3, round(0.15 * fps))
-    for start in np.flatnonzero(rng.random(n_frames) < rate / fps):
-        end = start + length
-        if end >= n_frames or (avoid is not None and avoid[max(start - length, 0) : end + length].any()):
-            continue
-        course = np.maximum(course, au_course(n_frames, start, start + length // 2, end))
-    return course
 
 
 def render_frames(
@@ -417,7 +379,7 @@ def render_sided(
         if not stacked[:, t].any():
             if neutral is None:
                 neutral = np.empty((size, size, 3), np.uint8)
-                face.draw(neutral, lambda au, side: 0.0, (0.0, 0.0))
+                face.draw(neutral, lambda au, side: 0.0)
             frames[t] = neutral
         else:
 
@@ -425,7 +387,7 @@ def render_sided(
                 curve = curves[side].get(au)
                 return 0.0 if curve is None else float(curve[t])
 
-            face.draw(frames[t], a, (0.0, 0.0))
+            face.draw(frames[t], a)
         if head is not None:  # head motion: a sub-pixel shift of the whole picture
             shift = np.float32([[1, 0, head[t][0] * face.s], [0, 1, head[t][1] * face.s]])
             frames[t] = cv2.warpAffine(frames[t], shift, (size, size), flags=cv2.INTER_LINEAR,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from megc_vqa.synth.face import BLINK, FaceIdentity, au_course, blink_course, head_motion, render_sided
+from megc_vqa.synth.face import BLINK, FaceIdentity, render_sided
+from megc_vqa.synth.motion import au_course, blink_course, head_motion
 
 log = logging.getLogger(__name__)
 CHUNK = 96  # frames rendered at once: memory stays flat for long videos

@@ -27,6 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        log.error("--out %s exists and is not a folder", args.out)
+        return 2
+    try:
+        return _run(args)
+    except OSError as err:
+        log.error("cannot write under %s: %s", args.out, err)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from megc_vqa.synth.test_set import QuestionFileError, write_long_gt, write_long_videos, write_test_set
 
     if not args.questions and args.long_videos <= 0:

@@ -275,6 +275,7 @@ def write_test_set(
                               (seed, zlib.crc32(video.encode()), 2), long_size, need.family == "samm")  # fmt: skip
         result.long_videos.append(lv)
         jobs.append(job)
+    _clear_old_frames(jobs)
     run_jobs(jobs, workers, desc="synth-test frames")
     gt_dir = out / "gt"
     gt_dir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,17 @@ def write_test_set(
     if result.long_videos:
         write_long_gt(gt_dir, result.long_videos)
     return result
+
+
+def _clear_old_frames(jobs: Sequence[RenderJob]) -> None:
+    """Remove ``img*.jpg`` left in a clip's folder by an earlier run: readers take every frame in a folder,
+    so a longer old clip would leave stray frames behind the new one."""
+    for folder in {Path(p).parent for job in jobs for p in job.paths if p}:
+        old = list(folder.glob("img*.jpg"))
+        if old:
+            log.warning("%s: replacing %d frames from an earlier run", folder, len(old))
+            for path in old:
+                path.unlink()
 
 
 def _write_clip_index(path: Path, result: TestSet, info: dict[str, dict]) -> None:
@@ -354,6 +366,7 @@ def write_long_videos(
         )
         videos.append(lv)
         jobs.append(job)
+    _clear_old_frames(jobs)
     run_jobs(jobs, workers, desc="long videos")
     write_long_gt(out / "gt", videos)
     return videos
