@@ -42,6 +42,12 @@ TEST_VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
                "surprise": ("surprise",)},
     "casme2": {"negative": ("disgust", "repression"), "positive": ("happiness",), "surprise": ("surprise",)},
 }  # fmt: skip
+# AUs that may join an expression of a coarse class without blurring it (for a wanted presence "yes").
+COMPATIBLE_EXTRAS: dict[str, frozenset[int]] = {
+    "negative": frozenset({4, 5, 7, 9, 10, 14, 15, 17, 20, 23, 24}),
+    "positive": frozenset({6, 7, 12, 25}),
+    "surprise": frozenset({1, 2, 5, 25, 26}),
+}
 FPS = {"samm": 200.0, "casme3": 30.0, "casme2": 200.0}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -156,12 +162,22 @@ def choose_expression(need: VideoNeeds, rng: np.random.Generator, coarse: str) -
             expr = sample_expression(fine, rng, single=need.single)
             if any(au not in expr.aus or au not in LATERAL_AUS for au in need.sides):
                 continue
+            if need.single is not True:  # a wanted AU that fits the class may join as an extra
+                for au, yes in want.items():
+                    if yes and au not in expr.aus and au in COMPATIBLE_EXTRAS[c]:
+                        expr = _with_extra(expr, au, rng)
             if attempt < 150 and any((au in expr.aus) != yes for au, yes in want.items()):
                 continue
             for au in need.sides:  # a side question needs that AU on one side only
                 expr.sides[au] = "L" if rng.random() < 0.5 else "R"
             return fine, c, expr
     raise QuestionFileError(f"{need.where}: no expression satisfies the questions about {need.video}")
+
+
+def _with_extra(expr: Expression, au: int, rng: np.random.Generator) -> Expression:
+    aus = tuple(sorted({*expr.aus, au}))
+    peaks = {**expr.peaks, au: float(rng.uniform(0.6, 0.85))}
+    return Expression(expr.emotion, aus, {**expr.sides, au: None}, peaks)
 
 
 def analysis_answer(expr: Expression, fine: str, coarse: str, fps: float, n_frames: int) -> str:
