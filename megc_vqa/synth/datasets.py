@@ -30,6 +30,8 @@ LONG_DATASETS = ("casme2_long", "samm_lv")
 ALL_DATASETS = SHORT_DATASETS + LONG_DATASETS
 MICRO_MAX_S = 0.5  # a micro-expression lasts at most 500 ms from onset to offset (SPEC 6)
 NEGATIVE_FINE = ("disgust", "anger", "sadness", "fear")
+# AUs that move a large region clearly; every long-video event has one, so spotters can find it.
+SALIENT_AUS = frozenset({1, 2, 4, 9, 10, 12, 15, 20, 25, 26})
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,9 @@ def plan_long_events(
     for kind in kinds:
         fine = render_emotion(draw_word(spec, rng), rng)
         expr = sample_expression(fine, rng)
+        while not SALIENT_AUS.intersection(expr.aus):  # eye-only or tiny events would hide among blinks
+            fine = render_emotion(draw_word(spec, rng), rng)
+            expr = sample_expression(fine, rng)
         n, apex_pos = micro_course(fps, rng) if kind == "micro" else macro_course(fps, rng)
         event = Event(
             onset=t,
@@ -220,9 +225,12 @@ def long_video_job(
     size: int,
     grey: bool,
 ) -> RenderJob:
-    """A job rendering a whole long video whose frame ``k`` (from 1) is ``paths[k - 1]``; blinks are rare."""
+    """A job rendering a whole long video whose frame ``k`` (from 1) is ``paths[k - 1]``.
+
+    Blinks are rare and head sway small, so that every event stands clearly above the background motion.
+    """
     tracks = [tr for ev, ex in events for tr in tracks_for(ex, ev.onset - 1, ev.apex - 1, ev.offset - 1)]
-    return RenderJob(identity, n_frames, paths, tracks, fps, seed, size, grey, blink_rate=0.1)
+    return RenderJob(identity, n_frames, paths, tracks, fps, seed, size, grey, blink_rate=0.06, jitter=0.4)
 
 
 def _plan_long(

@@ -271,14 +271,14 @@ class _Face:
         f = self.f
         x = (
             f.mouth_hw
-            + 4 * a(12, side)
+            + 5 * a(12, side)
             + 6 * a(20, side)
             - 3 * a(14, side)
             - 5 * a(18, side)
             - 2.5 * a(23, side)
             - 2 * a(24, side)
         )
-        y = f.mouth_y - 6 * a(12, side) + 6 * a(15, side) + 1.5 * a(20, side) - 1 * a(14, side)
+        y = f.mouth_y - 7 * a(12, side) + 6 * a(15, side) + 1.5 * a(20, side) - 1 * a(14, side)
         return cx + sgn * x, y
 
     def _mouth(self, img, a, cx, jaw) -> None:
