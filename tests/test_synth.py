@@ -354,6 +354,18 @@ def test_lvqa_answers_follow_the_long_video(test_set):
     assert (out / "long" / "abc_v1" / "img1.jpg").exists()
 
 
+def test_synth_test_is_deterministic_per_seed(tmp_path):
+    questions = _question_file(
+        tmp_path / "q.jsonl",
+        "samm_test",
+        {"V-1": _vqa_questions(True, "cheek raiser"), "V-2": _vqa_questions(False, "brow lowerer")},
+    )
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        write_test_set([questions], tmp_path / name, seed=seed, size=32, workers=1)
+    a, b, c = (_tree(tmp_path / n) for n in "abc")
+    assert a == b and a != c
+
+
 def test_bad_question_files_get_clear_messages(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"video": "A", "question": "What is the coarse expression class?"}\n{oops\n')
