@@ -4,6 +4,7 @@ Modules:
     face       procedural face: ``sample_identity(rng)``, ``render_frames(identity, activations, sides, rng,
                size=128, grey=False, *, head=None, noise=2.0)``, ``au_course(n, onset, apex, offset)``,
                ``AU_REGIONS``/``region_box`` (where each AU moves the face)
+    painter    FacePainter: draws one frame, AU by AU, with sub-pixel OpenCV primitives
     motion     time courses: ``au_course``, ``head_motion``, ``blink_course``
     emotions   AU recipes per emotion: ``sample_expression(emotion, rng, single=None)`` -> ``Expression``
     datasets   ``write_datasets(out, seed, subjects, clips_per_subject, datasets, size)`` (``megc-vqa synth``)
