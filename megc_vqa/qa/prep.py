@@ -98,8 +98,7 @@ def prepare(
     except annotations.AnnotationError as err:
         raise PrepError(str(err)) from None
 
-    clips = loaded.clips
-    load_skips = loaded.skips
+    clips, load_skips, long_videos = loaded.clips, loaded.skips, loaded.long_videos
     if datasets:
         wanted = set(datasets)
         present = {c.dataset for c in clips} | {s.dataset for s in load_skips}
@@ -112,6 +111,7 @@ def prepare(
             log.warning("--datasets %s: not found under %s", name, data_root)
         clips = [c for c in clips if c.dataset in wanted]
         load_skips = [s for s in load_skips if s.dataset in wanted]
+        long_videos = [v for v in long_videos if v.dataset in wanted]
 
     qa_skips: list[Skip] = []
     bar = tqdm(clips, desc="QA", unit="clip", disable=(not progress) if progress is not None else None)
@@ -119,7 +119,7 @@ def prepare(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = PrepResult(records, load_skips, qa_skips, long_videos=len(loaded.long_videos))
+    result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos))
     result.paths["qa"] = write_qa_jsonl(records, out / "qa.jsonl")
     result.paths["skips"] = write_jsonl_atomic(
         [{"stage": "load", **dataclasses.asdict(s)} for s in load_skips]
