@@ -322,3 +322,45 @@ def interval_emotion(curve: ScoreCurve, interval: SpottedInterval) -> str | None
     if not inside.any():
         inside = np.abs(curve.grid - interval.apex) == np.abs(curve.grid - interval.apex).min()
     return curve.emotion_names[int(curve.emotions[inside].mean(axis=0).argmax())]
+
+
+# Post-processing the model-free baseline uses (SPEC section 6: threshold at mean + p x (max - mean), p ~ 0.55).
+MOTION_PEAKS = {"mode": "relative", "threshold": 0.55, "types": ["micro"]}
+
+
+def motion_score_video(
+    source: FrameSource,
+    fps: float,
+    *,
+    size: int = 64,
+    window_seconds: float = 0.3,
+    n_frames: int = 8,
+    chunk: int = 256,
+    crop: Crop | None = None,
+    workers: int = 2,
+) -> ScoreCurve:
+    """A model-free baseline for when no spotter checkpoint is given: per sampled frame, the mean absolute
+    grey-level difference from the frame ``n_frames // 2`` samples earlier (~half a window), rescaled per
+    video to [0, 1] as ``(x - median) / (max - median)``. It fills the micro curve only; use it with
+    ``MOTION_PEAKS``. Streams like ``score_video`` (memory flat in video length)."""
+    from .model import SpotterConfig
+
+    stride = SpotterConfig(n_frames=n_frames, window_seconds=window_seconds).stride_for(fps)
+    frames = VideoFrames.open(source)
+    grid = sample_grid(frames.first, frames.last, stride)
+    chosen, _ = frames.resolve(grid)
+    lag = max(1, n_frames // 2)
+    recent: list[np.ndarray] = []
+    motion = []
+    for crops in iter_crop_chunks(frames, chosen, size, chunk, crop, workers):
+        for crop_k in crops.astype(np.float32):
+            recent.append(crop_k)
+            motion.append(float(np.abs(crop_k - recent[0]).mean()))
+            if len(recent) > lag:
+                recent.pop(0)
+    m = np.asarray(motion, np.float32)
+    span = m.max() - np.median(m)
+    m = np.clip((m - np.median(m)) / span, 0, 1) if span > 0 else np.zeros_like(m)
+    scores = np.stack([m, np.zeros_like(m)], axis=1)
+    grid = grid[: len(m)]
+    return ScoreCurve(grid=grid, scores=scores, fps=fps, stride=stride, first=int(grid[0]), last=frames.last)
