@@ -42,7 +42,12 @@ FINE_SPELLING: dict[str, str] = {"happy": "happiness", "sad": "sadness", "other"
 
 # Fine (normalised) -> coarse, per dataset. A fine label missing from its map is outside the composite.
 COARSE_MAPS: dict[str, dict[str, str]] = {
-    "casme2": {"disgust": "negative", "repression": "negative", "happiness": "positive", "surprise": "surprise"},
+    "casme2": {
+        "disgust": "negative",
+        "repression": "negative",
+        "happiness": "positive",
+        "surprise": "surprise",
+    },
     "samm": {
         "anger": "negative",
         "contempt": "negative",
@@ -61,8 +66,14 @@ COARSE_MAPS: dict[str, dict[str, str]] = {
         "surprise": "surprise",
     },
     # SMIC codes its three classes directly.
-    "smic": {"ne": "negative", "negative": "negative", "po": "positive", "positive": "positive",
-             "sur": "surprise", "surprise": "surprise"},
+    "smic": {
+        "ne": "negative",
+        "negative": "negative",
+        "po": "positive",
+        "positive": "positive",
+        "sur": "surprise",
+        "surprise": "surprise",
+    },
 }
 # Fine emotions each dataset knows (normalised), including those outside the composite.
 KNOWN_FINE: dict[str, frozenset[str]] = {

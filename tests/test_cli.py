@@ -12,7 +12,9 @@ def test_help_is_fast_and_imports_no_torch():
         "print(time.perf_counter()-t);"
         "print(sorted(m for m in ('torch','transformers','cv2','pandas') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert float(out[0]) < 1.0
     assert out[1] == "[]"
 

@@ -7,8 +7,17 @@ from megc_vqa.records import ActionUnit, Clip, FrameSource
 
 
 def _clip(**kw):
-    base = dict(dataset="casme2", subject="sub01", clip_id="EP02_01f", image_id="sub01_EP02_01f",
-                source=FrameSource("folder", Path("x")), fps=200.0, onset=10, offset=20, apex=15)
+    base = dict(
+        dataset="casme2",
+        subject="sub01",
+        clip_id="EP02_01f",
+        image_id="sub01_EP02_01f",
+        source=FrameSource("folder", Path("x")),
+        fps=200.0,
+        onset=10,
+        offset=20,
+        apex=15,
+    )
     base.update(kw)
     return Clip(**base)
 

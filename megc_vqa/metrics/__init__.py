@@ -1,1 +1,11 @@
-"""MEGC metrics: ME-VQA (UF1, UAR, BLEU, ROUGE), ME-STR (STRS, official and strict) and ME-LVQA."""
+"""MEGC metrics: ME-VQA (UF1, UAR, BLEU, ROUGE), ME-STR (STRS, official and strict) and ME-LVQA.
+
+- ``megc_vqa.metrics.vqa``: ``score_vqa(predictions, ground_truth, VqaVariant())`` and the pieces
+  (``class_scores``, ``unweighted_f1``, ``unweighted_recall``, ``sentence_bleu_mean``, ``corpus_bleu``,
+  ``rouge_mean``, ``extract_label``, ``align``, ``score_aligned``).
+- ``megc_vqa.metrics.strs``: ``score_str(preds, gts, mode)``, ``strs(...)``, ``read_intervals(path)``.
+- ``megc_vqa.metrics.lvqa``: ``score_lvqa(predictions, ground_truth)`` (provisional).
+- ``megc_vqa.metrics.hf_megc_vqa.HF_MODULE_PATH``: the ME-VQA metric for ``evaluate.load``.
+
+Heavy libraries (scikit-learn, NLTK, rouge-score, sacrebleu) are imported inside the functions.
+"""

@@ -68,7 +68,9 @@ EXPRESSION_TYPES = ("micro-expression", "macro-expression")
 
 _SIDE_RE = re.compile(r"^Is the action unit (?P<name>.+) located on the left or right face\?$")
 _PRESENCE_RE = re.compile(r"^Is the action unit (?P<name>.+) shown on the face\?$")
-_EVENT_TYPE_RE = re.compile(r"^What is the expression type of the (?P<n>\d+)-th expression event in this video\?$")
+_EVENT_TYPE_RE = re.compile(
+    r"^What is the expression type of the (?P<n>\d+)-th expression event in this video\?$"
+)
 _JOINT_ANSWER_RE = re.compile(
     r"^The action units? present (?:is|are): (?P<aus>.*)\. Therefore, the fine-grained expression class is "
     r"(?P<fine>.*), and the coarse expression class is (?P<coarse>.*)\.$"

@@ -1,1 +1,27 @@
-"""Visual inputs for a clip: frame decoding, key-frame samplers, optical flow, apex estimation, caching."""
+"""Visual inputs for a clip: frame decoding, key-frame samplers, optical flow, apex estimation, caching.
+
+Importing this package pulls in OpenCV; CLI command modules import it inside ``run`` only.
+"""
+
+from megc_vqa.visual.apex import estimate_apex
+from megc_vqa.visual.face import FaceDetectorUnavailable, face_box
+from megc_vqa.visual.flow import diff_image, flow_image
+from megc_vqa.visual.frames import FrameError, FrameReader, clip_from_folder, list_frames, read_frames
+from megc_vqa.visual.samplers import SamplerSpec, VisualInputs, parse_sampler, sample
+
+__all__ = [
+    "FaceDetectorUnavailable",
+    "FrameError",
+    "FrameReader",
+    "SamplerSpec",
+    "VisualInputs",
+    "clip_from_folder",
+    "diff_image",
+    "estimate_apex",
+    "face_box",
+    "flow_image",
+    "list_frames",
+    "parse_sampler",
+    "read_frames",
+    "sample",
+]

@@ -1,0 +1,59 @@
+"""Check prediction files or a submission zip against the organisers' question files before upload.
+
+    python eval/validate.py --questions ../shared/megc/2025/*.jsonl submission.zip
+    python eval/validate.py --questions Q.jsonl me_vqa_samm_test_pred.jsonl str_pred.csv
+
+Prints every problem as ``file:line: level: message`` and exits 1 when there is any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", nargs="*", default=[], metavar="Q", help="question JSONL file(s)")
+    parser.add_argument("files", nargs="*", metavar="FILE_OR_ZIP", help="prediction files, STR CSV or zip")
+    parser.add_argument(
+        "--emotions", default="negative,positive,surprise,others", help="allowed STR emotions"
+    )
+    parser.add_argument("--no-format-warnings", action="store_true", help="skip answer-format warnings")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from megc_vqa.submission.validate import split_questions, validate_files
+
+    if not args.files:  # --questions swallowed the files too: tell them apart by their content
+        args.questions, args.files = split_questions(args.questions)
+    if not args.files:
+        print("error: no prediction file or zip given", file=sys.stderr)
+        return 2
+
+    try:
+        problems = validate_files(
+            args.files,
+            args.questions,
+            emotions=[e.strip() for e in args.emotions.split(",") if e.strip()],
+            check_format=not args.no_format_warnings,
+        )
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for p in problems:
+        print(p)
+    errors = sum(p.level == "error" for p in problems)
+    warnings = len(problems) - errors
+    print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Human-readable VQA reports: a markdown table, confusion matrices (PNG) and a CSV of every wrong row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from megc_vqa.labels import COARSE_CLASSES
+from megc_vqa.metrics.vqa import FINE_VOCABULARY, INVALID, AlignedRow, normalise_answer
+from megc_vqa.submission.files import atomic_write_bytes, atomic_write_text
+
+TABLE_KEYS: tuple[str, ...] = (
+    "uf1_coarse", "uar_coarse", "uf1_fine", "uar_fine", "bleu", "rouge",
+    "uf1_coarse_parsed", "uar_coarse_parsed", "uf1_fine_parsed", "uar_fine_parsed", "n_rows", "n_missing",
+)  # fmt: skip
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(scores: dict[str, Any]) -> str:
+    """The scores of every split as a markdown table, with the BLEU/ROUGE variant and the problems."""
+    splits = [k for k, v in scores.items() if isinstance(v, dict) and "n_rows" in v]
+    lines = ["| split | " + " | ".join(TABLE_KEYS) + " |", "|---" * (len(TABLE_KEYS) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(_cell(scores[s].get(k)) for k in TABLE_KEYS) + " |" for s in splits]
+    variant = scores.get("variant", {})
+    lines += [
+        "",
+        f"BLEU: {variant.get('bleu_desc', '?')}. ROUGE: {variant.get('rouge_desc', '?')}. "
+        f"Rows covered by BLEU/ROUGE: {variant.get('rows_desc', '?')}.",
+        "UF1/UAR classes are those of the ground truth; an invalid answer is wrong for its true class. "
+        "`*_parsed` scores extract a label from free answers first.",
+    ]
+    if scores.get("problems"):
+        lines += ["", "Problems:", *[f"- {p}" for p in scores["problems"]]]
+    return "\n".join(lines) + "\n"
+
+
+def _status(row: AlignedRow) -> str:
+    if row.prediction is None:
+        return "missing"
+    if not row.prediction.strip():
+        return "empty"
+    if row.qtype in ("coarse", "fine"):
+        vocabulary = COARSE_CLASSES if row.qtype == "coarse" else FINE_VOCABULARY
+        return "wrong" if normalise_answer(row.prediction) in vocabulary else "invalid"
+    return "wrong"
+
+
+def wrong_rows_csv(rows: Sequence[AlignedRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["video_id", "dataset", "question_type", "question", "reference", "prediction", "status"])
+    for r in rows:
+        if not r.correct:
+            writer.writerow(
+                [r.video_id, r.dataset, r.qtype, r.question, r.reference, r.prediction or "", _status(r)]
+            )
+    return buffer.getvalue()
+
+
+def confusion_png(rows: Sequence[AlignedRow], kind: str, title: str) -> bytes | None:
+    """Confusion matrix of the coarse or fine rows (ground-truth classes plus an ``invalid`` column)."""
+    subset = [r for r in rows if r.qtype == kind]
+    if not subset:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    truth = [normalise_answer(r.reference) for r in subset]
+    classes = sorted(set(truth))
+    pred = [p if p in classes else INVALID for p in (normalise_answer(r.prediction) for r in subset)]
+    labels = [*classes, INVALID]
+    matrix = confusion_matrix(truth, pred, labels=labels)[: len(classes)]  # no row for "invalid" truth
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 0.9 * len(classes) + 2))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if count > matrix.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=colour)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_vqa_report(
+    out_dir: str | os.PathLike[str], rows: Sequence[AlignedRow], scores: dict[str, Any]
+) -> dict[str, Path]:
+    """Write ``report.md``, ``wrong_rows.csv`` and ``confusion_<coarse|fine>_<split>.png``; returns the paths."""
+    out = Path(out_dir)
+    written = {
+        "report": atomic_write_text(out / "report.md", "# ME-VQA scores\n\n" + markdown_table(scores)),
+        "wrong_rows": atomic_write_text(out / "wrong_rows.csv", wrong_rows_csv(rows)),
+    }
+    splits = {"overall": list(rows)}
+    for r in rows:
+        splits.setdefault(r.dataset, []).append(r)
+    for split, subset in splits.items():
+        for kind in ("coarse", "fine"):
+            png = confusion_png(subset, kind, f"{kind} ({split})")
+            if png is not None:
+                written[f"confusion_{kind}_{split}"] = atomic_write_bytes(
+                    out / f"confusion_{kind}_{split}.png", png
+                )
+    return written

@@ -1,0 +1,395 @@
+"""Turn a clip into what a vision-language model sees: key frames, a motion image, or a short video.
+
+Sampler specs (``parse_sampler``) are parts joined by ``+``:
+
+- ``oao``: the onset, apex and offset frames;
+- ``uniform:N``: N frames evenly spaced over onset..offset, endpoints included (indices rounded, so
+  a clip shorter than N frames repeats frames and the model always gets N);
+- ``flow``: the onset-to-apex optical flow drawn as an image (see :mod:`megc_vqa.visual.flow`);
+- ``diff``: the onset-to-apex grey difference image.
+
+At most one of ``oao``/``uniform:N``; e.g. ``oao+flow`` (what the 3rd-placed MEGC2025 team fed),
+``uniform:8+flow``, ``flow``. ``images`` holds the key frames in time order, then the flow image, then
+the diff image; ``video`` holds the same key frames stacked ``(T, H, W, 3)`` for video-mode models.
+
+:func:`sample` decodes only the frames it needs (plus small grey copies for apex estimation when the
+clip has no apex), optionally crops one face box per clip, resizes so the *shorter side* equals
+``size`` (aspect ratio kept; up- or down-scaled; ``None`` keeps native size), and computes flow/diff on
+the frames as the model sees them, so their pixels line up. With ``cache_dir`` the result is stored as
+an ``.npz`` keyed by everything that changes it, and a second call only loads that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from megc_vqa.records import Clip
+from megc_vqa.visual.apex import estimate_apex
+from megc_vqa.visual.face import Box, crop, face_box
+from megc_vqa.visual.flow import FLOW_METHODS, diff_image, flow_image
+from megc_vqa.visual.frames import FrameError, FrameReader
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_GRAMMAR = (
+    "PART('+'PART)* with PART one of: oao | uniform:N (N >= 1) | flow | diff; at most one of oao/uniform:N"
+)
+# Bump when the cached content or its meaning changes, so stale caches are never reused.
+CACHE_VERSION = 1
+APEX_METHODS: tuple[str, ...] = ("motion", "midpoint")
+_UNIFORM = re.compile(r"uniform:(\d+)")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A parsed sampler spec: which key frames, and whether to add flow and/or diff images."""
+
+    frames: str | None  # "oao", "uniform" or None
+    n_frames: int  # 3 for oao, N for uniform:N, 0 without key frames
+    flow: bool
+    diff: bool
+
+    def __str__(self) -> str:
+        parts = []
+        if self.frames == "oao":
+            parts.append("oao")
+        elif self.frames == "uniform":
+            parts.append(f"uniform:{self.n_frames}")
+        if self.flow:
+            parts.append("flow")
+        if self.diff:
+            parts.append("diff")
+        return "+".join(parts)
+
+
+def parse_sampler(spec: str) -> SamplerSpec:
+    """Parse ``oao``, ``uniform:8``, ``oao+flow``, ``uniform:8+flow+diff``...; ValueError shows the grammar."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"invalid sampler spec {spec!r}: {why}. Accepted: {SAMPLER_GRAMMAR}")
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise bad("empty")
+    frames: str | None = None
+    n_frames = 0
+    flow = diff = False
+    seen: set[str] = set()
+    for part in (p.strip().lower() for p in spec.split("+")):
+        kind = part.split(":", 1)[0]
+        if kind in seen or (kind in ("oao", "uniform") and frames is not None):
+            raise bad(f"{part!r} repeats or conflicts with an earlier part")
+        seen.add(kind)
+        if part == "oao":
+            frames, n_frames = "oao", 3
+        elif match := _UNIFORM.fullmatch(part):
+            n_frames = int(match.group(1))
+            if n_frames < 1:
+                raise bad("uniform:N needs N >= 1")
+            frames = "uniform"
+        elif part == "flow":
+            flow = True
+        elif part == "diff":
+            diff = True
+        else:
+            raise bad(f"unknown part {part!r}")
+    return SamplerSpec(frames, n_frames, flow, diff)
+
+
+@dataclass(frozen=True)
+class VisualInputs:
+    """A clip's model-ready visual inputs.
+
+    images: RGB uint8 HxWx3 arrays in order: key frames (time order), flow image, diff image.
+    video: the key frames stacked ``(T, H, W, 3)`` for video-mode models, or ``None`` without key frames.
+        ``images``' key frames are views of it (no copy).
+    frame_indices: absolute frame indices of the key frames (after any dropped-frame substitution).
+    fps: frame rate of ``video`` as sampled, i.e. (T - 1) / seconds spanned, so a model's temporal
+        encoding matches real time; the clip's fps when fewer than two distinct frames were sampled.
+    description: a human-readable account, e.g. ``onset 12, apex 30 (estimated), offset 51 + farneback
+        flow onset->apex``.
+    apex: the apex frame used (annotated or estimated; apex_estimated tells which), or ``None`` when the
+        clip has none and the spec did not need one (``uniform:N`` alone).
+    face_box: the crop box ``(x, y, w, h)`` in source pixels, or ``None`` for the full frame.
+    """
+
+    images: tuple[np.ndarray, ...]
+    video: np.ndarray | None
+    frame_indices: tuple[int, ...]
+    fps: float
+    description: str
+    apex: int | None = None
+    apex_estimated: bool = False
+    face_box: Box | None = None
+
+
+def key_frame_targets(spec: SamplerSpec, onset: int, apex: int | None, offset: int) -> list[int]:
+    """Absolute frame indices the key frames should come from (before dropped-frame substitution)."""
+    if spec.frames == "oao":
+        if apex is None:
+            raise ValueError("the oao sampler needs an apex")
+        return [onset, apex, offset]
+    if spec.frames == "uniform":
+        return [round(float(x)) for x in np.linspace(onset, offset, spec.n_frames)]
+    return []
+
+
+def resize_shorter(frames: np.ndarray, size: int | None) -> np.ndarray:
+    """Resize ``(H, W, 3)`` or ``(N, H, W, 3)`` so the shorter side is ``size`` (aspect kept); None = unchanged."""
+    if size is None:
+        return frames
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+    height, width = frames.shape[-3:-1]
+    scale = size / min(height, width)
+    if scale == 1.0:
+        return frames
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    if frames.ndim == 3:
+        return cv2.resize(frames, (new_w, new_h), interpolation=interp)
+    out = np.empty((len(frames), new_h, new_w, frames.shape[-1]), np.uint8)
+    for k, frame in enumerate(frames):
+        out[k] = cv2.resize(frame, (new_w, new_h), interpolation=interp)
+    return out
+
+
+def cache_key(
+    clip: Clip,
+    spec: SamplerSpec,
+    *,
+    size: int | None,
+    face_crop: bool,
+    flow_method: str,
+    apex_method: str = "motion",
+) -> str:
+    """Hash of everything the result depends on (source path and mtime, onset/apex/offset, settings)."""
+    path = Path(clip.source.path)
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError as err:
+        raise FrameError(f"{path}: frame source not found ({err.strerror})") from None
+    fields = {
+        "version": CACHE_VERSION,
+        "path": os.path.abspath(path),
+        "kind": clip.source.kind,
+        "first_frame": clip.source.first_frame,
+        "mtime_ns": mtime_ns,
+        "onset": clip.onset,
+        "apex": clip.apex,
+        "offset": clip.offset,
+        "spec": str(spec),
+        "size": size,
+        "face_crop": face_crop,
+        "flow_method": flow_method if spec.flow else None,
+        "apex_method": apex_method if clip.apex is None else None,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def sample(
+    clip: Clip,
+    spec: str | SamplerSpec = "oao+flow",
+    *,
+    size: int | None = 224,
+    face_crop: bool = False,
+    flow_method: str = "farneback",
+    cache_dir: Path | None = None,
+    root: Path | None = None,
+    apex_method: str = "motion",
+) -> VisualInputs:
+    """Build a clip's :class:`VisualInputs` for a sampler spec (see the module docstring).
+
+    size: shorter side in pixels after resizing (aspect kept), ``None`` for native size.
+    face_crop: crop every frame to the face found on the onset frame (full frame if none is found).
+    flow_method: ``farneback`` or ``tvl1`` (needs opencv-contrib).
+    cache_dir: where to keep ``.npz`` results; ``None`` disables caching.
+    root: dataset root the clip's frames must stay inside.
+    apex_method: for clips without an apex: ``motion`` (:func:`~megc_vqa.visual.apex.estimate_apex`, the
+        frame of largest motion against the onset) or ``midpoint`` (the middle of onset..offset, a
+        common SMIC convention).
+    Raises FrameError (naming the path) when frames cannot be read, FaceDetectorUnavailable when
+    ``face_crop`` is asked of an OpenCV without the Haar cascade.
+    """
+    parsed = spec if isinstance(spec, SamplerSpec) else parse_sampler(spec)
+    if flow_method not in FLOW_METHODS:
+        raise ValueError(f"unknown flow method {flow_method!r}; choose one of {', '.join(FLOW_METHODS)}")
+    if apex_method not in APEX_METHODS:
+        raise ValueError(f"unknown apex method {apex_method!r}; choose one of {', '.join(APEX_METHODS)}")
+    cache_file = None
+    if cache_dir is not None:
+        key = cache_key(
+            clip, parsed, size=size, face_crop=face_crop, flow_method=flow_method, apex_method=apex_method
+        )
+        cache_file = Path(cache_dir) / f"{clip.dataset}_{_safe(clip.image_id)}_{key}.npz"
+        cached = _load(cache_file)
+        if cached is not None:
+            return cached
+    with FrameReader(clip.source, root=root) as reader:
+        result = _compute(
+            clip,
+            parsed,
+            reader,
+            size=size,
+            face_crop=face_crop,
+            flow_method=flow_method,
+            apex_method=apex_method,
+        )
+    if cache_file is not None:
+        _save(cache_file, result, parsed)
+    return result
+
+
+def _compute(
+    clip: Clip,
+    spec: SamplerSpec,
+    reader: FrameReader,
+    *,
+    size: int | None,
+    face_crop: bool,
+    flow_method: str,
+    apex_method: str,
+) -> VisualInputs:
+    onset, offset = reader.resolve([clip.onset, clip.offset])
+    label = f"{clip.dataset}/{clip.image_id}"
+    box: Box | None = None
+    onset_frame: np.ndarray | None = None
+    if face_crop:
+        onset_frame = reader.read([onset])[0]
+        box = face_box(onset_frame, label=label)
+
+    # The apex is only needed by oao, flow and diff: uniform:N alone never pays for estimating it.
+    needs_apex = spec.frames == "oao" or spec.flow or spec.diff
+    apex: int | None = None
+    if clip.apex is not None:
+        apex = reader.resolve([clip.apex])[0]
+    elif needs_apex and apex_method == "midpoint":
+        apex = reader.resolve([(onset + offset) // 2])[0]
+    elif needs_apex:
+        apex = estimate_apex(clip, reader=reader, box=box)
+    apex_estimated = clip.apex is None and apex is not None
+
+    key_indices = reader.resolve(key_frame_targets(spec, onset, apex, offset))
+    wanted = list(key_indices)
+    if apex is not None and (spec.flow or spec.diff):
+        wanted += [onset, apex]
+    unique = sorted(set(wanted))
+    if onset_frame is not None and onset in unique:
+        rest = [i for i in unique if i != onset]
+        decoded = dict(zip(rest, reader.read(rest), strict=True)) if rest else {}
+        decoded[onset] = onset_frame
+    else:
+        decoded = dict(zip(unique, reader.read(unique), strict=True)) if unique else {}
+    ready = {i: resize_shorter(crop(frame, box), size) for i, frame in decoded.items()}
+
+    images: list[np.ndarray] = []
+    video = None
+    if key_indices:
+        video = np.stack([ready[i] for i in key_indices])
+        images.extend(video)
+    how = ("estimated" if apex_method == "motion" else "midpoint") if apex_estimated else ""
+    parts = [_describe_frames(spec, key_indices, onset, apex, offset, how)]
+    if spec.flow and apex is not None:
+        images.append(flow_image(ready[onset], ready[apex], flow_method))
+        parts.append(f"{flow_method} flow onset {onset}->apex {apex}")
+    if spec.diff and apex is not None:
+        images.append(diff_image(ready[onset], ready[apex]))
+        parts.append(f"diff onset {onset}->apex {apex}")
+    extras = []
+    if face_crop:
+        extras.append(f"face crop {box}" if box is not None else "full frame (no face found)")
+    if size is not None:
+        extras.append(f"shorter side {size}px")
+    description = " + ".join(p for p in parts if p) + (f" [{', '.join(extras)}]" if extras else "")
+    return VisualInputs(
+        images=tuple(images),
+        video=video,
+        frame_indices=tuple(int(i) for i in key_indices),
+        fps=_sampled_fps(key_indices, clip.fps),
+        description=description,
+        apex=apex,
+        apex_estimated=apex_estimated,
+        face_box=box,
+    )
+
+
+def _describe_frames(
+    spec: SamplerSpec, key_indices: list[int], onset: int, apex: int | None, offset: int, estimated: str
+) -> str:
+    apex_text = "apex unknown" if apex is None else f"apex {apex}" + (f" ({estimated})" if estimated else "")
+    if spec.frames == "oao":
+        return f"onset {onset}, {apex_text}, offset {offset}"
+    if spec.frames == "uniform":
+        return f"uniform {len(key_indices)} frames {key_indices[0]}..{key_indices[-1]} ({apex_text})"
+    return f"onset {onset}, {apex_text}"
+
+
+def _sampled_fps(indices: list[int], clip_fps: float) -> float:
+    if len(set(indices)) < 2:
+        return float(clip_fps)
+    seconds = (max(indices) - min(indices)) / clip_fps
+    return (len(indices) - 1) / seconds
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60]
+
+
+def _save(path: Path, result: VisualInputs, spec: SamplerSpec) -> None:
+    n_key = len(result.frame_indices)
+    extra = result.images[n_key:]
+    meta = {
+        "fps": result.fps,
+        "description": result.description,
+        "apex": result.apex,
+        "apex_estimated": result.apex_estimated,
+        "face_box": result.face_box,
+        "n_extra": len(extra),
+    }
+    arrays: dict[str, np.ndarray] = {
+        "frame_indices": np.asarray(result.frame_indices, np.int64),
+        "meta": np.asarray(json.dumps(meta)),
+    }
+    if result.video is not None:
+        arrays["video"] = result.video
+    for k, image in enumerate(extra):
+        arrays[f"extra{k}"] = image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:  # a file handle keeps numpy from appending another .npz
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache file
+
+
+def _load(path: Path) -> VisualInputs | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            video = data["video"] if "video" in data.files else None
+            extra = [data[f"extra{k}"] for k in range(meta["n_extra"])]
+            indices = tuple(int(i) for i in data["frame_indices"])
+    except Exception as err:  # a truncated or foreign file: recompute rather than fail
+        logger.warning("%s: unreadable cache file (%s); recomputing", path, err)
+        return None
+    images = (*(tuple(video) if video is not None else ()), *extra)
+    box = meta["face_box"]
+    return VisualInputs(
+        images=images,
+        video=video,
+        frame_indices=indices,
+        fps=float(meta["fps"]),
+        description=meta["description"],
+        apex=meta["apex"],
+        apex_estimated=bool(meta["apex_estimated"]),
+        face_box=tuple(box) if box is not None else None,
+    )
