@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ from .model import OUTPUTS, SpotterConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-_LAST_INT = re.compile(r"(\d+)(?!.*\d)")
 # IMREAD flag per decode-time reduction factor.
 _REDUCED = {
     1: cv2.IMREAD_GRAYSCALE,
@@ -51,29 +48,18 @@ class NoFramesError(ValueError):
 
 
 def list_frames(folder: str | Path) -> list[tuple[int, Path]]:
-    """``(frame index, path)`` of every image in ``folder``, in numeric order (``img100`` after ``img46``).
+    """``(frame index, path)`` of every image in ``folder``, in numeric order (``img100`` after ``img46``),
+    through ``megc_vqa.visual.frames``; raises ``NoFramesError`` naming the folder when there is none."""
+    from megc_vqa.visual.frames import FrameError
+    from megc_vqa.visual.frames import list_frames as list_numbered
 
-    The index is the last integer in the file name. Raises ``NoFramesError`` naming the folder when there
-    is none, and ``ValueError`` for two files with the same index.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NoFramesError(f"{folder}: not a folder")
-    frames: dict[int, Path] = {}
-    for path in folder.iterdir():
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        m = _LAST_INT.search(path.stem)
-        if not m:
-            log.warning("%s: no frame number in the file name, ignored", path)
-            continue
-        index = int(m.group(1))
-        if index in frames:
-            raise ValueError(f"{folder}: frames {frames[index].name} and {path.name} share index {index}")
-        frames[index] = path
+    try:
+        frames = list_numbered(Path(folder))
+    except FrameError as err:
+        raise NoFramesError(str(err)) from None
     if not frames:
-        raise NoFramesError(f"{folder}: no frame images ({', '.join(IMAGE_SUFFIXES)})")
-    return sorted(frames.items())
+        raise NoFramesError(f"{folder}: no numbered frame images")
+    return frames
 
 
 def sample_grid(first: int, last: int, stride: int) -> np.ndarray:
