@@ -123,14 +123,14 @@ def bump_curve(fps: float, n: int, bumps: list[tuple[int, int, int]]) -> ScoreCu
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])
-def test_intervals_follow_the_micro_and_macro_duration_rules(fps):
+def test_channel_typing_clamps_each_channel_to_its_duration_rule(fps):
     sec = lambda s: int(s * fps)  # noqa: E731
     curve = bump_curve(
         fps,
         sec(20),
         [(sec(1), sec(1.3), 0), (sec(4), sec(5), 0), (sec(8), sec(8.2), 1), (sec(12), sec(14), 1)],
     )
-    params = PeakParams(threshold=0.5, extent=0.5, smooth_seconds=0)
+    params = PeakParams(threshold=0.5, extent=0.5, smooth_seconds=0, typing="channel")
     found = extract_intervals(curve, params)
     assert [iv.type for iv in found] == ["micro", "micro", "macro", "macro"]
     for iv in found:
@@ -143,12 +143,27 @@ def test_intervals_follow_the_micro_and_macro_duration_rules(fps):
     assert (long_macro.onset, long_macro.offset) == (sec(12), sec(14))
 
 
+@pytest.mark.parametrize("fps", [30.0, 200.0])
+def test_duration_typing_types_intervals_by_length(fps):
+    sec = lambda s: int(s * fps)  # noqa: E731
+    bumps = [(sec(1), sec(1.3), 0), (sec(4), sec(5), 0), (sec(8), sec(8.2), 1), (sec(12), sec(14), 1)]
+    curve = bump_curve(fps, sec(20), bumps)
+    found = extract_intervals(curve, PeakParams(threshold=0.5, extent=0.5, smooth_seconds=0))
+    assert [(iv.onset, iv.offset) for iv in found] == [(a, b) for a, b, _ in bumps]
+    assert [iv.type for iv in found] == ["micro", "macro", "micro", "macro"]
+    limit = PeakParams().micro_max_seconds * fps
+    assert all((iv.offset - iv.onset <= limit) == (iv.type == "micro") for iv in found)
+    # Exactly 0.5 s onset to offset is still micro; one frame more is macro.
+    edge = bump_curve(fps, sec(10), [(sec(1), sec(1) + int(limit), 0), (sec(5), sec(5) + int(limit) + 1, 0)])
+    assert [iv.type for iv in extract_intervals(edge, PeakParams(smooth_seconds=0))] == ["micro", "macro"]
+
+
 def test_threshold_and_overlap_suppression():
     fps = 30.0
     curve = bump_curve(fps, 300, [(50, 60, 0), (50, 70, 1), (200, 205, 0)])
     curve.scores[200:206, 0] = 0.3  # below the threshold
     curve.scores[50:71, 1] = 0.6  # weaker macro overlapping the micro
-    found = extract_intervals(curve, PeakParams(threshold=0.5, smooth_seconds=0))
+    found = extract_intervals(curve, PeakParams(threshold=0.5, smooth_seconds=0, typing="channel"))
     assert len(found) == 1 and found[0].type == "micro"
     relative = extract_intervals(
         curve, PeakParams(threshold=0.2, mode="relative", smooth_seconds=0, types=("micro",))

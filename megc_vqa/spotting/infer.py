@@ -83,6 +83,9 @@ class PeakParams:
     micro_max_seconds: float = 0.5
     macro_max_seconds: float = 6.0
     types: tuple[str, ...] = field(default=OUTPUTS)
+    # "duration": intervals come from the max of the channels and are typed by length (<= micro_max_seconds:
+    # micro); "channel": each channel gives intervals of its own type, then clamped to that type's lengths.
+    typing: Literal["duration", "channel"] = "duration"
 
     @classmethod
     def from_dict(cls, data: dict | None) -> PeakParams:
@@ -258,16 +261,19 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
     fps = curve.fps
     micro_max = max(
         1, int(np.floor(params.micro_max_seconds * fps)) + 1
-    )  # inclusive frames: offset - onset <= 0.5 s
+    )  # frames, so offset - onset <= 0.5 s
     limits = {
         "micro": (max(1, round(params.micro_min_seconds * fps)), micro_max),
         "macro": (micro_max + 1, max(micro_max + 1, round(params.macro_max_seconds * fps))),
     }
+    channels = [k for k, kind in enumerate(OUTPUTS) if kind in params.types]
+    # "duration": one curve (the max over the channels), the type follows the length.
+    curves = [(channels, None)] if params.typing == "duration" else [([k], OUTPUTS[k]) for k in channels]
     found: list[SpottedInterval] = []
-    for k, kind in enumerate(OUTPUTS):
-        if kind not in params.types:
-            continue
-        frames, s = curve.per_frame(k)
+    for ks, kind in curves:
+        frames, s = curve.per_frame(ks[0])
+        for k in ks[1:]:
+            s = np.maximum(s, curve.per_frame(k)[1])
         width = max(1, round(params.smooth_seconds * fps))
         if width > 1:
             s = uniform_filter1d(s, width, mode="nearest")
@@ -275,10 +281,8 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
             threshold = s.mean() + params.threshold * (s.max() - s.mean())
         else:
             threshold = params.threshold
-        min_len, max_len = limits[kind]
-        peaks, _ = find_peaks(
-            np.concatenate([[-np.inf], s, [-np.inf]]), height=threshold, distance=max(1, min_len)
-        )
+        min_len = limits[kind or "micro"][0]
+        peaks, _ = find_peaks(np.concatenate([[-np.inf], s, [-np.inf]]), height=threshold, distance=min_len)
         for p in peaks - 1:
             level = params.extent * s[p]
             lo = p
@@ -287,10 +291,10 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
             hi = p
             while hi < len(s) - 1 and s[hi + 1] >= level:
                 hi += 1
-            onset, offset = _fit_length(
-                int(frames[lo]), int(frames[hi]), int(frames[p]), min_len, max_len, curve.first, curve.last
-            )
-            found.append(SpottedInterval(onset, offset, int(frames[p]), kind, float(s[p])))
+            lo_f, hi_f, peak_f = int(frames[lo]), int(frames[hi]), int(frames[p])
+            this = kind or ("micro" if hi_f - lo_f + 1 <= micro_max else "macro")
+            onset, offset = _fit_length(lo_f, hi_f, peak_f, *limits[this], curve.first, curve.last)
+            found.append(SpottedInterval(onset, offset, peak_f, this, float(s[p])))
     kept = _suppress(found)
     if curve.emotions is not None:
         for iv in kept:

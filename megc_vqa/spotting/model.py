@@ -40,6 +40,7 @@ class SpotterConfig:
     dev_seconds: time constant of the running mean used by the ``dev`` channel.
     widths: channels of the three 3D conv stages.
     hidden: channels of the temporal head.
+    dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
     emotions: class names of the optional emotion head (empty: no head).
     dropout: before the temporal head.
     """
@@ -51,6 +52,7 @@ class SpotterConfig:
     dev_seconds: float = 2.0
     widths: tuple[int, int, int] = (16, 32, 48)
     hidden: int = 64
+    dilations: tuple[int, ...] = (1, 2)
     emotions: tuple[str, ...] = ()
     dropout: float = 0.1
 
@@ -64,6 +66,7 @@ class SpotterConfig:
             raise ValueError(f"n_frames must be at least 3 (got {self.n_frames})")
         self.inputs = tuple(self.inputs)
         self.widths = tuple(self.widths)
+        self.dilations = tuple(self.dilations)
         self.emotions = tuple(self.emotions)
 
     def stride_for(self, fps: float) -> int:
@@ -101,7 +104,7 @@ class Spotter(nn.Module):
 
     The first stage is a per-frame 4x4 patchify (cheap: inference must keep up with decoding), the next two
     mix time and space (3x3x3, spatial stride 2), then each frame's (size/16)^2 grid is flattened and a
-    two-layer temporal conv head scores it.
+    temporal conv head (dilated 3-tap convs, then a 1x1) scores it.
     """
 
     def __init__(self, config: SpotterConfig) -> None:
@@ -114,12 +117,13 @@ class Spotter(nn.Module):
             _conv3d(w2, w3, (3, 3, 3), (1, 2, 2)),
         )
         grid = config.size // 16
-        self.head = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Conv1d(w3 * grid * grid, config.hidden, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(config.hidden, len(OUTPUTS) + len(config.emotions), 1),
-        )
+        layers: list[nn.Module] = [nn.Dropout(config.dropout)]
+        width = w3 * grid * grid
+        for d in config.dilations:
+            layers += [nn.Conv1d(width, config.hidden, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
+            width = config.hidden
+        layers.append(nn.Conv1d(width, len(OUTPUTS) + len(config.emotions), 1))
+        self.head = nn.Sequential(*layers)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = windows.shape

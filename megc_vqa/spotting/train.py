@@ -354,8 +354,44 @@ def read_str_gt(gt_csv: str | Path, videos_root: str | Path, fps: float) -> list
     return videos
 
 
+def read_long_videos_jsonl(path: str | Path) -> list:
+    """Long videos from a ``long_videos.jsonl`` (one object per video: ``subject, video, folder, fps, events``
+    with ``onset, apex, offset, type, emotion``), as ``megc-vqa synth-test --long-videos`` writes it; relative
+    folders are taken from the file's parent's parent (the synth-test output folder)."""
+    from megc_vqa.records import Event, FrameSource, LongVideo
+
+    path = Path(path)
+    videos = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            folder = Path(rec["folder"])
+            events = tuple(
+                Event(
+                    int(e["onset"]),
+                    int(e["offset"]),
+                    e.get("apex"),
+                    coarse_emotion=e.get("emotion"),
+                    expression_type=e.get("type", "micro"),
+                )
+                for e in rec.get("events", [])
+            )
+            fps = float(rec["fps"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} line {line_no}: not a long-video record ({err})") from None
+        if not folder.is_absolute():
+            folder = path.parent.parent / folder
+        source = FrameSource("folder", folder)
+        videos.append(LongVideo("synth", str(rec["subject"]), str(rec["video"]), source, fps, events))
+    return videos
+
+
 def load_videos(data: dict, base: Path = Path(".")) -> list:
     """The recipe's ``data`` section -> long videos."""
+    if "long_videos_jsonl" in data:
+        return read_long_videos_jsonl(base / data["long_videos_jsonl"])
     if "gt_csv" in data:
         return read_str_gt(base / data["gt_csv"], base / data["videos_root"], float(data.get("fps", 30)))
     if "loader" in data:
@@ -369,7 +405,7 @@ def load_videos(data: dict, base: Path = Path(".")) -> list:
         if data.get("datasets"):
             videos = [v for v in videos if v.dataset in data["datasets"]]
         return videos
-    raise ValueError("recipe data section needs gt_csv + videos_root, or loader + roots")
+    raise ValueError("recipe data section needs long_videos_jsonl, gt_csv + videos_root, or loader + roots")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -389,7 +425,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model_cfg, train_cfg, peaks, data = load_recipe(args.recipe)
-    if args.gt:
+    if args.gt and args.gt.endswith(".jsonl"):
+        data = {"long_videos_jsonl": args.gt}
+    elif args.gt:
         data = {"gt_csv": args.gt, "videos_root": args.videos_root, "fps": args.fps or data.get("fps", 30)}
     if args.epochs:
         train_cfg.epochs = args.epochs
