@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fps-for", action="append", default=[], metavar="PATTERN=FPS", help="per-folder fps, e.g. '0*=200'"
     )
+    p.add_argument(
+        "--fps-from", type=Path, metavar="JSONL", help="per-video fps from a long_videos.jsonl (synth-test)"
+    )
     p.add_argument("--threshold", type=float, help="override the checkpoint's score threshold")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
@@ -68,13 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         STRRunner,
         discover_videos,
         engine_ask,
+        fps_from_jsonl,
         load_spotter,
         parse_fps_rules,
         read_gt_events,
     )
 
     gt = read_gt_events(args.gt) if args.gt else {}
-    jobs = discover_videos(args.videos_root, parse_fps_rules(args.fps, args.fps_for), known=list(gt))
+    fps_for = parse_fps_rules(args.fps, args.fps_for)
+    if args.fps_from:
+        fps_for = fps_from_jsonl(args.fps_from, fps_for)
+    jobs = discover_videos(args.videos_root, fps_for, known=list(gt))
     if not jobs:
         logging.error("%s: no video folders", args.videos_root)
         return 1

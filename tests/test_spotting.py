@@ -361,3 +361,47 @@ def test_lvqa_file_keeps_rows_order_keys_and_validates(tmp_path):
     assert all(r["answer"] for r in pred) and pred[0]["answer"] == "3"
     problems = validate_prediction_bytes(out.read_bytes(), out.name, rows)
     assert not [p for p in problems if p.level == "error"], problems
+
+
+# --- learning bar (slow) --------------------------------------------------------------------------------
+
+
+def _write_long_videos(out: Path, n: int, seed: int):
+    """The synth feature's long videos when installed (30 and 200 fps), else the tests' stand-in (30 fps)."""
+    try:
+        from megc_vqa.synth.test_set import write_long_videos
+    except ImportError:
+        from tests.spotting_synth import write_long_videos
+    return write_long_videos(out, n, seed=seed)
+
+
+@pytest.mark.slow
+def test_strict_spotting_f1_on_held_out_synthetic_long_videos(tmp_path):
+    """Bar: strict spotting F1 >= 0.7 at IoU 0.5 on videos never seen in training or model selection,
+    through the public inference path (frames on disk -> STR CSV) and the project's STR scorer."""
+    from megc_vqa.metrics.strs import read_intervals, score_str
+    from megc_vqa.spotting.train import TrainConfig, fit, split_subjects
+
+    torch.set_num_threads(1)
+    train_videos = _write_long_videos(tmp_path / "train", 16, seed=1)
+    test_videos = _write_long_videos(tmp_path / "test", 8, seed=2)
+    cfg = SpotterConfig(emotions=("negative", "positive", "surprise", "others"))
+    tc = TrainConfig(epochs=6)
+    fit_s, val_s = split_subjects([v.subject for v in train_videos], tc.val_subjects, tc.seed)
+    result = fit(
+        [v for v in train_videos if v.subject in fit_s],
+        [v for v in train_videos if v.subject in val_s],
+        cfg,
+        tc,
+    )
+    jobs = [VideoJob(v.subject, v.video_id, v.source, v.fps) for v in test_videos]
+    out = tmp_path / "str"
+    STRRunner(out, result.model, result.peaks, STRConfig(plots=False)).run(jobs)
+    scores = score_str(
+        read_intervals(out / "str_pred.csv"),
+        read_intervals(tmp_path / "test" / "gt" / "str_gt.csv"),
+        "strict",
+    )
+    f1 = scores["overall"]["f1_spot"]
+    print(f"held-out strict spotting F1 {f1:.3f} (val F1 {result.val['f1']:.3f}, epoch {result.epoch})")
+    assert f1 >= 0.7, scores["overall"]

@@ -89,6 +89,23 @@ def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str]
     return fps_for
 
 
+def fps_from_jsonl(path: str | Path, default: Callable[[str], float]) -> Callable[[str], float]:
+    """Per-folder fps from a ``long_videos.jsonl`` (``folder`` or ``subject``/``video`` plus ``fps`` per line,
+    as ``megc-vqa synth-test --long-videos`` writes it); other folders fall back to ``default``."""
+    table: dict[str, float] = {}
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+                name = Path(rec["folder"]).name if rec.get("folder") else f"{rec['subject']}_{rec['video']}"
+                table[name] = float(rec["fps"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{path} line {line_no}: needs folder (or subject, video) and fps ({err})"
+                ) from None
+    return lambda name: table.get(name) or default(name)
+
+
 def discover_videos(
     root: str | Path,
     fps_for: Callable[[str], float],
