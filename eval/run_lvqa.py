@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = STRRunner(args.out, spotter, peaks, config, ask).run(jobs)
     records = read_intervals(args.out)
     events = {name: rec["intervals"] for name, rec in records.items()}
-    sources = {job.name: job.source for job in jobs}
-    event_aus_for = (lambda video: vqa_event_aus(ask, sources[video])) if ask else None
+    by_name = {job.name: job for job in jobs}
+    event_aus_for = (
+        (lambda video: vqa_event_aus(ask, by_name[video].source, by_name[video].fps)) if ask else None
+    )
     for q in args.questions:
         out = answer_file(q, events, args.out, event_aus_for)
         logging.info("%s -> %s", q, out)

@@ -289,15 +289,19 @@ def test_vqa_emotions_come_from_the_callable_on_key_frames(tmp_path):
     write_frames(root / "s1_v1", range(1, 41))
     calls = []
 
-    def ask(source, key_frames, question):
-        calls.append((source.path.name, list(key_frames), question))
+    def ask(source, key_frames, question, fps):
+        calls.append((source.path.name, list(key_frames), question, fps))
         return "The coarse expression class is Surprise."
 
     config = STRConfig(emotion="vqa", plots=False, peaks={"threshold": 0.0, "mode": "relative"})
     STRRunner(tmp_path / "out", tiny_model(), None, config, ask).run(_jobs(root))
     rows = list(csv.DictReader((tmp_path / "out" / "str_pred.csv").open()))
     assert rows and all(r["emotion"] == "surprise" for r in rows)
-    assert calls[0][0] == "s1_v1" and calls[0][2] == "What is the coarse expression class?"
+    assert (
+        calls[0][0] == "s1_v1"
+        and calls[0][2] == "What is the coarse expression class?"
+        and calls[0][3] == 30.0
+    )
     onset, apex, offset = calls[0][1]
     assert onset <= apex <= offset
     assert parse_emotion("no idea", "negative") == "negative"
@@ -405,3 +409,71 @@ def test_strict_spotting_f1_on_held_out_synthetic_long_videos(tmp_path):
     f1 = scores["overall"]["f1_spot"]
     print(f"held-out strict spotting F1 {f1:.3f} (val F1 {result.val['f1']:.3f}, epoch {result.epoch})")
     assert f1 >= 0.7, scores["overall"]
+
+
+# --- thin scripts ---------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    import runpy
+
+    return runpy.run_path(str(ROOT / "eval" / name))["main"]
+
+
+def test_run_str_writes_csv_plots_and_both_score_modes(tmp_path):
+    root = tmp_path / "videos"
+    for k, name in enumerate(["s1_v1", "s2_v1"]):
+        write_frames(root / name, range(1, 41), seed=k)
+    gt = tmp_path / "gt.csv"
+    gt.write_text(
+        "subject,video,onset,offset,emotion,type\ns1,v1,5,12,negative,micro\ns2,v1,10,30,positive,macro\n"
+    )
+    save_checkpoint(tmp_path / "s.pt", tiny_model(), peaks={"threshold": 0.0, "mode": "relative"})
+    out = tmp_path / "out"
+    argv = [
+        "--videos-root",
+        str(root),
+        "--out",
+        str(out),
+        "--gt",
+        str(gt),
+        "--spotter",
+        str(tmp_path / "s.pt"),
+    ]
+    assert _script("run_str.py")(argv) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores) == {"official", "strict"}
+    for mode in scores.values():
+        assert {"strs", "f1_spot", "tp_spot", "fp_spot", "fn_spot"} <= set(mode["overall"])
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["s1_v1.png", "s2_v1.png"]
+    assert _script("run_str.py")(argv) == 0  # rerun: everything skipped, same CSV
+    assert len((out / "progress.jsonl").read_text().splitlines()) == 2
+
+
+def test_run_lvqa_answers_every_row_from_spotted_events(tmp_path):
+    from megc_vqa.qa import templates as T
+
+    root = tmp_path / "videos"
+    questions = tmp_path / "me_lvqa_demo_test_to_answer.jsonl"
+    rows = []
+    for video in ("a_1", "b_2"):
+        write_frames(root / video, range(1, 31))
+        for k, q in enumerate([T.LVQA_COUNT_ALL, T.LVQA_COUNT_MICRO, T.LVQA_COUNT_MACRO, T.LVQA_AUS,
+                               T.LVQA_EVENT_TYPE.format(n=1), T.LVQA_EVENT_TYPE.format(n=3)], start=1):  # fmt: skip
+            rows.append({"video_id": f"demo_test_{video}_{k}", "video": video, "question": q, "answer": ""})
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    save_checkpoint(tmp_path / "s.pt", tiny_model(), peaks={"threshold": 0.0, "mode": "relative"})
+    argv = ["--questions", str(questions), "--videos-root", str(root), "--out", str(tmp_path / "out"),
+            "--spotter", str(tmp_path / "s.pt"), "--no-plots"]  # fmt: skip
+    assert _script("run_lvqa.py")(argv) == 0
+    pred = [
+        json.loads(x) for x in (tmp_path / "out" / "me_lvqa_demo_test_pred.jsonl").read_text().splitlines()
+    ]
+    assert [p["video_id"] for p in pred] == [r["video_id"] for r in rows]
+    for p in pred[:6]:
+        assert p["answer"]
+    total, micro, macro = (int(pred[i]["answer"]) for i in range(3))
+    assert total == micro + macro >= 1
+    assert pred[4]["answer"] in ("micro-expression", "macro-expression")

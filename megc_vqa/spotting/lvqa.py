@@ -43,11 +43,11 @@ def parse_au_names(answer: str) -> list[str]:
     return [AU_NAMES[n] for n in sorted(found)]
 
 
-def vqa_event_aus(ask, source) -> EventAUs:
-    """An ``EventAUs`` from a VQA callable ``ask(source, [onset, apex, offset], question) -> answer``."""
+def vqa_event_aus(ask, source, fps: float) -> EventAUs:
+    """An ``EventAUs`` from a VQA callable ``ask(source, [onset, apex, offset], question, fps) -> answer``."""
 
     def event_aus(event) -> list[str]:
-        return parse_au_names(ask(source, [event.onset, event.apex, event.offset], AU_QUESTION_PLURAL))
+        return parse_au_names(ask(source, [event.onset, event.apex, event.offset], AU_QUESTION_PLURAL, fps))
 
     return event_aus
 

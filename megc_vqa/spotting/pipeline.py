@@ -2,7 +2,7 @@
 -> the STR CSV ``subject,video,onset,offset,emotion`` (SPEC section 6).
 
 Emotion per interval, configurable (``STRConfig.emotion``):
-  ``vqa``:      a callable ``ask(source, [onset, apex, offset], question) -> answer`` (the VQA model on the
+  ``vqa``:      a callable ``ask(source, [onset, apex, offset], question, fps) -> answer`` (the VQA model on the
                 interval's key frames) is asked the coarse question; the first STR class named in the answer
                 is taken, otherwise ``fallback_emotion``;
   ``head``:     the spotter's emotion head (mean class probability over the interval);
@@ -38,8 +38,8 @@ from megc_vqa.records import FrameSource
 log = logging.getLogger(__name__)
 
 STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
-# (frames, [onset, apex, offset], question) -> free-text answer. The answering engine plugs in here.
-VQAAsk = Callable[[FrameSource, Sequence[int], str], str]
+# (frames, [onset, apex, offset], question, fps) -> free-text answer. The answering engine plugs in here.
+VQAAsk = Callable[[FrameSource, Sequence[int], str, float], str]
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,6 @@ def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str
     return fallback
 
 
-def _key_frames(onset: int, apex: int, offset: int) -> list[int]:
-    return [onset, apex, offset]
-
-
 class STRRunner:
     """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably."""
 
@@ -234,7 +230,7 @@ class STRRunner:
     def _emotion(self, job: VideoJob, iv) -> str:
         mode = self.config.emotion
         if mode == "vqa":
-            answer = self.ask(job.source, _key_frames(iv.onset, iv.apex, iv.offset), COARSE_QUESTION)
+            answer = self.ask(job.source, [iv.onset, iv.apex, iv.offset], COARSE_QUESTION, job.fps)
             return parse_emotion(answer, self.config.fallback_emotion)
         if mode == "head" and iv.emotion in STR_CLASSES:
             return iv.emotion
@@ -395,10 +391,10 @@ def engine_ask(model: str, adapter: str | None = None, sampler: str = "oao", siz
 
     engine = Engine.load(model, adapter)
 
-    def ask(source: FrameSource, key_frames: Sequence[int], question: str) -> str:
+    def ask(source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
         onset, apex, offset = key_frames
         name = f"{source.path.name}_{onset}_{offset}"
-        clip = Clip("str", "", name, name, source, 0.0, onset, offset, apex)
+        clip = Clip("str", "", name, name, source, fps, onset, offset, apex)
         return engine.answer([question], [sample(clip, sampler, size=size)])[0].text
 
     return ask
