@@ -477,3 +477,60 @@ def test_run_lvqa_answers_every_row_from_spotted_events(tmp_path):
     total, micro, macro = (int(pred[i]["answer"]) for i in range(3))
     assert total == micro + macro >= 1
     assert pred[4]["answer"] in ("micro-expression", "macro-expression")
+
+
+def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, monkeypatch):
+    import yaml
+
+    from megc_vqa.spotting import train as spot_train
+    from tests.spotting_synth import write_long_videos
+
+    videos = write_long_videos(tmp_path / "data", 6, seed=3, fps=30.0, seconds=6.0, size=48)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {**TINY, "widths": [4, 8, 8], "emotions": ["negative", "positive", "surprise"]},
+        "train": {"epochs": 1, "batch_size": 16, "thresholds": [0.5], "extents": [0.5]},
+        "data": {"gt_csv": str(tmp_path / "data" / "gt" / "str_gt.csv"),
+                 "videos_root": str(tmp_path / "data" / "long"), "fps": 30},
+    }))  # fmt: skip
+    seen = []
+    real_fit = spot_train.fit
+
+    def spy_fit(train_videos, val_videos, *args, **kwargs):
+        seen.append(({v.subject for v in train_videos}, {v.subject for v in val_videos}))
+        return real_fit(train_videos, val_videos, *args, **kwargs)
+
+    monkeypatch.setattr(spot_train, "fit", spy_fit)
+    report = spot_train.loso(spot_train.load_videos(yaml.safe_load(recipe.read_text())["data"]),
+                             *spot_train.load_recipe(recipe)[:3])  # fmt: skip
+    assert [f["test"] for f in report["folds"]] == sorted({v.subject for v in videos})
+    for fold, (train_s, val_s) in zip(report["folds"], seen, strict=True):
+        assert fold["test"] not in train_s | val_s and val_s and not train_s & val_s
+    assert 0 <= report["pooled"]["f1"] <= 1
+    monkeypatch.undo()
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    spot_train.add_arguments(parser)
+    assert spot_train.run(parser.parse_args(["--recipe", str(recipe), "--out", str(tmp_path / "run")])) == 0
+    model, extra = load_checkpoint(tmp_path / "run" / "spotter.pt")
+    assert model.config.emotions == ("negative", "positive", "surprise")
+    assert extra["peaks"]["threshold"] == 0.5 and extra["epoch"] == 1
+    assert set(extra["val_subjects"]).isdisjoint(extra["train_subjects"])
+
+
+def test_video_file_source_is_streamed_on_the_same_grid(tmp_path):
+    path = tmp_path / "s1_v1.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (48, 48))
+    if not writer.isOpened():
+        pytest.skip("OpenCV cannot write MJPG here")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        writer.write(cv2.cvtColor(rng.integers(0, 255, (48, 48), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    model = tiny_model()
+    curve = score_video(model, FrameSource("video", path, first_frame=1), 30.0, chunk=4)
+    assert curve.first == 1 and curve.last == 40
+    assert np.array_equal(curve.grid, np.arange(1, 41, model.config.stride_for(30.0)))
+    assert np.isfinite(curve.scores).all()
