@@ -534,3 +534,29 @@ def test_video_file_source_is_streamed_on_the_same_grid(tmp_path):
     assert curve.first == 1 and curve.last == 40
     assert np.array_equal(curve.grid, np.arange(1, 41, model.config.stride_for(30.0)))
     assert np.isfinite(curve.scores).all()
+
+
+def test_face_crop_box_from_first_frame_and_centre_square_fallback(tmp_path, monkeypatch, caplog):
+    from megc_vqa.spotting.data import face_crop_for, iter_crop_chunks
+    from megc_vqa.visual import face as face_mod
+
+    folder = tmp_path / "s1_v1"
+    folder.mkdir()
+    frame = np.zeros((120, 200), np.uint8)
+    frame[10:110, 10:90] = 255  # the "face": bright, left of centre
+    for i in range(1, 6):
+        cv2.imwrite(str(folder / f"img{i}.png"), frame)
+    frames = VideoFrames.open(FrameSource("folder", folder))
+    monkeypatch.setattr(face_mod, "detect_face", lambda image: (20, 20, 60, 80))
+    box = face_crop_for(frames, "s1_v1")
+    assert box is not None
+    crops = np.concatenate(list(iter_crop_chunks(frames, [1, 2, 3], 32, crop=box)))
+    assert crops.min() > 200  # only the bright face region
+    centre = np.concatenate(list(iter_crop_chunks(frames, [1], 32)))
+    assert centre.min() < 50  # the centre square includes dark background
+    monkeypatch.setattr(face_mod, "detect_face", lambda image: None)
+    with caplog.at_level(logging.WARNING):
+        assert face_crop_for(frames, "s1_v1") is None
+    assert "no face" in caplog.text
+    model = tiny_model(face_crop=True)
+    assert np.isfinite(score_video(model, FrameSource("folder", folder), 30.0).scores).all()

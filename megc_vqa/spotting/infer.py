@@ -30,7 +30,7 @@ from scipy.signal import find_peaks
 
 from megc_vqa.records import FrameSource
 
-from .data import ChannelMaker, Crop, NoFramesError, VideoFrames, iter_crop_chunks, sample_grid
+from .data import ChannelMaker, Crop, NoFramesError, VideoFrames, face_crop_for, iter_crop_chunks, sample_grid
 from .model import OUTPUTS, Spotter
 
 log = logging.getLogger(__name__)
@@ -121,10 +121,12 @@ def score_video(
     """Stream a long video through the spotter. Raises ``NoFramesError`` for a source without frames."""
     cfg = model.config
     frames = VideoFrames.open(source)
+    label = name or str(source.path)
+    if crop is None and cfg.face_crop:
+        crop = face_crop_for(frames, label)
     stride = cfg.stride_for(fps)
     grid = sample_grid(frames.first, frames.last, stride)
     chosen, missing = frames.resolve(grid)
-    label = name or str(source.path)
     if missing:
         log.warning(
             "%s: %d of %d sampled frames are dropped frames, filled from earlier ones",

@@ -38,6 +38,8 @@ class SpotterConfig:
     window_seconds: target span of one window; the stride is chosen per fps to match it.
     inputs: channels per sampled frame, a subset of ``INPUT_CHANNELS``.
     dev_seconds: time constant of the running mean used by the ``dev`` channel.
+    face_crop: crop every frame to the face box found on the video's first frame (Haar cascade); the centre
+        square when no face (or no detector) is found. Saved with the model so training and inference agree.
     widths: channels of the three 3D conv stages.
     hidden: channels of the temporal head.
     dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
@@ -50,6 +52,7 @@ class SpotterConfig:
     window_seconds: float = 0.3
     inputs: tuple[str, ...] = ("diff", "dev")
     dev_seconds: float = 2.0
+    face_crop: bool = False
     widths: tuple[int, int, int] = (16, 32, 48)
     hidden: int = 64
     dilations: tuple[int, ...] = (1, 2)
