@@ -5,12 +5,15 @@ window's worth of channels is carried over, and what grows with the video is one
 frame. Overlapping windows (hop ``n_frames // 2``) are averaged with a triangular weight, because a window's
 edge frames see less temporal context than its centre.
 
-Intervals (SPEC section 6): each score curve (micro, macro) is interpolated to every original frame,
-smoothed, thresholded; every peak above the threshold grows to where the curve falls below ``extent`` x its
-height; the duration rules then apply per fps: a micro-expression spans at most ``micro_max_seconds``
-(0.5 s, onset to offset) and at least ``micro_min_seconds``, a macro-expression more than
-``micro_max_seconds`` and at most ``macro_max_seconds``. An interval outside its type's range is shrunk or
-grown around its peak. Overlapping intervals keep the higher score, across types too.
+Intervals (SPEC section 6): the score curves are interpolated to every original frame, smoothed and
+thresholded (absolute, or per video relative: mean + p x (max - mean)); every peak above the threshold grows
+to where the curve falls below ``extent`` x its height. Then the duration rules apply per fps: a
+micro-expression spans at most ``micro_max_seconds`` (0.5 s, onset to offset) and at least
+``micro_min_seconds``; a macro-expression more than ``micro_max_seconds`` and at most ``macro_max_seconds``.
+With ``typing="duration"`` (default) the intervals come from the max of the micro and macro curves and the
+type follows the length (a 0.5 s window cannot tell a macro-expression's plateau from its onset, but the
+length can); with ``typing="channel"`` each curve gives intervals of its own type, shrunk or grown around
+the peak to fit that type. Overlapping intervals keep the higher score, across types too.
 
 Videos shorter than one window (documented fallback): the window is padded by repeating the last frame, the
 real frames are scored, and a warning says so.
