@@ -258,6 +258,10 @@ class STRRunner:
                 log.error("%s: skipped: %s", job.name, err)
                 summary["failed"][job.name] = str(err)
                 continue
+            except Exception as err:  # one bad video must not end a run of many; listed at the end
+                log.exception("%s: failed, going on with the next video", job.name)
+                summary["failed"][job.name] = f"{type(err).__name__}: {err}"
+                continue
             self._write(
                 job, curve, intervals, (gt or {}).get((job.subject, job.video)), time.perf_counter() - started
             )
