@@ -412,12 +412,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipes/spotting/<dataset>.yaml")
     parser.add_argument("--out", required=True, help="output folder (spotter.pt, history.json, loso.json)")
     parser.add_argument(
-        "--gt", help="override the recipe: STR ground-truth CSV with frame folders in --videos-root"
+        "--gt",
+        help="override the recipe's data: an STR ground-truth CSV (frames in --videos-root) or a long_videos.jsonl",
     )
     parser.add_argument("--videos-root", help="frame folders <subject>_<video>/ (with --gt)")
     parser.add_argument(
         "--fps", type=float, help="fps of the --gt videos (default: the recipe's data.fps or 30)"
     )
+    parser.add_argument("--data-root", action="append", help="override the recipe's data.roots (repeatable)")
     parser.add_argument("--loso", action="store_true", help="also run leave-one-subject-out evaluation")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--device", help="override train.device (cpu, cuda)")
@@ -429,6 +431,8 @@ def run(args: argparse.Namespace) -> int:
         data = {"long_videos_jsonl": args.gt}
     elif args.gt:
         data = {"gt_csv": args.gt, "videos_root": args.videos_root, "fps": args.fps or data.get("fps", 30)}
+    if args.data_root:
+        data = {**data, "roots": args.data_root}
     if args.epochs:
         train_cfg.epochs = args.epochs
     if args.device:
