@@ -42,3 +42,12 @@ def test_label_maps():
     assert coarse_of("casme3", "sad") == "negative"
     assert coarse_of("samm", "Other") is None
     assert coarse_of("smic", "po") == "positive"
+
+
+@pytest.mark.parametrize("module_name", ["megc_vqa.labels", "megc_vqa.qa.templates", "megc_vqa.frame_names"])
+def test_doctests(module_name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.failed == 0 and result.attempted > 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import KNOWN_FINE, coarse_of, normalise_fine
 from megc_vqa.records import Skip
 
@@ -45,7 +46,6 @@ NO_FRAMES_IN_RANGE = "no frames in onset..offset"
 PATH_ESCAPES_ROOT = "path escapes dataset root"
 UNKNOWN_NAME = "name not in naming sheet"
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 HEADER_SCAN_ROWS = 40
 
 
@@ -463,11 +463,8 @@ def _subdirs(folder: Path) -> list[Path]:
         return []
 
 
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
-
-
 class FrameIndex:
-    """Frame numbers per folder (the trailing integer of each image's stem), listed once per folder."""
+    """Frame numbers per folder (:func:`megc_vqa.frame_names.frame_number`), listed once per folder."""
 
     def __init__(self) -> None:
         self._numbers: dict[Path, list[int]] = {}
@@ -477,10 +474,9 @@ class FrameIndex:
             found = []
             try:
                 for entry in os.scandir(folder):
-                    stem, suffix = os.path.splitext(entry.name)
-                    match = _TRAILING_NUMBER.search(stem)
-                    if match and suffix.lower() in IMAGE_SUFFIXES:
-                        found.append(int(match.group(1)))
+                    number = frame_number(entry.name)
+                    if number is not None and is_image(entry.name):
+                        found.append(number)
             except OSError:
                 pass
             self._numbers[folder] = sorted(found)

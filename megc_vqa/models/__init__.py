@@ -1,1 +1,10 @@
-"""Model registry, offline tiny models of the real architectures, and the training collator."""
+"""Model registry, offline tiny models of the real architectures, prompting and the training collator.
+
+- :mod:`megc_vqa.models.registry`: ``resolve``, ``load_model``, ``load_processor``, ``load_for_inference``
+  (registry names, hub ids, folders and PEFT adapter folders), LoRA target scopes.
+- :mod:`megc_vqa.models.tiny`: ``tiny-qwen2.5-vl`` / ``tiny-qwen3-vl``, built on first use into
+  ``$MEGC_VQA_CACHE/models/<name>`` (default ``~/.cache/megc_vqa/models/<name>``).
+- :mod:`megc_vqa.models.prompting`: record + visual inputs -> chat messages -> processor inputs, and
+  ``generate_answers``; used by training and inference alike.
+- :mod:`megc_vqa.models.collator`: ``VQACollator`` (answer-only labels; owns the visual path).
+"""

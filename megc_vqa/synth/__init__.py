@@ -1,1 +1,15 @@
-"""Synthetic micro-expression datasets written in the real datasets' layouts, for tests and the demo."""
+"""Synthetic micro-expression data written in the real datasets' layouts, for tests and the demo.
+
+Modules:
+    face       procedural face: ``sample_identity(rng)``, ``render_frames(identity, activations, sides, rng,
+               size=128, grey=False, *, head=None, noise=2.0)``, ``au_course(n, onset, apex, offset)``,
+               ``AU_REGIONS``/``region_box`` (where each AU moves the face)
+    painter    FacePainter: draws one frame, AU by AU, with sub-pixel OpenCV primitives
+    motion     time courses: ``au_course``, ``head_motion``, ``blink_course``
+    emotions   AU recipes per emotion: ``sample_expression(emotion, rng, single=None)`` -> ``Expression``
+    datasets   ``write_datasets(out, seed, subjects, clips_per_subject, datasets, size)`` (``megc-vqa synth``)
+    test_set   ``write_test_set(questions, out, seed)`` and ``write_long_videos(out, n, seed, fps)``
+               (``megc-vqa synth-test``)
+    jobs       render-and-write jobs with their own seeds, run in a pool of two (byte-identical per seed)
+    layout     subject/clip/video naming; paths and spreadsheets through :mod:`megc_vqa.annotations`
+"""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from megc_vqa.frame_names import IMAGE_SUFFIXES, frame_number, is_image
 from megc_vqa.records import Clip, FrameSource
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-_INTEGER = re.compile(r"\d+")
 # JPEG can be decoded directly at 1/2, 1/4 or 1/8 scale, which is far cheaper than decoding and resizing.
 _REDUCED_GREY = {
     1: cv2.IMREAD_GRAYSCALE,
@@ -42,12 +40,6 @@ _IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 class FrameError(RuntimeError):
     """A frame source cannot be read: the message names the offending path."""
-
-
-def frame_number(name: str) -> int | None:
-    """The frame index in a file name: the last run of digits in its stem, or ``None`` if it has none."""
-    groups = _INTEGER.findall(os.path.splitext(os.path.basename(name))[0])
-    return int(groups[-1]) if groups else None
 
 
 def check_inside(path: Path, root: Path | None) -> None:
@@ -82,7 +74,7 @@ def list_frames(folder: Path, *, root: Path | None = None) -> list[tuple[int, Pa
     except OSError as err:
         raise FrameError(f"{folder}: cannot list frame folder ({err.strerror})") from None
     for entry in entries:
-        if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES or not entry.is_file():
+        if not is_image(entry.name) or not entry.is_file():
             continue
         number = frame_number(entry.name)
         if number is None:

@@ -1,0 +1,118 @@
+"""ME-STR: spot every long video under --videos-root, recognise each interval's emotion, write the STR CSV.
+
+    python eval/run_str.py --videos-root DIR --out OUT [--gt CSV] [--spotter CKPT] [--model M --adapter A]
+
+DIR holds one frame folder per video, named <subject>_<video> (split at the first underscore unless --gt
+names the pair). Writes OUT/str_pred.csv (subject,video,onset,offset,emotion), per video as it finishes
+(a rerun skips finished videos), OUT/plots/*.png and, with --gt, OUT/scores.json as
+{"official": {...}, "strict": {...}} from megc_vqa.metrics.strs. Without --spotter a model-free motion
+baseline spots micro-expressions only. Emotion: --model/--adapter ask the VQA model on onset/apex/offset;
+else the spotter's emotion head when it has one; else --fallback-emotion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--videos-root", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--gt", type=Path, help="ground-truth STR CSV: scores.json and plots with GT intervals")
+    p.add_argument(
+        "--spotter", type=Path, help="spotter checkpoint (megc-vqa spot-train); default: motion baseline"
+    )
+    p.add_argument("--model", help="VQA base model for the emotion of each interval")
+    p.add_argument("--adapter", help="LoRA adapter for --model")
+    p.add_argument(
+        "--emotion", choices=("vqa", "head", "constant"), help="default: vqa with --model, else head"
+    )
+    p.add_argument("--fallback-emotion", default="negative")
+    p.add_argument("--fps", type=float, default=30.0, help="fps of the videos (default 30)")
+    p.add_argument(
+        "--fps-for", action="append", default=[], metavar="PATTERN=FPS", help="per-folder fps, e.g. '0*=200'"
+    )
+    p.add_argument(
+        "--fps-from", type=Path, metavar="JSONL", help="per-video fps from a long_videos.jsonl (synth-test)"
+    )
+    p.add_argument("--threshold", type=float, help="override the checkpoint's score threshold")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def score(pred_csv: Path, gt_csv: Path) -> dict:
+    try:
+        from megc_vqa.metrics.strs import read_intervals, score_str
+    except ImportError:
+        logging.getLogger("run_str").error(
+            "megc_vqa.metrics.strs is not installed in this build: no scores.json"
+        )
+        return {}
+    preds, gts = read_intervals(pred_csv), read_intervals(gt_csv)
+    return {mode: score_str(preds, gts, mode) for mode in ("official", "strict")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from megc_vqa.spotting.pipeline import (
+        STRConfig,
+        STRRunner,
+        discover_videos,
+        engine_ask,
+        fps_from_jsonl,
+        load_spotter,
+        parse_fps_rules,
+        read_gt_events,
+    )
+
+    gt = read_gt_events(args.gt) if args.gt else {}
+    fps_for = parse_fps_rules(args.fps, args.fps_for)
+    if args.fps_from:
+        fps_for = fps_from_jsonl(args.fps_from, fps_for)
+    jobs = discover_videos(args.videos_root, fps_for, known=list(gt))
+    if not jobs:
+        logging.error("%s: no video folders", args.videos_root)
+        return 1
+    spotter, peaks = load_spotter(args.spotter, args.device)
+    ask = engine_ask(args.model, args.adapter) if args.model else None
+    config = STRConfig(
+        emotion=args.emotion or ("vqa" if ask else "head"),
+        fallback_emotion=args.fallback_emotion,
+        device=args.device,
+        plots=not args.no_plots,
+        peaks={"threshold": args.threshold} if args.threshold is not None else {},
+    )
+    runner = STRRunner(args.out, spotter, peaks, config, ask)
+    summary = runner.run(jobs, gt)
+    logging.info(
+        "%d video(s) done, %d skipped (finished earlier), %d failed -> %s",
+        len(summary["done"]),
+        len(summary["skipped"]),
+        len(summary["failed"]),
+        runner.csv_path,
+    )
+    if args.gt:
+        scores = score(runner.csv_path, args.gt)
+        if scores:
+            (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
+            s = scores["strict"]["overall"]
+            logging.info(
+                "strict: spotting F1 %.3f, STRS %.3f -> %s", s["f1_spot"], s["strs"], args.out / "scores.json"
+            )
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Model registry: which checkpoints the toolkit knows, how to load them, and which modules LoRA targets.
+
+A model is named by a registry key (``qwen2.5-vl-3b``, ``tiny-qwen2.5-vl``), a hub id
+(``Qwen/Qwen2.5-VL-7B-Instruct``) or a local folder written by ``save_pretrained``. Everything loads
+through the standard ``from_pretrained`` of transformers with ``trust_remote_code`` off; tiny models are
+built into a local cache on first use (:mod:`megc_vqa.models.tiny`) and then load the same way.
+
+How visual inputs enter is the same for every family here: images and/or one video per question, put
+into the chat template by :mod:`megc_vqa.models.prompting` and expanded by the model's own processor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LORA_SCOPES = ("language", "vision", "merger")
+
+
+class ModelLoadError(RuntimeError):
+    """A model or processor cannot be loaded; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What the toolkit needs to know about an architecture.
+
+    model_types: ``config.model_type`` values of the family.
+    lora_modules: per scope (language model, vision tower, vision-language merger) a regex that
+        full-matches the names of the Linear layers LoRA may wrap.
+    save_modules: per scope the module name PEFT's ``modules_to_save`` uses to train a scope fully.
+    patch_factor: patch size times spatial merge: image sides are resized to multiples of it.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    lora_modules: dict[str, str]
+    save_modules: dict[str, str]
+    patch_factor: int
+
+
+_LANGUAGE = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+FAMILIES: dict[str, ModelFamily] = {
+    "qwen2_5_vl": ModelFamily(
+        name="qwen2_5_vl",
+        model_types=("qwen2_5_vl",),
+        lora_modules={
+            "language": _LANGUAGE,
+            "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
+            "merger": r".*visual\.merger\.mlp\.\d+",
+        },
+        save_modules={"vision": "visual", "merger": "merger"},
+        patch_factor=28,
+    ),
+    "qwen3_vl": ModelFamily(
+        name="qwen3_vl",
+        model_types=("qwen3_vl",),
+        lora_modules={
+            "language": _LANGUAGE,
+            "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc\d)",
+            "merger": r".*visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc\d",
+        },
+        save_modules={"vision": "visual", "merger": "merger"},
+        patch_factor=32,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: a short name, where its weights come from, and its family."""
+
+    name: str
+    family: str
+    hub_id: str | None = None
+    tiny: bool = False
+    description: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec(
+            "qwen2.5-vl-3b", "qwen2_5_vl", "Qwen/Qwen2.5-VL-3B-Instruct", description="MEGC2025 baseline"
+        ),
+        ModelSpec("qwen2.5-vl-7b", "qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct"),
+        ModelSpec("qwen3-vl-2b", "qwen3_vl", "Qwen/Qwen3-VL-2B-Instruct"),
+        ModelSpec("qwen3-vl-4b", "qwen3_vl", "Qwen/Qwen3-VL-4B-Instruct"),
+        ModelSpec("qwen3-vl-8b", "qwen3_vl", "Qwen/Qwen3-VL-8B-Instruct"),
+        ModelSpec("tiny-qwen2.5-vl", "qwen2_5_vl", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("tiny-qwen3-vl", "qwen3_vl", tiny=True, description="offline tiny model for tests"),
+    )
+}
+DEFAULT_MODEL = "qwen2.5-vl-3b"
+
+
+def _family_of_model_type(model_type: str, where: str) -> str:
+    for family in FAMILIES.values():
+        if model_type in family.model_types:
+            return family.name
+    known = ", ".join(t for f in FAMILIES.values() for t in f.model_types)
+    raise ModelLoadError(f"{where}: model type {model_type!r} is not supported (supported: {known})")
+
+
+def resolve(name_or_path: str | Path) -> tuple[str, ModelFamily]:
+    """``(path or hub id to pass to from_pretrained, family)`` for a registry name, hub id or folder.
+
+    Tiny registry names are built into the cache here on first use.
+    """
+    key = str(name_or_path)
+    spec = MODELS.get(key) or next((s for s in MODELS.values() if s.hub_id == key), None)
+    if spec is not None:
+        if spec.tiny:
+            from megc_vqa.models.tiny import ensure_tiny
+
+            return str(ensure_tiny(spec.name)), FAMILIES[spec.family]
+        return str(spec.hub_id), FAMILIES[spec.family]
+    path = Path(key).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if (path / "adapter_config.json").is_file():  # a PEFT adapter: the family is its base model's
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            return str(path), resolve(base)[1]
+        if not config.is_file():
+            raise ModelLoadError(
+                f"{path}: no config.json; point model_name_or_path at a save_pretrained folder"
+            )
+        model_type = json.loads(config.read_text()).get("model_type", "")
+        return str(path), FAMILIES[_family_of_model_type(model_type, str(config))]
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", key):
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(key, trust_remote_code=False)
+        except OSError as err:
+            raise ModelLoadError(_unreachable(key, err)) from None
+        return key, FAMILIES[_family_of_model_type(config.model_type, key)]
+    names = ", ".join(MODELS)
+    raise ModelLoadError(f"{key!r} is not a registry name ({names}), a hub id (org/name) or a model folder")
+
+
+def _unreachable(key: str, err: Exception) -> str:
+    return (
+        f"cannot load {key!r}: it is not in the local Hugging Face cache and the hub cannot be reached "
+        f"(HF_HUB_OFFLINE or no network). Download it once with `hf download {key}` on a machine with "
+        f"network, or set model_name_or_path to a local folder. ({type(err).__name__}: {str(err)[:200]})"
+    )
+
+
+def lora_target_regex(family: ModelFamily, scopes: str | list[str]) -> str:
+    """PEFT ``target_modules`` regex for scopes such as ``"language"`` or ``"language+vision+merger"``."""
+    parts = scopes.split("+") if isinstance(scopes, str) else list(scopes)
+    parts = [p.strip() for p in parts if p.strip()]
+    if "all" in parts:
+        parts = list(LORA_SCOPES)
+    bad = [p for p in parts if p not in LORA_SCOPES]
+    if bad or not parts:
+        raise ValueError(
+            f"unknown LoRA scope(s) {bad or scopes!r}; use {', '.join(LORA_SCOPES)} joined by '+', or 'all'"
+        )
+    return "|".join(f"(?:{family.lora_modules[p]})" for p in parts)
+
+
+def quantization_config(bits: int | None, compute_dtype: Any = None) -> Any:
+    """A ``BitsAndBytesConfig`` for 4-bit NF4 (QLoRA) or 8-bit loading; ``None`` for full precision.
+
+    The vision tower and the LM head stay unquantised: they are small, and quantising the vision tower
+    costs accuracy on fine facial detail.
+    """
+    if not bits:
+        return None
+    if bits not in (4, 8):
+        raise ValueError(f"quantisation bits must be 4 or 8, not {bits}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as err:  # ImportError or a broken native library
+        raise ModelLoadError(
+            f"{bits}-bit loading needs a working bitsandbytes ({type(err).__name__}: {err}). Install it "
+            "(`pip install bitsandbytes`) or set load_in_4bit/load_in_8bit to false (plain LoRA)."
+        ) from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    skip = ["visual", "lm_head"]
+    if bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_processor(name_or_path: str | Path) -> Any:
+    """The model's processor (tokenizer + image/video processors + chat template)."""
+    from transformers import AutoProcessor
+
+    path, _ = resolve(name_or_path)
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
+    except OSError as err:
+        raise ModelLoadError(_unreachable(path, err)) from None
+    if not hasattr(processor, "image_processor") or not getattr(processor, "chat_template", None):
+        raise ModelLoadError(
+            f"{name_or_path}: the checkpoint has no multimodal processor with a chat template "
+            "(preprocessor_config.json / chat_template.jinja); use a vision-language instruct checkpoint"
+        )
+    return processor
+
+
+def load_model(
+    name_or_path: str | Path,
+    dtype: str = "auto",
+    bits: int | None = None,
+    attn_implementation: str | None = None,
+    device_map: Any = None,
+) -> Any:
+    """The model through ``AutoModelForImageTextToText.from_pretrained``, optionally 4/8-bit quantised.
+
+    dtype: ``"auto"`` (the checkpoint's), ``"bfloat16"``, ``"float16"`` or ``"float32"``.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    path, _ = resolve(name_or_path)
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    compute = torch_dtype if isinstance(torch_dtype, torch.dtype) else None
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": False}
+    if bits:
+        kwargs["quantization_config"] = quantization_config(bits, compute)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(_unreachable(path, err)) from None
+
+
+def load_for_inference(
+    path_or_name: str | Path, dtype: str = "auto", device_map: Any = None
+) -> tuple[Any, Any]:
+    """``(model, processor)`` for a registry name, hub id, full model folder, or a PEFT adapter folder.
+
+    An adapter folder (``adapter_config.json``) loads its base model and applies the adapter; its own
+    processor files are used when training saved them there.
+    """
+    path = Path(str(path_or_name)).expanduser()
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_model(base, dtype=dtype, device_map=device_map), str(path))
+        has_processor = (path / "processor_config.json").is_file() or (
+            path / "preprocessor_config.json"
+        ).is_file()
+        return model, load_processor(path if has_processor else base)
+    return load_model(path_or_name, dtype=dtype, device_map=device_map), load_processor(path_or_name)

@@ -1,0 +1,215 @@
+"""Reading and writing MEGC QA files.
+
+- ``write_qa_jsonl`` / ``read_qa_jsonl``: the project's ``qa.jsonl`` (official training schema + extras).
+- ``read_training_file``: the organisers' ``me_vqa_samm_casme2_smic(_v2).jsonl``, mapped onto the user's
+  own dataset folders through the annotation loaders.
+- ``read_questions``: an organiser ``*_to_answer.jsonl`` question file.
+- ``save_as_dataset``: the records as a Hugging Face ``datasets`` dataset on disk.
+
+Files are written the way the organisers distribute theirs: UTF-8, one compact JSON object per line
+(``{"id":"...","dataset":"..."}``), non-ASCII kept as is. Readers accept a UTF-8 BOM, CRLF line ends
+and blank lines, and name the file and line of anything they cannot use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from megc_vqa.qa.records import EXTRA_KEYS, OFFICIAL_KEYS, QARecord, QuestionRow
+from megc_vqa.submission.files import Problem, atomic_write_text, parse_jsonl
+
+log = logging.getLogger(__name__)
+
+
+# parse_jsonl problems that a reader of QA files lets pass (an empty file is an empty list here).
+_TOLERATED = ("file starts with a UTF-8 BOM", "CRLF line ending", "blank line", "empty file")
+
+
+class QAFileError(ValueError):
+    """A QA or question file that cannot be used; the message names the file and line."""
+
+
+def dumps_row(row: dict[str, Any]) -> str:
+    """One row in the organisers' compact style."""
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_jsonl_atomic(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Write rows as compact JSON lines via a temporary file renamed over ``path``: a crash or Ctrl-C
+    mid-write leaves the previous file (if any) untouched."""
+    return atomic_write_text(path, "".join(dumps_row(row) + "\n" for row in rows))
+
+
+def write_qa_jsonl(records: Iterable[QARecord], path: str | Path) -> Path:
+    """Write QA records, official keys first, one compact JSON object per line (atomically)."""
+    return write_jsonl_atomic((record.to_json() for record in records), path)
+
+
+def _problem(path: str | Path, line: int, message: str) -> QAFileError:
+    return QAFileError(str(Problem(str(path), line, message)))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for each non-blank line; ``QAFileError`` naming file and line for a
+    line that is not one JSON object or for bytes that are not UTF-8. A BOM, CRLF line ends and blank
+    lines are tolerated (the parser is the submission validator's, which is strict about those)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _problem(path, 0, "no such file") from None
+    except OSError as err:
+        raise _problem(path, 0, f"cannot read ({err.strerror})") from None
+    rows, problems = parse_jsonl(data, str(path))
+    fatal = [p for p in problems if not p.message.startswith(_TOLERATED)]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""
+        raise QAFileError(f"{fatal[0]}{more}")
+    for row in rows:
+        yield row.line, row.data
+
+
+def read_qa_jsonl(path: str | Path) -> list[QARecord]:
+    """Read a ``qa.jsonl`` written by ``write_qa_jsonl`` (or an official training file, without mapping)."""
+    records = []
+    for number, obj in iter_jsonl(path):
+        try:
+            records.append(QARecord.from_json(obj))
+        except (KeyError, TypeError) as err:
+            raise _problem(path, number, err.args[0]) from None
+    return records
+
+
+def _is_plain_name(name: str) -> bool:
+    return (
+        bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+    )
+
+
+def read_questions(path: str | Path) -> list[QuestionRow]:
+    """Read an organiser ``*_to_answer.jsonl`` file, keeping each row's keys, extra keys and order.
+
+    Raises ``QAFileError`` naming the line for a non-JSON line, a missing or non-string key, a duplicate
+    ``video_id``, or a ``video`` that is not a plain folder name (``../x`` would escape the media root).
+    """
+    rows: list[QuestionRow] = []
+    first_line: dict[str, int] = {}
+    for number, obj in iter_jsonl(path):
+        try:
+            row = QuestionRow.from_json(obj, line=number)
+        except (KeyError, TypeError) as err:
+            raise _problem(path, number, err.args[0]) from None
+        if not _is_plain_name(row.video):
+            raise _problem(path, number, f"video {row.video!r} is not a plain folder name")
+        if row.video_id in first_line:
+            raise _problem(
+                path, number, f"video_id {row.video_id!r} already used on line {first_line[row.video_id]}"
+            )
+        first_line[row.video_id] = number
+        rows.append(row)
+    if not rows:
+        raise _problem(path, 0, "no question rows")
+    return rows
+
+
+def read_training_file(
+    path: str | Path, data_root: str | Path | None = None, unmatched: list[QARecord] | None = None
+) -> list[QARecord]:
+    """Read the official training JSONL and attach each row's clip from the user's dataset folders.
+
+    Every row comes back, in file order. With ``data_root``, the annotation loaders
+    (``megc_vqa.annotations.load_all``) find the clips; a row is matched on (dataset, image_id), else on
+    (dataset, subject, filename), and gets the clip's source, fps and onset/apex/offset. A row whose clip
+    is not found keeps ``source=None``: it is logged (count and examples) and appended to ``unmatched``
+    when given, so training can report it instead of silently training on fewer clips.
+    ``AnnotationError`` from the loaders propagates.
+    """
+    records = read_qa_jsonl(path)
+    if data_root is None:
+        return records
+
+    from megc_vqa.annotations import load_all  # pandas/openpyxl: only when mapping is asked for
+
+    clips = load_all(data_root).clips
+    by_image = {(clip.dataset, clip.image_id): clip for clip in clips}
+    by_name = {(clip.dataset, str(clip.subject), clip.clip_id): clip for clip in clips}
+    mapped: list[QARecord] = []
+    missing: list[QARecord] = []
+    for record in records:
+        clip = by_image.get((record.dataset, record.image_id)) or by_name.get(
+            (record.dataset, record.subject, record.filename)
+        )
+        if clip is None:
+            missing.append(record)
+            mapped.append(record)
+            continue
+        mapped.append(
+            record.with_source(
+                source=str(clip.source.path),
+                source_kind=clip.source.kind,
+                first_frame=clip.source.first_frame,
+                fps=clip.fps,
+                onset=clip.onset,
+                apex=clip.apex,
+                offset=clip.offset,
+            )
+        )
+    if missing:
+        clips_missing = sorted({f"{r.dataset}/{r.image_id}" for r in missing})
+        log.warning(
+            "%s: %d of %d rows (%d clips) have no clip under %s, e.g. %s",
+            path,
+            len(missing),
+            len(records),
+            len(clips_missing),
+            data_root,
+            ", ".join(clips_missing[:5]),
+        )
+        if unmatched is not None:
+            unmatched.extend(missing)
+    return mapped
+
+
+def dataset_features() -> Any:
+    """The ``datasets.Features`` of a saved QA dataset (explicit, so an all-null column keeps its type)."""
+    from datasets import Features, Value
+
+    types = {
+        "first_frame": Value("int64"),
+        "fps": Value("float64"),
+        "onset": Value("int64"),
+        "apex": Value("int64"),
+        "offset": Value("int64"),
+    }
+    return Features({key: types.get(key, Value("string")) for key in (*OFFICIAL_KEYS, *EXTRA_KEYS)})
+
+
+def save_as_dataset(records: Iterable[QARecord], out_dir: str | Path) -> Path:
+    """Save the records as a ``datasets.Dataset`` with ``save_to_disk`` (columns in ``to_json`` order).
+
+    Written to a temporary folder first and moved into place, so an interrupted save leaves no half dataset.
+    """
+    from datasets import Dataset
+
+    out_dir = Path(out_dir)
+    rows = [record.to_json() for record in records]
+    features = dataset_features()
+    columns = {key: [row[key] for row in rows] for key in features}
+    dataset = Dataset.from_dict(columns, features=features)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        dataset.save_to_disk(str(tmp))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,156 @@
+"""The spotter: a small 3D CNN over short windows of face frames that scores every frame for micro- and
+macro-expression, and (optionally) the coarse emotion.
+
+A window holds ``n_frames`` face crops sampled every ``stride`` original frames, where the stride comes from
+the video's fps so a window spans about ``window_seconds`` (0.2-0.5 s) at any frame rate. Each sampled frame
+enters as a few channels (see ``INPUT_CHANNELS``); the network keeps the time axis at full resolution and
+returns one score per sampled frame, so overlapping windows can be averaged into a per-frame curve.
+
+The spatial grid is flattened, not pooled, before the temporal head: face crops are roughly aligned, and
+*where* the motion is (eyes blinking vs. brows or mouth corners moving) is what separates an expression from a
+distractor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# What each sampled frame contributes, in channel order:
+#   grey: the face crop itself, scaled to [0, 1];
+#   diff: the crop minus the previous *sampled* crop (motion at the window's time scale);
+#   dev:  the crop minus a slow running mean of the video (deviation from the recent neutral face, which
+#         stays visible through the plateau of a long macro-expression where ``diff`` is ~0).
+INPUT_CHANNELS: tuple[str, ...] = ("grey", "diff", "dev")
+OUTPUTS: tuple[str, ...] = ("micro", "macro")
+
+
+@dataclass
+class SpotterConfig:
+    """Everything that defines a spotter; saved in every checkpoint.
+
+    size: side of the square face crop fed to the network (64-128 px).
+    n_frames: sampled frames per window (T).
+    window_seconds: target span of one window; the stride is chosen per fps to match it.
+    inputs: channels per sampled frame, a subset of ``INPUT_CHANNELS``.
+    dev_seconds: time constant of the running mean used by the ``dev`` channel.
+    face_crop: crop every frame to the face box found on the video's first frame (Haar cascade); the centre
+        square when no face (or no detector) is found. Saved with the model so training and inference agree.
+    widths: channels of the three 3D conv stages.
+    hidden: channels of the temporal head.
+    dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
+    emotions: class names of the optional emotion head (empty: no head).
+    dropout: before the temporal head.
+    """
+
+    size: int = 64
+    n_frames: int = 8
+    window_seconds: float = 0.3
+    inputs: tuple[str, ...] = ("diff", "dev")
+    dev_seconds: float = 2.0
+    face_crop: bool = False
+    widths: tuple[int, int, int] = (16, 32, 48)
+    hidden: int = 64
+    dilations: tuple[int, ...] = (1, 2)
+    emotions: tuple[str, ...] = ()
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        unknown = set(self.inputs) - set(INPUT_CHANNELS)
+        if unknown or not self.inputs:
+            raise ValueError(f"inputs must be a non-empty subset of {INPUT_CHANNELS}, got {self.inputs}")
+        if self.size % 16:
+            raise ValueError(f"size must be a multiple of 16 (got {self.size})")
+        if self.n_frames < 3:
+            raise ValueError(f"n_frames must be at least 3 (got {self.n_frames})")
+        self.inputs = tuple(self.inputs)
+        self.widths = tuple(self.widths)
+        self.dilations = tuple(self.dilations)
+        self.emotions = tuple(self.emotions)
+
+    def stride_for(self, fps: float) -> int:
+        """Original frames between two sampled frames, so ``(n_frames - 1) * stride`` spans ~``window_seconds``.
+
+        >>> SpotterConfig().stride_for(200), SpotterConfig().stride_for(30)
+        (9, 1)
+        """
+        if not fps or fps <= 0 or not math.isfinite(fps):
+            raise ValueError(f"fps must be a positive number (got {fps!r})")
+        return max(1, round(self.window_seconds * fps / (self.n_frames - 1)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpotterConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _conv3d(
+    c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]
+) -> nn.Sequential:
+    padding = tuple(k // 2 if k % 2 else 0 for k in kernel)  # even kernels are patchify (stride = kernel)
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm3d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Spotter(nn.Module):
+    """(B, C, T, H, W) windows -> (B, 2 + E, T) logits: micro, macro, then E emotion logits, per sampled frame.
+
+    The first stage is a per-frame 4x4 patchify (cheap: inference must keep up with decoding), the next two
+    mix time and space (3x3x3, spatial stride 2), then each frame's (size/16)^2 grid is flattened and a
+    temporal conv head (dilated 3-tap convs, then a 1x1) scores it.
+    """
+
+    def __init__(self, config: SpotterConfig) -> None:
+        super().__init__()
+        self.config = config
+        w1, w2, w3 = config.widths
+        self.features = nn.Sequential(
+            _conv3d(len(config.inputs), w1, (1, 4, 4), (1, 4, 4)),
+            _conv3d(w1, w2, (3, 3, 3), (1, 2, 2)),
+            _conv3d(w2, w3, (3, 3, 3), (1, 2, 2)),
+        )
+        grid = config.size // 16
+        layers: list[nn.Module] = [nn.Dropout(config.dropout)]
+        width = w3 * grid * grid
+        for d in config.dilations:
+            layers += [nn.Conv1d(width, config.hidden, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
+            width = config.hidden
+        layers.append(nn.Conv1d(width, len(OUTPUTS) + len(config.emotions), 1))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = windows.shape
+        expected = (len(self.config.inputs), self.config.size, self.config.size)
+        if (c, h, w) != expected:
+            raise ValueError(
+                f"expected windows (B, {expected[0]}, T, {expected[1]}, {expected[2]}), got {tuple(windows.shape)}"
+            )
+        x = self.features(windows)  # (B, w3, T, g, g)
+        x = x.permute(0, 1, 3, 4, 2).reshape(b, -1, t)  # channels x grid cells, per frame
+        return self.head(x)
+
+
+def save_checkpoint(path, model: Spotter, **extra) -> None:
+    """Config, weights and whatever the trainer chose (thresholds, fold, epoch) in one file."""
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict(), **extra}, path)
+
+
+def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[Spotter, dict]:
+    """The model (eval mode) and the checkpoint's other entries."""
+    data = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
+        raise ValueError(f"{path}: not a spotter checkpoint (no config/state_dict)")
+    model = Spotter(SpotterConfig.from_dict(data.pop("config")))
+    model.load_state_dict(data.pop("state_dict"))
+    model.eval()
+    return model, data

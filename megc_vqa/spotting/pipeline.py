@@ -1,0 +1,404 @@
+"""ME-STR, spot then recognise: every long video in a folder -> spotted intervals -> an emotion per interval
+-> the STR CSV ``subject,video,onset,offset,emotion`` (SPEC section 6).
+
+Emotion per interval, configurable (``STRConfig.emotion``):
+  ``vqa``:      a callable ``ask(source, [onset, apex, offset], question, fps) -> answer`` (the VQA model on the
+                interval's key frames) is asked the coarse question; the first STR class named in the answer
+                is taken, otherwise ``fallback_emotion``;
+  ``head``:     the spotter's emotion head (mean class probability over the interval);
+  ``constant``: ``fallback_emotion`` for every interval (default ``negative``: the majority class of every
+                ME dataset), a baseline.
+
+Output folder (a rerun skips finished videos; a video interrupted mid-way is redone):
+  ``str_pred.csv``      rows appended per video as it finishes;
+  ``intervals.jsonl``   one line per finished video: intervals with type, score, emotion (LVQA reads it);
+  ``progress.jsonl``    one line per finished video (the resume record; written last);
+  ``curves/<name>.npz`` the score curve; ``plots/<name>.png`` the per-video plot.
+Videos that cannot be read (no frames) are logged and listed in the summary; the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from megc_vqa.labels import STR_CLASSES
+from megc_vqa.qa.templates import COARSE_QUESTION
+from megc_vqa.records import FrameSource
+
+log = logging.getLogger(__name__)
+
+STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
+# (frames, [onset, apex, offset], question, fps) -> free-text answer. The answering engine plugs in here.
+VQAAsk = Callable[[FrameSource, Sequence[int], str, float], str]
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One long video to spot: STR ``subject`` and ``video``, its frames and fps."""
+
+    subject: str
+    video: str
+    source: FrameSource
+    fps: float
+
+    @property
+    def name(self) -> str:
+        return self.source.path.name if self.source.kind == "folder" else f"{self.subject}_{self.video}"
+
+
+@dataclass
+class STRConfig:
+    emotion: Literal["vqa", "head", "constant"] = "head"
+    fallback_emotion: str = "negative"
+    chunk: int = 256
+    batch: int = 64
+    workers: int = 2
+    device: str = "cpu"
+    plots: bool = True
+    peaks: dict = field(default_factory=dict)  # PeakParams overrides on top of the checkpoint's
+
+
+def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str], float]:
+    """``PATTERN=FPS`` rules (fnmatch on the folder name, first match wins) -> a name -> fps function."""
+    parsed = []
+    for rule in rules:
+        pattern, sep, value = rule.rpartition("=")
+        try:
+            parsed.append((pattern, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not pattern:
+            raise ValueError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
+
+    def fps_for(name: str) -> float:
+        for pattern, fps in parsed:
+            if fnmatch.fnmatch(name, pattern):
+                return fps
+        return default
+
+    return fps_for
+
+
+def fps_from_jsonl(path: str | Path, default: Callable[[str], float]) -> Callable[[str], float]:
+    """Per-folder fps from a ``long_videos.jsonl`` (``folder`` or ``subject``/``video`` plus ``fps`` per line,
+    as ``megc-vqa synth-test --long-videos`` writes it); other folders fall back to ``default``."""
+    table: dict[str, float] = {}
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+                name = Path(rec["folder"]).name if rec.get("folder") else f"{rec['subject']}_{rec['video']}"
+                table[name] = float(rec["fps"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{path} line {line_no}: needs folder (or subject, video) and fps ({err})"
+                ) from None
+    return lambda name: table.get(name) or default(name)
+
+
+def discover_videos(
+    root: str | Path,
+    fps_for: Callable[[str], float],
+    known: Sequence[tuple[str, str]] = (),
+    names: Sequence[str] = (),
+) -> list[VideoJob]:
+    """Every ``root/<subject>_<video>/`` folder (or only ``names``). The folder name is split at its first
+    underscore unless ``known`` (subject, video) pairs, e.g. from a ground-truth CSV, name it exactly."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--videos-root {root}: not a folder")
+    by_name = {f"{s}_{v}": (s, v) for s, v in known}
+    folders = [root / n for n in names] if names else sorted(p for p in root.iterdir() if p.is_dir())
+    jobs = []
+    for folder in folders:
+        if folder.name in by_name:
+            subject, video = by_name[folder.name]
+        else:
+            subject, sep, video = folder.name.partition("_")
+            if not sep:
+                subject, video = folder.name, folder.name
+        jobs.append(VideoJob(subject, video, FrameSource("folder", folder), fps_for(folder.name)))
+    return jobs
+
+
+def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str] = STR_CLASSES) -> str:
+    """The first class word in a free answer (``"The coarse class is Negative."`` -> ``negative``)."""
+    words = re.findall(r"[a-z]+", answer.lower())
+    for word in words:
+        if word in classes:
+            return word
+    return fallback
+
+
+class STRRunner:
+    """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        spotter=None,
+        peaks=None,
+        config: STRConfig | None = None,
+        ask: VQAAsk | None = None,
+    ):
+        from .infer import PeakParams
+
+        self.out = Path(out)
+        self.config = config or STRConfig()
+        self.spotter = spotter
+        base = peaks if isinstance(peaks, PeakParams) else PeakParams.from_dict(peaks)
+        self.peaks = PeakParams.from_dict({**base.__dict__, **self.config.peaks})
+        self.ask = ask
+        if self.config.emotion == "vqa" and ask is None:
+            raise ValueError("emotion='vqa' needs a VQA callable (ask)")
+        if self.config.fallback_emotion not in STR_CLASSES:
+            raise ValueError(f"fallback_emotion must be one of {STR_CLASSES}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.out / "str_pred.csv"
+        self.progress_path = self.out / "progress.jsonl"
+        self.intervals_path = self.out / "intervals.jsonl"
+        self.done = self._resume()
+
+    # --- resume -------------------------------------------------------------------------------------------
+    def _resume(self) -> set[str]:
+        """Finished video names; rows and records of unfinished (interrupted) videos are dropped."""
+        done: set[str] = set()
+        if self.progress_path.exists():
+            for line in self.progress_path.read_text().splitlines():
+                if line.strip():
+                    done.add(json.loads(line)["name"])
+        finished_keys = set()
+        records = []
+        if self.intervals_path.exists():
+            for line in self.intervals_path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec["name"] in done:
+                        records.append(line)
+                        finished_keys.add((rec["subject"], rec["video"]))
+        _atomic_write(self.intervals_path, "".join(r + "\n" for r in records))
+        rows = []
+        if self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if (r["subject"], r["video"]) in finished_keys]
+        with open(_tmp(self.csv_path), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(STR_HEADER)
+            w.writerows([r[k] for k in STR_HEADER] for r in rows)
+        os.replace(_tmp(self.csv_path), self.csv_path)
+        if done:
+            log.info("resuming: %d video(s) already finished in %s", len(done), self.out)
+        return done
+
+    # --- one video ----------------------------------------------------------------------------------------
+    def spot(self, job: VideoJob):
+        """(score curve, intervals with emotions) for one video."""
+        from .infer import extract_intervals, score_video
+
+        if self.spotter is None:
+            from .infer import motion_score_video
+
+            curve = motion_score_video(
+                job.source, job.fps, chunk=self.config.chunk, workers=self.config.workers
+            )
+        else:
+            curve = score_video(
+                self.spotter,
+                job.source,
+                job.fps,
+                chunk=self.config.chunk,
+                batch=self.config.batch,
+                device=self.config.device,
+                workers=self.config.workers,
+                name=job.name,
+            )
+        intervals = extract_intervals(curve, self.peaks)
+        for iv in intervals:
+            iv.emotion = self._emotion(job, iv)
+        return curve, intervals
+
+    def _emotion(self, job: VideoJob, iv) -> str:
+        mode = self.config.emotion
+        if mode == "vqa":
+            answer = self.ask(job.source, [iv.onset, iv.apex, iv.offset], COARSE_QUESTION, job.fps)
+            return parse_emotion(answer, self.config.fallback_emotion)
+        if mode == "head" and iv.emotion in STR_CLASSES:
+            return iv.emotion
+        return self.config.fallback_emotion
+
+    def run(self, jobs: Sequence[VideoJob], gt: dict | None = None) -> dict:
+        """Process every unfinished job; returns ``{"done": [...], "skipped": [...], "failed": {name: reason}}``."""
+        from tqdm import tqdm
+
+        from .data import NoFramesError
+
+        if self.config.emotion == "head" and self.spotter is not None and not self.spotter.config.emotions:
+            log.warning(
+                "the spotter has no emotion head: every interval gets %r", self.config.fallback_emotion
+            )
+        summary: dict = {"done": [], "skipped": [], "failed": {}}
+        for job in tqdm(jobs, desc="videos", disable=None):
+            if job.name in self.done:
+                summary["skipped"].append(job.name)
+                continue
+            started = time.perf_counter()
+            try:
+                curve, intervals = self.spot(job)
+            except (NoFramesError, FileNotFoundError) as err:
+                log.error("%s: skipped: %s", job.name, err)
+                summary["failed"][job.name] = str(err)
+                continue
+            except Exception as err:  # one bad video must not end a run of many; listed at the end
+                log.exception("%s: failed, going on with the next video", job.name)
+                summary["failed"][job.name] = f"{type(err).__name__}: {err}"
+                continue
+            self._write(
+                job, curve, intervals, (gt or {}).get((job.subject, job.video)), time.perf_counter() - started
+            )
+            summary["done"].append(job.name)
+        if summary["failed"]:
+            log.error(
+                "%d video(s) could not be processed: %s", len(summary["failed"]), ", ".join(summary["failed"])
+            )
+        return summary
+
+    def _write(self, job: VideoJob, curve, intervals, gt_events, seconds: float) -> None:
+        import numpy as np
+
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.writer(f)
+            for iv in intervals:
+                w.writerow([job.subject, job.video, iv.onset, iv.offset, iv.emotion])
+            f.flush()
+            os.fsync(f.fileno())
+        record = {
+            "name": job.name,
+            "subject": job.subject,
+            "video": job.video,
+            "fps": job.fps,
+            "intervals": [iv.to_dict() for iv in intervals],
+        }
+        _append_line(self.intervals_path, json.dumps(record))
+        (self.out / "curves").mkdir(exist_ok=True)
+        np.savez_compressed(
+            self.out / "curves" / f"{job.name}.npz", grid=curve.grid, scores=curve.scores, fps=curve.fps
+        )
+        if self.config.plots:
+            from .plot import plot_video
+
+            plot_video(
+                curve, intervals, gt_events or [], self.out / "plots" / f"{job.name}.png", title=job.name
+            )
+        _append_line(
+            self.progress_path,
+            json.dumps({"name": job.name, "n_intervals": len(intervals), "seconds": round(seconds, 3)}),
+        )
+        self.done.add(job.name)
+        log.info("%s: %d interval(s) in %.1f s", job.name, len(intervals), seconds)
+
+
+def read_intervals(out: str | Path) -> dict[str, dict]:
+    """``intervals.jsonl`` of a run folder: video folder name -> record (subject, video, fps, intervals)."""
+    from .infer import SpottedInterval
+
+    records = {}
+    path = Path(out) / "intervals.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                rec["intervals"] = [SpottedInterval(**iv) for iv in rec["intervals"]]
+                records[rec["name"]] = rec
+    return records
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    _tmp(path).write_text(text)
+    os.replace(_tmp(path), path)
+
+
+def _append_line(path: Path, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_gt_events(gt_csv: str | Path) -> dict[tuple[str, str], list]:
+    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> ``Event``s,
+    for plots and for naming folders; a bad row raises ``ValueError`` naming its line."""
+    from megc_vqa.records import Event
+
+    events: dict[tuple[str, str], list] = {}
+    with open(gt_csv, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"subject", "video", "onset", "offset"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{gt_csv}: missing column(s) {sorted(missing)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                onset, offset = int(float(row["onset"])), int(float(row["offset"]))
+            except (TypeError, ValueError):
+                raise ValueError(f"{gt_csv} line {line}: onset/offset must be integers") from None
+            if onset > offset:
+                raise ValueError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
+            kind = (row.get("type") or "").strip().lower()
+            events.setdefault((row["subject"].strip(), row["video"].strip()), []).append(
+                Event(
+                    onset,
+                    offset,
+                    coarse_emotion=(row.get("emotion") or "").strip().lower() or None,
+                    expression_type=kind if kind in ("micro", "macro") else "micro",
+                    row=line,
+                )
+            )
+    return events
+
+
+def load_spotter(path: str | Path | None, device: str = "cpu"):
+    """(model or None, peak settings): the checkpoint's model and the post-processing chosen on its inner
+    validation split; without a checkpoint, the model-free motion baseline's settings."""
+    from .infer import MOTION_PEAKS
+
+    if path is None:
+        log.warning("no --spotter checkpoint: using the model-free motion baseline (micro intervals only)")
+        return None, dict(MOTION_PEAKS)
+    from .model import load_checkpoint
+
+    model, extra = load_checkpoint(path, map_location=device)
+    return model.to(device), extra.get("peaks") or {}
+
+
+def engine_ask(model: str, adapter: str | None = None, sampler: str = "oao", size: int = 224) -> VQAAsk:
+    """A ``VQAAsk`` backed by the answering engine: each interval becomes a clip (onset, apex, offset) whose
+    visual inputs come from the visual samplers."""
+    try:
+        from megc_vqa.answering.engine import Engine
+        from megc_vqa.visual.samplers import sample
+    except ImportError as err:
+        raise RuntimeError(f"--model needs the answering engine and the visual samplers ({err})") from None
+    from megc_vqa.records import Clip
+
+    engine = Engine.load(model, adapter)
+
+    def ask(source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
+        onset, apex, offset = key_frames
+        name = f"{source.path.name}_{onset}_{offset}"
+        clip = Clip("str", "", name, name, source, fps, onset, offset, apex)
+        return engine.answer([question], [sample(clip, sampler, size=size)])[0].text
+
+    return ask

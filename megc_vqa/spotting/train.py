@@ -1,0 +1,471 @@
+"""Training the spotter with leave-one-subject-out evaluation.
+
+For each test subject (a LOSO fold), the remaining subjects are split again: a few whole subjects become the
+*inner validation* split. The network trains on the rest; after every epoch it scores the validation videos,
+and the epoch and the post-processing (threshold, extent) with the best strict spotting F1 on validation are
+kept. Only then is the held-out subject scored, once, with those choices: nothing is ever chosen on the test
+fold. The deployable model (``fit`` on every subject) follows the same inner-validation rule.
+
+Recipes (``recipes/spotting/*.yaml``) have four sections: ``model`` (``SpotterConfig``), ``train``
+(``TrainConfig``), ``peaks`` (``PeakParams`` defaults) and ``data`` (where the videos are: ``gt_csv`` +
+``videos_root`` in the STR layout, or ``loader: module:function`` + ``roots`` for the dataset loaders).
+
+Command: ``megc-vqa spot-train --recipe R.yaml --out DIR [--loso]`` writes ``DIR/spotter.pt`` (plus
+``DIR/loso.json`` with per-fold and pooled strict spotting scores when ``--loso``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import importlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and model-selection settings."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    balance: float = 1.0  # total sampling weight of event windows relative to background windows
+    samples_per_epoch: int | None = None  # windows drawn per epoch (default: all windows once)
+    pos_weight_max: float = 10.0  # cap of the BCE positive weight (label mass imbalance)
+    emotion_weight: float = 0.5
+    val_subjects: float = (
+        0.2  # fraction (or count when >= 1) of training subjects held out as inner validation
+    )
+    thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    extents: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
+    iou: float = 0.5
+    phases: int = 1  # sampling-grid offsets prepared per training video (augmentation)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass
+class FitResult:
+    model: object
+    epoch: int
+    peaks: object
+    val: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def match_counts(
+    pred: Sequence[tuple[int, int]], gt: Sequence[tuple[int, int]], iou: float = 0.5
+) -> tuple[int, int, int]:
+    """(TP, FP, FN) with strict one-to-one matching, pairs taken by decreasing IoU (inclusive frames)."""
+    pairs = []
+    for i, (a, b) in enumerate(pred):
+        for j, (c, d) in enumerate(gt):
+            inter = min(b, d) - max(a, c) + 1
+            if inter > 0:
+                value = inter / (max(b, d) - min(a, c) + 1)
+                if value >= iou:
+                    pairs.append((value, i, j))
+    used_p, used_g = set(), set()
+    for _, i, j in sorted(pairs, reverse=True):
+        if i not in used_p and j not in used_g:
+            used_p.add(i)
+            used_g.add(j)
+    tp = len(used_p)
+    return tp, len(pred) - tp, len(gt) - tp
+
+
+def f1_from_counts(tp: int, fp: int, fn: int) -> dict:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+    }
+
+
+def spotting_scores(curves, videos, params, iou: float = 0.5) -> dict:
+    """Pooled strict spotting scores of ``extract_intervals(curve, params)`` against each video's events."""
+    from .infer import extract_intervals
+
+    tp = fp = fn = 0
+    for curve, video in zip(curves, videos, strict=True):
+        pred = [(iv.onset, iv.offset) for iv in extract_intervals(curve, params)]
+        a, b, c = match_counts(pred, [(e.onset, e.offset) for e in video.events], iou)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return f1_from_counts(tp, fp, fn)
+
+
+def choose_peaks(curves, videos, base, train_cfg: TrainConfig) -> tuple[object, dict]:
+    """The (threshold, extent) with the best pooled F1 on the given (validation) curves."""
+    best = None
+    for thr, ext in itertools.product(train_cfg.thresholds, train_cfg.extents):
+        params = dataclasses.replace(base, threshold=thr, extent=ext)
+        score = spotting_scores(curves, videos, params, train_cfg.iou)
+        if best is None or score["f1"] > best[1]["f1"]:
+            best = (params, score)
+    return best
+
+
+def split_subjects(subjects: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, validation) subjects; at least one of each when there are two or more."""
+    import numpy as np
+
+    subjects = sorted(set(subjects))
+    rng = np.random.default_rng(seed)
+    order = [subjects[i] for i in rng.permutation(len(subjects))]
+    n_val = int(fraction) if fraction >= 1 else round(fraction * len(subjects))
+    n_val = min(max(n_val, 1), len(subjects) - 1) if len(subjects) > 1 else 0
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def _prepare(videos, model_cfg, phases: int = 1):
+    from .data import prepare_video
+
+    prepared = []
+    for v in videos:
+        stride = model_cfg.stride_for(v.fps)
+        for phase in sorted({round(k * stride / phases) for k in range(phases)}):
+            prepared.append(prepare_video(v, model_cfg, phase=phase))
+    return prepared
+
+
+def _curves(model, prepared, device):
+    from .infer import score_stream
+
+    return [
+        score_stream(
+            model, [pv.channels], pv.grid, pv.video.fps, model.config.stride_for(pv.video.fps), device=device
+        )
+        for pv in prepared
+    ]
+
+
+def fit(
+    train_videos, val_videos, model_cfg, train_cfg: TrainConfig, peaks=None, val_prepared=None
+) -> FitResult:
+    """Train on ``train_videos``; pick the epoch and post-processing on ``val_videos``."""
+    import numpy as np
+    import torch
+    from torch.nn import functional as F
+    from tqdm import tqdm
+
+    from .data import WindowDataset
+    from .infer import PeakParams
+    from .model import OUTPUTS, Spotter
+
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+    peaks = peaks or PeakParams()
+    device = train_cfg.device
+    train_prepared = _prepare(train_videos, model_cfg, train_cfg.phases)
+    val_prepared = val_prepared if val_prepared is not None else _prepare(val_videos, model_cfg)
+    dataset = WindowDataset(train_prepared, model_cfg.n_frames)
+    if not len(dataset):
+        raise ValueError("no training windows: are the training videos empty?")
+    labels = np.concatenate([pv.labels for pv in train_prepared])
+    pos_mass = labels.sum(axis=0)
+    pos_weight = np.clip((len(labels) - pos_mass) / np.maximum(pos_mass, 1.0), 1.0, train_cfg.pos_weight_max)
+    pos_weight_t = torch.tensor(pos_weight, dtype=torch.float32, device=device)[None, :, None]
+    sampler = torch.utils.data.WeightedRandomSampler(
+        torch.from_numpy(dataset.weights(train_cfg.balance)),
+        train_cfg.samples_per_epoch or len(dataset),
+        generator=torch.Generator().manual_seed(train_cfg.seed),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=train_cfg.batch_size, sampler=sampler, drop_last=False
+    )
+    model = Spotter(model_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=train_cfg.lr, total_steps=max(1, train_cfg.epochs * len(loader))
+    )
+    k = len(OUTPUTS)
+    best: FitResult | None = None
+    history = []
+    for epoch in range(1, train_cfg.epochs + 1):
+        model.train()
+        started, total, steps = time.perf_counter(), 0.0, 0
+        for x, y, e in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None):
+            x, y, e = x.to(device), y.to(device), e.to(device)
+            out = model(x)
+            loss = F.binary_cross_entropy_with_logits(out[:, :k], y, pos_weight=pos_weight_t)
+            if model_cfg.emotions and (e >= 0).any():
+                loss = loss + train_cfg.emotion_weight * F.cross_entropy(out[:, k:], e, ignore_index=-1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, steps = total + loss.item(), steps + 1
+        curves = _curves(model, val_prepared, device)
+        params, score = choose_peaks(curves, [pv.video for pv in val_prepared], peaks, train_cfg)
+        row = {
+            "epoch": epoch,
+            "loss": total / max(steps, 1),
+            "seconds": time.perf_counter() - started,
+            **score,
+        }
+        row.update(threshold=params.threshold, extent=params.extent)
+        history.append(row)
+        log.info(
+            "epoch %d loss %.4f val F1 %.3f (thr %.2f, extent %.2f)",
+            epoch,
+            row["loss"],
+            score["f1"],
+            params.threshold,
+            params.extent,
+        )
+        if best is None or score["f1"] > best.val["f1"]:
+            best = FitResult(copy.deepcopy(model).cpu().eval(), epoch, params, score)
+    best.history = history
+    return best
+
+
+def loso(
+    videos, model_cfg, train_cfg: TrainConfig, peaks=None, test_subjects: Sequence[str] | None = None
+) -> dict:
+    """Leave-one-subject-out: per fold, fit with an inner validation split, then score the held-out subject."""
+    subjects = sorted({v.subject for v in videos})
+    if len(subjects) < 3:
+        raise ValueError(f"LOSO needs at least 3 subjects (train, inner validation, test); got {subjects}")
+    folds, tp, fp, fn = [], 0, 0, 0
+    for test_subject in test_subjects or subjects:
+        rest = [s for s in subjects if s != test_subject]
+        train_s, val_s = split_subjects(rest, train_cfg.val_subjects, train_cfg.seed)
+        result = fit(
+            [v for v in videos if v.subject in train_s],
+            [v for v in videos if v.subject in val_s],
+            model_cfg,
+            train_cfg,
+            peaks,
+        )
+        test_videos = [v for v in videos if v.subject == test_subject]
+        curves = _curves(result.model, _prepare(test_videos, model_cfg), "cpu")
+        score = spotting_scores(curves, test_videos, result.peaks, train_cfg.iou)
+        tp, fp, fn = tp + score["tp"], fp + score["fp"], fn + score["fn"]
+        folds.append(
+            {
+                "test": test_subject,
+                "val": val_s,
+                "epoch": result.epoch,
+                "threshold": result.peaks.threshold,
+                "extent": result.peaks.extent,
+                "val_f1": result.val["f1"],
+                **score,
+            }
+        )
+        log.info(
+            "fold %s: test F1 %.3f (val F1 %.3f, epoch %d)",
+            test_subject,
+            score["f1"],
+            result.val["f1"],
+            result.epoch,
+        )
+    return {"mode": "strict", "iou": train_cfg.iou, "pooled": f1_from_counts(tp, fp, fn), "folds": folds}
+
+
+# --- recipes and data -------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
+    """(SpotterConfig, TrainConfig, PeakParams, data section) from a recipe YAML."""
+    import yaml
+
+    from .infer import PeakParams
+    from .model import SpotterConfig
+
+    with open(path) as f:
+        recipe = yaml.safe_load(f) or {}
+    unknown = set(recipe) - {"model", "train", "peaks", "data"}
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe section(s) {sorted(unknown)}")
+    train = dict(recipe.get("train") or {})
+    for key in ("thresholds", "extents"):
+        if key in train:
+            train[key] = tuple(train[key])
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if set(train) - names:
+        raise ValueError(f"{path}: unknown train key(s) {sorted(set(train) - names)}")
+    return (
+        SpotterConfig.from_dict(recipe.get("model") or {}),
+        TrainConfig(**train),
+        PeakParams.from_dict(recipe.get("peaks")),
+        dict(recipe.get("data") or {}),
+    )
+
+
+def read_str_gt(gt_csv: str | Path, videos_root: str | Path, fps: float) -> list:
+    """Long videos from an STR ground-truth CSV (``subject,video,onset,offset,emotion[,type]``) whose frames are
+    in ``videos_root/<subject>_<video>/``. Missing ``type``: micro when the interval is at most 0.5 s."""
+    from megc_vqa.records import Event, FrameSource, LongVideo
+
+    events: dict[tuple[str, str], list] = {}
+    with open(gt_csv, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"subject", "video", "onset", "offset"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{gt_csv}: missing column(s) {sorted(missing)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                onset, offset = int(float(row["onset"])), int(float(row["offset"]))
+            except ValueError as err:
+                raise ValueError(f"{gt_csv} line {line}: non-integer onset/offset ({err})") from None
+            kind = (row.get("type") or "").strip().lower()
+            if kind not in ("micro", "macro"):
+                kind = "micro" if (offset - onset) <= 0.5 * fps else "macro"
+            emotion = (row.get("emotion") or "").strip().lower() or None
+            events.setdefault((row["subject"], row["video"]), []).append(
+                Event(onset, offset, None, coarse_emotion=emotion, expression_type=kind, row=line)
+            )
+    root = Path(videos_root)
+    videos = []
+    for (subject, video), evs in sorted(events.items()):
+        folder = root / f"{subject}_{video}"
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{gt_csv}: no frame folder {folder} for subject {subject}, video {video}"
+            )
+        videos.append(
+            LongVideo(
+                "str",
+                subject,
+                video,
+                FrameSource("folder", folder),
+                fps,
+                tuple(sorted(evs, key=lambda e: e.onset)),
+            )
+        )
+    return videos
+
+
+def read_long_videos_jsonl(path: str | Path) -> list:
+    """Long videos from a ``long_videos.jsonl`` (one object per video: ``subject, video, folder, fps, events``
+    with ``onset, apex, offset, type, emotion``), as ``megc-vqa synth-test --long-videos`` writes it; relative
+    folders are taken from the file's parent's parent (the synth-test output folder)."""
+    from megc_vqa.records import Event, FrameSource, LongVideo
+
+    path = Path(path)
+    videos = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            folder = Path(rec["folder"])
+            events = tuple(
+                Event(
+                    int(e["onset"]),
+                    int(e["offset"]),
+                    e.get("apex"),
+                    coarse_emotion=e.get("emotion"),
+                    expression_type=e.get("type", "micro"),
+                )
+                for e in rec.get("events", [])
+            )
+            fps = float(rec["fps"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} line {line_no}: not a long-video record ({err})") from None
+        if not folder.is_absolute():
+            folder = path.parent.parent / folder
+        source = FrameSource("folder", folder)
+        videos.append(LongVideo("synth", str(rec["subject"]), str(rec["video"]), source, fps, events))
+    return videos
+
+
+def load_videos(data: dict, base: Path = Path(".")) -> list:
+    """The recipe's ``data`` section -> long videos."""
+    if "long_videos_jsonl" in data:
+        return read_long_videos_jsonl(base / data["long_videos_jsonl"])
+    if "gt_csv" in data:
+        return read_str_gt(base / data["gt_csv"], base / data["videos_root"], float(data.get("fps", 30)))
+    if "loader" in data:
+        module_name, _, func = data["loader"].partition(":")
+        loaded = [
+            getattr(importlib.import_module(module_name), func)(base / r) for r in data.get("roots", [])
+        ]
+        videos = []
+        for item in loaded:
+            videos.extend(getattr(item, "long_videos", item))
+        if data.get("datasets"):
+            videos = [v for v in videos if v.dataset in data["datasets"]]
+        return videos
+    raise ValueError("recipe data section needs long_videos_jsonl, gt_csv + videos_root, or loader + roots")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, help="recipes/spotting/<dataset>.yaml")
+    parser.add_argument("--out", required=True, help="output folder (spotter.pt, history.json, loso.json)")
+    parser.add_argument(
+        "--gt",
+        help="override the recipe's data: an STR ground-truth CSV (frames in --videos-root) or a long_videos.jsonl",
+    )
+    parser.add_argument("--videos-root", help="frame folders <subject>_<video>/ (with --gt)")
+    parser.add_argument(
+        "--fps", type=float, help="fps of the --gt videos (default: the recipe's data.fps or 30)"
+    )
+    parser.add_argument("--data-root", action="append", help="override the recipe's data.roots (repeatable)")
+    parser.add_argument("--loso", action="store_true", help="also run leave-one-subject-out evaluation")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--device", help="override train.device (cpu, cuda)")
+
+
+def run(args: argparse.Namespace) -> int:
+    model_cfg, train_cfg, peaks, data = load_recipe(args.recipe)
+    if args.gt and args.gt.endswith(".jsonl"):
+        data = {"long_videos_jsonl": args.gt}
+    elif args.gt:
+        data = {"gt_csv": args.gt, "videos_root": args.videos_root, "fps": args.fps or data.get("fps", 30)}
+    if args.data_root:
+        data = {**data, "roots": args.data_root}
+    if args.epochs:
+        train_cfg.epochs = args.epochs
+    if args.device:
+        train_cfg.device = args.device
+    videos = load_videos(data)
+    if not videos:
+        log.error("no long videos found with %s", data)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.loso:
+        report = loso(videos, model_cfg, train_cfg, peaks)
+        (out / "loso.json").write_text(json.dumps(report, indent=2))
+        log.info("LOSO strict spotting F1 %.3f -> %s", report["pooled"]["f1"], out / "loso.json")
+    train_s, val_s = split_subjects([v.subject for v in videos], train_cfg.val_subjects, train_cfg.seed)
+    result = fit(
+        [v for v in videos if v.subject in train_s],
+        [v for v in videos if v.subject in val_s],
+        model_cfg,
+        train_cfg,
+        peaks,
+    )
+    from .model import save_checkpoint
+
+    save_checkpoint(
+        out / "spotter.pt",
+        result.model,
+        peaks=dataclasses.asdict(result.peaks),
+        epoch=result.epoch,
+        val=result.val,
+        train_subjects=train_s,
+        val_subjects=val_s,
+    )
+    (out / "history.json").write_text(json.dumps(result.history, indent=2))
+    log.info("saved %s (epoch %d, val F1 %.3f)", out / "spotter.pt", result.epoch, result.val["f1"])
+    return 0

@@ -1,0 +1,73 @@
+"""``megc-vqa synth-test``: a MEGC-style synthetic test set for organiser question files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--questions", type=Path, nargs="*", default=[], metavar="F",
+                        help="organiser question files (*_to_answer.jsonl); frames go to OUT/frames/<video>/")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="output folder (frames/, long/, gt/)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--long-videos", type=int, default=0, metavar="N",
+                        help="also write N long videos under OUT/long/ with OUT/gt/str_gt.csv")  # fmt: skip
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the --long-videos (default: 30 and 200 alternating by subject)")  # fmt: skip
+    parser.add_argument("--size", type=int, default=128, help="clip frame size in pixels (default 128)")
+    parser.add_argument(
+        "--long-size", type=int, default=96, help="long-video frame size in pixels (default 96)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="render processes (default: min(2, CPUs))")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        log.error("--out %s exists and is not a folder", args.out)
+        return 2
+    try:
+        return _run(args)
+    except OSError as err:
+        log.error("cannot write under %s: %s", args.out, err)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from megc_vqa.synth.test_set import QuestionFileError, write_long_gt, write_long_videos, write_test_set
+
+    if not args.questions and args.long_videos <= 0:
+        log.error("give --questions F... and/or --long-videos N")
+        return 2
+    if args.fps is not None and args.fps <= 0:
+        log.error("--fps must be positive")
+        return 2
+    start = time.perf_counter()
+    videos = []
+    if args.long_videos > 0:
+        videos = write_long_videos(
+            args.out, args.long_videos, args.seed, args.fps, args.long_size, args.workers
+        )
+        events = sum(len(v.events) for v in videos)
+        print(f"{len(videos)} long videos ({events} events) under {args.out / 'long'}")
+    if args.questions:
+        try:
+            test = write_test_set(
+                args.questions, args.out, args.seed, args.size, args.long_size, args.workers
+            )
+        except QuestionFileError as err:
+            log.error("%s", err)
+            return 2
+        if test.long_videos and videos:  # one str_gt.csv / long_videos.jsonl for both kinds of long video
+            write_long_gt(args.out / "gt", [*videos, *test.long_videos])
+        print(
+            f"{len(test.clips)} clips under {args.out / 'frames'}, {len(test.long_videos)} ME-LVQA long videos"
+        )
+        for path in test.gt_files:
+            print(f"ground truth: {path}")
+    print(f"ground truth folder {args.out / 'gt'}; done in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,313 @@
+"""Fine-tuning configuration: a flat YAML recipe plus ``--key value`` overrides, TRL-parser style.
+
+Keys come from three dataclasses: :class:`ModelArguments` and :class:`DataArguments` here, and
+``transformers.TrainingArguments`` (learning rate, schedule, epochs, batch size, gradient accumulation and
+checkpointing, seed, checkpoints, ``resume_from_checkpoint``, TensorBoard logging, ...). A key that none
+of them knows is an error that names the file and the closest known keys, so a typo never silently falls
+back to a default.
+
+    recipe = parse_config(["--config", "recipes/tiny/lora.yaml", "--max_steps", "2"])
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from megc_vqa.models.registry import LORA_SCOPES
+
+
+class ConfigError(ValueError):
+    """A recipe or command line that cannot be used as written; the message says what to change."""
+
+
+@dataclass
+class ModelArguments:
+    """Which model, how it is loaded, and what is trained."""
+
+    model_name_or_path: str = field(
+        default="qwen2.5-vl-3b",
+        metadata={"help": "registry name (qwen2.5-vl-3b, tiny-qwen2.5-vl, ...), hub id, or model folder"},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "weights dtype", "choices": ["auto", "bfloat16", "float16", "float32"]},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "sdpa, eager or flash_attention_2; default: the model's choice"}
+    )
+    load_in_4bit: bool = field(
+        default=False, metadata={"help": "QLoRA: load the language model in 4-bit NF4"}
+    )
+    load_in_8bit: bool = field(default=False, metadata={"help": "load the language model in 8-bit"})
+    use_peft: bool = field(default=True, metadata={"help": "train a LoRA adapter (false: full fine-tuning)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target: str = field(
+        default="language",
+        metadata={"help": f"where LoRA goes: {', '.join(LORA_SCOPES)} joined by '+', or 'all'"},
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "explicit module names or a regex; overrides lora_target"}
+    )
+    train_fully: str | None = field(
+        default=None,
+        metadata={
+            "help": "scopes trained in full next to LoRA and saved in the adapter: vision, merger ('+')"
+        },
+    )
+    freeze_vision_tower: bool = field(
+        default=True,
+        metadata={"help": "full fine-tuning only: keep the vision tower (not the merger) frozen"},
+    )
+    freeze_language_model: bool = field(
+        default=False, metadata={"help": "full fine-tuning only: keep the language model frozen"}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Which records, how they become visual inputs and prompts, and how validation is split."""
+
+    train_file: str | None = field(
+        default=None, metadata={"help": "QA records (qa.jsonl written by `megc-vqa prep`)"}
+    )
+    eval_file: str | None = field(
+        default=None, metadata={"help": "separate validation records; default: split train_file by subject"}
+    )
+    visual_spec: str = field(
+        default="oao+flow",
+        metadata={
+            "help": "visual sampler spec of megc_vqa.visual.samplers (key frames, flow, video, frames)"
+        },
+    )
+    visual_mode: str = field(
+        default="images",
+        metadata={
+            "help": "images: key frames + flow as images; video: key frames as one video + flow image",
+            "choices": ["images", "video"],
+        },
+    )
+    image_size: int = field(default=224, metadata={"help": "side of the sampled frames in pixels"})
+    face_crop: bool = field(default=False, metadata={"help": "crop frames to the detected face"})
+    visual_cache_dir: str | None = field(
+        default=None, metadata={"help": "disk cache for sampled frames/flow"}
+    )
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "processor minimum pixels per image/frame"}
+    )
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "processor maximum pixels per image/frame"}
+    )
+    describe_visuals: bool = field(
+        default=True, metadata={"help": "prefix the question with the visual layer's description"}
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "system message (default: template's)"})
+    question_types: list[str] | None = field(
+        default=None, metadata={"help": "train only on these question types (coarse, fine, au, ...)"}
+    )
+    question_mix: str | None = field(
+        default=None,
+        metadata={"help": "repeat records of a type, e.g. 'coarse=3,joint=2' (integers; default 1 each)"},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "cap on training records"})
+    val_fraction: float = field(
+        default=0.0, metadata={"help": "fraction of subjects (per dataset) held out for validation"}
+    )
+    val_subjects: list[str] | None = field(
+        default=None, metadata={"help": "subjects held out, as 'dataset/subject' or 'subject'"}
+    )
+    loso_fold: str | None = field(
+        default=None,
+        metadata={"help": "leave-one-subject-out: hold out this subject ('dataset/subject') or fold number"},
+    )
+    split_seed: int = field(default=0, metadata={"help": "seed of the subject split"})
+    blank_pixels: bool = field(default=False, metadata={"help": "ablation: black images and videos"})
+    final_eval: bool = field(
+        default=True, metadata={"help": "after training, answer the validation records and write metrics"}
+    )
+    max_new_tokens: int = field(default=64, metadata={"help": "answer length cap in the final evaluation"})
+    visual_memory_cache: int = field(
+        default=512, metadata={"help": "clips whose visual inputs are kept in memory between epochs"}
+    )
+
+
+# Defaults of TrainingArguments that differ for this project (a recipe may still set any of them).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "remove_unused_columns": False,  # the collator needs the raw records
+    "report_to": ["tensorboard"],
+    "logging_steps": 10,
+    "save_strategy": "steps",
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "learning_rate": 1e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,
+    "per_device_train_batch_size": 1,
+    "gradient_accumulation_steps": 8,
+    "num_train_epochs": 3.0,
+    "output_dir": "runs/finetune",
+    "dataloader_num_workers": 0,
+}
+
+
+@dataclass
+class Recipe:
+    model: ModelArguments
+    data: DataArguments
+    training: Any  # transformers.TrainingArguments
+    config_path: str | None = None
+
+
+def _dataclass_types() -> tuple[type, ...]:
+    from transformers import TrainingArguments
+
+    return (ModelArguments, DataArguments, TrainingArguments)
+
+
+def known_keys() -> set[str]:
+    return {f.name for cls in _dataclass_types() for f in fields(cls) if f.init}
+
+
+def _unknown(keys: list[str], where: str) -> ConfigError:
+    known = sorted(known_keys())
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return ConfigError(f"{where}: unknown key(s) {'; '.join(hints)}. See `recipes/finetune.py --help`.")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a recipe is a mapping of key: value lines, got {type(data).__name__}")
+    unknown = sorted(set(data) - known_keys())
+    if unknown:
+        raise _unknown(unknown, str(p))
+    return data
+
+
+def build_parser():
+    """The ``HfArgumentParser`` over the three dataclasses, with this project's training defaults."""
+    from transformers import HfArgumentParser
+
+    # allow_abbrev=False: a typo such as --max_step must not silently mean --max_steps.
+    parser = HfArgumentParser(
+        _dataclass_types(), description="LoRA/QLoRA fine-tuning of a video LVLM", allow_abbrev=False
+    )
+    parser.add_argument("--config", default=None, help="YAML recipe; command-line keys override it")
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> Recipe:
+    """Parse ``--config recipe.yaml`` and ``--key value`` overrides into a :class:`Recipe`."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    config_path = None
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise ConfigError("--config needs a path to a YAML recipe")
+        config_path = args[i + 1]
+        del args[i : i + 2]
+        values = load_yaml(config_path)
+        for action in parser._actions:  # a recipe value replaces the default; the CLI still wins
+            if action.dest in values:
+                action.required = False
+        parser.set_defaults(**values)
+    try:
+        # The outputs are the three dataclasses, a namespace holding --config, and the leftover strings.
+        *outputs, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+        model_args, data_args, training_args = outputs[:3]
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{config_path or 'command line'}: {err}") from None
+    if remaining:
+        flags = [r.lstrip("-").split("=")[0] for r in remaining if r.startswith("--")]
+        raise _unknown(flags or remaining, "command line")
+    recipe = Recipe(model_args, data_args, training_args, config_path)
+    validate(recipe)
+    return recipe
+
+
+def parse_question_mix(mix: str | dict | None) -> dict[str, int]:
+    """``'coarse=3,joint=2'`` (or a YAML mapping) -> ``{'coarse': 3, 'joint': 2}``."""
+    if not mix:
+        return {}
+    items = (
+        mix.items() if isinstance(mix, dict) else (p.split("=", 1) for p in str(mix).split(",") if p.strip())
+    )
+    out = {}
+    for item in items:
+        try:
+            key, value = item
+            out[str(key).strip()] = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"question_mix: expected 'type=count,...' with integer counts, got {mix!r}"
+            ) from None
+    return out
+
+
+def validate(recipe: Recipe) -> None:
+    """Checks that need more than one key, with messages that say what to change."""
+    from typing import get_args
+
+    from megc_vqa.models.registry import FAMILIES, lora_target_regex
+    from megc_vqa.qa.templates import QuestionType
+
+    m, d = recipe.model, recipe.data
+    where = recipe.config_path or "command line"
+    if m.load_in_4bit and m.load_in_8bit:
+        raise ConfigError(f"{where}: choose one of load_in_4bit and load_in_8bit")
+    if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
+        raise ConfigError(f"{where}: quantised weights cannot be trained in full; set use_peft: true (QLoRA)")
+    try:
+        lora_target_regex(FAMILIES["qwen2_5_vl"], m.lora_target)
+        if m.train_fully:
+            lora_target_regex(FAMILIES["qwen2_5_vl"], m.train_fully)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if d.train_file is None:
+        raise ConfigError(
+            f"{where}: train_file is not set; point it at the qa.jsonl that `megc-vqa prep` wrote"
+        )
+    for key in ("train_file", "eval_file"):
+        value = getattr(d, key)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{where}: {key} {value} does not exist (run `megc-vqa prep` or fix the path)")
+    try:
+        from megc_vqa.visual.samplers import parse_sampler
+    except ImportError:  # the visual layer is optional for recipes that inject their own visual_fn
+        parse_sampler = None
+    if parse_sampler is not None:
+        try:
+            parse_sampler(d.visual_spec)
+        except ValueError as err:
+            raise ConfigError(f"{where}: visual_spec: {err}") from None
+    known_types = set(get_args(QuestionType))
+    bad = [
+        q for q in (d.question_types or []) + list(parse_question_mix(d.question_mix)) if q not in known_types
+    ]
+    if bad:
+        raise ConfigError(f"{where}: unknown question type(s) {bad}; known: {', '.join(sorted(known_types))}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"{where}: val_fraction must be in [0, 1), got {d.val_fraction}")
+    if sum(bool(x) for x in (d.val_subjects, d.loso_fold, d.val_fraction)) > 1:
+        raise ConfigError(f"{where}: use only one of val_fraction, val_subjects and loso_fold")
+    if d.eval_file and (d.val_subjects or d.loso_fold or d.val_fraction):
+        raise ConfigError(f"{where}: eval_file is given, so do not also split train_file (val_*/loso_fold)")

@@ -1,0 +1,562 @@
+"""Spotting: model, windowing, interval rules, streaming, the STR pipeline's files and resume, LVQA answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from megc_vqa.records import Event, FrameSource, LongVideo
+from megc_vqa.spotting.data import ChannelMaker, NoFramesError, VideoFrames, sample_grid, soft_labels
+from megc_vqa.spotting.infer import (
+    PeakParams,
+    ScoreCurve,
+    SpottedInterval,
+    _windows,
+    extract_intervals,
+    score_stream,
+    score_video,
+)
+from megc_vqa.spotting.lvqa import answer_file, answer_question, parse_au_names
+from megc_vqa.spotting.model import Spotter, SpotterConfig, load_checkpoint, save_checkpoint
+from megc_vqa.spotting.pipeline import (
+    STR_HEADER,
+    STRConfig,
+    STRRunner,
+    VideoJob,
+    discover_videos,
+    parse_emotion,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "megc" / "2026"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/megc/2026")
+TINY = {"size": 32, "n_frames": 4, "widths": (4, 8, 8), "hidden": 8}
+
+
+def tiny_model(**kw) -> Spotter:
+    torch.manual_seed(0)
+    return Spotter(SpotterConfig(**{**TINY, **kw})).eval()
+
+
+def write_frames(folder: Path, indices, size: int = 48, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in indices:
+        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 255, (size, size), dtype=np.uint8))
+    return folder
+
+
+# --- model -----------------------------------------------------------------------------------------------
+
+
+def test_model_outputs_per_frame_scores_and_emotions():
+    model = tiny_model(emotions=("negative", "positive", "surprise"))
+    out = model(torch.zeros(3, 2, 4, 32, 32))
+    assert out.shape == (3, 2 + 3, 4)
+    with pytest.raises(ValueError, match="expected windows"):
+        model(torch.zeros(1, 3, 4, 32, 32))
+
+
+@pytest.mark.parametrize("fps", [30, 100, 200])
+def test_stride_from_fps_gives_a_window_of_02_to_05_seconds(fps):
+    cfg = SpotterConfig()
+    span = (cfg.n_frames - 1) * cfg.stride_for(fps) / fps
+    assert 0.2 <= span <= 0.5
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="fps"):
+        SpotterConfig().stride_for(0)
+    with pytest.raises(ValueError, match="inputs"):
+        SpotterConfig(inputs=("rgb",))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        SpotterConfig(size=60)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = tiny_model(emotions=("negative", "positive"))
+    save_checkpoint(tmp_path / "s.pt", model, peaks={"threshold": 0.3})
+    loaded, extra = load_checkpoint(tmp_path / "s.pt")
+    assert loaded.config == model.config and extra["peaks"] == {"threshold": 0.3}
+    x = torch.randn(2, 2, 4, 32, 32)
+    assert torch.allclose(loaded(x), model(x))
+
+
+# --- windows and labels ----------------------------------------------------------------------------------
+
+
+def test_windows_cover_every_frame_and_end_flush():
+    for n in (1, 3, 4, 9, 10, 31):
+        starts = _windows(n, 4, 2)
+        covered = {s + k for s in starts for k in range(4)}
+        assert set(range(n)) <= covered
+        assert starts[-1] == max(0, n - 4)
+
+
+def test_soft_labels_peak_at_apex_half_at_ends_zero_outside():
+    video = LongVideo("x", "s", "v", FrameSource("folder", Path(".")), 30.0,
+                      (Event(10, 20, 14, expression_type="micro"), Event(40, 80, 60, expression_type="macro")))  # fmt: skip
+    grid = sample_grid(0, 99, 1)
+    labels = soft_labels(video, grid)
+    assert labels[14, 0] == 1.0 and labels[10, 0] == 0.5 and labels[20, 0] == 0.5
+    assert labels[9, 0] == 0 and labels[21, 0] == 0 and labels[14, 1] == 0
+    assert labels[60, 1] == 1.0 and labels[:40, 1].max() == 0
+
+
+# --- interval extraction -----------------------------------------------------------------------------------
+
+
+def bump_curve(fps: float, n: int, bumps: list[tuple[int, int, int]]) -> ScoreCurve:
+    """Per-frame curve with plateaus of 0.9 on [a, b] in channel k."""
+    scores = np.zeros((n, 2), np.float32)
+    for a, b, k in bumps:
+        scores[a : b + 1, k] = 0.9
+    return ScoreCurve(np.arange(n), scores, fps, 1, 0, n - 1)
+
+
+@pytest.mark.parametrize("fps", [30.0, 200.0])
+def test_channel_typing_clamps_each_channel_to_its_duration_rule(fps):
+    sec = lambda s: int(s * fps)  # noqa: E731
+    curve = bump_curve(
+        fps,
+        sec(20),
+        [(sec(1), sec(1.3), 0), (sec(4), sec(5), 0), (sec(8), sec(8.2), 1), (sec(12), sec(14), 1)],
+    )
+    params = PeakParams(threshold=0.5, extent=0.5, smooth_seconds=0, typing="channel")
+    found = extract_intervals(curve, params)
+    assert [iv.type for iv in found] == ["micro", "micro", "macro", "macro"]
+    for iv in found:
+        seconds = (iv.offset - iv.onset) / fps
+        assert (seconds <= 0.5) if iv.type == "micro" else (seconds > 0.5)
+        assert iv.onset <= iv.apex <= iv.offset and 0 < iv.score <= 1
+    first, second, _, long_macro = found
+    assert (first.onset, first.offset) == (sec(1), sec(1.3))  # fits the rule: kept as found
+    assert sec(4) <= second.onset and second.offset <= sec(5)  # 1 s "micro" shrunk inside its extent
+    assert (long_macro.onset, long_macro.offset) == (sec(12), sec(14))
+
+
+@pytest.mark.parametrize("fps", [30.0, 200.0])
+def test_duration_typing_types_intervals_by_length(fps):
+    sec = lambda s: int(s * fps)  # noqa: E731
+    bumps = [(sec(1), sec(1.3), 0), (sec(4), sec(5), 0), (sec(8), sec(8.2), 1), (sec(12), sec(14), 1)]
+    curve = bump_curve(fps, sec(20), bumps)
+    found = extract_intervals(curve, PeakParams(threshold=0.5, extent=0.5, smooth_seconds=0))
+    assert [(iv.onset, iv.offset) for iv in found] == [(a, b) for a, b, _ in bumps]
+    assert [iv.type for iv in found] == ["micro", "macro", "micro", "macro"]
+    limit = PeakParams().micro_max_seconds * fps
+    assert all((iv.offset - iv.onset <= limit) == (iv.type == "micro") for iv in found)
+    # Exactly 0.5 s onset to offset is still micro; one frame more is macro.
+    edge = bump_curve(fps, sec(10), [(sec(1), sec(1) + int(limit), 0), (sec(5), sec(5) + int(limit) + 1, 0)])
+    assert [iv.type for iv in extract_intervals(edge, PeakParams(smooth_seconds=0))] == ["micro", "macro"]
+
+
+def test_threshold_and_overlap_suppression():
+    fps = 30.0
+    curve = bump_curve(fps, 300, [(50, 60, 0), (50, 70, 1), (200, 205, 0)])
+    curve.scores[200:206, 0] = 0.3  # below the threshold
+    curve.scores[50:71, 1] = 0.6  # weaker macro overlapping the micro
+    found = extract_intervals(curve, PeakParams(threshold=0.5, smooth_seconds=0, typing="channel"))
+    assert len(found) == 1 and found[0].type == "micro"
+    relative = extract_intervals(
+        curve, PeakParams(threshold=0.2, mode="relative", smooth_seconds=0, types=("micro",))
+    )
+    assert len(relative) == 2
+
+
+# --- streaming inference ------------------------------------------------------------------------------
+
+
+def test_streaming_in_chunks_equals_whole_video(tmp_path):
+    folder = write_frames(tmp_path / "s1_v1", range(1, 61))
+    model = tiny_model()
+    source = FrameSource("folder", folder)
+    whole = score_video(model, source, 30.0, chunk=10_000, batch=64)
+    chunked = score_video(model, source, 30.0, chunk=7, batch=3)
+    assert np.array_equal(
+        whole.grid, np.arange(1, 61, model.config.stride_for(30.0))
+    )  # only the grid is decoded
+    np.testing.assert_allclose(chunked.scores, whole.scores, atol=1e-5)
+
+
+def test_memory_is_flat_in_video_length():
+    model = tiny_model()
+    cfg = model.config
+
+    def peak(n: int) -> int:
+        rng = np.random.default_rng(0)
+        chunks = (rng.standard_normal((2, 32, 32, 32)).astype(np.float32) for _ in range(n // 32))
+        tracemalloc.start()
+        score_stream(model, chunks, sample_grid(0, n - 1, 1), 30.0, 1, batch=8)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    assert cfg.n_frames == 4
+    short, long = peak(32 * 8), peak(32 * 64)  # 8x longer video
+    assert long < short * 1.5, (short, long)
+
+
+def test_dropped_frames_are_filled_and_indices_stay_absolute(tmp_path, caplog):
+    present = [i for i in range(100, 160) if not 120 <= i < 130]
+    folder = write_frames(tmp_path / "s1_v1", present)
+    frames = VideoFrames.open(FrameSource("folder", folder))
+    chosen, missing = frames.resolve(sample_grid(100, 159, 2))
+    assert missing == 5 and chosen[10:15] == [119] * 5 and chosen[15] == 130
+    with caplog.at_level(logging.WARNING):
+        curve = score_video(tiny_model(), FrameSource("folder", folder), 60.0)
+    assert "dropped" in caplog.text
+    assert curve.first == 100 and curve.last == 159 and len(curve.scores) == len(curve.grid)
+
+
+def test_video_shorter_than_one_window_is_padded_with_a_warning(tmp_path, caplog):
+    folder = write_frames(tmp_path / "s1_v1", [5, 6])
+    with caplog.at_level(logging.WARNING):
+        curve = score_video(tiny_model(), FrameSource("folder", folder), 30.0)
+    assert "shorter than one" in caplog.text or "fewer than one" in caplog.text
+    assert list(curve.grid) == [5] and curve.last == 6 and np.isfinite(curve.scores).all()
+    assert all(5 <= iv.onset <= iv.offset <= 6 for iv in extract_intervals(curve, PeakParams(threshold=0.0)))
+
+
+def test_folder_without_frames_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(NoFramesError, match="empty"):
+        score_video(tiny_model(), FrameSource("folder", tmp_path / "empty"), 30.0)
+
+
+def test_channels_carry_state_across_chunks():
+    cfg = SpotterConfig(**TINY, inputs=("grey", "diff", "dev"))
+    crops = np.random.default_rng(0).integers(0, 255, (20, 32, 32), dtype=np.uint8)
+    whole = ChannelMaker(cfg, 30.0, 1)(crops)
+    maker = ChannelMaker(cfg, 30.0, 1)
+    parts = np.concatenate([maker(crops[:7]), maker(crops[7:])], axis=1)
+    np.testing.assert_allclose(parts, whole, atol=1e-6)
+    np.testing.assert_allclose(whole[1, 3], (crops[3].astype(np.float32) - crops[2]) / 255, atol=1e-6)
+
+
+# --- STR pipeline -----------------------------------------------------------------------------------------
+
+
+def _jobs(root: Path) -> list[VideoJob]:
+    return discover_videos(root, lambda name: 30.0)
+
+
+def test_str_csv_format_and_rerun_skips_finished_videos(tmp_path):
+    from megc_vqa.submission.validate import validate_str_bytes
+
+    root = tmp_path / "videos"
+    for k, name in enumerate(["s1_v1", "s1_v2", "s2_v1"]):
+        write_frames(root / name, range(1, 41), seed=k)
+    out = tmp_path / "out"
+    model = tiny_model(emotions=("negative", "positive", "surprise"))
+    config = STRConfig(plots=False, peaks={"threshold": 0.0, "mode": "relative"})
+    first = STRRunner(out, model, None, config).run(_jobs(root))
+    assert sorted(first["done"]) == ["s1_v1", "s1_v2", "s2_v1"]
+    text = (out / "str_pred.csv").read_text()
+    assert text.splitlines()[0] == ",".join(STR_HEADER)
+    rows = list(csv.DictReader(text.splitlines()))
+    assert rows and {r["emotion"] for r in rows} <= {"negative", "positive", "surprise"}
+    assert {(r["subject"], r["video"]) for r in rows} <= {("s1", "v1"), ("s1", "v2"), ("s2", "v1")}
+    assert not [p for p in validate_str_bytes(text.encode(), "str_pred.csv") if p.level == "error"]
+
+    # Interrupted run: s2_v1 wrote rows but no progress record -> its rows are dropped and it is redone.
+    progress = (out / "progress.jsonl").read_text().splitlines()
+    (out / "progress.jsonl").write_text("".join(line + "\n" for line in progress if "s2_v1" not in line))
+    second = STRRunner(out, model, None, config).run(_jobs(root))
+    assert second["done"] == ["s2_v1"] and sorted(second["skipped"]) == ["s1_v1", "s1_v2"]
+    assert (out / "str_pred.csv").read_text() == text  # same rows, no duplicates
+
+
+def test_pipeline_goes_on_past_a_folder_without_frames(tmp_path):
+    root = tmp_path / "videos"
+    write_frames(root / "s1_v1", range(1, 21))
+    (root / "s1_v2").mkdir()
+    summary = STRRunner(tmp_path / "out", tiny_model(), None, STRConfig(plots=True)).run(_jobs(root))
+    assert summary["done"] == ["s1_v1"] and "s1_v2" in summary["failed"]
+    assert (tmp_path / "out" / "plots" / "s1_v1.png").stat().st_size > 0
+
+
+def test_vqa_emotions_come_from_the_callable_on_key_frames(tmp_path):
+    root = tmp_path / "videos"
+    write_frames(root / "s1_v1", range(1, 41))
+    calls = []
+
+    def ask(source, key_frames, question, fps):
+        calls.append((source.path.name, list(key_frames), question, fps))
+        return "The coarse expression class is Surprise."
+
+    config = STRConfig(emotion="vqa", plots=False, peaks={"threshold": 0.0, "mode": "relative"})
+    STRRunner(tmp_path / "out", tiny_model(), None, config, ask).run(_jobs(root))
+    rows = list(csv.DictReader((tmp_path / "out" / "str_pred.csv").open()))
+    assert rows and all(r["emotion"] == "surprise" for r in rows)
+    assert (
+        calls[0][0] == "s1_v1"
+        and calls[0][2] == "What is the coarse expression class?"
+        and calls[0][3] == 30.0
+    )
+    onset, apex, offset = calls[0][1]
+    assert onset <= apex <= offset
+    assert parse_emotion("no idea", "negative") == "negative"
+
+
+def test_folder_names_split_at_first_underscore_unless_ground_truth_names_them(tmp_path):
+    for name in ("spNO.1_a_1", "006_1"):
+        write_frames(tmp_path / name, [1])
+    jobs = {j.name: j for j in discover_videos(tmp_path, lambda n: 200.0, known=[("spNO.1_a", "1")])}
+    assert (jobs["spNO.1_a_1"].subject, jobs["spNO.1_a_1"].video) == ("spNO.1_a", "1")
+    assert (jobs["006_1"].subject, jobs["006_1"].video, jobs["006_1"].fps) == ("006", "1", 200.0)
+
+
+# --- LVQA -------------------------------------------------------------------------------------------------
+
+
+EVENTS = [
+    SpottedInterval(300, 400, 350, "macro", 0.9),
+    SpottedInterval(100, 110, 105, "micro", 0.8),
+    SpottedInterval(500, 512, 506, "micro", 0.7),
+]
+
+
+def test_lvqa_answers_from_a_hand_built_event_list():
+    q = "What is the expression type of the {}-th expression event in this video?"
+    assert answer_question("How many expression events appear in this video?", EVENTS) == "3"
+    assert answer_question("How many micro-expression events appear in this video?", EVENTS) == "2"
+    assert answer_question("How many macro-expression events appear in this video?", EVENTS) == "1"
+    assert answer_question(q.format(1), EVENTS) == "micro-expression"  # onset order, not list order
+    assert answer_question(q.format(2), EVENTS) == "macro-expression"
+    assert answer_question(q.format(5), EVENTS) == "micro-expression"  # beyond: the most frequent type
+    assert answer_question(q.format(1), []) == "macro-expression"
+    assert answer_question("How many expression events appear in this video?", []) == "0"
+
+
+def test_lvqa_distinct_aus_via_callable_and_fallback():
+    question = "What distinct action units appear in this video?"
+    answers = {100: "lip corner puller, cheek raiser", 300: "AU4 brow lowerer", 500: "nothing"}
+    got = answer_question(question, EVENTS, lambda ev: parse_au_names(answers[ev.onset]))
+    assert got == "brow lowerer, cheek raiser, lip corner puller"
+    assert (
+        answer_question(question, EVENTS) == "brow lowerer, lip corner puller"
+    )  # fallback priors, both types
+    assert answer_question(question, []) == "brow lowerer"
+
+
+@pytest.mark.skipif(
+    not (SHARED / "me_lvqa_samm_test_to_answer.jsonl").is_file(), reason="shared question files not found"
+)
+def test_lvqa_file_keeps_rows_order_keys_and_validates(tmp_path):
+    from megc_vqa.submission.validate import validate_prediction_bytes
+
+    questions = SHARED / "me_lvqa_samm_test_to_answer.jsonl"
+    rows = [json.loads(line) for line in questions.read_text().splitlines()]
+    events = {rows[0]["video"]: EVENTS}
+    out = answer_file(questions, events, tmp_path)
+    assert out.name == "me_lvqa_samm_test_pred.jsonl"
+    pred = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [list(r) for r in pred] == [list(r) for r in rows]
+    assert [r["video_id"] for r in pred] == [r["video_id"] for r in rows]
+    assert all(r["answer"] for r in pred) and pred[0]["answer"] == "3"
+    problems = validate_prediction_bytes(out.read_bytes(), out.name, rows)
+    assert not [p for p in problems if p.level == "error"], problems
+
+
+# --- learning bar (slow) --------------------------------------------------------------------------------
+
+
+def _write_long_videos(out: Path, n: int, seed: int):
+    """The synth feature's long videos when installed (30 and 200 fps), else the tests' stand-in (30 fps)."""
+    try:
+        from megc_vqa.synth.test_set import write_long_videos
+    except ImportError:
+        from tests.spotting_synth import write_long_videos
+    return write_long_videos(out, n, seed=seed)
+
+
+@pytest.mark.slow
+def test_strict_spotting_f1_on_held_out_synthetic_long_videos(tmp_path):
+    """Bar: strict spotting F1 >= 0.7 at IoU 0.5 on videos never seen in training or model selection,
+    through the public inference path (frames on disk -> STR CSV) and the project's STR scorer."""
+    from megc_vqa.metrics.strs import read_intervals, score_str
+    from megc_vqa.spotting.train import TrainConfig, fit, split_subjects
+
+    torch.set_num_threads(1)
+    train_videos = _write_long_videos(tmp_path / "train", 16, seed=1)
+    test_videos = _write_long_videos(tmp_path / "test", 8, seed=2)
+    cfg = SpotterConfig(emotions=("negative", "positive", "surprise", "others"))
+    tc = TrainConfig(epochs=6)
+    fit_s, val_s = split_subjects([v.subject for v in train_videos], tc.val_subjects, tc.seed)
+    result = fit(
+        [v for v in train_videos if v.subject in fit_s],
+        [v for v in train_videos if v.subject in val_s],
+        cfg,
+        tc,
+    )
+    jobs = [VideoJob(v.subject, v.video_id, v.source, v.fps) for v in test_videos]
+    out = tmp_path / "str"
+    STRRunner(out, result.model, result.peaks, STRConfig(plots=False)).run(jobs)
+    scores = score_str(
+        read_intervals(out / "str_pred.csv"),
+        read_intervals(tmp_path / "test" / "gt" / "str_gt.csv"),
+        "strict",
+    )
+    f1 = scores["overall"]["f1_spot"]
+    print(f"held-out strict spotting F1 {f1:.3f} (val F1 {result.val['f1']:.3f}, epoch {result.epoch})")
+    assert f1 >= 0.7, scores["overall"]
+
+
+# --- thin scripts ---------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    import runpy
+
+    return runpy.run_path(str(ROOT / "eval" / name))["main"]
+
+
+def test_run_str_writes_csv_plots_and_both_score_modes(tmp_path):
+    root = tmp_path / "videos"
+    for k, name in enumerate(["s1_v1", "s2_v1"]):
+        write_frames(root / name, range(1, 41), seed=k)
+    gt = tmp_path / "gt.csv"
+    gt.write_text(
+        "subject,video,onset,offset,emotion,type\ns1,v1,5,12,negative,micro\ns2,v1,10,30,positive,macro\n"
+    )
+    save_checkpoint(tmp_path / "s.pt", tiny_model(), peaks={"threshold": 0.0, "mode": "relative"})
+    out = tmp_path / "out"
+    argv = [
+        "--videos-root",
+        str(root),
+        "--out",
+        str(out),
+        "--gt",
+        str(gt),
+        "--spotter",
+        str(tmp_path / "s.pt"),
+    ]
+    assert _script("run_str.py")(argv) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores) == {"official", "strict"}
+    for mode in scores.values():
+        assert {"strs", "f1_spot", "tp_spot", "fp_spot", "fn_spot"} <= set(mode["overall"])
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["s1_v1.png", "s2_v1.png"]
+    assert _script("run_str.py")(argv) == 0  # rerun: everything skipped, same CSV
+    assert len((out / "progress.jsonl").read_text().splitlines()) == 2
+
+
+def test_run_lvqa_answers_every_row_from_spotted_events(tmp_path):
+    from megc_vqa.qa import templates as T
+
+    root = tmp_path / "videos"
+    questions = tmp_path / "me_lvqa_demo_test_to_answer.jsonl"
+    rows = []
+    for video in ("a_1", "b_2"):
+        write_frames(root / video, range(1, 31))
+        for k, q in enumerate([T.LVQA_COUNT_ALL, T.LVQA_COUNT_MICRO, T.LVQA_COUNT_MACRO, T.LVQA_AUS,
+                               T.LVQA_EVENT_TYPE.format(n=1), T.LVQA_EVENT_TYPE.format(n=3)], start=1):  # fmt: skip
+            rows.append({"video_id": f"demo_test_{video}_{k}", "video": video, "question": q, "answer": ""})
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    save_checkpoint(tmp_path / "s.pt", tiny_model(), peaks={"threshold": 0.0, "mode": "relative"})
+    argv = ["--questions", str(questions), "--videos-root", str(root), "--out", str(tmp_path / "out"),
+            "--spotter", str(tmp_path / "s.pt"), "--no-plots"]  # fmt: skip
+    assert _script("run_lvqa.py")(argv) == 0
+    pred = [
+        json.loads(x) for x in (tmp_path / "out" / "me_lvqa_demo_test_pred.jsonl").read_text().splitlines()
+    ]
+    assert [p["video_id"] for p in pred] == [r["video_id"] for r in rows]
+    for p in pred[:6]:
+        assert p["answer"]
+    total, micro, macro = (int(pred[i]["answer"]) for i in range(3))
+    assert total == micro + macro >= 1
+    assert pred[4]["answer"] in ("micro-expression", "macro-expression")
+
+
+def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, monkeypatch):
+    import yaml
+
+    from megc_vqa.spotting import train as spot_train
+    from tests.spotting_synth import write_long_videos
+
+    videos = write_long_videos(tmp_path / "data", 6, seed=3, fps=30.0, seconds=6.0, size=48)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {**TINY, "widths": [4, 8, 8], "emotions": ["negative", "positive", "surprise"]},
+        "train": {"epochs": 1, "batch_size": 16, "thresholds": [0.5], "extents": [0.5]},
+        "data": {"gt_csv": str(tmp_path / "data" / "gt" / "str_gt.csv"),
+                 "videos_root": str(tmp_path / "data" / "long"), "fps": 30},
+    }))  # fmt: skip
+    seen = []
+    real_fit = spot_train.fit
+
+    def spy_fit(train_videos, val_videos, *args, **kwargs):
+        seen.append(({v.subject for v in train_videos}, {v.subject for v in val_videos}))
+        return real_fit(train_videos, val_videos, *args, **kwargs)
+
+    monkeypatch.setattr(spot_train, "fit", spy_fit)
+    report = spot_train.loso(spot_train.load_videos(yaml.safe_load(recipe.read_text())["data"]),
+                             *spot_train.load_recipe(recipe)[:3])  # fmt: skip
+    assert [f["test"] for f in report["folds"]] == sorted({v.subject for v in videos})
+    for fold, (train_s, val_s) in zip(report["folds"], seen, strict=True):
+        assert fold["test"] not in train_s | val_s and val_s and not train_s & val_s
+    assert 0 <= report["pooled"]["f1"] <= 1
+    monkeypatch.undo()
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    spot_train.add_arguments(parser)
+    assert spot_train.run(parser.parse_args(["--recipe", str(recipe), "--out", str(tmp_path / "run")])) == 0
+    model, extra = load_checkpoint(tmp_path / "run" / "spotter.pt")
+    assert model.config.emotions == ("negative", "positive", "surprise")
+    assert extra["peaks"]["threshold"] == 0.5 and extra["epoch"] == 1
+    assert set(extra["val_subjects"]).isdisjoint(extra["train_subjects"])
+
+
+def test_video_file_source_is_streamed_on_the_same_grid(tmp_path):
+    path = tmp_path / "s1_v1.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (48, 48))
+    if not writer.isOpened():
+        pytest.skip("OpenCV cannot write MJPG here")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        writer.write(cv2.cvtColor(rng.integers(0, 255, (48, 48), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    model = tiny_model()
+    curve = score_video(model, FrameSource("video", path, first_frame=1), 30.0, chunk=4)
+    assert curve.first == 1 and curve.last == 40
+    assert np.array_equal(curve.grid, np.arange(1, 41, model.config.stride_for(30.0)))
+    assert np.isfinite(curve.scores).all()
+
+
+def test_face_crop_box_from_first_frame_and_centre_square_fallback(tmp_path, monkeypatch, caplog):
+    from megc_vqa.spotting.data import face_crop_for, iter_crop_chunks
+    from megc_vqa.visual import face as face_mod
+
+    folder = tmp_path / "s1_v1"
+    folder.mkdir()
+    frame = np.zeros((120, 200), np.uint8)
+    frame[10:110, 10:90] = 255  # the "face": bright, left of centre
+    for i in range(1, 6):
+        cv2.imwrite(str(folder / f"img{i}.png"), frame)
+    frames = VideoFrames.open(FrameSource("folder", folder))
+    monkeypatch.setattr(face_mod, "detect_face", lambda image: (20, 20, 60, 80))
+    box = face_crop_for(frames, "s1_v1")
+    assert box is not None
+    crops = np.concatenate(list(iter_crop_chunks(frames, [1, 2, 3], 32, crop=box)))
+    assert crops.min() > 200  # only the bright face region
+    centre = np.concatenate(list(iter_crop_chunks(frames, [1], 32)))
+    assert centre.min() < 50  # the centre square includes dark background
+    monkeypatch.setattr(face_mod, "detect_face", lambda image: None)
+    with caplog.at_level(logging.WARNING):
+        assert face_crop_for(frames, "s1_v1") is None
+    assert "no face" in caplog.text
+    model = tiny_model(face_crop=True)
+    assert np.isfinite(score_video(model, FrameSource("folder", folder), 30.0).scores).all()
