@@ -225,15 +225,24 @@ def test_answer_log_resumes_and_refuses_other_configurations(tmp_path):
 
 @pytest.fixture(scope="module")
 def test_set(tmp_path_factory):
-    """Synthetic frames for the shared 2025 question files (one small clip per video)."""
-    from megc_vqa.visual.toyclips import write_toy_clip
+    """``megc-vqa synth-test`` frames (and ground truth) for the shared 2025 and 2026 v2 question files."""
+    from megc_vqa.cli import main as cli
 
     root = tmp_path_factory.mktemp("testset")
-    videos = dict.fromkeys(
-        json.loads(line)["video"] for f in QUESTION_FILES for line in f.read_text().splitlines()
-    )
-    for i, video in enumerate(videos):
-        write_toy_clip(root / "frames" / video, n_frames=10, apex_pos=4, seed=i)
+    files = [*QUESTION_FILES, *sorted((REPO / "data/megc/2026").glob("*_v2_test_to_answer.jsonl"))]
+    # one worker: forking a pytest process whose torch threads run can deadlock the children
+    args = [
+        "synth-test",
+        "--questions",
+        *map(str, files),
+        "--out",
+        str(root),
+        "--size",
+        "64",
+        "--workers",
+        "1",
+    ]
+    assert cli(args) == 0
     return root
 
 
@@ -597,9 +606,7 @@ def test_2026_v2_file_with_ground_truth_is_answered_and_scored(engine, test_set,
     short = Engine(engine.model, engine.processor, EngineOptions(free_max_new_tokens=24))
 
     questions = REPO / "data/megc/2026/me_vqa_samm_v2_test_to_answer.jsonl"
-    rows = [json.loads(line) for line in questions.read_text().splitlines()]
-    gt = tmp_path / questions.name  # ground truth: the rows with (fixed, valid) answers
-    gt.write_text("".join(json.dumps({**r, "answer": fallback_answer(r["question"])}) + "\n" for r in rows))
+    gt = test_set / "gt" / questions.name  # synth-test's answers for its frames
     out = tmp_path / "out"
     result = run_vqa(
         [questions], test_set, "tiny-qwen2.5-vl", out, engine=short, gt_files=[gt], progress=False
