@@ -619,3 +619,32 @@ def test_2026_v2_file_with_ground_truth_is_answered_and_scored(engine, test_set,
     assert scores["overall"]["n_rows"] == 35 and scores["samm"]["n_rows"] == 35
     assert 0.0 <= scores["overall"]["uf1_coarse"] <= 1.0
     assert (out / "report.md").is_file() and "score_table" in result.summary
+
+
+def test_vision_tower_runs_once_per_clip_with_the_same_answers(engine, monkeypatch):
+    import numpy as np
+
+    from megc_vqa.visual.samplers import VisualInputs
+
+    inner = engine.model.base_model
+    plain = type(inner).get_image_features
+    encoded = []
+
+    def counting(self, pixel_values, image_grid_thw=None, **kwargs):
+        encoded.append(len(image_grid_thw))
+        return plain(self, pixel_values, image_grid_thw, **kwargs)
+
+    monkeypatch.setattr(type(inner), "get_image_features", counting)
+    rng = np.random.default_rng(1)
+    clips = [VisualInputs(tuple(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(4)), None,
+                          (1, 2, 3), 10.0, "") for _ in range(2)]  # fmt: skip
+    questions = [T.COARSE_QUESTION, T.FINE_QUESTION, PRESENCE_Q] * 2
+    visuals = [clips[0]] * 3 + [clips[1]] * 3
+    shared = engine.generate(questions, visuals)
+    engine.share_images = False
+    try:
+        separate = engine.generate(questions, visuals)
+    finally:
+        engine.share_images = True
+    assert encoded == [8, 24]  # 2 clips x 4 images, then 6 rows x 4 images
+    assert shared == separate

@@ -16,11 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import json
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -247,6 +250,53 @@ class Engine:
             del self.processor._process_images  # back to the class method
         return inputs.to(self.model.device)
 
+    @contextlib.contextmanager
+    def _shared_vision(self, questions: Sequence[str], visuals: Sequence[Any]) -> Iterator[None]:
+        """Run the vision tower once per clip, not once per question, during one ``generate`` call.
+
+        ``generate`` encodes every row's images through the base model's ``get_image_features``; the
+        wrapper encodes each clip's images once and hands every row of the clip the same features, so
+        the result equals the plain path (the benchmark asserts equal answers). It steps aside (plain
+        path) whenever the call does not look like the rows it was set up for.
+        """
+        hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        inner = getattr(hf, "base_model", hf)
+        original = getattr(inner, "get_image_features", None)
+        owners = [
+            (id(v), k) for v in visuals for k in range(len(model_visuals(v, self.prompt.visual_mode)[0]))
+        ]
+        if not self.share_images or original is None or len(set(owners)) == len(owners):
+            yield
+            return
+
+        @functools.wraps(original)
+        def shared(pixel_values: Any, image_grid_thw: Any = None, **kwargs: Any) -> Any:
+            if image_grid_thw is None or len(image_grid_thw) != len(owners) or not kwargs.get("return_dict"):
+                return original(pixel_values, image_grid_thw, **kwargs)
+            import torch
+
+            sizes = image_grid_thw.prod(-1).tolist()
+            starts = [0, *itertools.accumulate(sizes)]
+            first = {}  # owner -> image index of its first occurrence
+            for i, owner in enumerate(owners):
+                first.setdefault(owner, i)
+            unique = sorted(first.values())
+            result = original(
+                torch.cat([pixel_values[starts[i] : starts[i + 1]] for i in unique]),
+                image_grid_thw[unique],
+                **kwargs,
+            )
+            features = dict(zip(unique, result.pooler_output, strict=True))
+            result.pooler_output = tuple(features[first[owner]] for owner in owners)
+            result.last_hidden_state = None  # per-patch states of the unique images only: not row-aligned
+            return result
+
+        inner.get_image_features = shared
+        try:
+            yield
+        finally:
+            del inner.get_image_features  # back to the class method
+
     def _cached_images(self, visuals: Sequence[Any], original: Any) -> Any:
         import torch
 
@@ -307,7 +357,7 @@ class Engine:
                 "top_p": o.top_p,
                 "num_return_sequences": n,
             }
-        with torch.inference_mode():
+        with torch.inference_mode(), self._shared_vision(questions, visuals):
             out = self.model.generate(
                 **inputs,
                 max_new_tokens=max(limits),
