@@ -33,7 +33,7 @@ RECIPE = REPO / "recipes" / "tiny" / "demo.yaml"
 # Short-clip datasets: ME-VQA is about clips; the long-video datasets serve spotting.
 SYNTH_DATASETS = "casme2,samm,smic,casme3"
 # More subjects than the synth default: the tiny model generalises to unseen faces from many of them.
-SYNTH_SIZE = ("--subjects", "20", "--clips-per-subject", "6")
+SYNTH_SIZE = ("--subjects", "32", "--clips-per-subject", "6")
 STEPS = ("synth", "prep", "model", "test", "pred")
 
 log = logging.getLogger("megc_vqa.demo")
