@@ -10,9 +10,6 @@
    (a LoRA recipe leaves an adapter, a full fine-tune a model folder; both are answered with);
 5. ``eval/run_vqa.py``'s flow: prediction files, ``submission.zip``, validation, scores.
 
-Both renderers run before torch starts: their worker processes are forked, and forking a process whose
-torch thread pools are running can deadlock the children.
-
 Leaves ``OUT/scores.json`` (the scorer's JSON) and prints the score table and where the leaderboard files
 are. Each run starts from scratch in the step folders it owns under OUT.
 """

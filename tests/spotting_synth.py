@@ -1,5 +1,5 @@
-"""A minimal synthetic long-video writer for the spotting tests (a stand-in until the synth feature's long
-videos are used): a grey face-like drawing with sensor noise, blinks as distractors, and expression events
+"""A minimal synthetic long-video writer for the fast spotting tests (smaller and quicker than the synth
+feature's long videos, which the slow learning bar uses): a grey face-like drawing with sensor noise, blinks as distractors, and expression events
 that move brows or mouth corners by a few pixels over an onset-apex-offset course (micro <= 0.5 s, macro
 longer). Writes ``out/long/<subject>_<video>/img<k>.jpg`` and ``out/gt/str_gt.csv`` (with ``type``), and
 returns the ``LongVideo`` records."""

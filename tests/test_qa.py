@@ -653,7 +653,6 @@ def test_data_prep_script_calls_the_same_command(tmp_path, fake_loaders):
 @pytest.mark.slow
 def test_synth_then_prep_follows_spec_section_3(tmp_path):
     """The issue's "done when": ``megc-vqa synth --out D && megc-vqa prep --data-root D --out P``."""
-    pytest.importorskip("megc_vqa.synth.command")
     from megc_vqa.annotations import load_all
 
     data = tmp_path / "data"

@@ -371,11 +371,9 @@ def test_lvqa_file_keeps_rows_order_keys_and_validates(tmp_path):
 
 
 def _write_long_videos(out: Path, n: int, seed: int):
-    """The synth feature's long videos when installed (30 and 200 fps), else the tests' stand-in (30 fps)."""
-    try:
-        from megc_vqa.synth.test_set import write_long_videos
-    except ImportError:
-        from tests.spotting_synth import write_long_videos
+    """The synth feature's long videos (30 and 200 fps)."""
+    from megc_vqa.synth.test_set import write_long_videos
+
     return write_long_videos(out, n, seed=seed)
 
 

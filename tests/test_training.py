@@ -348,11 +348,6 @@ def test_two_process_cpu_ddp_run(qa_file, tmp_path):
 def test_learning_bar_tiny_demo_learns_from_pixels(tmp_path):
     """Issue 4 item 6: synth -> prep -> tiny demo recipe from scratch; UF1 >= 0.9 with pixels within
     5 minutes, <= 0.5 with blanked pixels."""
-    pytest.importorskip(
-        "megc_vqa.synth.command", reason="needs the synthetic data generator (megc-vqa synth)"
-    )
-    pytest.importorskip("megc_vqa.qa.prep", reason="needs megc-vqa prep")
-    pytest.importorskip("megc_vqa.visual.samplers", reason="needs the visual samplers")
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -367,7 +362,6 @@ def test_learning_bar_tiny_demo_learns_from_pixels(tmp_path):
 
 def test_make_visual_fn_reads_a_records_frames(tmp_path):
     """The default visual path: a prep-style record -> the visual layer's sampler -> VisualInputs."""
-    pytest.importorskip("megc_vqa.visual.samplers", reason="needs the visual samplers")
     import cv2
 
     from megc_vqa.training.data import make_visual_fn

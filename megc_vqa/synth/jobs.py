@@ -129,7 +129,11 @@ def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = 
 
             # Big jobs first so the pool finishes evenly; results are order-independent.
             order = sorted(range(len(jobs)), key=lambda i: -jobs[i].n_frames)
-            with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers, _init_worker) as pool:
+            # Never "fork": forking a process whose torch/OpenMP thread pools already run (a test suite,
+            # the demo after training) can deadlock the children. A fork server starts from a clean process.
+            methods = mp.get_all_start_methods()
+            context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            with context.Pool(workers, _init_worker) as pool:
                 for i, count in zip(order, pool.imap(run_job, [jobs[i] for i in order]), strict=True):
                     written += count
                     bar.update(jobs[i].n_frames)
