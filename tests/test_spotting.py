@@ -558,3 +558,14 @@ def test_face_crop_box_from_first_frame_and_centre_square_fallback(tmp_path, mon
     assert "no face" in caplog.text
     model = tiny_model(face_crop=True)
     assert np.isfinite(score_video(model, FrameSource("folder", folder), 30.0).scores).all()
+
+
+def test_every_spotting_recipe_loads():
+    from megc_vqa.spotting.train import load_recipe
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "spotting").glob("*.yaml"))
+    assert [p.stem for p in recipes] == ["casme2_long", "casme3", "samm_lv", "synth"]
+    for path in recipes:
+        model_cfg, train_cfg, peaks, data = load_recipe(path)
+        assert model_cfg.n_frames > 0 and train_cfg.epochs > 0, path
+        assert "spot-train" in path.read_text().splitlines()[1], path
