@@ -2,11 +2,9 @@
 
 Each (normalised) fine emotion has alternative AU combinations that define it, drawn from the FACS
 prototypes the datasets' coders used (happiness AU6+AU12, surprise AU1+AU2 with AU25/26, disgust
-AU9/AU10, anger AU4+AU7, sadness and repression AU15/AU17, fear AU4+AU20 (with AU1 or AU7), contempt a
-unilateral AU14, ...), plus a few optional extras. Class-defining AUs peak high so that the coarse class
-is visible in the onset/apex/offset frames even at micro-expression timing. Combinations that would look
-like another coarse class (fear as AU1+AU2+AU5 reads as surprise, contempt as AU12 as happiness) are left
-out on purpose: the synthetic data must let a model learn the class from pixels.
+AU9/AU10, anger AU4+AU7, sadness and repression AU15/AU17, fear AU1+AU4+AU20, contempt a unilateral
+AU14 or AU12, ...), plus a few optional extras. Class-defining AUs peak high so that the coarse class
+is visible in the onset/apex/offset frames even at micro-expression timing.
 """
 
 from __future__ import annotations
@@ -26,8 +24,8 @@ RECIPES: dict[str, tuple[tuple[int, ...], ...]] = {
     "anger": ((4, 7), (4,), (4, 7, 23), (4, 7, 24), (4, 5, 7)),
     "sadness": ((15,), (1, 4, 15), (15, 17), (1, 15)),
     "repression": ((15,), (17,), (15, 17), (14, 17), (17, 24)),
-    "fear": ((1, 4, 20), (4, 20), (4, 20, 25), (1, 4, 7, 20)),
-    "contempt": ((14,), (14, 24)),
+    "fear": ((1, 4, 20), (1, 2, 4, 20), (4, 20, 25), (1, 4, 5, 20)),
+    "contempt": ((14,), (12,)),
     "others": ((5,), (43,), (7,), (24,), (10, 43)),
 }
 # Extras an emotion may show without changing its class (added now and then).
@@ -38,8 +36,8 @@ EXTRAS: dict[str, tuple[int, ...]] = {
     "anger": (17, 24),
     "sadness": (17, 4),
     "repression": (24, 23),
-    "fear": (7,),
-    "contempt": (),
+    "fear": (5, 7),
+    "contempt": (24,),
     "others": (),
 }
 # AUs with a visible left and right half (may be coded L/R); contempt is always unilateral.
