@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("megc_vqa.qa.prep", "turn dataset folders into MEGC QA records (qa.jsonl + a datasets dataset)"),
     "merge-adapter": ("megc_vqa.training.merge", "merge a LoRA adapter into its base model"),
     "ask": ("megc_vqa.answering.repl", "ask a model about a clip (interactive, or once with --question)"),
-    "spot-train": ("megc_vqa.spotting.train", "train the 3D-CNN expression spotter on long videos (LOSO optional)"),
+    "spot-train": (
+        "megc_vqa.spotting.train",
+        "train the 3D-CNN expression spotter on long videos (LOSO optional)",
+    ),
 }
 
 

@@ -26,7 +26,7 @@ from megc_vqa.qa.io import (
 from megc_vqa.qa.records import QARecord, QuestionRow
 from megc_vqa.records import ActionUnit, Clip, FrameSource, LoadResult, Skip
 
-MEGC = Path(__file__).resolve().parents[1] / ".." / "shared" / "megc"
+MEGC = Path(__file__).resolve().parents[1] / "data" / "megc"  # organisers' files, shipped
 
 Q_COARSE = "What is the coarse expression class?"
 Q_FINE = "What is the fine-grained expression class?"

@@ -88,7 +88,9 @@ def tiny_args(qa_file: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_every_recipe_parses(qa_file):
-    recipes = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name not in ("accelerate", "spotting"))
+    recipes = sorted(
+        p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name not in ("accelerate", "spotting")
+    )
     assert len(recipes) == 6, recipes
     for path in recipes:
         header = path.read_text().splitlines()[:12]
