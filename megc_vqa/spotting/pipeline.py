@@ -338,9 +338,10 @@ def _append_line(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
-def read_gt_events(gt_csv: str | Path) -> dict[tuple[str, str], list]:
-    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> ``Event``s,
-    for plots and for naming folders; a bad row raises ``ValueError`` naming its line."""
+def read_gt_events(gt_csv: str | Path, fps: float | None = None) -> dict[tuple[str, str], list]:
+    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> ``Event``s;
+    a bad row raises ``ValueError`` naming its line. A row without a ``type``: with ``fps``, micro when the
+    interval is at most 0.5 s and macro otherwise; without ``fps``, micro."""
     from megc_vqa.records import Event
 
     events: dict[tuple[str, str], list] = {}
@@ -357,12 +358,14 @@ def read_gt_events(gt_csv: str | Path) -> dict[tuple[str, str], list]:
             if onset > offset:
                 raise ValueError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
             kind = (row.get("type") or "").strip().lower()
+            if kind not in ("micro", "macro"):
+                kind = "micro" if fps is None or (offset - onset) <= 0.5 * fps else "macro"
             events.setdefault((row["subject"].strip(), row["video"].strip()), []).append(
                 Event(
                     onset,
                     offset,
                     coarse_emotion=(row.get("emotion") or "").strip().lower() or None,
-                    expression_type=kind if kind in ("micro", "macro") else "micro",
+                    expression_type=kind,
                     row=line,
                 )
             )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
 import importlib
 import itertools
@@ -313,26 +312,11 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
 def read_str_gt(gt_csv: str | Path, videos_root: str | Path, fps: float) -> list:
     """Long videos from an STR ground-truth CSV (``subject,video,onset,offset,emotion[,type]``) whose frames are
     in ``videos_root/<subject>_<video>/``. Missing ``type``: micro when the interval is at most 0.5 s."""
-    from megc_vqa.records import Event, FrameSource, LongVideo
+    from megc_vqa.records import FrameSource, LongVideo
 
-    events: dict[tuple[str, str], list] = {}
-    with open(gt_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = {"subject", "video", "onset", "offset"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{gt_csv}: missing column(s) {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                onset, offset = int(float(row["onset"])), int(float(row["offset"]))
-            except ValueError as err:
-                raise ValueError(f"{gt_csv} line {line}: non-integer onset/offset ({err})") from None
-            kind = (row.get("type") or "").strip().lower()
-            if kind not in ("micro", "macro"):
-                kind = "micro" if (offset - onset) <= 0.5 * fps else "macro"
-            emotion = (row.get("emotion") or "").strip().lower() or None
-            events.setdefault((row["subject"], row["video"]), []).append(
-                Event(onset, offset, None, coarse_emotion=emotion, expression_type=kind, row=line)
-            )
+    from .pipeline import read_gt_events
+
+    events = read_gt_events(gt_csv, fps)
     root = Path(videos_root)
     videos = []
     for (subject, video), evs in sorted(events.items()):
