@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from megc_vqa.submission.files import Problem
+from megc_vqa.fileio import Problem
 
 log = logging.getLogger(__name__)
 

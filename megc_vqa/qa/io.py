@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import Problem, atomic_write_text, parse_jsonl
 from megc_vqa.qa.records import EXTRA_KEYS, OFFICIAL_KEYS, QARecord, QuestionRow
-from megc_vqa.submission.files import Problem, atomic_write_text, parse_jsonl
 
 log = logging.getLogger(__name__)
 

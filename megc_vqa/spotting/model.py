@@ -14,8 +14,10 @@ distractor.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -141,16 +143,61 @@ class Spotter(nn.Module):
 
 
 def save_checkpoint(path, model: Spotter, **extra) -> None:
-    """Config, weights and whatever the trainer chose (thresholds, fold, epoch) in one file."""
-    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict(), **extra}, path)
+    """Config, weights and whatever the trainer chose (thresholds, fold, epoch) in one file, written atomically.
+
+    Everything but the weights is stored as plain data (a JSON round trip), so the file loads with
+    ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+    """
+    import io
+
+    from megc_vqa.fileio import atomic_write_bytes
+
+    plain = json.loads(json.dumps({"config": model.config.to_dict(), **extra}, default=_plain))
+    buffer = io.BytesIO()
+    torch.save({**plain, "state_dict": model.state_dict()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plain(value):
+    """numpy scalars and tuples-of-floats the trainer hands over -> JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"checkpoint entry of type {type(value).__name__} is not plain data")
+
+
+class CheckpointError(ValueError):
+    """A spotter checkpoint that cannot be used; the message names the file and what to do."""
 
 
 def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[Spotter, dict]:
-    """The model (eval mode) and the checkpoint's other entries."""
-    data = torch.load(path, map_location=map_location, weights_only=False)
+    """The model (eval mode) and the checkpoint's other entries.
+
+    Loaded with ``weights_only=True``: tensors and plain containers only, so a crafted file cannot run code
+    (it is refused with :class:`CheckpointError` instead).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such spotter checkpoint (train one with `megc-vqa spot-train`)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a spotter checkpoint (a run killed while saving?)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a loadable spotter checkpoint ({first[:200]}); only files written by "
+            "`megc-vqa spot-train` load, and nothing in a checkpoint is ever executed"
+        ) from None
     if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
-        raise ValueError(f"{path}: not a spotter checkpoint (no config/state_dict)")
-    model = Spotter(SpotterConfig.from_dict(data.pop("config")))
-    model.load_state_dict(data.pop("state_dict"))
+        raise CheckpointError(f"{path}: not a spotter checkpoint (no config/state_dict)")
+    try:
+        model = Spotter(SpotterConfig.from_dict(data.pop("config")))
+        model.load_state_dict(data.pop("state_dict"))
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path}: spotter checkpoint does not fit this version's model ({err})"
+        ) from None
     model.eval()
     return model, data

@@ -8,7 +8,8 @@ fold. The deployable model (``fit`` on every subject) follows the same inner-val
 
 Recipes (``recipes/spotting/*.yaml``) have four sections: ``model`` (``SpotterConfig``), ``train``
 (``TrainConfig``), ``peaks`` (``PeakParams`` defaults) and ``data`` (where the videos are: ``gt_csv`` +
-``videos_root`` in the STR layout, or ``loader: module:function`` + ``roots`` for the dataset loaders).
+``videos_root`` in the STR layout, or ``loader: NAME`` + ``roots`` for the dataset loaders, NAME one of
+:data:`LOADERS`: a recipe names a loader from that fixed table and never a module, so no recipe can run code).
 
 Command: ``megc-vqa spot-train --recipe R.yaml --out DIR [--loso]`` writes ``DIR/spotter.pt`` (plus
 ``DIR/loso.json`` with per-fold and pooled strict spotting scores when ``--loso``).
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib
 import itertools
 import json
 import logging
@@ -372,6 +372,31 @@ def read_long_videos_jsonl(path: str | Path) -> list:
     return videos
 
 
+def _long_videos_of_all_datasets(root: Path) -> list:
+    """Every long video the annotation loaders find under ``root`` (CAS(ME)^2, SAMM-LV)."""
+    from megc_vqa.annotations import load_all
+
+    return list(load_all(root).long_videos)
+
+
+# The loaders a spotting recipe's ``data.loader`` may name. A fixed table of the project's own functions:
+# recipes travel between labs, and a name read from a file must never import or call arbitrary code.
+LOADERS = {
+    "annotations": _long_videos_of_all_datasets,
+    # the spelling of earlier recipes, kept as an alias of the same loader (it is not imported)
+    "megc_vqa.annotations:load_all": _long_videos_of_all_datasets,
+}
+
+
+def _recipe_loader(name: object):
+    if not isinstance(name, str) or name not in LOADERS:
+        raise ValueError(
+            f"recipe data.loader {name!r} is not a known loader; use one of {sorted(LOADERS)} "
+            "(recipes name loaders from this table, never a module)"
+        )
+    return LOADERS[name]
+
+
 def load_videos(data: dict, base: Path = Path(".")) -> list:
     """The recipe's ``data`` section -> long videos."""
     if "long_videos_jsonl" in data:
@@ -379,13 +404,10 @@ def load_videos(data: dict, base: Path = Path(".")) -> list:
     if "gt_csv" in data:
         return read_str_gt(base / data["gt_csv"], base / data["videos_root"], float(data.get("fps", 30)))
     if "loader" in data:
-        module_name, _, func = data["loader"].partition(":")
-        loaded = [
-            getattr(importlib.import_module(module_name), func)(base / r) for r in data.get("roots", [])
-        ]
+        loader = _recipe_loader(data["loader"])
         videos = []
-        for item in loaded:
-            videos.extend(getattr(item, "long_videos", item))
+        for root in data.get("roots", []):
+            videos.extend(loader(base / root))
         if data.get("datasets"):
             videos = [v for v in videos if v.dataset in data["datasets"]]
         return videos

@@ -1,0 +1,122 @@
+"""Files on the ground floor: atomic writes and JSONL with line numbers, used by every writer and reader.
+
+Everything above (annotations, QA records, visual caches, training, answering, spotting, the leaderboard
+layer) writes through :func:`atomic_write_bytes` so that a kill at the wrong moment never leaves a half file
+that the next command cannot read, and reads JSONL through :func:`parse_jsonl` so that every defect is
+reported with its file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One defect of an input file. ``line`` is 1-based, 0 for the file as a whole."""
+
+    file: str
+    line: int
+    message: str
+    level: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.level}: {self.message}"
+
+
+@dataclass(frozen=True)
+class JsonlRow:
+    line: int
+    data: dict[str, Any]
+
+
+def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
+    """Parse JSONL bytes, keeping line numbers. Never raises: defects come back as problems.
+
+    A BOM, CRLF line ends, blank lines, non-UTF-8 bytes, a line that is not one JSON object and an
+    empty file are errors (the leaderboard parses strictly); the rows that did parse are returned.
+    """
+    problems: list[Problem] = []
+    if not data.strip():
+        return [], [Problem(name, 0, "empty file: expected one JSON object per line")]
+    if data.startswith(b"\xef\xbb\xbf"):
+        problems.append(Problem(name, 1, "file starts with a UTF-8 BOM; write plain UTF-8 without a BOM"))
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        problems.append(Problem(name, line, f"not valid UTF-8 ({err.reason})"))
+        text = data.decode("utf-8", errors="replace")
+    rows: list[JsonlRow] = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not start a new one
+    crlf_reported = False
+    for number, line in enumerate(lines, start=1):
+        if line.endswith("\r"):
+            if not crlf_reported:
+                problems.append(Problem(name, number, "CRLF line ending; use LF ('\\n') only"))
+                crlf_reported = True
+            line = line[:-1]
+        if not line.strip():
+            problems.append(Problem(name, number, "blank line"))
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(Problem(name, number, f"not valid JSON: {err.msg} (column {err.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(name, number, f"expected a JSON object, got {type(obj).__name__}"))
+            continue
+        rows.append(JsonlRow(number, obj))
+    return rows, problems
+
+
+def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> list[dict[str, Any]]:
+    """Rows of a JSONL file. Lenient by default (BOM, CRLF and blank lines are tolerated);
+    a line that is not a JSON object always raises ``ValueError`` naming the file and line."""
+    rows, problems = parse_jsonl(Path(path).read_bytes(), str(path))
+    tolerated = ("BOM", "CRLF", "blank line")
+    fatal = [p for p in problems if strict or not any(t in p.message for t in tolerated)]
+    if fatal:
+        raise ValueError("; ".join(str(p) for p in fatal))
+    return [r.data for r in rows]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
+    """One compact-but-spaced JSON object per line, UTF-8 characters kept, LF line ends."""
+    return "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    return atomic_write_text(path, dumps_jsonl(rows))
