@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -52,11 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return int(args._run(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Every sub-command runs behind the project's error boundary (``megc_vqa.errors.run_command``)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":
