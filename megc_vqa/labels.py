@@ -103,3 +103,9 @@ def coarse_of(dataset: str, fine: str) -> str | None:
     True
     """
     return COARSE_MAPS.get(dataset, {}).get(normalise_fine(fine))
+
+
+# The answer vocabularies of a model trained on MEGC2025 data (the default of constrained decoding):
+# the fine labels of CASME II and SAMM, and every AU name in AU-number order.
+TRAINING_FINE_LABELS: tuple[str, ...] = tuple(sorted({*COARSE_MAPS["casme2"], *COARSE_MAPS["samm"]}))
+AU_NAMES_IN_ORDER: tuple[str, ...] = tuple(AU_NAMES[n] for n in sorted(AU_NAMES))

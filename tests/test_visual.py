@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -221,7 +222,8 @@ def test_oao_gives_onset_apex_offset_frames(toy_clip_dir: Path) -> None:
     expected = read_frames(clip.source, list(out.frame_indices))
     assert all(np.array_equal(a, b) for a, b in zip(out.images, expected, strict=True))
     assert out.apex == FIRST + 12 and not out.apex_estimated
-    assert "onset 103, apex 113, offset 131" in out.description
+    # The prompt's description names the images, never frame numbers (train/test parity).
+    assert out.description.startswith("onset, apex and offset frames") and "103" not in out.description
     assert out.fps == pytest.approx(2 / (28 / 200))
 
 
@@ -251,7 +253,8 @@ def test_uniform_plus_flow_adds_one_flow_image(toy_clip_dir: Path, true_apexes: 
     out = sample(_clip(toy_clip_dir, FIRST, FIRST + N_FRAMES - 1), "uniform:4+flow", size=96)
     assert len(out.images) == 5 and out.video is not None and out.video.shape[0] == 4
     assert out.apex in true_apexes and out.apex_estimated
-    assert "(estimated)" in out.description and "farneback flow" in out.description
+    assert "estimated" not in out.description and "4 frames evenly spaced" in out.description
+    assert "farneback flow" in out.description
 
 
 def test_flow_and_diff_show_motion_and_stay_dark_when_still(tmp_path: Path) -> None:
@@ -318,7 +321,8 @@ def test_oao_without_apex_uses_the_estimate_or_the_midpoint(
     assert out.frame_indices[1] in true_apexes and out.apex_estimated
     assert out.frame_indices[0] == FIRST and out.frame_indices[2] == FIRST + N_FRAMES - 1
     mid = sample(clip, "oao", size=64, apex_method="midpoint")
-    assert mid.frame_indices[1] == FIRST + (N_FRAMES - 1) // 2 and "(midpoint)" in mid.description
+    assert mid.frame_indices[1] == FIRST + (N_FRAMES - 1) // 2
+    assert mid.description == out.description.split(" + ")[0] + " [shorter side 64px]"
     with pytest.raises(ValueError, match="unknown apex method"):
         sample(clip, "oao", apex_method="peak")
 
@@ -364,6 +368,51 @@ def test_cache_is_invalidated_when_frames_change_and_survives_a_corrupt_file(tmp
     (folder / "img10.jpg").unlink()  # changes the folder's mtime
     out = sample(clip, "oao", size=None, cache_dir=cache)
     assert out.frame_indices == (1, 5, 9) and len(list(cache.glob("*.npz"))) == 2
+
+
+def test_cache_key_misses_on_every_input_that_changes_the_output(tmp_path: Path) -> None:
+    """A frame rewritten in place (same name), another fps, any sampler setting or code version: a miss."""
+    import os
+
+    import megc_vqa.visual.samplers as samplers_mod
+
+    folder = tmp_path / "clip"
+    write_toy_clip(folder, 10, 4)
+    clip = _clip(folder, 1, 10, apex=5)
+    base = {"size": 32, "face_crop": False, "flow_method": "farneback", "apex_method": "motion"}
+    spec = samplers_mod.parse_sampler("oao+flow")
+    key = samplers_mod.cache_key(clip, spec, **base)
+    assert samplers_mod.cache_key(clip, spec, **base) == key  # stable
+    frame = folder / "img5.jpg"
+    stat = frame.stat()
+    frame.write_bytes(frame.read_bytes())  # rewritten in place: same name and size, new mtime
+    os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    os.utime(folder, ns=(folder.stat().st_atime_ns, folder.stat().st_mtime_ns))  # folder mtime unchanged
+    rewritten = samplers_mod.cache_key(clip, spec, **base)
+    assert rewritten != key
+    others = {
+        "fps": samplers_mod.cache_key(dataclasses.replace(clip, fps=30.0), spec, **base),
+        "spec": samplers_mod.cache_key(clip, samplers_mod.parse_sampler("oao+diff"), **base),
+        **{
+            name: samplers_mod.cache_key(clip, spec, **{**base, name: value})
+            for name, value in (("size", 64), ("flow_method", "tvl1"), ("apex_method", "midpoint"))
+        },
+    }
+    assert len({rewritten, *others.values()}) == 1 + len(others), others
+    samplers_mod.code_version.cache_clear()
+    try:
+        import unittest.mock
+
+        with unittest.mock.patch.object(samplers_mod, "CACHE_VERSION", 99):
+            assert samplers_mod.cache_key(clip, spec, **base) != rewritten
+    finally:
+        samplers_mod.code_version.cache_clear()
+    # And through sample(): the rewritten frame is decoded again, not served from the cache.
+    cache = tmp_path / "cache"
+    sample(clip, "oao", size=None, cache_dir=cache)
+    os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    sample(clip, "oao", size=None, cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 2
 
 
 # ---------------------------------------------------------------- video files

@@ -21,18 +21,22 @@ an ``.npz`` keyed by everything that changes it, and a second call only loads th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from megc_vqa.records import Clip
+from megc_vqa.frame_names import is_image
+from megc_vqa.records import Clip, FrameSource
 from megc_vqa.visual.apex import estimate_apex
 from megc_vqa.visual.face import Box, crop, face_box
 from megc_vqa.visual.flow import FLOW_METHODS, diff_image, flow_image
@@ -44,7 +48,7 @@ SAMPLER_GRAMMAR = (
     "PART('+'PART)* with PART one of: oao | uniform:N (N >= 1) | flow | diff; at most one of oao/uniform:N"
 )
 # Bump when the cached content or its meaning changes, so stale caches are never reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 APEX_METHODS: tuple[str, ...] = ("motion", "midpoint")
 _UNIFORM = re.compile(r"uniform:(\d+)")
 
@@ -114,8 +118,8 @@ class VisualInputs:
     frame_indices: absolute frame indices of the key frames (after any dropped-frame substitution).
     fps: frame rate of ``video`` as sampled, i.e. (T - 1) / seconds spanned, so a model's temporal
         encoding matches real time; the clip's fps when fewer than two distinct frames were sampled.
-    description: a human-readable account, e.g. ``onset 12, apex 30 (estimated), offset 51 + farneback
-        flow onset->apex``.
+    description: what the images are, e.g. ``onset, apex and offset frames + farneback flow onset->apex
+        [shorter side 224px]``; it holds no frame numbers, so training and test prompts read alike.
     apex: the apex frame used (annotated or estimated; apex_estimated tells which), or ``None`` when the
         clip has none and the spec did not need one (``uniform:N`` alone).
     face_box: the crop box ``(x, y, w, h)`` in source pixels, or ``None`` for the full frame.
@@ -162,6 +166,35 @@ def resize_shorter(frames: np.ndarray, size: int | None) -> np.ndarray:
     return out
 
 
+@functools.cache
+def code_version() -> str:
+    """Hash of the source of the modules that shape visual inputs: a code change never reuses a cache."""
+    from megc_vqa.visual import apex, face, flow, frames
+
+    digest = hashlib.sha256(str(CACHE_VERSION).encode())
+    for module in (frames, face, apex, flow, sys.modules[__name__]):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def source_fingerprint(source: FrameSource) -> list[Any]:
+    """What identifies a frame source's content without decoding it: for a folder, every image file's
+    name, size and mtime; for a video, its size and mtime. A frame rewritten in place, added or removed
+    changes it."""
+    path = Path(source.path)
+    try:
+        if source.kind == "folder":
+            return sorted(
+                [e.name, st.st_size, st.st_mtime_ns]
+                for e in os.scandir(path)
+                if is_image(e.name) and e.is_file() and (st := e.stat())
+            )
+        st = path.stat()
+        return [[path.name, st.st_size, st.st_mtime_ns]]
+    except OSError as err:
+        raise FrameError(f"{path}: frame source not found ({err.strerror})") from None
+
+
 def cache_key(
     clip: Clip,
     spec: SamplerSpec,
@@ -171,26 +204,24 @@ def cache_key(
     flow_method: str,
     apex_method: str = "motion",
 ) -> str:
-    """Hash of everything the result depends on (source path and mtime, onset/apex/offset, settings)."""
-    path = Path(clip.source.path)
-    try:
-        mtime_ns = path.stat().st_mtime_ns
-    except OSError as err:
-        raise FrameError(f"{path}: frame source not found ({err.strerror})") from None
+    """Hash of everything the result depends on: the source (path, kind, first frame, and every frame
+    file's name, size and mtime), the clip's fps and onset/apex/offset, every sampler setting, and the
+    code version of the visual modules."""
     fields = {
-        "version": CACHE_VERSION,
-        "path": os.path.abspath(path),
+        "code": code_version(),
+        "path": os.path.abspath(clip.source.path),
         "kind": clip.source.kind,
         "first_frame": clip.source.first_frame,
-        "mtime_ns": mtime_ns,
+        "files": source_fingerprint(clip.source),
+        "fps": float(clip.fps),
         "onset": clip.onset,
         "apex": clip.apex,
         "offset": clip.offset,
         "spec": str(spec),
         "size": size,
         "face_crop": face_crop,
-        "flow_method": flow_method if spec.flow else None,
-        "apex_method": apex_method if clip.apex is None else None,
+        "flow_method": flow_method,
+        "apex_method": apex_method,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -295,17 +326,18 @@ def _compute(
     if key_indices:
         video = np.stack([ready[i] for i in key_indices])
         images.extend(video)
-    how = ("estimated" if apex_method == "motion" else "midpoint") if apex_estimated else ""
-    parts = [_describe_frames(spec, key_indices, onset, apex, offset, how)]
+    # The description names what each image is, never frame numbers or whether the apex was estimated:
+    # a test clip's prompt must read exactly like a training clip's (train/test parity).
+    parts = [_describe_frames(spec)]
     if spec.flow and apex is not None:
         images.append(flow_image(ready[onset], ready[apex], flow_method))
-        parts.append(f"{flow_method} flow onset {onset}->apex {apex}")
+        parts.append(f"{flow_method} flow onset->apex")
     if spec.diff and apex is not None:
         images.append(diff_image(ready[onset], ready[apex]))
-        parts.append(f"diff onset {onset}->apex {apex}")
+        parts.append("diff onset->apex")
     extras = []
     if face_crop:
-        extras.append(f"face crop {box}" if box is not None else "full frame (no face found)")
+        extras.append("face crop" if box is not None else "full frame (no face found)")
     if size is not None:
         extras.append(f"shorter side {size}px")
     description = " + ".join(p for p in parts if p) + (f" [{', '.join(extras)}]" if extras else "")
@@ -321,15 +353,12 @@ def _compute(
     )
 
 
-def _describe_frames(
-    spec: SamplerSpec, key_indices: list[int], onset: int, apex: int | None, offset: int, estimated: str
-) -> str:
-    apex_text = "apex unknown" if apex is None else f"apex {apex}" + (f" ({estimated})" if estimated else "")
+def _describe_frames(spec: SamplerSpec) -> str:
     if spec.frames == "oao":
-        return f"onset {onset}, {apex_text}, offset {offset}"
+        return "onset, apex and offset frames"
     if spec.frames == "uniform":
-        return f"uniform {len(key_indices)} frames {key_indices[0]}..{key_indices[-1]} ({apex_text})"
-    return f"onset {onset}, {apex_text}"
+        return f"{spec.n_frames} frames evenly spaced from onset to offset"
+    return ""
 
 
 def _sampled_fps(indices: list[int], clip_fps: float) -> float:
