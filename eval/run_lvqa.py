@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spotter", type=Path, help="spotter checkpoint; default: motion baseline")
     p.add_argument("--model", help="VQA base model (AUs of each event, and emotions)")
     p.add_argument("--adapter")
+    p.add_argument("--visual-spec", help="override the sampler spec the model was trained with")
+    p.add_argument("--image-size", type=int, help="override the frame size the model was trained with")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--fps-for", action="append", default=[], metavar="PATTERN=FPS")
     p.add_argument("--device", default="cpu")
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     videos = sorted({row["video"] for q in args.questions for row in read_questions(q)})
     jobs = discover_videos(args.videos_root, parse_fps_rules(args.fps, args.fps_for), names=videos)
     spotter, peaks = load_spotter(args.spotter, args.device)
-    ask = engine_ask(args.model, args.adapter) if args.model else None
+    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     config = STRConfig(emotion="vqa" if ask else "head", device=args.device, plots=not args.no_plots)
     summary = STRRunner(args.out, spotter, peaks, config, ask).run(jobs)
     records = read_intervals(args.out)
@@ -59,9 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     event_aus_for = (
         (lambda video: vqa_event_aus(ask, by_name[video].source, by_name[video].fps)) if ask else None
     )
+    written = []
     for q in args.questions:
         out = answer_file(q, events, args.out, event_aus_for)
+        written.append(str(out))
         logging.info("%s -> %s", q, out)
+    import json
+
+    from megc_vqa.fileio import atomic_write_text
+
+    # The settings the VQA model was asked with (its training record, any override), for this run.
+    summary.update(vqa=ask.settings if ask else None, predictions=written)
+    atomic_write_text(args.out / "lvqa_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return 1 if summary["failed"] else 0
 
 

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="VQA base model for the emotion of each interval")
     p.add_argument("--adapter", help="LoRA adapter for --model")
+    p.add_argument("--visual-spec", help="override the sampler spec the model was trained with")
+    p.add_argument("--image-size", type=int, help="override the frame size the model was trained with")
     p.add_argument(
         "--emotion", choices=("vqa", "head", "constant"), help="default: vqa with --model, else head"
     )
@@ -50,13 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def score(pred_csv: Path, gt_csv: Path) -> dict:
-    try:
-        from megc_vqa.metrics.strs import read_intervals, score_str
-    except ImportError:
-        logging.getLogger("run_str").error(
-            "megc_vqa.metrics.strs is not installed in this build: no scores.json"
-        )
-        return {}
+    from megc_vqa.metrics.strs import read_intervals, score_str
+
     preds, gts = read_intervals(pred_csv), read_intervals(gt_csv)
     return {mode: score_str(preds, gts, mode) for mode in ("official", "strict")}
 
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.error("%s: no video folders", args.videos_root)
         return 1
     spotter, peaks = load_spotter(args.spotter, args.device)
-    ask = engine_ask(args.model, args.adapter) if args.model else None
+    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     config = STRConfig(
         emotion=args.emotion or ("vqa" if ask else "head"),
         fallback_emotion=args.fallback_emotion,
@@ -96,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     runner = STRRunner(args.out, spotter, peaks, config, ask)
     summary = runner.run(jobs, gt)
+    from megc_vqa.fileio import atomic_write_text
+
+    # The settings the VQA model was asked with (its training record, any override), for this run.
+    summary["vqa"] = ask.settings if ask else None
+    summary["emotion"] = config.emotion
+    atomic_write_text(args.out / "str_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     logging.info(
         "%d video(s) done, %d skipped (finished earlier), %d failed -> %s",
         len(summary["done"]),

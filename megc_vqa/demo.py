@@ -129,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             "fine-tuning",
         )  # fmt: skip
     with _step("answering the question files (eval/run_vqa.py)", timings):
-        from megc_vqa.answering.engine import read_train_meta
         from megc_vqa.answering.run_vqa import format_summary, run_vqa
+        from megc_vqa.models.contract import read_contract
 
         # A LoRA recipe leaves an adapter for its base model, a full fine-tune a complete model folder.
         trained = out / "model"
         if (trained / "adapter_config.json").is_file():
-            model, adapter = read_train_meta(trained).get("model_name_or_path", "tiny-qwen2.5-vl"), trained
+            model, adapter = read_contract(trained).model_name_or_path or "tiny-qwen2.5-vl", trained
         else:
             model, adapter = trained, None
         gt = [out / "test" / "gt" / q.name for q in questions]

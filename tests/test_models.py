@@ -20,7 +20,6 @@ from megc_vqa.models.prompting import (  # noqa: E402
     PromptOptions,
     build_messages,
     encode_for_training,
-    generate_answers,
     render_prompt,
 )
 from megc_vqa.qa.templates import COARSE_QUESTION  # noqa: E402
@@ -150,22 +149,6 @@ def test_collator_names_the_record_whose_frames_are_missing(tiny):
     collator = VQACollator(processor, missing, SMALL)
     with pytest.raises(VisualInputError, match=r"casme2_sub01_EP02_01f_1.*/data/sub01"):
         collator([{"id": "casme2_sub01_EP02_01f_1", "source": "/data/sub01", "question": "q", "answer": "a"}])
-
-
-def test_generate_answers_returns_one_string_per_record(tiny):
-    _, model, processor = tiny
-    records = [{"question": COARSE_QUESTION, "seed": i} for i in range(3)]
-    answers = generate_answers(
-        model,
-        processor,
-        records,
-        lambda r: make_visual(r["seed"]),
-        SMALL,
-        max_new_tokens=3,
-        batch_size=2,
-        progress=False,
-    )
-    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 
 
 def test_lora_scopes_select_the_right_modules(tiny):

@@ -61,7 +61,9 @@ class Visual:
 
 def visual_fn(record) -> Visual:
     """Pixels that depend on the clip, as the visual layer's would."""
-    seed = sum(map(ord, record["image_id"]))
+    from megc_vqa.models.prompting import get_field
+
+    seed = sum(map(ord, get_field(record, "image_id")))
     key = np.random.default_rng(seed).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
     return Visual(tuple(key), key, (0, 4, 8), 100.0)
 
@@ -241,7 +243,7 @@ def test_adapter_is_saved_in_peft_format_and_reloads(lora_run):
     assert (out / "adapter_model.safetensors").is_file()
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "tiny-qwen2.5-vl"
-    assert load_training_meta(out)["prompt"]["max_pixels"] == 56 * 56
+    assert load_training_meta(out).prompt.max_pixels == 56 * 56
     model, processor = load_for_inference(out, dtype="float32")
     batch = VQACollator(processor, visual_fn, prompt_options(recipe))(make_records()[:2])
     result.model.eval()
@@ -366,6 +368,7 @@ def test_make_visual_fn_reads_a_records_frames(tmp_path):
     """The default visual path: a prep-style record -> the visual layer's sampler -> VisualInputs."""
     import cv2
 
+    from megc_vqa.models.contract import VisualContract
     from megc_vqa.training.data import make_visual_fn
 
     folder = tmp_path / "sub01" / "EP01"
@@ -381,7 +384,7 @@ def test_make_visual_fn_reads_a_records_frames(tmp_path):
         "apex": 5,
         "offset": 9,
     }
-    visual = make_visual_fn("oao+flow", size=56)(record)
+    visual = make_visual_fn(VisualContract("oao+flow", size=56))(record)
     assert len(visual.images) == 4 and visual.video.shape[0] == 3
     assert tuple(visual.frame_indices) == (1, 5, 9)
     assert min(visual.images[0].shape[:2]) == 56

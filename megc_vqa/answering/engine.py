@@ -2,8 +2,10 @@
 
 - One model load: base model by registry name, hub id or folder, plus an optional PEFT adapter (or a
   merged model folder). An adapter made for another base model is refused with a clear message.
-- Prompts are built by ``megc_vqa.models.prompting`` exactly as in training; the prompt and visual
-  settings a training run recorded (``megc_vqa_train.json`` next to the adapter) are reused.
+- Prompts are built by ``megc_vqa.models.prompting`` exactly as in training: the training record
+  (``megc_vqa.models.contract``, ``megc_vqa_train.json`` next to the adapter or model) is loaded once and
+  exposed as ``engine.contract``; its prompt layout, pixel bounds and label sets drive decoding, and
+  ``engine.visual_inputs(clip)`` samples a clip with its visual settings.
 - Batched greedy decoding by default; the caller hands each clip's visual inputs once and every
   question of the clip reuses them.
 - Optional label-constrained decoding (``constrained.py``): classification answers are always valid
@@ -36,6 +38,7 @@ from megc_vqa.answering.postprocess import (
     make_consistent,
     normalise_answer,
 )
+from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import (
     PromptOptions,
     build_messages,
@@ -46,8 +49,6 @@ from megc_vqa.models.prompting import (
 from megc_vqa.qa import templates as T
 
 log = logging.getLogger(__name__)
-
-TRAIN_META_NAME = "megc_vqa_train.json"  # written by recipes/finetune.py next to the adapter
 
 # Upper bounds on answer length in tokens, by question kind; rows stop at their own bound.
 MAX_NEW_TOKENS: dict[str, int] = {
@@ -119,12 +120,24 @@ class Answer:
     samples: list[str] = field(default_factory=list)
 
 
-def read_train_meta(*folders: str | Path | None) -> dict[str, Any]:
-    """The first ``megc_vqa_train.json`` found in ``folders`` (adapter, then model), else ``{}``."""
-    for folder in folders:
-        if folder and (Path(folder) / TRAIN_META_NAME).is_file():
-            return json.loads((Path(folder) / TRAIN_META_NAME).read_text())
-    return {}
+def contract_folders(model: str | Path, adapter: str | Path | None) -> tuple[Path | None, Path | None]:
+    """Where a model's training record may be: the adapter folder, then the model folder."""
+    return (Path(adapter) if adapter else None, Path(str(model)) if Path(str(model)).is_dir() else None)
+
+
+def with_contract(options: EngineOptions, contract: ModelContract) -> EngineOptions:
+    """``options`` with the record's prompt layout and label sets where the options leave them default;
+    an explicit prompt that differs from the record wins, with a warning."""
+    if options.prompt is None:
+        options = replace(options, prompt=contract.prompt)
+    elif options.prompt != contract.prompt and contract.source:
+        log.warning(
+            "prompt options %s override the record %s (%s)", options.prompt, contract.source, contract.prompt
+        )
+    labels = AnswerVocabulary(contract.labels.coarse, contract.labels.fine, contract.labels.au_names)
+    if options.vocab == DEFAULT_VOCAB and labels != DEFAULT_VOCAB:
+        options = replace(options, vocab=labels)
+    return options
 
 
 def check_adapter(adapter: Path) -> dict[str, Any]:
@@ -147,11 +160,19 @@ class Engine:
     """``Engine.load(model, adapter)`` then ``answer(...)`` / ``answer_clips(...)``."""
 
     def __init__(
-        self, model: Any, processor: Any, options: EngineOptions = EngineOptions(), name: str = ""
+        self,
+        model: Any,
+        processor: Any,
+        options: EngineOptions = EngineOptions(),
+        name: str = "",
+        contract: ModelContract | None = None,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        # What the model was trained on; without a record, the defaults with the options' prompt.
+        self.contract = contract or ModelContract(prompt=options.prompt or PromptOptions())
+        options = with_contract(options, self.contract)
         self.options = options
         self.prompt = options.prompt or PromptOptions()
         self.name = name
@@ -169,8 +190,10 @@ class Engine:
         options: EngineOptions = EngineOptions(),
         dtype: str = "auto",
         device: str | None = None,
+        contract: ModelContract | None = None,
     ) -> Engine:
-        """Load base model (+ adapter), reusing the prompt settings training recorded.
+        """Load base model (+ adapter) and the training record (``contract``: an already read and
+        possibly overridden one, else :func:`megc_vqa.models.contract.read_contract`).
 
         ``model`` may also be an adapter folder on its own: its recorded base model is loaded under it.
         """
@@ -210,10 +233,25 @@ class Engine:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         base.to(device)
-        meta = read_train_meta(adapter_path, model if Path(str(model)).is_dir() else None)
-        if options.prompt is None and meta.get("prompt"):
-            options = replace(options, prompt=PromptOptions(**meta["prompt"]))
-        return cls(base, processor, options, name=str(model) + (f" + {adapter}" if adapter else ""))
+        if contract is None:
+            contract = read_contract(*contract_folders(model, adapter_path))
+        name = str(model) + (f" + {adapter}" if adapter else "")
+        return cls(base, processor, options, name=name, contract=contract)
+
+    # -- settings -----------------------------------------------------------------------------------
+
+    def visual_inputs(self, clip: Any, cache_dir: str | Path | None = None) -> Any:
+        """A clip's visual inputs with the training record's visual settings."""
+        return self.contract.sample(clip, cache_dir)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings this engine answers with (record, prompt, visual, labels, overrides, decoding)."""
+        return {
+            **self.contract.summary(),
+            "prompt": asdict(self.prompt),
+            "model": self.name,
+            "decoding": self.options.fingerprint(),
+        }
 
     # -- decoding -----------------------------------------------------------------------------------
 

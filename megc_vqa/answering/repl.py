@@ -32,6 +32,7 @@ Commands:
   :help                          this text
   :clip PATH [ONSET APEX OFFSET]  switch to another frame folder or video
   :frames                        which frames (and flow image) the model sees; saves a contact sheet PNG
+  :info                          the model and the prompt/visual settings it answers with
   :save [FILE]                   write the transcript (JSON lines) to FILE (default ask_transcript.jsonl)
   :quit                          leave (Ctrl-D works too)"""
 
@@ -75,6 +76,7 @@ class Session:
     clip: ClipRequest
     sheet_path: Path = Path("ask_frames.png")
     out: TextIO = sys.stdout
+    info: Callable[[], dict[str, Any]] | None = None  # the settings in use (``Engine.settings``)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     _visual: Any = None
 
@@ -119,6 +121,8 @@ class Session:
             self._switch(rest)
         elif cmd == ":frames":
             self._frames()
+        elif cmd == ":info":
+            self.say(json.dumps(self.info() if self.info else {}, indent=2, default=str))
         elif cmd == ":save":
             path = Path(rest[0]) if rest else Path("ask_transcript.jsonl")
             path.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in self.transcript))
@@ -195,16 +199,13 @@ def save_contact_sheet(visual: Any, path: Path) -> Path:
     return Path(path)
 
 
-def make_clip_loader(args: argparse.Namespace, meta: dict[str, Any]) -> Callable[[ClipRequest], Any]:
-    """``ClipRequest -> VisualInputs`` through the visual layer, with the settings training recorded."""
+def make_clip_loader(args: argparse.Namespace, contract: Any) -> Callable[[ClipRequest], Any]:
+    """``ClipRequest -> VisualInputs`` with the visual settings of ``contract`` (the engine's training
+    record, with any explicit options applied)."""
     from dataclasses import replace
 
-    from megc_vqa.answering.run_vqa import VisualSettings
     from megc_vqa.records import FrameSource
     from megc_vqa.visual.frames import clip_from_folder, open_frames
-    from megc_vqa.visual.samplers import sample
-
-    settings = VisualSettings(args.visual_spec, args.image_size).resolve(meta)
 
     def load(req: ClipRequest) -> Any:
         path = req.path
@@ -231,7 +232,7 @@ def make_clip_loader(args: argparse.Namespace, meta: dict[str, Any]) -> Callable
         onset = req.onset if req.onset is not None else clip.onset
         offset = req.offset if req.offset is not None else clip.offset
         clip = replace(clip, onset=onset, offset=offset, apex=req.apex)
-        return sample(clip, settings["spec"], size=settings["size"], face_crop=settings["face_crop"])
+        return contract.sample(clip)
 
     return load
 
@@ -269,7 +270,8 @@ def _readline_input(prompt: str = "ask> ") -> Callable[[], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megc_vqa.answering.engine import Engine, EngineError, EngineOptions, read_train_meta
+    from megc_vqa.answering.engine import Engine, EngineError, EngineOptions
+    from megc_vqa.answering.run_vqa import VisualSettings
 
     if not args.clip.exists():
         print(f"error: {args.clip}: no such frame folder or video", file=sys.stderr)
@@ -281,12 +283,13 @@ def run(args: argparse.Namespace) -> int:
     except EngineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    meta = read_train_meta(args.adapter, args.model if Path(str(args.model)).is_dir() else None)
+    engine.contract = VisualSettings(args.visual_spec, args.image_size).apply(engine.contract)
     session = Session(
         answer=lambda visual, q: _answer_text(engine.answer([q], [visual])[0]),
-        load_visual=make_clip_loader(args, meta),
+        load_visual=make_clip_loader(args, engine.contract),
         clip=ClipRequest(args.clip, args.onset, args.apex, args.offset),
         sheet_path=args.sheet,
+        info=engine.settings,
     )
     try:
         if args.question:

@@ -146,32 +146,23 @@ def clip_batches(jobs: Sequence[ClipJob], batch_rows: int) -> list[list[ClipJob]
 
 @dataclass(frozen=True)
 class VisualSettings:
-    """Visual sampler settings; ``None`` fields take what training recorded, else the defaults."""
+    """Explicit visual options; ``None`` fields keep what the training record says (else the defaults).
+    An option that differs from the record is used, logged as a warning and listed in the run summary."""
 
     spec: str | None = None
     size: int | None = None
     face_crop: bool | None = None
     cache_dir: Path | None = None
 
-    def resolve(self, meta: dict[str, Any]) -> dict[str, Any]:
-        recorded = meta.get("visual", {}) or {}
-        return {
-            "spec": self.spec or recorded.get("spec") or "oao+flow",
-            "size": self.size or recorded.get("size") or 224,
-            "face_crop": self.face_crop
-            if self.face_crop is not None
-            else bool(recorded.get("face_crop", False)),
-        }
+    def apply(self, contract: Any) -> Any:
+        """The ``ModelContract`` with these options applied."""
+        return contract.override(spec=self.spec, size=self.size, face_crop=self.face_crop)
 
 
-def _visual_inputs(job: ClipJob, settings: dict[str, Any], cache_dir: Path | None) -> Any:
+def _visual_inputs(job: ClipJob, contract: Any, cache_dir: Path | None) -> Any:
     from megc_vqa.visual.frames import clip_from_folder
-    from megc_vqa.visual.samplers import sample
 
-    clip = clip_from_folder(job.folder, job.fps, dataset="test")
-    return sample(
-        clip, settings["spec"], size=settings["size"], face_crop=settings["face_crop"], cache_dir=cache_dir
-    )
+    return contract.sample(clip_from_folder(job.folder, job.fps, dataset="test"), cache_dir)
 
 
 def run_vqa(
@@ -193,7 +184,8 @@ def run_vqa(
     ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``);
     ``backend="vllm"`` decodes with vLLM when it is installed."""
     from megc_vqa.answering.answer_log import AnswerLog
-    from megc_vqa.answering.engine import Engine, EngineOptions, read_train_meta
+    from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
+    from megc_vqa.models.contract import read_contract
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -210,14 +202,16 @@ def run_vqa(
     for g in gt_files:
         if not Path(g).is_file():
             raise RunError(f"{g}: no such ground-truth file")
-    options = options or (engine.options if engine is not None else EngineOptions())
-    meta = read_train_meta(adapter, model if Path(str(model)).is_dir() else None)
-    settings = visual.resolve(meta)
+    # The training record: the engine's when one is given, else read now (the engine gets the same one),
+    # so the answer log's fingerprint holds the settings actually used before any model loads.
+    recorded = engine.contract if engine is not None else read_contract(*contract_folders(model, adapter))
+    contract = visual.apply(recorded)
+    options = with_contract(options or (engine.options if engine is not None else EngineOptions()), contract)
     fingerprint = {
         "model": str(model),
         "adapter": str(adapter) if adapter else None,
         "options": options.fingerprint(),
-        "visual": settings,
+        "visual": contract.visual.sample_kwargs(),
         "fps": fps,
         "backend": backend,
     }
@@ -231,12 +225,12 @@ def run_vqa(
         if engine is None and backend == "vllm":
             from megc_vqa.answering.vllm_backend import VllmEngine
 
-            engine = VllmEngine(model, adapter, options)
+            engine = VllmEngine(model, adapter, options, contract=contract)
         elif engine is None:
-            engine = Engine.load(model, adapter, options)
+            engine = Engine.load(model, adapter, options, contract=contract)
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        answered_now = _answer_jobs(engine, jobs, answer_log, settings, visual.cache_dir, progress)
+        answered_now = _answer_jobs(engine, jobs, answer_log, contract, visual.cache_dir, progress)
         answer_s = time.perf_counter() - t1
     else:
         log.info("every row is already in %s; writing files only", answer_log.path)
@@ -246,7 +240,7 @@ def run_vqa(
         answer_log,
         out,
         gt_files,
-        fingerprint,
+        {**fingerprint, "settings": contract.summary()},
         n_rows,
         answered_now,
         {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
@@ -257,7 +251,7 @@ def _answer_jobs(
     engine: Any,
     jobs: list[ClipJob],
     answer_log: Any,
-    settings: dict[str, Any],
+    contract: Any,
     cache_dir: Path | None,
     progress: bool,
 ) -> int:
@@ -277,7 +271,7 @@ def _answer_jobs(
         failed: list[tuple[ClipJob, str]] = []
         for job in batch:
             try:
-                ready.append((job, _visual_inputs(job, settings, cache_dir)))
+                ready.append((job, _visual_inputs(job, contract, cache_dir)))
             except Exception as err:  # unreadable frames: the clip's rows get fallbacks
                 log.error("%s: cannot prepare visual inputs (%s: %s)", job.folder, type(err).__name__, err)
                 failed.append((job, f"visual inputs failed: {type(err).__name__}: {err}"))
@@ -410,7 +404,15 @@ def _finish(
 def format_summary(result: RunResult) -> str:
     """The few lines a person wants after a run."""
     s = result.summary
+    used = s["run"].get("settings", {})
+    visual = used.get("visual", {})
     lines = [
+        f"settings: {visual.get('spec')} at {visual.get('size')} px, face crop {visual.get('face_crop')}, "
+        f"prompt {used.get('prompt', {}).get('visual_mode')} (record: {used.get('record')})"
+        + "".join(
+            f"; override {o['key']}={o['used']!r} (recorded {o['recorded']!r})"
+            for o in used.get("overrides", [])
+        ),
         f"answered {s['answered_this_run']} row(s) this run, {s['resumed_rows']} from the log; {s['rows']} in all",
         f"fallback answers: {len(s['fallback_rows'])}; unknown questions (answered free-form): "
         f"{len(s['unknown_questions'])}; consistency rewrites: {s['consistency_changes']}",

@@ -21,9 +21,11 @@ from megc_vqa.answering.engine import (
     EngineError,
     EngineOptions,
     check_adapter,
-    read_train_meta,
+    contract_folders,
+    with_contract,
 )
 from megc_vqa.answering.grammar import Grammar, answer_grammar
+from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import PromptOptions, build_messages, model_visuals, render_prompt
 from megc_vqa.qa import templates as T
 
@@ -43,6 +45,7 @@ class VllmEngine(Engine):
         model: str | Path,
         adapter: str | Path | None = None,
         options: EngineOptions | None = None,
+        contract: ModelContract | None = None,
         **llm_kwargs: Any,
     ) -> None:
         options = options or EngineOptions()
@@ -63,14 +66,21 @@ class VllmEngine(Engine):
             self.processor = load_processor(adapter_path if has_processor else model)
         except ModelLoadError as err:
             raise EngineError(str(err)) from None
+        self.contract = contract or read_contract(*contract_folders(model, adapter_path))
+        options = with_contract(options, self.contract)
         llm_kwargs.setdefault("limit_mm_per_prompt", {"image": 8, "video": 1})
+        # The pixel bounds of training: without them vLLM's processor grids images differently.
+        bounds = {
+            k: v
+            for k, v in (("min_pixels", options.prompt.min_pixels), ("max_pixels", options.prompt.max_pixels))
+            if v is not None
+        }
+        if bounds:
+            llm_kwargs.setdefault("mm_processor_kwargs", bounds)
         if adapter_path is not None:
             llm_kwargs.update(enable_lora=True, max_lora_rank=max(16, int(adapter_cfg.get("r", 16))))
         self.llm = LLM(model=path, trust_remote_code=False, **llm_kwargs)
         self.lora = LoRARequest("adapter", 1, str(adapter_path)) if adapter_path else None
-        meta = read_train_meta(adapter_path, model if Path(str(model)).is_dir() else None)
-        if options.prompt is None and meta.get("prompt"):
-            options = options.__class__(**{**options.__dict__, "prompt": PromptOptions(**meta["prompt"])})
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.options = options
         self.prompt = options.prompt or PromptOptions()

@@ -4,7 +4,9 @@
   (registry names, hub ids, folders and PEFT adapter folders), LoRA target scopes.
 - :mod:`megc_vqa.models.tiny`: ``tiny-qwen2.5-vl`` / ``tiny-qwen3-vl``, built on first use into
   ``$MEGC_VQA_CACHE/models/<name>`` (default ``~/.cache/megc_vqa/models/<name>``).
-- :mod:`megc_vqa.models.prompting`: record + visual inputs -> chat messages -> processor inputs, and
-  ``generate_answers``; used by training and inference alike.
+- :mod:`megc_vqa.models.prompting`: record + visual inputs -> chat messages -> processor inputs; used by
+  training and inference alike (answers come from :mod:`megc_vqa.answering.engine`).
+- :mod:`megc_vqa.models.contract`: ``ModelContract``, the training record (``megc_vqa_train.json``) that
+  carries prompt layout, visual settings and label sets from training to every answer.
 - :mod:`megc_vqa.models.collator`: ``VQACollator`` (answer-only labels; owns the visual path).
 """

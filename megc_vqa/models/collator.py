@@ -1,6 +1,6 @@
 """The training collator: plain QA records in, model inputs with answer-only labels out.
 
-The collator owns the visual path. TRL's ``SFTTrainer`` would silently drop a ``videos`` column and
+The collator owns the visual path. A trainer that prunes dataset columns would drop the frame source and
 train text-only, so the trainer gets raw records (``remove_unused_columns=False``) and this collator
 fetches each record's pixels through an injected ``visual_fn(record) -> VisualInputs``, builds the
 prompt with :mod:`megc_vqa.models.prompting` and runs the model's processor.

@@ -15,7 +15,7 @@ such as ``megc_vqa.qa.QARecord`` or a row of its JSONL. Visual inputs are anythi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -257,42 +257,3 @@ def blanked(visual_fn: VisualFn) -> VisualFn:
         return blank_visual(visual_fn(record))
 
     return fn
-
-
-def generate_answers(
-    model: Any,
-    processor: Any,
-    records: Iterable[Any],
-    visual_fn: VisualFn | None,
-    options: PromptOptions = DEFAULT_OPTIONS,
-    max_new_tokens: int = 64,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> list[str]:
-    """Greedy answers for ``records`` (anything with a ``question``), in order.
-
-    ``visual_fn(record)`` gives each record's visual inputs (``None`` for text only). Prompts are built
-    by :func:`build_messages` and :func:`render_prompt`, as in training.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    records = list(records)
-    answers: list[str] = []
-    model.eval()
-    bar = tqdm(total=len(records), desc="answering", unit="q", disable=not progress)
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        visuals = [visual_fn(r) if visual_fn else None for r in chunk]
-        prompts = [
-            render_prompt(processor, build_messages(get_field(r, "question"), v, None, options))
-            for r, v in zip(chunk, visuals, strict=True)
-        ]
-        inputs = encode_prompts(processor, prompts, visuals, options, padding_side="left").to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new = out[:, inputs["input_ids"].shape[1] :]
-        answers += [a.strip() for a in processor.batch_decode(new, skip_special_tokens=True)]
-        bar.update(len(chunk))
-    bar.close()
-    return answers

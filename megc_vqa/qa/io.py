@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -46,9 +47,24 @@ def write_jsonl_atomic(rows: Iterable[dict[str, Any]], path: str | Path) -> Path
     return atomic_write_text(path, "".join(dumps_row(row) + "\n" for row in rows))
 
 
-def write_qa_jsonl(records: Iterable[QARecord], path: str | Path) -> Path:
-    """Write QA records, official keys first, one compact JSON object per line (atomically)."""
-    return write_jsonl_atomic((record.to_json() for record in records), path)
+def write_qa_jsonl(records: Iterable[QARecord], path: str | Path, *, relative_sources: bool = False) -> Path:
+    """Write QA records, official keys first, one compact JSON object per line (atomically).
+
+    ``relative_sources``: write each frame source relative to the file's folder (``read_qa_jsonl``
+    resolves it back), so the file works from any working folder and moves with its data.
+    """
+    folder = os.path.abspath(Path(path).parent)
+
+    def row(record: QARecord) -> dict[str, Any]:
+        data = record.to_json()
+        if relative_sources and record.source:
+            try:
+                data["source"] = Path(os.path.relpath(os.path.abspath(record.source), folder)).as_posix()
+            except ValueError:  # another drive (Windows): keep it absolute
+                data["source"] = os.path.abspath(record.source)
+        return data
+
+    return write_jsonl_atomic((row(record) for record in records), path)
 
 
 def _problem(path: str | Path, line: int, message: str) -> QAFileError:
@@ -76,13 +92,21 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_qa_jsonl(path: str | Path) -> list[QARecord]:
-    """Read a ``qa.jsonl`` written by ``write_qa_jsonl`` (or an official training file, without mapping)."""
+    """Read a ``qa.jsonl`` written by ``write_qa_jsonl`` (or an official training file, without mapping).
+
+    A relative frame ``source`` is relative to the file's own folder, whatever the working folder; it
+    comes back as an absolute path.
+    """
+    folder = os.path.abspath(Path(path).parent)
     records = []
     for number, obj in iter_jsonl(path):
         try:
-            records.append(QARecord.from_json(obj))
+            record = QARecord.from_json(obj)
         except (KeyError, TypeError) as err:
             raise _problem(path, number, err.args[0]) from None
+        if record.source and not os.path.isabs(record.source):
+            record = record.with_source(source=os.path.normpath(os.path.join(folder, record.source)))
+        records.append(record)
     return records
 
 
@@ -134,9 +158,9 @@ def read_training_file(
     if data_root is None:
         return records
 
-    from megc_vqa.annotations import load_all  # pandas/openpyxl: only when mapping is asked for
+    from megc_vqa.annotations import load_all  # openpyxl: only when mapping is asked for
 
-    clips = load_all(data_root).clips
+    clips = load_all(Path(data_root).absolute()).clips  # absolute sources: valid from any folder
     by_image = {(clip.dataset, clip.image_id): clip for clip in clips}
     by_name = {(clip.dataset, str(clip.subject), clip.clip_id): clip for clip in clips}
     mapped: list[QARecord] = []

@@ -4,7 +4,7 @@ Finds every dataset under ``--data-root`` by its annotation file, loads the clip
 section 3 questions and writes to ``--out``:
 
 - ``qa.jsonl``: one record per line in the official training schema (official keys first, then the
-  question type, frame source and onset/apex/offset);
+  question type, frame source (relative to ``qa.jsonl``'s folder) and onset/apex/offset);
 - ``dataset/``: the same records as a ``datasets`` dataset (``datasets.load_from_disk``);
 - ``skips.jsonl``: every annotation row not turned into a clip and every question left out, with reason.
 
@@ -84,7 +84,7 @@ def prepare(
     from megc_vqa.qa.generate import generate_qa
     from megc_vqa.qa.io import save_as_dataset, write_jsonl_atomic, write_qa_jsonl
 
-    data_root = Path(data_root)
+    data_root = Path(data_root).absolute()  # clip sources absolute, whatever the working folder
     if not data_root.is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
     try:
@@ -120,7 +120,9 @@ def prepare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos))
-    result.paths["qa"] = write_qa_jsonl(records, out / "qa.jsonl")
+    # Frame paths relative to qa.jsonl: the file works from any working folder (``--data-root`` may be
+    # relative) and moves together with its data.
+    result.paths["qa"] = write_qa_jsonl(records, out / "qa.jsonl", relative_sources=True)
     result.paths["skips"] = write_jsonl_atomic(
         [{"stage": "load", **dataclasses.asdict(s)} for s in load_skips]
         + [{"stage": "qa", **dataclasses.asdict(s)} for s in qa_skips],

@@ -386,22 +386,34 @@ def load_spotter(path: str | Path | None, device: str = "cpu"):
     return model.to(device), extra.get("peaks") or {}
 
 
-def engine_ask(model: str, adapter: str | None = None, sampler: str = "oao", size: int = 224) -> VQAAsk:
+class EngineAsk:
     """A ``VQAAsk`` backed by the answering engine: each interval becomes a clip (onset, apex, offset) whose
-    visual inputs come from the visual samplers."""
-    try:
-        from megc_vqa.answering.engine import Engine
-        from megc_vqa.visual.samplers import sample
-    except ImportError as err:
-        raise RuntimeError(f"--model needs the answering engine and the visual samplers ({err})") from None
-    from megc_vqa.records import Clip
+    visual inputs are sampled with the engine's training record (``engine.contract``), so a model trained on
+    ``oao+flow`` with face crops gets exactly that here. ``settings`` is what a run summary records."""
 
-    engine = Engine.load(model, adapter)
+    def __init__(self, engine, contract) -> None:
+        self.engine = engine
+        self.contract = contract
 
-    def ask(source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
+    @property
+    def settings(self) -> dict:
+        return {**self.engine.settings(), **self.contract.summary()}
+
+    def __call__(self, source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
+        from megc_vqa.records import Clip
+
         onset, apex, offset = key_frames
         name = f"{source.path.name}_{onset}_{offset}"
         clip = Clip("str", "", name, name, source, fps, onset, offset, apex)
-        return engine.answer([question], [sample(clip, sampler, size=size)])[0].text
+        return self.engine.answer([question], [self.contract.sample(clip)])[0].text
 
-    return ask
+
+def engine_ask(
+    model: str, adapter: str | None = None, visual_spec: str | None = None, image_size: int | None = None
+) -> EngineAsk:
+    """Load the answering engine once; ``visual_spec``/``image_size`` override the training record (with
+    a warning, listed in ``settings``)."""
+    from megc_vqa.answering.engine import Engine
+
+    engine = Engine.load(model, adapter)
+    return EngineAsk(engine, engine.contract.override(spec=visual_spec, size=image_size))

@@ -1,4 +1,4 @@
-"""Fine-tuning configuration: a flat YAML recipe plus ``--key value`` overrides, TRL-parser style.
+"""Fine-tuning configuration: a flat YAML recipe plus ``--key value`` overrides (``HfArgumentParser``).
 
 Keys come from three dataclasses: :class:`ModelArguments` and :class:`DataArguments` here, and
 ``transformers.TrainingArguments`` (learning rate, schedule, epochs, batch size, gradient accumulation and
@@ -73,7 +73,11 @@ class DataArguments:
     """Which records, how they become visual inputs and prompts, and how validation is split."""
 
     train_file: str | None = field(
-        default=None, metadata={"help": "QA records (qa.jsonl written by `megc-vqa prep`)"}
+        default=None,
+        metadata={
+            "help": "QA records (qa.jsonl written by `megc-vqa prep`), or synth:NAME for synthetic "
+            "records built on first use in the cache (synth:tiny)"
+        },
     )
     eval_file: str | None = field(
         default=None, metadata={"help": "separate validation records; default: split train_file by subject"}
@@ -93,6 +97,14 @@ class DataArguments:
     )
     image_size: int = field(default=224, metadata={"help": "side of the sampled frames in pixels"})
     face_crop: bool = field(default=False, metadata={"help": "crop frames to the detected face"})
+    apex_policy: str = field(
+        default="annotated",
+        metadata={
+            "help": "apex of the training clips: annotated (estimated where missing), estimated (always, "
+            "as at test time), mix (half of the clips each, stable per clip); validation always estimates",
+            "choices": ["annotated", "estimated", "mix"],
+        },
+    )
     visual_cache_dir: str | None = field(
         default=None, metadata={"help": "disk cache for sampled frames/flow"}
     )
@@ -129,7 +141,9 @@ class DataArguments:
     final_eval: bool = field(
         default=True, metadata={"help": "after training, answer the validation records and write metrics"}
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "answer length cap in the final evaluation"})
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "length cap of free-text answers in the final evaluation"}
+    )
     visual_memory_cache: int = field(
         default=512, metadata={"help": "clips whose visual inputs are kept in memory between epochs"}
     )
@@ -286,19 +300,25 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(
             f"{where}: train_file is not set; point it at the qa.jsonl that `megc-vqa prep` wrote"
         )
+    from megc_vqa.training.data import SYNTH_PREFIX, SYNTHETIC_SETS
+    from megc_vqa.visual.samplers import parse_sampler
+
     for key in ("train_file", "eval_file"):
         value = getattr(d, key)
-        if value is not None and not Path(value).is_file():
+        if value is not None and str(value).startswith(SYNTH_PREFIX):
+            if str(value)[len(SYNTH_PREFIX) :] not in SYNTHETIC_SETS:
+                raise ConfigError(
+                    f"{where}: {key} {value}: unknown synthetic set; known: "
+                    + ", ".join(SYNTH_PREFIX + n for n in SYNTHETIC_SETS)
+                )
+        elif value is not None and not Path(value).is_file():
             raise ConfigError(f"{where}: {key} {value} does not exist (run `megc-vqa prep` or fix the path)")
+    if recipe.training.remove_unused_columns:
+        raise ConfigError(f"{where}: remove_unused_columns must stay false: the collator needs whole records")
     try:
-        from megc_vqa.visual.samplers import parse_sampler
-    except ImportError:  # the visual layer is optional for recipes that inject their own visual_fn
-        parse_sampler = None
-    if parse_sampler is not None:
-        try:
-            parse_sampler(d.visual_spec)
-        except ValueError as err:
-            raise ConfigError(f"{where}: visual_spec: {err}") from None
+        parse_sampler(d.visual_spec)
+    except ValueError as err:
+        raise ConfigError(f"{where}: visual_spec: {err}") from None
     known_types = set(get_args(QuestionType))
     bad = [
         q for q in (d.question_types or []) + list(parse_question_mix(d.question_mix)) if q not in known_types

@@ -1,53 +1,100 @@
-"""Training records and their visual inputs: read qa.jsonl, filter and mix question types, and a
-``visual_fn(record) -> VisualInputs`` over the visual layer's samplers.
+"""Training records and their visual inputs: read qa.jsonl through the typed reader, filter and mix
+question types, and a ``visual_fn(record) -> VisualInputs`` over the visual layer's samplers with the
+settings of the training record (:class:`megc_vqa.models.contract.VisualContract`).
 
-Records stay plain JSON rows (dicts with the ``megc_vqa.qa`` QARecord keys); nothing here knows about
-models or processors.
+Records are :class:`megc_vqa.qa.QARecord`; nothing here knows about models or processors.
+``synth:NAME`` as a file name stands for a synthetic QA set built on first use in the cache
+(``$MEGC_VQA_CACHE/data/NAME``), as the tiny models are, so the smoke recipe runs on a fresh clone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.models.contract import VisualContract
 from megc_vqa.models.prompting import VisualFn, get_field
+from megc_vqa.qa.records import QARecord
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("id", "dataset", "subject", "question", "answer")
+SYNTH_PREFIX = "synth:"
+# Synthetic QA sets: ``megc-vqa synth`` arguments. Bump "version" when the generator's output changes.
+SYNTHETIC_SETS: dict[str, dict[str, Any]] = {
+    "tiny": {"subjects": 5, "clips_per_subject": 2, "datasets": ("casme2", "samm", "smic"), "size": 64},
+}
+SYNTHETIC_VERSION = 1
 
 
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a QA JSONL file (``megc-vqa prep`` output or the official training file).
+def synthetic_root() -> Path:
+    """``$MEGC_VQA_CACHE/data`` (default ``~/.cache/megc_vqa/data``)."""
+    base = os.environ.get("MEGC_VQA_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "megc_vqa") / "data"
 
-    A line that is not JSON or lacks a required key is an error naming the file and line.
-    ``question_type`` is filled in from the question when absent.
-    """
-    from megc_vqa.qa.templates import classify_question
 
-    p = Path(path)
-    rows = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{p}:{n}: not valid JSON ({err.msg})") from None
-            missing = [k for k in REQUIRED_KEYS if k not in row]
-            if missing:
-                raise ValueError(f"{p}:{n}: missing key(s) {', '.join(missing)}")
-            row["subject"] = str(row["subject"])
-            row.setdefault("question_type", classify_question(row["question"]))
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{p}: no records")
-    return rows
+def ensure_synthetic_qa(name: str, root: str | Path | None = None) -> Path:
+    """``qa.jsonl`` of synthetic set ``name``: ``megc-vqa synth`` then ``megc-vqa prep`` into the cache on
+    first use (built next to the target and renamed, so a concurrent reader never sees half a set)."""
+    from megc_vqa.qa.prep import prepare
+    from megc_vqa.synth.datasets import write_datasets
+
+    settings = SYNTHETIC_SETS[name]
+    base = Path(root) if root else synthetic_root()
+    target = base / name
+    stamp = target / "megc_vqa_synth.json"
+    wanted = {"name": name, "version": SYNTHETIC_VERSION, **settings, "datasets": list(settings["datasets"])}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return target / "prep" / "qa.jsonl"
+    base.mkdir(parents=True, exist_ok=True)
+    log.info("building synthetic QA set %s into %s (megc-vqa synth + prep, first use only)", name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
+    try:
+        write_datasets(
+            tmp / "synth", 0, settings["subjects"], settings["clips_per_subject"], settings["datasets"],
+            settings["size"], 1,
+        )  # fmt: skip
+        prepare(tmp / "synth", tmp / "prep", progress=False)  # frame paths relative to qa.jsonl
+        (tmp / stamp.name).write_text(json.dumps(wanted))
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not stamp.is_file():
+                raise  # another process did not win the race either
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("synthetic QA set %s: %s", name, target / "prep" / "qa.jsonl")
+    return target / "prep" / "qa.jsonl"
+
+
+def resolve_qa_file(value: str | Path) -> Path:
+    """A recipe's ``train_file``/``eval_file``: a path, or ``synth:NAME`` (built on first use)."""
+    text = str(value)
+    if text.startswith(SYNTH_PREFIX):
+        return ensure_synthetic_qa(text[len(SYNTH_PREFIX) :])
+    return Path(value)
+
+
+def load_records(path: str | Path) -> list[QARecord]:
+    """Records of a QA JSONL file (``megc-vqa prep`` output or the official training file), through
+    :func:`megc_vqa.qa.io.read_qa_jsonl`: a bad line is an error naming the file and line, a missing
+    ``question_type`` is classified from the question, relative frame paths are relative to the file."""
+    from megc_vqa.qa.io import read_qa_jsonl
+
+    records = read_qa_jsonl(resolve_qa_file(path))
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
 
 
 def select_records(
@@ -92,35 +139,43 @@ def record_clip(record: Any) -> Any:
     )
 
 
+def uses_estimated_apex(clip: Any, policy: str) -> bool:
+    """Whether ``policy`` replaces this clip's annotated apex by the estimator's (``mix``: stable per clip)."""
+    if policy == "estimated":
+        return True
+    if policy == "mix":
+        digest = hashlib.sha256(f"{clip.dataset}/{clip.image_id}".encode()).digest()
+        return digest[0] % 2 == 1
+    return False
+
+
 def make_visual_fn(
-    spec: str = "oao+flow",
-    size: int | None = 224,
-    face_crop: bool = False,
+    visual: VisualContract | None = None,
     cache_dir: str | Path | None = None,
     memory_cache: int = 512,
+    apex_policy: str | None = None,
 ) -> VisualFn:
-    """``visual_fn(record) -> VisualInputs`` through ``megc_vqa.visual.samplers.sample``.
+    """``visual_fn(record) -> VisualInputs`` with the training record's visual settings.
 
-    Questions of one clip share its visual inputs, so the last ``memory_cache`` clips are kept in memory
-    (keyed by source and key frames); ``cache_dir`` adds the sampler's own disk cache.
+    ``apex_policy`` replaces ``visual.apex_policy`` (validation uses ``estimated``, as at test time).
+    Questions of one clip share its visual inputs, so the last ``memory_cache`` clips are kept in memory;
+    ``cache_dir`` adds the sampler's own disk cache.
     """
-    from megc_vqa.visual.samplers import parse_sampler, sample
-
-    parsed = parse_sampler(spec)  # fail now, with the grammar, not at the first batch
+    visual = visual or VisualContract()
+    policy = apex_policy or visual.apex_policy
     cache: OrderedDict[tuple, Any] = OrderedDict()
 
     def visual_fn(record: Any) -> Any:
+        from megc_vqa.visual.samplers import sample
+
         key = tuple(get_field(record, k) for k in ("source", "first_frame", "fps", "onset", "apex", "offset"))
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        result = sample(
-            record_clip(record),
-            parsed,
-            size=size,
-            face_crop=face_crop,
-            cache_dir=Path(cache_dir) if cache_dir else None,
-        )
+        clip = record_clip(record)
+        if clip.apex is not None and uses_estimated_apex(clip, policy):
+            clip = replace(clip, apex=None)  # the sampler estimates it, with the answering estimator
+        result = sample(clip, cache_dir=Path(cache_dir) if cache_dir else None, **visual.sample_kwargs())
         if memory_cache > 0:
             cache[key] = result
             if len(cache) > memory_cache:

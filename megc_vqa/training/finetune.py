@@ -5,8 +5,12 @@ The flow: parse the recipe (:mod:`megc_vqa.training.config`), read and split the
 (:mod:`megc_vqa.training.split`), load model and processor (:mod:`megc_vqa.models.registry`), wrap the
 model with PEFT, and train with the transformers ``Trainer`` fed raw records through
 :class:`megc_vqa.models.collator.VQACollator`. The output folder holds the adapter (standard PEFT
-format) or the full model, the processor, ``megc_vqa_train.json`` (everything inference needs to build
-the same prompts) and, when there is a validation split, ``val_predictions.jsonl`` and ``val_metrics.json``.
+format) or the full model, the processor, the training record ``megc_vqa_train.json``
+(:class:`megc_vqa.models.contract.ModelContract`: everything inference needs to build the same inputs)
+and, when there is a validation split, the validation answers of the answering engine and their scores
+by the submission scorer: ``val_predictions.jsonl`` and ``val_truth.jsonl`` (prediction and
+ground-truth formats; ``eval/score.py vqa --pred ... --gt ...`` reproduces the scores) and
+``val_metrics.json`` (the scorer's full output).
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, generate_answers, get_field
+from megc_vqa.models.contract import LabelContract, ModelContract, VisualContract
+from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
 from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_question_mix
 
 log = logging.getLogger(__name__)
 
-TRAIN_META = "megc_vqa_train.json"
+VAL_PREDICTIONS = "val_predictions.jsonl"
+VAL_TRUTH = "val_truth.jsonl"
+VAL_METRICS = "val_metrics.json"
 
 
 @dataclass
@@ -51,30 +59,54 @@ def prompt_options(recipe: Recipe) -> PromptOptions:
     )
 
 
-def visual_settings(recipe: Recipe) -> dict[str, Any]:
-    """Keyword arguments of :func:`megc_vqa.training.data.make_visual_fn` for this recipe."""
+def visual_contract(recipe: Recipe) -> VisualContract:
+    """The recipe's visual settings as the training record holds them."""
     d = recipe.data
-    return {
-        "spec": d.visual_spec,
-        "size": d.image_size,
-        "face_crop": d.face_crop,
-        "cache_dir": d.visual_cache_dir,
-        "memory_cache": d.visual_memory_cache,
-    }
+    return VisualContract(
+        spec=d.visual_spec, size=d.image_size, face_crop=d.face_crop, apex_policy=d.apex_policy
+    )
 
 
-def load_training_meta(output_dir: str | Path) -> dict[str, Any]:
-    """What a training run recorded for inference: ``prompt`` (PromptOptions fields), ``visual``
-    (make_visual_fn arguments), ``model_name_or_path``, ``val_subjects``."""
-    return json.loads((Path(output_dir) / TRAIN_META).read_text())
+def training_contract(
+    recipe: Recipe, family: str | None = None, records: Sequence[Any] = (), held: Sequence[str] = ()
+) -> ModelContract:
+    """The record training writes: prompt, visual settings, label sets (the defaults plus any label the
+    training answers use beyond them) and provenance."""
+    labels = LabelContract()
+    extra_fine = [
+        str(get_field(r, "answer")).strip().lower()
+        for r in records
+        if get_field(r, "question_type") == "fine"
+    ]
+    fine = tuple(dict.fromkeys([*labels.fine, *extra_fine]))
+    return ModelContract(
+        prompt=prompt_options(recipe),
+        visual=visual_contract(recipe),
+        labels=LabelContract(labels.coarse, fine, labels.au_names),
+        model_name_or_path=recipe.model.model_name_or_path,
+        family=family,
+        use_peft=recipe.model.use_peft,
+        blank_pixels=recipe.data.blank_pixels,
+        val_subjects=tuple(held),
+        recipe=recipe.config_path,
+    )
 
 
-def prepare_data(recipe: Recipe) -> tuple[list[dict], list[dict], list[str]]:
+def load_training_meta(output_dir: str | Path) -> ModelContract:
+    """The training record a run wrote (:func:`megc_vqa.models.contract.read_contract`)."""
+    from megc_vqa.models.contract import read_contract
+
+    return read_contract(output_dir)
+
+
+def prepare_data(recipe: Recipe) -> tuple[list[Any], list[Any], list[str]]:
     """``(train, val, held-out subject names)`` from the recipe's files and split settings."""
     from megc_vqa.training.data import load_records, select_records
     from megc_vqa.training.split import select_fold, split_by_subject, subject_key
 
     d = recipe.data
+    from megc_vqa.qa.io import QAFileError
+
     try:
         records = load_records(d.train_file)
         if d.eval_file:
@@ -84,7 +116,7 @@ def prepare_data(recipe: Recipe) -> tuple[list[dict], list[dict], list[str]]:
             train, val = fold.train, fold.val
         else:
             train, val = split_by_subject(records, d.val_fraction, d.split_seed, d.val_subjects)
-    except ValueError as err:
+    except (QAFileError, ValueError) as err:
         raise ConfigError(str(err)) from None
     held = sorted({"/".join(subject_key(r)) for r in val})
     train = select_records(train, d.question_types, parse_question_mix(d.question_mix))
@@ -143,56 +175,49 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     return model, processor, family
 
 
-def answer_metrics(records: list[dict], answers: list[str]) -> dict[str, Any]:
-    """Exact-match accuracy per question type, and coarse UF1/UAR (macro F1/recall over the 3 classes)."""
-    from sklearn.metrics import f1_score, recall_score
+def validate(
+    model: Any,
+    processor: Any,
+    records: Sequence[Any],
+    visual_fn: VisualFn,
+    contract: ModelContract,
+    out_dir: Path,
+    free_max_new_tokens: int = 256,
+) -> dict[str, Any]:
+    """Answer the validation records with the answering engine (grammar, normalisation, consistency, as
+    for a submission), write ``val_predictions.jsonl`` / ``val_truth.jsonl`` and score them with the
+    submission scorer (``megc_vqa.metrics.vqa``); ``val_metrics.json`` is its full output, returned."""
+    from megc_vqa.answering.engine import Engine, EngineOptions
+    from megc_vqa.fileio import atomic_write_text, read_jsonl, write_jsonl
+    from megc_vqa.metrics.vqa import align, score_aligned
 
-    from megc_vqa.labels import COARSE_CLASSES
-
-    by_type: dict[str, list[bool]] = {}
-    for r, a in zip(records, answers, strict=True):
-        by_type.setdefault(str(get_field(r, "question_type")), []).append(
-            a.strip().lower() == str(get_field(r, "answer")).strip().lower()
-        )
-    metrics: dict[str, Any] = {f"acc_{k}": sum(v) / len(v) for k, v in sorted(by_type.items())}
-    coarse = [
-        (str(get_field(r, "answer")), a.strip().lower())
-        for r, a in zip(records, answers, strict=True)
-        if get_field(r, "question_type") == "coarse"
-    ]
-    if coarse:
-        truth, pred = zip(*coarse, strict=True)
-        labels = list(COARSE_CLASSES)
-        metrics["coarse_uf1"] = float(f1_score(truth, pred, labels=labels, average="macro", zero_division=0))
-        metrics["coarse_uar"] = float(
-            recall_score(truth, pred, labels=labels, average="macro", zero_division=0)
-        )
-        metrics["coarse_n"] = len(coarse)
-    metrics["n"] = len(records)
-    return metrics
-
-
-def evaluate_answers(
-    model, processor, records, visual_fn, options, out_dir: Path, max_new_tokens: int
-) -> dict:
-    """Answer ``records``, write ``val_predictions.jsonl`` and ``val_metrics.json``, return the metrics."""
-    answers = generate_answers(model, processor, records, visual_fn, options, max_new_tokens=max_new_tokens)
-    with (out_dir / "val_predictions.jsonl").open("w", encoding="utf-8") as f:
-        for r, a in zip(records, answers, strict=True):
-            f.write(
-                json.dumps(
-                    {
-                        "id": get_field(r, "id"),
-                        "question": get_field(r, "question"),
-                        "answer": get_field(r, "answer"),
-                        "prediction": a,
-                    }
-                )
-                + "\n"
-            )
-    metrics = answer_metrics(records, answers)
-    (out_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    engine = Engine(
+        model,
+        processor,
+        EngineOptions(batch_size=8, prompt=contract.prompt, free_max_new_tokens=free_max_new_tokens),
+        name="validation",
+        contract=contract,
+    )
+    by_clip: dict[tuple[str, str], list[Any]] = {}
+    for r in records:  # one clip's questions share its visual inputs and its consistency rules
+        by_clip.setdefault((str(get_field(r, "dataset")), str(get_field(r, "image_id"))), []).append(r)
+    clips = [(visual_fn(rows[0]), [str(get_field(r, "question")) for r in rows]) for rows in by_clip.values()]
+    results = engine.answer_clips(clips)
+    predictions, truth = [], []
+    for rows, (answers, _) in zip(by_clip.values(), results, strict=True):
+        for r, a in zip(rows, answers, strict=True):
+            row = {"video_id": str(get_field(r, "id")), "video": str(get_field(r, "image_id"))}
+            row["question"] = str(get_field(r, "question"))
+            predictions.append({**row, "answer": a.text})
+            truth.append({**row, "answer": str(get_field(r, "answer")), "dataset": get_field(r, "dataset")})
+    pred_path = write_jsonl(out_dir / VAL_PREDICTIONS, predictions)
+    truth_path = write_jsonl(out_dir / VAL_TRUTH, truth)
+    # Scored from the files as written, exactly as `eval/score.py vqa` reads them.
+    rows, problems = align(read_jsonl(pred_path), read_jsonl(truth_path))
+    scores = score_aligned(rows, problems=problems)
+    scores["settings"] = engine.settings()
+    atomic_write_text(out_dir / VAL_METRICS, json.dumps(scores, indent=2, default=str) + "\n")
+    return scores
 
 
 def _resume_path(recipe: Recipe) -> str | None:
@@ -221,11 +246,11 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     from torch.utils.data import Dataset
     from transformers import Trainer
 
+    from megc_vqa.fileio import atomic_write_text
     from megc_vqa.models.collator import VQACollator
     from megc_vqa.training.data import make_visual_fn
 
     t, d = recipe.training, recipe.data
-    t.remove_unused_columns = False  # the collator needs whole records, whatever the recipe says
     if t.label_names is None:
         t.label_names = ["labels"]  # PeftModel hides forward's signature from the Trainer
     if t.activation_checkpointing and t.activation_checkpointing_kwargs is None:
@@ -239,11 +264,17 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
 
     train_records, val_records, held = prepare_data(recipe)
     options = prompt_options(recipe)
-    if visual_fn is None:
-        visual_fn = make_visual_fn(**visual_settings(recipe))
-    if d.blank_pixels:
-        visual_fn = blanked(visual_fn)
     model, processor, family = build_model(recipe)
+    contract = training_contract(recipe, family.name, train_records, held)
+    val_visual_fn = visual_fn
+    if visual_fn is None:
+        visual_fn = make_visual_fn(contract.visual, d.visual_cache_dir, d.visual_memory_cache)
+        # Validation sees what a test clip gets: the apex always estimated.
+        val_visual_fn = make_visual_fn(
+            contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
+        )
+    if d.blank_pixels:
+        visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
 
     class Records(Dataset):
         def __init__(self, rows: list[dict]):
@@ -279,29 +310,17 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         if adapter_config.is_file():  # name the base as the user did: a registry name stays portable
             config = json.loads(adapter_config.read_text())
             config["base_model_name_or_path"] = recipe.model.model_name_or_path
-            adapter_config.write_text(json.dumps(config, indent=2))
-        meta = {
-            "model_name_or_path": recipe.model.model_name_or_path,
-            "family": family.name,
-            "use_peft": recipe.model.use_peft,
-            "prompt": asdict(options),
-            "visual": visual_settings(recipe),
-            "blank_pixels": d.blank_pixels,
-            "val_subjects": held,
-            "recipe": recipe.config_path,
-        }
-        (out_dir / TRAIN_META).write_text(json.dumps(meta, indent=2))
+            atomic_write_text(adapter_config, json.dumps(config, indent=2))
+        record = contract.write(out_dir)
+        log.info("training record: %s", record)
         if val_records and d.final_eval:
             model.config.use_cache = True
-            metrics.update(
-                {
-                    f"val_{k}": v
-                    for k, v in evaluate_answers(
-                        trainer.model, processor, val_records, visual_fn, options, out_dir, d.max_new_tokens
-                    ).items()
-                }
+            scores = validate(
+                trainer.model, processor, val_records, val_visual_fn, contract, out_dir, d.max_new_tokens
             )
-        (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+            metrics.update({f"val_{k}": v for k, v in scores["overall"].items()})
+            log.info("validation: %s (%s)", out_dir / VAL_METRICS, scores["variant"])
+        atomic_write_text(out_dir / "train_metrics.json", json.dumps(metrics, indent=2, default=str))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
     return TrainResult(metrics, trainer.model, processor, out_dir)
 

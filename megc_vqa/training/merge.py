@@ -11,7 +11,6 @@ checkpoint (``from_pretrained`` or ``megc_vqa.models.registry.load_for_inference
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     """Merge ``adapter`` into its base model and save it to ``out``; returns ``out``."""
+    from dataclasses import replace
+
+    from megc_vqa.models.contract import find_record, read_contract
     from megc_vqa.models.registry import load_for_inference
-    from megc_vqa.training.finetune import TRAIN_META
 
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter}: no adapter_config.json; point at a LoRA adapter folder")
@@ -42,11 +43,8 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     processor.save_pretrained(out)
-    meta_path = adapter / TRAIN_META
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        meta.update(use_peft=False, merged_from=str(adapter))
-        (out / TRAIN_META).write_text(json.dumps(meta, indent=2))
+    if find_record(adapter) is not None:
+        replace(read_contract(adapter), use_peft=False, merged_from=str(adapter)).write(out)
     return out
 
 
