@@ -204,7 +204,7 @@ def run_vqa(
             raise RunError(f"{g}: no such ground-truth file")
     # The training record: the engine's when one is given, else read now (the engine gets the same one),
     # so the answer log's fingerprint holds the settings actually used before any model loads.
-    recorded = engine.contract if engine is not None else read_contract(*contract_folders(model, adapter))
+    recorded = getattr(engine, "contract", None) or read_contract(*contract_folders(model, adapter))
     contract = visual.apply(recorded)
     options = with_contract(options or (engine.options if engine is not None else EngineOptions()), contract)
     fingerprint = {
