@@ -552,10 +552,10 @@ def test_vllm_backend_is_optional(tmp_path, test_set):
 
 def test_voting_returns_a_majority_of_valid_samples(engine, test_set):
     from megc_vqa.answering.engine import Engine, EngineOptions
-    from megc_vqa.answering.run_vqa import VisualSettings, _visual_inputs, plan_jobs
+    from megc_vqa.answering.run_vqa import _visual_inputs, plan_jobs
 
     job = plan_jobs(QUESTION_FILES[:1], test_set)[0]
-    visual = _visual_inputs(job, VisualSettings().resolve({}), None)
+    visual = _visual_inputs(job, engine.contract, None)
     voter = Engine(engine.model, engine.processor, EngineOptions(votes=3, temperature=1.0, consistency=False))
     questions = [r.question for r in job.rows]
     [(answers, _)] = voter.answer_clips([(visual, questions)], sample_seed=1)
