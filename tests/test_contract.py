@@ -282,3 +282,22 @@ def test_relative_sources_resolve_against_the_qa_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "data")  # anywhere else
     (loaded,) = read_qa_jsonl(Path("../prep/qa.jsonl"))
     assert loaded.source == str(frames) and Path(loaded.source).is_dir()
+
+
+def test_repl_info_shows_the_settings_in_use(tmp_path):
+    import io
+
+    from megc_vqa.answering.repl import ClipRequest, Session
+
+    used = ModelContract().override(spec="oao")
+    out = io.StringIO()
+    session = Session(
+        answer=lambda visual, q: "negative",
+        load_visual=lambda req: None,
+        clip=ClipRequest(tmp_path),
+        out=out,
+        info=used.summary,
+    )
+    assert session.handle(":info")
+    shown = json.loads(out.getvalue())
+    assert shown["visual"]["spec"] == "oao" and shown["overrides"][0]["recorded"] == "oao+flow"
