@@ -291,7 +291,7 @@ def find_record(*folders: str | Path | None) -> Path | None:
     """The first ``megc_vqa_train.json`` in ``folders`` (adapter first, then model), else ``None``."""
     for folder in folders:
         if folder and (Path(folder) / RECORD_NAME).is_file():
-            return Path(folder) / RECORD_NAME
+            return (Path(folder) / RECORD_NAME).absolute()  # summaries name it unambiguously
     return None
 
 
