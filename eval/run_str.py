@@ -61,7 +61,7 @@ def score(pred_csv: Path, gt_csv: Path) -> dict:
     return {mode: score_str(preds, gts, mode) for mode in ("official", "strict")}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -112,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                 "strict: spotting F1 %.3f, STRS %.3f -> %s", s["f1_spot"], s["strs"], args.out / "scores.json"
             )
     return 1 if summary["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

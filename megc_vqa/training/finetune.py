@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -306,16 +305,16 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     return TrainResult(metrics, trainer.model, processor, out_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``recipes/finetune.py``: clear one-line errors for bad recipes and inputs."""
-    from megc_vqa.models.collator import VisualInputError
-    from megc_vqa.models.registry import ModelLoadError
-
+def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        recipe = parse_config(argv)
-        train(recipe)
-    except (ConfigError, ModelLoadError, VisualInputError, TrainingError) as err:
-        print(f"finetune: error: {err}", file=sys.stderr)
-        return 2
+    recipe = parse_config(argv)
+    train(recipe)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``recipes/finetune.py``: behind the project's error boundary (one line, exit 2, and
+    under ``accelerate launch`` the line comes again after the launcher's traceback)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
