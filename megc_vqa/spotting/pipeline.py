@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from megc_vqa.errors import InputError
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
@@ -78,7 +79,7 @@ def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str]
         except ValueError:
             sep = ""
         if not sep or not pattern:
-            raise ValueError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
+            raise InputError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
 
     def fps_for(name: str) -> float:
         for pattern, fps in parsed:
@@ -100,7 +101,7 @@ def fps_from_jsonl(path: str | Path, default: Callable[[str], float]) -> Callabl
                 name = Path(rec["folder"]).name if rec.get("folder") else f"{rec['subject']}_{rec['video']}"
                 table[name] = float(rec["fps"])
             except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(
+                raise InputError(
                     f"{path} line {line_no}: needs folder (or subject, video) and fps ({err})"
                 ) from None
     return lambda name: table.get(name) or default(name)
@@ -160,9 +161,9 @@ class STRRunner:
         self.peaks = PeakParams.from_dict({**base.__dict__, **self.config.peaks})
         self.ask = ask
         if self.config.emotion == "vqa" and ask is None:
-            raise ValueError("emotion='vqa' needs a VQA callable (ask)")
+            raise InputError("emotion='vqa' needs a VQA callable (ask)")
         if self.config.fallback_emotion not in STR_CLASSES:
-            raise ValueError(f"fallback_emotion must be one of {STR_CLASSES}")
+            raise InputError(f"fallback_emotion must be one of {STR_CLASSES}")
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "str_pred.csv"
         self.progress_path = self.out / "progress.jsonl"
@@ -349,14 +350,14 @@ def read_gt_events(gt_csv: str | Path, fps: float | None = None) -> dict[tuple[s
         reader = csv.DictReader(f)
         missing = {"subject", "video", "onset", "offset"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{gt_csv}: missing column(s) {sorted(missing)}")
+            raise InputError(f"{gt_csv}: missing column(s) {sorted(missing)}")
         for line, row in enumerate(reader, start=2):
             try:
                 onset, offset = int(float(row["onset"])), int(float(row["offset"]))
             except (TypeError, ValueError):
-                raise ValueError(f"{gt_csv} line {line}: onset/offset must be integers") from None
+                raise InputError(f"{gt_csv} line {line}: onset/offset must be integers") from None
             if onset > offset:
-                raise ValueError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
+                raise InputError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
             kind = (row.get("type") or "").strip().lower()
             if kind not in ("micro", "macro"):
                 kind = "micro" if fps is None or (offset - onset) <= 0.5 * fps else "macro"
