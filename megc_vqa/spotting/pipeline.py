@@ -173,30 +173,21 @@ class STRRunner:
     # --- resume -------------------------------------------------------------------------------------------
     def _resume(self) -> set[str]:
         """Finished video names; rows and records of unfinished (interrupted) videos are dropped."""
-        done: set[str] = set()
-        if self.progress_path.exists():
-            for line in self.progress_path.read_text().splitlines():
-                if line.strip():
-                    done.add(json.loads(line)["name"])
+        done = {rec["name"] for rec in _json_lines(self.progress_path) if "name" in rec}
         finished_keys = set()
         records = []
-        if self.intervals_path.exists():
-            for line in self.intervals_path.read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    if rec["name"] in done:
-                        records.append(line)
-                        finished_keys.add((rec["subject"], rec["video"]))
+        for rec in _json_lines(self.intervals_path):
+            if rec.get("name") in done:
+                records.append(json.dumps(rec))
+                finished_keys.add((rec["subject"], rec["video"]))
+        done &= {json.loads(r)["name"] for r in records}  # a video without its record is redone
         _atomic_write(self.intervals_path, "".join(r + "\n" for r in records))
         rows = []
         if self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if (r["subject"], r["video"]) in finished_keys]
-        with open(_tmp(self.csv_path), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(STR_HEADER)
-            w.writerows([r[k] for k in STR_HEADER] for r in rows)
-        os.replace(_tmp(self.csv_path), self.csv_path)
+                rows = [r for r in csv.DictReader(f) if (r.get("subject"), r.get("video")) in finished_keys]
+        self._csv_rows = [[r[k] for k in STR_HEADER] for r in rows]
+        self._write_csv()
         if done:
             log.info("resuming: %d video(s) already finished in %s", len(done), self.out)
         return done
@@ -273,15 +264,23 @@ class STRRunner:
             )
         return summary
 
+    def _write_csv(self) -> None:
+        import io
+
+        from megc_vqa.fileio import atomic_write_text
+
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        w.writerow(STR_HEADER)
+        w.writerows(self._csv_rows)
+        atomic_write_text(self.csv_path, buffer.getvalue())
+
     def _write(self, job: VideoJob, curve, intervals, gt_events, seconds: float) -> None:
         import numpy as np
 
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            for iv in intervals:
-                w.writerow([job.subject, job.video, iv.onset, iv.offset, iv.emotion])
-            f.flush()
-            os.fsync(f.fileno())
+        # The whole CSV is rewritten atomically: a reader (score.py, a resumed run) never sees half a row.
+        self._csv_rows += [[job.subject, job.video, iv.onset, iv.offset, iv.emotion] for iv in intervals]
+        self._write_csv()
         record = {
             "name": job.name,
             "subject": job.subject,
@@ -323,13 +322,31 @@ def read_intervals(out: str | Path) -> dict[str, dict]:
     return records
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
+def _json_lines(path: Path) -> list[dict]:
+    """The complete JSON objects of a resume file; a line cut by a kill (or any broken line) is skipped, so
+    its video is simply processed again."""
+    out = []
+    if not path.exists():
+        return out
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning(
+                "%s line %d: not a complete record (a run killed mid-write?); its video is redone", path, n
+            )
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    _tmp(path).write_text(text)
-    os.replace(_tmp(path), path)
+    from megc_vqa.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _append_line(path: Path, line: str) -> None:
