@@ -66,6 +66,14 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from megc_vqa.errors import UsageError, check_number
+
+    check_number("--fps", args.fps, above=0)
+    check_number("--threshold", args.threshold, minimum=0, maximum=1)
+    if args.gt and not args.gt.is_file():
+        raise UsageError(f"--gt {args.gt}: no such ground-truth file")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.spotting.pipeline import (
         STRConfig,
         STRRunner,
@@ -106,7 +114,9 @@ def _main(argv: list[str] | None = None) -> int:
     if args.gt:
         scores = score(runner.csv_path, args.gt)
         if scores:
-            (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
+            from megc_vqa.fileio import atomic_write_text
+
+            atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=2, default=str))
             s = scores["strict"]["overall"]
             logging.info(
                 "strict: spotting F1 %.3f, STRS %.3f -> %s", s["f1_spot"], s["strs"], args.out / "scores.json"

@@ -71,6 +71,9 @@ class STRConfig:
 
 def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str], float]:
     """``PATTERN=FPS`` rules (fnmatch on the folder name, first match wins) -> a name -> fps function."""
+    from megc_vqa.errors import check_number
+
+    check_number("--fps", default, above=0)
     parsed = []
     for rule in rules:
         pattern, sep, value = rule.rpartition("=")
@@ -80,6 +83,7 @@ def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str]
             sep = ""
         if not sep or not pattern:
             raise InputError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
+        check_number(f"--fps-for {rule!r}: FPS", parsed[-1][1], above=0)
 
     def fps_for(name: str) -> float:
         for pattern, fps in parsed:
