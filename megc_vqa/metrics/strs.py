@@ -155,10 +155,9 @@ def parse_str_csv(
     extra = [c for c in header if c not in allowed_columns]
     if extra:
         what = "an STR prediction" if role == "prediction" else "STR ground truth"
-        message = str(unknown_keys_error(extra, allowed_columns, f"{what} has the columns", "column"))
-        problems.append(
-            Problem(name, 1, message.split(": ", 1)[1] + f" ({what} has {','.join(allowed_columns)})")
-        )
+        message = str(unknown_keys_error(extra, allowed_columns, "", "column")).split(": ", 1)[1]
+        message = message.split("; known:")[0]
+        problems.append(Problem(name, 1, f"{message} ({what} has {','.join(allowed_columns)})"))
         return [], problems
     duplicated = [c for c in header if header.count(c) > 1]
     if duplicated:
