@@ -36,6 +36,7 @@ from megc_vqa.answering.postprocess import (
     make_consistent,
     normalise_answer,
 )
+from megc_vqa.fileio import read_json_object
 from megc_vqa.models.prompting import (
     PromptOptions,
     build_messages,
@@ -123,7 +124,7 @@ def read_train_meta(*folders: str | Path | None) -> dict[str, Any]:
     """The first ``megc_vqa_train.json`` found in ``folders`` (adapter, then model), else ``{}``."""
     for folder in folders:
         if folder and (Path(folder) / TRAIN_META_NAME).is_file():
-            return json.loads((Path(folder) / TRAIN_META_NAME).read_text())
+            return read_json_object(Path(folder) / TRAIN_META_NAME, "training record")
     return {}
 
 
@@ -132,7 +133,7 @@ def check_adapter(adapter: Path) -> dict[str, Any]:
     cfg_path = adapter / "adapter_config.json"
     if not cfg_path.is_file():
         raise EngineError(f"{adapter}: no adapter_config.json; --adapter must be a PEFT adapter folder")
-    return json.loads(cfg_path.read_text())
+    return read_json_object(cfg_path, "adapter config")
 
 
 def _base_mismatch(adapter: Path, base_recorded: str | None, model: str, err: Exception) -> EngineError:
