@@ -72,10 +72,17 @@ def _main(argv: list[str] | None = None) -> int:
             check_number("--iou", args.iou, above=0, maximum=1)
             emotions = [e.strip() for e in args.emotions.split(",") if e.strip()] if args.emotions else None
             # The validator's reader and rules: a prediction the validator rejects is never scored.
-            gts = read_intervals(args.gt, role="ground_truth")
+            warnings: list = []
+            gts = read_intervals(args.gt, role="ground_truth", warnings=warnings)
             preds = read_intervals(
-                args.pred, emotions=STR_CLASSES, role="prediction", videos={g.key: None for g in gts}
+                args.pred,
+                emotions=STR_CLASSES,
+                role="prediction",
+                videos={g.key: None for g in gts},
+                warnings=warnings,
             )
+            for w in warnings:  # the validator's warnings, word for word
+                print(w, file=sys.stderr)
             result = score_str(preds, gts, args.mode, emotions, args.iou)
         else:
             from megc_vqa.submission.validate import check_scored_predictions

@@ -278,9 +278,10 @@ def read_intervals(
     emotions: Iterable[str] | None = None,
     role: Role = "ground_truth",
     videos: Mapping[tuple[str, str], tuple[int, int] | None] | None = None,
+    warnings: list[Problem] | None = None,
 ) -> list[Interval]:
     """Intervals of an STR CSV (see :func:`parse_str_csv`); raises ``StrInputError`` listing every error with
-    its line (the first 20); warnings are logged."""
+    its line (the first 20); warnings go to ``warnings`` when given, else to the log."""
     path = Path(path)
     if not path.is_file():
         raise StrInputError(f"{path}: no such STR CSV")
@@ -291,8 +292,11 @@ def read_intervals(
     if errors:
         more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise StrInputError("\n".join(str(p) for p in errors[:20]) + more)
-    for p in problems:
-        log.warning("%s", p)
+    if warnings is not None:
+        warnings.extend(problems)
+    else:
+        for p in problems:
+            log.warning("%s", p)
     return intervals
 
 
