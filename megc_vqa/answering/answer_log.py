@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import cut as cut_text
+from megc_vqa.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class AnswerLog:
             )
         if first.get("_fingerprint") != self.fingerprint and len(lines) == 1:
             # No answer was logged (the earlier run failed before answering): start over quietly.
-            self.path.write_text(json.dumps({"_fingerprint": self.fingerprint}, ensure_ascii=False) + "\n")
+            atomic_write_text(
+                self.path, json.dumps({"_fingerprint": self.fingerprint}, ensure_ascii=False) + "\n"
+            )
             return
         if first.get("_fingerprint") != self.fingerprint:
             raise LogMismatchError(

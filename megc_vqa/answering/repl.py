@@ -125,7 +125,7 @@ class Session:
         return True
 
     def _save(self, path: Path) -> None:
-        from megc_vqa.fileio import dumps_jsonl
+        from megc_vqa.fileio import atomic_write_text, dumps_jsonl
 
         if not path.parent.is_dir():
             self.say(
@@ -133,7 +133,7 @@ class Session:
             )
             return
         try:
-            path.write_text(dumps_jsonl(self.transcript), encoding="utf-8")
+            atomic_write_text(path, dumps_jsonl(self.transcript))
         except OSError as err:
             self.say(f"cannot save to {path}: {err.strerror or err}")
             return

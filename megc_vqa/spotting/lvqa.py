@@ -140,7 +140,7 @@ def answer_file(
         )
     out = Path(out_dir) / pred_name(questions_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows), encoding="utf-8")
-    tmp.replace(out)
+    from megc_vqa.fileio import atomic_write_text, dumps_jsonl
+
+    atomic_write_text(out, dumps_jsonl(out_rows))
     return out

@@ -316,13 +316,9 @@ def read_intervals(out: str | Path) -> dict[str, dict]:
     from .infer import SpottedInterval
 
     records = {}
-    path = Path(out) / "intervals.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                rec["intervals"] = [SpottedInterval(**iv) for iv in rec["intervals"]]
-                records[rec["name"]] = rec
+    for rec in _json_lines(Path(out) / "intervals.jsonl"):
+        rec["intervals"] = [SpottedInterval(**iv) for iv in rec["intervals"]]
+        records[rec["name"]] = rec
     return records
 
 

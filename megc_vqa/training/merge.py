@@ -44,11 +44,11 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     processor.save_pretrained(out)
     meta_path = adapter / TRAIN_META
     if meta_path.is_file():
-        from megc_vqa.fileio import read_json_object
+        from megc_vqa.fileio import atomic_write_text, read_json_object
 
         meta = read_json_object(meta_path, "training record")
         meta.update(use_peft=False, merged_from=str(adapter))
-        (out / TRAIN_META).write_text(json.dumps(meta, indent=2))
+        atomic_write_text(out / TRAIN_META, json.dumps(meta, indent=2))
     return out
 
 
