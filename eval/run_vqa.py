@@ -4,7 +4,8 @@
         --model qwen2.5-vl-3b --adapter runs/lora --out runs/pred [--gt GT_FILES...]
 
 Writes OUT/<official prediction name> per question file, OUT/submission.zip, OUT/run_summary.json and,
-with --gt, OUT/scores.json plus a report. Rerun the same command after an interruption to resume.
+with --gt, OUT/scores.json plus a report. Rerun the same command after an interruption to resume. Exits 1
+when more than --max-fallback-share of the rows got a fallback answer (the files are written all the same).
 """
 
 from __future__ import annotations

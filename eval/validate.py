@@ -3,7 +3,10 @@
     python eval/validate.py --questions ../shared/megc/2025/*.jsonl submission.zip
     python eval/validate.py --questions Q.jsonl me_vqa_samm_test_pred.jsonl str_pred.csv
 
-Prints every problem as ``file:line: level: message`` and exits 1 when there is any error.
+Without --questions the names and formats are checked (official file names, JSON lines, keys, unique ids,
+answers); --str-videos DIR_OR_CSV also checks an STR CSV's videos and frame ranges. The STR rules are the
+scorer's own (eval/score.py refuses what this rejects). Prints every problem as ``file:line: level: message``
+and exits 1 when there is any error.
 """
 
 from __future__ import annotations
