@@ -196,6 +196,14 @@ def test_spotting_recipe_keys(recipe, message, tmp_path, capsys):
     assert err.startswith(f"error: {path}") and message in err
 
 
+def test_spotting_recipe_data_section(tmp_path, capsys):
+    for data, message in (("{gt_csv: nope.csv, videos_root: v}", "recipe data.gt_csv nope.csv: no such file"),
+                          ("{long_videos_jsonl: x.jsonl, fps: 0}", "data.fps must be greater than 0 (got 0)")):  # fmt: skip
+        (tmp_path / "r.yaml").write_text(f"data: {data}\n")
+        assert cli(["spot-train", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "o")]) == 2
+        assert message in last_line(capsys.readouterr().err)
+
+
 def test_fine_tune_recipe_ranges(tmp_path):
     from megc_vqa.training.config import ConfigError, parse_config
 

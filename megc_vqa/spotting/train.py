@@ -455,6 +455,12 @@ def _recipe_loader(name: object):
 
 def load_videos(data: dict, base: Path = Path(".")) -> list:
     """The recipe's ``data`` section -> long videos."""
+    from megc_vqa.errors import check_number
+
+    check_number("data.fps", data.get("fps"), above=0)
+    for key in ("long_videos_jsonl", "gt_csv"):
+        if key in data and not (base / str(data[key])).is_file():
+            raise InputError(f"recipe data.{key} {data[key]}: no such file (or give --gt)")
     if "long_videos_jsonl" in data:
         return read_long_videos_jsonl(base / data["long_videos_jsonl"])
     if "gt_csv" in data:
