@@ -17,12 +17,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     from megc_vqa.qa import prep
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return prep.run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

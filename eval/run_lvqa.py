@@ -35,10 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from megc_vqa.errors import UsageError, check_number
     from megc_vqa.spotting.lvqa import answer_file, read_questions, vqa_event_aus
+
+    check_number("--fps", args.fps, above=0)
+    for q in args.questions:
+        if not q.is_file():
+            raise UsageError(f"--questions {q}: no such question file")
+    if args.adapter and not args.model:
+        raise UsageError("--adapter needs --model (the base model it was trained on)")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.spotting.pipeline import (
         STRConfig,
         STRRunner,
@@ -74,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(vqa=ask.settings if ask else None, predictions=written)
     atomic_write_text(args.out / "lvqa_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return 1 if summary["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

@@ -58,11 +58,19 @@ def score(pred_csv: Path, gt_csv: Path) -> dict:
     return {mode: score_str(preds, gts, mode) for mode in ("official", "strict")}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from megc_vqa.errors import UsageError, check_number
+
+    check_number("--fps", args.fps, above=0)
+    check_number("--threshold", args.threshold, minimum=0, maximum=1)
+    if args.gt and not args.gt.is_file():
+        raise UsageError(f"--gt {args.gt}: no such ground-truth file")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.spotting.pipeline import (
         STRConfig,
         STRRunner,
@@ -109,12 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.gt:
         scores = score(runner.csv_path, args.gt)
         if scores:
-            (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
+            from megc_vqa.fileio import atomic_write_text
+
+            atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=2, default=str))
             s = scores["strict"]["overall"]
             logging.info(
                 "strict: spotting F1 %.3f, STRS %.3f -> %s", s["f1_spot"], s["strs"], args.out / "scores.json"
             )
     return 1 if summary["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

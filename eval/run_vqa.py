@@ -4,7 +4,8 @@
         --model qwen2.5-vl-3b --adapter runs/lora --out runs/pred [--gt GT_FILES...]
 
 Writes OUT/<official prediction name> per question file, OUT/submission.zip, OUT/run_summary.json and,
-with --gt, OUT/scores.json plus a report. Rerun the same command after an interruption to resume.
+with --gt, OUT/scores.json plus a report. Rerun the same command after an interruption to resume. Exits 1
+when more than --max-fallback-share of the rows got a fallback answer (the files are written all the same).
 """
 
 from __future__ import annotations
@@ -56,17 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
         default="transformers",
         help="decoding backend (vllm only when installed)",
     )
+    p.add_argument(
+        "--max-fallback-share",
+        type=float,
+        default=0.05,
+        help="fail (exit 1) when more than this share of rows got a fallback answer (default 0.05)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from megc_vqa.answering.answer_log import LogMismatchError
-    from megc_vqa.answering.engine import EngineError, EngineOptions
+    from megc_vqa.answering.engine import EngineOptions
     from megc_vqa.answering.grammar import AnswerVocabulary
-    from megc_vqa.answering.run_vqa import LOG_NAME, RunError, VisualSettings, format_summary, run_vqa
+    from megc_vqa.answering.run_vqa import (
+        LOG_NAME,
+        VisualSettings,
+        check_run_options,
+        fallback_failure,
+        format_summary,
+        run_vqa,
+    )
+
+    check_run_options(
+        batch_size=args.batch_size,
+        votes=args.votes,
+        temperature=args.temperature,
+        image_size=args.image_size,
+        fps=args.fps,
+        max_fallback_share=args.max_fallback_share,
+    )
 
     vocab = AnswerVocabulary(fine=tuple(args.fine_labels)) if args.fine_labels else AnswerVocabulary()
     options = EngineOptions(
@@ -92,9 +114,6 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             visual=VisualSettings(args.visual_spec, args.image_size, None, args.visual_cache),
         )
-    except (RunError, EngineError, LogMismatchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: answers so far are in {args.out / LOG_NAME}; rerun the same command to resume",
@@ -102,7 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     print(format_summary(result))
+    failure = fallback_failure(result, args.max_fallback_share)
+    if failure:  # a submission made mostly of fallbacks is useless: say so, last, and fail
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 1 if result.summary["validator_errors"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

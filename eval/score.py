@@ -49,22 +49,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from megc_vqa.errors import InputError, check_number
     from megc_vqa.submission.files import read_jsonl
 
+    for path in [*_as_list(args.pred), *_as_list(args.gt)]:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such file")
     try:
         if args.task == "str":
+            from megc_vqa.labels import STR_CLASSES
             from megc_vqa.metrics.strs import read_intervals, score_str
 
+            check_number("--iou", args.iou, above=0, maximum=1)
             emotions = [e.strip() for e in args.emotions.split(",") if e.strip()] if args.emotions else None
-            result = score_str(
-                read_intervals(args.pred), read_intervals(args.gt), args.mode, emotions, args.iou
+            # The validator's reader and rules: a prediction the validator rejects is never scored.
+            warnings: list = []
+            gts = read_intervals(args.gt, role="ground_truth", warnings=warnings)
+            preds = read_intervals(
+                args.pred,
+                emotions=STR_CLASSES,
+                role="prediction",
+                videos={g.key: None for g in gts},
+                warnings=warnings,
             )
+            for w in warnings:  # the validator's warnings, word for word
+                print(w, file=sys.stderr)
+            result = score_str(preds, gts, args.mode, emotions, args.iou)
         else:
+            from megc_vqa.submission.validate import check_scored_predictions
+
+            rejected = check_scored_predictions(args.pred, args.gt)
+            if rejected:
+                listing = "; ".join(str(p) for p in rejected[:10])
+                more = f" (and {len(rejected) - 10} more)" if len(rejected) > 10 else ""
+                raise InputError(f"the validator rejects the predictions, not scored: {listing}{more}")
             preds = [row for path in args.pred for row in read_jsonl(path)]
             gts = [row for path in args.gt for row in read_jsonl(path)]
             if args.task == "lvqa":
@@ -80,12 +107,20 @@ def main(argv: list[str] | None = None) -> int:
                     from megc_vqa.submission.report import write_vqa_report
 
                     write_vqa_report(args.report, rows, result)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # the readers' ValueErrors name the file and the line: a project error
+        if isinstance(err, InputError):
+            raise
+        raise InputError(str(err)) from None
     print(json.dumps(result, indent=2))
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -3,7 +3,10 @@
     python eval/validate.py --questions ../shared/megc/2025/*.jsonl submission.zip
     python eval/validate.py --questions Q.jsonl me_vqa_samm_test_pred.jsonl str_pred.csv
 
-Prints every problem as ``file:line: level: message`` and exits 1 when there is any error.
+Without --questions the names and formats are checked (official file names, JSON lines, keys, unique ids,
+answers); --str-videos DIR_OR_CSV also checks an STR CSV's videos and frame ranges. The STR rules are the
+scorer's own (eval/score.py refuses what this rejects). Prints every problem as ``file:line: level: message``
+and exits 1 when there is any error.
 """
 
 from __future__ import annotations
@@ -24,12 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotions", default="negative,positive,surprise,others", help="allowed STR emotions"
     )
     parser.add_argument("--no-format-warnings", action="store_true", help="skip answer-format warnings")
+    parser.add_argument(
+        "--str-videos",
+        metavar="DIR_OR_CSV",
+        help="the STR test videos: a folder of <subject>_<video>/ frame folders or a ground-truth CSV "
+        "(rows on other videos are flagged, frames outside a video are errors)",
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from megc_vqa.submission.validate import split_questions, validate_files
+    from megc_vqa.submission.validate import split_questions, str_videos, validate_files
 
     if not args.files:  # --questions swallowed the files too: tell them apart by their content
         args.questions, args.files = split_questions(args.questions)
@@ -37,16 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no prediction file or zip given", file=sys.stderr)
         return 2
 
-    try:
-        problems = validate_files(
-            args.files,
-            args.questions,
-            emotions=[e.strip() for e in args.emotions.split(",") if e.strip()],
-            check_format=not args.no_format_warnings,
-        )
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    problems = validate_files(
+        args.files,
+        args.questions,
+        emotions=[e.strip() for e in args.emotions.split(",") if e.strip()],
+        check_format=not args.no_format_warnings,
+        videos=str_videos(args.str_videos) if args.str_videos else None,
+    )
     for p in problems:
         print(p)
     errors = sum(p.level == "error" for p in problems)
@@ -55,5 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command behind the project's error boundary (one line and exit 2 for a project error)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -9,6 +9,9 @@ sub-commands and the scripts under ``eval/``, ``data_prep/`` and ``recipes/``) r
 - any other exception into one line saying where its full traceback was written, and exit status 1;
 - Ctrl-C into ``interrupted`` and exit status 130.
 
+Under ``accelerate launch`` the line is printed again once the launcher has exited (after the launcher's own
+traceback), so the project's message is the last thing the user reads.
+
 Project errors are :class:`MegcError` and the older per-module error classes listed in
 :data:`PROJECT_ERRORS` (kept as they are, so code that catches ``ValueError`` still works).
 """
@@ -33,6 +36,88 @@ class MegcError(Exception):
 
 class UsageError(MegcError, ValueError):
     """A bad option value or combination of options."""
+
+
+class InputError(MegcError, ValueError):
+    """An input file (recipe, CSV, question file, checkpoint, frames) that cannot be used as it is."""
+
+
+# --- shared validation helpers ----------------------------------------------------------------------------
+
+
+def cut(value: object, limit: int = 120) -> str:
+    """``repr``-like text of a value, cut to ``limit`` characters so one bad cell never floods a message.
+
+    >>> cut("x" * 300, 5)
+    "'xxxxx'... (300 characters)"
+    """
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_number(
+    name: str,
+    value: float | int | None,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    where: str | None = None,
+) -> None:
+    """Raise :class:`UsageError` unless ``minimum <= value <= maximum`` (and ``value > above``); ``None`` passes.
+
+    The message names the option (``--batch-size``, ``train.epochs``), the allowed range and the value.
+
+    >>> check_number("--votes", 0, minimum=1)
+    Traceback (most recent call last):
+    ...
+    megc_vqa.errors.UsageError: --votes must be at least 1 (got 0)
+    """
+    if value is None:
+        return
+    import math
+
+    bounds = []
+    if above is not None:
+        bounds.append(f"greater than {above:g}")
+    if minimum is not None:
+        bounds.append(f"at least {minimum:g}")
+    if maximum is not None:
+        bounds.append(f"at most {maximum:g}")
+    bad = (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+        or (above is not None and value <= above)
+    )
+    if bad:
+        prefix = f"{where}: " if where else ""
+        raise UsageError(f"{prefix}{name} must be {' and '.join(bounds) or 'a number'} (got {cut(value)})")
+
+
+def unknown_keys_error(keys: object, known: object, where: str, kind: str = "key") -> InputError:
+    """The error for keys nobody reads, each with its closest known spelling (difflib)."""
+    import difflib
+
+    known_list = sorted(map(str, known))  # type: ignore[call-overload]
+    hints = []
+    for key in sorted(map(str, keys)):  # type: ignore[call-overload]
+        close = difflib.get_close_matches(key, known_list, n=2, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return InputError(f"{where}: unknown {kind}(s) {'; '.join(hints)}; known: {', '.join(known_list)}")
+
+
+def reject_unknown_keys(data: object, known: object, where: str, kind: str = "key") -> None:
+    """Raise :func:`unknown_keys_error` when ``data`` (a mapping) has keys outside ``known``."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping of {kind}: value, got {type(data).__name__}")
+    unknown = set(map(str, data)) - set(map(str, known))  # type: ignore[call-overload]
+    if unknown:
+        raise unknown_keys_error(unknown, known, where, kind)
 
 
 def _project_error_types() -> tuple[type[BaseException], ...]:
@@ -77,6 +162,74 @@ def _write_traceback(err: BaseException) -> Path:
     return path
 
 
+# Re-prints the project's message once the `accelerate launch` process (pid argv[1]) has exited, so that it
+# comes after the launcher's own CalledProcessError traceback.
+_REPRINT = """
+import os, select, sys, time
+pid = int(sys.argv[1])
+try:
+    fd = os.pidfd_open(pid)
+except (OSError, AttributeError):
+    fd = None
+if fd is not None:
+    select.select([fd], [], [], 120)
+else:
+    deadline = time.time() + 120
+    while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+        time.sleep(0.02)
+sys.stderr.write(sys.argv[2] + chr(10))
+sys.stderr.flush()
+"""
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def accelerate_launcher_pid() -> int | None:
+    """The ``accelerate launch`` process this one runs under (parent or a few levels up), on Linux."""
+    if not any(k.startswith("ACCELERATE_") for k in os.environ):
+        return None
+    pid: int | None = os.getppid()
+    for _ in range(4):
+        if not pid or pid <= 1:
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if any(b"accelerate" in a for a in argv) and any(a.endswith(b"launch") for a in argv):
+            return pid
+        pid = _parent_pid(pid)
+    return None
+
+
+def _say_last(line: str) -> None:
+    """Print ``line`` on stderr now and, under ``accelerate launch`` (rank 0), again after the launcher exits.
+
+    The launcher answers a failed child with its own traceback, which would otherwise be the last thing the
+    user reads; the exit status stays non-zero (the launcher's)."""
+    print(line, file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    launcher = accelerate_launcher_pid()
+    if launcher is None:
+        return
+    import contextlib
+    import subprocess
+
+    with contextlib.suppress(OSError):  # the message was printed once already
+        subprocess.Popen(
+            [sys.executable, "-c", _REPRINT, str(launcher), line],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,
+        )
+
+
 def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` behind the boundary and return the exit status (see the module docstring)."""
     try:
@@ -87,15 +240,12 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except SystemExit:
         raise
     except _project_error_types() as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        _say_last(f"error: {_one_line(err)}")
         return 2
     except FileNotFoundError as err:  # an input that is not there: a user mistake, the message names it
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        _say_last(f"error: {_one_line(err)}")
         return 2
     except Exception as err:  # unexpected: keep the traceback, say where it is
         path = _write_traceback(err)
-        print(
-            f"error: unexpected {type(err).__name__}: {_one_line(err, 300)} (full traceback in {path})",
-            file=sys.stderr,
-        )
+        _say_last(f"error: unexpected {type(err).__name__}: {_one_line(err, 300)} (full traceback in {path})")
         return 1

@@ -92,6 +92,28 @@ def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> list[di
     return [r.data for r in rows]
 
 
+def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> dict[str, Any]:
+    """A JSON object from a file the project wrote (adapter config, training record, ...); an empty,
+    cut or foreign file raises :class:`megc_vqa.errors.InputError` naming the file (never a bare
+    ``JSONDecodeError``)."""
+    from megc_vqa.errors import InputError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}") from None
+    if not data.strip():
+        raise InputError(f"{path}: empty {what} (a run killed while writing it?); rewrite or remove it")
+    try:
+        obj = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not a valid {what} ({err})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: not a valid {what} (expected a JSON object, got {type(obj).__name__})")
+    return obj
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
     target = Path(path)

@@ -413,6 +413,7 @@ def hand_built_clips() -> list[Clip]:
 @pytest.fixture
 def fake_loaders(monkeypatch):
     """Stand-ins for megc_vqa.annotations (same API), returning hand-built clips."""
+    from megc_vqa.qa import frame_check
 
     class FakeAnnotationError(Exception):
         pass
@@ -428,6 +429,8 @@ def fake_loaders(monkeypatch):
     monkeypatch.setattr(annotations, "AnnotationError", FakeAnnotationError, raising=False)
     monkeypatch.setattr(annotations, "load_all", load_all, raising=False)
     monkeypatch.setattr(annotations, "detect_datasets", lambda root: state["found"], raising=False)
+    # the hand-built clips point at no frames: the frame check (tested in test_bad_inputs.py) lets them pass
+    monkeypatch.setattr(frame_check, "check_clip_frames", lambda clips: (list(clips), []))
     monkeypatch.setattr(
         annotations,
         "summarise_skips",
@@ -536,8 +539,16 @@ def assert_follows_spec_section_3(records: list[QARecord], clips: list[Clip]) ->
 
 def test_prep_on_release_format_spreadsheets(tmp_path, capsys):
     """The real loaders on spreadsheets written in the release formats (with their traps) by the
-    annotation writers; frame files are empty, which loading does not mind."""
+    annotation writers; frame files are one tiny JPEG (prep opens every frame a record uses)."""
+    import io
+
+    from PIL import Image
+
     from megc_vqa.annotations import DATASETS, parse_aus
+
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
 
     specs = {
         "casme2": [
@@ -561,7 +572,7 @@ def test_prep_on_release_format_spreadsheets(tmp_path, capsys):
             folder = module.clip_dir(tmp_path / key, subject, clip_id)
             folder.mkdir(parents=True)
             for i in range(100, 131):
-                (folder / module.frame_name(i, clip_id)).touch()
+                (folder / module.frame_name(i, clip_id)).write_bytes(jpeg)
             clips.append(
                 Clip(
                     key,

@@ -271,6 +271,47 @@ def test_resume_continues_from_the_last_checkpoint(lora_run, qa_file, tmp_path):
     assert logged == [1, 2, 3]  # steps 1-2 come from the checkpoint, only step 3 was run again
 
 
+def test_resume_skips_an_incomplete_newest_checkpoint(lora_run, qa_file, tmp_path, caplog):
+    """A run killed while saving leaves checkpoint-N without its state: resume takes the one before."""
+    import shutil
+
+    from megc_vqa.training.finetune import train
+
+    _, result = lora_run
+    out = tmp_path / "resumed"
+    shutil.copytree(result.output_dir, out)
+    (out / "checkpoint-2" / "trainer_state.json").unlink()  # the newest is half written
+    args = tiny_args(
+        qa_file, out, "--max_steps", "2", "--save_steps", "1", "--resume_from_checkpoint", "true"
+    )
+    with caplog.at_level("WARNING"):
+        train(parse_config([*args, "--final_eval", "false"]), visual_fn=visual_fn)
+    assert "checkpoint-2 is incomplete (no trainer_state.json" in caplog.text
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2]  # step 2 run again from step 1
+
+
+def test_resuming_a_finished_run_does_nothing_and_says_so(lora_run, qa_file, tmp_path, caplog):
+    import shutil
+
+    from megc_vqa.training.finetune import train
+
+    _, result = lora_run
+    out = tmp_path / "finished"
+    shutil.copytree(result.output_dir, out)
+    adapter = (out / "adapter_model.safetensors").read_bytes()
+    args = tiny_args(
+        qa_file, out, "--max_steps", "2", "--save_steps", "1", "--resume_from_checkpoint", "true"
+    )
+    with caplog.at_level("WARNING"):
+        again = train(parse_config(args), visual_fn=visual_fn)
+    assert (
+        again.metrics["already_finished"]
+        and "already finished (max_steps 2 reached at step 2)" in caplog.text
+    )
+    assert not (out / "checkpoint-3").exists() and (out / "adapter_model.safetensors").read_bytes() == adapter
+
+
 def test_merge_adapter_command_gives_the_same_outputs(lora_run, tmp_path):
     from megc_vqa.cli import main
     from megc_vqa.models.collator import VQACollator

@@ -14,11 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import cut as cut_text
+from megc_vqa.fileio import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 
 class LogMismatchError(RuntimeError):
-    """The log in the output folder was written by another configuration."""
+    """The log in the output folder was written by another configuration, or is not an answer log."""
 
 
 class AnswerLog:
@@ -47,10 +50,20 @@ class AnswerLog:
         if not lines:
             self._write_line({"_fingerprint": self.fingerprint})
             return
-        first = json.loads(lines[0])
+        try:
+            first = json.loads(lines[0])
+        except json.JSONDecodeError:
+            first = None
+        if not isinstance(first, dict) or "_fingerprint" not in first:
+            raise LogMismatchError(
+                f"{self.path}, line 1: not the answer log's header line (a JSON object with _fingerprint); "
+                "this file was not written by run_vqa: use another --out folder, or delete the file to start over"
+            )
         if first.get("_fingerprint") != self.fingerprint and len(lines) == 1:
             # No answer was logged (the earlier run failed before answering): start over quietly.
-            self.path.write_text(json.dumps({"_fingerprint": self.fingerprint}, ensure_ascii=False) + "\n")
+            atomic_write_text(
+                self.path, json.dumps({"_fingerprint": self.fingerprint}, ensure_ascii=False) + "\n"
+            )
             return
         if first.get("_fingerprint") != self.fingerprint:
             raise LogMismatchError(
@@ -61,9 +74,17 @@ class AnswerLog:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{self.path}, line {n}: not JSON ({err}); delete the line to resume"
-                ) from err
+                entry = err
+            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+                why = (
+                    f"not JSON ({entry.msg})"
+                    if isinstance(entry, json.JSONDecodeError)
+                    else "no answer entry"
+                )
+                raise LogMismatchError(
+                    f"{self.path}, line {n}: {why}: {cut_text(line, 80)}; delete that line (its row is answered "
+                    "again) or the whole file, then rerun to resume"
+                )
             self.done[entry["key"]] = entry
         log.info("%s: resuming, %d rows already answered", self.path, len(self.done))
 

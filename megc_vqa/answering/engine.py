@@ -38,6 +38,7 @@ from megc_vqa.answering.postprocess import (
     make_consistent,
     normalise_answer,
 )
+from megc_vqa.fileio import read_json_object
 from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import (
     PromptOptions,
@@ -145,7 +146,7 @@ def check_adapter(adapter: Path) -> dict[str, Any]:
     cfg_path = adapter / "adapter_config.json"
     if not cfg_path.is_file():
         raise EngineError(f"{adapter}: no adapter_config.json; --adapter must be a PEFT adapter folder")
-    return json.loads(cfg_path.read_text())
+    return read_json_object(cfg_path, "adapter config")
 
 
 def _base_mismatch(adapter: Path, base_recorded: str | None, model: str, err: Exception) -> EngineError:

@@ -124,12 +124,25 @@ class Session:
         elif cmd == ":info":
             self.say(json.dumps(self.info() if self.info else {}, indent=2, default=str))
         elif cmd == ":save":
-            path = Path(rest[0]) if rest else Path("ask_transcript.jsonl")
-            path.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in self.transcript))
-            self.say(f"transcript ({len(self.transcript)} answers) saved to {path}")
+            self._save(Path(rest[0]) if rest else Path("ask_transcript.jsonl"))
         else:
             self.say(f"unknown command {cmd}; :help lists the commands")
         return True
+
+    def _save(self, path: Path) -> None:
+        from megc_vqa.fileio import atomic_write_text, dumps_jsonl
+
+        if not path.parent.is_dir():
+            self.say(
+                f"cannot save to {path}: folder {path.parent} does not exist (create it, or name another file)"
+            )
+            return
+        try:
+            atomic_write_text(path, dumps_jsonl(self.transcript))
+        except OSError as err:
+            self.say(f"cannot save to {path}: {err.strerror or err}")
+            return
+        self.say(f"transcript ({len(self.transcript)} answers) saved to {path}")
 
     def _switch(self, rest: list[str]) -> None:
         if not rest or len(rest) not in (1, 4):
@@ -144,7 +157,7 @@ class Session:
         try:
             visual = self.load_visual(request)
         except Exception as err:  # keep the session alive, say what was wrong
-            self.say(f"cannot open {request.path}: {err}")
+            self.say(f"cannot open {request.path}: {_describe(err)}")
             return
         self.clip, self._visual = request, visual
         self.say(f"clip: {request.path}\n{getattr(visual, 'description', '')}")
@@ -176,6 +189,43 @@ class Session:
                     return 0
             except KeyboardInterrupt:
                 self.say("\n(interrupted)")
+            except Exception as err:  # never lose the session: say what went wrong and prompt again
+                self.say(
+                    f"error: {_describe(err)}\n(the session goes on: :clip PATH opens another clip, :help)"
+                )
+
+
+def _describe(err: Exception) -> str:
+    """One line for an error at the prompt: the project's message as it is, else the type too."""
+    from megc_vqa.errors import MegcError, _project_error_types, cut
+
+    text = " ".join(str(err).split())
+    if isinstance(err, (MegcError, OSError, *_project_error_types())):
+        return text if len(text) <= 500 else text[:500] + "..."
+    return f"{type(err).__name__}: {cut(text, 300)}"
+
+
+def check_clip_options(onset: int | None, apex: int | None, offset: int | None) -> None:
+    """Frame numbers given on the command line or to ``:clip``: non-negative, onset <= apex <= offset."""
+    from megc_vqa.errors import UsageError, check_number
+
+    for name, value in (("--onset", onset), ("--apex", apex), ("--offset", offset)):
+        check_number(name, value, minimum=0)
+    if onset is not None and offset is not None and onset > offset:
+        raise UsageError(f"--onset {onset} is after --offset {offset}; the onset comes first")
+    if apex is not None and onset is not None and apex < onset:
+        raise UsageError(f"--apex {apex} is before --onset {onset}")
+    if apex is not None and offset is not None and apex > offset:
+        raise UsageError(f"--apex {apex} is after --offset {offset}")
+
+
+def _check_in_clip(req: ClipRequest, first: int, last: int) -> None:
+    """The requested frames must exist in the clip (``first..last``)."""
+    from megc_vqa.errors import UsageError
+
+    for name, value in (("onset", req.onset), ("apex", req.apex), ("offset", req.offset)):
+        if value is not None and not first <= value <= last:
+            raise UsageError(f"{req.path}: {name} {value} is outside the clip's frames {first}..{last}")
 
 
 def save_contact_sheet(visual: Any, path: Path) -> Path:
@@ -229,6 +279,8 @@ def make_clip_loader(args: argparse.Namespace, contract: Any) -> Callable[[ClipR
             )
         else:
             raise FileNotFoundError(f"{path}: no such frame folder or video")
+        check_clip_options(req.onset, req.apex, req.offset)
+        _check_in_clip(req, clip.onset, clip.offset)
         onset = req.onset if req.onset is not None else clip.onset
         offset = req.offset if req.offset is not None else clip.offset
         clip = replace(clip, onset=onset, offset=offset, apex=req.apex)
@@ -270,19 +322,20 @@ def _readline_input(prompt: str = "ask> ") -> Callable[[], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megc_vqa.answering.engine import Engine, EngineError, EngineOptions
+    from megc_vqa.answering.engine import Engine, EngineOptions
     from megc_vqa.answering.run_vqa import VisualSettings
+    from megc_vqa.errors import UsageError, check_number
 
     if not args.clip.exists():
-        print(f"error: {args.clip}: no such frame folder or video", file=sys.stderr)
-        return 2
-    try:
-        engine = Engine.load(
-            args.model, args.adapter, EngineOptions(batch_size=1, constrained=not args.free_decoding)
-        )
-    except EngineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--clip {args.clip}: no such frame folder or video")
+    check_clip_options(args.onset, args.apex, args.offset)  # before the model loads
+    check_number("--fps", args.fps, above=0)
+    check_number("--image-size", args.image_size, minimum=16, maximum=4096)
+    if not args.sheet.parent.is_dir():
+        raise UsageError(f"--sheet {args.sheet}: folder {args.sheet.parent} does not exist")
+    engine = Engine.load(
+        args.model, args.adapter, EngineOptions(batch_size=1, constrained=not args.free_decoding)
+    )
     engine.contract = VisualSettings(args.visual_spec, args.image_size).apply(engine.contract)
     session = Session(
         answer=lambda visual, q: _answer_text(engine.answer([q], [visual])[0]),

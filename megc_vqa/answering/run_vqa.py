@@ -42,6 +42,49 @@ class RunError(RuntimeError):
     """run_vqa cannot start: bad question files, missing frames, a model that does not load."""
 
 
+def check_run_options(
+    *,
+    batch_size: int = 1,
+    votes: int = 1,
+    temperature: float = 0.7,
+    image_size: int | None = None,
+    fps: float | None = None,
+    max_fallback_share: float = 0.0,
+) -> None:
+    """Every numeric option of a run, checked before anything loads (``UsageError`` naming the option)."""
+    from megc_vqa.errors import UsageError, check_number
+
+    check_number("--batch-size", batch_size, minimum=1)
+    check_number("--votes", votes, minimum=1)
+    check_number("--temperature", temperature, minimum=0)
+    if votes > 1 and temperature <= 0:
+        raise UsageError(
+            f"--votes {votes} samples answers, which needs --temperature above 0 (got {temperature:g}); "
+            "use --votes 1 for greedy decoding"
+        )
+    check_number("--image-size", image_size, minimum=16, maximum=4096)
+    check_number("--fps", fps, above=0)
+    check_number("--max-fallback-share", max_fallback_share, minimum=0, maximum=1)
+
+
+def fallback_failure(result: RunResult, max_share: float) -> str | None:
+    """Why the run is a failure because too many rows fell back (``None`` when within ``max_share``)."""
+    rows = result.summary["rows"]
+    fallbacks = result.summary["fallback_rows"]
+    if not rows or len(fallbacks) <= max_share * rows:
+        return None
+    reasons: dict[str, int] = {}
+    for f in fallbacks:
+        reason = str(f.get("reason") or "unknown")[:160]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    top = max(reasons, key=reasons.__getitem__)
+    return (
+        f"{len(fallbacks)} of {rows} rows ({len(fallbacks) / rows:.0%}) got a fallback answer, more than "
+        f"--max-fallback-share {max_share:g}; the files were written but are not worth uploading. Most common "
+        f"reason ({reasons[top]} rows): {top}. Every fallback row is in {result.summary.get('summary_file')}"
+    )
+
+
 @dataclass
 class ClipJob:
     """One clip of one question file: its rows (file order) and frame folder."""
@@ -191,6 +234,10 @@ def run_vqa(
     out = Path(out_dir)
     frames_root = Path(frames_root)
     question_files = [Path(p) for p in question_files]
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: is a file, not a folder; name a folder for the run's outputs")
+    if options is not None:
+        check_run_options(batch_size=options.batch_size, votes=options.votes, temperature=options.temperature)
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
     if backend not in ("transformers", "vllm"):
         raise RunError(f"unknown backend {backend!r}; use transformers or vllm")
@@ -333,6 +380,7 @@ def _finish(
     answered_now: int,
     timings: dict[str, float],
 ) -> RunResult:
+    from megc_vqa.fileio import atomic_write_text
     from megc_vqa.submission.files import prediction_file_name, read_jsonl
     from megc_vqa.submission.validate import validate_files
     from megc_vqa.submission.writer import make_submission_zip, write_predictions
@@ -392,12 +440,13 @@ def _finish(
             "predictions": [str(f) for f in files],
             "ground_truth": [str(g) for g in by_name.values()],
         }
-        (out / SCORES_NAME).write_text(json.dumps(scores, indent=2, default=str) + "\n")
+        atomic_write_text(out / SCORES_NAME, json.dumps(scores, indent=2, default=str) + "\n")
         report = write_vqa_report(out, rows, scores)
         summary["scores"] = str(out / SCORES_NAME)
         summary["report"] = str(report["report"])
         summary["score_table"] = markdown_table(scores)
-    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    summary["summary_file"] = str(out / SUMMARY_NAME)
+    atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     return RunResult(files, zip_path, summary, scores)
 
 

@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +52,12 @@ MODES: tuple[str, ...] = ("official", "strict")
 REQUIRED_COLUMNS: tuple[str, ...] = ("subject", "video", "onset", "offset", "emotion")
 IOU_THRESHOLD = 0.5
 _INT_RE = re.compile(r"^[+-]?\d+$")
+# A prediction has exactly the official columns; ground truth may also say the dataset and expression type.
+PREDICTION_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS
+GROUND_TRUTH_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "dataset", "type")
+# No long video comes near this many frames (14 h at 200 fps): a larger number is a typo or garbage.
+MAX_FRAME = 10_000_000
+Role = Literal["prediction", "ground_truth"]
 RESULT_KEYS: tuple[str, ...] = (
     "strs", "tp_spot", "fp_spot", "fn_spot", "precision_spot", "recall_spot", "f1_spot",
     "precision_analysis", "recall_analysis", "f1_analysis", "uf1_analysis", "uar_analysis",
@@ -101,13 +107,25 @@ def expression_type(value: str) -> str | None:
 
 
 def parse_str_csv(
-    data: bytes | str, name: str, *, emotions: Iterable[str] | None = None
+    data: bytes | str,
+    name: str,
+    *,
+    emotions: Iterable[str] | None = None,
+    role: Role = "ground_truth",
+    videos: Mapping[tuple[str, str], tuple[int, int] | None] | None = None,
 ) -> tuple[list[Interval], list[Problem]]:
-    """Parse an STR CSV (header ``subject,video,onset,offset,emotion``, optional ``dataset`` and ``type``).
+    """Parse an STR CSV: the one reader of the validator and the scorer, so both judge a file alike.
 
-    Never raises; every defect is a problem with its line (1 = header). ``emotions``, when given, is the
-    allowed emotion set (an emotion outside it is an error).
+    Never raises; every defect is a problem with its line (1 = header). ``role="prediction"``: exactly the
+    columns ``subject,video,onset,offset,emotion`` (any other column is an error: the local scorer would
+    split by a ``type`` column the leaderboard never sees) and a duplicated interval is an error;
+    ``"ground_truth"`` also allows ``dataset`` and ``type``. ``emotions``, when given, is the allowed emotion
+    set. ``videos``, when given, maps the known ``(subject, video)`` to their ``(first, last)`` frame (or
+    ``None``): a row on another video is a warning, a frame outside its video an error. Frames must be
+    integers in ``0..MAX_FRAME``.
     """
+    from megc_vqa.errors import cut, unknown_keys_error
+
     problems: list[Problem] = []
     if isinstance(data, bytes):
         if data.startswith(b"\xef\xbb\xbf"):
@@ -121,17 +139,44 @@ def parse_str_csv(
     if not text.strip():
         return [], [Problem(name, 0, f"empty file: expected the header {','.join(REQUIRED_COLUMNS)}")]
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in next(reader)]
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except csv.Error as err:
+        return [], [Problem(name, 1, f"not a CSV header ({err})")]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         problems.append(
-            Problem(name, 1, f"missing column(s) {', '.join(missing)}; header is {','.join(header)}")
+            Problem(
+                name, 1, f"missing column(s) {', '.join(missing)}; header is {cut(','.join(header), 200)}"
+            )
         )
+        return [], problems
+    allowed_columns = PREDICTION_COLUMNS if role == "prediction" else GROUND_TRUTH_COLUMNS
+    extra = [c for c in header if c not in allowed_columns]
+    if extra:
+        what = "an STR prediction" if role == "prediction" else "STR ground truth"
+        message = str(unknown_keys_error(extra, allowed_columns, "", "column")).split(": ", 1)[1]
+        message = message.split("; known:")[0]
+        problems.append(Problem(name, 1, f"{message} ({what} has {','.join(allowed_columns)})"))
+        return [], problems
+    duplicated = [c for c in header if header.count(c) > 1]
+    if duplicated:
+        problems.append(Problem(name, 1, f"column(s) {', '.join(sorted(set(duplicated)))} appear twice"))
         return [], problems
     col = {c: header.index(c) for c in header}
     allowed = None if emotions is None else {e.strip().lower() for e in emotions}
+    known = None if videos is None else {(canonical_subject(s), str(v)): r for (s, v), r in videos.items()}
+    unknown_videos: dict[tuple[str, str], int] = {}
+    first_line: dict[tuple[str, str, int, int], int] = {}
     intervals: list[Interval] = []
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            problems.append(Problem(name, reader.line_num, f"not valid CSV ({err})"))
+            break
         line = reader.line_num
         if not any(c.strip() for c in cells):
             continue
@@ -146,11 +191,16 @@ def parse_str_csv(
                 bad = True
         frames: dict[str, int] = {}
         for c in ("onset", "offset"):
-            if _INT_RE.match(row[c]):
-                frames[c] = int(row[c])
-            else:
-                problems.append(Problem(name, line, f"{c} {row[c]!r} is not an integer frame number"))
+            if not _INT_RE.match(row[c]):
+                problems.append(Problem(name, line, f"{c} {cut(row[c], 40)} is not an integer frame number"))
                 bad = True
+            elif not 0 <= int(row[c]) <= MAX_FRAME:
+                problems.append(
+                    Problem(name, line, f"{c} {cut(row[c], 40)} is not a frame number (0..{MAX_FRAME:,})")
+                )
+                bad = True
+            else:
+                frames[c] = int(row[c])
         if len(frames) == 2 and frames["onset"] > frames["offset"]:
             problems.append(
                 Problem(name, line, f"onset {frames['onset']} is after offset {frames['offset']}")
@@ -159,30 +209,94 @@ def parse_str_csv(
         emotion = row["emotion"].lower()
         if allowed is not None and row["emotion"] and emotion not in allowed:
             problems.append(
-                Problem(name, line, f"emotion {row['emotion']!r} is not one of {', '.join(sorted(allowed))}")
+                Problem(
+                    name,
+                    line,
+                    f"emotion {cut(row['emotion'], 40)} is not one of {', '.join(sorted(allowed))}",
+                )
             )
             bad = True
         etype = None
         if row.get("type"):
             etype = expression_type(row["type"])
             if etype is None:
-                problems.append(Problem(name, line, f"type {row['type']!r} is neither micro nor macro"))
+                problems.append(
+                    Problem(name, line, f"type {cut(row['type'], 40)} is neither micro nor macro")
+                )
                 bad = True
         if bad:
             continue
+        subject = canonical_subject(row["subject"])
+        key = (subject, row["video"])
+        if known is not None and key not in known:
+            unknown_videos.setdefault(key, line)
+        elif known is not None and known[key] is not None:
+            first, last = known[key]
+            if frames["onset"] < first or frames["offset"] > last:
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        f"frames {frames['onset']}..{frames['offset']} are outside the video's "
+                        f"frames {first}..{last} (subject {row['subject']}, video {row['video']})",
+                    )
+                )
+                continue
+        frame_key = (*key, frames["onset"], frames["offset"])
+        if frame_key in first_line:
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    f"duplicate interval {frames['onset']}..{frames['offset']} of subject "
+                    f"{row['subject']}, video {row['video']} (first on line {first_line[frame_key]})",
+                    "error" if role == "prediction" else "warning",
+                )
+            )
+            continue
+        first_line[frame_key] = line
         intervals.append(
-            Interval(canonical_subject(row["subject"]), row["video"], frames["onset"], frames["offset"], emotion,
+            Interval(subject, row["video"], frames["onset"], frames["offset"], emotion,
                      (row.get("dataset") or "").lower() or None, etype, line)
         )  # fmt: skip
+    for (subject, video), at in unknown_videos.items():
+        problems.append(
+            Problem(
+                name,
+                at,
+                f"subject {subject} video {cut(video, 60)} is not one of the known videos "
+                "(official scoring ignores it, strict scoring counts its rows as false positives)",
+                "warning",
+            )
+        )
     return intervals, problems
 
 
-def read_intervals(path: str | os.PathLike[str], *, emotions: Iterable[str] | None = None) -> list[Interval]:
-    """Intervals of an STR CSV; raises ``StrInputError`` listing every error with its line."""
-    intervals, problems = parse_str_csv(Path(path).read_bytes(), str(path), emotions=emotions)
+def read_intervals(
+    path: str | os.PathLike[str],
+    *,
+    emotions: Iterable[str] | None = None,
+    role: Role = "ground_truth",
+    videos: Mapping[tuple[str, str], tuple[int, int] | None] | None = None,
+    warnings: list[Problem] | None = None,
+) -> list[Interval]:
+    """Intervals of an STR CSV (see :func:`parse_str_csv`); raises ``StrInputError`` listing every error with
+    its line (the first 20); warnings go to ``warnings`` when given, else to the log."""
+    path = Path(path)
+    if not path.is_file():
+        raise StrInputError(f"{path}: no such STR CSV")
+    intervals, problems = parse_str_csv(
+        path.read_bytes(), str(path), emotions=emotions, role=role, videos=videos
+    )
     errors = [p for p in problems if p.level == "error"]
     if errors:
-        raise StrInputError("\n".join(str(p) for p in errors))
+        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise StrInputError("\n".join(str(p) for p in errors[:20]) + more)
+    if warnings is not None:
+        warnings.extend(problems)
+    else:
+        for p in problems:
+            log.warning("%s", p)
     return intervals
 
 

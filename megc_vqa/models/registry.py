@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import read_json_object
+
 log = logging.getLogger(__name__)
 
 LORA_SCOPES = ("language", "vision", "merger")
@@ -125,7 +127,9 @@ def resolve(name_or_path: str | Path) -> tuple[str, ModelFamily]:
     if path.is_dir():
         config = path / "config.json"
         if (path / "adapter_config.json").is_file():  # a PEFT adapter: the family is its base model's
-            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            base = read_json_object(path / "adapter_config.json", "adapter config").get(
+                "base_model_name_or_path"
+            )
             return str(path), resolve(base)[1]
         if not config.is_file():
             raise ModelLoadError(
@@ -258,7 +262,11 @@ def load_for_inference(
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = read_json_object(path / "adapter_config.json", "adapter config").get("base_model_name_or_path")
+        if not base:
+            raise ModelLoadError(
+                f"{path / 'adapter_config.json'}: no base_model_name_or_path; give the base model"
+            )
         model = PeftModel.from_pretrained(load_model(base, dtype=dtype, device_map=device_map), str(path))
         has_processor = (path / "processor_config.json").is_file() or (
             path / "preprocessor_config.json"

@@ -46,6 +46,7 @@ class PrepResult:
     qa_skips: list[Skip]
     long_videos: int = 0
     paths: dict[str, Path] = field(default_factory=dict)
+    frame_skips: list[Skip] = field(default_factory=list)  # unreadable frames, missing key frames
 
     def datasets(self) -> list[str]:
         names = [r.dataset for r in self.records] + [s.dataset for s in (*self.load_skips, *self.qa_skips)]
@@ -87,6 +88,8 @@ def prepare(
     data_root = Path(data_root).absolute()  # clip sources absolute, whatever the working folder
     if not data_root.is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise PrepError(f"--out {out}: is a file, not a folder; name a folder for qa.jsonl and dataset/")
     try:
         found = list(annotations.detect_datasets(data_root))
         if not found:
@@ -113,18 +116,22 @@ def prepare(
         load_skips = [s for s in load_skips if s.dataset in wanted]
         long_videos = [v for v in long_videos if v.dataset in wanted]
 
+    from megc_vqa.qa.frame_check import check_clip_frames
+
+    clips, frame_skips = check_clip_frames(clips)  # every frame a record will use opens, before any record
     qa_skips: list[Skip] = []
     bar = tqdm(clips, desc="QA", unit="clip", disable=(not progress) if progress is not None else None)
     records = generate_qa(bar, seed=seed, skips=qa_skips)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos))
+    result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos), frame_skips=frame_skips)
     # Frame paths relative to qa.jsonl: the file works from any working folder (``--data-root`` may be
     # relative) and moves together with its data.
     result.paths["qa"] = write_qa_jsonl(records, out / "qa.jsonl", relative_sources=True)
     result.paths["skips"] = write_jsonl_atomic(
         [{"stage": "load", **dataclasses.asdict(s)} for s in load_skips]
+        + [{"stage": "frames", **dataclasses.asdict(s)} for s in frame_skips]
         + [{"stage": "qa", **dataclasses.asdict(s)} for s in qa_skips],
         out / "skips.jsonl",
     )
@@ -164,6 +171,9 @@ def print_summary(result: PrepResult, skip_lines: Sequence[str] = ()) -> None:
     reasons = {name: Counter(s.reason for s in result.qa_skips if s.dataset == name) for name in names}
     for line in skip_lines:
         console.print(f"  {line}", markup=False, highlight=False)
+    frames = Counter((s.dataset, s.reason) for s in result.frame_skips)
+    for (name, reason), count in sorted(frames.items()):
+        console.print(f"  {name}: {count} x {reason} (see skips.jsonl)", markup=False, highlight=False)
     for name, counts in reasons.items():
         for reason, count in counts.most_common():
             console.print(f"  {name}: {count} x {reason}", markup=False, highlight=False)

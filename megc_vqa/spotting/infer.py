@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -91,11 +91,35 @@ class PeakParams:
     typing: Literal["duration", "channel"] = "duration"
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> PeakParams:
+    def from_dict(cls, data: dict | None, where: str = "peaks") -> PeakParams:
+        """Settings from a recipe's ``peaks:`` section or a checkpoint; unknown keys and out-of-range values
+        are errors naming the key."""
+        from megc_vqa.errors import UsageError, check_number, reject_unknown_keys
+
         data = dict(data or {})
+        reject_unknown_keys(data, [f.name for f in fields(cls)], where)
         if "types" in data:
-            data["types"] = tuple(data["types"])
-        return cls(**data)
+            data["types"] = (
+                tuple(data["types"]) if isinstance(data["types"], (list, tuple)) else (data["types"],)
+            )
+        params = cls(**data)
+        choices = {"mode": ("absolute", "relative"), "typing": ("duration", "channel")}
+        for key, allowed in choices.items():
+            if getattr(params, key) not in allowed:
+                raise UsageError(
+                    f"{where}.{key} must be one of {', '.join(allowed)} (got {getattr(params, key)!r})"
+                )
+        if not params.types or set(params.types) - set(OUTPUTS):
+            raise UsageError(
+                f"{where}.types must be a non-empty subset of {', '.join(OUTPUTS)} (got {params.types})"
+            )
+        check_number(f"{where}.threshold", params.threshold, minimum=0, maximum=1)
+        check_number(f"{where}.extent", params.extent, above=0, maximum=1)
+        for key in ("smooth_seconds", "micro_min_seconds"):
+            check_number(f"{where}.{key}", getattr(params, key), minimum=0)
+        for key in ("micro_max_seconds", "macro_max_seconds"):
+            check_number(f"{where}.{key}", getattr(params, key), above=0)
+        return params
 
 
 def _windows(n: int, length: int, hop: int) -> list[int]:
@@ -299,6 +323,8 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
             lo_f, hi_f, peak_f = int(frames[lo]), int(frames[hi]), int(frames[p])
             this = kind or ("micro" if hi_f - lo_f + 1 <= micro_max else "macro")
             onset, offset = _fit_length(lo_f, hi_f, peak_f, *limits[this], curve.first, curve.last)
+            if offset - onset + 1 < max(2, limits[this][0]):
+                continue  # the video is too short to hold an expression of this type (a 1-frame video)
             found.append(SpottedInterval(onset, offset, peak_f, this, float(s[p])))
     kept = _suppress(found)
     if curve.emotions is not None:

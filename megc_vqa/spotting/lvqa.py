@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from megc_vqa.errors import InputError
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa.templates import AU_QUESTION_PLURAL, au_list_answer, classify_question, event_number
 
@@ -103,9 +104,9 @@ def read_questions(path: str | Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {line_no}: not JSON ({err.msg})") from None
+                raise InputError(f"{path} line {line_no}: not JSON ({err.msg})") from None
             if not isinstance(row, dict) or not {"video", "question"} <= set(row):
-                raise ValueError(f"{path} line {line_no}: needs 'video' and 'question' keys")
+                raise InputError(f"{path} line {line_no}: needs 'video' and 'question' keys")
             rows.append(row)
     return rows
 
@@ -139,7 +140,7 @@ def answer_file(
         )
     out = Path(out_dir) / pred_name(questions_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows), encoding="utf-8")
-    tmp.replace(out)
+    from megc_vqa.fileio import atomic_write_text, dumps_jsonl
+
+    atomic_write_text(out, dumps_jsonl(out_rows))
     return out

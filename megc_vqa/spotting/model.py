@@ -88,9 +88,21 @@ class SpotterConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> SpotterConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict, where: str = "model") -> SpotterConfig:
+        """A config from a recipe's ``model:`` section or a checkpoint; an unknown key is an error (a typo
+        would otherwise be dropped and the default trained), every number is range-checked."""
+        from megc_vqa.errors import check_number, reject_unknown_keys
+
+        reject_unknown_keys(data, [f.name for f in dataclasses.fields(cls)], where)
+        config = cls(**data)
+        check_number(f"{where}.size", config.size, minimum=16)
+        check_number(f"{where}.window_seconds", config.window_seconds, above=0)
+        check_number(f"{where}.dev_seconds", config.dev_seconds, above=0)
+        check_number(f"{where}.hidden", config.hidden, minimum=1)
+        check_number(f"{where}.dropout", config.dropout, minimum=0, maximum=0.99)
+        for w in (*config.widths, *config.dilations):
+            check_number(f"{where}.widths/dilations entry", w, minimum=1)
+        return config
 
 
 def _conv3d(

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from megc_vqa.errors import InputError
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
@@ -70,6 +71,9 @@ class STRConfig:
 
 def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str], float]:
     """``PATTERN=FPS`` rules (fnmatch on the folder name, first match wins) -> a name -> fps function."""
+    from megc_vqa.errors import check_number
+
+    check_number("--fps", default, above=0)
     parsed = []
     for rule in rules:
         pattern, sep, value = rule.rpartition("=")
@@ -78,7 +82,8 @@ def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str]
         except ValueError:
             sep = ""
         if not sep or not pattern:
-            raise ValueError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
+            raise InputError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
+        check_number(f"--fps-for {rule!r}: FPS", parsed[-1][1], above=0)
 
     def fps_for(name: str) -> float:
         for pattern, fps in parsed:
@@ -100,7 +105,7 @@ def fps_from_jsonl(path: str | Path, default: Callable[[str], float]) -> Callabl
                 name = Path(rec["folder"]).name if rec.get("folder") else f"{rec['subject']}_{rec['video']}"
                 table[name] = float(rec["fps"])
             except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(
+                raise InputError(
                     f"{path} line {line_no}: needs folder (or subject, video) and fps ({err})"
                 ) from None
     return lambda name: table.get(name) or default(name)
@@ -160,9 +165,9 @@ class STRRunner:
         self.peaks = PeakParams.from_dict({**base.__dict__, **self.config.peaks})
         self.ask = ask
         if self.config.emotion == "vqa" and ask is None:
-            raise ValueError("emotion='vqa' needs a VQA callable (ask)")
+            raise InputError("emotion='vqa' needs a VQA callable (ask)")
         if self.config.fallback_emotion not in STR_CLASSES:
-            raise ValueError(f"fallback_emotion must be one of {STR_CLASSES}")
+            raise InputError(f"fallback_emotion must be one of {STR_CLASSES}")
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "str_pred.csv"
         self.progress_path = self.out / "progress.jsonl"
@@ -172,30 +177,21 @@ class STRRunner:
     # --- resume -------------------------------------------------------------------------------------------
     def _resume(self) -> set[str]:
         """Finished video names; rows and records of unfinished (interrupted) videos are dropped."""
-        done: set[str] = set()
-        if self.progress_path.exists():
-            for line in self.progress_path.read_text().splitlines():
-                if line.strip():
-                    done.add(json.loads(line)["name"])
+        done = {rec["name"] for rec in _json_lines(self.progress_path) if "name" in rec}
         finished_keys = set()
         records = []
-        if self.intervals_path.exists():
-            for line in self.intervals_path.read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    if rec["name"] in done:
-                        records.append(line)
-                        finished_keys.add((rec["subject"], rec["video"]))
+        for rec in _json_lines(self.intervals_path):
+            if rec.get("name") in done:
+                records.append(json.dumps(rec))
+                finished_keys.add((rec["subject"], rec["video"]))
+        done &= {json.loads(r)["name"] for r in records}  # a video without its record is redone
         _atomic_write(self.intervals_path, "".join(r + "\n" for r in records))
         rows = []
         if self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if (r["subject"], r["video"]) in finished_keys]
-        with open(_tmp(self.csv_path), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(STR_HEADER)
-            w.writerows([r[k] for k in STR_HEADER] for r in rows)
-        os.replace(_tmp(self.csv_path), self.csv_path)
+                rows = [r for r in csv.DictReader(f) if (r.get("subject"), r.get("video")) in finished_keys]
+        self._csv_rows = [[r[k] for k in STR_HEADER] for r in rows]
+        self._write_csv()
         if done:
             log.info("resuming: %d video(s) already finished in %s", len(done), self.out)
         return done
@@ -272,15 +268,23 @@ class STRRunner:
             )
         return summary
 
+    def _write_csv(self) -> None:
+        import io
+
+        from megc_vqa.fileio import atomic_write_text
+
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        w.writerow(STR_HEADER)
+        w.writerows(self._csv_rows)
+        atomic_write_text(self.csv_path, buffer.getvalue())
+
     def _write(self, job: VideoJob, curve, intervals, gt_events, seconds: float) -> None:
         import numpy as np
 
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            for iv in intervals:
-                w.writerow([job.subject, job.video, iv.onset, iv.offset, iv.emotion])
-            f.flush()
-            os.fsync(f.fileno())
+        # The whole CSV is rewritten atomically: a reader (score.py, a resumed run) never sees half a row.
+        self._csv_rows += [[job.subject, job.video, iv.onset, iv.offset, iv.emotion] for iv in intervals]
+        self._write_csv()
         record = {
             "name": job.name,
             "subject": job.subject,
@@ -312,23 +316,37 @@ def read_intervals(out: str | Path) -> dict[str, dict]:
     from .infer import SpottedInterval
 
     records = {}
-    path = Path(out) / "intervals.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                rec["intervals"] = [SpottedInterval(**iv) for iv in rec["intervals"]]
-                records[rec["name"]] = rec
+    for rec in _json_lines(Path(out) / "intervals.jsonl"):
+        rec["intervals"] = [SpottedInterval(**iv) for iv in rec["intervals"]]
+        records[rec["name"]] = rec
     return records
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
+def _json_lines(path: Path) -> list[dict]:
+    """The complete JSON objects of a resume file; a line cut by a kill (or any broken line) is skipped, so
+    its video is simply processed again."""
+    out = []
+    if not path.exists():
+        return out
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning(
+                "%s line %d: not a complete record (a run killed mid-write?); its video is redone", path, n
+            )
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    _tmp(path).write_text(text)
-    os.replace(_tmp(path), path)
+    from megc_vqa.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -349,14 +367,14 @@ def read_gt_events(gt_csv: str | Path, fps: float | None = None) -> dict[tuple[s
         reader = csv.DictReader(f)
         missing = {"subject", "video", "onset", "offset"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{gt_csv}: missing column(s) {sorted(missing)}")
+            raise InputError(f"{gt_csv}: missing column(s) {sorted(missing)}")
         for line, row in enumerate(reader, start=2):
             try:
                 onset, offset = int(float(row["onset"])), int(float(row["offset"]))
             except (TypeError, ValueError):
-                raise ValueError(f"{gt_csv} line {line}: onset/offset must be integers") from None
+                raise InputError(f"{gt_csv} line {line}: onset/offset must be integers") from None
             if onset > offset:
-                raise ValueError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
+                raise InputError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
             kind = (row.get("type") or "").strip().lower()
             if kind not in ("micro", "macro"):
                 kind = "micro" if fps is None or (offset - onset) <= 0.5 * fps else "macro"

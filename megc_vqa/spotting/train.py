@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megc_vqa.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -177,7 +179,7 @@ def fit(
     val_prepared = val_prepared if val_prepared is not None else _prepare(val_videos, model_cfg)
     dataset = WindowDataset(train_prepared, model_cfg.n_frames)
     if not len(dataset):
-        raise ValueError("no training windows: are the training videos empty?")
+        raise InputError("no training windows: are the training videos empty?")
     labels = np.concatenate([pv.labels for pv in train_prepared])
     pos_mass = labels.sum(axis=0)
     pos_weight = np.clip((len(labels) - pos_mass) / np.maximum(pos_mass, 1.0), 1.0, train_cfg.pos_weight_max)
@@ -242,7 +244,7 @@ def loso(
     """Leave-one-subject-out: per fold, fit with an inner validation split, then score the held-out subject."""
     subjects = sorted({v.subject for v in videos})
     if len(subjects) < 3:
-        raise ValueError(f"LOSO needs at least 3 subjects (train, inner validation, test); got {subjects}")
+        raise InputError(f"LOSO needs at least 3 subjects (train, inner validation, test); got {subjects}")
     folds, tp, fp, fn = [], 0, 0, 0
     for test_subject in test_subjects or subjects:
         rest = [s for s in subjects if s != test_subject]
@@ -282,31 +284,85 @@ def loso(
 # --- recipes and data -------------------------------------------------------------------------------------
 
 
+RECIPE_SECTIONS = ("model", "train", "peaks", "data")
+DATA_KEYS = ("long_videos_jsonl", "gt_csv", "videos_root", "fps", "loader", "roots", "datasets")
+
+
+def check_train_config(cfg: TrainConfig, where: str = "train") -> None:
+    """Every ``train:`` value in its allowed range (``UsageError`` naming the key and the range)."""
+    from megc_vqa.errors import UsageError, check_number
+
+    def num(key: str, **bounds: float) -> None:
+        check_number(f"{where}.{key}", getattr(cfg, key), **bounds)
+
+    num("epochs", minimum=1)
+    num("batch_size", minimum=1)
+    num("lr", above=0)
+    num("weight_decay", minimum=0)
+    num("balance", minimum=0)
+    num("samples_per_epoch", minimum=1)
+    num("pos_weight_max", minimum=1)
+    num("emotion_weight", minimum=0)
+    num("val_subjects", minimum=0)
+    num("iou", above=0, maximum=1)
+    num("phases", minimum=1)
+    num("seed", minimum=0)
+    num("threads", minimum=1)
+    for key in ("thresholds", "extents"):
+        values = getattr(cfg, key)
+        if not values:
+            raise UsageError(f"{where}.{key}: give at least one value")
+        for v in values:
+            if key == "thresholds":
+                check_number(f"{where}.{key} entry", v, minimum=0, maximum=1)
+            else:
+                check_number(f"{where}.{key} entry", v, above=0, maximum=1)
+
+
 def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
-    """(SpotterConfig, TrainConfig, PeakParams, data section) from a recipe YAML."""
+    """(SpotterConfig, TrainConfig, PeakParams, data section) from a recipe YAML.
+
+    Every key is checked: an unknown one (a typo) is an error with the closest known spelling, and every
+    number must be in its range, so a recipe never trains with a value silently dropped."""
     import yaml
+
+    from megc_vqa.errors import InputError, reject_unknown_keys
 
     from .infer import PeakParams
     from .model import SpotterConfig
 
-    with open(path) as f:
-        recipe = yaml.safe_load(f) or {}
-    unknown = set(recipe) - {"model", "train", "peaks", "data"}
-    if unknown:
-        raise ValueError(f"{path}: unknown recipe section(s) {sorted(unknown)}")
-    train = dict(recipe.get("train") or {})
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"spotting recipe {path} does not exist (see recipes/spotting/*.yaml)")
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a valid YAML recipe ({' '.join(str(err).split())[:300]})") from None
+    reject_unknown_keys(recipe, RECIPE_SECTIONS, str(path), "recipe section")
+    sections = {}
+    for name in RECIPE_SECTIONS:
+        value = recipe.get(name) or {}
+        if not isinstance(value, dict):
+            raise InputError(f"{path}: section {name}: expected key: value lines, got {type(value).__name__}")
+        sections[name] = dict(value)
+    train = sections["train"]
     for key in ("thresholds", "extents"):
         if key in train:
-            train[key] = tuple(train[key])
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if set(train) - names:
-        raise ValueError(f"{path}: unknown train key(s) {sorted(set(train) - names)}")
-    return (
-        SpotterConfig.from_dict(recipe.get("model") or {}),
-        TrainConfig(**train),
-        PeakParams.from_dict(recipe.get("peaks")),
-        dict(recipe.get("data") or {}),
-    )
+            train[key] = tuple(train[key]) if isinstance(train[key], (list, tuple)) else (train[key],)
+    reject_unknown_keys(train, [f.name for f in dataclasses.fields(TrainConfig)], f"{path}: train")
+    reject_unknown_keys(sections["data"], DATA_KEYS, f"{path}: data")
+    try:
+        model_cfg = SpotterConfig.from_dict(sections["model"], where=f"{path}: model")
+        peaks = PeakParams.from_dict(sections["peaks"], where=f"{path}: peaks")
+        train_cfg = TrainConfig(**train)
+    except TypeError as err:
+        raise InputError(f"{path}: {err}") from None
+    except InputError:
+        raise
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from None
+    check_train_config(train_cfg, f"{path}: train")
+    return model_cfg, train_cfg, peaks, sections["data"]
 
 
 def read_str_gt(gt_csv: str | Path, videos_root: str | Path, fps: float) -> list:
@@ -364,7 +420,7 @@ def read_long_videos_jsonl(path: str | Path) -> list:
             )
             fps = float(rec["fps"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path} line {line_no}: not a long-video record ({err})") from None
+            raise InputError(f"{path} line {line_no}: not a long-video record ({err})") from None
         if not folder.is_absolute():
             folder = path.parent.parent / folder
         source = FrameSource("folder", folder)
@@ -390,7 +446,7 @@ LOADERS = {
 
 def _recipe_loader(name: object):
     if not isinstance(name, str) or name not in LOADERS:
-        raise ValueError(
+        raise InputError(
             f"recipe data.loader {name!r} is not a known loader; use one of {sorted(LOADERS)} "
             "(recipes name loaders from this table, never a module)"
         )
@@ -399,9 +455,19 @@ def _recipe_loader(name: object):
 
 def load_videos(data: dict, base: Path = Path(".")) -> list:
     """The recipe's ``data`` section -> long videos."""
+    from megc_vqa.errors import check_number
+
+    check_number("data.fps", data.get("fps"), above=0)
+    for key in ("long_videos_jsonl", "gt_csv"):
+        if key in data and not (base / str(data[key])).is_file():
+            raise InputError(f"recipe data.{key} {data[key]}: no such file (or give --gt)")
     if "long_videos_jsonl" in data:
         return read_long_videos_jsonl(base / data["long_videos_jsonl"])
     if "gt_csv" in data:
+        if not data.get("videos_root"):
+            raise InputError(
+                f"recipe data.gt_csv {data['gt_csv']} needs data.videos_root (its frame folders)"
+            )
         return read_str_gt(base / data["gt_csv"], base / data["videos_root"], float(data.get("fps", 30)))
     if "loader" in data:
         loader = _recipe_loader(data["loader"])
@@ -411,7 +477,7 @@ def load_videos(data: dict, base: Path = Path(".")) -> list:
         if data.get("datasets"):
             videos = [v for v in videos if v.dataset in data["datasets"]]
         return videos
-    raise ValueError("recipe data section needs long_videos_jsonl, gt_csv + videos_root, or loader + roots")
+    raise InputError("recipe data section needs long_videos_jsonl, gt_csv + videos_root, or loader + roots")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -432,6 +498,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.fileio import atomic_write_text
+
+    check_number("--epochs", args.epochs, minimum=1)
+    check_number("--fps", args.fps, above=0)
+    if args.gt and not Path(args.gt).is_file():
+        raise UsageError(f"--gt {args.gt}: no such file")
+    if args.gt and not args.gt.endswith(".jsonl") and not args.videos_root:
+        raise UsageError(f"--gt {args.gt} is an STR CSV: also give --videos-root (its frame folders)")
+    if args.videos_root and not Path(args.videos_root).is_dir():
+        raise UsageError(f"--videos-root {args.videos_root}: not a folder")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
     model_cfg, train_cfg, peaks, data = load_recipe(args.recipe)
     if args.gt and args.gt.endswith(".jsonl"):
         data = {"long_videos_jsonl": args.gt}
@@ -439,7 +519,7 @@ def run(args: argparse.Namespace) -> int:
         data = {"gt_csv": args.gt, "videos_root": args.videos_root, "fps": args.fps or data.get("fps", 30)}
     if args.data_root:
         data = {**data, "roots": args.data_root}
-    if args.epochs:
+    if args.epochs is not None:
         train_cfg.epochs = args.epochs
     if args.device:
         train_cfg.device = args.device
@@ -447,11 +527,10 @@ def run(args: argparse.Namespace) -> int:
     if not videos:
         log.error("no long videos found with %s", data)
         return 1
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.loso:
         report = loso(videos, model_cfg, train_cfg, peaks)
-        (out / "loso.json").write_text(json.dumps(report, indent=2))
+        atomic_write_text(out / "loso.json", json.dumps(report, indent=2))
         log.info("LOSO strict spotting F1 %.3f -> %s", report["pooled"]["f1"], out / "loso.json")
     train_s, val_s = split_subjects([v.subject for v in videos], train_cfg.val_subjects, train_cfg.seed)
     result = fit(
@@ -472,6 +551,6 @@ def run(args: argparse.Namespace) -> int:
         train_subjects=train_s,
         val_subjects=val_s,
     )
-    (out / "history.json").write_text(json.dumps(result.history, indent=2))
+    atomic_write_text(out / "history.json", json.dumps(result.history, indent=2))
     log.info("saved %s (epoch %d, val F1 %.3f)", out / "spotter.pt", result.epoch, result.val["f1"])
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import InputError, cut
 from megc_vqa.labels import AU_NAMES, COARSE_CLASSES, STR_CLASSES
 from megc_vqa.metrics.strs import parse_str_csv
 from megc_vqa.qa.templates import (
@@ -27,28 +28,47 @@ from megc_vqa.qa.templates import (
     is_plural,
     parse_joint_answer,
 )
-from megc_vqa.submission.files import STR_PREDICTION_NAME, Problem, parse_jsonl, prediction_file_name
+from megc_vqa.submission.files import (
+    OFFICIAL_PREDICTION_NAMES,
+    PREDICTION_SUFFIX,
+    STR_PREDICTION_NAME,
+    Problem,
+    parse_jsonl,
+    prediction_file_name,
+)
 
 log = logging.getLogger(__name__)
 
 _AU_NAME_SET = frozenset(AU_NAMES.values())
+# Longer answers are reported (cut): even the free-form analysis answer is a few sentences.
+LONG_ANSWER = 4000
+# The keys of every organiser question row, hence of every prediction row.
+QUESTION_KEYS = frozenset({"video_id", "video", "question", "answer"})
+
+
+def _id(value: object) -> str:
+    """A video_id as it is, or cut when it is too long to be one."""
+    text = str(value)
+    return text if len(text) <= 80 else cut(text, 60)
 
 
 def _answer_format_warnings(question: str, answer: str) -> list[str]:
     """Why an answer is off the training format (empty list when it is on it)."""
     qtype = classify_question(question)
     a = answer.strip()
+    if len(a) > LONG_ANSWER:
+        return [f"answer is {len(a):,} characters long: {cut(a, 60)}"]
     if qtype == "coarse" and a not in COARSE_CLASSES:
-        return [f"coarse answer {a!r} is not a bare label ({', '.join(COARSE_CLASSES)})"]
+        return [f"coarse answer {cut(a, 60)} is not a bare label ({', '.join(COARSE_CLASSES)})"]
     if qtype == "fine" and (not a.isalpha() or a != a.lower()):
-        return [f"fine answer {a!r} is not a bare lower-case label"]
+        return [f"fine answer {cut(a, 60)} is not a bare lower-case label"]
     if qtype == "presence" and a not in YES_NO:
-        return [f"answer {a!r} is not yes/no"]
+        return [f"answer {cut(a, 60)} is not yes/no"]
     if qtype == "side" and a not in SIDES:
-        return [f"answer {a!r} is not left/right"]
+        return [f"answer {cut(a, 60)} is not left/right"]
     if qtype in ("au", "lvqa_aus"):
         unknown = [n for n in a.split(", ") if n not in _AU_NAME_SET]
-        return [f"unknown AU name(s) {', '.join(map(repr, unknown))}"] if unknown else []
+        return [f"unknown AU name(s) {cut(', '.join(map(repr, unknown)), 200)}"] if unknown else []
     if qtype == "joint":
         parsed = parse_joint_answer(a)
         if parsed is None:
@@ -56,9 +76,9 @@ def _answer_format_warnings(question: str, answer: str) -> list[str]:
         if a.startswith("The action units") != is_plural(question):
             return ["joint answer: singular/plural wording does not match the question"]
     if qtype.startswith("lvqa_count") and not a.isdigit():
-        return [f"count answer {a!r} is not a bare integer"]
+        return [f"count answer {cut(a, 60)} is not a bare integer"]
     if qtype == "lvqa_event_type" and a not in EXPRESSION_TYPES:
-        return [f"answer {a!r} is not one of {', '.join(EXPRESSION_TYPES)}"]
+        return [f"answer {cut(a, 60)} is not one of {', '.join(EXPRESSION_TYPES)}"]
     return []
 
 
@@ -89,6 +109,9 @@ def validate_prediction_bytes(
         if not isinstance(vid, str):
             problems.append(Problem(name, line, "no string video_id"))
             continue
+        if len(vid) > 200:
+            problems.append(Problem(name, line, f"video_id {cut(vid, 60)} is not a question id"))
+            continue
         if vid in first_line:
             problems.append(
                 Problem(name, line, f"duplicated video_id {vid} (first on line {first_line[vid]})")
@@ -96,7 +119,7 @@ def validate_prediction_bytes(
             continue
         first_line[vid] = line
         if vid not in by_id:
-            problems.append(Problem(name, line, f"extra video_id {vid}: not in the question file"))
+            problems.append(Problem(name, line, f"extra video_id {_id(vid)}: not in the question file"))
             continue
         order.append(vid)
         _, question = by_id[vid]
@@ -104,7 +127,9 @@ def validate_prediction_bytes(
             if key in question and key in obj and obj[key] != question[key]:
                 problems.append(
                     Problem(
-                        name, line, f"{key} {obj[key]!r} differs from the question file's {question[key]!r}"
+                        name,
+                        line,
+                        f"{key} {cut(obj[key], 80)} differs from the question file's {cut(question[key], 80)}",
                     )
                 )
         answer = obj.get("answer")
@@ -126,15 +151,124 @@ def validate_prediction_bytes(
     return sorted(problems, key=lambda p: (p.line, p.message))
 
 
-def validate_str_bytes(data: bytes, name: str, emotions: Iterable[str] = STR_CLASSES) -> list[Problem]:
-    """Check an STR CSV: header, integer frames, onset <= offset, known emotions."""
-    intervals, problems = parse_str_csv(data, name, emotions=emotions)
+def validate_str_bytes(
+    data: bytes,
+    name: str,
+    emotions: Iterable[str] = STR_CLASSES,
+    videos: Mapping[tuple[str, str], tuple[int, int] | None] | None = None,
+) -> list[Problem]:
+    """Check an STR prediction CSV with the scorer's own reader (``parse_str_csv(role="prediction")``):
+    exactly the official columns, integer frames in range, onset <= offset, known emotions, no duplicated
+    interval and, with ``videos``, known videos and frames inside them."""
+    intervals, problems = parse_str_csv(data, name, emotions=emotions, role="prediction", videos=videos)
     if not problems and not intervals:
         problems.append(Problem(name, 0, "no intervals: the file has a header only", "warning"))
-    for i in intervals:
-        if i.onset < 0:
-            problems.append(Problem(name, i.line, f"negative onset {i.onset}", "warning"))
     return problems
+
+
+def str_videos(path: str | os.PathLike[str]) -> dict[tuple[str, str], tuple[int, int] | None]:
+    """The known long videos for checking an STR CSV: a folder of ``<subject>_<video>/`` frame folders (with
+    each one's first and last frame) or a ground-truth STR CSV (videos only)."""
+    from megc_vqa.frame_names import frame_number, is_image
+    from megc_vqa.metrics.strs import read_intervals
+
+    path = Path(path)
+    if path.is_file():
+        return {i.key: None for i in read_intervals(path)}
+    if not path.is_dir():
+        raise FileNotFoundError(f"--str-videos {path}: no such folder or STR CSV")
+    out: dict[tuple[str, str], tuple[int, int] | None] = {}
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        subject, sep, video = folder.name.partition("_")
+        numbers = [n for f in os.listdir(folder) if is_image(f) and (n := frame_number(f)) is not None]
+        out[(subject, video) if sep else (folder.name, folder.name)] = (
+            (min(numbers), max(numbers)) if numbers else None
+        )
+    return out
+
+
+def check_prediction_file(data: bytes, name: str, *, check_format: bool = True) -> list[Problem]:
+    """A prediction file checked without its question file: the format, the official keys, one string
+    ``video_id`` per row, unique ids, non-empty string answers, and the answer-format warnings."""
+    rows, problems = parse_jsonl(data, name)
+    seen: dict[str, int] = {}
+    for row in rows:
+        obj, line = row.data, row.line
+        keys = set(obj)
+        if keys != QUESTION_KEYS:
+            missing, extra = sorted(QUESTION_KEYS - keys), sorted(keys - QUESTION_KEYS)
+            parts = ([f"missing key(s) {', '.join(missing)}"] if missing else []) + (
+                [f"unexpected key(s) {cut(', '.join(extra), 120)}"] if extra else []
+            )
+            problems.append(
+                Problem(name, line, "; ".join(parts) + f" (expected {', '.join(sorted(QUESTION_KEYS))})")
+            )
+        vid, answer = obj.get("video_id"), obj.get("answer")
+        if not isinstance(vid, str) or not vid.strip():
+            problems.append(Problem(name, line, "no string video_id"))
+        elif vid in seen:
+            problems.append(
+                Problem(name, line, f"duplicated video_id {_id(vid)} (first on line {seen[vid]})")
+            )
+        else:
+            seen[vid] = line
+        if not isinstance(answer, str):
+            problems.append(Problem(name, line, f"answer must be a string, got {type(answer).__name__}"))
+        elif not answer.strip():
+            problems.append(Problem(name, line, f"empty answer for {_id(vid)}"))
+        elif check_format and isinstance(obj.get("question"), str):
+            problems.extend(
+                Problem(name, line, w, "warning") for w in _answer_format_warnings(obj["question"], answer)
+            )
+    return sorted(problems, key=lambda p: (p.line, p.message))
+
+
+def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[Problem]]:
+    """(display name, base name, bytes, True) of every file in a submission zip, and the zip's problems:
+    not a zip / corrupt, empty, a member in a folder, the same member twice."""
+    entries: list[tuple[str, str, bytes, bool]] = []
+    problems: list[Problem] = []
+    if path.stat().st_size == 0:
+        return [], [Problem(str(path), 0, "empty file (0 bytes), not a zip archive")]
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos if not i.is_dir()]
+            for info in infos:
+                if info.is_dir():
+                    continue
+                display = f"{path.name}:{info.filename}"
+                folder = info.filename.strip("/").rpartition("/")[0]
+                if folder:
+                    problems.append(
+                        Problem(
+                            display,
+                            0,
+                            f"file is in a folder ({folder}/) inside the zip: put it at the archive root",
+                        )
+                    )
+                if names.count(info.filename) > 1:
+                    if info is next(i for i in infos if i.filename == info.filename):
+                        problems.append(
+                            Problem(
+                                display,
+                                0,
+                                f"the zip holds {names.count(info.filename)} members named "
+                                f"{info.filename}: keep one (the leaderboard reads only one of them)",
+                            )
+                        )
+                    continue
+                base = Path(info.filename).name
+                if any(Path(n).name == base and n != info.filename for n in names):
+                    problems.append(
+                        Problem(display, 0, f"two members of the zip are named {base} (in different folders)")
+                    )
+                entries.append((display, base, zf.read(info), True))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as err:
+        return [], [Problem(str(path), 0, f"not a readable zip archive (corrupt or truncated: {err})")]
+    if not names:
+        problems.append(Problem(str(path), 0, "the zip is empty: it holds no file"))
+    return entries, problems
 
 
 def split_questions(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
@@ -158,10 +292,12 @@ def _load_questions(
     """Prediction file name -> (question path, question rows)."""
     out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     for path in question_paths:
+        if not Path(path).is_file():
+            raise InputError(f"--questions {path}: no such question file")
         rows, problems = parse_jsonl(Path(path).read_bytes(), str(path))
         fatal = [p for p in problems if "BOM" not in p.message and "CRLF" not in p.message]
         if fatal:
-            raise ValueError("question file unreadable: " + "; ".join(map(str, fatal)))
+            raise InputError("question file unreadable: " + "; ".join(map(str, fatal[:5])))
         out[prediction_file_name(path)] = (str(path), [r.data for r in rows])
     return out
 
@@ -172,8 +308,10 @@ def validate_files(
     *,
     emotions: Iterable[str] = STR_CLASSES,
     check_format: bool = True,
+    videos: Mapping[tuple[str, str], tuple[int, int] | None] | None = None,
 ) -> list[Problem]:
-    """Validate prediction files and/or submission zips against the question files.
+    """Validate prediction files and/or submission zips against the question files (without any, the
+    names and formats only: see :func:`check_prediction_file`).
 
     Files are matched to question files by their official name (``prediction_file_name``). A single loose
     file with another name is still checked against a single remaining question file, and its name is
@@ -187,34 +325,29 @@ def validate_files(
         if not path.is_file():
             problems.append(Problem(str(path), 0, "no such file"))
             continue
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    if info.is_dir():
-                        continue
-                    display = f"{path.name}:{info.filename}"
-                    if "/" in info.filename.strip("/"):
-                        problems.append(
-                            Problem(display, 0, "file is in a folder: put it at the archive root")
-                        )
-                    entries.append((display, Path(info.filename).name, zf.read(info), True))
-            if not any(e[3] and e[0].startswith(f"{path.name}:") for e in entries):
-                problems.append(Problem(str(path), 0, "the zip is empty"))
+        if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+            zip_entries, zip_problems = _zip_entries(path)
+            entries += zip_entries
+            problems += zip_problems
         else:
             entries.append((str(path), path.name, path.read_bytes(), False))
     matched: set[str] = set()
     unmatched: list[tuple[str, str, bytes, bool]] = []
+    official = set(OFFICIAL_PREDICTION_NAMES.values())
     for display, base, data, in_zip in entries:
         if base.endswith(".csv"):
             if base != STR_PREDICTION_NAME:
                 level = "error" if in_zip else "warning"
                 problems.append(Problem(display, 0, f"STR file name should be {STR_PREDICTION_NAME}", level))
-            problems.extend(validate_str_bytes(data, display, emotions))
+            problems.extend(validate_str_bytes(data, display, emotions, videos))
         elif base in questions:
             matched.add(base)
             problems.extend(
                 validate_prediction_bytes(data, display, questions[base][1], check_format=check_format)
             )
+        elif not questions and (base in official or (not in_zip and base.endswith(PREDICTION_SUFFIX))):
+            # No question files: check the name and the format; rows are checked against nothing.
+            problems.extend(check_prediction_file(data, display, check_format=check_format))
         else:
             unmatched.append((display, base, data, in_zip))
     remaining = [name for name in questions if name not in matched]
@@ -229,9 +362,30 @@ def validate_files(
             )
             matched.add(remaining[0])
         else:
-            expected = ", ".join(sorted(questions)) or "an official prediction file name"
-            problems.append(Problem(display, 0, f"{where} {base!r}: expected one of {expected}"))
+            expected = ", ".join(sorted(questions or official))
+            problems.append(Problem(display, 0, f"{where} {cut(base, 100)}: expected one of {expected}"))
     for name, (qpath, _) in questions.items():
         if name not in matched:
             problems.append(Problem(name, 0, f"no prediction file for {qpath} (expected the name {name})"))
+    return problems
+
+
+def check_scored_predictions(
+    pred_paths: Sequence[str | os.PathLike[str]], gt_paths: Sequence[str | os.PathLike[str]]
+) -> list[Problem]:
+    """What the validator rejects in prediction files about to be scored against ground truth (the ground
+    truth standing in for the question files). Rows the prediction lacks are left out: the scorer counts
+    them wrong, as documented."""
+    gts = {str(g): [r.data for r in parse_jsonl(Path(g).read_bytes(), str(g))[0]] for g in gt_paths}
+    by_name = {prediction_file_name(g): rows for g, rows in gts.items()}
+    all_rows = [row for rows in gts.values() for row in rows]
+    problems: list[Problem] = []
+    for pred in map(Path, pred_paths):
+        rows = by_name.get(pred.name) or (next(iter(gts.values())) if len(gts) == 1 else all_rows)
+        questions = [{k: v for k, v in r.items() if k in QUESTION_KEYS} for r in rows]
+        problems += [
+            p
+            for p in validate_prediction_bytes(pred.read_bytes(), str(pred), questions, check_format=False)
+            if p.level == "error" and not p.message.startswith("missing video_id")
+        ]
     return problems

@@ -331,3 +331,47 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"{where}: use only one of val_fraction, val_subjects and loso_fold")
     if d.eval_file and (d.val_subjects or d.loso_fold or d.val_fraction):
         raise ConfigError(f"{where}: eval_file is given, so do not also split train_file (val_*/loso_fold)")
+    check_ranges(recipe)
+
+
+def check_ranges(recipe: Recipe) -> None:
+    """Every numeric key in its allowed range, named as in the recipe (``ConfigError``)."""
+    from megc_vqa.errors import UsageError, check_number
+
+    m, d, t = recipe.model, recipe.data, recipe.training
+    where = recipe.config_path or "command line"
+    checks: list[tuple[str, Any, dict[str, float]]] = [
+        ("lora_r", m.lora_r, {"minimum": 1}),
+        ("lora_alpha", m.lora_alpha, {"above": 0}),
+        ("lora_dropout", m.lora_dropout, {"minimum": 0, "maximum": 0.99}),
+        ("image_size", d.image_size, {"minimum": 16, "maximum": 4096}),
+        ("min_pixels", d.min_pixels, {"minimum": 1}),
+        ("max_pixels", d.max_pixels, {"minimum": 1}),
+        ("max_train_samples", d.max_train_samples, {"minimum": 1}),
+        ("max_new_tokens", d.max_new_tokens, {"minimum": 1}),
+        ("visual_memory_cache", d.visual_memory_cache, {"minimum": 0}),
+        ("per_device_train_batch_size", t.per_device_train_batch_size, {"minimum": 1}),
+        ("per_device_eval_batch_size", t.per_device_eval_batch_size, {"minimum": 1}),
+        ("gradient_accumulation_steps", t.gradient_accumulation_steps, {"minimum": 1}),
+        ("learning_rate", t.learning_rate, {"above": 0}),
+        ("weight_decay", t.weight_decay, {"minimum": 0}),
+        ("warmup_ratio", getattr(t, "warmup_ratio", None), {"minimum": 0, "maximum": 1}),
+        ("num_train_epochs", t.num_train_epochs, {"above": 0}),
+        ("save_total_limit", t.save_total_limit, {"minimum": 1}),
+        ("dataloader_num_workers", t.dataloader_num_workers, {"minimum": 0}),
+    ]
+    try:
+        for name, value, bounds in checks:
+            check_number(name, value, where=where, **bounds)
+    except UsageError as err:
+        raise ConfigError(str(err)) from None
+    if (
+        t.max_steps is not None
+        and t.max_steps != -1
+        and (not isinstance(t.max_steps, int) or t.max_steps < 1)
+    ):
+        raise ConfigError(
+            f"{where}: max_steps must be -1 (train num_train_epochs) or at least 1 (got {t.max_steps})"
+        )
+    if d.min_pixels and d.max_pixels and d.min_pixels > d.max_pixels:
+        raise ConfigError(f"{where}: min_pixels {d.min_pixels} is above max_pixels {d.max_pixels}")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import atomic_write_text, read_json_object
 from megc_vqa.models.contract import LabelContract, ModelContract, VisualContract
 from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
 from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_question_mix
@@ -188,7 +188,7 @@ def validate(
     for a submission), write ``val_predictions.jsonl`` / ``val_truth.jsonl`` and score them with the
     submission scorer (``megc_vqa.metrics.vqa``); ``val_metrics.json`` is its full output, returned."""
     from megc_vqa.answering.engine import Engine, EngineOptions
-    from megc_vqa.fileio import atomic_write_text, read_jsonl, write_jsonl
+    from megc_vqa.fileio import read_jsonl, write_jsonl
     from megc_vqa.metrics.vqa import align, score_aligned
 
     engine = Engine(
@@ -220,21 +220,82 @@ def validate(
     return scores
 
 
-def _resume_path(recipe: Recipe) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
 
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a ``checkpoint-*`` folder cannot be resumed from (``None`` when it is complete): the Trainer
+    writes the weights, the optimizer and ``trainer_state.json`` one after another, so a run killed while
+    saving leaves a folder that lacks some of them."""
+    state = folder / "trainer_state.json"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError, AttributeError):
+        return "trainer_state.json is cut or unreadable"
+    if not isinstance(step, int):
+        return "trainer_state.json has no global_step"
+    weights = [folder / name for name in _WEIGHT_FILES] + sorted(folder.glob("model-*.safetensors"))
+    if not any(w.is_file() and w.stat().st_size for w in weights):
+        return "no model weights"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if (folder / name).exists() and not (folder / name).stat().st_size:
+            return f"{name} is empty"
+    return None
+
+
+def last_complete_checkpoint(out: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder of ``out``; incomplete newer ones are skipped, each with
+    a warning naming what is missing."""
+    folders = []
+    for folder in out.glob("checkpoint-*") if out.is_dir() else ():
+        suffix = folder.name.removeprefix("checkpoint-")
+        if folder.is_dir() and suffix.isdigit():
+            folders.append((int(suffix), folder))
+    for _, folder in sorted(folders, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log.warning(
+            "%s is incomplete (%s; a run killed while saving?): skipped, trying the one before",
+            folder,
+            problem,
+        )
+    return None
+
+
+def _resume_path(recipe: Recipe) -> str | None:
     value = recipe.training.resume_from_checkpoint
     if value is None or str(value).lower() in ("false", "no", ""):
         return None
     out = Path(recipe.training.output_dir)
     if str(value).lower() in ("true", "yes", "latest", "last"):
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        last = last_complete_checkpoint(out)
         if last is None:
-            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {out} to resume from")
-        return last
+            raise ConfigError(
+                f"resume_from_checkpoint: no complete checkpoint-* folder in {out} to resume from"
+            )
+        return str(last)
     if not Path(value).is_dir():
         raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint folder")
+    problem = checkpoint_problem(Path(value))
+    if problem:
+        raise ConfigError(
+            f"resume_from_checkpoint: {value} is incomplete ({problem}); name another checkpoint"
+        )
     return str(value)
+
+
+def finished_at(recipe: Recipe, checkpoint: str) -> int | None:
+    """The checkpoint's step when it already ends the run the recipe asks for (``max_steps`` reached, or
+    every epoch done), else ``None``."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    step, epoch = int(state.get("global_step", 0)), float(state.get("epoch") or 0.0)
+    t = recipe.training
+    if t.max_steps and t.max_steps > 0:
+        return step if step >= t.max_steps else None
+    return step if epoch >= float(t.num_train_epochs) - 1e-6 else None
 
 
 def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
@@ -246,7 +307,6 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     from torch.utils.data import Dataset
     from transformers import Trainer
 
-    from megc_vqa.fileio import atomic_write_text
     from megc_vqa.models.collator import VQACollator
     from megc_vqa.training.data import make_visual_fn
 
@@ -257,6 +317,23 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         t.activation_checkpointing_kwargs = {"use_reentrant": False}
     out_dir = Path(t.output_dir)
     resume = _resume_path(recipe)
+    if resume is not None and (step := finished_at(recipe, resume)) is not None:
+        # Resuming a finished run would train one more step and overwrite the final adapter: do nothing.
+        limit = (
+            f"max_steps {t.max_steps}"
+            if t.max_steps and t.max_steps > 0
+            else f"{t.num_train_epochs:g} epoch(s)"
+        )
+        log.warning(
+            "%s already finished (%s reached at step %d): nothing to do; raise max_steps or num_train_epochs "
+            "to train further",
+            resume,
+            limit,
+            step,
+        )
+        metrics_path = out_dir / "train_metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        return TrainResult({**metrics, "already_finished": True}, None, None, out_dir)
     if resume is None and out_dir.is_dir() and any(out_dir.glob("checkpoint-*")):
         log.warning(
             "%s already has checkpoints; pass --resume_from_checkpoint true to continue them", out_dir
@@ -308,7 +385,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     if trainer.is_world_process_zero():
         adapter_config = out_dir / "adapter_config.json"
         if adapter_config.is_file():  # name the base as the user did: a registry name stays portable
-            config = json.loads(adapter_config.read_text())
+            config = read_json_object(adapter_config, "adapter config")
             config["base_model_name_or_path"] = recipe.model.model_name_or_path
             atomic_write_text(adapter_config, json.dumps(config, indent=2))
         record = contract.write(out_dir)
@@ -325,16 +402,16 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     return TrainResult(metrics, trainer.model, processor, out_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``recipes/finetune.py``: clear one-line errors for bad recipes and inputs."""
-    from megc_vqa.models.collator import VisualInputError
-    from megc_vqa.models.registry import ModelLoadError
-
+def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        recipe = parse_config(argv)
-        train(recipe)
-    except (ConfigError, ModelLoadError, VisualInputError, TrainingError) as err:
-        print(f"finetune: error: {err}", file=sys.stderr)
-        return 2
+    recipe = parse_config(argv)
+    train(recipe)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``recipes/finetune.py``: behind the project's error boundary (one line, exit 2, and
+    under ``accelerate launch`` the line comes again after the launcher's traceback)."""
+    from megc_vqa.errors import run_command
+
+    return run_command(_main, argv)

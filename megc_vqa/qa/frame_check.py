@@ -1,0 +1,140 @@
+"""``prep`` opens every frame a clip will use before writing a record, so bad frames fail here and not at
+training step 0.
+
+For each clip read from a frame folder:
+
+- two files giving the same frame number (``img250.jpg`` beside ``img0250.jpg``) are an error naming both
+  (:class:`FrameCheckError`): which one is frame 250 cannot be guessed;
+- every frame of ``onset..offset`` is opened and decoded (at reduced size, which still reads the whole
+  file): a zero-byte, truncated or non-image file, or an image of under 16 px, skips the clip (reason
+  :data:`UNREADABLE_FRAME`, the file and the cause in the detail);
+- a missing onset, apex or offset frame is replaced by the nearest existing frame *inside* the interval,
+  and that is reported (reason :data:`MISSING_KEY_FRAME`, at WARNING, in ``skips.jsonl`` and the summary)
+  so a neighbour outside the expression is never used silently.
+
+Video-file clips are left to the reader (decoding a video to check it costs as much as using it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from megc_vqa.errors import InputError
+from megc_vqa.frame_names import frame_number, is_image
+from megc_vqa.records import Clip, Skip
+
+log = logging.getLogger(__name__)
+
+UNREADABLE_FRAME = "unreadable frame"
+MISSING_KEY_FRAME = "missing key frame (a neighbour inside the interval is used)"
+MIN_SIDE = 16
+
+
+class FrameCheckError(InputError):
+    """A frame folder that no clip can be read from as it is (two files with one frame number)."""
+
+
+def _listing(folder: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as err:
+        raise FrameCheckError(f"{folder}: cannot list the frame folder ({err.strerror})") from None
+    for name in names:
+        number = frame_number(name)
+        if number is None or not is_image(name):
+            continue
+        if number in found:
+            raise FrameCheckError(
+                f"{folder}: files {found[number].name} and {name} both give frame number {number}; "
+                "remove or rename one of them"
+            )
+        found[number] = folder / name
+    return found
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a frame file cannot be used, or ``None``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as im:
+            width, height = im.size
+            if min(width, height) < MIN_SIDE:
+                return f"image is {width}x{height} px (at least {MIN_SIDE} px a side)"
+            im.draft("L", (max(1, width // 8), max(1, height // 8)))  # JPEG: decode at 1/8, still every byte
+            im.load()
+    except UnidentifiedImageError:
+        return "not an image file"
+    except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
+        return f"cannot decode ({' '.join(str(err).split())[:120]})"
+    return None
+
+
+def _inside(numbers: list[int], wanted: int, lo: int, hi: int) -> int | None:
+    """The existing frame in ``lo..hi`` nearest to ``wanted`` (ties to the earlier one)."""
+    candidates = [n for n in numbers if lo <= n <= hi]
+    return min(candidates, key=lambda n: (abs(n - wanted), n)) if candidates else None
+
+
+def _skip(clip: Clip, folder: Path, reason: str, detail: str) -> Skip:
+    return Skip(clip.dataset, str(folder), clip.row, reason, f"{clip.image_id}: {detail}")
+
+
+def check_clip_frames(clips: Iterable[Clip]) -> tuple[list[Clip], list[Skip]]:
+    """The clips whose frames are all readable (key frames moved inside the interval where missing), and a
+    :class:`Skip` for every clip left out or changed. Raises :class:`FrameCheckError` for duplicates."""
+    kept: list[Clip] = []
+    skips: list[Skip] = []
+    listings: dict[Path, dict[int, Path]] = {}
+    checked: dict[Path, str | None] = {}
+    for clip in clips:
+        if clip.source.kind != "folder":
+            kept.append(clip)
+            continue
+        folder = Path(clip.source.path)
+        if not folder.is_dir():
+            skips.append(_skip(clip, folder, UNREADABLE_FRAME, f"frame folder {folder} not found"))
+            continue
+        if folder not in listings:
+            listings[folder] = _listing(folder)
+        files = listings[folder]
+        used = [n for n in sorted(files) if clip.onset <= n <= clip.offset]
+
+        if not used:
+            skips.append(_skip(clip, folder, UNREADABLE_FRAME, f"no frame in {clip.onset}..{clip.offset}"))
+            continue
+        bad = None
+        for n in used:
+            path = files[n]
+            if path not in checked:
+                checked[path] = _unreadable(path)
+            if checked[path]:
+                bad = f"{path.name}: {checked[path]}"
+                break
+        if bad:
+            log.warning("%s: clip %s skipped: %s", folder, clip.image_id, bad)
+            skips.append(_skip(clip, folder, UNREADABLE_FRAME, bad))
+            continue
+        changes = {}
+        notes = []
+        for key in ("onset", "apex", "offset"):
+            value = getattr(clip, key)
+            if value is None or value in files:
+                continue
+            instead = _inside(used, value, clip.onset, clip.offset)
+            changes[key] = instead
+            notes.append(f"{key} frame {value} is missing, frame {instead} is used instead")
+        if notes:
+            clip = dataclasses.replace(clip, **changes)
+            detail = "; ".join(notes)
+            log.warning("%s: clip %s: %s", folder, clip.image_id, detail)
+            skips.append(_skip(clip, folder, MISSING_KEY_FRAME, detail))
+        kept.append(clip)
+    return kept, skips
