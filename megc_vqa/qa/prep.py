@@ -85,9 +85,9 @@ def prepare(
     from megc_vqa.qa.generate import generate_qa
     from megc_vqa.qa.io import save_as_dataset, write_jsonl_atomic, write_qa_jsonl
 
-    data_root = Path(data_root).absolute()  # clip sources absolute, whatever the working folder
-    if not data_root.is_dir():
+    if not Path(data_root).is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
+    data_root = Path(data_root).absolute()  # clip sources absolute, whatever the working folder
     if Path(out).exists() and not Path(out).is_dir():
         raise PrepError(f"--out {out}: is a file, not a folder; name a folder for qa.jsonl and dataset/")
     try:
