@@ -506,12 +506,12 @@ def test_shared_image_processing_gives_the_processors_own_inputs(engine):
 
     a, b = visual(), visual()
     rows = ([T.COARSE_QUESTION, T.JOINT_QUESTION_PLURAL, T.FINE_QUESTION, PRESENCE_Q], [a, a, b, b])
-    shared = engine._encode(*rows)
-    engine.share_images = False
+    shared = engine.decoder._encode(*rows)
+    engine.decoder.share_images = False
     try:
-        plain = engine._encode(*rows)
+        plain = engine.decoder._encode(*rows)
     finally:
-        engine.share_images = True
+        engine.decoder.share_images = True
     assert set(shared) == set(plain)
     assert all(torch.equal(shared[k], plain[k]) for k in plain)
 
@@ -700,10 +700,10 @@ def test_vision_tower_runs_once_per_clip_with_the_same_answers(engine, monkeypat
     questions = [T.COARSE_QUESTION, T.FINE_QUESTION, PRESENCE_Q] * 2
     visuals = [clips[0]] * 3 + [clips[1]] * 3
     shared = engine.generate(questions, visuals)
-    engine.share_images = False
+    engine.decoder.share_images = False
     try:
         separate = engine.generate(questions, visuals)
     finally:
-        engine.share_images = True
+        engine.decoder.share_images = True
     assert encoded == [8, 24]  # 2 clips x 4 images, then 6 rows x 4 images
     assert shared == separate
