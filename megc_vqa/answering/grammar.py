@@ -27,6 +27,7 @@ from megc_vqa.qa import templates as T
 from megc_vqa.qa.kinds import AU_NAMES_IN_ORDER, KINDS, MAX_COUNT, TRAINING_FINE_LABELS, au_item_bounds
 
 State = Hashable
+_MAX_MOVES = 500_000  # remembered matcher moves per grammar (a bound on memory, never reached in a run)
 
 
 def _escape(text: str) -> str:
@@ -114,13 +115,20 @@ class AUList(Grammar):
         self.max_items = len(self.names) if max_items is None else min(max_items, len(self.names))
         self.sep = sep
         self.ordered = ordered
+        self._cache: dict[tuple[frozenset[int], int], list[tuple[int, str]]] = {}
 
     def _items(self, used: frozenset[int], count: int) -> list[tuple[int, str]]:
-        if count >= self.max_items:
-            return []
-        prefix = self.sep if count else ""
-        first = max(used) + 1 if self.ordered and used else 0
-        return [(j, prefix + self.names[j]) for j in range(first, len(self.names)) if j not in used]
+        hit = self._cache.get((used, count))
+        if hit is not None:
+            return hit
+        items: list[tuple[int, str]] = []
+        if count < self.max_items:
+            prefix = self.sep if count else ""
+            first = max(used) + 1 if self.ordered and used else 0
+            items = [(j, prefix + self.names[j]) for j in range(first, len(self.names)) if j not in used]
+        if len(self._cache) < _MAX_MOVES:
+            self._cache[(used, count)] = items
+        return items
 
     def start(self) -> State:
         return (frozenset(), 0, "")
@@ -202,12 +210,20 @@ class Matcher:
         return cls(grammar, frozenset(grammar.closure(grammar.start())))
 
     def advance(self, text: str) -> Matcher:
-        states = self.states
-        for char in text:
-            stepped = {t for s in states for t in self.grammar.step(s, char)}
-            states = frozenset(c for t in stepped for c in self.grammar.closure(t))
-            if not states:
-                break
+        # Decoding walks the same few state sets with the same token strings over and over (every row
+        # of a kind starts alike): the moves are remembered per grammar, so a repeat is one lookup.
+        moves: dict[tuple[frozenset, str], frozenset] = self.grammar.__dict__.setdefault("_moves", {})
+        key = (self.states, text)
+        states = moves.get(key)
+        if states is None:
+            states = self.states
+            for char in text:
+                stepped = {t for s in states for t in self.grammar.step(s, char)}
+                states = frozenset(c for t in stepped for c in self.grammar.closure(t))
+                if not states:
+                    break
+            if len(moves) < _MAX_MOVES:
+                moves[key] = states
         return Matcher(self.grammar, states)
 
     @property
