@@ -186,6 +186,19 @@ class Engine:
     def prompt(self) -> PromptOptions:
         return self.decoder.prompt
 
+    @property
+    def share_images(self) -> bool:
+        """Whether the transformers backend shares each clip's processed images and vision features."""
+        return bool(getattr(self.decoder, "share_images", False))
+
+    @share_images.setter
+    def share_images(self, value: bool) -> None:
+        self.decoder.share_images = value  # type: ignore[attr-defined]
+
+    def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
+        """The transformers backend's model inputs for rows (kept for callers of the old engine)."""
+        return self.decoder._encode(questions, visuals)  # type: ignore[attr-defined]
+
     @classmethod
     def load(
         cls,
