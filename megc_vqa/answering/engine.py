@@ -15,7 +15,8 @@ does everything after decoding the same way for every backend:
   labels and the joint answer always follows its template.
 - Optional voting: N sampled answers per row, majority of the normalised answers.
 - Optional per-clip consistency (``postprocess.make_consistent``); a fine label that contradicts the
-  coarse class is re-asked among the fine labels of that class.
+  coarse class is re-asked among the fine labels of that class (a class with a single fine label is
+  answered with it, no model call).
 - Answers that are empty or invalid after normalisation become documented fallbacks, flagged.
 """
 
