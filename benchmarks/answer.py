@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from megc_vqa.answering.constrained import stop_token_ids
-    from megc_vqa.answering.engine import MAX_NEW_TOKENS, Engine, EngineOptions
+    from megc_vqa.answering.engine import Engine, EngineOptions
     from megc_vqa.models.prompting import build_messages, encode_prompts, render_prompt
     from megc_vqa.qa.templates import classify_question
     from megc_vqa.visual.frames import clip_from_folder
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             visual = visual_of(r["video"])  # once per row
             text = render_prompt(processor, build_messages(r["question"], visual, None, prompt))
             inputs = encode_prompts(processor, [text], [visual], prompt).to(model.device)
-            limit = MAX_NEW_TOKENS.get(classify_question(r["question"]), options.free_max_new_tokens)
+            limit = engine.max_new_tokens(classify_question(r["question"]))
             with torch.inference_mode():
                 out = model.generate(**inputs, max_new_tokens=limit, do_sample=False, eos_token_id=stop,
                                      pad_token_id=tok.pad_token_id)  # fmt: skip

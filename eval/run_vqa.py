@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-decoding", action="store_true", help="no label-constrained decoding")
     p.add_argument("--no-consistency", action="store_true", help="keep each answer as decoded")
     p.add_argument(
+        "--sort-aus",
+        action="store_true",
+        help="write AU lists in ascending AU number (default: the order the model wrote them)",
+    )
+    p.add_argument(
         "--votes", type=int, default=1, help="sample N answers per row and vote (default 1: greedy)"
     )
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature when --votes > 1")
@@ -99,6 +104,7 @@ def _main(argv: list[str] | None = None) -> int:
         temperature=args.temperature,
         seed=args.seed,
         vocab=vocab,
+        sort_aus=args.sort_aus,
     )
     try:
         result = run_vqa(

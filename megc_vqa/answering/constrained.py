@@ -45,6 +45,8 @@ class TokenIndex:
         )
         self.strings: list[str] = strings
         self._cache: dict[tuple[Grammar, frozenset], list[int]] = {}
+        # id-sequence object -> its tensor (the object is kept with it, so its id cannot be reused)
+        self._tensors: dict[tuple[int, str], tuple[Sequence[int], Any]] = {}
         self._check_round_trip(tokenizer)
 
     def _check_round_trip(self, tokenizer: Any) -> None:
@@ -70,6 +72,21 @@ class TokenIndex:
             if len(self._cache) < 200_000:
                 self._cache[key] = hit
         return hit
+
+    def allowed_tensor(self, matcher: Matcher, device: Any) -> torch.Tensor:
+        """``allowed(matcher)`` as a long tensor on ``device``, made once per state set."""
+        return self.tensor(self.allowed(matcher), device)
+
+    def tensor(self, ids: Sequence[int], device: Any) -> torch.Tensor:
+        import torch
+
+        key = (id(ids), str(device))
+        hit = self._tensors.get(key)
+        if hit is None or hit[0] is not ids:
+            hit = (ids, torch.tensor(list(ids), dtype=torch.long, device=device))
+            if len(self._tensors) < 200_000:
+                self._tensors[key] = hit
+        return hit[1]
 
     def _walk(self, matcher: Matcher, prefix: str, lo: int, hi: int, out: list[int]) -> None:
         for char in sorted(matcher.next_chars()):
@@ -141,10 +158,11 @@ class GrammarLogitsProcessor:
             self._consumed[row] = len(tokens)
             # A finished row (or a dead end: a character no token spells) may only end, never babble on;
             # generate must list every stop id as eos so that it really stops the row.
-            allowed = [] if row in self._done or not matcher.alive else self.index.allowed(matcher)
-            if not allowed:
-                allowed = list(self.index.stop_ids)
+            if row in self._done or not matcher.alive or not self.index.allowed(matcher):
+                ids = self.index.tensor(self.index.stop_ids, scores.device)
+            else:
+                ids = self.index.allowed_tensor(matcher, scores.device)
             mask = torch.full_like(scores[row], float("-inf"))
-            mask[torch.tensor(allowed, dtype=torch.long, device=scores.device)] = 0
+            mask[ids] = 0
             scores[row] = scores[row] + mask
         return scores

@@ -1,5 +1,10 @@
 """The inference engine: a (fine-tuned) video LVLM answering MEGC questions about clips.
 
+The engine is the backend-free answering layer: it turns rows into decoding requests (grammar and
+length bound from the question kinds registry, ``megc_vqa.qa.kinds``), hands them to a decoder
+(``decoding.Decoder``: ``hf_backend.HfDecoder`` by default, ``vllm_backend.VllmDecoder`` with vLLM) and
+does everything after decoding the same way for every backend:
+
 - One model load: base model by registry name, hub id or folder, plus an optional PEFT adapter (or a
   merged model folder). An adapter made for another base model is refused with a clear message.
 - Prompts are built by ``megc_vqa.models.prompting`` exactly as in training: the training record
@@ -12,24 +17,23 @@
   labels and the joint answer always follows its template.
 - Optional voting: N sampled answers per row, majority of the normalised answers.
 - Optional per-clip consistency (``postprocess.make_consistent``); a fine label that contradicts the
-  coarse class is re-asked among the fine labels of that class.
+  coarse class is re-asked among the fine labels of that class (a class with a single fine label is
+  answered with it, no model call).
 - Answers that are empty or invalid after normalisation become documented fallbacks, flagged.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import itertools
 import json
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.answering.decoding import Decoder, DecodeRequest, Sampling
 from megc_vqa.answering.grammar import DEFAULT_VOCAB, AnswerVocabulary, Grammar, OneOf, answer_grammar
 from megc_vqa.answering.postprocess import (
     FINE_TO_COARSE,
@@ -40,30 +44,15 @@ from megc_vqa.answering.postprocess import (
 )
 from megc_vqa.fileio import read_json_object
 from megc_vqa.models.contract import ModelContract, read_contract
-from megc_vqa.models.prompting import (
-    PromptOptions,
-    build_messages,
-    encode_prompts,
-    model_visuals,
-    render_prompt,
-)
+from megc_vqa.models.prompting import PromptOptions
 from megc_vqa.qa import templates as T
+from megc_vqa.qa.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
-# Upper bounds on answer length in tokens, by question kind; rows stop at their own bound.
+# Upper bounds on answer length in tokens, by question kind (the registry's); rows stop at their own bound.
 MAX_NEW_TOKENS: dict[str, int] = {
-    "coarse": 12,
-    "fine": 12,
-    "side": 8,
-    "presence": 8,
-    "au": 64,
-    "joint": 160,
-    "lvqa_event_type": 12,
-    "lvqa_aus": 96,
-    "lvqa_count_all": 8,
-    "lvqa_count_micro": 8,
-    "lvqa_count_macro": 8,
+    k.name: k.max_new_tokens for k in KINDS.values() if k.max_new_tokens is not None
 }
 FREE_MAX_NEW_TOKENS = 256  # analysis and unknown questions
 
@@ -86,6 +75,8 @@ class EngineOptions:
     vocab: label sets for constrained decoding and normalisation.
     free_max_new_tokens: length bound of free answers (2026 analysis prompt, unknown questions).
     prompt: prompt layout; ``None`` takes the one recorded by training, else the default.
+    sort_aus: write AU lists in ascending AU number; by default they keep the model's order, so the
+        text metrics see what it wrote.
     """
 
     batch_size: int = 32
@@ -98,6 +89,7 @@ class EngineOptions:
     vocab: AnswerVocabulary = DEFAULT_VOCAB
     free_max_new_tokens: int = FREE_MAX_NEW_TOKENS
     prompt: PromptOptions | None = None
+    sort_aus: bool = False
 
     def fingerprint(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,6 +133,15 @@ def with_contract(options: EngineOptions, contract: ModelContract) -> EngineOpti
     return options
 
 
+def trained_contract(
+    model: str | Path, adapter: str | Path | None, contract: ModelContract | None = None
+) -> ModelContract:
+    """The training record a model answers with: ``contract`` when given, else the one next to the adapter
+    or model (the defaults, said once, when there is none). Every backend loads through this, so each
+    answers with the settings its model was trained on."""
+    return contract or read_contract(*contract_folders(model, adapter))
+
+
 def check_adapter(adapter: Path) -> dict[str, Any]:
     """The adapter's PEFT config, after checking it is one; the base-model check happens at load."""
     cfg_path = adapter / "adapter_config.json"
@@ -158,30 +159,64 @@ def _base_mismatch(adapter: Path, base_recorded: str | None, model: str, err: Ex
 
 
 class Engine:
-    """``Engine.load(model, adapter)`` then ``answer(...)`` / ``answer_clips(...)``."""
+    """``Engine.load(model, adapter)`` then ``answer(...)`` / ``answer_clips(...)``.
+
+    ``Engine(model, processor, options)`` answers with a loaded transformers model;
+    ``Engine(options=..., decoder=d)`` with any ``decoding.Decoder``.
+    """
 
     def __init__(
         self,
-        model: Any,
-        processor: Any,
+        model: Any = None,
+        processor: Any = None,
         options: EngineOptions = EngineOptions(),
         name: str = "",
+        *,
+        decoder: Decoder | None = None,
         contract: ModelContract | None = None,
     ) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.tokenizer = getattr(processor, "tokenizer", processor)
         # What the model was trained on; without a record, the defaults with the options' prompt.
         self.contract = contract or ModelContract(prompt=options.prompt or PromptOptions())
         options = with_contract(options, self.contract)
+        if decoder is None:
+            if model is None or processor is None:
+                raise TypeError("Engine needs a model and its processor, or a decoder")
+            from megc_vqa.answering.hf_backend import HfDecoder
+
+            decoder = HfDecoder(model, processor, options.prompt, name)
+        self.decoder = decoder
         self.options = options
-        self.prompt = options.prompt or PromptOptions()
-        self.name = name
-        self._index: Any = None
-        # Per-clip processed images, kept for one answer()/answer_clips() call (the visual object is
-        # stored with its result so its id cannot be reused while cached).
-        self.share_images = True
-        self._image_cache: dict[int, tuple[Any, dict[str, Any], list[str]]] = {}
+        self.name = name or decoder.name
+
+    # The transformers backend's parts, for callers that use them directly (benchmarks, tests).
+    @property
+    def model(self) -> Any:
+        return getattr(self.decoder, "model", None)
+
+    @property
+    def processor(self) -> Any:
+        return getattr(self.decoder, "processor", None)
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.decoder, "tokenizer", None)
+
+    @property
+    def prompt(self) -> PromptOptions:
+        return self.decoder.prompt
+
+    @property
+    def share_images(self) -> bool:
+        """Whether the transformers backend shares each clip's processed images and vision features."""
+        return bool(getattr(self.decoder, "share_images", False))
+
+    @share_images.setter
+    def share_images(self, value: bool) -> None:
+        self.decoder.share_images = value  # type: ignore[attr-defined]
+
+    def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
+        """The transformers backend's model inputs for rows (kept for callers of the old engine)."""
+        return self.decoder._encode(questions, visuals)  # type: ignore[attr-defined]
 
     @classmethod
     def load(
@@ -234,8 +269,7 @@ class Engine:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         base.to(device)
-        if contract is None:
-            contract = read_contract(*contract_folders(model, adapter_path))
+        contract = trained_contract(model, adapter_path, contract)
         name = str(model) + (f" + {adapter}" if adapter else "")
         return cls(base, processor, options, name=name, contract=contract)
 
@@ -256,112 +290,10 @@ class Engine:
 
     # -- decoding -----------------------------------------------------------------------------------
 
-    @property
-    def token_index(self) -> Any:
-        if self._index is None:
-            from megc_vqa.answering.constrained import TokenIndex
-
-            self._index = TokenIndex(self.tokenizer)
-        return self._index
-
-    def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
-        """Processor inputs for rows; each clip's images go through the image processor once.
-
-        The processor would resize and normalise a clip's images again for every question of the clip.
-        Its per-batch image step (``_process_images``) is wrapped so that it runs per clip, is cached
-        for the engine call, and its results are concatenated in row order: the output is identical
-        (a test asserts it) and the visual work per clip is done once. Video inputs take the plain path.
-        """
-        prompts = [
-            render_prompt(self.processor, build_messages(q, v, None, self.prompt))
-            for q, v in zip(questions, visuals, strict=True)
-        ]
-        original = getattr(self.processor, "_process_images", None)
-        images_only = all(model_visuals(v, self.prompt.visual_mode)[1] is None for v in visuals)
-        if not (self.share_images and images_only and callable(original)):
-            return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(
-                self.model.device
-            )
-        self.processor._process_images = self._cached_images(visuals, original)
-        try:
-            inputs = encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left")
-        finally:
-            del self.processor._process_images  # back to the class method
-        return inputs.to(self.model.device)
-
-    @contextlib.contextmanager
-    def _shared_vision(self, questions: Sequence[str], visuals: Sequence[Any]) -> Iterator[None]:
-        """Run the vision tower once per clip, not once per question, during one ``generate`` call.
-
-        ``generate`` encodes every row's images through the base model's ``get_image_features``; the
-        wrapper encodes each clip's images once and hands every row of the clip the same features, so
-        the result equals the plain path (the benchmark asserts equal answers). It steps aside (plain
-        path) whenever the call does not look like the rows it was set up for.
-        """
-        hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        inner = getattr(hf, "base_model", hf)
-        original = getattr(inner, "get_image_features", None)
-        owners = [
-            (id(v), k) for v in visuals for k in range(len(model_visuals(v, self.prompt.visual_mode)[0]))
-        ]
-        if not self.share_images or original is None or len(set(owners)) == len(owners):
-            yield
-            return
-
-        @functools.wraps(original)
-        def shared(pixel_values: Any, image_grid_thw: Any = None, **kwargs: Any) -> Any:
-            if image_grid_thw is None or len(image_grid_thw) != len(owners) or not kwargs.get("return_dict"):
-                return original(pixel_values, image_grid_thw, **kwargs)
-            import torch
-
-            sizes = image_grid_thw.prod(-1).tolist()
-            starts = [0, *itertools.accumulate(sizes)]
-            first = {}  # owner -> image index of its first occurrence
-            for i, owner in enumerate(owners):
-                first.setdefault(owner, i)
-            unique = sorted(first.values())
-            result = original(
-                torch.cat([pixel_values[starts[i] : starts[i + 1]] for i in unique]),
-                image_grid_thw[unique],
-                **kwargs,
-            )
-            features = dict(zip(unique, result.pooler_output, strict=True))
-            result.pooler_output = tuple(features[first[owner]] for owner in owners)
-            result.last_hidden_state = None  # per-patch states of the unique images only: not row-aligned
-            return result
-
-        inner.get_image_features = shared
-        try:
-            yield
-        finally:
-            del inner.get_image_features  # back to the class method
-
-    def _cached_images(self, visuals: Sequence[Any], original: Any) -> Any:
-        import torch
-
-        counts = [len(model_visuals(v, self.prompt.visual_mode)[0]) for v in visuals]
-
-        def process(images: Sequence[Any], **kwargs: Any) -> tuple[dict[str, Any], list[str]]:
-            if len(images) != sum(counts):
-                return original(images, **kwargs)
-            parts, replacements, pos = [], [], 0
-            for visual, n in zip(visuals, counts, strict=True):
-                if n:
-                    key = id(visual)
-                    if key not in self._image_cache:
-                        self._image_cache[key] = (visual, *original(list(images[pos : pos + n]), **kwargs))
-                    _, processed, repl = self._image_cache[key]
-                    parts.append(processed)
-                    replacements += repl
-                pos += n
-            merged = {
-                k: torch.cat([torch.as_tensor(p[k]) for p in parts]) if k in ("pixel_values", "image_grid_thw")
-                else parts[0][k]
-                for k in parts[0]
-            }  # fmt: skip
-            return merged, replacements
-
-        return process
+    def max_new_tokens(self, kind: str) -> int:
+        """The length bound of a row of ``kind`` (the registry's, or the free-answer bound)."""
+        bound = KINDS[kind].max_new_tokens  # type: ignore[index]
+        return self.options.free_max_new_tokens if bound is None else bound
 
     def generate(
         self,
@@ -369,100 +301,95 @@ class Engine:
         visuals: Sequence[Any],
         grammars: Sequence[Grammar | None] | None = None,
         sample_seed: int | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> list[list[str]]:
-        """Raw decoded answers, one list per question (``votes`` samples, or one greedy answer)."""
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        """Raw decoded answers, one list per question (``votes`` samples, or one greedy answer).
 
-        from megc_vqa.answering.constrained import GrammarLogitsProcessor, stop_token_ids
-
+        ``grammars`` default to the questions' own (when ``constrained``); ``kinds`` save classifying
+        the questions again."""
         o = self.options
+        kinds = list(kinds) if kinds is not None else [T.classify_question(q) for q in questions]
         if grammars is None:
-            grammars = [answer_grammar(q, o.vocab) if o.constrained else None for q in questions]
-        inputs = self._encode(questions, visuals)
-        width = inputs["input_ids"].shape[1]
-        n = max(1, o.votes)
-        limits = [MAX_NEW_TOKENS.get(T.classify_question(q), o.free_max_new_tokens) for q in questions]
-        stop_ids = list(self.token_index.stop_ids) if any(grammars) else stop_token_ids(self.tokenizer)
-        processors = LogitsProcessorList()
-        if any(g is not None for g in grammars):
-            processors.append(GrammarLogitsProcessor(self.token_index, grammars, width, rows_per_request=n))
-        kwargs: dict[str, Any] = {"do_sample": False}
-        if n > 1:
-            torch.manual_seed(o.seed if sample_seed is None else sample_seed)
-            kwargs = {
-                "do_sample": True,
-                "temperature": o.temperature,
-                "top_p": o.top_p,
-                "num_return_sequences": n,
-            }
-        with torch.inference_mode(), self._shared_vision(questions, visuals):
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=max(limits),
-                logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList(
-                    [_RowLimits([x for x in limits for _ in range(n)], width)]
-                ),
-                eos_token_id=stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id
-                if self.tokenizer.pad_token_id is not None
-                else stop_ids[0],
-                **kwargs,
-            )
-        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(questions))]
+            grammars = [
+                answer_grammar(q, o.vocab, k) if o.constrained else None
+                for q, k in zip(questions, kinds, strict=True)
+            ]
+        requests = [
+            DecodeRequest(q, v, g, self.max_new_tokens(k))
+            for q, v, g, k in zip(questions, visuals, grammars, kinds, strict=True)
+        ]
+        sampling = Sampling(
+            n=max(1, o.votes),
+            temperature=o.temperature,
+            top_p=o.top_p,
+            seed=o.seed if sample_seed is None else sample_seed,
+        )
+        return self.decoder.decode(requests, sampling)
 
     def answer(
-        self, questions: Sequence[str], visuals: Sequence[Any], sample_seed: int | None = None
+        self,
+        questions: Sequence[str],
+        visuals: Sequence[Any],
+        sample_seed: int | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Answers for rows (question + visual inputs), in order.
 
         Rows are grouped by expected answer length (labels, AU lists, joint and free answers) and each
         group is cut into ``options.batch_size`` batches, so a one-word answer never waits for a
-        sentence in the same batch. A batch that raises (for example out of memory) is retried row by
-        row; a row that still fails, or whose answer is empty or invalid, becomes a fallback.
+        sentence in the same batch (a backend that schedules rows itself gets them all at once). A
+        batch that raises (for example out of memory) is retried row by row; a row that still fails,
+        or whose answer is empty or invalid, becomes a fallback. ``kinds``: the rows' kinds, when known.
         """
+        kinds = list(kinds) if kinds is not None else [T.classify_question(q) for q in questions]
         out: list[Answer | None] = [None] * len(questions)
-        for rows in self._batches(questions):
-            qs, vs = [questions[i] for i in rows], [visuals[i] for i in rows]
-            try:
-                raws = self.generate(qs, vs, sample_seed=sample_seed)
-                answers = [self._decide(q, samples) for q, samples in zip(qs, raws, strict=True)]
-            except (KeyboardInterrupt, EngineError):
-                raise
-            except Exception as err:  # any model failure becomes a per-row retry
-                log.warning("batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err)
-                answers = [self._answer_one(q, v, sample_seed) for q, v in zip(qs, vs, strict=True)]
-            for i, a in zip(rows, answers, strict=True):
-                out[i] = a
-        self._image_cache.clear()
+        try:
+            for rows in self._batches(kinds):
+                qs, vs, ks = ([seq[i] for i in rows] for seq in (questions, visuals, kinds))
+                try:
+                    raws = self.generate(qs, vs, sample_seed=sample_seed, kinds=ks)
+                    answers = [self._decide(q, k, s) for q, k, s in zip(qs, ks, raws, strict=True)]
+                except (KeyboardInterrupt, EngineError):
+                    raise
+                except Exception as err:  # any model failure becomes a per-row retry
+                    log.warning(
+                        "batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err
+                    )
+                    answers = [
+                        self._answer_one(q, v, k, sample_seed) for q, v, k in zip(qs, vs, ks, strict=True)
+                    ]
+                for i, a in zip(rows, answers, strict=True):
+                    out[i] = a
+        finally:
+            self.decoder.end_call()
         return [a for a in out if a is not None]
 
-    def _batches(self, questions: Sequence[str]) -> list[list[int]]:
-        """Row indices per generate call: same length bucket, at most ``batch_size`` rows, file order kept
+    def _batches(self, kinds: Sequence[str]) -> list[list[int]]:
+        """Row indices per decode call: same length bucket, at most ``batch_size`` rows, file order kept
         inside a bucket (deterministic, so reruns batch identically)."""
-        limit = [
-            MAX_NEW_TOKENS.get(T.classify_question(q), self.options.free_max_new_tokens) for q in questions
-        ]
+        if self.decoder.schedules_itself:
+            return [list(range(len(kinds)))] if kinds else []
+        limit = [self.max_new_tokens(k) for k in kinds]
         bucket = [0 if n <= 16 else 1 if n <= 96 else 2 for n in limit]
         bs = max(1, self.options.batch_size)
         batches: list[list[int]] = []
         for b in sorted(set(bucket)):
-            rows = [i for i in range(len(questions)) if bucket[i] == b]
+            rows = [i for i in range(len(kinds)) if bucket[i] == b]
             batches += [rows[k : k + bs] for k in range(0, len(rows), bs)]
         return batches
 
-    def _answer_one(self, question: str, visual: Any, sample_seed: int | None) -> Answer:
+    def _answer_one(self, question: str, visual: Any, kind: str, sample_seed: int | None) -> Answer:
         try:
-            return self._decide(question, self.generate([question], [visual], sample_seed=sample_seed)[0])
+            raws = self.generate([question], [visual], sample_seed=sample_seed, kinds=[kind])
+            return self._decide(question, kind, raws[0])
         except (KeyboardInterrupt, EngineError):
             raise
         except Exception as err:
             return Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}")
 
-    def _decide(self, question: str, samples: list[str]) -> Answer:
-        normalised = [normalise_answer(question, s, self.options.vocab) for s in samples]
+    def _decide(self, question: str, kind: str, samples: list[str]) -> Answer:
+        o = self.options
+        normalised = [normalise_answer(question, s, o.vocab, kind=kind, sort_aus=o.sort_aus) for s in samples]
         valid = [a for a, ok in normalised if ok]
         raw = samples[0] if samples else ""
         if not valid:
@@ -474,33 +401,40 @@ class Engine:
     # -- clips --------------------------------------------------------------------------------------
 
     def answer_clips(
-        self, clips: Sequence[tuple[Any, Sequence[str]]], sample_seed: int | None = None
+        self,
+        clips: Sequence[tuple[Any, Sequence[str]]],
+        sample_seed: int | None = None,
+        kinds: Sequence[Sequence[str]] | None = None,
     ) -> list[tuple[list[Answer], list[Change]]]:
         """Answer several clips' questions in shared batches: ``clips`` is ``[(visual, questions)]``.
 
-        Each clip's visual inputs are prepared once by the caller and reused by all its questions.
+        Each clip's visual inputs are prepared once by the caller and reused by all its questions; each
+        question is classified once (``kinds``, per clip, when the caller's rows already carry them).
         Returns per clip its answers (fallbacks filled in) and the consistency changes.
         """
+        if kinds is None:
+            kinds = [[T.classify_question(q) for q in qs] for _, qs in clips]
+        kinds = [list(ks) for ks in kinds]
         questions = [q for _, qs in clips for q in qs]
         visuals = [v for v, qs in clips for _ in qs]
-        flat = self.answer(questions, visuals, sample_seed)
+        flat = self.answer(questions, visuals, sample_seed, kinds=[k for ks in kinds for k in ks])
         per_clip: list[list[Answer]] = []
         pos = 0
         for _, qs in clips:
             per_clip.append(flat[pos : pos + len(qs)])
             pos += len(qs)
-        refined = self._refine_fine(clips, per_clip, sample_seed) if self.options.consistency else {}
+        refined = self._refine_fine(clips, kinds, per_clip, sample_seed) if self.options.consistency else {}
         results = []
-        for c, ((_, qs), answers) in enumerate(zip(clips, per_clip, strict=True)):
+        for c, ((_, qs), ks, answers) in enumerate(zip(clips, kinds, per_clip, strict=True)):
             texts = [a.text for a in answers]
             changes: list[Change] = []
             if self.options.consistency:
                 texts, changes = make_consistent(
-                    qs, texts, lambda coarse, c=c: refined.get(c), self.options.vocab
+                    qs, texts, lambda coarse, c=c: refined.get(c), self.options.vocab, kinds=ks
                 )
-            context = _clip_context(qs, texts)
-            for a, t, q in zip(answers, texts, qs, strict=True):
-                a.text = t or fallback_answer(q, context)
+            context = _clip_context(ks, texts)
+            for a, t, q, k in zip(answers, texts, qs, ks, strict=True):
+                a.text = t or fallback_answer(q, context, kind=k)
                 if not t and not a.fallback:
                     a.fallback, a.reason = True, "empty answer"
             results.append((answers, changes))
@@ -509,58 +443,54 @@ class Engine:
     def _refine_fine(
         self,
         clips: Sequence[tuple[Any, Sequence[str]]],
+        kinds: Sequence[Sequence[str]],
         per_clip: list[list[Answer]],
         sample_seed: int | None,
     ) -> dict[int, str]:
         """Re-ask, in one batch, the fine question of clips whose fine label contradicts their coarse
-        class, among the fine labels of that class; returns clip position -> chosen label."""
+        class, among the fine labels of that class; returns clip position -> chosen label. A class with
+        a single fine label needs no question: that label is the answer."""
         asks: list[tuple[int, str, Any, Grammar]] = []
+        chosen: dict[int, str] = {}
         vocab = self.options.vocab
-        for c, ((visual, qs), answers) in enumerate(zip(clips, per_clip, strict=True)):
-            kinds = [T.classify_question(q) for q in qs]
-            if "coarse" not in kinds or "fine" not in kinds:
+        for c, ((visual, qs), ks, answers) in enumerate(zip(clips, kinds, per_clip, strict=True)):
+            if "coarse" not in ks or "fine" not in ks:
                 continue
-            coarse, fine = answers[kinds.index("coarse")].text, answers[kinds.index("fine")].text
+            coarse, fine = answers[ks.index("coarse")].text, answers[ks.index("fine")].text
             options = [f for f in vocab.fine if FINE_TO_COARSE.get(f) == coarse]
-            if (
-                coarse in vocab.coarse
-                and fine in vocab.fine
-                and FINE_TO_COARSE.get(fine, coarse) != coarse
-                and options
+            if not (
+                coarse in vocab.coarse and fine in vocab.fine and FINE_TO_COARSE.get(fine, coarse) != coarse
             ):
-                asks.append((c, qs[kinds.index("fine")], visual, OneOf(options)))
+                continue
+            if len(options) == 1:
+                chosen[c] = options[0]
+            elif options:
+                asks.append((c, qs[ks.index("fine")], visual, OneOf(options)))
         if not asks:
-            return {}
+            return chosen
         try:
             raws = self.generate(
-                [a[1] for a in asks], [a[2] for a in asks], [a[3] for a in asks], sample_seed
+                [a[1] for a in asks],
+                [a[2] for a in asks],
+                [a[3] for a in asks],
+                sample_seed,
+                ["fine"] * len(asks),
             )
         except Exception as err:  # consistency then falls back to the first label of the class
             log.warning("re-asking fine labels failed (%s); using the first label of the coarse class", err)
-            return {}
-        return {
-            c: Counter(samples).most_common(1)[0][0]
-            for (c, *_), samples in zip(asks, raws, strict=True)
-            if samples
-        }
-
-
-def _clip_context(questions: Sequence[str], answers: Sequence[str]) -> dict[str, str]:
-    """kind -> answer of a clip, for fallbacks that reuse the clip's other answers."""
-    return {T.classify_question(q): a for q, a in zip(questions, answers, strict=True) if a}
-
-
-class _RowLimits:
-    """Stopping criterion: row r is done after ``limits[r]`` new tokens (batched rows of different kinds)."""
-
-    def __init__(self, limits: Sequence[int], prompt_width: int) -> None:
-        self.limits = list(limits)
-        self.width = prompt_width
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        produced = input_ids.shape[1] - self.width
-        return torch.tensor(
-            [produced >= lim for lim in self.limits], dtype=torch.bool, device=input_ids.device
+            return chosen
+        finally:
+            self.decoder.end_call()
+        chosen.update(
+            {
+                c: Counter(samples).most_common(1)[0][0]
+                for (c, *_), samples in zip(asks, raws, strict=True)
+                if samples
+            }
         )
+        return chosen
+
+
+def _clip_context(kinds: Sequence[str], answers: Sequence[str]) -> dict[str, str]:
+    """kind -> answer of a clip, for fallbacks that reuse the clip's other answers."""
+    return {k: a for k, a in zip(kinds, answers, strict=True) if a}

@@ -1,17 +1,17 @@
 """Answer grammars: the exact strings a classification answer may take, as tiny automata over characters.
 
 Constrained decoding (``constrained.py``) walks the tokenizer's vocabulary along these automata, so a
-coarse answer can only be ``negative``/``positive``/``surprise``, an AU list only known AU names in
-ascending AU number joined by ``", "``, and the joint answer only its exact template. The automata are
+coarse answer can only be ``negative``/``positive``/``surprise``, an AU list only distinct known AU names
+(in any order) joined by ``", "``, and the joint answer only its exact template. The automata are
 non-deterministic (a matcher holds a set of states), which keeps each piece a few lines long:
 
 - ``OneOf(strings)``: one of a fixed set of strings (labels, literals);
-- ``AUList(names, min_items, max_items)``: names in the given order (a strictly increasing
-  subsequence), joined by a separator;
+- ``AUList(names, min_items, max_items)``: distinct names in any order, joined by a separator;
 - ``Seq(parts)``: the parts one after another.
 
-``answer_grammar(question)`` picks the grammar of an organiser question; free questions (the 2026
-analysis prompt, unknown wording) get ``None``.
+``answer_grammar(question)`` builds the grammar of an organiser question from its kind's ``form`` and
+labels in the registry (``megc_vqa.qa.kinds``); free questions (the 2026 analysis prompt, unknown
+wording) get ``None``.
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from megc_vqa.labels import AU_NAMES, COARSE_CLASSES, COARSE_MAPS
+from megc_vqa.labels import COARSE_CLASSES
 from megc_vqa.qa import templates as T
+from megc_vqa.qa.kinds import AU_NAMES_IN_ORDER, KINDS, MAX_COUNT, TRAINING_FINE_LABELS, au_item_bounds
 
 State = Hashable
-
-# Fine labels of the official MEGC2025 training file (SPEC section 3): CASME II and SAMM words that
-# map to a coarse class. The test fine vocabulary was never published; pass another set if you know it.
-TRAINING_FINE_LABELS: tuple[str, ...] = tuple(sorted({*COARSE_MAPS["casme2"], *COARSE_MAPS["samm"]}))
-AU_NAMES_IN_ORDER: tuple[str, ...] = tuple(AU_NAMES[n] for n in sorted(AU_NAMES))
+_MAX_MOVES = 500_000  # remembered matcher moves per grammar (a bound on memory, never reached in a run)
 
 
 def _escape(text: str) -> str:
@@ -97,10 +94,12 @@ def Literal(text: str) -> OneOf:  # reads like a grammar constructor
 
 
 class AUList(Grammar):
-    """Between ``min_items`` and ``max_items`` of ``names``, in their given order, joined by ``sep``.
+    """Between ``min_items`` and ``max_items`` distinct names of ``names``, joined by ``sep``.
 
-    A state is ``(index of the last completed name, how many completed, text of the item being read)``;
-    an item is a name, preceded by ``sep`` after the first.
+    Any order is accepted (the organisers keep the order in which a release codes the AUs, so no order
+    is the right one); a name is never repeated. ``ordered=True`` asks for the names' given order (a
+    strictly increasing subsequence) instead. A state is ``(names used so far, how many, text of the
+    item being read)``; an item is a name, preceded by ``sep`` after the first.
     """
 
     def __init__(
@@ -109,45 +108,57 @@ class AUList(Grammar):
         min_items: int = 1,
         max_items: int | None = None,
         sep: str = T.AU_SEPARATOR,
+        ordered: bool = False,
     ) -> None:
-        self.names = tuple(names)
+        self.names = tuple(dict.fromkeys(names))
         self.min_items = min_items
-        self.max_items = len(self.names) if max_items is None else max_items
+        self.max_items = len(self.names) if max_items is None else min(max_items, len(self.names))
         self.sep = sep
+        self.ordered = ordered
+        self._cache: dict[tuple[frozenset[int], int], list[tuple[int, str]]] = {}
 
-    def _items(self, last: int, count: int) -> list[tuple[int, str]]:
-        if count >= self.max_items:
-            return []
-        prefix = self.sep if count else ""
-        return [(j, prefix + self.names[j]) for j in range(last + 1, len(self.names))]
+    def _items(self, used: frozenset[int], count: int) -> list[tuple[int, str]]:
+        hit = self._cache.get((used, count))
+        if hit is not None:
+            return hit
+        items: list[tuple[int, str]] = []
+        if count < self.max_items:
+            prefix = self.sep if count else ""
+            first = max(used) + 1 if self.ordered and used else 0
+            items = [(j, prefix + self.names[j]) for j in range(first, len(self.names)) if j not in used]
+        if len(self._cache) < _MAX_MOVES:
+            self._cache[(used, count)] = items
+        return items
 
     def start(self) -> State:
-        return (-1, 0, "")
+        return (frozenset(), 0, "")
 
     def closure(self, state: State) -> Iterable[State]:
         yield state
-        last, count, buf = state  # type: ignore[misc]
+        used, count, buf = state  # type: ignore[misc]
         if buf:
-            for j, item in self._items(last, count):
+            for j, item in self._items(used, count):
                 if item == buf:
-                    yield (j, count + 1, "")
+                    yield (used | {j}, count + 1, "")
 
     def step(self, state: State, char: str) -> Iterable[State]:
-        last, count, buf = state  # type: ignore[misc]
+        used, count, buf = state  # type: ignore[misc]
         text = buf + char
-        if any(item.startswith(text) for _, item in self._items(last, count)):
-            yield (last, count, text)
+        if any(item.startswith(text) for _, item in self._items(used, count)):
+            yield (used, count, text)
 
     def next_chars(self, state: State) -> set[str]:
-        last, count, buf = state  # type: ignore[misc]
+        used, count, buf = state  # type: ignore[misc]
         n = len(buf)
-        return {item[n] for _, item in self._items(last, count) if len(item) > n and item.startswith(buf)}
+        return {item[n] for _, item in self._items(used, count) if len(item) > n and item.startswith(buf)}
 
     def accepting(self, state: State) -> bool:
         _, count, buf = state  # type: ignore[misc]
         return buf == "" and self.min_items <= count <= self.max_items
 
     def regex(self) -> str:
+        # A regular expression cannot say "distinct" compactly: it accepts repeats (and, unless
+        # ``ordered``, any order); normalisation drops repeated names afterwards.
         name = OneOf(self.names).regex()
         return f"{name}(?:{_escape(self.sep)}{name}){{{self.min_items - 1},{self.max_items - 1}}}"
 
@@ -199,12 +210,20 @@ class Matcher:
         return cls(grammar, frozenset(grammar.closure(grammar.start())))
 
     def advance(self, text: str) -> Matcher:
-        states = self.states
-        for char in text:
-            stepped = {t for s in states for t in self.grammar.step(s, char)}
-            states = frozenset(c for t in stepped for c in self.grammar.closure(t))
-            if not states:
-                break
+        # Decoding walks the same few state sets with the same token strings over and over (every row
+        # of a kind starts alike): the moves are remembered per grammar, so a repeat is one lookup.
+        moves: dict[tuple[frozenset, str], frozenset] = self.grammar.__dict__.setdefault("_moves", {})
+        key = (self.states, text)
+        states = moves.get(key)
+        if states is None:
+            states = self.states
+            for char in text:
+                stepped = {t for s in states for t in self.grammar.step(s, char)}
+                states = frozenset(c for t in stepped for c in self.grammar.closure(t))
+                if not states:
+                    break
+            if len(moves) < _MAX_MOVES:
+                moves[key] = states
         return Matcher(self.grammar, states)
 
     @property
@@ -255,29 +274,38 @@ def joint_grammar(plural: bool, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Gram
     )
 
 
+def vocab_labels(kind: str, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> tuple[str, ...]:
+    """The label set of a kind under ``vocab`` (coarse, fine and AU names can be swapped per run)."""
+    if kind == "coarse":
+        return vocab.coarse
+    if kind == "fine":
+        return vocab.fine
+    if KINDS[kind].form in ("au_list", "joint"):  # type: ignore[index]
+        return vocab.au_names
+    return KINDS[kind].labels  # type: ignore[index]
+
+
+def kind_grammar(kind: str, plural: bool = False, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Grammar | None:
+    """The grammar of answers of ``kind`` (``plural``: the AU-list or joint question's plural wording)."""
+    spec = KINDS[kind]  # type: ignore[index]
+    if spec.form == "label":
+        return OneOf(vocab_labels(kind, vocab))
+    if spec.form == "au_list":
+        return AUList(vocab.au_names, *au_item_bounds(spec.name, plural))
+    if spec.form == "joint":
+        return joint_grammar(plural, vocab)
+    if spec.form == "count":
+        return OneOf(str(n) for n in range(MAX_COUNT + 1))
+    return None  # analysis and unknown questions are answered free-form
+
+
 @lru_cache(maxsize=1024)
-def answer_grammar(question: str, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Grammar | None:
+def answer_grammar(
+    question: str, vocab: AnswerVocabulary = DEFAULT_VOCAB, kind: str | None = None
+) -> Grammar | None:
     """The grammar of valid answers to ``question``, or ``None`` for a free-form question.
 
-    Cached, so rows asking the same question share one grammar (and its token lookups).
+    ``kind`` saves classifying the question again when the caller already knows it. Cached, so rows
+    asking the same question share one grammar (and its token lookups).
     """
-    kind = T.classify_question(question)
-    if kind == "coarse":
-        return OneOf(vocab.coarse)
-    if kind == "fine":
-        return OneOf(vocab.fine)
-    if kind == "au":
-        return AUList(vocab.au_names, *((2, None) if T.is_plural(question) else (1, 1)))
-    if kind == "side":
-        return OneOf(T.SIDES)
-    if kind == "presence":
-        return OneOf(T.YES_NO)
-    if kind == "joint":
-        return joint_grammar(T.is_plural(question), vocab)
-    if kind == "lvqa_event_type":
-        return OneOf(T.EXPRESSION_TYPES)
-    if kind == "lvqa_aus":
-        return AUList(vocab.au_names, 1, None)
-    if kind in ("lvqa_count_all", "lvqa_count_micro", "lvqa_count_macro"):
-        return OneOf(str(n) for n in range(100))
-    return None  # analysis and unknown questions are answered free-form
+    return kind_grammar(kind or T.classify_question(question), T.is_plural(question), vocab)

@@ -1,7 +1,8 @@
 """What happens to a model's text before it becomes a leaderboard answer.
 
 - ``normalise_answer``: free text to the answer format (``"Negative."`` -> ``negative``; AU names
-  picked out of a sentence and put in AU-number order; a joint answer rebuilt in its exact template).
+  picked out of a sentence, in the order the model wrote them unless ``sort_aus`` asks for AU-number
+  order; a joint answer rebuilt in its exact template).
 - ``fallback_answer``: the answer written when the model gives nothing usable, so no row is ever empty.
 - ``make_consistent``: per clip, the AU list, the presence answer and the joint answer tell the same
   story, and the coarse class agrees with the fine one.
@@ -13,41 +14,43 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from megc_vqa.answering.grammar import DEFAULT_VOCAB, AnswerVocabulary, answer_grammar, fullmatch
+from megc_vqa.answering.grammar import (
+    DEFAULT_VOCAB,
+    AnswerVocabulary,
+    answer_grammar,
+    fullmatch,
+    vocab_labels,
+)
 from megc_vqa.labels import AU_NUMBERS, COARSE_MAPS
 from megc_vqa.qa import templates as T
+from megc_vqa.qa.kinds import FALLBACK_AUS, FREE_FALLBACK, KINDS
 
 # Fine label -> coarse class over every dataset of SPEC section 2 (the maps never disagree).
 FINE_TO_COARSE: dict[str, str] = {
     fine: coarse for name in ("casme2", "samm", "casme3") for fine, coarse in COARSE_MAPS[name].items()
 }
 
-# Written when a row gets nothing usable from the model. Fixed and documented rather than clever: the
-# run summary lists every row that got one.
-FALLBACKS: dict[str, str] = {
-    "coarse": "negative",  # the largest composite class in every source dataset
-    "fine": "disgust",  # the most frequent negative fine label of CASME II and SAMM
-    "side": "left",
-    "presence": "yes",
-    "lvqa_event_type": "micro-expression",
-    "lvqa_count_all": "1",
-    "lvqa_count_micro": "1",
-    "lvqa_count_macro": "0",
-    "lvqa_aus": "brow lowerer",
-}
-FALLBACK_AUS = ("brow lowerer", "lid tightener")  # AU4 (+AU7): the commonest AUs of negative clips
-FREE_FALLBACK = "no answer"
+# Written when a row gets nothing usable from the model (the registry's fixed fallbacks). Fixed and
+# documented rather than clever: the run summary lists every row that got one.
+FALLBACKS: dict[str, str] = {k.name: k.fallback for k in KINDS.values() if k.fallback is not None}
 
 
 def _strip(text: str) -> str:
     return text.strip().strip("\"'`").strip().rstrip(".!").strip().lower()
 
 
-def _au_names_in(text: str, vocab: AnswerVocabulary) -> list[str]:
-    """Known AU names mentioned in ``text``, in ascending AU number, once each."""
+def _au_names_in(text: str, vocab: AnswerVocabulary, sort: bool = False) -> list[str]:
+    """Known AU names mentioned in ``text``, once each: in the order written, or (``sort``) in ascending
+    AU number."""
     low = text.lower()
-    found = {n for n in vocab.au_names if re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", low)}
-    return sorted(found, key=lambda n: AU_NUMBERS.get(n, 999))
+    found: dict[str, int] = {}
+    for n in vocab.au_names:
+        m = re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", low)
+        if m:
+            found[n] = m.start()
+    if sort:
+        return sorted(found, key=lambda n: AU_NUMBERS.get(n, 999))
+    return sorted(found, key=found.__getitem__)
 
 
 def _one_label(text: str, labels: Sequence[str]) -> str | None:
@@ -65,56 +68,62 @@ def joint_text(plural: bool, au_names: Sequence[str], fine: str, coarse: str) ->
     return template.format(aus=T.au_list_answer(au_names), fine=fine, coarse=coarse)
 
 
-def normalise_answer(question: str, text: str, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> tuple[str, bool]:
+def normalise_answer(
+    question: str,
+    text: str,
+    vocab: AnswerVocabulary = DEFAULT_VOCAB,
+    *,
+    kind: str | None = None,
+    sort_aus: bool = False,
+) -> tuple[str, bool]:
     """``(answer, valid)``: the answer in its format when it can be recovered, else the stripped text.
 
     ``valid`` is True when the answer is one of the question's allowed answers (always True for free
-    questions with a non-empty answer).
+    questions with a non-empty answer). AU lists keep the model's order (BLEU/ROUGE then score what it
+    wrote) unless ``sort_aus`` puts them in ascending AU number. ``kind``: the question's kind when the
+    caller already classified it.
     """
     text = " ".join(text.split())
-    grammar = answer_grammar(question, vocab)
+    kind = kind or T.classify_question(question)
+    spec = KINDS[kind]  # type: ignore[index]
+    grammar = answer_grammar(question, vocab, kind)
     if grammar is None:
         return text, bool(text)
-    if fullmatch(grammar, text):
+    plural = T.is_plural(question)
+    if fullmatch(grammar, text) and not (sort_aus and spec.form in ("au_list", "joint")):
         return text, True
-    kind = T.classify_question(question)
     fixed: str | None = None
-    if kind in ("coarse", "fine", "side", "presence", "lvqa_event_type"):
-        labels = {
-            "coarse": vocab.coarse,
-            "fine": vocab.fine,
-            "side": T.SIDES,
-            "presence": T.YES_NO,
-            "lvqa_event_type": T.EXPRESSION_TYPES,
-        }[kind]
-        fixed = _one_label(text, labels)
-    elif kind in ("au", "lvqa_aus"):
-        names = _au_names_in(text, vocab)
-        if kind == "au" and not T.is_plural(question):
+    if spec.form == "label":
+        fixed = _one_label(text, vocab_labels(kind, vocab))
+    elif spec.form == "au_list":
+        names = _au_names_in(text, vocab, sort_aus)
+        if kind == "au" and not plural:
             names = names[:1]
         fixed = T.au_list_answer(names) if names else None
-    elif kind == "joint":
+    elif spec.form == "joint":
         parsed = T.parse_joint_answer(text)
         if parsed:
             aus, fine, coarse = parsed
-            names = _au_names_in(", ".join(aus), vocab)
+            names = _au_names_in(", ".join(aus), vocab, sort_aus)
             fine_l, coarse_l = _one_label(fine, vocab.fine), _one_label(coarse, vocab.coarse)
             if names and fine_l and coarse_l:
-                fixed = joint_text(
-                    T.is_plural(question), names if T.is_plural(question) else names[:1], fine_l, coarse_l
-                )
-    elif kind.startswith("lvqa_count"):
+                fixed = joint_text(plural, names if plural else names[:1], fine_l, coarse_l)
+    elif spec.form == "count":
         m = re.search(r"\d+", text)
         fixed = m.group(0).lstrip("0") or "0" if m else None
     if fixed is not None and fullmatch(grammar, fixed):
         return fixed, True
-    return _strip(text) if kind != "joint" else text, False
+    return _strip(text) if spec.form != "joint" else text, False
 
 
-def fallback_answer(question: str, clip_answers: dict[str, str] | None = None) -> str:
+def fallback_answer(
+    question: str, clip_answers: dict[str, str] | None = None, kind: str | None = None
+) -> str:
     """A non-empty answer for a row the model could not answer, built from the clip's other answers
-    where they help (the AU list, joint and analysis answers reuse the clip's AUs, fine and coarse)."""
-    kind = T.classify_question(question)
+    where they help (the AU list, joint and analysis answers reuse the clip's AUs, fine and coarse).
+
+    ``clip_answers``: kind -> answer of the clip's other rows; ``kind``: this row's kind if known."""
+    kind = kind or T.classify_question(question)
     ctx = clip_answers or {}
     if kind in FALLBACKS and kind != "au":
         return FALLBACKS[kind]
@@ -152,6 +161,7 @@ def make_consistent(
     answers: Sequence[str],
     choose_fine: Callable[[str], str | None] | None = None,
     vocab: AnswerVocabulary = DEFAULT_VOCAB,
+    kinds: Sequence[str] | None = None,
 ) -> tuple[list[str], list[Change]]:
     """Make one clip's answers agree with each other; returns the new answers and what changed.
 
@@ -162,9 +172,11 @@ def make_consistent(
        ``choose_fine(coarse)`` (the engine re-asks the model among that class's fine labels), or by the
        first such label of the vocabulary when no chooser is given.
     4. Joint: rebuilt from the AU list, fine and coarse (singular question keeps one AU).
+
+    ``kinds``: the rows' kinds when the caller already classified them.
     """
     out = list(answers)
-    kinds = [T.classify_question(q) for q in questions]
+    kinds = list(kinds) if kinds is not None else [T.classify_question(q) for q in questions]
     changes: list[Change] = []
 
     def set_answer(i: int, value: str, rule: str) -> None:
@@ -179,7 +191,7 @@ def make_consistent(
     parsed_joint = T.parse_joint_answer(out[i_joint]) if i_joint is not None else None
 
     au_names: list[str] | None = None
-    if i_au is not None and fullmatch(answer_grammar(questions[i_au], vocab), out[i_au]):
+    if i_au is not None and fullmatch(answer_grammar(questions[i_au], vocab, "au"), out[i_au]):
         au_names = out[i_au].split(T.AU_SEPARATOR)
     elif parsed_joint:
         au_names = _au_names_in(", ".join(parsed_joint[0]), vocab) or None

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.qa import templates as T
-
 log = logging.getLogger(__name__)
 
 LOG_NAME = "answers.jsonl"
@@ -324,7 +322,9 @@ def _answer_jobs(
                 failed.append((job, f"visual inputs failed: {type(err).__name__}: {err}"))
         results = (
             engine.answer_clips(
-                [(v, [r.question for r in job.rows]) for job, v in ready], sample_seed=engine.options.seed + b
+                [(v, [r.question for r in job.rows]) for job, v in ready],
+                sample_seed=engine.options.seed + b,
+                kinds=[[r.question_type for r in job.rows] for job, _ in ready],
             )
             if ready
             else []
@@ -340,7 +340,15 @@ def _answer_jobs(
             from megc_vqa.answering.postprocess import fallback_answer
 
             entries += [
-                _entry(job, i, row, Answer(fallback_answer(row.question), fallback=True, reason=reason), None)
+                _entry(
+                    job,
+                    i,
+                    row,
+                    Answer(
+                        fallback_answer(row.question, kind=row.question_type), fallback=True, reason=reason
+                    ),
+                    None,
+                )
                 for i, row in enumerate(job.rows)
             ]
         new = [e for e in entries if e["key"] not in done]
@@ -352,7 +360,7 @@ def _answer_jobs(
 
 
 def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: str | None) -> dict[str, Any]:
-    kind = T.classify_question(row.question)
+    kind = row.question_type  # classified once, when the row was read
     return {
         "key": job.key(row),
         "file": job.file.name,

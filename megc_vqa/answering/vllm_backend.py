@@ -1,10 +1,14 @@
-"""Optional vLLM backend: the same answers flow (normalisation, voting, consistency, fallbacks) with vLLM's
-continuous batching and paged attention doing the decoding. Used only when ``vllm`` is installed
+"""Optional vLLM backend of the decoding interface (``decoding.Decoder``): vLLM's continuous batching and
+paged attention do the decoding; the answering layer (normalisation, voting, consistency, re-asking,
+fallbacks) is the engine's, shared with the transformers backend. Used only when ``vllm`` is installed
 (``eval/run_vqa.py --backend vllm``); it is not a dependency and CI never runs it.
 
-Differences from the transformers engine: label constraints use vLLM's regex-guided decoding, whose
-regex for an AU list accepts any order (answers are put in AU order afterwards); a LoRA adapter is
-served through ``LoRARequest``; prompts still come from ``megc_vqa.models.prompting``.
+What is shared with the transformers backend and training: the prompt text (``decoding.prompt_text``),
+the processor's pixel bounds (``decoding.pixel_kwargs``, sent as the request's ``mm_processor_kwargs``,
+so a 224x299 frame under ``max_pixels=50176`` is a 12x18 patch grid here as in training), the prompt
+settings training recorded, the per-kind length bounds and the grammars. What differs: a grammar is sent
+as vLLM's regex-guided decoding (xgrammar inside vLLM), whose AU-list regex cannot forbid a repeated name
+(normalisation drops repeats); a LoRA adapter is served through ``LoRARequest``.
 """
 
 from __future__ import annotations
@@ -15,19 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.answering.decoding import DecodeRequest, Sampling, pixel_kwargs, prompt_text
 from megc_vqa.answering.engine import (
-    MAX_NEW_TOKENS,
     Engine,
     EngineError,
     EngineOptions,
     check_adapter,
-    contract_folders,
+    trained_contract,
     with_contract,
 )
-from megc_vqa.answering.grammar import Grammar, answer_grammar
-from megc_vqa.models.contract import ModelContract, read_contract
-from megc_vqa.models.prompting import PromptOptions, build_messages, model_visuals, render_prompt
-from megc_vqa.qa import templates as T
+from megc_vqa.models.contract import ModelContract
+from megc_vqa.models.prompting import PromptOptions, model_visuals
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +38,31 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-class VllmEngine(Engine):
-    """``VllmEngine(model, adapter, options, **llm_kwargs)``; ``llm_kwargs`` go to ``vllm.LLM``
-    (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``, ...)."""
+class VllmDecoder:
+    """``VllmDecoder(llm, processor, prompt, lora)``: decodes with a ``vllm.LLM``; ``load`` builds one."""
+
+    schedules_itself = True  # vLLM batches and schedules the rows itself
 
     def __init__(
-        self,
+        self, llm: Any, processor: Any, prompt: PromptOptions | None = None, lora: Any = None, name: str = ""
+    ) -> None:
+        self.llm = llm
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.prompt = prompt or PromptOptions()
+        self.lora = lora
+        self.name = name
+
+    @classmethod
+    def load(
+        cls,
         model: str | Path,
         adapter: str | Path | None = None,
-        options: EngineOptions | None = None,
-        contract: ModelContract | None = None,
+        prompt: PromptOptions | None = None,
         **llm_kwargs: Any,
-    ) -> None:
-        options = options or EngineOptions()
+    ) -> VllmDecoder:
+        """Start vLLM on ``model`` (+ LoRA ``adapter``); ``llm_kwargs`` go to ``vllm.LLM``
+        (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``, ...)."""
         if not vllm_available():
             raise EngineError(
                 "the vLLM backend needs vllm (pip install vllm); use the default backend instead"
@@ -62,82 +76,86 @@ class VllmEngine(Engine):
         adapter_cfg = check_adapter(adapter_path) if adapter_path else {}
         try:
             path, _ = resolve(model)
-            has_processor = adapter_path is not None and (adapter_path / "preprocessor_config.json").is_file()
-            self.processor = load_processor(adapter_path if has_processor else model)
+            has_processor = adapter_path is not None and any(
+                (adapter_path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")
+            )
+            processor = load_processor(adapter_path if has_processor else model)
         except ModelLoadError as err:
             raise EngineError(str(err)) from None
-        self.contract = contract or read_contract(*contract_folders(model, adapter_path))
-        options = with_contract(options, self.contract)
         llm_kwargs.setdefault("limit_mm_per_prompt", {"image": 8, "video": 1})
-        # The pixel bounds of training: without them vLLM's processor grids images differently.
-        bounds = {
-            k: v
-            for k, v in (("min_pixels", options.prompt.min_pixels), ("max_pixels", options.prompt.max_pixels))
-            if v is not None
-        }
-        if bounds:
-            llm_kwargs.setdefault("mm_processor_kwargs", bounds)
         if adapter_path is not None:
             llm_kwargs.update(enable_lora=True, max_lora_rank=max(16, int(adapter_cfg.get("r", 16))))
-        self.llm = LLM(model=path, trust_remote_code=False, **llm_kwargs)
-        self.lora = LoRARequest("adapter", 1, str(adapter_path)) if adapter_path else None
-        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.options = options
-        self.prompt = options.prompt or PromptOptions()
-        self.name = f"{model} (vllm)" + (f" + {adapter}" if adapter else "")
-        self._index = None
-        self.share_images = False
-        self._image_cache = {}
+        llm = LLM(model=path, trust_remote_code=False, **llm_kwargs)
+        lora = LoRARequest("adapter", 1, str(adapter_path)) if adapter_path else None
+        name = f"{model} (vllm)" + (f" + {adapter}" if adapter else "")
+        return cls(llm, processor, prompt, lora, name)
 
-    def _request(self, question: str, visual: Any) -> dict[str, Any]:
+    def request(self, req: DecodeRequest) -> dict[str, Any]:
+        """The vLLM prompt dict of one row: prompt text, images/video, and the processor pixel bounds."""
         from PIL import Image
 
-        text = render_prompt(self.processor, build_messages(question, visual, None, self.prompt))
-        images, video = model_visuals(visual, self.prompt.visual_mode)
+        images, video = model_visuals(req.visual, self.prompt.visual_mode)
         data: dict[str, Any] = {}
         if images:
             data["image"] = [Image.fromarray(im) for im in images]
         if video is not None:
             data["video"] = video
-        return {"prompt": text, "multi_modal_data": data} if data else {"prompt": text}
+        out: dict[str, Any] = {"prompt": prompt_text(self.processor, req.question, req.visual, self.prompt)}
+        if data:
+            out["multi_modal_data"] = data
+            kwargs = pixel_kwargs(self.processor, self.prompt)
+            if kwargs:
+                out["mm_processor_kwargs"] = kwargs
+        return out
 
-    def _params(self, question: str, grammar: Grammar | None, seed: int | None) -> Any:
+    def sampling_params(self, req: DecodeRequest, sampling: Sampling) -> Any:
         from vllm import SamplingParams
 
-        o = self.options
         kwargs: dict[str, Any] = {
-            "max_tokens": MAX_NEW_TOKENS.get(T.classify_question(question), o.free_max_new_tokens),
-            "n": max(1, o.votes),
-            "temperature": o.temperature if o.votes > 1 else 0.0,
-            "top_p": o.top_p if o.votes > 1 else 1.0,
-            "seed": seed,
+            "max_tokens": req.max_new_tokens,
+            "n": max(1, sampling.n),
+            "temperature": 0.0 if sampling.greedy else sampling.temperature,
+            "top_p": 1.0 if sampling.greedy else sampling.top_p,
+            "seed": sampling.seed,
         }
-        if grammar is not None:
+        if req.grammar is not None:
             try:  # vLLM >= 0.10.2
                 from vllm.sampling_params import StructuredOutputsParams
 
-                kwargs["structured_outputs"] = StructuredOutputsParams(regex=grammar.regex())
+                kwargs["structured_outputs"] = StructuredOutputsParams(regex=req.grammar.regex())
             except ImportError:  # older vLLM
                 from vllm.sampling_params import GuidedDecodingParams
 
-                kwargs["guided_decoding"] = GuidedDecodingParams(regex=grammar.regex())
+                kwargs["guided_decoding"] = GuidedDecodingParams(regex=req.grammar.regex())
         return SamplingParams(**kwargs)
 
-    def generate(
-        self,
-        questions: Sequence[str],
-        visuals: Sequence[Any],
-        grammars: Sequence[Grammar | None] | None = None,
-        sample_seed: int | None = None,
-    ) -> list[list[str]]:
-        o = self.options
-        if grammars is None:
-            grammars = [answer_grammar(q, o.vocab) if o.constrained else None for q in questions]
-        seed = o.seed if sample_seed is None else sample_seed
-        requests = [self._request(q, v) for q, v in zip(questions, visuals, strict=True)]
-        params = [self._params(q, g, seed) for q, g in zip(questions, grammars, strict=True)]
-        outputs = self.llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
+    def decode(self, requests: Sequence[DecodeRequest], sampling: Sampling) -> list[list[str]]:
+        if not requests:
+            return []
+        prompts = [self.request(r) for r in requests]
+        params = [self.sampling_params(r, sampling) for r in requests]
+        outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
         return [[c.text.strip() for c in out.outputs] for out in outputs]
 
-    def _batches(self, questions: Sequence[str]) -> list[list[int]]:
-        return [list(range(len(questions)))] if questions else []  # vLLM schedules the rows itself
+    def end_call(self) -> None:
+        """Nothing is cached between calls (vLLM keeps its own prefix cache)."""
+
+
+class VllmEngine(Engine):
+    """The engine answering through vLLM: ``VllmEngine(model, adapter, options, **llm_kwargs)``.
+
+    Only the decoder differs from ``Engine.load``; the answering layer and the training settings are the
+    same."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        adapter: str | Path | None = None,
+        options: EngineOptions | None = None,
+        contract: ModelContract | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        contract = trained_contract(model, Path(adapter) if adapter else None, contract)
+        options = with_contract(options or EngineOptions(), contract)
+        decoder = VllmDecoder.load(model, adapter, options.prompt, **llm_kwargs)
+        super().__init__(options=options, name=decoder.name, decoder=decoder, contract=contract)

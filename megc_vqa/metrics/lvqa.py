@@ -17,12 +17,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from megc_vqa.metrics.vqa import AlignedRow, align, normalise_answer, split_rows
+from megc_vqa.qa.kinds import COUNT_KINDS
 
 PROVISIONAL_NOTE = (
     "provisional: ME-LVQA answer formats and metrics were not published; counts scored by exact match and "
     "MAE, AU lists by set F1, event types by accuracy"
 )
-COUNT_TYPES: tuple[str, ...] = ("lvqa_count_all", "lvqa_count_micro", "lvqa_count_macro")
+COUNT_TYPES: tuple[str, ...] = COUNT_KINDS
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from megc_vqa.labels import COARSE_CLASSES, KNOWN_FINE, normalise_fine
+from megc_vqa.qa.kinds import CLASSIFICATION_KINDS
 from megc_vqa.qa.templates import QuestionType, classify_question
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ BLEU_VARIANTS: tuple[str, ...] = ("sentence", "corpus")
 ROUGE_VARIANTS: tuple[str, ...] = ("rouge1_recall", "rouge1_f1", "rougeL_f1")
 ROWS_VARIANTS: tuple[str, ...] = ("all", "open")
 
-# Rows whose answer is one label out of a closed set; "open" text metrics skip them.
-CLASSIFICATION_TYPES: frozenset[str] = frozenset({"coarse", "fine", "presence", "side", "lvqa_event_type"})
+# Rows whose answer is one label out of a closed set (the kinds registry says which); "open" text
+# metrics skip them.
+CLASSIFICATION_TYPES: frozenset[str] = CLASSIFICATION_KINDS
 # Stands in for any prediction that is not a ground-truth class; it is never passed as a label.
 INVALID = "<invalid>"
 SPLITS: tuple[str, ...] = ("overall", "samm", "casme3")

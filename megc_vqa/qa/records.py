@@ -118,6 +118,7 @@ class QuestionRow:
     extra: any further keys of the row, in file order.
     key_order: the row's keys in file order, which ``to_json`` reproduces.
     line: 1-based line number in the source file (0 when built by hand), for messages.
+    question_type: the question's kind, classified once from ``question``.
     """
 
     video_id: str
@@ -127,10 +128,11 @@ class QuestionRow:
     extra: tuple[tuple[str, Any], ...] = ()
     key_order: tuple[str, ...] = QUESTION_KEYS
     line: int = field(default=0, compare=False)
+    # The question's kind (``megc_vqa.qa.kinds``), classified once when the row is built.
+    question_type: QuestionType = field(init=False, compare=False, default="unknown")
 
-    @property
-    def question_type(self) -> QuestionType:
-        return classify_question(self.question)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "question_type", classify_question(self.question))
 
     def with_answer(self, answer: str) -> QuestionRow:
         """The same row with ``answer`` filled, keys and order unchanged."""

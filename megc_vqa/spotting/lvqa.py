@@ -10,7 +10,7 @@
 - type of the N-th event (onset order, 1-based): ``micro-expression`` / ``macro-expression``. When fewer
   than N events were spotted, the most frequent spotted type answers, else ``macro-expression`` (macro
   events outnumber micro ones in every long-video dataset).
-Question kinds come from ``megc_vqa.qa.templates``; an unknown question is answered with an empty string and
+Question kinds come from ``megc_vqa.qa.templates`` and the registry ``megc_vqa.qa.kinds``; an unknown question is answered with an empty string and
 logged, so the validator reports it.
 """
 
@@ -25,13 +25,15 @@ from pathlib import Path
 
 from megc_vqa.errors import InputError
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
+from megc_vqa.qa.kinds import KINDS
 from megc_vqa.qa.templates import AU_QUESTION_PLURAL, au_list_answer, classify_question, event_number
 
 log = logging.getLogger(__name__)
 
 FALLBACK_AUS: dict[str, tuple[int, ...]] = {"micro": (4,), "macro": (12,)}
-FALLBACK_TYPE = "macro"
 TYPE_ANSWER = {"micro": "micro-expression", "macro": "macro-expression"}
+# The registry's event-type fallback (macro: the commoner type in every long-video dataset).
+FALLBACK_TYPE = {answer: kind for kind, answer in TYPE_ANSWER.items()}[str(KINDS["lvqa_event_type"].fallback)]
 # event -> AU names on it (the VQA model asked the AU question on the event's key frames).
 EventAUs = Callable[[object], Sequence[str]]
 

@@ -100,6 +100,7 @@ def read_questions(path: Path) -> list[dict]:
         if not _SAFE_NAME.match(str(row["video"])) or ".." in str(row["video"]):
             raise QuestionFileError(f"{path}:{n}: video {row['video']!r} is not a plain folder name")
         row["_line"] = n
+        row["_kind"] = T.classify_question(str(row["question"]))  # once per row; see megc_vqa.qa.kinds
         rows.append(row)
     if not rows:
         raise QuestionFileError(f"{path}: no questions")
@@ -117,7 +118,7 @@ def _collect_needs(files: Sequence[tuple[Path, list[dict]]]) -> dict[str, VideoN
         for row in rows:
             video, question, where = str(row["video"]), str(row["question"]), f"{path}:{row['_line']}"
             need = needs.setdefault(video, VideoNeeds(video, _family(row, path), where=where))
-            kind = T.classify_question(question)
+            kind = row["_kind"]
             if kind in ("au", "joint"):
                 plural = T.is_plural(question)
                 if need.single is not None and need.single == plural:
@@ -301,13 +302,13 @@ def write_test_set(
         target = gt_dir / path.name
         with target.open("w", encoding="utf-8") as fh:
             for row in rows:
-                kind = T.classify_question(row["question"])
+                kind = row["_kind"]
                 video = str(row["video"])
                 if video in long_by_video:
                     answer = _lvqa_answer(row["question"], kind, long_by_video[video])
                 else:
                     answer = _answer(row, kind, info[video])
-                clean = {k: v for k, v in row.items() if k != "_line"}
+                clean = {k: v for k, v in row.items() if k not in ("_line", "_kind")}
                 clean["answer"] = answer
                 fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
         result.gt_files.append(target)

@@ -100,6 +100,9 @@ class FrameReader:
         check_inside(self.path, root)
         self._video: Any = None
         self._files: dict[int, Path] = {}
+        # (height, width) of the first colour frame decoded: every later colour frame is brought to it,
+        # so a folder whose frames differ by a few pixels (cropped releases) still gives one clip.
+        self._shape: tuple[int, int] | None = None
         if source.kind == "folder":
             listing = list_frames(self.path)
             if not listing:
@@ -159,7 +162,10 @@ class FrameReader:
             decoded = dict(zip(unique, self._video_batch(unique), strict=True))
         else:
             decoded = {i: _imread_rgb(self._files[i]) for i in unique}
-        return _stack([decoded[i] for i in resolved], self.path, colour=True)
+        frames = [decoded[i] for i in resolved]
+        if self._shape is None and frames:
+            self._shape = frames[0].shape[:2]
+        return _stack(frames, self.path, colour=True, shape=self._shape)
 
     def read_grey(self, indices: Sequence[int], *, reduce: int = 1, nearest: bool = True) -> np.ndarray:
         """Decode frames as greyscale ``(N, h, w)`` uint8, shrunk by ``reduce`` (1, 2, 4 or 8).
@@ -284,13 +290,21 @@ def _imread_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def _stack(frames: list[np.ndarray], path: Path, *, colour: bool) -> np.ndarray:
+def _stack(
+    frames: list[np.ndarray], path: Path, *, colour: bool, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Frames as one array of ``shape`` (default: the first frame's): a frame of another size is resized
+    to it (the visual layer resizes every frame anyway; a mixed-size folder must not abort the clip)."""
     if not frames:
         return np.zeros((0, 0, 0, 3) if colour else (0, 0, 0), np.uint8)
-    shape = frames[0].shape
-    out = np.empty((len(frames), *shape), dtype=np.uint8)
+    height, width = shape or frames[0].shape[:2]
+    out = np.empty((len(frames), height, width, *frames[0].shape[2:]), dtype=np.uint8)
+    resized = 0
     for k, frame in enumerate(frames):
-        if frame.shape != shape:
-            raise FrameError(f"{path}: frames differ in size ({shape} vs {frame.shape})")
+        if frame.shape[:2] != (height, width):
+            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+            resized += 1
         out[k] = frame
+    if resized:
+        logger.info("%s: %d frame(s) of another size resized to %dx%d", path, resized, width, height)
     return out
