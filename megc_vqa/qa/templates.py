@@ -129,7 +129,7 @@ def is_plural(question: str) -> bool:
 
 
 def au_list_answer(names: Sequence[str]) -> str:
-    """AU names joined in the training format; callers pass them in ascending AU number."""
+    """AU names joined in the training format; callers pass them in the release's coded order."""
     return AU_SEPARATOR.join(names)
 
 
