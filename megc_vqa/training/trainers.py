@@ -101,6 +101,11 @@ class ExportedRow:
     id: str
     question: str
     answer: str
+    dataset: str = ""
+
+    def ground_truth(self) -> dict[str, str]:
+        """The row as the VQA scorer's ground truth (matched on ``id``)."""
+        return {"id": self.id, "dataset": self.dataset, "question": self.question, "answer": self.answer}
 
 
 def question_of(row: dict[str, Any]) -> str:
@@ -121,7 +126,14 @@ def read_exported(path: str | Path) -> list[ExportedRow]:
                 "exported dataset file the predictions answer"
             )
         answers = [m["content"] for m in row["messages"] if m.get("role") == "assistant"]
-        rows.append(ExportedRow(str(row[ID_KEY]), question_of(row), answers[-1] if answers else ""))
+        rows.append(
+            ExportedRow(
+                str(row[ID_KEY]),
+                question_of(row),
+                answers[-1] if answers else "",
+                str(row.get("megc_dataset", "")),
+            )
+        )
     return rows
 
 
