@@ -168,7 +168,9 @@ def test_au_names_in_coded_order_and_deduplicated():
     au_answer = next(r.answer for r in records if r.question_type == "au")
     assert au_answer == "lip corner puller, brow lowerer, inner brow raiser"
     joint = next(r.answer for r in records if r.question_type == "joint")
-    assert joint.startswith("The action units present are: lip corner puller, brow lowerer, inner brow raiser.")
+    assert joint.startswith(
+        "The action units present are: lip corner puller, brow lowerer, inner brow raiser."
+    )
 
 
 def test_coded_order_changes_only_the_au_lists():
