@@ -204,3 +204,25 @@ def test_release_coded_au_order_survives_loader_and_generator(tmp_path):
     assert records["joint"].startswith(
         "The action units present are: brow lowerer, lid tightener, outer brow"
     )
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        *((q, "analysis") for q in sorted(ANALYSIS_PROMPTS)),
+        ("Analyze the facial micro-expression in this clip.", "analysis"),  # another wording: still free-form
+        ("What is the coarse expression class?", "coarse"),
+        ("What distinct action units appear in this video?", "lvqa_aus"),
+        ("Describe the weather.", "unknown"),
+    ],
+)
+def test_analysis_rows_are_their_own_free_form_kind(question, kind):
+    from megc_vqa.metrics.vqa import CLASSIFICATION_TYPES
+    from megc_vqa.qa.records import QARecord
+
+    row = dict(
+        zip(OFFICIAL_KEYS, ["samm_006_1_2_5", "samm", "006_1_2", "6", "006_1_2", question, "a"], strict=True)
+    )
+    assert QARecord.from_json(row).question_type == kind
+    if kind == "analysis":
+        assert kind not in CLASSIFICATION_TYPES  # scored by BLEU/ROUGE, never as a label
