@@ -1,10 +1,14 @@
 """Score predictions locally: ME-VQA, ME-STR or ME-LVQA. Prints the scores as JSON on stdout.
 
     python eval/score.py vqa --pred me_vqa_samm_test_pred.jsonl --gt samm_gt.jsonl [--bleu corpus] [--report DIR]
+    python eval/score.py vqa --pred generated_predictions.jsonl --exported X/megc_val.jsonl --gt P/qa.jsonl
     python eval/score.py str --pred str_pred.csv --gt str_gt.csv --mode official|strict
     python eval/score.py lvqa --pred me_lvqa_samm_test_pred.jsonl --gt lvqa_gt.jsonl
 
-Ground truth for VQA/LVQA: the question file rows with ``answer`` filled (an optional ``dataset`` field).
+Ground truth for VQA/LVQA: the question file rows with ``answer`` filled (an optional ``dataset`` field),
+or a ``qa.jsonl`` (rows matched on ``id``). VQA predictions may also be trainer outputs of a
+``megc-vqa export`` dataset: LLaMA-Factory's ``generated_predictions.jsonl`` or ms-swift's inference JSONL
+(``--exported`` names the exported file they answer; see ``megc_vqa.training.trainers``).
 Ground truth for STR: a CSV ``subject,video,onset,offset,emotion`` with optional ``dataset`` and ``type``.
 Official STRS can be NaN (printed as ``NaN``), as the public reference scorer gives.
 """
@@ -28,13 +32,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", required=True)
     vqa = sub.add_parser("vqa", help="ME-VQA: UF1/UAR coarse and fine, BLEU, ROUGE")
     vqa.add_argument("--pred", nargs="+", required=True, help="prediction JSONL file(s)")
-    vqa.add_argument("--gt", nargs="+", required=True, help="ground-truth JSONL file(s)")
+    vqa.add_argument(
+        "--gt",
+        nargs="+",
+        help="ground-truth JSONL file(s); with --exported, default: the exported file's answers (and only its "
+        "rows are scored)",
+    )
     vqa.add_argument(
         "--bleu", choices=BLEU_VARIANTS, default="sentence", help="BLEU variant (default: sentence)"
     )
     vqa.add_argument("--rouge", choices=ROUGE_VARIANTS, default="rouge1_recall", help="ROUGE variant")
     vqa.add_argument("--rows", choices=ROWS_VARIANTS, default="all", help="rows covered by BLEU/ROUGE")
     vqa.add_argument("--report", metavar="DIR", help="also write report.md, confusion PNGs, wrong_rows.csv")
+    vqa.add_argument(
+        "--pred-format",
+        choices=("auto", "megc", "llamafactory", "swift"),
+        default="auto",
+        help="prediction format (default: told by the keys of the first row)",
+    )
+    vqa.add_argument(
+        "--exported",
+        metavar="FILE",
+        help="for trainer predictions: the `megc-vqa export` file they answer, whose rows they follow in order",
+    )
     strp = sub.add_parser("str", help="ME-STR: STRS, spotting and analysis scores")
     strp.add_argument("--pred", required=True, help="prediction CSV")
     strp.add_argument("--gt", required=True, help="ground-truth CSV")
@@ -53,6 +73,17 @@ def _as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _is_megc_format(path: str, fmt: str) -> bool:
+    """Whether a prediction file is in the MEGC format (not a trainer's output that is mapped back)."""
+    if fmt != "auto":
+        return fmt == "megc"
+    from megc_vqa.fileio import read_jsonl
+    from megc_vqa.training.trainers import detect_format
+
+    rows = read_jsonl(path)
+    return not rows or detect_format(rows[0], path) == "megc"
+
+
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -61,7 +92,7 @@ def _main(argv: list[str] | None = None) -> int:
     from megc_vqa.errors import InputError, check_number
     from megc_vqa.submission.files import read_jsonl
 
-    for path in [*_as_list(args.pred), *_as_list(args.gt)]:
+    for path in [*_as_list(args.pred), *_as_list(args.gt or [])]:
         if not Path(path).is_file():
             raise InputError(f"{path}: no such file")
     try:
@@ -85,15 +116,43 @@ def _main(argv: list[str] | None = None) -> int:
                 print(w, file=sys.stderr)
             result = score_str(preds, gts, args.mode, emotions, args.iou)
         else:
-            from megc_vqa.submission.validate import check_scored_predictions
+            mapping_problems: list[str] = []
+            if args.task == "vqa":
+                from megc_vqa.training.trainers import read_predictions
 
-            rejected = check_scored_predictions(args.pred, args.gt)
-            if rejected:
-                listing = "; ".join(str(p) for p in rejected[:10])
-                more = f" (and {len(rejected) - 10} more)" if len(rejected) > 10 else ""
-                raise InputError(f"the validator rejects the predictions, not scored: {listing}{more}")
-            preds = [row for path in args.pred for row in read_jsonl(path)]
-            gts = [row for path in args.gt for row in read_jsonl(path)]
+                preds, mapping_problems = read_predictions(args.pred, args.pred_format, args.exported)
+                for problem in mapping_problems:
+                    print(f"warning: {problem}", file=sys.stderr)
+            else:
+                preds = [row for path in args.pred for row in read_jsonl(path)]
+            gts = [row for path in args.gt or () for row in read_jsonl(path)]
+            if args.task == "vqa" and args.exported:
+                from megc_vqa.training.trainers import read_exported
+
+                exported = read_exported(args.exported)
+                ids = {row.id for row in exported}
+                if not gts:
+                    gts = [row.ground_truth() for row in exported]
+                elif any(str(row.get("id", row.get("video_id"))) not in ids for row in gts):
+                    kept = [row for row in gts if str(row.get("id", row.get("video_id"))) in ids]
+                    mapping_problems.append(
+                        f"{len(gts) - len(kept)} ground-truth rows are not in {args.exported}: not scored"
+                    )
+                    gts = kept
+            if not gts:
+                raise ValueError("no ground truth: give --gt (or --exported for trainer predictions)")
+            # The validator's rules: predictions in the MEGC format that it rejects are never scored.
+            native = [
+                path for path in args.pred if args.task != "vqa" or _is_megc_format(path, args.pred_format)
+            ]
+            if args.gt and native:
+                from megc_vqa.submission.validate import check_scored_predictions
+
+                rejected = check_scored_predictions(native, args.gt)
+                if rejected:
+                    listing = "; ".join(str(p) for p in rejected[:10])
+                    more = f" (and {len(rejected) - 10} more)" if len(rejected) > 10 else ""
+                    raise InputError(f"the validator rejects the predictions, not scored: {listing}{more}")
             if args.task == "lvqa":
                 from megc_vqa.metrics.lvqa import score_lvqa
 
@@ -102,7 +161,9 @@ def _main(argv: list[str] | None = None) -> int:
                 from megc_vqa.metrics.vqa import VqaVariant, align, score_aligned
 
                 rows, problems = align(preds, gts)
-                result = score_aligned(rows, VqaVariant(args.bleu, args.rouge, args.rows), problems)
+                result = score_aligned(
+                    rows, VqaVariant(args.bleu, args.rouge, args.rows), [*mapping_problems, *problems]
+                )
                 if args.report:
                     from megc_vqa.submission.report import write_vqa_report
 

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("megc_vqa.synth.command", "write synthetic micro-expression datasets in the real layouts"),
     "synth-test": ("megc_vqa.synth.test_command", "write a MEGC-style test set for organiser question files"),
     "prep": ("megc_vqa.qa.prep", "turn dataset folders into MEGC QA records (qa.jsonl + a datasets dataset)"),
+    "export": (
+        "megc_vqa.training.export",
+        "write QA records as a LLaMA-Factory or ms-swift dataset, with the visual inputs as images",
+    ),
     "merge-adapter": ("megc_vqa.training.merge", "merge a LoRA adapter into its base model"),
     "ask": ("megc_vqa.answering.repl", "ask a model about a clip (interactive, or once with --question)"),
     "spot-train": (

@@ -161,10 +161,25 @@ def test_singular_wording_for_exactly_one_au():
     assert not any("left or right" in r.question for r in records)
 
 
-def test_au_names_ascending_and_deduplicated():
+def test_au_names_in_coded_order_and_deduplicated():
+    """SPEC section 2: the organisers keep the release's coded order (not ascending AU number)."""
     clip = make_clip("12+L4+4C+1+R12")
-    au_answer = next(r.answer for r in generate_qa([clip]) if r.question_type == "au")
-    assert au_answer == "inner brow raiser, brow lowerer, lip corner puller"
+    records = generate_qa([clip])
+    au_answer = next(r.answer for r in records if r.question_type == "au")
+    assert au_answer == "lip corner puller, brow lowerer, inner brow raiser"
+    joint = next(r.answer for r in records if r.question_type == "joint")
+    assert joint.startswith(
+        "The action units present are: lip corner puller, brow lowerer, inner brow raiser."
+    )
+
+
+def test_coded_order_changes_only_the_au_lists():
+    """Reordering a cell changes the AU list and joint answers, never which AU the other questions ask."""
+    ascending = generate_qa([make_clip("2+4+L7")], seed=3)
+    coded = generate_qa([make_clip("4+L7+2")], seed=3)
+    differ = [(a.question_type, b.answer) for a, b in zip(ascending, coded, strict=True) if a != b]
+    assert [q for q, _ in differ] == ["au", "joint"]
+    assert differ[0][1] == "brow lowerer, lid tightener, outer brow raiser"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,10 @@ Per clip, in this order (the official order), each question only when the clip s
 
 SMIC clips get only question 1, as in the official file. Choices made where the SPEC is silent:
 
-- AU names: ascending AU number, one per number (``L12+R12`` is one "lip corner puller").
+- AU names: in the order the release codes them (the organisers' training file keeps it: ``4+7+2`` is
+  ``brow lowerer, lid tightener, outer brow raiser``), one per number at its first coding (``L12+R12``
+  is one "lip corner puller"). Choices among the AUs (the left/right AU, the ``yes`` draw) still go by
+  AU number, so they do not depend on how the coder ordered the cell.
 - AUs whose number is not in the SPEC table have no name: they are left out of every answer, with a
   warning and a note (the loader keeps them by number).
 - The ``no`` AU is drawn among the SPEC table's AUs whose number the clip does not code at all (neither
@@ -61,9 +64,13 @@ def clip_rng(clip: Clip, seed: int = 0) -> random.Random:
 
 
 def named_aus(aus: Iterable[ActionUnit]) -> list[tuple[int, str]]:
-    """(number, name) of the AUs with a FACS name, ascending by number, one per number."""
-    numbers = sorted({au.number for au in aus if au.number in AU_NAMES})
+    """(number, name) of the AUs with a FACS name, in coded order, one per number (its first coding)."""
+    numbers = dict.fromkeys(au.number for au in aus if au.number in AU_NAMES)
     return [(number, AU_NAMES[number]) for number in numbers]
+
+
+def _by_number(named: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    return sorted(named)
 
 
 def _side_au(aus: tuple[ActionUnit, ...]) -> tuple[str, str] | None:
@@ -71,7 +78,7 @@ def _side_au(aus: tuple[ActionUnit, ...]) -> tuple[str, str] | None:
 
     An AU coded both ``L`` and ``R`` (or also bilaterally, or uncertain) has no single answer and is passed over.
     """
-    for number, name in named_aus(aus):
+    for number, name in _by_number(named_aus(aus)):
         codings = [au for au in aus if au.number == number]
         sides = {au.side for au in codings}
         if len(sides) == 1 and None not in sides and not any(au.uncertain for au in codings):
@@ -151,7 +158,9 @@ def _fine_and_au_questions(
         pairs.append(("side", t.SIDE_QUESTION.format(name=side[0]), side[1]))
 
     certain = {au.number for au in clip.aus if not au.uncertain}
-    yes_pool = [name for number, name in named if number in certain] or names
+    # Drawn in AU-number order, so the drawn AU is the same whatever order the cell codes them in.
+    ordered = _by_number(named)
+    yes_pool = [name for number, name in ordered if number in certain] or [name for _, name in ordered]
     coded = {au.number for au in clip.aus}
     no_pool = [name for number, name in sorted(AU_NAMES.items()) if number not in coded]
     pairs.append(("presence", t.PRESENCE_QUESTION.format(name=rng.choice(yes_pool)), t.YES_NO[0]))

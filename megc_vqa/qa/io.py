@@ -159,31 +159,18 @@ def read_training_file(
         return records
 
     from megc_vqa.annotations import load_all  # openpyxl: only when mapping is asked for
+    from megc_vqa.qa.official import ClipIndex, attach_clip
 
-    clips = load_all(Path(data_root).absolute()).clips  # absolute sources: valid from any folder
-    by_image = {(clip.dataset, clip.image_id): clip for clip in clips}
-    by_name = {(clip.dataset, str(clip.subject), clip.clip_id): clip for clip in clips}
+    index = ClipIndex(load_all(Path(data_root).absolute()).clips)  # absolute sources: valid from any folder
     mapped: list[QARecord] = []
     missing: list[QARecord] = []
     for record in records:
-        clip = by_image.get((record.dataset, record.image_id)) or by_name.get(
-            (record.dataset, record.subject, record.filename)
-        )
+        clip = index.find(record)
         if clip is None:
             missing.append(record)
             mapped.append(record)
             continue
-        mapped.append(
-            record.with_source(
-                source=str(clip.source.path),
-                source_kind=clip.source.kind,
-                first_frame=clip.source.first_frame,
-                fps=clip.fps,
-                onset=clip.onset,
-                apex=clip.apex,
-                offset=clip.offset,
-            )
-        )
+        mapped.append(attach_clip(record, clip))
     if missing:
         clips_missing = sorted({f"{r.dataset}/{r.image_id}" for r in missing})
         log.warning(

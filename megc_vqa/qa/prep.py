@@ -10,6 +10,9 @@ section 3 questions and writes to ``--out``:
 
 It prints per dataset the clips, the questions per type and the skips per reason. Exit codes: 0 done,
 1 nothing to write, 2 bad input (unreadable annotation file, no dataset found).
+
+``--training-file F`` takes the organisers' rows instead of generating them, and ``--compare-with F``
+compares the generated rows with such a file (both in :mod:`megc_vqa.qa.official`).
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from megc_vqa.errors import UsageError
+
 if TYPE_CHECKING:
     from megc_vqa.qa.records import QARecord
     from megc_vqa.records import Skip
 
 log = logging.getLogger(__name__)
 
-QUESTION_COLUMNS = ("coarse", "fine", "au", "side", "presence", "joint")  # QARecord.question_type values
+# QARecord.question_type values; "analysis": the free-form rows of the organisers' v2 file (prep --training-file)
+QUESTION_COLUMNS = ("coarse", "fine", "au", "side", "presence", "joint", "analysis")
 
 
 class PrepError(Exception):
@@ -66,6 +72,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these datasets (casme2, samm, smic, casme3); default: every dataset found",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_official_arguments(parser)
+
+
+def add_official_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the organisers' training files (``megc_vqa.qa.official``)."""
+    group = parser.add_argument_group("the organisers' training file")
+    group.add_argument(
+        "--training-file",
+        type=Path,
+        metavar="F",
+        help="train on the organisers' rows instead of generating them: me_vqa_samm_casme2_smic.jsonl (2025) "
+        "or ..._v2.jsonl (2026); each row gets its clip's frames from --data-root, questions and answers "
+        "untouched; unmatched rows go to OUT/unmatched.jsonl",
+    )
+    group.add_argument(
+        "--max-unmatched-share",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --training-file: fail (exit 1, no qa.jsonl) when more than this fraction of the rows has "
+        "no clip under --data-root (default 0: every row must be found)",
+    )
+    group.add_argument(
+        "--add-generated",
+        action="store_true",
+        help="with --training-file: also generate questions for clips the file does not name (e.g. CAS(ME)^3)",
+    )
+    group.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="F",
+        help="after generating, print where the generated rows and this organiser file differ, clip by "
+        "clip; exit 1 when they differ",
+    )
 
 
 def prepare(
@@ -186,6 +226,16 @@ def print_summary(result: PrepResult, skip_lines: Sequence[str] = ()) -> None:
 def run(args: argparse.Namespace) -> int:
     from megc_vqa import annotations
 
+    if getattr(args, "training_file", None) is not None:
+        from megc_vqa.qa import official
+
+        if args.compare_with is not None or args.datasets:
+            raise UsageError("--training-file takes neither --compare-with nor --datasets")
+        try:
+            return official.run_training_file(args)
+        except PrepError as err:
+            print(f"megc-vqa prep: error: {err}", file=sys.stderr)
+            return 2
     try:
         result = prepare(
             args.data_root,
@@ -201,4 +251,8 @@ def run(args: argparse.Namespace) -> int:
     if not result.records:
         print(f"megc-vqa prep: no clip under {args.data_root} could be turned into QA", file=sys.stderr)
         return 1
+    if getattr(args, "compare_with", None) is not None:
+        from megc_vqa.qa import official
+
+        return official.run_compare(result.records, [*result.load_skips, *result.qa_skips], args.compare_with)
     return 0

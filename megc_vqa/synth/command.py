@@ -23,6 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=int, default=128, help="frame width and height in pixels (default 128)"
     )
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: min(2, CPUs))")
+    parser.add_argument(
+        "--training-file",
+        choices=("2025", "2026"),
+        metavar="YEAR",
+        help="also write the organisers' training file for the synthetic CASME II/SAMM/SMIC releases: "
+        "2025 = OUT/me_vqa_samm_casme2_smic.jsonl, 2026 = OUT/me_vqa_samm_casme2_smic_v2.jsonl (with "
+        "free-form analysis rows); read back with `megc-vqa prep --training-file`",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,5 +66,19 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"{name:12s} {len(records):4d} {'videos' if name.endswith(('_long', '_lv')) else 'clips'}  {args.out / name}"
         )
+    if args.training_file:
+        print(f"training file {_write_training_file(args.out, args.training_file, datasets)}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _write_training_file(out: Path, version: str, datasets: list[str]) -> Path:
+    """The organiser-format file of the releases just written, read back through the real loaders."""
+    from megc_vqa.annotations import DATASETS
+    from megc_vqa.qa.official import TRAINING_DATASETS, TRAINING_FILES, official_rows, write_training_file
+    from megc_vqa.records import LoadResult
+
+    loaded = LoadResult()
+    for name in (d for d in TRAINING_DATASETS if d in datasets):
+        loaded.extend(DATASETS[name].load(out / name))
+    return write_training_file(official_rows(loaded.clips, version), out / TRAINING_FILES[version])
