@@ -236,7 +236,7 @@ def test_run_vqa_fails_when_too_many_rows_fell_back(tmp_path, monkeypatch, capsy
     summary = {
         "rows": rows, "answered_this_run": rows, "resumed_rows": 0, "unknown_questions": [],
         "consistency_changes": 0, "validator_errors": [], "validator_warnings": [], "prediction_files": [],
-        "submission_zip": "s.zip", "summary_file": "run_summary.json",
+        "submission_zip": "s.zip", "summary_file": "run_summary.json", "run": {"settings": {}},
         "fallback_rows": [{"file": "f", "video_id": f"v{i}", "question": "q", "answer": "negative",
                            "reason": "generate failed: RuntimeError: shapes"} for i in range(3)],
     }  # fmt: skip
@@ -303,7 +303,10 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _clip_frames(root: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (root / "p0" / "qa.jsonl").read_text().splitlines()]
+    qa = root / "p0" / "qa.jsonl"
+    rows = [json.loads(line) for line in qa.read_text().splitlines()]
+    for r in rows:  # qa.jsonl stores frame folders relative to itself
+        r["source"] = str((qa.parent / r["source"]).resolve())
     return list({r["image_id"]: r for r in rows}.values())
 
 
@@ -318,7 +321,7 @@ def prepped(synth_root):
 def test_prep_duplicate_frame_number_names_both_files(synth_root, prepped, tmp_path, capsys):
     data = _copy(synth_root, tmp_path / "d")
     clip = prepped[0]
-    folder = data / Path(clip["source"]).relative_to(synth_root)
+    folder = data / Path(clip["source"]).relative_to(synth_root.resolve())
     n = clip["onset"] + 1
     (folder / f"img0{n}.jpg").write_bytes((folder / f"img{n}.jpg").read_bytes())
     assert cli(["prep", "--data-root", str(data), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
@@ -331,7 +334,7 @@ def test_prep_bad_and_missing_frames_are_reported(synth_root, prepped, tmp_path,
     empty, text, gap = prepped[:3]
 
     def folder(clip):
-        return data / Path(clip["source"]).relative_to(synth_root)
+        return data / Path(clip["source"]).relative_to(synth_root.resolve())
 
     (folder(empty) / f"img{empty['onset'] + 2}.jpg").write_bytes(b"")
     (folder(text) / f"img{text['offset']}.jpg").write_text("not a picture")
@@ -558,6 +561,7 @@ def test_scorer_refuses_a_vqa_file_the_validator_rejects(answered, tmp_path, cap
 
 def test_repl_survives_every_mistake(tmp_path):
     from megc_vqa.answering.repl import ClipRequest, Session, make_clip_loader
+    from megc_vqa.models.contract import ModelContract, VisualContract
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -567,7 +571,7 @@ def test_repl_survives_every_mistake(tmp_path):
         (clip / f"img{i}.jpg").write_bytes(jpeg(32, 20 * i))
     args = Namespace(visual_spec="oao", image_size=32, fps=30.0)
     out = io.StringIO()
-    session = Session(answer=lambda visual, q: "negative", load_visual=make_clip_loader(args, {}),
+    session = Session(answer=lambda visual, q: "negative", load_visual=make_clip_loader(args, ModelContract(visual=VisualContract(spec="oao", size=32))),
                       clip=ClipRequest(empty), sheet_path=tmp_path / "s.png", out=out)  # fmt: skip
     lines = iter([
         "What is the coarse expression class?",  # the first question on an empty clip folder

@@ -210,15 +210,17 @@ def export(
     import numpy as np
 
     from megc_vqa.fileio import atomic_write_text, write_jsonl
+    from megc_vqa.models.contract import VisualContract
     from megc_vqa.models.prompting import PromptOptions, build_messages, get_field
     from megc_vqa.training.data import make_visual_fn
     from megc_vqa.training.split import subject_key
     from megc_vqa.training.trainers import chat_row, llamafactory_entry
     from megc_vqa.visual.frames import FrameError
 
-    visual_fn = make_visual_fn(
-        settings.visual_spec, settings.image_size, bool(settings.face_crop), cache_dir, memory_cache=1
+    visual = VisualContract(
+        spec=settings.visual_spec, size=settings.image_size, face_crop=bool(settings.face_crop)
     )
+    visual_fn = make_visual_fn(visual, cache_dir, memory_cache=1)
     options = PromptOptions(
         visual_mode="images",
         system_prompt=settings.system_prompt,
