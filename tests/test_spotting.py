@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from megc_vqa.errors import UsageError
 from megc_vqa.records import Event, FrameSource, LongVideo
 from megc_vqa.spotting.data import ChannelMaker, NoFramesError, VideoFrames, sample_grid, soft_labels
 from megc_vqa.spotting.infer import (
@@ -34,6 +35,7 @@ from megc_vqa.spotting.pipeline import (
     discover_videos,
     parse_emotion,
 )
+from megc_vqa.spotting.videos import FpsPolicy, VideoEntry, parse_fps_rules, write_sidecar
 
 SHARED = Path(__file__).resolve().parents[1] / "data" / "megc" / "2026"  # organisers' files, shipped
 TINY = {"size": 32, "n_frames": 4, "widths": (4, 8, 8), "hidden": 8}
@@ -244,7 +246,7 @@ def test_channels_carry_state_across_chunks():
 
 
 def _jobs(root: Path) -> list[VideoJob]:
-    return discover_videos(root, lambda name: 30.0)
+    return discover_videos(root, FpsPolicy(30.0))
 
 
 def test_str_csv_format_and_rerun_skips_finished_videos(tmp_path):
@@ -262,7 +264,7 @@ def test_str_csv_format_and_rerun_skips_finished_videos(tmp_path):
     assert text.splitlines()[0] == ",".join(STR_HEADER)
     rows = list(csv.DictReader(text.splitlines()))
     assert rows and {r["emotion"] for r in rows} <= {"negative", "positive", "surprise"}
-    assert {(r["subject"], r["video"]) for r in rows} <= {("s1", "v1"), ("s1", "v2"), ("s2", "v1")}
+    assert {(r["subject"], r["video"]) for r in rows} <= {("s1", "s1_v1"), ("s1", "s1_v2"), ("s2", "s2_v1")}
     assert not [p for p in validate_str_bytes(text.encode(), "str_pred.csv") if p.level == "error"]
 
     # Interrupted run: s2_v1 wrote rows but no progress record -> its rows are dropped and it is redone.
@@ -305,12 +307,46 @@ def test_vqa_emotions_come_from_the_callable_on_key_frames(tmp_path):
     assert parse_emotion("no idea", "negative") == "negative"
 
 
-def test_folder_names_split_at_first_underscore_unless_ground_truth_names_them(tmp_path):
-    for name in ("spNO.1_a_1", "006_1"):
+def test_one_naming_rule_folder_is_the_video_and_ground_truth_in_other_namings_matches(tmp_path):
+    for name in ("spNO.1_a_1", "006_1", "s15_0101"):
         write_frames(tmp_path / name, [1])
-    jobs = {j.name: j for j in discover_videos(tmp_path, lambda n: 200.0, known=[("spNO.1_a", "1")])}
+    jobs = {j.name: j for j in discover_videos(tmp_path, FpsPolicy(200.0))}
+    # SAMM-LV naming (the loader's): folder 006_1 is subject 006, video 006_1.
+    assert (jobs["006_1"].subject, jobs["006_1"].video, jobs["006_1"].fps) == ("006", "006_1", 200.0)
+    # Ground truth in the loader's naming, in the short naming, and with a subject holding an underscore.
+    gt = [("006", "006_1"), ("spNO.1_a", "1"), ("s15", "s15_0101")]
+    jobs = {j.name: j for j in discover_videos(tmp_path, FpsPolicy(200.0), gt_keys=gt)}
     assert (jobs["spNO.1_a_1"].subject, jobs["spNO.1_a_1"].video) == ("spNO.1_a", "1")
-    assert (jobs["006_1"].subject, jobs["006_1"].video, jobs["006_1"].fps) == ("006", "1", 200.0)
+    assert (jobs["006_1"].subject, jobs["006_1"].video) == ("006", "006_1")
+    with pytest.raises(UsageError, match=r"2 ground-truth video\(s\) match no frame folder.*006/9.*7/7_1"):
+        discover_videos(tmp_path, FpsPolicy(200.0), gt_keys=[*gt, ("006", "9"), ("7", "7_1")])
+
+
+def test_fps_is_never_guessed(tmp_path, caplog):
+    for name in ("006_1", "007_1"):
+        write_frames(tmp_path / name, [1, 2])
+    with pytest.raises(UsageError, match=r"fps unknown for 2 video\(s\): 006_1, 007_1.*--dataset"):
+        discover_videos(tmp_path, FpsPolicy())
+    jobs = discover_videos(tmp_path, FpsPolicy(dataset="samm_lv"))
+    assert {(j.fps, j.fps_from) for j in jobs} == {(200.0, "dataset samm_lv")}
+    rules = FpsPolicy(rules=parse_fps_rules(["006_*=30"]), dataset="samm_lv")
+    assert {j.name: j.fps for j in discover_videos(tmp_path, rules)} == {"006_1": 30.0, "007_1": 200.0}
+    write_sidecar(tmp_path / "videos.json", [VideoEntry(tmp_path / "006_1", "6", "006_1", 100.0)])
+    jobs = {j.name: j for j in discover_videos(tmp_path, FpsPolicy(dataset="casme2_long"))}
+    assert (jobs["006_1"].fps, jobs["006_1"].fps_from, jobs["006_1"].subject) == (100.0, "videos.json", "6")
+    assert jobs["007_1"].fps == 30.0  # not in the sidecar: the dataset's rate
+    with pytest.raises(UsageError, match="--fps-for"):
+        parse_fps_rules(["006_1"])
+    with pytest.raises(UsageError, match="--dataset 'nope'"):
+        FpsPolicy(dataset="nope")
+    # A checkpoint trained at 30 fps on a 200 fps video: the stride rescales, and a warning says so.
+    model = tiny_model()
+    model.config.train_fps = (30.0,)
+    runner = STRRunner(tmp_path / "out", model, None, STRConfig(plots=False))
+    with caplog.at_level(logging.WARNING):
+        runner.check_fps(VideoJob("007", "007_1", FrameSource("folder", tmp_path / "007_1"), 200.0))
+    assert "trained at 30 fps, this video is at 200 fps: the window is rescaled" in caplog.text
+    assert "trained at 30 fps" in runner.spotter_description
 
 
 # --- LVQA -------------------------------------------------------------------------------------------------
@@ -437,13 +473,16 @@ def test_run_str_writes_csv_plots_and_both_score_modes(tmp_path):
         str(gt),
         "--spotter",
         str(tmp_path / "s.pt"),
+        "--fps",
+        "30",
     ]
     assert _script("run_str.py")(argv) == 0
     scores = json.loads((out / "scores.json").read_text())
-    assert set(scores) == {"official", "strict"}
-    for mode in scores.values():
+    assert {"official", "strict", "spotter", "threshold_curve"} <= set(scores)
+    for mode in (scores["official"], scores["strict"]):
         assert {"strs", "f1_spot", "tp_spot", "fp_spot", "fn_spot"} <= set(mode["overall"])
-    assert sorted(p.name for p in (out / "plots").iterdir()) == ["s1_v1.png", "s2_v1.png"]
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["s1_v1.png", "s2_v1.png", "threshold_curve.png"]
     assert _script("run_str.py")(argv) == 0  # rerun: everything skipped, same CSV
     assert len((out / "progress.jsonl").read_text().splitlines()) == 2
 
@@ -462,7 +501,7 @@ def test_run_lvqa_answers_every_row_from_spotted_events(tmp_path):
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     save_checkpoint(tmp_path / "s.pt", tiny_model(), peaks={"threshold": 0.0, "mode": "relative"})
     argv = ["--questions", str(questions), "--videos-root", str(root), "--out", str(tmp_path / "out"),
-            "--spotter", str(tmp_path / "s.pt"), "--no-plots"]  # fmt: skip
+            "--spotter", str(tmp_path / "s.pt"), "--no-plots", "--fps", "30"]  # fmt: skip
     assert _script("run_lvqa.py")(argv) == 0
     pred = [
         json.loads(x) for x in (tmp_path / "out" / "me_lvqa_demo_test_pred.jsonl").read_text().splitlines()

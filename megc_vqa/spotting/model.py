@@ -47,6 +47,8 @@ class SpotterConfig:
     dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
     emotions: class names of the optional emotion head (empty: no head).
     dropout: before the temporal head.
+    train_fps: frame rates of the training videos (set by ``spot-train``); a video at another rate is still
+        spotted (the stride rescales the window) with a warning.
     """
 
     size: int = 64
@@ -60,6 +62,7 @@ class SpotterConfig:
     dilations: tuple[int, ...] = (1, 2)
     emotions: tuple[str, ...] = ()
     dropout: float = 0.1
+    train_fps: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.inputs) - set(INPUT_CHANNELS)
@@ -73,6 +76,7 @@ class SpotterConfig:
         self.widths = tuple(self.widths)
         self.dilations = tuple(self.dilations)
         self.emotions = tuple(self.emotions)
+        self.train_fps = tuple(float(f) for f in self.train_fps)
 
     def stride_for(self, fps: float) -> int:
         """Original frames between two sampled frames, so ``(n_frames - 1) * stride`` spans ~``window_seconds``.
