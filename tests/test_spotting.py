@@ -557,12 +557,13 @@ def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, mon
 
 def test_video_file_source_is_streamed_on_the_same_grid(tmp_path):
     path = tmp_path / "s1_v1.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (48, 48))
+    # 64 px wide: decord (the project's video decoder) mis-sizes frames of some widths, e.g. 48 px
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 64))
     if not writer.isOpened():
         pytest.skip("OpenCV cannot write MJPG here")
     rng = np.random.default_rng(0)
     for _ in range(40):
-        writer.write(cv2.cvtColor(rng.integers(0, 255, (48, 48), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
+        writer.write(cv2.cvtColor(rng.integers(0, 255, (64, 64), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
     writer.release()
     model = tiny_model()
     curve = score_video(model, FrameSource("video", path, first_frame=1), 30.0, chunk=4)
@@ -606,3 +607,38 @@ def test_every_spotting_recipe_loads():
         model_cfg, train_cfg, *_ = load_recipe(path)
         assert model_cfg.n_frames > 0 and train_cfg.epochs > 0, path
         assert "spot-train" in path.read_text().splitlines()[1], path
+
+
+def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_path):
+    """The SAMM-LV loader names video 006_1 of subject 006; prep writes that ground truth with a sidecar;
+    run_str (model-free default) scores it with true positives, by the sidecar or by --dataset."""
+    from megc_vqa.annotations import samm_lv
+    from megc_vqa.spotting.videos import write_str_ground_truth
+    from megc_vqa.synth.datasets import write_datasets
+
+    write_datasets(tmp_path / "data", seed=0, subjects=2, clips_per_subject=4, datasets=("samm_lv",), size=64)
+    videos = samm_lv.load(tmp_path / "data" / "samm_lv").long_videos
+    prep = tmp_path / "prep"
+    paths = write_str_ground_truth(tmp_path / "data", prep)
+    assert set(paths) == {"samm_lv_str_gt", "samm_lv_videos"}
+    gt_rows = list(csv.DictReader(paths["samm_lv_str_gt"].open()))
+    assert {(r["subject"], r["video"]) for r in gt_rows} == {(v.subject, v.video_id) for v in videos}
+    assert list(gt_rows[0]) == ["subject", "video", "onset", "offset", "emotion", "type"]
+    for argv in (
+        ["--videos", str(paths["samm_lv_videos"])],
+        ["--videos-root", str(tmp_path / "data" / "samm_lv"), "--dataset", "samm_lv"],
+    ):
+        out = tmp_path / f"out{len(argv)}"
+        common = ["--gt", str(paths["samm_lv_str_gt"]), "--out", str(out), "--no-plots"]
+        assert _script("run_str.py")([*argv, *common]) == 0
+        scores = json.loads((out / "scores.json").read_text())
+        assert scores["strict"]["overall"]["tp_spot"] > 0 and scores["official"]["overall"]["tp_spot"] > 0
+        assert scores["baseline"] is True and "baseline" in scores["spotter"]
+        summary = json.loads((out / "summary.json").read_text())
+        assert {v["fps"] for v in summary["videos"].values()} == {200.0}
+    bad = tmp_path / "bad_gt.csv"
+    bad.write_text(paths["samm_lv_str_gt"].read_text() + "006,006_9,1,10,others,micro\n")
+    with pytest.raises(UsageError, match="006/006_9"):
+        _script("run_str.py")(
+            ["--videos", str(paths["samm_lv_videos"]), "--gt", str(bad), "--out", str(tmp_path / "o")]
+        )

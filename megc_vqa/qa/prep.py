@@ -186,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"megc-vqa prep: error: {err}", file=sys.stderr)
         return 2
     print_summary(result, annotations.summarise_skips(result.load_skips))
+    from megc_vqa.spotting.videos import write_str_ground_truth  # long videos: STR ground truth + sidecar
+
+    for path in write_str_ground_truth(args.data_root, args.out, args.datasets).values():
+        print(f"ME-STR: {path}")
     if not result.records:
         print(f"megc-vqa prep: no clip under {args.data_root} could be turned into QA", file=sys.stderr)
         return 1

@@ -34,7 +34,16 @@ from scipy.signal import find_peaks
 
 from megc_vqa.records import FrameSource
 
-from .data import ChannelMaker, Crop, NoFramesError, VideoFrames, face_crop_for, iter_crop_chunks, sample_grid
+from .data import (
+    ChannelMaker,
+    Crop,
+    NoFramesError,
+    Stabiliser,
+    VideoFrames,
+    face_crop_for,
+    iter_crop_chunks,
+    sample_grid,
+)
 from .model import OUTPUTS, Spotter
 
 log = logging.getLogger(__name__)
@@ -389,22 +398,11 @@ def motion_score_video(
     grid = sample_grid(frames.first, frames.last, stride)
     chosen, _ = frames.resolve(grid)
     small = params.size // 2
-    window = np.hanning(params.size).astype(np.float32)
-    window = np.outer(window, window)
-    reference: np.ndarray | None = None
+    steady = Stabiliser()
     kept: list[np.ndarray] = []
     for crops in iter_crop_chunks(frames, chosen, params.size, chunk, crop, workers):
-        for image in crops.astype(np.float32):
-            image /= max(float(image.mean()), 1.0)  # lighting: flicker and slow changes are global gains
-            if reference is None:
-                reference = image
-            else:
-                (dx, dy), _ = cv2.phaseCorrelate(reference * window, image * window)
-                shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
-                image = cv2.warpAffine(
-                    image, shift, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-                )
-            kept.append(cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA))
+        for image in crops:
+            kept.append(cv2.resize(steady(image), (small, small), interpolation=cv2.INTER_AREA))
     if not kept:
         raise NoFramesError(f"{source.path}: no frame could be decoded")
     stack = np.stack(kept)  # (N, small, small)

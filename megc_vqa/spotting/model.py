@@ -47,6 +47,8 @@ class SpotterConfig:
     dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
     emotions: class names of the optional emotion head (empty: no head).
     dropout: before the temporal head.
+    stabilise: steady every crop against lighting (divide by its mean) and head motion (phase-correlation
+        shift onto the first crop) before the channels are made (``data.Stabiliser``).
     train_fps: frame rates of the training videos (set by ``spot-train``); a video at another rate is still
         spotted (the stride rescales the window) with a warning.
     """
@@ -62,6 +64,7 @@ class SpotterConfig:
     dilations: tuple[int, ...] = (1, 2)
     emotions: tuple[str, ...] = ()
     dropout: float = 0.1
+    stabilise: bool = False
     train_fps: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
