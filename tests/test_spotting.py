@@ -416,20 +416,15 @@ def test_strict_spotting_f1_on_held_out_synthetic_long_videos(tmp_path):
     """Bar: strict spotting F1 >= 0.7 at IoU 0.5 on videos never seen in training or model selection,
     through the public inference path (frames on disk -> STR CSV) and the project's STR scorer."""
     from megc_vqa.metrics.strs import read_intervals, score_str
-    from megc_vqa.spotting.train import TrainConfig, fit, split_subjects
+    from megc_vqa.spotting.train import TrainConfig, fit, split_videos
 
     torch.set_num_threads(1)
     train_videos = _write_long_videos(tmp_path / "train", 16, seed=1)
     test_videos = _write_long_videos(tmp_path / "test", 8, seed=2)
     cfg = SpotterConfig(emotions=("negative", "positive", "surprise", "others"))
     tc = TrainConfig(epochs=6)
-    fit_s, val_s = split_subjects([v.subject for v in train_videos], tc.val_subjects, tc.seed)
-    result = fit(
-        [v for v in train_videos if v.subject in fit_s],
-        [v for v in train_videos if v.subject in val_s],
-        cfg,
-        tc,
-    )
+    fit_v, val_v = split_videos(train_videos, tc.val_subjects, tc.seed)
+    result = fit(fit_v, val_v, cfg, tc)
     jobs = [VideoJob(v.subject, v.video_id, v.source, v.fps) for v in test_videos]
     out = tmp_path / "str"
     STRRunner(out, result.model, result.peaks, STRConfig(plots=False)).run(jobs)
@@ -441,6 +436,59 @@ def test_strict_spotting_f1_on_held_out_synthetic_long_videos(tmp_path):
     f1 = scores["overall"]["f1_spot"]
     print(f"held-out strict spotting F1 {f1:.3f} (val F1 {result.val['f1']:.3f}, epoch {result.epoch})")
     assert f1 >= 0.7, scores["overall"]
+
+
+@pytest.mark.slow
+def test_public_path_spotting_and_lvqa_bars_on_held_out_seeds(tmp_path):
+    """Issue 11 bars through the public path: synth-test -> `megc-vqa spot-train` (recipes/spotting/synth.yaml)
+    -> eval/run_str.py --spotter on held-out seeds 1 and 2 (never used in training or selection): strict
+    spotting F1 >= 0.85; the model-free default (no --spotter) >= 0.4 on the same videos; eval/run_lvqa.py
+    on synth-test's videos for the organisers' LVQA files (seed 3): count MAE <= 1 (total, micro, macro) and
+    event-type UF1 >= 0.8."""
+    from megc_vqa.cli import main as cli_main
+
+    torch.set_num_threads(2)
+    recipe = ROOT / "recipes" / "spotting" / "synth.yaml"
+    train = tmp_path / "train"
+    assert cli_main(["synth-test", "--long-videos", "16", "--seed", "0", "--out", str(train)]) == 0
+    model = tmp_path / "model"
+    argv = ["spot-train", "--recipe", str(recipe), "--gt", str(train / "gt" / "str_gt.csv"),
+            "--videos-root", str(train / "long"), "--out", str(model)]  # fmt: skip
+    assert cli_main(argv) == 0
+    figures = {}
+    for seed in (1, 2):
+        test = tmp_path / f"test{seed}"
+        assert cli_main(["synth-test", "--long-videos", "8", "--seed", str(seed), "--out", str(test)]) == 0
+        for name, extra in (("trained", ["--spotter", str(model / "spotter.pt")]), ("baseline", [])):
+            out = tmp_path / f"run_{name}{seed}"
+            argv = ["--videos-root", str(test / "long"), "--gt", str(test / "gt" / "str_gt.csv"),
+                    "--out", str(out), "--no-plots", *extra]  # fmt: skip
+            assert _script("run_str.py")(argv) == 0
+            scores = json.loads((out / "scores.json").read_text())
+            figures[(name, seed)] = scores["strict"]["overall"]["f1_spot"]
+            assert scores["baseline"] is (name == "baseline")
+    print("strict spotting F1 by (spotter, seed):", figures)
+    assert all(f >= 0.85 for (name, _), f in figures.items() if name == "trained"), figures
+    assert all(f >= 0.4 for (name, _), f in figures.items() if name == "baseline"), figures
+
+    questions = sorted(str(p) for p in SHARED.glob("me_lvqa_*_to_answer.jsonl"))
+    lvqa = tmp_path / "lvqa"
+    assert cli_main(["synth-test", "--questions", *questions, "--seed", "3", "--out", str(lvqa)]) == 0
+    gts = [str(lvqa / "gt" / Path(q).name) for q in questions]
+    out = tmp_path / "run_lvqa"
+    argv = ["--questions", *questions, "--videos-root", str(lvqa / "long"), "--gt", *gts, "--out", str(out),
+            "--spotter", str(model / "spotter.pt"), "--no-plots"]  # fmt: skip
+    assert _script("run_lvqa.py")(argv) == 0
+    overall = json.loads((out / "lvqa_scores.json").read_text())["overall"]
+    print(
+        "LVQA:",
+        {k: overall[k] for k in ("count_total_mae", "count_micro_mae", "count_macro_mae", "type_uf1")},
+    )
+    assert max(overall["count_total_mae"], overall["count_micro_mae"], overall["count_macro_mae"]) <= 1.0, (
+        overall
+    )
+    assert overall["type_uf1"] >= 0.8, overall
+    assert "| video |" in (out / "lvqa_report.md").read_text()
 
 
 # --- thin scripts ---------------------------------------------------------------------------------------
@@ -642,3 +690,19 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
         _script("run_str.py")(
             ["--videos", str(paths["samm_lv_videos"]), "--gt", str(bad), "--out", str(tmp_path / "o")]
         )
+
+
+def test_neutral_channel_is_centred_and_chunking_does_not_change_it():
+    cfg = SpotterConfig(size=16, n_frames=4, inputs=("diff", "neutral"), neutral_seconds=0.2)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (23, 16, 16), dtype=np.uint8)
+    maker = ChannelMaker(cfg, 30.0, 1)  # half window: 3 frames
+    whole = np.concatenate(list(maker.stream([crops])), axis=1)
+    parts = np.concatenate(list(ChannelMaker(cfg, 30.0, 1).stream([crops[:5], crops[5:6], crops[6:]])), axis=1)
+    assert whole.shape == (2, 23, 16, 16)
+    np.testing.assert_array_equal(whole, parts)
+    grey = crops.astype(np.float32) / 255
+    np.testing.assert_allclose(whole[1, 10], grey[10] - np.median(grey[7:14], axis=0), atol=1e-6)
+    np.testing.assert_allclose(whole[1, 0], grey[0] - np.median(grey[0:4], axis=0), atol=1e-6)
+    np.testing.assert_allclose(whole[1, 22], grey[22] - np.median(grey[19:23], axis=0), atol=1e-6)
+    assert ChannelMaker(cfg, 30.0, 1)(crops[:2]).shape[1] == 0  # held back until the future is seen

@@ -226,7 +226,13 @@ class Stabiliser:
 class ChannelMaker:
     """Turns a stream of uint8 crops into the model's input channels, carrying state across chunks so that
     chunked and whole-video processing give identical results. With ``SpotterConfig.stabilise`` every crop
-    goes through a :class:`Stabiliser` first (mean brightness 0.5, as an unsteadied crop has)."""
+    goes through a :class:`Stabiliser` first (mean brightness 0.5, as an unsteadied crop has).
+
+    The ``neutral`` channel (deviation from the median face of the ``neutral_seconds`` centred on the frame)
+    needs frames from the future: the maker then holds back the last half window and returns fewer frames
+    than it was given; :meth:`flush` returns the rest at the end. :meth:`stream` does both for an iterable
+    of chunks. Without ``neutral`` nothing is held back.
+    """
 
     def __init__(self, config: SpotterConfig, fps: float, stride: int) -> None:
         self.inputs = config.inputs
@@ -234,26 +240,73 @@ class ChannelMaker:
         self.previous: np.ndarray | None = None
         self.mean: np.ndarray | None = None
         self.stabiliser = Stabiliser(0.5) if config.stabilise else None
+        self.half = (
+            max(1, round(config.neutral_seconds * fps / stride / 2)) if "neutral" in self.inputs else 0
+        )
+        self.frames: list[np.ndarray] = []  # steadied frames, the last 2 * half + 1 at most
+        self.pending: list[np.ndarray] = []  # causal channels of frames not returned yet
+        self.first_pending = 0  # stream position of pending[0]
+        self.seen = 0  # frames received
+        self.start = 0  # stream position of frames[0]
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """``(n, H, W)`` uint8 -> ``(C, n, H, W)`` float32."""
+        """``(n, H, W)`` uint8 -> ``(C, m, H, W)`` float32 (``m = n`` unless ``neutral`` holds frames back)."""
         grey = crops.astype(np.float32) / 255.0
         if self.stabiliser is not None:
             grey = np.stack([self.stabiliser(frame) for frame in grey])
-        if self.previous is None:
+        if self.previous is None and len(grey):
             self.previous = grey[0]
             self.mean = grey[0].copy()
-        out = np.empty((len(self.inputs), *grey.shape), np.float32)
-        for t, frame in enumerate(grey):
+        for frame in grey:
+            causal = np.empty((len(self.inputs), *frame.shape), np.float32)
             for c, name in enumerate(self.inputs):
                 if name == "grey":
-                    out[c, t] = frame
+                    causal[c] = frame
                 elif name == "diff":
-                    out[c, t] = frame - self.previous
-                else:  # dev
-                    out[c, t] = frame - self.mean
+                    causal[c] = frame - self.previous
+                elif name == "dev":
+                    causal[c] = frame - self.mean
             self.mean += self.alpha * (frame - self.mean)
             self.previous = frame
+            self.pending.append(causal)
+            self.frames.append(frame)
+            self.seen += 1
+        return self._emit(final=False, shape=grey.shape[1:])
+
+    def flush(self) -> np.ndarray:
+        """The frames held back for the ``neutral`` channel (call once, after the last chunk)."""
+        shape = self.frames[-1].shape if self.frames else (0, 0)
+        return self._emit(final=True, shape=shape)
+
+    def stream(self, chunks):
+        """Channels for an iterable of crop chunks, held-back frames included at the end."""
+        for crops in chunks:
+            out = self(crops)
+            if out.shape[1]:
+                yield out
+        tail = self.flush()
+        if tail.shape[1]:
+            yield tail
+
+    def _emit(self, final: bool, shape: tuple[int, ...]) -> np.ndarray:
+        ready = len(self.pending) if final else max(0, self.seen - self.half - self.first_pending)
+        ready = min(ready, len(self.pending))
+        out = np.empty((len(self.inputs), ready, *shape), np.float32)
+        k = self.inputs.index("neutral") if "neutral" in self.inputs else None
+        for i in range(ready):
+            position = self.first_pending + i
+            out[:, i] = self.pending[i]
+            if k is not None:
+                lo = max(position - self.half, self.start) - self.start
+                hi = min(position + self.half + 1, self.seen) - self.start
+                out[k, i] = self.frames[position - self.start] - np.median(self.frames[lo:hi], axis=0)
+        del self.pending[:ready]
+        self.first_pending += ready
+        # keep only the frames a later median can still need
+        drop = max(0, (self.first_pending - self.half) - self.start)
+        if drop:
+            del self.frames[:drop]
+            self.start += drop
         return out
 
 
@@ -315,7 +368,8 @@ def prepare_video(
             len(grid),
         )
     maker = ChannelMaker(config, video.fps, stride)
-    parts = [maker(c).astype(np.float16) for c in iter_crop_chunks(frames, chosen, config.size, chunk, crop)]
+    chunks = iter_crop_chunks(frames, chosen, config.size, chunk, crop)
+    parts = [c.astype(np.float16) for c in maker.stream(chunks)]
     channels = np.concatenate(parts, axis=1)
     grid = grid[: channels.shape[1]]
     return PreparedVideo(

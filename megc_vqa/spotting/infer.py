@@ -157,7 +157,7 @@ def score_video(
             cfg.n_frames,
         )
     maker = ChannelMaker(cfg, fps, stride)
-    chunks = (maker(c) for c in iter_crop_chunks(frames, chosen, cfg.size, chunk, crop, workers))
+    chunks = maker.stream(iter_crop_chunks(frames, chosen, cfg.size, chunk, crop, workers))
     return score_stream(
         model, chunks, grid, fps, stride, last=frames.last, batch=batch, hop=hop, device=device, name=label
     )

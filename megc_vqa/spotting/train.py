@@ -47,7 +47,8 @@ class TrainConfig:
         0.2  # fraction (or count when >= 1) of training subjects held out as inner validation
     )
     thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    extents: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
+    extents: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)
+    smooths: tuple[float, ...] = (0.05, 0.1, 0.2)  # PeakParams.smooth_seconds candidates
     iou: float = 0.5
     phases: int = 1  # sampling-grid offsets prepared per training video (augmentation)
     seed: int = 0
@@ -85,11 +86,16 @@ def _interval(video, onset: int, offset: int):
 
 
 def strict_spotting(preds, gts, iou: float = 0.5) -> dict:
-    """``{tp, fp, fn, precision, recall, f1}`` of strict spotting (``megc_vqa.metrics.strs.score_str``)."""
-    from megc_vqa.metrics.strs import score_str
+    """``{tp, fp, fn, precision, recall, f1, mean_iou}`` of strict spotting (``megc_vqa.metrics.strs``:
+    ``score_str`` and its one-to-one matching); ``mean_iou`` over the true positives breaks F1 ties."""
+    from megc_vqa.metrics.strs import iou as interval_iou
+    from megc_vqa.metrics.strs import match_strict, score_str
 
     r = score_str(preds, gts, "strict", iou_threshold=iou)["overall"]
+    pairs = match_strict(preds, gts, iou).pairs
+    overlaps = [interval_iou(p.onset, p.offset, g.onset, g.offset) for p, g in pairs]
     return {
+        "mean_iou": sum(overlaps) / len(overlaps) if overlaps else 0.0,
         "tp": r["tp_spot"],
         "fp": r["fp_spot"],
         "fn": r["fn_spot"],
@@ -100,12 +106,17 @@ def strict_spotting(preds, gts, iou: float = 0.5) -> dict:
 
 
 def choose_peaks(curves, videos, base, train_cfg: TrainConfig) -> tuple[object, dict]:
-    """The (threshold, extent) with the best pooled F1 on the given (validation) curves."""
+    """The (threshold, extent, smoothing) with the best pooled strict F1 on the given (validation) curves;
+    ties (a small validation split has many) go to the larger mean IoU of the true positives, i.e. the
+    boundaries with the most margin above the IoU bar."""
     best = None
-    for thr, ext in itertools.product(train_cfg.thresholds, train_cfg.extents):
-        params = dataclasses.replace(base, threshold=thr, extent=ext)
+    grid = itertools.product(
+        train_cfg.thresholds, train_cfg.extents, train_cfg.smooths or (base.smooth_seconds,)
+    )
+    for thr, ext, smooth in grid:
+        params = dataclasses.replace(base, threshold=thr, extent=ext, smooth_seconds=smooth)
         score = spotting_scores(curves, videos, params, train_cfg.iou)
-        if best is None or score["f1"] > best[1]["f1"]:
+        if best is None or (score["f1"], score["mean_iou"]) > (best[1]["f1"], best[1]["mean_iou"]):
             best = (params, score)
     return best
 
@@ -215,7 +226,7 @@ def fit(
             "seconds": time.perf_counter() - started,
             **score,
         }
-        row.update(threshold=params.threshold, extent=params.extent)
+        row.update(threshold=params.threshold, extent=params.extent, smooth_seconds=params.smooth_seconds)
         history.append(row)
         log.info(
             "epoch %d loss %.4f val F1 %.3f (thr %.2f, extent %.2f)",
@@ -292,7 +303,7 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
     if unknown:
         raise ValueError(f"{path}: unknown recipe section(s) {sorted(unknown)}")
     train = dict(recipe.get("train") or {})
-    for key in ("thresholds", "extents"):
+    for key in ("thresholds", "extents", "smooths"):
         if key in train:
             train[key] = tuple(train[key])
     names = {f.name for f in dataclasses.fields(TrainConfig)}
