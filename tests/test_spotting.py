@@ -661,13 +661,14 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
     """The SAMM-LV loader names video 006_1 of subject 006; prep writes that ground truth with a sidecar;
     run_str (model-free default) scores it with true positives, by the sidecar or by --dataset."""
     from megc_vqa.annotations import samm_lv
-    from megc_vqa.spotting.videos import write_str_ground_truth
+    from megc_vqa.cli import main as cli_main
     from megc_vqa.synth.datasets import write_datasets
 
     write_datasets(tmp_path / "data", seed=0, subjects=2, clips_per_subject=4, datasets=("samm_lv",), size=64)
     videos = samm_lv.load(tmp_path / "data" / "samm_lv").long_videos
     prep = tmp_path / "prep"
-    paths = write_str_ground_truth(tmp_path / "data", prep)
+    assert cli_main(["prep", "--data-root", str(tmp_path / "data"), "--out", str(prep)]) == 0  # STR files only
+    paths = {p.stem: p for p in prep.glob("samm_lv_*")}
     assert set(paths) == {"samm_lv_str_gt", "samm_lv_videos"}
     gt_rows = list(csv.DictReader(paths["samm_lv_str_gt"].open()))
     assert {(r["subject"], r["video"]) for r in gt_rows} == {(v.subject, v.video_id) for v in videos}
@@ -698,7 +699,9 @@ def test_neutral_channel_is_centred_and_chunking_does_not_change_it():
     crops = rng.integers(0, 255, (23, 16, 16), dtype=np.uint8)
     maker = ChannelMaker(cfg, 30.0, 1)  # half window: 3 frames
     whole = np.concatenate(list(maker.stream([crops])), axis=1)
-    parts = np.concatenate(list(ChannelMaker(cfg, 30.0, 1).stream([crops[:5], crops[5:6], crops[6:]])), axis=1)
+    parts = np.concatenate(
+        list(ChannelMaker(cfg, 30.0, 1).stream([crops[:5], crops[5:6], crops[6:]])), axis=1
+    )
     assert whole.shape == (2, 23, 16, 16)
     np.testing.assert_array_equal(whole, parts)
     grey = crops.astype(np.float32) / 255

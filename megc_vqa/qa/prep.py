@@ -46,6 +46,7 @@ class PrepResult:
     qa_skips: list[Skip]
     long_videos: int = 0
     paths: dict[str, Path] = field(default_factory=dict)
+    long_video_records: list = field(default_factory=list)  # for spotting.videos.write_str_ground_truth
 
     def datasets(self) -> list[str]:
         names = [r.dataset for r in self.records] + [s.dataset for s in (*self.load_skips, *self.qa_skips)]
@@ -120,6 +121,7 @@ def prepare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos))
+    result.long_video_records = list(long_videos)
     result.paths["qa"] = write_qa_jsonl(records, out / "qa.jsonl")
     result.paths["skips"] = write_jsonl_atomic(
         [{"stage": "load", **dataclasses.asdict(s)} for s in load_skips]
@@ -188,9 +190,10 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result, annotations.summarise_skips(result.load_skips))
     from megc_vqa.spotting.videos import write_str_ground_truth  # long videos: STR ground truth + sidecar
 
-    for path in write_str_ground_truth(args.data_root, args.out, args.datasets).values():
+    str_files = write_str_ground_truth(result.long_video_records, args.out)
+    for path in str_files.values():
         print(f"ME-STR: {path}")
-    if not result.records:
+    if not result.records and not str_files:
         print(f"megc-vqa prep: no clip under {args.data_root} could be turned into QA", file=sys.stderr)
         return 1
     return 0

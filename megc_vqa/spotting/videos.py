@@ -262,42 +262,35 @@ def fps_summary(jobs: Sequence[VideoJob]) -> Mapping[str, object]:
 STR_GT_COLUMNS = ("subject", "video", "onset", "offset", "emotion", "type")
 
 
-def write_str_ground_truth(
-    data_root: str | Path, out: str | Path, datasets: Sequence[str] | None = None
-) -> dict[str, Path]:
-    """For every long-video dataset under ``data_root`` (CAS(ME)^2, SAMM-LV, found by their annotation
-    files): ``out/<dataset>_str_gt.csv`` (the STR CSV columns plus ``type``, in the naming rule above) and
-    ``out/<dataset>_videos.json`` (the frame folders and the loader's fps), so that
-    ``run_str --videos out/<dataset>_videos.json --gt out/<dataset>_str_gt.csv`` scores without hand work.
-    Events without an emotion (SAMM-LV codes none) are written ``others``: spotting scores are meaningful
-    there, analysis scores are not. Returns ``{name: path}`` of the files written."""
+def write_str_ground_truth(videos: Sequence, out: str | Path) -> dict[str, Path]:
+    """For every long-video dataset among ``videos`` (``LongVideo`` records as the loaders give them, e.g.
+    CAS(ME)^2, SAMM-LV): ``out/<dataset>_str_gt.csv`` (the STR CSV columns plus ``type``, in the naming
+    rule above) and ``out/<dataset>_videos.json`` (the frame folders and the loader's fps), so that
+    ``run_str --videos out/<dataset>_videos.json --gt out/<dataset>_str_gt.csv`` scores without hand work
+    (``megc-vqa prep`` calls this). Events without an emotion (SAMM-LV codes none) are written ``others``:
+    spotting scores are meaningful there, analysis scores are not. Returns ``{name: path}`` written."""
     import csv
     import io
 
-    from megc_vqa.annotations import DATASETS, detect_datasets
     from megc_vqa.fileio import atomic_write_text
 
     out = Path(out)
     written: dict[str, Path] = {}
     grouped: dict[str, list] = {}
-    for key, root in detect_datasets(Path(data_root)):
-        if datasets and key not in datasets:
-            continue
-        if not DATASETS[key].load(root, check_frames=False).long_videos:
-            continue  # a short-clip dataset
-        grouped.setdefault(key, []).extend(DATASETS[key].load(root).long_videos)
-    for key, videos in grouped.items():
+    for v in videos:
+        grouped.setdefault(str(v.dataset), []).append(v)
+    for key, group in grouped.items():
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(STR_GT_COLUMNS)
-        for v in videos:
+        for v in group:
             subject, video = str_names(v)
             for e in sorted(v.events, key=lambda e: (e.onset, e.offset)):
                 writer.writerow(
                     [subject, video, e.onset, e.offset, e.coarse_emotion or "others", e.expression_type]
                 )
         written[f"{key}_str_gt"] = atomic_write_text(out / f"{key}_str_gt.csv", buffer.getvalue())
-        entries = [VideoEntry(Path(v.source.path), *str_names(v), float(v.fps), key) for v in videos]
+        entries = [VideoEntry(Path(v.source.path), *str_names(v), float(v.fps), key) for v in group]
         written[f"{key}_videos"] = write_sidecar(out / f"{key}_videos.json", entries)
-        log.info("%s: STR ground truth of %d long videos -> %s", key, len(videos), written[f"{key}_str_gt"])
+        log.info("%s: STR ground truth of %d long videos -> %s", key, len(group), written[f"{key}_str_gt"])
     return written

@@ -235,8 +235,18 @@ def long_video_job(
     """
     tracks = [tr for ev, ex in events for tr in tracks_for(ex, ev.onset - 1, ev.apex - 1, ev.offset - 1)]
     return RenderJob(
-        identity, n_frames, paths, tracks, fps, seed, size, grey, blink_rate=0.06, jitter=0.4,
-        drift=LONG_DRIFT, flicker=LONG_FLICKER,
+        identity,
+        n_frames,
+        paths,
+        tracks,
+        fps,
+        seed,
+        size,
+        grey,
+        blink_rate=0.06,
+        jitter=0.4,
+        drift=LONG_DRIFT,
+        flicker=LONG_FLICKER,
     )
 
 
