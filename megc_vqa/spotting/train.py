@@ -47,8 +47,8 @@ class TrainConfig:
         0.2  # fraction (or count when >= 1) of training subjects held out as inner validation
     )
     thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    extents: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)
-    smooths: tuple[float, ...] = (0.05, 0.1, 0.2)  # PeakParams.smooth_seconds candidates
+    extents: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
+    smooths: tuple[float, ...] = (0.05,)  # PeakParams.smooth_seconds candidates (a recipe may add more)
     iou: float = 0.5
     phases: int = 1  # sampling-grid offsets prepared per training video (augmentation)
     seed: int = 0
