@@ -667,7 +667,9 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
     write_datasets(tmp_path / "data", seed=0, subjects=2, clips_per_subject=4, datasets=("samm_lv",), size=64)
     videos = samm_lv.load(tmp_path / "data" / "samm_lv").long_videos
     prep = tmp_path / "prep"
-    assert cli_main(["prep", "--data-root", str(tmp_path / "data"), "--out", str(prep)]) == 0  # STR files only
+    assert (
+        cli_main(["prep", "--data-root", str(tmp_path / "data"), "--out", str(prep)]) == 0
+    )  # STR files only
     paths = {p.stem: p for p in prep.glob("samm_lv_*")}
     assert set(paths) == {"samm_lv_str_gt", "samm_lv_videos"}
     gt_rows = list(csv.DictReader(paths["samm_lv_str_gt"].open()))
