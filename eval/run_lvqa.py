@@ -1,11 +1,17 @@
 """ME-LVQA: answer the six questions per long video from spotted events.
 
-    python eval/run_lvqa.py --questions F... --videos-root DIR --out OUT [--spotter CKPT] [--model M --adapter A]
+    python eval/run_lvqa.py --questions F... --videos-root DIR --out OUT [--gt G...] [--spotter CKPT]
+                            [--model M --adapter A]
 
-Each question row's `video` names the frame folder DIR/<video>. Spotting runs (or resumes) through the STR
-pipeline in OUT (OUT/str_pred.csv, OUT/intervals.jsonl); answers go to OUT/<question file>_pred.jsonl
-(`_to_answer` replaced by `_pred`), same rows, order and keys. Distinct AUs come from --model on each event,
-else the documented fallback of megc_vqa.spotting.lvqa.
+Each question row's `video` names the frame folder DIR/<video> (megc_vqa.spotting.videos: the naming rule
+and where fps comes from: --fps / --fps-for, DIR/videos.json, --dataset; unknown fps stops the run before
+any work). Spotting runs (or resumes) through the STR pipeline in OUT (OUT/str_pred.csv,
+OUT/intervals.jsonl); answers go to OUT/<question file>_pred.jsonl (`_to_answer` replaced by `_pred`),
+same rows, order and keys. Distinct AUs come from --model on each event, else the documented fallback of
+megc_vqa.spotting.lvqa; rows answered by a fallback (an event beyond those spotted) are flagged in
+OUT/lvqa_flags.jsonl and the report. OUT/lvqa_report.md and OUT/lvqa_videos.csv: a per-video table; with
+--gt (e.g. synth-test's OUT/gt/me_lvqa_*_to_answer.jsonl) also OUT/lvqa_scores.json (megc_vqa.metrics.lvqa,
+as described by a 2026 team's evaluation code; the official scorer is unpublished).
 """
 
 from __future__ import annotations
@@ -21,15 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", required=True, nargs="+", type=Path)
-    p.add_argument("--videos-root", required=True, type=Path)
+    p.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
+    p.add_argument("--videos", type=Path, metavar="JSON", help="a videos.json sidecar instead")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--spotter", type=Path, help="spotter checkpoint; default: motion baseline")
+    p.add_argument("--gt", nargs="+", type=Path, default=[], help="LVQA ground truth (answers filled)")
+    p.add_argument("--spotter", type=Path, help="spotter checkpoint; default: the model-free baseline")
     p.add_argument("--model", help="VQA base model (AUs of each event, and emotions)")
     p.add_argument("--adapter")
     p.add_argument("--visual-spec", help="override the sampler spec the model was trained with")
     p.add_argument("--image-size", type=int, help="override the frame size the model was trained with")
-    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--fps", type=float, help="fps of every video (overrides videos.json)")
     p.add_argument("--fps-for", action="append", default=[], metavar="PATTERN=FPS")
+    p.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
     return p
@@ -39,49 +48,62 @@ def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.fileio import write_jsonl
     from megc_vqa.spotting.lvqa import answer_file, read_questions, vqa_event_aus
 
     check_number("--fps", args.fps, above=0)
-    for q in args.questions:
+    for q in [*args.questions, *args.gt]:
         if not q.is_file():
-            raise UsageError(f"--questions {q}: no such question file")
+            raise UsageError(f"{q}: no such question or ground-truth file")
     if args.adapter and not args.model:
         raise UsageError("--adapter needs --model (the base model it was trained on)")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
-    from megc_vqa.spotting.pipeline import (
-        STRConfig,
-        STRRunner,
-        discover_videos,
-        engine_ask,
-        load_spotter,
-        parse_fps_rules,
-        read_intervals,
-    )
+    from megc_vqa.spotting.pipeline import STRConfig, STRRunner, engine_ask, load_spotter, read_intervals
+    from megc_vqa.spotting.report import write_lvqa_report
+    from megc_vqa.spotting.videos import FpsPolicy, discover_videos, parse_fps_rules
 
+    if args.videos_root is None and args.videos is None:
+        raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     videos = sorted({row["video"] for q in args.questions for row in read_questions(q)})
-    jobs = discover_videos(args.videos_root, parse_fps_rules(args.fps, args.fps_for), names=videos)
+    policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
+    jobs = discover_videos(args.videos_root, policy, sidecar=args.videos, names=videos)
     spotter, peaks = load_spotter(args.spotter, args.device)
     ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     config = STRConfig(emotion="vqa" if ask else "head", device=args.device, plots=not args.no_plots)
-    summary = STRRunner(args.out, spotter, peaks, config, ask).run(jobs)
+    runner = STRRunner(args.out, spotter, peaks, config, ask)
+    summary = runner.run(jobs)
     records = read_intervals(args.out)
     events = {name: rec["intervals"] for name, rec in records.items()}
     by_name = {job.name: job for job in jobs}
     event_aus_for = (
         (lambda video: vqa_event_aus(ask, by_name[video].source, by_name[video].fps)) if ask else None
     )
-    written = []
+    flags: list[dict] = []
+    preds = []
     for q in args.questions:
-        out = answer_file(q, events, args.out, event_aus_for)
-        written.append(str(out))
+        out = answer_file(q, events, args.out, event_aus_for, flags=flags)
+        preds.append(out)
         logging.info("%s -> %s", q, out)
+    write_jsonl(args.out / "lvqa_flags.jsonl", flags)
+    if flags:
+        logging.warning(
+            "%d row(s) answered by a documented fallback: %s", len(flags), args.out / "lvqa_flags.jsonl"
+        )
+    scores = write_lvqa_report(args.out, preds, args.gt, flags, runner.spotter_description)
+    if scores is not None:
+        o = scores["overall"]
+        logging.info(
+            "count MAE total %.3f micro %.3f macro %.3f, AU F1 %.3f, type UF1 %.3f (%s) -> %s",
+            o["count_total_mae"], o["count_micro_mae"], o["count_macro_mae"], o["au_f1"] or 0.0,
+            o["type_uf1"] or 0.0, runner.spotter_description, args.out / "lvqa_scores.json",
+        )  # fmt: skip
     import json
 
     from megc_vqa.fileio import atomic_write_text
 
     # The settings the VQA model was asked with (its training record, any override), for this run.
-    summary.update(vqa=ask.settings if ask else None, predictions=written)
+    summary.update(vqa=ask.settings if ask else None, predictions=[str(p) for p in preds])
     atomic_write_text(args.out / "lvqa_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return 1 if summary["failed"] else 0
 

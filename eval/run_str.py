@@ -1,19 +1,23 @@
 """ME-STR: spot every long video under --videos-root, recognise each interval's emotion, write the STR CSV.
 
     python eval/run_str.py --videos-root DIR --out OUT [--gt CSV] [--spotter CKPT] [--model M --adapter A]
+    python eval/run_str.py --videos P/samm_lv_videos.json --gt P/samm_lv_str_gt.csv --out OUT   (after prep)
 
-DIR holds one frame folder per video, named <subject>_<video> (split at the first underscore unless --gt
-names the pair). Writes OUT/str_pred.csv (subject,video,onset,offset,emotion), per video as it finishes
-(a rerun skips finished videos), OUT/plots/*.png and, with --gt, OUT/scores.json as
-{"official": {...}, "strict": {...}} from megc_vqa.metrics.strs. Without --spotter a model-free motion
-baseline spots micro-expressions only. Emotion: --model/--adapter ask the VQA model on onset/apex/offset;
-else the spotter's emotion head when it has one; else --fallback-emotion.
+DIR holds one frame folder per video, named by the video (SAMM-LV naming: DIR/006_1/ is subject 006, video
+006_1; see megc_vqa.spotting.videos for the rule and how ground truth in another naming is matched). The
+fps of every video comes from --fps / --fps-for, else DIR/videos.json (synth-test and prep write it), else
+--dataset NAME; a video of unknown fps stops the run before any work. Writes OUT/str_pred.csv
+(subject,video,onset,offset,emotion) per video as it finishes (a rerun skips finished videos),
+OUT/plots/*.png, OUT/summary.json (spotter, fps per video) and, with --gt, OUT/scores.json as
+{"official": {...}, "strict": {...}} from megc_vqa.metrics.strs plus OUT/plots/threshold_curve.png.
+Without --spotter the model-free MEGC-style baseline spots (the summary and scores say so). Emotion:
+--model/--adapter ask the VQA model on onset/apex/offset; else the spotter's emotion head when it has one;
+else --fallback-emotion.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--videos-root", required=True, type=Path)
+    p.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
+    p.add_argument("--videos", type=Path, metavar="JSON", help="a videos.json sidecar (prep writes one)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--gt", type=Path, help="ground-truth STR CSV: scores.json and plots with GT intervals")
     p.add_argument(
@@ -37,25 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotion", choices=("vqa", "head", "constant"), help="default: vqa with --model, else head"
     )
     p.add_argument("--fallback-emotion", default="negative")
-    p.add_argument("--fps", type=float, default=30.0, help="fps of the videos (default 30)")
+    p.add_argument("--fps", type=float, help="fps of every video (overrides videos.json)")
     p.add_argument(
-        "--fps-for", action="append", default=[], metavar="PATTERN=FPS", help="per-folder fps, e.g. '0*=200'"
+        "--fps-for",
+        action="append",
+        default=[],
+        metavar="PATTERN=FPS",
+        help="per-folder fps, e.g. '006_*=200'",
     )
-    p.add_argument(
-        "--fps-from", type=Path, metavar="JSONL", help="per-video fps from a long_videos.jsonl (synth-test)"
-    )
+    p.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
     p.add_argument("--threshold", type=float, help="override the checkpoint's score threshold")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
-
-
-def score(pred_csv: Path, gt_csv: Path) -> dict:
-    from megc_vqa.metrics.strs import read_intervals, score_str
-
-    preds, gts = read_intervals(pred_csv), read_intervals(gt_csv)
-    return {mode: score_str(preds, gts, mode) for mode in ("official", "strict")}
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -71,24 +71,16 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--gt {args.gt}: no such ground-truth file")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
-    from megc_vqa.spotting.pipeline import (
-        STRConfig,
-        STRRunner,
-        discover_videos,
-        engine_ask,
-        fps_from_jsonl,
-        load_spotter,
-        parse_fps_rules,
-        read_gt_events,
-    )
+    from megc_vqa.spotting.pipeline import STRConfig, STRRunner, engine_ask, load_spotter, read_gt_events
+    from megc_vqa.spotting.videos import FpsPolicy, discover_videos, parse_fps_rules
 
+    if args.videos_root is None and args.videos is None:
+        raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     gt = read_gt_events(args.gt) if args.gt else {}
-    fps_for = parse_fps_rules(args.fps, args.fps_for)
-    if args.fps_from:
-        fps_for = fps_from_jsonl(args.fps_from, fps_for)
-    jobs = discover_videos(args.videos_root, fps_for, known=list(gt))
+    policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
+    jobs = discover_videos(args.videos_root, policy, sidecar=args.videos, gt_keys=list(gt))
     if not jobs:
-        logging.error("%s: no video folders", args.videos_root)
+        logging.error("%s: no video folders", args.videos or args.videos_root)
         return 1
     spotter, peaks = load_spotter(args.spotter, args.device)
     ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
@@ -101,6 +93,8 @@ def _main(argv: list[str] | None = None) -> int:
     )
     runner = STRRunner(args.out, spotter, peaks, config, ask)
     summary = runner.run(jobs, gt)
+    import json
+
     from megc_vqa.fileio import atomic_write_text
 
     # The settings the VQA model was asked with (its training record, any override), for this run.
@@ -114,16 +108,19 @@ def _main(argv: list[str] | None = None) -> int:
         len(summary["failed"]),
         runner.csv_path,
     )
+    logging.info("spotter: %s", runner.spotter_description)
     if args.gt:
-        scores = score(runner.csv_path, args.gt)
-        if scores:
-            from megc_vqa.fileio import atomic_write_text
+        from megc_vqa.spotting.report import write_str_scores
 
-            atomic_write_text(args.out / "scores.json", json.dumps(scores, indent=2, default=str))
-            s = scores["strict"]["overall"]
-            logging.info(
-                "strict: spotting F1 %.3f, STRS %.3f -> %s", s["f1_spot"], s["strs"], args.out / "scores.json"
-            )
+        scores = write_str_scores(runner, args.gt)
+        s = scores["strict"]["overall"]
+        logging.info(
+            "strict: spotting F1 %.3f, STRS %.3f (%s) -> %s",
+            s["f1_spot"],
+            s["strs"],
+            runner.spotter_description,
+            args.out / "scores.json",
+        )
     return 1 if summary["failed"] else 0
 
 

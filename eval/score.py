@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotions", help="analysis classes, comma-separated (default: those of the ground truth)"
     )
     strp.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a spotting TP (default 0.5)")
-    lvqa = sub.add_parser("lvqa", help="ME-LVQA (provisional metrics)")
+    lvqa = sub.add_parser(
+        "lvqa", help="ME-LVQA: counts MAE/RMSE, AU set F1/Jaccard, type UF1/UAR (a 2026 team's description)"
+    )
     lvqa.add_argument("--pred", nargs="+", required=True)
     lvqa.add_argument("--gt", nargs="+", required=True)
     return parser

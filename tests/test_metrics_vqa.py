@@ -253,32 +253,50 @@ def test_perfect_predictions_score_one(case):
         assert score_vqa(long_rows, long_rows)["overall"]["bleu"] == pytest.approx(1.0)
 
 
-# ---- ME-LVQA (provisional) ----
+# ---- ME-LVQA (as a 2026 team's evaluation code describes it) ----
 def test_lvqa_hand_computed():
     q = {
         "all": "How many expression events appear in this video?",
         "micro": "How many micro-expression events appear in this video?",
+        "macro": "How many macro-expression events appear in this video?",
         "aus": "What distinct action units appear in this video?",
         "type": "What is the expression type of the 1-th expression event in this video?",
     }
     gts = [
         {"video_id": "samm_test_1_1", "question": q["all"], "answer": "3"},
         {"video_id": "samm_test_1_2", "question": q["micro"], "answer": "1"},
-        {"video_id": "samm_test_1_3", "question": q["aus"], "answer": "brow lowerer, lips part"},
+        {
+            "video_id": "samm_test_1_3",
+            "question": q["aus"],
+            "answer": "brow lowerer, upper lip raiser, dimpler",
+        },
         {"video_id": "samm_test_1_4", "question": q["type"], "answer": "micro-expression"},
+        {"video_id": "samm_test_2_1", "question": q["all"], "answer": "2"},
+        {"video_id": "samm_test_2_3", "question": q["macro"], "answer": "4"},
+        {"video_id": "samm_test_2_4", "question": q["type"], "answer": "macro-expression"},
+        {"video_id": "samm_test_2_5", "question": q["type"], "answer": "macro-expression"},
     ]
     ps = [
         {"video_id": "samm_test_1_1", "answer": "three"},
-        {"video_id": "samm_test_1_2", "answer": "none"},  # no number: wrong, counts as 0
-        {"video_id": "samm_test_1_3", "answer": "lips part, jaw drop"},
+        {"video_id": "samm_test_1_2", "answer": "none"},  # no number: counts as 0
+        {"video_id": "samm_test_1_3", "answer": "I see a dimpler and the brow lowerer, also lips part."},
         {"video_id": "samm_test_1_4", "answer": "Micro."},
+        {"video_id": "samm_test_2_1", "answer": "5"},
+        {"video_id": "samm_test_2_3", "answer": "2"},
+        {"video_id": "samm_test_2_4", "answer": "micro-expression"},
+        {"video_id": "samm_test_2_5", "answer": "both"},  # neither class: wrong
     ]
     out = score_lvqa(ps, gts)
-    assert out["provisional"] is True and "provisional" in out["note"]
+    assert out["official_scorer_published"] is False and "2026 team" in out["note"]
     s = out["overall"]
-    assert s["count_accuracy"] == 0.5 and s["count_mae"] == 0.5 and s["n_count_invalid"] == 1
-    assert s["au_set_f1"] == 0.5 and s["event_type_accuracy"] == 1.0
-    assert out["samm"]["n_rows"] == 4 and out["casme3"]["count_mae"] is None
+    assert s["count_total_mae"] == 1.5 and s["count_total_rmse"] == pytest.approx((9 / 2) ** 0.5)
+    assert s["count_micro_mae"] == 1.0 and s["count_macro_mae"] == 2.0 and s["count_macro_rmse"] == 2.0
+    assert s["au_f1"] == pytest.approx(2 * 2 / (3 + 3)) and s["au_jaccard"] == pytest.approx(2 / 4)
+    # type: truth micro, macro, macro; predicted micro, micro, invalid -> micro F1 2/3, macro F1 0
+    assert s["type_uf1"] == pytest.approx((2 / 3 + 0) / 2) and s["type_uar"] == pytest.approx((1 + 0) / 2)
+    assert (
+        s["n_count_invalid"] == 1 and out["samm"]["n_rows"] == 8 and out["casme3"]["count_total_mae"] is None
+    )
     assert parse_count("12 events") == 12 and parse_au_set("") == frozenset() and set_f1([], []) == 1.0
 
 

@@ -1,13 +1,18 @@
-"""ME-LVQA metrics (MEGC2026 long-video QA). PROVISIONAL: the organisers published neither answer formats
-nor metrics (SPEC section 4); these are the project's choices and every result says so.
+"""ME-LVQA metrics (MEGC2026 long-video QA), as described by a 2026 team's evaluation code; the official
+scorer is unpublished (SPEC section 4). That code, citing the organisers' paper, scores:
 
-- Count questions (all / micro / macro events): exact-match accuracy and mean absolute error of the
-  integer. A bare integer is expected; the first integer or number word (zero..twenty) of a free answer
-  is accepted. An answer without a number is wrong and counts as 0 events for the error.
-- Distinct-AU question: set F1 between predicted and true AU names (comma- or "and"-separated, lower
-  case); two empty sets score 1.
-- Event-type questions: accuracy after mapping "micro"/"macro" wordings onto ``micro-expression`` /
-  ``macro-expression``.
+- event counts (all / micro / macro events): mean absolute error and root mean squared error of the integer
+  (``count_total_*``, ``count_micro_*``, ``count_macro_*``). A bare integer is expected; the first integer
+  or number word (zero..twenty) of a free answer is accepted; an answer without a number counts as 0.
+- the distinct-AU answer: set F1 ``2|A & B| / (|A| + |B|)`` and Jaccard ``|A & B| / |A | B|`` between the
+  predicted and reference AU sets, averaged over questions; two empty sets score 1. Reference answers are
+  FACS names in prose (``"brow lowerer, upper lip raiser, dimpler"``): known FACS names are found in the text
+  (longest first, so ``lip corner depressor`` is not also ``lip corner``); an answer naming none is split at
+  commas, semicolons and "and".
+- the expression type of the N-th event: UF1 and UAR over the classes ``micro-expression`` /
+  ``macro-expression`` present in the ground truth; an answer naming neither (or both) is wrong.
+
+Spotting (IoU >= 0.5) and STRS are scored as in MEGC2025 by ``megc_vqa.metrics.strs``.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from megc_vqa.metrics.vqa import AlignedRow, align, normalise_answer, split_rows
+from megc_vqa.labels import AU_NAMES
+from megc_vqa.metrics.vqa import AlignedRow, align, class_scores, normalise_answer, split_rows
 from megc_vqa.qa.kinds import COUNT_KINDS
 
-PROVISIONAL_NOTE = (
-    "provisional: ME-LVQA answer formats and metrics were not published; counts scored by exact match and "
-    "MAE, AU lists by set F1, event types by accuracy"
+METRIC_NOTE = (
+    "ME-LVQA scored as described by a 2026 team's evaluation code; the official scorer is unpublished: counts "
+    "by MAE and RMSE (total, micro, macro), distinct AUs by set F1 and Jaccard, the N-th event's type by "
+    "UF1/UAR over micro/macro"
 )
 COUNT_TYPES: tuple[str, ...] = COUNT_KINDS
+COUNT_KEYS: dict[str, str] = {
+    "lvqa_count_all": "total",
+    "lvqa_count_micro": "micro",
+    "lvqa_count_macro": "macro",
+}
+TYPE_CLASSES: tuple[str, ...] = ("micro-expression", "macro-expression")
+# Known FACS names, longest first: "lip corner depressor" must not also match a shorter name inside it.
+_FACS_NAMES = sorted({n.lower() for n in AU_NAMES.values()}, key=len, reverse=True)
+_FACS_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in _FACS_NAMES) + r")\b")
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
@@ -69,14 +85,29 @@ def parse_count(answer: object) -> int | None:
 
 
 def parse_au_set(answer: object) -> frozenset[str]:
-    """AU names of a list answer.
+    """AU names of an answer: the known FACS names it mentions, else its comma/"and"-separated parts.
 
     >>> sorted(parse_au_set("Lip corner puller, cheek raiser and lips part."))
     ['cheek raiser', 'lip corner puller', 'lips part']
+    >>> sorted(parse_au_set("The video shows the brow lowerer (AU4) and then a dimpler."))
+    ['brow lowerer', 'dimpler']
     """
-    text = normalise_answer(answer).rstrip(".")
-    parts = re.split(r",|;|\band\b", text)
+    text = re.sub(r"\s+", " ", normalise_answer(answer).replace("-", " "))
+    known = frozenset(_FACS_RE.findall(text))
+    if known:
+        return known
+    parts = re.split(r",|;|\band\b", text.rstrip("."))
     return frozenset(p.strip(" .") for p in parts if p.strip(" ."))
+
+
+def jaccard(predicted: Iterable[str], truth: Iterable[str]) -> float:
+    """|A & B| / |A | B|; 1 when both are empty.
+
+    >>> jaccard({"a", "b"}, {"b", "c"})
+    0.3333333333333333
+    """
+    p, t = set(predicted), set(truth)
+    return 1.0 if not p | t else len(p & t) / len(p | t)
 
 
 def set_f1(predicted: Iterable[str], truth: Iterable[str]) -> float:
@@ -118,34 +149,47 @@ def score_lvqa_rows(rows: Sequence[AlignedRow]) -> dict[str, Any]:
     def mean(values: Sequence[float]) -> float | None:
         return sum(values) / len(values) if values else None
 
-    result: dict[str, Any] = {
-        "count_accuracy": mean([float(p == t) for p, t in zip(pred_counts, true_counts, strict=True)]),
-        "count_mae": mean([abs((p or 0) - t) for p, t in zip(pred_counts, true_counts, strict=True)]),
-        "n_count": len(counts),
-        "n_count_invalid": sum(p is None for p in pred_counts),
-        "au_set_f1": mean([set_f1(parse_au_set(r.prediction), parse_au_set(r.reference)) for r in aus]),
-        "au_exact": mean([float(parse_au_set(r.prediction) == parse_au_set(r.reference)) for r in aus]),
-        "n_aus": len(aus),
-        "event_type_accuracy": mean(
-            [float(normalise_event_type(r.prediction) == normalise_event_type(r.reference)) for r in events]
-        ),
-        "n_event_type": len(events),
-        "n_rows": len(rows),
-        "n_missing": sum(1 for r in rows if not (r.prediction or "").strip()),
-    }
-    for kind in COUNT_TYPES:
-        subset = [(p, t) for r, p, t in zip(counts, pred_counts, true_counts, strict=True) if r.qtype == kind]
-        result[f"{kind.removeprefix('lvqa_')}_accuracy"] = mean([float(p == t) for p, t in subset])
+    result: dict[str, Any] = {}
+    for kind, key in COUNT_KEYS.items():
+        errors = [
+            (p or 0) - t for r, p, t in zip(counts, pred_counts, true_counts, strict=True) if r.qtype == kind
+        ]
+        result[f"count_{key}_mae"] = mean([abs(e) for e in errors])
+        rmse = mean([e * e for e in errors])
+        result[f"count_{key}_rmse"] = None if rmse is None else rmse**0.5
+    pairs = [(parse_au_set(r.prediction), parse_au_set(r.reference)) for r in aus]
+    type_truth = [normalise_event_type(r.reference) for r in events]
+    if any(t is None for t in type_truth):
+        bad = next(r.video_id for r, t in zip(events, type_truth, strict=True) if t is None)
+        raise ValueError(f"ground-truth event-type answer of {bad} is neither micro nor macro")
+    type_pred = [normalise_event_type(r.prediction) or "invalid" for r in events]
+    uf1, uar = class_scores(type_truth, type_pred)
+    result.update(
+        au_f1=mean([set_f1(p, t) for p, t in pairs]),
+        au_jaccard=mean([jaccard(p, t) for p, t in pairs]),
+        type_uf1=uf1,
+        type_uar=uar,
+        count_accuracy=mean([float(p == t) for p, t in zip(pred_counts, true_counts, strict=True)]),
+        type_accuracy=mean([float(p == t) for p, t in zip(type_pred, type_truth, strict=True)]),
+        n_count=len(counts),
+        n_count_invalid=sum(p is None for p in pred_counts),
+        n_aus=len(aus),
+        n_event_type=len(events),
+        n_rows=len(rows),
+        n_missing=sum(1 for r in rows if not (r.prediction or "").strip()),
+    )
     return result
 
 
 def score_lvqa(
     predictions: Iterable[Mapping[str, Any]], ground_truth: Iterable[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """``{"overall", "samm", "casme3", "provisional", "note", "problems"}``; overall on the pooled rows."""
+    """``{"overall", "samm", "casme3", "note", "official_scorer_published", "problems"}``; overall on the
+    pooled rows (keys ``count_{total,micro,macro}_{mae,rmse}``, ``au_f1``, ``au_jaccard``, ``type_uf1``,
+    ``type_uar``, plus counts of rows)."""
     rows, problems = align(predictions, ground_truth)
     out: dict[str, Any] = {name: score_lvqa_rows(subset) for name, subset in split_rows(rows).items()}
-    out["provisional"] = True
-    out["note"] = PROVISIONAL_NOTE
+    out["official_scorer_published"] = False
+    out["note"] = METRIC_NOTE
     out["problems"] = problems
     return out

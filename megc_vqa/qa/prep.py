@@ -53,6 +53,7 @@ class PrepResult:
     long_videos: int = 0
     paths: dict[str, Path] = field(default_factory=dict)
     frame_skips: list[Skip] = field(default_factory=list)  # unreadable frames, missing key frames
+    long_video_records: list = field(default_factory=list)  # for spotting.videos.write_str_ground_truth
 
     def datasets(self) -> list[str]:
         names = [r.dataset for r in self.records] + [s.dataset for s in (*self.load_skips, *self.qa_skips)]
@@ -166,6 +167,7 @@ def prepare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos), frame_skips=frame_skips)
+    result.long_video_records = list(long_videos)
     # Frame paths relative to qa.jsonl: the file works from any working folder (``--data-root`` may be
     # relative) and moves together with its data.
     result.paths["qa"] = write_qa_jsonl(records, out / "qa.jsonl", relative_sources=True)
@@ -248,7 +250,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"megc-vqa prep: error: {err}", file=sys.stderr)
         return 2
     print_summary(result, annotations.summarise_skips(result.load_skips))
-    if not result.records:
+    from megc_vqa.spotting.videos import write_str_ground_truth  # long videos: STR ground truth + sidecar
+
+    str_files = write_str_ground_truth(result.long_video_records, args.out)
+    for path in str_files.values():
+        print(f"ME-STR: {path}")
+    if not result.records and not str_files:
         print(f"megc-vqa prep: no clip under {args.data_root} could be turned into QA", file=sys.stderr)
         return 1
     if getattr(args, "compare_with", None) is not None:

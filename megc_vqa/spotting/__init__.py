@@ -5,18 +5,25 @@ Modules (import them directly; this package imports nothing heavy):
 ``model``     ``SpotterConfig`` (crop size, T frames, window seconds -> ``stride_for(fps)``, input channels
               grey/diff/dev, optional emotion head) and ``Spotter`` ((B, C, T, H, W) -> (B, 2 + E, T) logits);
               ``save_checkpoint`` / ``load_checkpoint``.
-``data``      ``VideoFrames.open(source)``, ``iter_crop_chunks`` (only the sampling grid is decoded, in chunks),
+``videos``    the one STR naming rule (folder = video, SAMM-LV style; ground truth in other namings
+              matched), where fps comes from (``FpsPolicy``: option, ``videos.json`` sidecar, dataset; never
+              guessed), ``discover_videos``, ``write_str_ground_truth`` (prep: ``P/<dataset>_str_gt.csv``).
+``data``      ``VideoFrames.open(source)`` (over ``visual.frames.FrameReader``), ``iter_crop_chunks`` (only
+              the sampling grid is decoded, in chunks), ``Stabiliser`` (lighting, head motion),
               ``ChannelMaker``, ``soft_labels``, ``prepare_video``, ``WindowDataset``; ``NoFramesError``.
 ``infer``     ``score_video(model, source, fps, chunk=, batch=) -> ScoreCurve`` (memory flat in video length),
               ``extract_intervals(curve, PeakParams) -> [SpottedInterval]`` (micro <= 0.5 s, macro longer),
-              ``motion_score_video`` (model-free baseline).
-``train``     ``fit`` (epoch + thresholds chosen on an inner validation split), ``loso``, ``load_recipe``;
+              ``motion_score_video`` (the model-free MEGC-style baseline, ``BASELINE_NAME``).
+``train``     ``fit`` (epoch + thresholds chosen on an inner validation split of whole subjects, scored by
+              ``metrics.strs`` strict), ``loso``, ``load_recipe``;
               the ``megc-vqa spot-train`` command. Recipes: ``recipes/spotting/*.yaml``.
 ``pipeline``  ``STRRunner(out, spotter, peaks, STRConfig, ask).run(jobs)`` -> ``str_pred.csv`` (resumable),
               ``discover_videos``, ``VQAAsk`` = ``ask(source, [onset, apex, offset], question, fps) -> str``,
               ``engine_ask(model, adapter)``.
 ``lvqa``      ``answer_question(question, events, event_aus)`` and ``answer_file`` for ME-LVQA.
 ``plot``      ``plot_video(curve, predicted, ground_truth, path)``.
+``report``    ``write_str_scores`` (``scores.json`` + the F1/P/R-vs-threshold curve), ``write_lvqa_report``
+              (LVQA scores and the per-video table).
 
 Scripts: ``eval/run_str.py``, ``eval/run_lvqa.py``, ``benchmarks/spot.py``.
 """

@@ -1,9 +1,10 @@
 """Spotter inputs: sampled face crops streamed from a long video, their input channels, soft labels and
 training windows.
 
-Only the frames on the sampling grid (every ``stride`` original frames, stride from the fps) are decoded.
-Frames are read as grey levels, reduced at decode time when the image is much larger than the crop (JPEG
-DCT scaling: far cheaper than a full decode), centre-cropped to a square and resized.
+Only the frames on the sampling grid (every ``stride`` original frames, stride from the fps) are decoded, by
+the project's one frame reader (``megc_vqa.visual.frames``): grey levels, reduced at decode time when the
+image is much larger than the crop (JPEG DCT scaling: far cheaper than a full decode), centre-cropped to a
+square and resized.
 
 Face crop: MEGC long videos are recorded with a fixed camera and a seated subject, so one box per video is
 enough. With ``SpotterConfig.face_crop`` the box is the face found on the first frame by the Haar cascade of
@@ -17,11 +18,9 @@ exists, so the grid stays regular in time; unreadable images reuse the previous 
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,18 +28,12 @@ import cv2
 import numpy as np
 
 from megc_vqa.records import FrameSource, LongVideo
+from megc_vqa.visual.frames import FrameReader
 
 from .model import OUTPUTS, SpotterConfig
 
 log = logging.getLogger(__name__)
 
-# IMREAD flag per decode-time reduction factor.
-_REDUCED = {
-    1: cv2.IMREAD_GRAYSCALE,
-    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-}
 Crop = tuple[int, int, int, int]
 
 
@@ -70,58 +63,43 @@ def sample_grid(first: int, last: int, stride: int) -> np.ndarray:
 
 @dataclass
 class VideoFrames:
-    """What a source offers: the frame range and, for folders, which index lives in which file."""
+    """An opened source (the project's one frame reader, ``megc_vqa.visual.frames.FrameReader``) and what
+    it offers: the frame range and which indices exist."""
 
     source: FrameSource
+    reader: FrameReader
     first: int
     last: int
-    paths: dict[int, Path] | None  # folder sources only
     n_available: int
 
     @classmethod
     def open(cls, source: FrameSource) -> VideoFrames:
-        if source.kind == "folder":
-            frames = list_frames(source.path)
-            return cls(source, frames[0][0], frames[-1][0], dict(frames), len(frames))
-        cap = cv2.VideoCapture(str(source.path))
+        from megc_vqa.visual.frames import FrameError
+
         try:
-            if not cap.isOpened():
-                raise NoFramesError(f"{source.path}: cannot open the video file")
-            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        finally:
-            cap.release()
-        if n <= 0:
-            raise NoFramesError(f"{source.path}: the video reports no frames")
-        return cls(source, source.first_frame, source.first_frame + n - 1, None, n)
+            reader = FrameReader(source)
+        except FrameError as err:
+            raise NoFramesError(str(err)) from None
+        return cls(source, reader, reader.first, reader.last, len(reader.indices))
 
     def resolve(self, grid: np.ndarray) -> tuple[list[int], int]:
-        """For each grid index, the frame actually read (nearest existing one at or before it); and how many
-        grid positions fell on a dropped frame."""
-        if self.paths is None:
-            return [int(i) for i in grid], 0
-        available = sorted(self.paths)
-        chosen, missing = [], 0
-        for index in grid:
-            index = int(index)
-            if index in self.paths:
-                chosen.append(index)
-                continue
-            missing += 1
-            pos = bisect.bisect_right(available, index) - 1
-            chosen.append(available[max(pos, 0)])
-        return chosen, missing
+        """For each grid index, the frame actually read (nearest existing one at or before it, so no frame
+        from the future leaks in); and how many grid positions fell on a dropped frame."""
+        available = self.reader.indices
+        grid = np.asarray(grid, dtype=np.int64)
+        pos = np.clip(np.searchsorted(available, grid, side="right") - 1, 0, len(available) - 1)
+        chosen = available[pos]
+        return [int(c) for c in chosen], int((chosen != grid).sum())
 
 
 def first_frame_grey(frames: VideoFrames) -> np.ndarray | None:
     """The first frame at full resolution, grey, or None when it cannot be decoded."""
-    if frames.paths is not None:
-        return cv2.imread(str(frames.paths[frames.first]), cv2.IMREAD_GRAYSCALE)
-    cap = cv2.VideoCapture(str(frames.source.path))
+    from megc_vqa.visual.frames import FrameError
+
     try:
-        ok, image = cap.read()
-    finally:
-        cap.release()
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if ok else None
+        return frames.reader.read_grey([frames.first])[0]
+    except FrameError:
+        return None
 
 
 def face_crop_for(frames: VideoFrames, label: str = "") -> Crop | None:
@@ -147,37 +125,18 @@ def _reduction_for(shape: tuple[int, int], size: int, crop: Crop | None) -> int:
     return factor
 
 
-class CropReader:
-    """Decode one frame as a ``size`` x ``size`` uint8 grey crop (centre square, or ``crop`` scaled along)."""
-
-    def __init__(self, size: int, crop: Crop | None = None) -> None:
-        self.size = size
-        self.crop = crop
-        self.factor: int | None = None
-
-    def _calibrate(self, path: Path) -> None:
-        full = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        self.factor = 1 if full is None else _reduction_for(full.shape, self.size, self.crop)
-
-    def from_path(self, path: Path) -> np.ndarray | None:
-        if self.factor is None:
-            self._calibrate(path)
-        image = cv2.imread(str(path), _REDUCED[self.factor])
-        return None if image is None else self.from_image(image, self.factor)
-
-    def from_image(self, image: np.ndarray, factor: int = 1) -> np.ndarray:
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        h, w = image.shape
-        if self.crop:
-            x, y, cw, ch = (round(v / factor) for v in self.crop)
-            image = image[max(y, 0) : y + ch, max(x, 0) : x + cw]
-            h, w = image.shape
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        image = image[top : top + side, left : left + side]
-        interp = cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR
-        return cv2.resize(image, (self.size, self.size), interpolation=interp)
+def crop_square(image: np.ndarray, size: int, crop: Crop | None = None, factor: int = 1) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 grey crop of a grey frame decoded at 1/``factor`` scale: ``crop`` (full
+    resolution coordinates, scaled along) or the whole frame, then its centre square."""
+    if crop:
+        x, y, cw, ch = (round(v / factor) for v in crop)
+        image = image[max(y, 0) : y + ch, max(x, 0) : x + cw]
+    h, w = image.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = image[top : top + side, left : left + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
 
 
 def iter_crop_chunks(
@@ -188,112 +147,166 @@ def iter_crop_chunks(
     crop: Crop | None = None,
     workers: int = 2,
 ) -> Iterator[np.ndarray]:
-    """Yield ``(n <= chunk, size, size)`` uint8 crops of ``indices`` in order; memory holds ~two chunks.
+    """Yield ``(n <= chunk, size, size)`` uint8 crops of ``indices`` in order; memory holds about a chunk.
 
-    Folders decode in a small thread pool (OpenCV releases the GIL) one chunk ahead of the consumer, so
-    decoding overlaps the model. Unreadable frames repeat the previous crop (logged); if the very first
-    frames are unreadable the first readable crop is used for them.
+    Frames are decoded by ``FrameReader.read_grey``, reduced inside the JPEG decoder when the frame is much
+    larger than the crop. A chunk that fails to decode is read frame by frame: unreadable frames repeat the
+    previous crop (logged); if the very first frames are unreadable the first readable crop is used.
+    ``workers`` is kept for callers; decoding is sequential (OpenCV's decoder is the cost, not Python).
     """
-    reader = CropReader(size, crop)
-    name = frames.source.path
-    if frames.paths is None:
-        yield from _iter_video_chunks(frames, indices, reader, chunk)
+    from megc_vqa.visual.frames import FrameError
+
+    del workers
+    indices = [int(i) for i in indices]
+    if not indices:
         return
-    paths = [frames.paths[i] for i in indices]
-    if paths:
-        reader._calibrate(paths[0])
+    name = frames.source.path
+    first = first_frame_grey(frames)
+    factor = 1 if first is None else _reduction_for(first.shape, size, crop)
+    if frames.source.kind != "folder":
+        factor = 1  # video frames are decoded whole, then cropped
     previous: np.ndarray | None = None
     bad = 0
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-
-        def submit(start: int):
-            return pool.map(reader.from_path, paths[start : start + chunk])
-
-        pending = submit(0) if paths else None
-        for start in range(0, len(paths), chunk):
-            crops = list(pending)
-            pending = submit(start + chunk) if start + chunk < len(paths) else None
-            out = np.empty((len(crops), size, size), np.uint8)
-            for k, crop_k in enumerate(crops):
-                if crop_k is None:
-                    bad += 1
-                    crop_k = previous if previous is not None else _first_readable(crops, paths, name)
-                out[k] = previous = crop_k
-            yield out
+    for start in range(0, len(indices), chunk):
+        part = indices[start : start + chunk]
+        try:
+            images: list[np.ndarray | None] = list(frames.reader.read_grey(part, reduce=factor))
+        except FrameError:
+            images = []
+            for index in part:
+                try:
+                    images.append(frames.reader.read_grey([index], reduce=factor)[0])
+                except FrameError:
+                    images.append(None)
+        crops = [None if im is None else crop_square(im, size, crop, factor) for im in images]
+        out = np.empty((len(crops), size, size), np.uint8)
+        for k, crop_k in enumerate(crops):
+            if crop_k is None:
+                bad += 1
+                crop_k = previous if previous is not None else _first_readable(crops, name, part[0])
+            out[k] = previous = crop_k
+        yield out
     if bad:
         log.warning("%s: %d unreadable frame(s) replaced by the previous frame", name, bad)
 
 
-def _first_readable(crops: list, paths: list[Path], name: Path) -> np.ndarray:
+def _first_readable(crops: list, name: Path, first: int) -> np.ndarray:
     for c in crops:
         if c is not None:
             return c
-    raise NoFramesError(f"{name}: none of the frames {paths[0].name}.. could be decoded")
+    raise NoFramesError(f"{name}: none of the frames from {first} on could be decoded")
 
 
-def _iter_video_chunks(
-    frames: VideoFrames, indices: Sequence[int], reader: CropReader, chunk: int
-) -> Iterator[np.ndarray]:
-    cap = cv2.VideoCapture(str(frames.source.path))
-    wanted = iter(indices)
-    target = next(wanted, None)
-    position = frames.first
-    buffer: list[np.ndarray] = []
-    try:
-        while target is not None:
-            if not cap.grab():
-                break
-            if position == target:
-                ok, image = cap.retrieve()
-                if ok:
-                    buffer.append(reader.from_image(image))
-                elif buffer:
-                    buffer.append(buffer[-1])
-                target = next(wanted, None)
-                while target is not None and target == position:  # repeated index (padding)
-                    buffer.append(buffer[-1])
-                    target = next(wanted, None)
-                if len(buffer) >= chunk:
-                    yield np.stack(buffer)
-                    buffer = []
-            position += 1
-    finally:
-        cap.release()
-    if target is not None:
-        log.warning(
-            "%s: video ended at frame %d before the expected frame %d", frames.source.path, position, target
+class Stabiliser:
+    """Steadies a stream of face crops against what is not an expression, for the spotter's channels and the
+    model-free baseline alike: each crop is divided by its own mean brightness (lighting flicker and slow
+    illumination changes are global gains) and shifted back onto the first crop by the sub-pixel translation
+    phase correlation finds (head sway and drift). State (the reference crop) carries across chunks."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self.reference: np.ndarray | None = None
+        self.window: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """One float32 crop -> the steadied crop (mean ``scale``)."""
+        image = image.astype(np.float32) * (self.scale / max(float(image.mean()), 1e-6))
+        if self.reference is None:
+            h, w = image.shape
+            self.window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+            self.reference = image * self.window
+            return image
+        (dx, dy), _ = cv2.phaseCorrelate(self.reference, image * self.window)
+        shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
+        return cv2.warpAffine(
+            image, shift, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-    if buffer:
-        yield np.stack(buffer)
 
 
 class ChannelMaker:
     """Turns a stream of uint8 crops into the model's input channels, carrying state across chunks so that
-    chunked and whole-video processing give identical results."""
+    chunked and whole-video processing give identical results. With ``SpotterConfig.stabilise`` every crop
+    goes through a :class:`Stabiliser` first (mean brightness 0.5, as an unsteadied crop has).
+
+    The ``neutral`` channel (deviation from the median face of the ``neutral_seconds`` centred on the frame)
+    needs frames from the future: the maker then holds back the last half window and returns fewer frames
+    than it was given; :meth:`flush` returns the rest at the end. :meth:`stream` does both for an iterable
+    of chunks. Without ``neutral`` nothing is held back.
+    """
 
     def __init__(self, config: SpotterConfig, fps: float, stride: int) -> None:
         self.inputs = config.inputs
         self.alpha = 1.0 - math.exp(-stride / (fps * config.dev_seconds))
         self.previous: np.ndarray | None = None
         self.mean: np.ndarray | None = None
+        self.stabiliser = Stabiliser(0.5) if config.stabilise else None
+        self.half = (
+            max(1, round(config.neutral_seconds * fps / stride / 2)) if "neutral" in self.inputs else 0
+        )
+        self.frames: list[np.ndarray] = []  # steadied frames, the last 2 * half + 1 at most
+        self.pending: list[np.ndarray] = []  # causal channels of frames not returned yet
+        self.first_pending = 0  # stream position of pending[0]
+        self.seen = 0  # frames received
+        self.start = 0  # stream position of frames[0]
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """``(n, H, W)`` uint8 -> ``(C, n, H, W)`` float32."""
+        """``(n, H, W)`` uint8 -> ``(C, m, H, W)`` float32 (``m = n`` unless ``neutral`` holds frames back)."""
         grey = crops.astype(np.float32) / 255.0
-        if self.previous is None:
+        if self.stabiliser is not None:
+            grey = np.stack([self.stabiliser(frame) for frame in grey])
+        if self.previous is None and len(grey):
             self.previous = grey[0]
             self.mean = grey[0].copy()
-        out = np.empty((len(self.inputs), *grey.shape), np.float32)
-        for t, frame in enumerate(grey):
+        for frame in grey:
+            causal = np.empty((len(self.inputs), *frame.shape), np.float32)
             for c, name in enumerate(self.inputs):
                 if name == "grey":
-                    out[c, t] = frame
+                    causal[c] = frame
                 elif name == "diff":
-                    out[c, t] = frame - self.previous
-                else:  # dev
-                    out[c, t] = frame - self.mean
+                    causal[c] = frame - self.previous
+                elif name == "dev":
+                    causal[c] = frame - self.mean
             self.mean += self.alpha * (frame - self.mean)
             self.previous = frame
+            self.pending.append(causal)
+            self.frames.append(frame)
+            self.seen += 1
+        return self._emit(final=False, shape=grey.shape[1:])
+
+    def flush(self) -> np.ndarray:
+        """The frames held back for the ``neutral`` channel (call once, after the last chunk)."""
+        shape = self.frames[-1].shape if self.frames else (0, 0)
+        return self._emit(final=True, shape=shape)
+
+    def stream(self, chunks):
+        """Channels for an iterable of crop chunks, held-back frames included at the end."""
+        for crops in chunks:
+            out = self(crops)
+            if out.shape[1]:
+                yield out
+        tail = self.flush()
+        if tail.shape[1]:
+            yield tail
+
+    def _emit(self, final: bool, shape: tuple[int, ...]) -> np.ndarray:
+        ready = len(self.pending) if final else max(0, self.seen - self.half - self.first_pending)
+        ready = min(ready, len(self.pending))
+        out = np.empty((len(self.inputs), ready, *shape), np.float32)
+        k = self.inputs.index("neutral") if "neutral" in self.inputs else None
+        for i in range(ready):
+            position = self.first_pending + i
+            out[:, i] = self.pending[i]
+            if k is not None:
+                lo = max(position - self.half, self.start) - self.start
+                hi = min(position + self.half + 1, self.seen) - self.start
+                out[k, i] = self.frames[position - self.start] - np.median(self.frames[lo:hi], axis=0)
+        del self.pending[:ready]
+        self.first_pending += ready
+        # keep only the frames a later median can still need
+        drop = max(0, (self.first_pending - self.half) - self.start)
+        if drop:
+            del self.frames[:drop]
+            self.start += drop
         return out
 
 
@@ -355,7 +368,8 @@ def prepare_video(
             len(grid),
         )
     maker = ChannelMaker(config, video.fps, stride)
-    parts = [maker(c).astype(np.float16) for c in iter_crop_chunks(frames, chosen, config.size, chunk, crop)]
+    chunks = iter_crop_chunks(frames, chosen, config.size, chunk, crop)
+    parts = [c.astype(np.float16) for c in maker.stream(chunks)]
     channels = np.concatenate(parts, axis=1)
     grid = grid[: channels.shape[1]]
     return PreparedVideo(

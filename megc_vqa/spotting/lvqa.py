@@ -7,9 +7,10 @@
   event type present (``FALLBACK_AUS``: brow lowerer, AU4, the most frequent AU of the ME datasets, for
   micro; lip corner puller, AU12, the most frequent macro-expression AU, for macro), or the micro prior when
   nothing was spotted;
-- type of the N-th event (onset order, 1-based): ``micro-expression`` / ``macro-expression``. When fewer
-  than N events were spotted, the most frequent spotted type answers, else ``macro-expression`` (macro
-  events outnumber micro ones in every long-video dataset).
+- type of the N-th event (onset order, 1-based): ``micro-expression`` / ``macro-expression``. Documented
+  fallback when fewer than N events were spotted: the most frequent spotted type answers, else
+  ``macro-expression`` (macro events outnumber micro ones in every long-video dataset); the row is
+  *flagged* (``answer_file(flags=[])`` collects them, ``run_lvqa`` lists them in its report).
 Question kinds come from ``megc_vqa.qa.templates`` and the registry ``megc_vqa.qa.kinds``; an unknown question is answered with an empty string and
 logged, so the validator reports it.
 """
@@ -69,26 +70,35 @@ def distinct_aus(events: Sequence, event_aus: EventAUs | None) -> str:
 
 def answer_question(question: str, events: Sequence, event_aus: EventAUs | None = None) -> str:
     """The answer to one LVQA question from a video's spotted events (``SpottedInterval``s)."""
+    return answer_with_flag(question, events, event_aus)[0]
+
+
+def answer_with_flag(
+    question: str, events: Sequence, event_aus: EventAUs | None = None
+) -> tuple[str, str | None]:
+    """(answer, flag): the flag says why a documented fallback answered (``None`` when none did)."""
     kind = classify_question(question)
     ordered = sorted(events, key=lambda ev: (ev.onset, ev.offset))
     if kind == "lvqa_count_all":
-        return str(len(ordered))
+        return str(len(ordered)), None
     if kind == "lvqa_count_micro":
-        return str(sum(ev.type == "micro" for ev in ordered))
+        return str(sum(ev.type == "micro" for ev in ordered)), None
     if kind == "lvqa_count_macro":
-        return str(sum(ev.type == "macro" for ev in ordered))
+        return str(sum(ev.type == "macro" for ev in ordered)), None
     if kind == "lvqa_aus":
-        return distinct_aus(ordered, event_aus)
+        answer = distinct_aus(ordered, event_aus)
+        return answer, None if event_aus is not None else "AU prior of the spotted event types (no VQA model)"
     if kind == "lvqa_event_type":
         n = event_number(question)
         if n is not None and 1 <= n <= len(ordered):
-            return TYPE_ANSWER[ordered[n - 1].type]
+            return TYPE_ANSWER[ordered[n - 1].type], None
         counts = Counter(ev.type for ev in ordered)
         fallback = counts.most_common(1)[0][0] if counts else FALLBACK_TYPE
+        flag = f"event {n} asked, {len(ordered)} spotted: fallback type {fallback}"
         log.info("question asks for event %s of %d spotted: answered %s", n, len(ordered), fallback)
-        return TYPE_ANSWER[fallback]
+        return TYPE_ANSWER[fallback], flag
     log.warning("not an ME-LVQA question: %r", question)
-    return ""
+    return "", "not an ME-LVQA question"
 
 
 def pred_name(questions_path: str | Path) -> str:
@@ -118,10 +128,12 @@ def answer_file(
     events_by_video: dict[str, Sequence],
     out_dir: str | Path,
     event_aus_for: Callable[[str], EventAUs | None] | None = None,
+    flags: list[dict] | None = None,
 ) -> Path:
     """Fill ``answer`` of every row (same rows, order and keys) and write ``out_dir/<pred name>``.
     ``events_by_video`` maps the rows' ``video`` to spotted events; a video without an entry is answered as
-    having no events (and logged)."""
+    having no events (and logged). ``flags``, when given, receives ``{video_id, video, question, flag}`` for
+    every row a documented fallback answered."""
     rows = read_questions(questions_path)
     missing = sorted({r["video"] for r in rows} - set(events_by_video))
     if missing:
@@ -137,12 +149,12 @@ def answer_file(
         video = row["video"]
         if video not in cache:
             cache[video] = event_aus_for(video) if event_aus_for else None
-        out_rows.append(
-            {**row, "answer": answer_question(row["question"], events_by_video.get(video, ()), cache[video])}
-        )
-    out = Path(out_dir) / pred_name(questions_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from megc_vqa.fileio import atomic_write_text, dumps_jsonl
+        answer, flag = answer_with_flag(row["question"], events_by_video.get(video, ()), cache[video])
+        out_rows.append({**row, "answer": answer})
+        if flag and flags is not None:
+            flags.append(
+                {"video_id": row.get("video_id"), "video": video, "question": row["question"], "flag": flag}
+            )
+    from megc_vqa.fileio import write_jsonl
 
-    atomic_write_text(out, dumps_jsonl(out_rows))
-    return out
+    return write_jsonl(Path(out_dir) / pred_name(questions_path), out_rows)

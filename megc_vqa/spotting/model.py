@@ -26,8 +26,10 @@ from torch import nn
 #   grey: the face crop itself, scaled to [0, 1];
 #   diff: the crop minus the previous *sampled* crop (motion at the window's time scale);
 #   dev:  the crop minus a slow running mean of the video (deviation from the recent neutral face, which
-#         stays visible through the plateau of a long macro-expression where ``diff`` is ~0).
-INPUT_CHANNELS: tuple[str, ...] = ("grey", "diff", "dev")
+#         stays visible through the plateau of a long macro-expression where ``diff`` is ~0);
+#   neutral: the crop minus the median crop of the ``neutral_seconds`` centred on it (the neutral face
+#         before *and* after: a macro-expression's whole extent stands out, at the cost of a delay).
+INPUT_CHANNELS: tuple[str, ...] = ("grey", "diff", "dev", "neutral")
 OUTPUTS: tuple[str, ...] = ("micro", "macro")
 
 
@@ -40,6 +42,7 @@ class SpotterConfig:
     window_seconds: target span of one window; the stride is chosen per fps to match it.
     inputs: channels per sampled frame, a subset of ``INPUT_CHANNELS``.
     dev_seconds: time constant of the running mean used by the ``dev`` channel.
+    neutral_seconds: span of the centred running median used by the ``neutral`` channel.
     face_crop: crop every frame to the face box found on the video's first frame (Haar cascade); the centre
         square when no face (or no detector) is found. Saved with the model so training and inference agree.
     widths: channels of the three 3D conv stages.
@@ -47,6 +50,10 @@ class SpotterConfig:
     dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
     emotions: class names of the optional emotion head (empty: no head).
     dropout: before the temporal head.
+    stabilise: steady every crop against lighting (divide by its mean) and head motion (phase-correlation
+        shift onto the first crop) before the channels are made (``data.Stabiliser``).
+    train_fps: frame rates of the training videos (set by ``spot-train``); a video at another rate is still
+        spotted (the stride rescales the window) with a warning.
     """
 
     size: int = 64
@@ -54,12 +61,15 @@ class SpotterConfig:
     window_seconds: float = 0.3
     inputs: tuple[str, ...] = ("diff", "dev")
     dev_seconds: float = 2.0
+    neutral_seconds: float = 3.0
     face_crop: bool = False
     widths: tuple[int, int, int] = (16, 32, 48)
     hidden: int = 64
     dilations: tuple[int, ...] = (1, 2)
     emotions: tuple[str, ...] = ()
     dropout: float = 0.1
+    stabilise: bool = False
+    train_fps: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.inputs) - set(INPUT_CHANNELS)
@@ -73,6 +83,7 @@ class SpotterConfig:
         self.widths = tuple(self.widths)
         self.dilations = tuple(self.dilations)
         self.emotions = tuple(self.emotions)
+        self.train_fps = tuple(float(f) for f in self.train_fps)
 
     def stride_for(self, fps: float) -> int:
         """Original frames between two sampled frames, so ``(n_frames - 1) * stride`` spans ~``window_seconds``.

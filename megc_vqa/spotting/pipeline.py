@@ -20,7 +20,6 @@ Videos that cannot be read (no frames) are logged and listed in the summary; the
 from __future__ import annotations
 
 import csv
-import fnmatch
 import json
 import logging
 import os
@@ -36,25 +35,13 @@ from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
 
+from .videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
+
 log = logging.getLogger(__name__)
 
 STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
 # (frames, [onset, apex, offset], question, fps) -> free-text answer. The answering engine plugs in here.
 VQAAsk = Callable[[FrameSource, Sequence[int], str, float], str]
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    """One long video to spot: STR ``subject`` and ``video``, its frames and fps."""
-
-    subject: str
-    video: str
-    source: FrameSource
-    fps: float
-
-    @property
-    def name(self) -> str:
-        return self.source.path.name if self.source.kind == "folder" else f"{self.subject}_{self.video}"
 
 
 @dataclass
@@ -67,73 +54,6 @@ class STRConfig:
     device: str = "cpu"
     plots: bool = True
     peaks: dict = field(default_factory=dict)  # PeakParams overrides on top of the checkpoint's
-
-
-def parse_fps_rules(default: float, rules: Sequence[str] = ()) -> Callable[[str], float]:
-    """``PATTERN=FPS`` rules (fnmatch on the folder name, first match wins) -> a name -> fps function."""
-    from megc_vqa.errors import check_number
-
-    check_number("--fps", default, above=0)
-    parsed = []
-    for rule in rules:
-        pattern, sep, value = rule.rpartition("=")
-        try:
-            parsed.append((pattern, float(value)))
-        except ValueError:
-            sep = ""
-        if not sep or not pattern:
-            raise InputError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '*_0*=200'")
-        check_number(f"--fps-for {rule!r}: FPS", parsed[-1][1], above=0)
-
-    def fps_for(name: str) -> float:
-        for pattern, fps in parsed:
-            if fnmatch.fnmatch(name, pattern):
-                return fps
-        return default
-
-    return fps_for
-
-
-def fps_from_jsonl(path: str | Path, default: Callable[[str], float]) -> Callable[[str], float]:
-    """Per-folder fps from a ``long_videos.jsonl`` (``folder`` or ``subject``/``video`` plus ``fps`` per line,
-    as ``megc-vqa synth-test --long-videos`` writes it); other folders fall back to ``default``."""
-    table: dict[str, float] = {}
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-                name = Path(rec["folder"]).name if rec.get("folder") else f"{rec['subject']}_{rec['video']}"
-                table[name] = float(rec["fps"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise InputError(
-                    f"{path} line {line_no}: needs folder (or subject, video) and fps ({err})"
-                ) from None
-    return lambda name: table.get(name) or default(name)
-
-
-def discover_videos(
-    root: str | Path,
-    fps_for: Callable[[str], float],
-    known: Sequence[tuple[str, str]] = (),
-    names: Sequence[str] = (),
-) -> list[VideoJob]:
-    """Every ``root/<subject>_<video>/`` folder (or only ``names``). The folder name is split at its first
-    underscore unless ``known`` (subject, video) pairs, e.g. from a ground-truth CSV, name it exactly."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--videos-root {root}: not a folder")
-    by_name = {f"{s}_{v}": (s, v) for s, v in known}
-    folders = [root / n for n in names] if names else sorted(p for p in root.iterdir() if p.is_dir())
-    jobs = []
-    for folder in folders:
-        if folder.name in by_name:
-            subject, video = by_name[folder.name]
-        else:
-            subject, sep, video = folder.name.partition("_")
-            if not sep:
-                subject, video = folder.name, folder.name
-        jobs.append(VideoJob(subject, video, FrameSource("folder", folder), fps_for(folder.name)))
-    return jobs
 
 
 def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str] = STR_CLASSES) -> str:
@@ -173,6 +93,37 @@ class STRRunner:
         self.progress_path = self.out / "progress.jsonl"
         self.intervals_path = self.out / "intervals.jsonl"
         self.done = self._resume()
+        self._warned_fps: set[float] = set()
+
+    @property
+    def spotter_description(self) -> str:
+        """What spotted: the model-free baseline, or a trained checkpoint (with the fps it was trained at)."""
+        from .infer import BASELINE_NAME
+
+        if self.spotter is None:
+            return BASELINE_NAME
+        trained = self.spotter.config.train_fps
+        at = ", ".join(f"{f:g}" for f in trained) if trained else "unrecorded"
+        return f"trained spotter (checkpoint; trained at {at} fps)"
+
+    def check_fps(self, job: VideoJob) -> None:
+        """A checkpoint trained at other frame rates than the video's: the sampling stride is rescaled from
+        the fps so a window still spans ``window_seconds``; said once per fps, since scores may be off."""
+        if self.spotter is None or job.fps in self._warned_fps:
+            return
+        cfg = self.spotter.config
+        if cfg.train_fps and not any(abs(job.fps - f) < 1e-6 for f in cfg.train_fps):
+            log.warning(
+                "%s: the spotter was trained at %s fps, this video is at %g fps: the window is rescaled "
+                "(stride %d, %d frames ~ %.2f s), but its scores were never validated at this rate",
+                job.name,
+                ", ".join(f"{f:g}" for f in cfg.train_fps),
+                job.fps,
+                cfg.stride_for(job.fps),
+                cfg.n_frames,
+                (cfg.n_frames - 1) * cfg.stride_for(job.fps) / job.fps,
+            )
+            self._warned_fps.add(job.fps)
 
     # --- resume -------------------------------------------------------------------------------------------
     def _resume(self) -> set[str]:
@@ -208,6 +159,7 @@ class STRRunner:
                 job.source, job.fps, chunk=self.config.chunk, workers=self.config.workers
             )
         else:
+            self.check_fps(job)
             curve = score_video(
                 self.spotter,
                 job.source,
@@ -262,6 +214,7 @@ class STRRunner:
                 job, curve, intervals, (gt or {}).get((job.subject, job.video)), time.perf_counter() - started
             )
             summary["done"].append(job.name)
+        self._write_summary(jobs, summary)
         if summary["failed"]:
             log.error(
                 "%d video(s) could not be processed: %s", len(summary["failed"]), ", ".join(summary["failed"])
@@ -279,6 +232,21 @@ class STRRunner:
         w.writerows(self._csv_rows)
         atomic_write_text(self.csv_path, buffer.getvalue())
 
+    def _write_summary(self, jobs: Sequence[VideoJob], summary: dict) -> None:
+        from megc_vqa.fileio import atomic_write_text
+
+        from .videos import fps_summary
+
+        record = {
+            "spotter": self.spotter_description,
+            "baseline": self.spotter is None,
+            "peaks": self.peaks.__dict__,
+            "emotion": self.config.emotion,
+            "videos": fps_summary(jobs),
+            **summary,
+        }
+        atomic_write_text(self.out / "summary.json", json.dumps(record, indent=2, default=list) + "\n")
+
     def _write(self, job: VideoJob, curve, intervals, gt_events, seconds: float) -> None:
         import numpy as np
 
@@ -295,7 +263,12 @@ class STRRunner:
         _append_line(self.intervals_path, json.dumps(record))
         (self.out / "curves").mkdir(exist_ok=True)
         np.savez_compressed(
-            self.out / "curves" / f"{job.name}.npz", grid=curve.grid, scores=curve.scores, fps=curve.fps
+            self.out / "curves" / f"{job.name}.npz",
+            grid=curve.grid,
+            scores=curve.scores,
+            fps=curve.fps,
+            stride=curve.stride,
+            last=curve.last,
         )
         if self.config.plots:
             from .plot import plot_video
@@ -393,10 +366,10 @@ def read_gt_events(gt_csv: str | Path, fps: float | None = None) -> dict[tuple[s
 def load_spotter(path: str | Path | None, device: str = "cpu"):
     """(model or None, peak settings): the checkpoint's model and the post-processing chosen on its inner
     validation split; without a checkpoint, the model-free motion baseline's settings."""
-    from .infer import MOTION_PEAKS
+    from .infer import BASELINE_NAME, MOTION_PEAKS
 
     if path is None:
-        log.warning("no --spotter checkpoint: using the model-free motion baseline (micro intervals only)")
+        log.warning("no --spotter checkpoint: %s", BASELINE_NAME)
         return None, dict(MOTION_PEAKS)
     from .model import load_checkpoint
 

@@ -50,6 +50,7 @@ class TrainConfig:
     )
     thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     extents: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
+    smooths: tuple[float, ...] = (0.05,)  # PeakParams.smooth_seconds candidates (a recipe may add more)
     iou: float = 0.5
     phases: int = 1  # sampling-grid offsets prepared per training video (augmentation)
     seed: int = 0
@@ -66,73 +67,78 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def match_counts(
-    pred: Sequence[tuple[int, int]], gt: Sequence[tuple[int, int]], iou: float = 0.5
-) -> tuple[int, int, int]:
-    """(TP, FP, FN) with strict one-to-one matching, pairs taken by decreasing IoU (inclusive frames)."""
-    pairs = []
-    for i, (a, b) in enumerate(pred):
-        for j, (c, d) in enumerate(gt):
-            inter = min(b, d) - max(a, c) + 1
-            if inter > 0:
-                value = inter / (max(b, d) - min(a, c) + 1)
-                if value >= iou:
-                    pairs.append((value, i, j))
-    used_p, used_g = set(), set()
-    for _, i, j in sorted(pairs, reverse=True):
-        if i not in used_p and j not in used_g:
-            used_p.add(i)
-            used_g.add(j)
-    tp = len(used_p)
-    return tp, len(pred) - tp, len(gt) - tp
+def spotting_scores(curves, videos, params, iou: float = 0.5) -> dict:
+    """Pooled strict spotting scores of ``extract_intervals(curve, params)`` against each video's events,
+    from the project's one STR scorer (``megc_vqa.metrics.strs``, strict mode): the F1 selected on is the
+    F1 ``run_str`` reports."""
+    from .infer import extract_intervals
+
+    preds, gts = [], []
+    for curve, video in zip(curves, videos, strict=True):
+        preds += [_interval(video, iv.onset, iv.offset) for iv in extract_intervals(curve, params)]
+        gts += [_interval(video, e.onset, e.offset) for e in video.events]
+    return strict_spotting(preds, gts, iou)
 
 
-def f1_from_counts(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
+def _interval(video, onset: int, offset: int):
+    from megc_vqa.metrics.strs import Interval, canonical_subject
+
+    # emotions play no part in spotting scores; one placeholder class keeps the scorer's analysis quiet
+    return Interval(canonical_subject(video.subject), video.video_id, int(onset), int(offset), "others")
+
+
+def strict_spotting(preds, gts, iou: float = 0.5) -> dict:
+    """``{tp, fp, fn, precision, recall, f1, mean_iou}`` of strict spotting (``megc_vqa.metrics.strs``:
+    ``score_str`` and its one-to-one matching); ``mean_iou`` over the true positives breaks F1 ties."""
+    from megc_vqa.metrics.strs import iou as interval_iou
+    from megc_vqa.metrics.strs import match_strict, score_str
+
+    r = score_str(preds, gts, "strict", iou_threshold=iou)["overall"]
+    pairs = match_strict(preds, gts, iou).pairs
+    overlaps = [interval_iou(p.onset, p.offset, g.onset, g.offset) for p, g in pairs]
     return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": p,
-        "recall": r,
-        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        "mean_iou": sum(overlaps) / len(overlaps) if overlaps else 0.0,
+        "tp": r["tp_spot"],
+        "fp": r["fp_spot"],
+        "fn": r["fn_spot"],
+        "precision": r["precision_spot"],
+        "recall": r["recall_spot"],
+        "f1": r["f1_spot"],
     }
 
 
-def spotting_scores(curves, videos, params, iou: float = 0.5) -> dict:
-    """Pooled strict spotting scores of ``extract_intervals(curve, params)`` against each video's events."""
-    from .infer import extract_intervals
-
-    tp = fp = fn = 0
-    for curve, video in zip(curves, videos, strict=True):
-        pred = [(iv.onset, iv.offset) for iv in extract_intervals(curve, params)]
-        a, b, c = match_counts(pred, [(e.onset, e.offset) for e in video.events], iou)
-        tp, fp, fn = tp + a, fp + b, fn + c
-    return f1_from_counts(tp, fp, fn)
-
-
 def choose_peaks(curves, videos, base, train_cfg: TrainConfig) -> tuple[object, dict]:
-    """The (threshold, extent) with the best pooled F1 on the given (validation) curves."""
+    """The (threshold, extent, smoothing) with the best pooled strict F1 on the given (validation) curves;
+    ties (a small validation split has many) go to the larger mean IoU of the true positives, i.e. the
+    boundaries with the most margin above the IoU bar."""
     best = None
-    for thr, ext in itertools.product(train_cfg.thresholds, train_cfg.extents):
-        params = dataclasses.replace(base, threshold=thr, extent=ext)
+    grid = itertools.product(
+        train_cfg.thresholds, train_cfg.extents, train_cfg.smooths or (base.smooth_seconds,)
+    )
+    for thr, ext, smooth in grid:
+        params = dataclasses.replace(base, threshold=thr, extent=ext, smooth_seconds=smooth)
         score = spotting_scores(curves, videos, params, train_cfg.iou)
-        if best is None or score["f1"] > best[1]["f1"]:
+        if best is None or (score["f1"], score["mean_iou"]) > (best[1]["f1"], best[1]["mean_iou"]):
             best = (params, score)
     return best
 
 
-def split_subjects(subjects: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(train, validation) subjects; at least one of each when there are two or more."""
-    import numpy as np
+def split_videos(videos: Sequence, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation) videos with whole subjects held out, by the project's one subject splitter
+    (``megc_vqa.training.split.split_by_subject``); ``fraction`` >= 1 is a number of subjects."""
+    from megc_vqa.training.split import split_by_subject, subjects
 
-    subjects = sorted(set(subjects))
-    rng = np.random.default_rng(seed)
-    order = [subjects[i] for i in rng.permutation(len(subjects))]
-    n_val = int(fraction) if fraction >= 1 else round(fraction * len(subjects))
-    n_val = min(max(n_val, 1), len(subjects) - 1) if len(subjects) > 1 else 0
-    return sorted(order[n_val:]), sorted(order[:n_val])
+    n = len(subjects(videos))
+    if n < 2:
+        return list(videos), []
+    share = fraction / n if fraction >= 1 else fraction
+    return split_by_subject(videos, share, seed)
+
+
+def split_subjects(videos: Sequence, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, validation) subject names of :func:`split_videos`."""
+    train, val = split_videos(videos, fraction, seed)
+    return sorted({v.subject for v in train}), sorted({v.subject for v in val})
 
 
 def _prepare(videos, model_cfg, phases: int = 1):
@@ -222,7 +228,7 @@ def fit(
             "seconds": time.perf_counter() - started,
             **score,
         }
-        row.update(threshold=params.threshold, extent=params.extent)
+        row.update(threshold=params.threshold, extent=params.extent, smooth_seconds=params.smooth_seconds)
         history.append(row)
         log.info(
             "epoch %d loss %.4f val F1 %.3f (thr %.2f, extent %.2f)",
@@ -245,21 +251,22 @@ def loso(
     subjects = sorted({v.subject for v in videos})
     if len(subjects) < 3:
         raise InputError(f"LOSO needs at least 3 subjects (train, inner validation, test); got {subjects}")
-    folds, tp, fp, fn = [], 0, 0, 0
+    from .infer import extract_intervals
+
+    folds, pooled_pred, pooled_gt = [], [], []
     for test_subject in test_subjects or subjects:
-        rest = [s for s in subjects if s != test_subject]
-        train_s, val_s = split_subjects(rest, train_cfg.val_subjects, train_cfg.seed)
-        result = fit(
-            [v for v in videos if v.subject in train_s],
-            [v for v in videos if v.subject in val_s],
-            model_cfg,
-            train_cfg,
-            peaks,
-        )
+        rest = [v for v in videos if v.subject != test_subject]
+        train_v, val_v = split_videos(rest, train_cfg.val_subjects, train_cfg.seed)
+        val_s = sorted({v.subject for v in val_v})
+        result = fit(train_v, val_v, model_cfg, train_cfg, peaks)
         test_videos = [v for v in videos if v.subject == test_subject]
         curves = _curves(result.model, _prepare(test_videos, model_cfg), "cpu")
         score = spotting_scores(curves, test_videos, result.peaks, train_cfg.iou)
-        tp, fp, fn = tp + score["tp"], fp + score["fp"], fn + score["fn"]
+        for curve, video in zip(curves, test_videos, strict=True):
+            pooled_pred += [
+                _interval(video, iv.onset, iv.offset) for iv in extract_intervals(curve, result.peaks)
+            ]
+            pooled_gt += [_interval(video, e.onset, e.offset) for e in video.events]
         folds.append(
             {
                 "test": test_subject,
@@ -278,7 +285,8 @@ def loso(
             result.val["f1"],
             result.epoch,
         )
-    return {"mode": "strict", "iou": train_cfg.iou, "pooled": f1_from_counts(tp, fp, fn), "folds": folds}
+    pooled = strict_spotting(pooled_pred, pooled_gt, train_cfg.iou)
+    return {"mode": "strict", "iou": train_cfg.iou, "pooled": pooled, "folds": folds}
 
 
 # --- recipes and data -------------------------------------------------------------------------------------
@@ -346,7 +354,7 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
             raise InputError(f"{path}: section {name}: expected key: value lines, got {type(value).__name__}")
         sections[name] = dict(value)
     train = sections["train"]
-    for key in ("thresholds", "extents"):
+    for key in ("thresholds", "extents", "smooths"):
         if key in train:
             train[key] = tuple(train[key]) if isinstance(train[key], (list, tuple)) else (train[key],)
     reject_unknown_keys(train, [f.name for f in dataclasses.fields(TrainConfig)], f"{path}: train")
@@ -365,32 +373,26 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
     return model_cfg, train_cfg, peaks, sections["data"]
 
 
-def read_str_gt(gt_csv: str | Path, videos_root: str | Path, fps: float) -> list:
-    """Long videos from an STR ground-truth CSV (``subject,video,onset,offset,emotion[,type]``) whose frames are
-    in ``videos_root/<subject>_<video>/``. Missing ``type``: micro when the interval is at most 0.5 s."""
-    from megc_vqa.records import FrameSource, LongVideo
+def read_str_gt(
+    gt_csv: str | Path, videos_root: str | Path, fps: float | None = None, dataset: str | None = None
+) -> list:
+    """Long videos from an STR ground-truth CSV (``subject,video,onset,offset,emotion[,type]``) whose frames
+    are in ``videos_root``, matched and given their fps by ``megc_vqa.spotting.videos`` (``fps`` or the
+    ``videos.json`` sidecar or ``dataset``; never guessed). Missing ``type``: micro when at most 0.5 s."""
+    from megc_vqa.records import LongVideo
 
     from .pipeline import read_gt_events
+    from .videos import FpsPolicy, discover_videos
 
-    events = read_gt_events(gt_csv, fps)
-    root = Path(videos_root)
+    keys = list(read_gt_events(gt_csv))
+    jobs = discover_videos(videos_root, FpsPolicy(fps, dataset=dataset), gt_keys=keys)
+    by_key = {(j.subject, j.video): j for j in jobs}
     videos = []
-    for (subject, video), evs in sorted(events.items()):
-        folder = root / f"{subject}_{video}"
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{gt_csv}: no frame folder {folder} for subject {subject}, video {video}"
-            )
-        videos.append(
-            LongVideo(
-                "str",
-                subject,
-                video,
-                FrameSource("folder", folder),
-                fps,
-                tuple(sorted(evs, key=lambda e: e.onset)),
-            )
-        )
+    for subject, video in sorted(keys):
+        job = by_key[(subject, video)]
+        events = read_gt_events(gt_csv, job.fps)[(subject, video)]
+        ordered = tuple(sorted(events, key=lambda e: e.onset))
+        videos.append(LongVideo("str", subject, video, job.source, job.fps, ordered))
     return videos
 
 
@@ -468,7 +470,13 @@ def load_videos(data: dict, base: Path = Path(".")) -> list:
             raise InputError(
                 f"recipe data.gt_csv {data['gt_csv']} needs data.videos_root (its frame folders)"
             )
-        return read_str_gt(base / data["gt_csv"], base / data["videos_root"], float(data.get("fps", 30)))
+        fps = data.get("fps")
+        return read_str_gt(
+            base / data["gt_csv"],
+            base / data["videos_root"],
+            None if fps is None else float(fps),
+            data.get("dataset"),
+        )
     if "loader" in data:
         loader = _recipe_loader(data["loader"])
         videos = []
@@ -489,7 +497,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--videos-root", help="frame folders <subject>_<video>/ (with --gt)")
     parser.add_argument(
-        "--fps", type=float, help="fps of the --gt videos (default: the recipe's data.fps or 30)"
+        "--fps", type=float, help="fps of every --gt video (default: videos.json next to them, or data.fps)"
+    )
+    parser.add_argument(
+        "--dataset", help="fps from this dataset's loader for videos without one (e.g. samm_lv)"
     )
     parser.add_argument("--data-root", action="append", help="override the recipe's data.roots (repeatable)")
     parser.add_argument("--loso", action="store_true", help="also run leave-one-subject-out evaluation")
@@ -516,7 +527,8 @@ def run(args: argparse.Namespace) -> int:
     if args.gt and args.gt.endswith(".jsonl"):
         data = {"long_videos_jsonl": args.gt}
     elif args.gt:
-        data = {"gt_csv": args.gt, "videos_root": args.videos_root, "fps": args.fps or data.get("fps", 30)}
+        data = {"gt_csv": args.gt, "videos_root": args.videos_root, "fps": args.fps or data.get("fps")}
+        data["dataset"] = getattr(args, "dataset", None) or data.get("dataset")
     if args.data_root:
         data = {**data, "roots": args.data_root}
     if args.epochs is not None:
@@ -532,14 +544,10 @@ def run(args: argparse.Namespace) -> int:
         report = loso(videos, model_cfg, train_cfg, peaks)
         atomic_write_text(out / "loso.json", json.dumps(report, indent=2))
         log.info("LOSO strict spotting F1 %.3f -> %s", report["pooled"]["f1"], out / "loso.json")
-    train_s, val_s = split_subjects([v.subject for v in videos], train_cfg.val_subjects, train_cfg.seed)
-    result = fit(
-        [v for v in videos if v.subject in train_s],
-        [v for v in videos if v.subject in val_s],
-        model_cfg,
-        train_cfg,
-        peaks,
-    )
+    model_cfg.train_fps = tuple(sorted({float(v.fps) for v in videos}))
+    train_v, val_v = split_videos(videos, train_cfg.val_subjects, train_cfg.seed)
+    train_s, val_s = sorted({v.subject for v in train_v}), sorted({v.subject for v in val_v})
+    result = fit(train_v, val_v, model_cfg, train_cfg, peaks)
     from .model import save_checkpoint
 
     save_checkpoint(

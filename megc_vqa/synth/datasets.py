@@ -32,6 +32,9 @@ MICRO_MAX_S = 0.5  # a micro-expression lasts at most 500 ms from onset to offse
 NEGATIVE_FINE = ("disgust", "anger", "sadness", "fear")
 # AUs that move a large region clearly; every long-video event has one, so spotters can find it.
 SALIENT_AUS = frozenset({1, 2, 4, 9, 10, 12, 15, 20, 25, 26})
+# Long videos: slow head drift (canonical px) and lighting change depth (fraction of brightness).
+LONG_DRIFT = 2.0
+LONG_FLICKER = 0.02
 
 
 @dataclass(frozen=True)
@@ -227,10 +230,24 @@ def long_video_job(
 ) -> RenderJob:
     """A job rendering a whole long video whose frame ``k`` (from 1) is ``paths[k - 1]``.
 
-    Blinks are rare and head sway small, so that every event stands clearly above the background motion.
+    What real long videos carry besides the expressions: head sway and a slow drift, blinks (rare: every
+    event stays visible above them), lighting flicker and slow illumination changes.
     """
     tracks = [tr for ev, ex in events for tr in tracks_for(ex, ev.onset - 1, ev.apex - 1, ev.offset - 1)]
-    return RenderJob(identity, n_frames, paths, tracks, fps, seed, size, grey, blink_rate=0.06, jitter=0.4)
+    return RenderJob(
+        identity,
+        n_frames,
+        paths,
+        tracks,
+        fps,
+        seed,
+        size,
+        grey,
+        blink_rate=0.06,
+        jitter=0.4,
+        drift=LONG_DRIFT,
+        flicker=LONG_FLICKER,
+    )
 
 
 def _plan_long(

@@ -145,8 +145,10 @@ def render_sided(
     *,
     head: np.ndarray | None = None,
     noise: float = 2.0,
+    gain: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`render_frames` with separate AU curves for the subject's left and right halves."""
+    """:func:`render_frames` with separate AU curves for the subject's left and right halves; ``gain``: a
+    per-frame brightness factor (lighting), applied before the sensor noise."""
     lengths = {len(v) for v in (*left.values(), *right.values())}
     if len(lengths) != 1:
         raise ValueError(f"activations need one common length, got {sorted(lengths)}")
@@ -176,10 +178,12 @@ def render_sided(
             shift = np.float32([[1, 0, head[t][0] * face.s], [0, 1, head[t][1] * face.s]])
             frames[t] = cv2.warpAffine(frames[t], shift, (size, size), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-    return _sensor(frames, rng, noise, grey)
+    return _sensor(frames, rng, noise, grey, gain)
 
 
-def _sensor(frames: np.ndarray, rng: np.random.Generator, sigma: float, grey: bool) -> np.ndarray:
+def _sensor(
+    frames: np.ndarray, rng: np.random.Generator, sigma: float, grey: bool, gain: np.ndarray | None = None
+) -> np.ndarray:
     """Greyscale conversion and Gaussian sensor noise, drawn from a small bank at random offsets (fast)."""
     n, h, w, _ = frames.shape
     if grey:
@@ -189,6 +193,7 @@ def _sensor(frames: np.ndarray, rng: np.random.Generator, sigma: float, grey: bo
     picks = rng.integers(0, [4, pad, pad], size=(n, 3))
     out = np.empty((n, h, w, 3), np.uint8)
     for t, (k, dy, dx) in enumerate(picks):
-        noisy = frames[t].astype(np.int16) + bank[k, dy : dy + h, dx : dx + w]
+        lit = frames[t] if gain is None else np.rint(frames[t] * gain[t])
+        noisy = lit.astype(np.int16) + bank[k, dy : dy + h, dx : dx + w]
         out[t] = np.clip(noisy, 0, 255).astype(np.uint8)  # broadcasts grey over three channels
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from megc_vqa.synth.face import BLINK, FaceIdentity, render_sided
-from megc_vqa.synth.motion import au_course, blink_course, head_motion
+from megc_vqa.synth.motion import au_course, blink_course, head_motion, lighting_gain, slow_drift
 
 log = logging.getLogger(__name__)
 CHUNK = 96  # frames rendered at once: memory stays flat for long videos
@@ -39,6 +39,9 @@ class RenderJob:
 
     paths: one file per frame; ``None`` drops that frame (CAS(ME)^3 has dropped frames).
     seed: entropy for this job's noise, head motion and blinks.
+    drift: amplitude (canonical px) of a slow head drift over tens of seconds (long videos); 0: none.
+    flicker: depth of the lighting changes (flicker, slow illumination, exposure jitter); 0: none.
+    Both are drawn after everything else, so jobs without them render exactly as before.
     """
 
     identity: FaceIdentity
@@ -52,6 +55,8 @@ class RenderJob:
     blink_rate: float = 0.2
     jitter: float = 0.6
     noise: float = 2.0
+    drift: float = 0.0
+    flicker: float = 0.0
     meta: dict = field(default_factory=dict)
 
 
@@ -81,6 +86,9 @@ def run_job(job: RenderJob) -> int:
     blinks = blink_course(job.n_frames, job.fps, rng, job.blink_rate, avoid=busy)
     left[BLINK] = right[BLINK] = blinks
     head = head_motion(job.n_frames, job.fps, rng, job.jitter)
+    if job.drift:
+        head = head + slow_drift(job.n_frames, job.fps, rng, job.drift)
+    gain = lighting_gain(job.n_frames, job.fps, rng, job.flicker) if job.flicker else None
     written = 0
     for start in range(0, job.n_frames, CHUNK):
         span = slice(start, min(start + CHUNK, job.n_frames))
@@ -93,6 +101,7 @@ def run_job(job: RenderJob) -> int:
             job.grey,
             head=head[span],
             noise=job.noise,
+            gain=None if gain is None else gain[span],
         )
         for frame, path in zip(frames, job.paths[span], strict=True):
             if path is None:

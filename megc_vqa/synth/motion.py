@@ -1,4 +1,5 @@
-"""Time courses for the synthetic faces: AU onset-apex-offset curves, head sway and blinks."""
+"""Time courses for the synthetic faces: AU onset-apex-offset curves, head sway, slow drifts, blinks and
+lighting (flicker and slow changes of illumination)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,28 @@ def blink_course(
             continue
         course = np.maximum(course, au_course(n_frames, start, start + length // 2, end))
     return course
+
+
+def slow_drift(n_frames: int, fps: float, rng: np.random.Generator, amplitude: float = 2.0) -> np.ndarray:
+    """Slow head drift, as a seated subject settles over tens of seconds: (T, 2) offsets in canonical px,
+    two sinusoids per axis with periods of 15-60 s (so far slower than any expression) and ``amplitude``
+    px peak, plus a random start offset."""
+    t = np.arange(n_frames) / fps
+    drift = np.zeros((n_frames, 2))
+    for axis in range(2):
+        for _ in range(2):
+            period, phase = rng.uniform(15.0, 60.0), rng.uniform(0, 2 * np.pi)
+            drift[:, axis] += amplitude / 2 * np.sin(2 * np.pi * t / period + phase)
+    return drift
+
+
+def lighting_gain(n_frames: int, fps: float, rng: np.random.Generator, depth: float = 0.02) -> np.ndarray:
+    """Per-frame brightness gain around 1 (T,): mains flicker as the camera samples it (an aliased
+    3-12 Hz ripple of ``depth / 2``), a slow change of illumination (``depth``, periods of 5-20 s) and a
+    small frame-to-frame exposure jitter (``depth / 4``)."""
+    t = np.arange(n_frames) / fps
+    alias, phase = rng.uniform(3.0, min(12.0, 0.4 * fps)), rng.uniform(0, 2 * np.pi)
+    slow_period, slow_phase = rng.uniform(5.0, 20.0), rng.uniform(0, 2 * np.pi)
+    gain = 1.0 + depth / 2 * np.sin(2 * np.pi * alias * t + phase)
+    gain += depth * np.sin(2 * np.pi * t / slow_period + slow_phase)
+    return gain + rng.normal(0, depth / 4, n_frames)

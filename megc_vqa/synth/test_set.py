@@ -285,10 +285,10 @@ def write_test_set(
         result.expressions[video] = expr
         info[video] = {"expr": expr, "fine": fine, "coarse": coarse, "fps": fps, "length": n}
     for video, need, fps in long_plans:
-        subject, _, name = video.partition("_")
+        subject = video.partition("_")[0]  # the STR naming rule: video = folder name (spotting.videos)
         rng = _video_rng(seed, video)
         n_events = max(need.min_events, int(rng.integers(3, 6)))
-        lv, job = _long_video(out / "long" / video, subject or video, name or video, fps, n_events, rng,
+        lv, job = _long_video(out / "long" / video, subject, video, fps, n_events, rng,
                               (seed, zlib.crc32(video.encode()), 2), long_size, need.family == "samm")  # fmt: skip
         result.long_videos.append(lv)
         jobs.append(job)
@@ -296,8 +296,7 @@ def write_test_set(
     run_jobs(jobs, workers, desc="synth-test frames")
     gt_dir = out / "gt"
     gt_dir.mkdir(parents=True, exist_ok=True)
-    long_by_video = {f"{lv.subject}_{lv.video_id}" if lv.subject != lv.video_id else lv.video_id: lv
-                     for lv in result.long_videos}  # fmt: skip
+    long_by_video = {lv.video_id: lv for lv in result.long_videos}
     for path, rows in files:
         target = gt_dir / path.name
         with target.open("w", encoding="utf-8") as fh:
@@ -363,11 +362,11 @@ def _long_video(
 def write_long_videos(
     out: Path, n: int, seed: int = 0, fps: float | None = None, size: int = 96, workers: int | None = None
 ) -> list[LongVideo]:
-    """Write ``n`` long videos to ``out/long/<subject>_<video>/img{k}.jpg`` with 3-7 events each, plus
-    ``out/gt/str_gt.csv`` and ``out/gt/long_videos.jsonl``.
+    """Write ``n`` long videos to ``out/long/<video>/img{k}.jpg`` with 3-7 events each, plus
+    ``out/gt/str_gt.csv``, ``out/gt/long_videos.jsonl`` and the ``out/long/videos.json`` sidecar (names, fps).
 
-    fps: every video at this rate; ``None`` alternates 30 and 200 fps by subject. Two videos per subject
-    (subjects have no underscore, so ``<subject>_<video>`` splits at the first one).
+    Names follow the SAMM-LV loader (``megc_vqa.spotting.videos``): subject ``006``, video ``006_1``.
+    fps: every video at this rate; ``None`` alternates 30 and 200 fps by subject. Two videos per subject.
     """
     out = Path(out)
     videos, jobs = [], []
@@ -377,9 +376,9 @@ def write_long_videos(
         subject = f"{SAMM_SUBJECTS[s_idx % len(SAMM_SUBJECTS)] + 100 * (s_idx // len(SAMM_SUBJECTS)):03d}"
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
         n_events = int(rng.integers(3, 6) if rate > 60 else rng.integers(4, 8))
-        folder = out / "long" / f"{subject}_{v_idx + 1}"
+        video = f"{subject}_{v_idx + 1}"  # SAMM-LV naming: the folder name is the video (spotting.videos)
         lv, job = _long_video(
-            folder, subject, str(v_idx + 1), rate, n_events, rng, (seed, 7, i), size, rate > 60
+            out / "long" / video, subject, video, rate, n_events, rng, (seed, 7, i), size, rate > 60
         )
         videos.append(lv)
         jobs.append(job)
@@ -390,8 +389,18 @@ def write_long_videos(
 
 
 def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
-    """``str_gt.csv`` (subject,video,onset,offset,emotion,type) and ``long_videos.jsonl`` (events with AUs)."""
+    """``str_gt.csv`` (subject,video,onset,offset,emotion,type) and ``long_videos.jsonl`` (events with AUs),
+    and a ``videos.json`` sidecar (STR names and fps) in every folder holding the videos' frame folders."""
+    from megc_vqa.spotting.videos import SIDECAR, VideoEntry, str_names, write_sidecar
+
     gt_dir.mkdir(parents=True, exist_ok=True)
+    by_parent: dict[Path, list[VideoEntry]] = {}
+    for v in videos:
+        subject, video = str_names(v)
+        entry = VideoEntry(Path(v.source.path), subject, video, v.fps, "synth")
+        by_parent.setdefault(Path(v.source.path).parent, []).append(entry)
+    for parent, entries in by_parent.items():
+        write_sidecar(parent / SIDECAR, entries)
     with (gt_dir / "str_gt.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["subject", "video", "onset", "offset", "emotion", "type"])

@@ -1,0 +1,296 @@
+"""Long videos for ME-STR and ME-LVQA: the one naming rule, where each video's fps comes from, and the
+``videos.json`` sidecar that says both.
+
+Naming rule (loaders, ``megc-vqa synth-test``, ``eval/run_str.py``, ``eval/run_lvqa.py``, ``megc-vqa prep``
+and the scorer all follow it): a long video's STR ``subject`` and ``video`` are the dataset loader's
+``LongVideo.subject`` and ``LongVideo.video_id`` (SAMM-LV ``006`` / ``006_1``, CAS(ME)^2 ``s15`` /
+``15_0101``, synth-test ``006`` / ``006_1``), and a frame folder under ``--videos-root`` is named by the
+video (``DIR/006_1/``). The scorer matches rows on (subject, video), digit subjects as integers.
+
+Ground truth in another naming (documented way to match it): a ground-truth row ``(subject, video)`` is
+matched to the folder named ``video``; failing that, to the folder ``<subject>_<video>`` (the short
+naming, ``006,1`` -> ``006_1``). Predictions are then written with the ground truth's own names, so the CSV
+scores against that file. Ground-truth videos that match no folder: one error listing them all.
+
+fps, never guessed, first of: an explicit option (``--fps`` for every video, ``--fps-for PATTERN=FPS``);
+the ``videos.json`` sidecar (synth-test and prep write one); the dataset (``--dataset NAME``: the loader's
+``FPS``, e.g. ``samm_lv`` 200). A video whose fps none of them gives: one error before any work.
+
+``videos.json``: ``{"format": "megc-vqa-long-videos", "videos": [{"folder", "subject", "video", "fps",
+"dataset"}, ...]}``; ``folder`` is relative to the file's own folder (or absolute).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from megc_vqa.errors import UsageError
+from megc_vqa.records import FrameSource
+
+log = logging.getLogger(__name__)
+
+SIDECAR = "videos.json"
+SIDECAR_FORMAT = "megc-vqa-long-videos"
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One long video to spot: STR ``subject`` and ``video``, its frames and fps (with where it came from)."""
+
+    subject: str
+    video: str
+    source: FrameSource
+    fps: float
+    fps_from: str = ""
+
+    @property
+    def name(self) -> str:
+        """The frame folder's name (the key of per-video outputs: curves, plots, intervals)."""
+        return self.source.path.name if self.source.kind == "folder" else self.video
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One line of a ``videos.json`` sidecar."""
+
+    folder: Path
+    subject: str
+    video: str
+    fps: float | None = None
+    dataset: str | None = None
+
+
+def str_names(long_video) -> tuple[str, str]:
+    """The (subject, video) a ``LongVideo`` goes by in every STR file."""
+    return str(long_video.subject), str(long_video.video_id)
+
+
+def dataset_fps() -> dict[str, float]:
+    """Frame rate of every dataset a loader knows (``megc_vqa.annotations.DATASETS[key].FPS``)."""
+    from megc_vqa.annotations import DATASETS
+
+    return {key: float(module.FPS) for key, module in DATASETS.items()}
+
+
+def write_sidecar(path: str | Path, entries: Iterable[VideoEntry]) -> Path:
+    """Write ``videos.json`` (atomically); folders are stored relative to the file when they lie below it."""
+    from megc_vqa.fileio import atomic_write_text
+
+    path = Path(path)
+    base = path.parent.resolve()
+    rows = []
+    for e in entries:
+        folder = Path(e.folder).resolve()
+        try:
+            folder_text = str(folder.relative_to(base))
+        except ValueError:
+            folder_text = str(folder)
+        rows.append(
+            {
+                "folder": folder_text,
+                "subject": e.subject,
+                "video": e.video,
+                "fps": e.fps,
+                "dataset": e.dataset,
+            }
+        )
+    return atomic_write_text(path, json.dumps({"format": SIDECAR_FORMAT, "videos": rows}, indent=1) + "\n")
+
+
+def read_sidecar(path: str | Path) -> list[VideoEntry]:
+    """Entries of a ``videos.json``; a malformed file or entry raises ``UsageError`` naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the videos sidecar ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path}: not JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
+        raise UsageError(f'{path}: expected {{"format": "{SIDECAR_FORMAT}", "videos": [...]}}')
+    entries = []
+    for k, row in enumerate(data["videos"]):
+        try:
+            folder = Path(row["folder"])
+            fps = row.get("fps")
+            fps = None if fps is None else float(fps)
+            if fps is not None and not fps > 0:
+                raise ValueError(f"fps {fps} is not positive")
+            entries.append(
+                VideoEntry(
+                    folder if folder.is_absolute() else path.parent / folder,
+                    str(row["subject"]),
+                    str(row["video"]),
+                    fps,
+                    row.get("dataset"),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise UsageError(f"{path}: videos[{k}] needs folder, subject, video and fps ({err})") from None
+    return entries
+
+
+def parse_fps_rules(rules: Sequence[str] = ()) -> list[tuple[str, float]]:
+    """``PATTERN=FPS`` rules (fnmatch on the folder name, first match wins)."""
+    parsed = []
+    for rule in rules:
+        pattern, sep, value = rule.rpartition("=")
+        try:
+            fps = float(value)
+        except ValueError:
+            fps = 0.0
+        if not sep or not pattern or not fps > 0:
+            raise UsageError(
+                f"--fps-for {rule!r}: expected PATTERN=FPS with a positive FPS, e.g. '006_*=200'"
+            )
+        parsed.append((pattern, fps))
+    return parsed
+
+
+@dataclass
+class FpsPolicy:
+    """Where fps comes from, in order: ``fps`` (every video), ``rules``, the sidecar, ``dataset``."""
+
+    fps: float | None = None
+    rules: Sequence[tuple[str, float]] = ()
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not self.fps > 0:
+            raise UsageError(f"--fps {self.fps}: must be a positive number")
+        if self.dataset is not None:
+            known = dataset_fps()
+            if self.dataset not in known:
+                raise UsageError(f"--dataset {self.dataset!r}: not one of {', '.join(sorted(known))}")
+
+    def resolve(self, folder_name: str, sidecar_fps: float | None) -> tuple[float | None, str]:
+        if self.fps is not None:
+            return self.fps, "option --fps"
+        for pattern, fps in self.rules:
+            if fnmatch.fnmatch(folder_name, pattern):
+                return fps, f"option --fps-for {pattern}"
+        if sidecar_fps:
+            return sidecar_fps, SIDECAR
+        if self.dataset is not None:
+            return dataset_fps()[self.dataset], f"dataset {self.dataset}"
+        return None, ""
+
+
+def discover_videos(
+    root: str | Path | None = None,
+    fps: FpsPolicy | None = None,
+    *,
+    sidecar: str | Path | None = None,
+    names: Sequence[str] = (),
+    gt_keys: Sequence[tuple[str, str]] = (),
+) -> list[VideoJob]:
+    """The videos to spot, with STR names and fps, or one ``UsageError`` before any work.
+
+    Videos come from ``sidecar`` (a ``videos.json`` anywhere, e.g. written by prep), else from every folder
+    of ``root`` (``root/videos.json``, when there, names them and gives their fps). ``names`` keeps only
+    those folders (or videos). ``gt_keys``: the ground truth's (subject, video) pairs, matched by the rule
+    in the module docstring; unmatched ones are an error, and matched folders take the ground truth's names.
+    """
+    fps = fps or FpsPolicy()
+    entries: dict[str, VideoEntry] = {}
+    if sidecar is None and root is not None and (Path(root) / SIDECAR).is_file():
+        sidecar = Path(root) / SIDECAR
+    if sidecar is not None:
+        for e in read_sidecar(sidecar):
+            entries[e.folder.name] = e
+    if root is not None:
+        root = Path(root)
+        if not root.is_dir():
+            raise UsageError(f"--videos-root {root}: not a folder")
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if folder.name not in entries:
+                subject, sep, _ = folder.name.partition("_")
+                entries[folder.name] = VideoEntry(folder, subject if sep else folder.name, folder.name)
+    elif sidecar is None:
+        raise UsageError("give --videos-root DIR or --videos videos.json")
+    by_video = {e.video: name for name, e in entries.items()}
+    renamed: dict[str, tuple[str, str]] = {}
+    unmatched = []
+    for subject, video in gt_keys:
+        name = next(
+            (n for n in (by_video.get(video), video, f"{subject}_{video}") if n and n in entries), None
+        )
+        if name is None:
+            unmatched.append(f"{subject}/{video}")
+        else:
+            renamed[name] = (subject, video)
+    if unmatched:
+        where = sidecar or root
+        raise UsageError(
+            f"{len(unmatched)} ground-truth video(s) match no frame folder in {where} (tried <video> and "
+            f"<subject>_<video>): {', '.join(sorted(unmatched))}"
+        )
+    if names:
+        wanted = set(names)
+        picked = {n: e for n, e in entries.items() if n in wanted or e.video in wanted}
+        missing = sorted(wanted - set(picked) - {e.video for e in picked.values()})
+        if missing:
+            raise UsageError(f"no frame folder for video(s) {', '.join(missing)} in {sidecar or root}")
+        entries = picked
+    jobs, unknown = [], []
+    for name, e in sorted(entries.items()):
+        rate, origin = fps.resolve(name, e.fps)
+        if rate is None:
+            unknown.append(name)
+            continue
+        subject, video = renamed.get(name, (e.subject, e.video))
+        jobs.append(VideoJob(subject, video, FrameSource("folder", Path(e.folder)), rate, origin))
+    if unknown:
+        raise UsageError(
+            f"fps unknown for {len(unknown)} video(s): {', '.join(unknown)}; give --fps N, --fps-for "
+            f"PATTERN=N, --dataset NAME (one of {', '.join(sorted(dataset_fps()))}) or a {SIDECAR} next to "
+            "the frame folders (synth-test and prep write one)"
+        )
+    return jobs
+
+
+def fps_summary(jobs: Sequence[VideoJob]) -> Mapping[str, object]:
+    """Per-video fps and where it came from (run summaries record it)."""
+    return {job.name: {"fps": job.fps, "from": job.fps_from} for job in jobs}
+
+
+STR_GT_COLUMNS = ("subject", "video", "onset", "offset", "emotion", "type")
+
+
+def write_str_ground_truth(videos: Sequence, out: str | Path) -> dict[str, Path]:
+    """For every long-video dataset among ``videos`` (``LongVideo`` records as the loaders give them, e.g.
+    CAS(ME)^2, SAMM-LV): ``out/<dataset>_str_gt.csv`` (the STR CSV columns plus ``type``, in the naming
+    rule above) and ``out/<dataset>_videos.json`` (the frame folders and the loader's fps), so that
+    ``run_str --videos out/<dataset>_videos.json --gt out/<dataset>_str_gt.csv`` scores without hand work
+    (``megc-vqa prep`` calls this). Events without an emotion (SAMM-LV codes none) are written ``others``:
+    spotting scores are meaningful there, analysis scores are not. Returns ``{name: path}`` written."""
+    import csv
+    import io
+
+    from megc_vqa.fileio import atomic_write_text
+
+    out = Path(out)
+    written: dict[str, Path] = {}
+    grouped: dict[str, list] = {}
+    for v in videos:
+        grouped.setdefault(str(v.dataset), []).append(v)
+    for key, group in grouped.items():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(STR_GT_COLUMNS)
+        for v in group:
+            subject, video = str_names(v)
+            for e in sorted(v.events, key=lambda e: (e.onset, e.offset)):
+                writer.writerow(
+                    [subject, video, e.onset, e.offset, e.coarse_emotion or "others", e.expression_type]
+                )
+        written[f"{key}_str_gt"] = atomic_write_text(out / f"{key}_str_gt.csv", buffer.getvalue())
+        entries = [VideoEntry(Path(v.source.path), *str_names(v), float(v.fps), key) for v in group]
+        written[f"{key}_videos"] = write_sidecar(out / f"{key}_videos.json", entries)
+        log.info("%s: STR ground truth of %d long videos -> %s", key, len(group), written[f"{key}_str_gt"])
+    return written
