@@ -52,9 +52,12 @@ def _main(argv: list[str] | None = None) -> int:
     from megc_vqa.spotting.lvqa import answer_file, read_questions, vqa_event_aus
 
     check_number("--fps", args.fps, above=0)
-    for q in [*args.questions, *args.gt]:
+    for q in args.questions:
         if not q.is_file():
-            raise UsageError(f"{q}: no such question or ground-truth file")
+            raise UsageError(f"--questions {q}: no such question file")
+    for g in args.gt:
+        if not g.is_file():
+            raise UsageError(f"--gt {g}: no such ground-truth file")
     if args.adapter and not args.model:
         raise UsageError("--adapter needs --model (the base model it was trained on)")
     if args.out.exists() and not args.out.is_dir():

@@ -649,7 +649,7 @@ def test_bad_spotter_checkpoints(content, message, tmp_path, capsys):
     if content is not None:
         ckpt.write_bytes(content)
     argv = ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--spotter", str(ckpt)]
-    assert script("eval/run_str").main(argv) == 2
+    assert script("eval/run_str").main([*argv, "--fps", "30"]) == 2
     assert message in last_line(capsys.readouterr().err)
 
 
@@ -657,7 +657,7 @@ def test_run_str_numbers(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     for extra, message in ((["--fps", "-3"], "--fps must be greater than 0 (got -3.0)"),
                            (["--threshold", "7"], "--threshold must be at least 0 and at most 1 (got 7.0)"),
-                           (["--fps-for", "0*=0"], "--fps-for '0*=0': FPS must be greater than 0")):  # fmt: skip
+                           (["--fps-for", "0*=0"], "--fps-for '0*=0': expected PATTERN=FPS with a positive FPS")):  # fmt: skip
         assert (
             script("eval/run_str").main(
                 ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), *extra]
