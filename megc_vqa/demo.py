@@ -99,6 +99,10 @@ def _check(rc: int, what: str) -> None:
         raise SystemExit(f"demo: {what} failed (exit code {rc}); see the messages above")
 
 
+def _digest_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -301,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         "overall": json.loads((out / "pred-no-consistency" / "scores.json").read_text())["overall"],
         "heldout": heldout["off"],
     }
-    scores["run"] = {"seed": args.seed, "fingerprint": state.fingerprint["recipe_sha256"]}
+    scores["run"] = {
+        "seed": args.seed,
+        "fingerprint": _digest_text(json.dumps(state.fingerprint, sort_keys=True)),
+    }
     atomic_write_text(out / "scores.json", json.dumps(scores, indent=2, default=str) + "\n")
     total = round(time.perf_counter() - started, 1)
     print("\n" + format_summary(result))
