@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(
                     f"{args.recipe}: training held out no subjects; the demo needs val_fraction > 0"
                 )
-            heldout = evaluate_heldout(trained, records, option_sets)
+            heldout = evaluate_heldout(trained, records, option_sets, predictions_dir=out / "heldout")
             atomic_write_text(out / "heldout" / "scores.json", json.dumps(heldout, indent=2) + "\n")
         state.finish("heldout")
     heldout = json.loads((out / "heldout" / "scores.json").read_text())

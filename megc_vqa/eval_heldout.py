@@ -105,14 +105,18 @@ def evaluate_heldout(
     model_dir: str | Path,
     records: Sequence[Mapping[str, Any]],
     option_sets: Mapping[str, Any],
+    predictions_dir: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Load the trained model once and score ``records`` under each named ``EngineOptions``.
 
-    Returns ``{name: score_heldout(...)}``. A LoRA output folder is loaded on its recorded base model.
+    Returns ``{name: score_heldout(...)}``; with ``predictions_dir``, each run's rows (id, question,
+    reference, prediction, consistency rewrite) go to ``<name>_predictions.jsonl`` there. A LoRA output
+    folder is loaded on its recorded base model.
     """
     from dataclasses import replace
 
     from megc_vqa.answering.engine import Engine, read_train_meta
+    from megc_vqa.fileio import write_jsonl
     from megc_vqa.training.data import make_visual_fn
 
     if not records:
@@ -125,6 +129,16 @@ def evaluate_heldout(
     for name in names:
         # Keep the prompt layout Engine.load took from the training record.
         engine.options = replace(option_sets[name], prompt=engine.options.prompt)
-        results[name] = score_heldout(records, answer_records(engine, records, visual_fn))
+        predictions = answer_records(engine, records, visual_fn)
+        results[name] = score_heldout(records, predictions)
+        if predictions_dir is not None:
+            write_jsonl(
+                Path(predictions_dir) / f"{name}_predictions.jsonl",
+                (
+                    {"id": r["id"], "question": r["question"], "answer": r["answer"],
+                     "prediction": p["answer"], "consistency": p["consistency"]}
+                    for r, p in zip(records, predictions, strict=True)
+                ),
+            )  # fmt: skip
         log.info("held-out (%s): %s", name, results[name])
     return results
