@@ -109,11 +109,14 @@ def _digest(path: Path) -> str:
 
 def run_fingerprint(args: argparse.Namespace, questions: list[Path]) -> dict[str, Any]:
     """What makes two demo runs the same run: their files may then be resumed, never mixed otherwise."""
+    from megc_vqa.training.config import load_yaml
+
     return {
         "demo_version": DEMO_VERSION,
         "seed": args.seed,
         "recipe": str(args.recipe),
-        "recipe_sha256": _digest(args.recipe),
+        # The recipe's settings, not its bytes: editing a comment does not make another run.
+        "recipe_sha256": _digest_text(json.dumps(load_yaml(args.recipe), sort_keys=True, default=str)),
         "questions": {str(q): _digest(q) for q in questions},
         "synth": [SYNTH_DATASETS, *SYNTH_SIZE],
     }
