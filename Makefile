@@ -28,8 +28,11 @@ lint: install
 	$(VENV)/bin/ruff check megc_vqa data_prep recipes eval tests benchmarks
 	$(VENV)/bin/ruff format --check megc_vqa data_prep recipes eval tests benchmarks
 
+# `make demo SEED=n`: another seed of the synthetic data and training, in its own folder (runs/demo-seedN).
+SEED ?= 0
+DEMO_OUT ?= runs/demo$(if $(filter-out 0,$(SEED)),-seed$(SEED))
 demo: install
-	$(PY) -m megc_vqa.demo --out runs/demo
+	$(PY) -m megc_vqa.demo --out $(DEMO_OUT) --seed $(SEED)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

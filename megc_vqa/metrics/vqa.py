@@ -13,6 +13,10 @@ Definitions, fixed here because no official scorer is public:
   ROUGE-1 F1, ROUGE-L F1, and scoring text metrics on the open (non-classification) rows only.
 - Splits: ``overall`` pools all rows; ``samm`` / ``casme3`` come from a ``dataset`` field or the
   ``video_id`` prefix ``samm_test`` / ``casme3_test``.
+- Per-kind scores of the other training questions: ``au_f1`` = mean over AU-list rows of the set F1
+  2|A∩B|/(|A|+|B|) of the AU names (split at ``", "``, lower-cased; an empty or missing answer scores 0);
+  ``presence_acc`` / ``side_acc`` = accuracy of the yes/no and left/right rows; ``joint_exact`` = share
+  of joint rows answered exactly (after ``strip().lower()``).
 - The ``*_parsed`` scores first pull a label out of a free answer (``"The coarse expression class is
   Negative."`` -> ``negative``), for models that do not answer with bare labels.
 """
@@ -192,6 +196,43 @@ def rouge_mean(
     return total / len(references)
 
 
+def au_set(answer: object) -> frozenset[str]:
+    """The AU names of an AU-list answer: ``"Brow lowerer, lid tightener"`` -> {brow lowerer, lid tightener}.
+
+    >>> sorted(au_set(" Brow lowerer, lid tightener."))
+    ['brow lowerer', 'lid tightener']
+    """
+    text = normalise_answer(answer).rstrip(".")
+    return frozenset(p.strip() for p in text.split(",") if p.strip())
+
+
+def set_f1(reference: Iterable[str], prediction: Iterable[str]) -> float:
+    """2|A∩B|/(|A|+|B|) of two sets; 1.0 when both are empty.
+
+    >>> set_f1({"a", "b"}, {"b", "c"})
+    0.5
+    """
+    a, b = set(reference), set(prediction)
+    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
+
+
+def au_set_f1(references: Sequence[str], predictions: Sequence[str | None]) -> float | None:
+    """Mean per-row set F1 of AU-list answers (see :func:`set_f1`); ``None`` with no rows.
+
+    >>> au_set_f1(["brow lowerer, lid tightener"], ["lid tightener"])
+    0.6666666666666666
+    """
+    if not references:
+        return None
+    scores = [set_f1(au_set(r), au_set(p)) for r, p in zip(references, predictions, strict=True)]
+    return sum(scores) / len(scores)
+
+
+def accuracy(rows: Sequence[AlignedRow]) -> float | None:
+    """Share of rows answered exactly (after ``strip().lower()``); ``None`` with no rows."""
+    return sum(r.correct for r in rows) / len(rows) if rows else None
+
+
 _LABEL_AFTER = {
     "coarse": re.compile(r"coarse(?:[- ]grained)? expression(?: class)?\s+(?:is|:)\s*:?\s*([a-z]+)"),
     "fine": re.compile(r"fine[- ]grained expression(?: class)?\s+(?:is|:)\s*:?\s*([a-z]+)"),
@@ -343,6 +384,12 @@ def score_rows(rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant()) -
         parsed = [extract_label(r.prediction, kind, parsed_truth) or INVALID for r in subset]
         result[f"uf1_{kind}_parsed"], result[f"uar_{kind}_parsed"] = class_scores(parsed_truth, parsed)
         result[f"n_{kind}"] = len(subset)
+    au_rows = [r for r in rows if r.qtype == "au"]
+    result["au_f1"] = au_set_f1([r.reference for r in au_rows], [r.prediction for r in au_rows])
+    for key, kind in (("presence_acc", "presence"), ("side_acc", "side"), ("joint_exact", "joint")):
+        result[key] = accuracy([r for r in rows if r.qtype == kind])
+    for kind in ("au", "presence", "side", "joint"):
+        result[f"n_{kind}"] = sum(1 for r in rows if r.qtype == kind)
     text_rows = [r for r in rows if variant.rows == "all" or r.qtype not in CLASSIFICATION_TYPES]
     refs = [r.reference for r in text_rows]
     hyps = [r.prediction or "" for r in text_rows]
@@ -351,7 +398,7 @@ def score_rows(rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant()) -
     result["n_rows"] = len(rows)
     result["n_text_rows"] = len(text_rows)
     result["n_missing"] = sum(1 for r in rows if r.prediction is None or not r.prediction.strip())
-    result["exact_match"] = sum(r.correct for r in rows) / len(rows) if rows else None
+    result["exact_match"] = accuracy(rows)
     return result
 
 
