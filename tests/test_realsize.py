@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "qwen2.5-vl-3b/lora.yaml": ["--merge"],
     "qwen2.5-vl-3b/qlora.yaml": [],
-    "qwen2.5-vl-7b/lora.yaml": ["--layers", "8"],
+    "qwen2.5-vl-7b/lora.yaml": [],
     "qwen3-vl/lora.yaml": [],
 }
 

@@ -185,14 +185,31 @@ def published(hub_id: str) -> PublishedModel:
         raise KeyError(f"no published config for {hub_id!r}; known: {', '.join(PUBLISHED)}") from None
 
 
-def model_config(hub_id: str, layers: int | None = None, token_ids: dict[str, int] | None = None) -> Any:
-    """The transformers config object of ``hub_id``, optionally with ``layers`` decoder layers."""
+def model_config(
+    hub_id: str,
+    layers: int | None = None,
+    token_ids: dict[str, int] | None = None,
+    vision_layers: int | None = None,
+) -> Any:
+    """The transformers config object of ``hub_id``, optionally with ``layers`` decoder layers and
+    ``vision_layers`` vision blocks (every layer at the published width)."""
     spec = published(hub_id)
     data = copy.deepcopy(spec.config)
     if layers is not None:
         if not 1 <= layers <= spec.num_hidden_layers:
             raise ValueError(f"layers must be in 1..{spec.num_hidden_layers} for {hub_id}, got {layers}")
         data["text_config"]["num_hidden_layers"] = layers
+    vision = data["vision_config"]
+    if vision_layers is not None:
+        if not 1 <= vision_layers <= vision["depth"]:
+            raise ValueError(
+                f"vision_layers must be in 1..{vision['depth']} for {hub_id}, got {vision_layers}"
+            )
+        vision["depth"] = vision_layers
+        # Block indexes past the new depth go; the last block takes the role of a full-attention one.
+        for key in ("fullatt_block_indexes", "deepstack_visual_indexes"):
+            if key in vision:
+                vision[key] = [i for i in vision[key] if i < vision_layers] or [vision_layers - 1]
     ids = dict(token_ids or {})
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if key in ids:
@@ -230,7 +247,13 @@ def random_processor(hub_id: str) -> Any:
     return processor
 
 
-def build_random(hub_id: str, out_dir: str | Path, layers: int | None = None, seed: int = 0) -> Path:
+def build_random(
+    hub_id: str,
+    out_dir: str | Path,
+    layers: int | None = None,
+    seed: int = 0,
+    vision_layers: int | None = None,
+) -> Path:
     """Write a bf16 random-weight checkpoint of ``hub_id`` (``save_pretrained``) with its processor."""
     import gc
 
@@ -242,7 +265,7 @@ def build_random(hub_id: str, out_dir: str | Path, layers: int | None = None, se
     out = Path(out_dir)
     processor = random_processor(hub_id)
     ids = _ids(processor.tokenizer)
-    config = model_config(hub_id, layers, ids)
+    config = model_config(hub_id, layers, ids, vision_layers)
     torch.manual_seed(seed)
     model = model_class(spec.family)._from_config(config, dtype=torch.bfloat16)
     model.generation_config.eos_token_id = ids["eos_token_id"]
@@ -258,6 +281,8 @@ def build_random(hub_id: str, out_dir: str | Path, layers: int | None = None, se
         "version": RANDOM_VERSION,
         "layers": layers or spec.num_hidden_layers,
         "published_layers": spec.num_hidden_layers,
+        "vision_layers": vision_layers or spec.config["vision_config"]["depth"],
+        "published_vision_layers": spec.config["vision_config"]["depth"],
         "parameters": n_params,
         "weights": f"random (seed {seed}), bf16",
         "tokenizer": "megc_vqa tiny BPE; the published vocabulary size is kept",
@@ -266,18 +291,27 @@ def build_random(hub_id: str, out_dir: str | Path, layers: int | None = None, se
     return out
 
 
-def random_name(hub_id: str, layers: int | None = None) -> str:
-    base = hub_id.split("/")[-1].lower()
-    full = layers is None or layers == published(hub_id).num_hidden_layers
-    return f"random-{base}" + ("" if full else f"-{layers}layers")
+def random_name(hub_id: str, layers: int | None = None, vision_layers: int | None = None) -> str:
+    spec = published(hub_id)
+    name = f"random-{hub_id.split('/')[-1].lower()}"
+    if layers is not None and layers != spec.num_hidden_layers:
+        name += f"-{layers}layers"
+    if vision_layers is not None and vision_layers != spec.config["vision_config"]["depth"]:
+        name += f"-{vision_layers}vision"
+    return name
 
 
-def ensure_random(hub_id: str, layers: int | None = None, cache_dir: str | Path | None = None) -> Path:
+def ensure_random(
+    hub_id: str,
+    layers: int | None = None,
+    cache_dir: str | Path | None = None,
+    vision_layers: int | None = None,
+) -> Path:
     """Path of the random build of ``hub_id`` in the cache (``$MEGC_VQA_CACHE/models``), built once."""
     from megc_vqa.models.tiny import cache_root
 
     root = Path(cache_dir) if cache_dir else cache_root()
-    target = root / random_name(hub_id, layers)
+    target = root / random_name(hub_id, layers, vision_layers)
     stamp = target / "megc_vqa_random.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("version") == RANDOM_VERSION:
         return target
@@ -285,7 +319,7 @@ def ensure_random(hub_id: str, layers: int | None = None, cache_dir: str | Path 
     log.info("building random %s (%s layers) into %s", hub_id, layers or "all", target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
     try:
-        build_random(hub_id, tmp, layers)
+        build_random(hub_id, tmp, layers, vision_layers=vision_layers)
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

@@ -37,6 +37,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 N_CLIPS = 2
+# The training part runs at the real width with this many decoder layers / vision blocks: bf16 matmuls
+# run at ~0.1 GFLOP/s on CPUs without bf16 instructions (this project's test machine: 0.08 bf16 vs 29
+# fp32, one core), so the step runs in float32, and full depth in float32 would need ~15 GB for 3B.
+# The full-depth facts (LoRA targets, trainable parameters, weight memory) come from the full
+# architecture built on the meta device (:func:`full_depth_facts`).
+TRAIN_LAYERS = 2
+TRAIN_VISION_LAYERS = 4
 FRAME_SIZE = (240, 320)  # height, width: 4:3 like CASME II, so the resize to the pixel budget is not trivial
 CLIP_FPS = 200.0
 
@@ -137,10 +144,52 @@ def _expected_visual_tokens(processor: Any, family: Any, options: Any, visual: A
     return total
 
 
+def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
+    """LoRA targets, trainable parameters and weight memory of the full published architecture, built
+    on the meta device (no memory, no weights) and wrapped as the recipe wraps it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from megc_vqa.models.published import model_class, model_config, published
+    from megc_vqa.models.registry import FAMILIES, lora_target_regex
+    from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
+
+    m = recipe.model
+    family = FAMILIES[published(hub_id).family]
+    with torch.device("meta"):
+        model = model_class(family.name)._from_config(model_config(hub_id), dtype=torch.bfloat16)
+        scopes = lora_scope_targets(family, m.lora_target, m.lora_target_modules)
+        counts = check_lora_targets(model, scopes, str(recipe.config_path))
+        total = sum(p.numel() for p in model.parameters())
+        regex = lora_target_regex(family, m.lora_target)
+        quantised = sum(
+            mod.weight.numel()
+            for n, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and ".visual." not in f".{n}" and not n.endswith("lm_head")
+        )
+        peft = get_peft_model(
+            model,
+            LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, target_modules=regex, task_type="CAUSAL_LM"),
+        )
+        trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
+        stray = [n for n, p in peft.named_parameters() if p.requires_grad and "lora_" not in n]
+    bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else 16
+    weight_bytes = (total - quantised) * 2 + quantised * bits / 8
+    return {
+        "layers": published(hub_id).num_hidden_layers,
+        "parameters": total,
+        "lora_modules": counts,
+        "trainable_params": trainable,
+        "stray_trainable": stray[:10],
+        "weights_gib": weight_bytes / 2**30,
+    }
+
+
 def check(
     recipe_path: str | Path,
     work: str | Path,
-    layers: int | None = None,
+    layers: int | None = TRAIN_LAYERS,
+    vision_layers: int | None = TRAIN_VISION_LAYERS,
     steps: int = 2,
     merge: bool = False,
     batch_size: int | None = 1,
@@ -174,13 +223,16 @@ def check(
     report: dict[str, Any] = {"recipe": str(recipe_path), "hub_id": hub_id, "steps": steps}
     start = time.perf_counter()
     if model_path is None:
-        model_path = ensure_random(hub_id, layers)
+        model_path = ensure_random(hub_id, layers, vision_layers=vision_layers)
         stamp = json.loads((model_path / "megc_vqa_random.json").read_text())
     else:
         model_path = Path(model_path)
-        stamp = {"layers": None, "published_layers": None, "parameters": None}
+        stamp = {"layers": None, "published_layers": None, "parameters": None, "vision_layers": None}
     report.update(
-        layers=stamp["layers"], published_layers=stamp["published_layers"], parameters=stamp["parameters"]
+        layers=stamp["layers"],
+        published_layers=stamp["published_layers"],
+        vision_layers=stamp.get("vision_layers"),
+        parameters=stamp["parameters"],
     )
     report["build_s"] = time.perf_counter() - start
     qa = write_synthetic_qa(work / "data", N_CLIPS if batch_size is None else max(N_CLIPS, batch_size))
@@ -188,10 +240,15 @@ def check(
     argv = ["--config", str(recipe_path), *overrides(str(model_path), qa, out, steps)]
     if batch_size is not None:
         argv += ["--per_device_train_batch_size", str(batch_size)]
+    if not torch.cuda.is_available():  # see TRAIN_LAYERS: bf16 matmuls crawl on most CPUs
+        argv += ["--dtype", "float32", "--bf16", "false"]
     report["overrides"] = argv[2:]
     recipe = parse_config(argv)
     m, d = recipe.model, recipe.data
     report["batch_size"] = recipe.training.per_device_train_batch_size
+    report["dtype"] = m.dtype
+    if hub_id in __import__("megc_vqa.models.published", fromlist=["PUBLISHED"]).PUBLISHED:
+        report["full_depth"] = full_depth_facts(hub_id, recipe)
     if recipe.training.optim.startswith("paged_") and not torch.cuda.is_available():
         report["note"] = f"optim {recipe.training.optim} kept as in the recipe"
 
@@ -289,7 +346,10 @@ def check(
 def failures(report: dict[str, Any]) -> list[str]:
     """What the report shows to be wrong (empty when the recipe passes)."""
     bad = []
-    empty = [s for s, n in report["lora_modules"].items() if n == 0]
+    full = report.get("full_depth") or {}
+    empty = [s for s, n in {**report["lora_modules"], **full.get("lora_modules", {})}.items() if n == 0]
+    if full.get("stray_trainable"):
+        bad.append(f"at full depth, parameters outside LoRA train: {full['stray_trainable']}")
     if empty:
         bad.append(f"LoRA scope(s) {empty} wrap no module")
     if report["lora_wrapped"] != sum(report["lora_modules"].values()):
@@ -340,8 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("recipe", nargs="*", help="recipe YAML (or, with --table, report JSON files)")
     p.add_argument("--work", type=Path, default=Path("runs/realsize/work"))
-    p.add_argument("--layers", type=int, default=None, help="decoder layers (real width); default: all")
-    p.add_argument("--steps", type=int, default=2, help="optimiser steps (the recipes warm up: step 1 has lr 0)")
+    p.add_argument(
+        "--layers", type=int, default=TRAIN_LAYERS, help="decoder layers trained (real width); 0: all"
+    )
+    p.add_argument("--vision-layers", type=int, default=TRAIN_VISION_LAYERS, help="vision blocks; 0: all")
+    p.add_argument(
+        "--steps", type=int, default=2, help="optimiser steps (the recipes warm up: step 1 has lr 0)"
+    )
     p.add_argument("--batch-size", type=int, default=1, help="per-device batch; 0: the recipe's")
     p.add_argument("--model", default=None, help="checkpoint to use instead of the random build")
     p.add_argument("--merge", action="store_true", help="also check megc-vqa merge-adapter output")
@@ -355,7 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.recipe) != 1:
         p.error("give one recipe")
     report = check(
-        args.recipe[0], args.work, args.layers, args.steps, args.merge, args.batch_size or None, args.model
+        args.recipe[0],
+        args.work,
+        args.layers or None,
+        args.vision_layers or None,
+        args.steps,
+        args.merge,
+        args.batch_size or None,
+        args.model,
     )
     text = json.dumps(report, indent=2, default=str)
     if args.json:
