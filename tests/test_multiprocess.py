@@ -89,7 +89,9 @@ def adapter_logits(adapter: Path, qa: Path):
     from megc_vqa.training.data import load_records
 
     base_path, _ = resolve("tiny-qwen2.5-vl")
-    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_path), str(adapter)).eval()
+    model = PeftModel.from_pretrained(
+        AutoModelForImageTextToText.from_pretrained(base_path), str(adapter)
+    ).eval()
     processor = AutoProcessor.from_pretrained(base_path)
     batch = VQACollator(processor, visual_fn)(load_records(qa))
     with torch.inference_mode():

@@ -52,14 +52,21 @@ def test_recipe_at_real_size(recipe: str, tmp_path: Path):
         sys.executable, "-m", "megc_vqa.training.realsize", str(ROOT / "recipes" / recipe),
         "--work", str(work), "--json", str(report_path), *RECIPES[recipe],
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, cwd=ROOT)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # adapters and a merged 3B model: gigabytes
     assert report_path.is_file(), proc.stderr[-4000:]
     r = json.loads(report_path.read_text())
-    print(f"\n{recipe}: step {r['step_s']:.0f} s, peak RSS {r['peak_rss_gib']:.1f} GiB, total {r['total_s']:.0f} s")
+    print(
+        f"\n{recipe}: step {r['step_s']:.0f} s, peak RSS {r['peak_rss_gib']:.1f} GiB, total {r['total_s']:.0f} s"
+    )
 
     # the recipe's LoRA scopes exist in the real architecture, and only LoRA weights train
     assert r["lora_modules"] and all(n > 0 for n in r["lora_modules"].values()), r["lora_modules"]

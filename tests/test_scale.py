@@ -263,3 +263,25 @@ def test_vllm_refuses_an_adapter_on_the_vision_tower(tmp_path):
         check_servable(vision, "vllm")
     assert "vision: 10 module(s), e.g. model.visual.blocks.0.attn.proj" in str(err.value)
     assert f"merge-adapter {vision}" in str(err.value)
+
+
+# ---------------------------------------------------------------- the GPU suite, at tiny scale
+
+
+@pytest.mark.slow  # ~1 min alone, 10 on the shared 2-core test machine
+def test_gpu_suite_tiny_scale_runs_every_section(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_suite import main
+
+    out = tmp_path / "suite.json"
+    assert main(["--scale", "tiny", "--device", "cpu", "--out", str(out), "--workdir", str(tmp_path)]) == 0
+    result = json.loads(out.read_text())
+    variants = {r["variant"]: r for r in result["results"]}
+    assert set(variants) == {"lora-bf16", "qlora-nf4", "7b-qlora-nf4", "answer", "answer-vllm"}
+    for name in ("lora-bf16", "qlora-nf4"):
+        assert variants[name]["step_s"] > 0 and variants[name]["tokens_per_s"] > 0
+    assert variants["answer"]["engine_rows_per_s"] > 0 and variants["answer"]["naive_rows_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "lora-bf16" in printed and "goal met" in printed

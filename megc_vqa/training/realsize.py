@@ -381,17 +381,25 @@ def failures(report: dict[str, Any]) -> list[str]:
 def table(reports: list[dict[str, Any]]) -> str:
     """The Markdown table of ``recipes/README.md``."""
     lines = [
-        "| recipe | model (layers) | batch | tokens/sample (visual) | step s (CPU s) | peak RSS GiB | loss | save+reload |",
-        "|---|---|---|---|---|---|---|---|",
+        "| recipe | full depth: LoRA modules, trainable, weights | trained here (real width) | tokens/sample (visual) "
+        "| step s (CPU s) | peak RSS GiB | loss after 2 steps | save+reload | merged logits |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
-        layers = f"{r['layers']}" + (
-            "" if r["layers"] == r["published_layers"] else f" of {r['published_layers']}"
+        full = r.get("full_depth") or {}
+        mods = "+".join(f"{n} {s}" for s, n in full.get("lora_modules", {}).items())
+        depth = f"{full.get('parameters', 0) / 1e9:.2f}B, {mods}, {full.get('trainable_params', 0) / 1e6:.1f}M, {full.get('weights_gib', 0):.1f} GiB"
+        here = (
+            f"{r['layers']} of {r['published_layers']} layers, {r['vision_layers']} vision blocks, "
+            f"{r['dtype']}, batch {r['batch_size']}"
         )
+        merged = f"max diff {r['merge_logits_max_diff']:.2g}" if "merge_logits_max_diff" in r else "-"
         lines.append(
-            f"| `{Path(r['recipe']).parent.name}/{Path(r['recipe']).name}` | {r['hub_id'].split('/')[-1]} ({layers}) "
-            f"| {r['batch_size']} | {r['sample_tokens']} ({r['visual_tokens']}) | {r['step_s']:.0f} ({r['train_cpu_s'] / r['steps']:.0f}) "
-            f"| {r['peak_rss_gib']:.1f} | {r['train_loss']:.3f} | {'same' if not r['failures'] else 'FAILED'} |"
+            f"| `{Path(r['recipe']).parent.name}/{Path(r['recipe']).name}` | {depth} | {here} "
+            f"| {r['sample_tokens']} ({r['visual_tokens']} = promised {r['visual_tokens_promised']}) "
+            f"| {r['step_s']:.0f} ({r['train_cpu_s'] / r['steps']:.0f}) | {r['peak_rss_gib']:.1f} "
+            f"| {r['loss_trained']:.4f} | {'same loss, same weights' if r['adapter_weights_reloaded_equal'] and not r['failures'] else 'FAILED'} "
+            f"| {merged} |"
         )
     return "\n".join(lines)
 
