@@ -285,3 +285,18 @@ def test_gpu_suite_tiny_scale_runs_every_section(tmp_path, capsys):
     assert variants["answer"]["engine_rows_per_s"] > 0 and variants["answer"]["naive_rows_per_s"] > 0
     printed = capsys.readouterr().out
     assert "lora-bf16" in printed and "goal met" in printed
+
+
+def test_lora_on_the_merger_wraps_only_its_linear_layers():
+    """The 7B recipe's language+merger: Qwen2.5-VL's merger MLP is Linear, GELU, Linear."""
+    from peft import LoraConfig, get_peft_model
+
+    from megc_vqa.models.registry import FAMILIES, load_model, lora_target_regex
+
+    regex = lora_target_regex(FAMILIES["qwen2_5_vl"], "language+merger")
+    model = get_peft_model(load_model("tiny-qwen2.5-vl"), LoraConfig(r=4, target_modules=regex))
+    wrapped = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A" in n}
+    assert {n for n in wrapped if "merger" in n} == {
+        "base_model.model.model.visual.merger.mlp.0",
+        "base_model.model.model.visual.merger.mlp.2",
+    }
