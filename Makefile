@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow lint demo bench clean
+.PHONY: install test test-slow test-realsize lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow --timeout 1800
+
+# Every shipped GPU recipe at real model size (random weights) on the CPU, one recipe at a time.
+test-realsize: install
+	$(PY) -m pytest -q -m realsize --timeout 7200 -s
 
 lint: install
 	$(VENV)/bin/ruff check megc_vqa data_prep recipes eval tests benchmarks

@@ -34,6 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
+    r = measure(args.model, args.adapter, args.questions, args.clips, args.repeats, args.batch_size)
+    print(f"model {args.model}, {r['clips']} clips, {r['rows']} rows, {r['device']}, {args.repeats} repeats")
+    for name in ("naive", "engine"):
+        print(f"{name:>7}: median {r[name + '_s']:.2f} s  ({r[name + '_rows_per_s']:.1f} rows/s)")
+    print("same greedy answers: yes")
+    print(f"ratio={r['ratio']:.2f}")
+    return 0
+
+
+def measure(
+    model_name: str | Path,
+    adapter: Path | None = None,
+    questions: Path = REPO / "data/megc/2025/me_vqa_casme3_test_to_answer.jsonl",
+    clips: int = 8,
+    repeats: int = 3,
+    batch_size: int = 32,
+    require_same: bool = True,
+) -> dict:
+    """Rows/s of the naive per-row loop and of the engine; ``require_same``: assert equal answers
+    (off for random-weight models in bf16 on a GPU, where batching may flip a near-tie token)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(REPO))
 
@@ -47,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     from megc_vqa.visual.samplers import sample
     from megc_vqa.visual.toyclips import write_toy_clip
 
-    rows = [json.loads(line) for line in args.questions.read_text().splitlines()]
-    videos = list(dict.fromkeys(r["video"] for r in rows))[: args.clips]
+    rows = [json.loads(line) for line in questions.read_text().splitlines()]
+    videos = list(dict.fromkeys(r["video"] for r in rows))[:clips]
     rows = [r for r in rows if r["video"] in videos]
     tmp = Path(tempfile.mkdtemp(prefix="bench_answer_"))
     for i, video in enumerate(videos):
         write_toy_clip(tmp / video, n_frames=30, apex_pos=12, seed=i)
 
-    options = EngineOptions(batch_size=args.batch_size, constrained=False, consistency=False)
-    engine = Engine.load(args.model, args.adapter, options)
+    options = EngineOptions(batch_size=batch_size, constrained=False, consistency=False)
+    engine = Engine.load(model_name, adapter, options)
     model, processor, prompt = engine.model, engine.processor, engine.prompt
     tok = engine.tokenizer
     stop = stop_token_ids(tok)
@@ -85,24 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {"naive": [], "engine": []}
     results: dict[str, list[str]] = {}
     naive()  # warm-up (first-call allocations)
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in (("naive", naive), ("engine", batched)):
             t = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - t)
-    assert results["naive"] == results["engine"], [
+    same = sum(a == b for a, b in zip(results["naive"], results["engine"], strict=True))
+    assert not require_same or same == len(rows), [
         (r["video_id"], a, b)
         for r, a, b in zip(rows, results["naive"], results["engine"], strict=True)
         if a != b
     ]
     rate = {k: len(rows) / statistics.median(v) for k, v in times.items()}
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"model {args.model}, {len(videos)} clips, {len(rows)} rows, {device}, {args.repeats} repeats")
-    for name in ("naive", "engine"):
-        print(f"{name:>7}: median {statistics.median(times[name]):.2f} s  ({rate[name]:.1f} rows/s)")
-    print("same greedy answers: yes")
-    print(f"ratio={rate['engine'] / rate['naive']:.2f}")
-    return 0
+    return {
+        "clips": len(videos),
+        "rows": len(rows),
+        "device": device,
+        "naive_s": statistics.median(times["naive"]),
+        "engine_s": statistics.median(times["engine"]),
+        "naive_rows_per_s": rate["naive"],
+        "engine_rows_per_s": rate["engine"],
+        "ratio": rate["engine"] / rate["naive"],
+        "same_answers": same / len(rows),
+    }
 
 
 if __name__ == "__main__":

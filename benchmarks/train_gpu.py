@@ -1,7 +1,7 @@
 """LoRA bf16 vs QLoRA training throughput on the real Qwen2.5-VL-3B architecture (GPU; no download).
 
-The model is randomly initialised from the published Qwen2.5-VL-3B-Instruct configuration, written out
-below, so nothing is fetched. Inputs are built by hand at the default recipe's visual load
+The model is randomly initialised from the published Qwen2.5-VL-3B-Instruct configuration
+(``megc_vqa.models.published``), so nothing is fetched. Inputs are built by hand at the default recipe's visual load
 (``recipes/qwen2.5-vl-3b/lora.yaml``: onset, apex, offset + flow = 4 images of 224x224 px -> 64 visual
 tokens each) plus a question/answer of typical length, with ``mm_token_type_ids`` so M-RoPE is 3-D.
 
@@ -30,73 +30,47 @@ import tempfile
 import time
 from pathlib import Path
 
-QWEN25_VL_3B = {
-    "text_config": {
-        "vocab_size": 151936,
-        "hidden_size": 2048,
-        "intermediate_size": 11008,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128000,
-        "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
-    },
-    "vision_config": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "out_hidden_size": 2048,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "window_size": 112,
-        "fullatt_block_indexes": [7, 15, 23, 31],
-        "tokens_per_second": 2,
-    },
-    "tie_word_embeddings": True,
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO))
+
+HUB_IDS = {"3b": "Qwen/Qwen2.5-VL-3B-Instruct", "7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
+# A CPU smoke test of the script: the 3B configuration shrunk (2 layers, hidden 64), published token ids.
+TINY_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
 }
-QWEN25_VL_7B = {
-    "text_config": {
-        **QWEN25_VL_3B["text_config"],
-        "vocab_size": 152064,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-    },
-    "vision_config": {**QWEN25_VL_3B["vision_config"], "out_hidden_size": 3584},
-    "tie_word_embeddings": False,
+TINY_VISION = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 64,
+    "fullatt_block_indexes": [1],
 }
-TINY = {
-    "text_config": {
-        **QWEN25_VL_3B["text_config"],
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-    },
-    "vision_config": {
-        **QWEN25_VL_3B["vision_config"],
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": 64,
-        "fullatt_block_indexes": [1],
-    },
-    "tie_word_embeddings": True,
-}
-SCALES = {"3b": QWEN25_VL_3B, "7b": QWEN25_VL_7B, "tiny": TINY}
+
+
+def suite_config(scale: str):
+    """The transformers config of ``scale``: the published one (``megc_vqa.models.published``) or tiny."""
+    from transformers import Qwen2_5_VLConfig
+
+    from megc_vqa.models.published import model_config, published
+
+    if scale in HUB_IDS:
+        return model_config(HUB_IDS[scale])
+    data = published(HUB_IDS["3b"]).config
+    return Qwen2_5_VLConfig(
+        text_config={**data["text_config"], **TINY_TEXT},
+        vision_config={**data["vision_config"], **TINY_VISION},
+        tie_word_embeddings=True,
+    )
+
+
 IMAGE_TOKEN, VISION_START, VISION_END = 151655, 151652, 151653
-LANGUAGE_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,9 +136,11 @@ def build(scale: str, bits: int | None, workdir: Path, device: str, lora_r: int)
     """A random model of ``scale`` (saved once, reloaded 4-bit for QLoRA) wrapped with LoRA."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    config = Qwen2_5_VLConfig(**SCALES[scale])
+    from megc_vqa.models.registry import FAMILIES, lora_target_regex, quantization_config
+
+    config = suite_config(scale)
     dtype = torch.bfloat16 if device != "cpu" else torch.float32
     if bits is None:
         torch.manual_seed(0)
@@ -175,13 +151,7 @@ def build(scale: str, bits: int | None, workdir: Path, device: str, lora_r: int)
         if not (path / "config.json").is_file():
             torch.manual_seed(0)
             Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype).save_pretrained(path)
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=["visual", "lm_head"],
-        )
+        quant = quantization_config(4, dtype)  # the recipes' QLoRA settings
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             path, dtype=dtype, quantization_config=quant, device_map={"": device}
         )
@@ -189,7 +159,12 @@ def build(scale: str, bits: int | None, workdir: Path, device: str, lora_r: int)
     model.config.use_cache = False
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
-    lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules=LANGUAGE_TARGETS)
+    lora = LoraConfig(
+        r=lora_r,
+        lora_alpha=2 * lora_r,
+        lora_dropout=0.05,
+        target_modules=lora_target_regex(FAMILIES["qwen2_5_vl"], "language"),
+    )
     return get_peft_model(model, lora), config
 
 

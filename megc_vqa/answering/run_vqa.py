@@ -244,6 +244,13 @@ def run_vqa(
 
         if not vllm_available():
             raise RunError("--backend vllm needs the vllm package (pip install vllm)")
+        if adapter is not None:  # before the model loads: vLLM drops LoRA outside the language model
+            from megc_vqa.models.serving import ServingError, check_servable
+
+            try:
+                check_servable(adapter, "vllm")
+            except (ServingError, FileNotFoundError) as err:
+                raise RunError(str(err)) from None
     for g in gt_files:
         if not Path(g).is_file():
             raise RunError(f"{g}: no such ground-truth file")

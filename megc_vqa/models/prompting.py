@@ -162,11 +162,42 @@ def _pixel_kwargs(options: PromptOptions, processor: Any) -> dict[str, Any]:
     return kwargs
 
 
-def _video_metadata(video: np.ndarray, fps: float | None) -> dict[str, Any]:
-    """Metadata telling the processor the timing of pre-sampled frames (temporal M-RoPE in Qwen2.5-VL,
-    frame timestamps in Qwen3-VL): the visual layer's ``fps`` is already the rate as sampled."""
+def _video_budget_per_frame(kwargs: dict[str, Any], processor: Any, videos: Sequence[np.ndarray]) -> None:
+    """Qwen3-VL's video processor bounds the pixels of the whole video (frames x height x width), the
+    Qwen2-VL one those of each frame; our min/max pixels are per frame, so scale them for Qwen3-VL by
+    the frames it will encode (the longest video of the batch, rounded up to its temporal patch)."""
+    video_processor = getattr(processor, "video_processor", None)
+    size = kwargs["videos_kwargs"].get("size")
+    if size is None or not type(video_processor).__name__.startswith("Qwen3VL"):
+        return
+    step = int(getattr(video_processor, "temporal_patch_size", 1) or 1)
+    frames = max(-(-len(v) // step) * step for v in videos)
+    kwargs["videos_kwargs"]["size"] = {k: int(v) * frames for k, v in size.items()}
+
+
+def _video_metadata(video: np.ndarray, visual: VisualLike) -> dict[str, Any]:
+    """Metadata telling the processor the true timing of pre-sampled frames.
+
+    The visual layer gives the key frames' absolute ``frame_indices`` and ``fps`` = (T - 1) / seconds
+    spanned, so the clip's own rate is ``fps * (last - first) / (T - 1)``. The metadata carries the
+    frames' indices relative to the first key frame at that rate: Qwen3-VL writes each frame pair's
+    timestamp from them (onset/apex/offset need not be evenly spaced). Qwen2.5-VL reads one interval
+    per video; :func:`encode_prompts` sets it from ``fps`` (see :func:`seconds_per_grid`).
+    """
     n = len(video)
-    return {"total_num_frames": n, "fps": float(fps or 24.0), "frames_indices": list(range(n))}
+    fps = float(getattr(visual, "fps", None) or 24.0)
+    idx = [int(i) for i in (getattr(visual, "frame_indices", None) or ())]
+    if len(idx) == n >= 2 and idx[-1] > idx[0] and idx == sorted(idx):
+        clip_fps = fps * (idx[-1] - idx[0]) / (n - 1)
+        rel = [i - idx[0] for i in idx]
+        return {"total_num_frames": rel[-1] + 1, "fps": clip_fps, "frames_indices": rel}
+    return {"total_num_frames": n, "fps": fps, "frames_indices": list(range(n))}
+
+
+def seconds_per_grid(visual: VisualLike, temporal_patch_size: int) -> float:
+    """Seconds between Qwen2.5-VL's temporal patches of ``visual``'s video: ``temporal_patch_size``
+    frames at the sampled rate (a float; the model's M-RoPE multiplies it by ``tokens_per_second``)."""
+    return temporal_patch_size / float(getattr(visual, "fps", None) or 24.0)
 
 
 def encode_prompts(
@@ -188,11 +219,12 @@ def encode_prompts(
         images += [np.ascontiguousarray(im) for im in ims]
         if video is not None:
             videos.append(np.ascontiguousarray(video))
-            meta.append(_video_metadata(video, visual.fps))
+            meta.append(_video_metadata(video, visual))
     kwargs = _pixel_kwargs(options, processor)
     if videos:
+        _video_budget_per_frame(kwargs, processor, videos)
         kwargs["videos_kwargs"].update(video_metadata=meta, do_sample_frames=False)
-    return processor(
+    batch = processor(
         text=list(prompts),
         images=images or None,
         videos=videos or None,
@@ -201,6 +233,21 @@ def encode_prompts(
         return_tensors="pt",
         **kwargs,
     )
+    if "second_per_grid_ts" in batch:
+        # The processor derives it from len(frames_indices) / total_num_frames, a uniform-sampling
+        # estimate; the sampled rate of the key frames is known exactly.
+        import torch
+
+        temporal = int(processor.video_processor.temporal_patch_size)
+        batch["second_per_grid_ts"] = torch.tensor(
+            [
+                seconds_per_grid(v, temporal)
+                for v in visuals
+                if model_visuals(v, options.visual_mode)[1] is not None
+            ],
+            dtype=torch.float32,
+        )
+    return batch
 
 
 def encode_for_training(

@@ -55,7 +55,7 @@ FAMILIES: dict[str, ModelFamily] = {
         lora_modules={
             "language": _LANGUAGE,
             "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
-            "merger": r".*visual\.merger\.mlp\.\d+",
+            "merger": r".*visual\.merger\.mlp\.(?:0|2)",  # mlp.1 is the GELU between the Linears
         },
         save_modules={"vision": "visual", "merger": "merger"},
         patch_factor=28,

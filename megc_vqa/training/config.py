@@ -126,6 +126,10 @@ class DataArguments:
         metadata={"help": "repeat records of a type, e.g. 'coarse=3,joint=2' (integers; default 1 each)"},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "cap on training records"})
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "tokens per sample (prompt + visual + answer); longer is an error before training"},
+    )
     val_fraction: float = field(
         default=0.0, metadata={"help": "fraction of subjects (per dataset) held out for validation"}
     )

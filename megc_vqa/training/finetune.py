@@ -158,6 +158,13 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     if isinstance(targets, list) and len(targets) == 1 and any(c in targets[0] for c in "*\\|(["):
         targets = targets[0]  # one regex
     save = [family.save_modules[s] for s in (m.train_fully or "").split("+") if s.strip()]
+    from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
+
+    check_lora_targets(  # PEFT's own error does not say which modules exist
+        model,
+        lora_scope_targets(family, m.lora_target, targets if m.lora_target_modules else None),
+        recipe.config_path or "command line",
+    )
     config = LoraConfig(
         r=m.lora_r,
         lora_alpha=m.lora_alpha,
@@ -363,23 +370,35 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         def __getitem__(self, i: int) -> dict:
             return self.rows[i]
 
+    collator = VQACollator(processor, visual_fn, options)
+    if d.max_length:  # fail before the first step, not after minutes of loading and stepping
+        from megc_vqa.training.preflight import check_token_budget
+
+        settings = f"image_size={d.image_size}, max_pixels={d.max_pixels}, visual_spec={d.visual_spec!r}"
+        check_token_budget(
+            collator(train_records[:1]),
+            processor,
+            d.max_length,
+            recipe.config_path or "command line",
+            settings,
+        )
     has_eval = bool(val_records) and t.eval_strategy != "no"
     trainer = Trainer(
         model=model,
         args=t,
         train_dataset=Records(train_records),
         eval_dataset=Records(val_records) if has_eval else None,
-        data_collator=VQACollator(processor, visual_fn, options),
+        data_collator=collator,
         processing_class=processor,
     )
     try:
         result = trainer.train(resume_from_checkpoint=resume)
-    except torch.OutOfMemoryError:
-        raise TrainingError(
-            "out of memory: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
-            "effective batch), lower max_pixels / image_size or the number of frames, set "
-            "activation_checkpointing: true, or use load_in_4bit: true (QLoRA)"
-        ) from None
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        from megc_vqa.training.preflight import is_out_of_memory, out_of_memory_advice
+
+        if not is_out_of_memory(err):
+            raise
+        raise TrainingError(out_of_memory_advice(recipe)) from None
     metrics: dict[str, Any] = dict(result.metrics)
     trainer.save_model(str(out_dir))  # adapter (PEFT format) or full model, plus the processor
     if trainer.is_world_process_zero():

@@ -1,0 +1,450 @@
+"""Real-size check of a shipped GPU recipe on the CPU: the recipe's own YAML, a random-weight build of
+its real checkpoint (:mod:`megc_vqa.models.published`), synthetic clips through the real visual layer,
+collator, processor settings and trainer, for a step or two.
+
+    python -m megc_vqa.training.realsize recipes/qwen2.5-vl-3b/lora.yaml --work runs/realsize/3b-lora \\
+        [--layers 8] [--steps 1] [--merge] --json runs/realsize/3b-lora.json
+
+The recipe is used unchanged apart from :func:`overrides` (model path, step count, the data/output
+paths, and what cannot run or is pointless on a CPU: validation by generation, TensorBoard, gradient
+accumulation; each is listed in the report). It reports, and :func:`check` raises on a failure of:
+
+- the recipe's LoRA scopes each wrap modules of the real architecture, and only LoRA weights train;
+- the visual tokens per sample equal what the recipe's pixel bounds promise for the sampled frames;
+- the training loss is finite; the loss of a fixed batch is the same after the adapter is saved and
+  loaded back into a fresh base model (QLoRA: quantised again);
+- with ``merge``: ``megc-vqa merge-adapter`` output loads in plain transformers and gives the adapter's
+  logits.
+
+Peak memory (max RSS of this process) and step time go into the JSON report; ``--table`` prints the
+Markdown table of ``recipes/README.md`` from such reports. Each recipe runs in its own process so the
+peak memory is that recipe's and the memory is returned to the machine afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+N_CLIPS = 2
+# The training part runs at the real width with this many decoder layers / vision blocks: bf16 matmuls
+# run at ~0.1 GFLOP/s on CPUs without bf16 instructions (this project's test machine: 0.08 bf16 vs 29
+# fp32, one core), so the step runs in float32, and full depth in float32 would need ~15 GB for 3B.
+# The full-depth facts (LoRA targets, trainable parameters, weight memory) come from the full
+# architecture built on the meta device (:func:`full_depth_facts`).
+TRAIN_LAYERS = 2
+TRAIN_VISION_LAYERS = 4
+FRAME_SIZE = (240, 320)  # height, width: 4:3 like CASME II, so the resize to the pixel budget is not trivial
+CLIP_FPS = 200.0
+
+
+def rss_gib() -> float:
+    """Peak resident memory of this process so far (GiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def write_synthetic_qa(folder: Path, n_clips: int = N_CLIPS) -> Path:
+    """``n_clips`` toy clips at 200 fps (one subject each) and a coarse question per clip -> qa.jsonl."""
+    from megc_vqa.fileio import atomic_write_text
+    from megc_vqa.labels import COARSE_CLASSES
+    from megc_vqa.qa import templates as t
+    from megc_vqa.visual.toyclips import write_toy_clip
+
+    rows = []
+    for c in range(n_clips):
+        clip = folder / "frames" / f"sub{c:02d}" / "EP01"
+        written = write_toy_clip(clip, 40, 14 + c, first=1, size=FRAME_SIZE, seed=c)
+        rows.append(
+            {
+                "id": f"casme2_sub{c:02d}_EP01_1",
+                "dataset": "casme2",
+                "subject": f"sub{c:02d}",
+                "image_id": f"sub{c:02d}_EP01",
+                "filename": "EP01",
+                "question": t.COARSE_QUESTION,
+                "question_type": "coarse",
+                "answer": COARSE_CLASSES[c % len(COARSE_CLASSES)],
+                "source": str(clip),
+                "source_kind": "folder",
+                "first_frame": written[0],
+                "fps": CLIP_FPS,
+                "onset": written[0],
+                "apex": written[0] + 14 + c,
+                "offset": written[-1],
+            }
+        )
+    path = folder / "qa.jsonl"
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def overrides(model_path: str, qa: Path, out: Path, steps: int) -> list[str]:
+    """The command-line keys the check sets over the recipe (everything else is the recipe's)."""
+    return [
+        "--model_name_or_path", model_path,
+        "--max_steps", str(steps),
+        "--train_file", str(qa),
+        "--output_dir", str(out),
+        "--visual_cache_dir", str(out.parent / "visual-cache"),
+        # 1 micro-batch per optimiser step: the memory of a step is the recipe's, the time is not x4
+        "--gradient_accumulation_steps", "1",
+        # no held-out subjects: validation answers by generation, minutes per answer at real size on a CPU
+        "--val_fraction", "0", "--eval_strategy", "no", "--final_eval", "false",
+        "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1",
+        # TrainingArguments refuses bf16: true without a GPU unless told to train on the CPU
+        "--use_cpu", "true",
+    ]  # fmt: skip
+
+
+def _fixed_batch(collator: Any, records: list[dict]) -> dict:
+    return collator(records[:1])
+
+
+def _loss_and_logits(model: Any, batch: dict) -> tuple[float, Any]:
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        out = model(**batch)
+    labels = batch["labels"][0] != -100
+    return float(out.loss), out.logits[0][labels].float().clone()
+
+
+def _expected_visual_tokens(processor: Any, family: Any, options: Any, visual: Any) -> int:
+    """What the recipe's pixel bounds promise for one sample's images and video."""
+    from megc_vqa.models.prompting import model_visuals
+    from megc_vqa.training.preflight import pixel_bounds, promised_visual_tokens
+
+    images, video = model_visuals(visual, options.visual_mode)
+    lo, hi = pixel_bounds(processor, options, "image")
+    total = sum(
+        promised_visual_tokens(im.shape[0], im.shape[1], family.patch_factor, lo, hi) for im in images
+    )
+    if video is not None:
+        lo, hi = pixel_bounds(processor, options, "video")
+        temporal = int(processor.video_processor.temporal_patch_size)
+        total += promised_visual_tokens(
+            video.shape[1], video.shape[2], family.patch_factor, lo, hi, frames=len(video), temporal=temporal
+        )
+    return total
+
+
+def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
+    """LoRA targets, trainable parameters and weight memory of the full published architecture, built
+    on the meta device (no memory, no weights) and wrapped as the recipe wraps it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from megc_vqa.models.published import model_class, model_config, published
+    from megc_vqa.models.registry import FAMILIES, lora_target_regex
+    from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
+
+    m = recipe.model
+    family = FAMILIES[published(hub_id).family]
+    with torch.device("meta"):
+        model = model_class(family.name)._from_config(model_config(hub_id), dtype=torch.bfloat16)
+        scopes = lora_scope_targets(family, m.lora_target, m.lora_target_modules)
+        counts = check_lora_targets(model, scopes, str(recipe.config_path))
+        total = sum(p.numel() for p in model.parameters())
+        regex = lora_target_regex(family, m.lora_target)
+        quantised = sum(
+            mod.weight.numel()
+            for n, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and ".visual." not in f".{n}" and not n.endswith("lm_head")
+        )
+        peft = get_peft_model(
+            model,
+            LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, target_modules=regex, task_type="CAUSAL_LM"),
+        )
+        trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
+        stray = [n for n, p in peft.named_parameters() if p.requires_grad and "lora_" not in n]
+    bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else 16
+    weight_bytes = (total - quantised) * 2 + quantised * bits / 8
+    return {
+        "layers": published(hub_id).num_hidden_layers,
+        "parameters": total,
+        "lora_modules": counts,
+        "trainable_params": trainable,
+        "stray_trainable": stray[:10],
+        "weights_gib": weight_bytes / 2**30,
+    }
+
+
+def check(
+    recipe_path: str | Path,
+    work: str | Path,
+    layers: int | None = TRAIN_LAYERS,
+    vision_layers: int | None = TRAIN_VISION_LAYERS,
+    steps: int = 2,
+    merge: bool = False,
+    batch_size: int | None = 1,
+    model_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the real-size check of one recipe (see the module docstring); returns the report.
+
+    batch_size: per-device batch; ``None`` keeps the recipe's (4 samples of ~330 tokens through a 3B
+    model is ~10 CPU-minutes per step without bf16 instructions). model_path: check this checkpoint
+    instead of the random build of the recipe's (the fast test of this module uses a tiny model).
+    """
+    import torch
+
+    from megc_vqa.models.collator import VQACollator
+    from megc_vqa.models.published import ensure_random
+    from megc_vqa.models.registry import load_model, lora_target_regex
+    from megc_vqa.training.config import load_yaml, parse_config
+    from megc_vqa.training.data import load_records, make_visual_fn
+    from megc_vqa.training.finetune import prompt_options, train, visual_settings
+    from megc_vqa.training.preflight import (
+        linear_module_names,
+        lora_scope_targets,
+        target_matches,
+        visual_token_counts,
+    )
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    raw = load_yaml(recipe_path)
+    hub_id = raw["model_name_or_path"]
+    report: dict[str, Any] = {"recipe": str(recipe_path), "hub_id": hub_id, "steps": steps}
+    start = time.perf_counter()
+    if model_path is None:
+        model_path = ensure_random(hub_id, layers, vision_layers=vision_layers)
+        stamp = json.loads((model_path / "megc_vqa_random.json").read_text())
+    else:
+        model_path = Path(model_path)
+        stamp = {"layers": None, "published_layers": None, "parameters": None, "vision_layers": None}
+    report.update(
+        layers=stamp["layers"],
+        published_layers=stamp["published_layers"],
+        vision_layers=stamp.get("vision_layers"),
+        parameters=stamp["parameters"],
+    )
+    report["build_s"] = time.perf_counter() - start
+    qa = write_synthetic_qa(work / "data", N_CLIPS if batch_size is None else max(N_CLIPS, batch_size))
+    out = work / "adapter"
+    argv = ["--config", str(recipe_path), *overrides(str(model_path), qa, out, steps)]
+    if batch_size is not None:
+        argv += ["--per_device_train_batch_size", str(batch_size)]
+    if not torch.cuda.is_available():  # see TRAIN_LAYERS: bf16 matmuls crawl on most CPUs
+        argv += ["--dtype", "float32", "--bf16", "false"]
+    report["overrides"] = argv[2:]
+    recipe = parse_config(argv)
+    m, d = recipe.model, recipe.data
+    report["batch_size"] = recipe.training.per_device_train_batch_size
+    report["dtype"] = m.dtype
+    if hub_id in __import__("megc_vqa.models.published", fromlist=["PUBLISHED"]).PUBLISHED:
+        report["full_depth"] = full_depth_facts(hub_id, recipe)
+    if recipe.training.optim.startswith("paged_") and not torch.cuda.is_available():
+        report["note"] = f"optim {recipe.training.optim} kept as in the recipe"
+
+    # --- train through the project's trainer; the step time is the trainer's own runtime
+    gc.collect()
+    rss_before, cpu_before, t0 = rss_gib(), cpu_s(), time.perf_counter()
+    result = train(recipe)
+    report["train_s"] = time.perf_counter() - t0
+    report["step_s"] = float(result.metrics.get("train_runtime", report["train_s"])) / steps
+    report["train_cpu_s"] = cpu_s() - cpu_before
+    report["train_loss"] = float(result.metrics["train_loss"])
+    report["rss_before_train_gib"] = rss_before
+    model, processor = result.model, result.processor
+    family = __import__("megc_vqa.models.registry", fromlist=["resolve"]).resolve(str(model_path))[1]
+
+    # --- LoRA targets and what trains
+    scopes = lora_scope_targets(family, m.lora_target, m.lora_target_modules)
+    base = model.get_base_model()
+    names = linear_module_names(base)
+    report["lora_modules"] = {s: sum(target_matches(n, t) for n in names) for s, t in scopes.items()}
+    regex = lora_target_regex(family, m.lora_target)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    report["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    report["stray_trainable"] = [
+        n
+        for n in trainable
+        if "lora_" not in n
+        or not target_matches(n.split(".lora_")[0].removeprefix("base_model.model."), regex)
+    ][:10]
+    wrapped = {n.split(".lora_")[0] for n in trainable}
+    report["lora_wrapped"] = len(wrapped)
+
+    # --- visual tokens: what the processor made vs what the pixel bounds promise
+    options = prompt_options(recipe)
+    visual_fn = make_visual_fn(**visual_settings(recipe))
+    records = load_records(qa)
+    collator = VQACollator(processor, visual_fn, options)
+    batch = _fixed_batch(collator, records)
+    report["visual_tokens"] = visual_token_counts(processor, batch["input_ids"])[0]
+    report["visual_tokens_promised"] = _expected_visual_tokens(
+        processor, family, options, visual_fn(records[0])
+    )
+    report["sample_tokens"] = int(batch["input_ids"].shape[1])
+    report["pixel_bounds"] = {
+        "min_pixels": d.min_pixels,
+        "max_pixels": d.max_pixels,
+        "image_size": d.image_size,
+    }
+
+    # --- loss of a fixed batch now, and after save + reload into a fresh base
+    loss_trained, logits_trained = _loss_and_logits(model, batch)
+    report["loss_trained"] = loss_trained
+    with model.disable_adapter():
+        report["loss_without_adapter"] = _loss_and_logits(model, batch)[0]
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    del model, result, base
+    gc.collect()
+    from peft import PeftModel
+
+    bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else None
+    reloaded = PeftModel.from_pretrained(load_model(str(model_path), dtype=m.dtype, bits=bits), str(out))
+    loss_reloaded, logits_reloaded = _loss_and_logits(reloaded, batch)
+    report["loss_reloaded"] = loss_reloaded
+    report["reload_logits_max_diff"] = float((logits_reloaded - logits_trained).abs().max())
+    again = {n: p for n, p in reloaded.named_parameters() if "lora_" in n}
+    report["adapter_weights_reloaded_equal"] = trained.keys() == again.keys() and all(
+        torch.equal(trained[n], again[n].to(trained[n].dtype)) for n in trained
+    )
+    report["adapter_weights_changed"] = any(
+        "lora_B" in n and bool(t.abs().max() > 0) for n, t in trained.items()
+    )  # LoRA B starts at zero: non-zero means the optimiser step reached the adapter
+    del trained, again
+    del reloaded
+    gc.collect()
+
+    if merge:
+        from transformers import AutoModelForImageTextToText
+
+        from megc_vqa.training.merge import merge_adapter
+
+        merged_dir = merge_adapter(out, work / "merged", dtype=m.dtype)
+        merged = AutoModelForImageTextToText.from_pretrained(merged_dir, dtype=getattr(torch, m.dtype))
+        _, logits_merged = _loss_and_logits(merged, batch)
+        report["merge_logits_max_diff"] = float((logits_merged - logits_reloaded).abs().max())
+        report["logits_scale"] = float(logits_reloaded.abs().max())
+        del merged
+        gc.collect()
+    report["peak_rss_gib"] = rss_gib()
+    report["total_s"] = time.perf_counter() - start
+    report["total_cpu_s"] = cpu_s()
+    report["failures"] = failures(report)
+    return report
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """What the report shows to be wrong (empty when the recipe passes)."""
+    bad = []
+    full = report.get("full_depth") or {}
+    empty = [s for s, n in {**report["lora_modules"], **full.get("lora_modules", {})}.items() if n == 0]
+    if full.get("stray_trainable"):
+        bad.append(f"at full depth, parameters outside LoRA train: {full['stray_trainable']}")
+    if empty:
+        bad.append(f"LoRA scope(s) {empty} wrap no module")
+    if report["lora_wrapped"] != sum(report["lora_modules"].values()):
+        bad.append(f"{report['lora_wrapped']} modules carry LoRA, the scopes select {report['lora_modules']}")
+    if report["stray_trainable"]:
+        bad.append(f"parameters outside the LoRA targets train: {report['stray_trainable']}")
+    if report["visual_tokens"] != report["visual_tokens_promised"]:
+        bad.append(
+            f"{report['visual_tokens']} visual tokens per sample, the pixel bounds promise {report['visual_tokens_promised']}"
+        )
+    for key in ("train_loss", "loss_trained", "loss_reloaded"):
+        if not math.isfinite(report[key]):
+            bad.append(f"{key} is {report[key]}")
+    if not report["adapter_weights_changed"]:
+        bad.append("the optimiser step left every LoRA B matrix at zero")
+    if not report["adapter_weights_reloaded_equal"]:
+        bad.append("the reloaded adapter's weights differ from the trained ones")
+    if not math.isclose(report["loss_trained"], report["loss_reloaded"], rel_tol=1e-3, abs_tol=1e-3):
+        bad.append(
+            f"loss {report['loss_trained']} after training, {report['loss_reloaded']} after save + reload"
+        )
+    if "merge_logits_max_diff" in report and report["merge_logits_max_diff"] > 0.05 * max(
+        1.0, report["logits_scale"]
+    ):
+        bad.append(f"merged model's logits differ from the adapter's by {report['merge_logits_max_diff']}")
+    return bad
+
+
+def table(reports: list[dict[str, Any]]) -> str:
+    """The Markdown table of ``recipes/README.md``."""
+    lines = [
+        "| recipe | full depth: LoRA modules, trainable, weights | trained here (real width) | tokens/sample (visual) "
+        "| step s (CPU s) | peak RSS GiB | loss after 2 steps | save+reload | merged logits |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        full = r.get("full_depth") or {}
+        mods = "+".join(f"{n} {s}" for s, n in full.get("lora_modules", {}).items())
+        depth = f"{full.get('parameters', 0) / 1e9:.2f}B, {mods}, {full.get('trainable_params', 0) / 1e6:.1f}M, {full.get('weights_gib', 0):.1f} GiB"
+        here = (
+            f"{r['layers']} of {r['published_layers']} layers, {r['vision_layers']} vision blocks, "
+            f"{r['dtype']}, batch {r['batch_size']}"
+        )
+        merged = f"max diff {r['merge_logits_max_diff']:.2g}" if "merge_logits_max_diff" in r else "-"
+        lines.append(
+            f"| `{Path(r['recipe']).parent.name}/{Path(r['recipe']).name}` | {depth} | {here} "
+            f"| {r['sample_tokens']} ({r['visual_tokens']} = promised {r['visual_tokens_promised']}) "
+            f"| {r['step_s']:.0f} ({r['train_cpu_s'] / r['steps']:.0f}) | {r['peak_rss_gib']:.1f} "
+            f"| {r['loss_trained']:.4f} | {'same loss, same weights' if r['adapter_weights_reloaded_equal'] and not r['failures'] else 'FAILED'} "
+            f"| {merged} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("recipe", nargs="*", help="recipe YAML (or, with --table, report JSON files)")
+    p.add_argument("--work", type=Path, default=Path("runs/realsize/work"))
+    p.add_argument(
+        "--layers", type=int, default=TRAIN_LAYERS, help="decoder layers trained (real width); 0: all"
+    )
+    p.add_argument("--vision-layers", type=int, default=TRAIN_VISION_LAYERS, help="vision blocks; 0: all")
+    p.add_argument(
+        "--steps", type=int, default=2, help="optimiser steps (the recipes warm up: step 1 has lr 0)"
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="per-device batch; 0: the recipe's")
+    p.add_argument("--model", default=None, help="checkpoint to use instead of the random build")
+    p.add_argument("--merge", action="store_true", help="also check megc-vqa merge-adapter output")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    p.add_argument("--table", action="store_true", help="print the Markdown table of the given report JSONs")
+    args = p.parse_args(argv)
+    if args.table:
+        print(table([json.loads(Path(f).read_text()) for f in args.recipe]))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if len(args.recipe) != 1:
+        p.error("give one recipe")
+    report = check(
+        args.recipe[0],
+        args.work,
+        args.layers or None,
+        args.vision_layers or None,
+        args.steps,
+        args.merge,
+        args.batch_size or None,
+        args.model,
+    )
+    text = json.dumps(report, indent=2, default=str)
+    if args.json:
+        from megc_vqa.fileio import atomic_write_text
+
+        atomic_write_text(args.json, text)
+    print(text)
+    return 1 if report["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
