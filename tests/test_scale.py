@@ -144,6 +144,7 @@ def qa_file(tmp_path_factory) -> Path:
             "dataset": "casme2",
             "subject": f"s{s}",
             "image_id": f"s{s}_EP{c}",
+            "filename": f"s{s}_EP{c}",
             "question": t.COARSE_QUESTION,
             "answer": "positive",
             "source": "/nowhere",
