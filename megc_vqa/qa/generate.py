@@ -41,7 +41,7 @@ from collections.abc import Iterable
 
 from megc_vqa.labels import AU_NAMES
 from megc_vqa.qa import templates as t
-from megc_vqa.qa.records import QARecord
+from megc_vqa.qa.records import QARecord, clip_location
 from megc_vqa.records import ActionUnit, Clip, Skip
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,7 @@ def questions_for_clip(clip: Clip, rng: random.Random, skips: list[Skip] | None 
             question=question,
             answer=answer,
             question_type=qtype,
-            source=str(clip.source.path),
-            source_kind=clip.source.kind,
-            first_frame=clip.source.first_frame,
-            fps=clip.fps,
-            onset=clip.onset,
-            apex=clip.apex,
-            offset=clip.offset,
+            **clip_location(clip),
         )
         for k, (qtype, question, answer) in enumerate(pairs, start=1)
     ]

@@ -28,7 +28,7 @@ from typing import Any
 
 from megc_vqa.errors import MegcError, UsageError
 from megc_vqa.qa import templates as t
-from megc_vqa.qa.records import OFFICIAL_KEYS, QARecord
+from megc_vqa.qa.records import OFFICIAL_KEYS, QARecord, clip_location
 from megc_vqa.records import Clip, Skip
 
 log = logging.getLogger(__name__)
@@ -155,15 +155,7 @@ class ClipIndex:
 
 def attach_clip(record: QARecord, clip: Clip) -> QARecord:
     """The row with its clip's frame location, fps and key frames; question and answer untouched."""
-    return record.with_source(
-        source=str(clip.source.path),
-        source_kind=clip.source.kind,
-        first_frame=clip.source.first_frame,
-        fps=clip.fps,
-        onset=clip.onset,
-        apex=clip.apex,
-        offset=clip.offset,
-    )
+    return record.with_source(**clip_location(clip))
 
 
 def map_rows(path: str | Path, rows: Sequence[OfficialRow], clips: Iterable[Clip]) -> TrainingMapping:

@@ -108,6 +108,19 @@ class QARecord:
         return replace(self, **fields)
 
 
+def clip_location(clip: Any) -> dict[str, Any]:
+    """A clip's frame location, fps and key frames as QA record fields (generated and official rows alike)."""
+    return {
+        "source": str(clip.source.path),
+        "source_kind": clip.source.kind,
+        "first_frame": clip.source.first_frame,
+        "fps": clip.fps,
+        "onset": clip.onset,
+        "apex": clip.apex,
+        "offset": clip.offset,
+    }
+
+
 @dataclass(frozen=True)
 class QuestionRow:
     """One row of an organiser ``*_to_answer.jsonl`` file.
