@@ -3,7 +3,7 @@
     python eval/run_lvqa.py --questions F... --videos-root DIR --out OUT [--gt G...] [--spotter CKPT]
                             [--model M --adapter A]
 
-Each question row's `video` names the frame folder DIR/<video> (megc_vqa.spotting.videos: the naming rule
+Each question row's `video` names the frame folder DIR/<video> (megc_vqa.annotations.long_videos: the naming rule
 and where fps comes from: --fps / --fps-for, DIR/videos.json, --dataset; unknown fps stops the run before
 any work). Spotting runs (or resumes) through the STR pipeline in OUT (OUT/str_pred.csv,
 OUT/intervals.jsonl); answers go to OUT/<question file>_pred.jsonl (`_to_answer` replaced by `_pred`),
@@ -62,9 +62,9 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError("--adapter needs --model (the base model it was trained on)")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
+    from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos, parse_fps_rules
     from megc_vqa.spotting.pipeline import STRConfig, STRRunner, engine_ask, load_spotter, read_intervals
     from megc_vqa.spotting.report import write_lvqa_report
-    from megc_vqa.spotting.videos import FpsPolicy, discover_videos, parse_fps_rules
 
     if args.videos_root is None and args.videos is None:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")

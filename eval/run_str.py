@@ -4,7 +4,7 @@
     python eval/run_str.py --videos P/samm_lv_videos.json --gt P/samm_lv_str_gt.csv --out OUT   (after prep)
 
 DIR holds one frame folder per video, named by the video (SAMM-LV naming: DIR/006_1/ is subject 006, video
-006_1; see megc_vqa.spotting.videos for the rule and how ground truth in another naming is matched). The
+006_1; see megc_vqa.annotations.long_videos for the rule and how ground truth in another naming is matched). The
 fps of every video comes from --fps / --fps-for, else DIR/videos.json (synth-test and prep write it), else
 --dataset NAME; a video of unknown fps stops the run before any work. Writes OUT/str_pred.csv
 (subject,video,onset,offset,emotion) per video as it finishes (a rerun skips finished videos),
@@ -71,8 +71,8 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--gt {args.gt}: no such ground-truth file")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
+    from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos, parse_fps_rules
     from megc_vqa.spotting.pipeline import STRConfig, STRRunner, engine_ask, load_spotter, read_gt_events
-    from megc_vqa.spotting.videos import FpsPolicy, discover_videos, parse_fps_rules
 
     if args.videos_root is None and args.videos is None:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")

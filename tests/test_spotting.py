@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from megc_vqa.annotations.long_videos import FpsPolicy, VideoEntry, parse_fps_rules, write_sidecar
 from megc_vqa.errors import UsageError
 from megc_vqa.records import Event, FrameSource, LongVideo
 from megc_vqa.spotting.data import ChannelMaker, NoFramesError, VideoFrames, sample_grid, soft_labels
@@ -35,7 +36,6 @@ from megc_vqa.spotting.pipeline import (
     discover_videos,
     parse_emotion,
 )
-from megc_vqa.spotting.videos import FpsPolicy, VideoEntry, parse_fps_rules, write_sidecar
 
 SHARED = Path(__file__).resolve().parents[1] / "data" / "megc" / "2026"  # organisers' files, shipped
 TINY = {"size": 32, "n_frames": 4, "widths": (4, 8, 8), "hidden": 8}

@@ -406,7 +406,7 @@ def test_long_videos_gt_csv_and_events_above_the_floor(tmp_path, fps):
     assert len(rows) == sum(len(v.events) for v in videos)
     lines = [json.loads(x) for x in (tmp_path / "gt" / "long_videos.jsonl").open()]
     for video, meta in zip(videos, lines, strict=True):
-        # SAMM-LV naming (megc_vqa.spotting.videos): folder 006_1 is subject 006, video 006_1
+        # SAMM-LV naming (megc_vqa.annotations.long_videos): folder 006_1 is subject 006, video 006_1
         assert video.source.path.name == video.video_id and video.video_id.startswith(f"{video.subject}_")
         n = meta["n_frames"]
         assert n == len(list(video.source.path.glob("img*.jpg")))

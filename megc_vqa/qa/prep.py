@@ -53,7 +53,9 @@ class PrepResult:
     long_videos: int = 0
     paths: dict[str, Path] = field(default_factory=dict)
     frame_skips: list[Skip] = field(default_factory=list)  # unreadable frames, missing key frames
-    long_video_records: list = field(default_factory=list)  # for spotting.videos.write_str_ground_truth
+    long_video_records: list = field(
+        default_factory=list
+    )  # for annotations.long_videos.write_str_ground_truth
 
     def datasets(self) -> list[str]:
         names = [r.dataset for r in self.records] + [s.dataset for s in (*self.load_skips, *self.qa_skips)]
@@ -250,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"megc-vqa prep: error: {err}", file=sys.stderr)
         return 2
     print_summary(result, annotations.summarise_skips(result.load_skips))
-    from megc_vqa.spotting.videos import write_str_ground_truth  # long videos: STR ground truth + sidecar
+    from megc_vqa.annotations.long_videos import (
+        write_str_ground_truth,  # long videos: STR ground truth + sidecar
+    )
 
     str_files = write_str_ground_truth(result.long_video_records, args.out)
     for path in str_files.values():

@@ -5,9 +5,10 @@ Modules (import them directly; this package imports nothing heavy):
 ``model``     ``SpotterConfig`` (crop size, T frames, window seconds -> ``stride_for(fps)``, input channels
               grey/diff/dev, optional emotion head) and ``Spotter`` ((B, C, T, H, W) -> (B, 2 + E, T) logits);
               ``save_checkpoint`` / ``load_checkpoint``.
-``videos``    the one STR naming rule (folder = video, SAMM-LV style; ground truth in other namings
-              matched), where fps comes from (``FpsPolicy``: option, ``videos.json`` sidecar, dataset; never
-              guessed), ``discover_videos``, ``write_str_ground_truth`` (prep: ``P/<dataset>_str_gt.csv``).
+The STR naming rule (folder = video, SAMM-LV style; ground truth in other namings matched), where fps
+comes from (``FpsPolicy``: option, ``videos.json`` sidecar, dataset; never guessed), ``discover_videos``
+and ``write_str_ground_truth`` live with the loaders whose naming they are: ``megc_vqa.annotations.long_videos``.
+
 ``data``      ``VideoFrames.open(source)`` (over ``visual.frames.FrameReader``), ``iter_crop_chunks`` (only
               the sampling grid is decoded, in chunks), ``Stabiliser`` (lighting, head motion),
               ``ChannelMaker``, ``soft_labels``, ``prepare_video``, ``WindowDataset``; ``NoFramesError``.

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
 from megc_vqa.errors import InputError
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
-
-from .videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +232,8 @@ class STRRunner:
         atomic_write_text(self.csv_path, buffer.getvalue())
 
     def _write_summary(self, jobs: Sequence[VideoJob], summary: dict) -> None:
+        from megc_vqa.annotations.long_videos import fps_summary
         from megc_vqa.fileio import atomic_write_text
-
-        from .videos import fps_summary
 
         record = {
             "spotter": self.spotter_description,

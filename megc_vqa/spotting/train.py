@@ -377,12 +377,12 @@ def read_str_gt(
     gt_csv: str | Path, videos_root: str | Path, fps: float | None = None, dataset: str | None = None
 ) -> list:
     """Long videos from an STR ground-truth CSV (``subject,video,onset,offset,emotion[,type]``) whose frames
-    are in ``videos_root``, matched and given their fps by ``megc_vqa.spotting.videos`` (``fps`` or the
+    are in ``videos_root``, matched and given their fps by ``megc_vqa.annotations.long_videos`` (``fps`` or the
     ``videos.json`` sidecar or ``dataset``; never guessed). Missing ``type``: micro when at most 0.5 s."""
+    from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
     from megc_vqa.records import LongVideo
 
     from .pipeline import read_gt_events
-    from .videos import FpsPolicy, discover_videos
 
     keys = list(read_gt_events(gt_csv))
     jobs = discover_videos(videos_root, FpsPolicy(fps, dataset=dataset), gt_keys=keys)

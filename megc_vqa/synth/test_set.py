@@ -285,7 +285,9 @@ def write_test_set(
         result.expressions[video] = expr
         info[video] = {"expr": expr, "fine": fine, "coarse": coarse, "fps": fps, "length": n}
     for video, need, fps in long_plans:
-        subject = video.partition("_")[0]  # the STR naming rule: video = folder name (spotting.videos)
+        subject = video.partition("_")[
+            0
+        ]  # the STR naming rule: video = folder name (annotations.long_videos)
         rng = _video_rng(seed, video)
         n_events = max(need.min_events, int(rng.integers(3, 6)))
         lv, job = _long_video(out / "long" / video, subject, video, fps, n_events, rng,
@@ -365,7 +367,7 @@ def write_long_videos(
     """Write ``n`` long videos to ``out/long/<video>/img{k}.jpg`` with 3-7 events each, plus
     ``out/gt/str_gt.csv``, ``out/gt/long_videos.jsonl`` and the ``out/long/videos.json`` sidecar (names, fps).
 
-    Names follow the SAMM-LV loader (``megc_vqa.spotting.videos``): subject ``006``, video ``006_1``.
+    Names follow the SAMM-LV loader (``megc_vqa.annotations.long_videos``): subject ``006``, video ``006_1``.
     fps: every video at this rate; ``None`` alternates 30 and 200 fps by subject. Two videos per subject.
     """
     out = Path(out)
@@ -376,7 +378,9 @@ def write_long_videos(
         subject = f"{SAMM_SUBJECTS[s_idx % len(SAMM_SUBJECTS)] + 100 * (s_idx // len(SAMM_SUBJECTS)):03d}"
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
         n_events = int(rng.integers(3, 6) if rate > 60 else rng.integers(4, 8))
-        video = f"{subject}_{v_idx + 1}"  # SAMM-LV naming: the folder name is the video (spotting.videos)
+        video = (
+            f"{subject}_{v_idx + 1}"  # SAMM-LV naming: the folder name is the video (annotations.long_videos)
+        )
         lv, job = _long_video(
             out / "long" / video, subject, video, rate, n_events, rng, (seed, 7, i), size, rate > 60
         )
@@ -391,7 +395,7 @@ def write_long_videos(
 def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
     """``str_gt.csv`` (subject,video,onset,offset,emotion,type) and ``long_videos.jsonl`` (events with AUs),
     and a ``videos.json`` sidecar (STR names and fps) in every folder holding the videos' frame folders."""
-    from megc_vqa.spotting.videos import SIDECAR, VideoEntry, str_names, write_sidecar
+    from megc_vqa.annotations.long_videos import SIDECAR, VideoEntry, str_names, write_sidecar
 
     gt_dir.mkdir(parents=True, exist_ok=True)
     by_parent: dict[Path, list[VideoEntry]] = {}
