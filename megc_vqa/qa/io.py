@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import Problem, atomic_write_text, parse_jsonl
+from megc_vqa.fileio import Problem, atomic_folder, atomic_write_text, parse_jsonl
 from megc_vqa.qa.records import EXTRA_KEYS, OFFICIAL_KEYS, QARecord, QuestionRow
 
 log = logging.getLogger(__name__)
@@ -213,14 +211,6 @@ def save_as_dataset(records: Iterable[QARecord], out_dir: str | Path) -> Path:
     features = dataset_features()
     columns = {key: [row[key] for row in rows] for key in features}
     dataset = Dataset.from_dict(columns, features=features)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         dataset.save_to_disk(str(tmp))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

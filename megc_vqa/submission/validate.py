@@ -46,6 +46,19 @@ def _id(value: object) -> str:
     return text if len(text) <= 80 else cut(text, 60)
 
 
+def _key_problem(
+    name: str, line: int, keys: set[str], expected: set[str], cut_extra: bool = False
+) -> Problem:
+    """A row whose keys are not the expected ones: what is missing, what is extra (cut to 120 characters
+    with ``cut_extra``, for files read without their question file), what was expected."""
+    missing, extra = sorted(expected - keys), sorted(keys - expected)
+    extra_text = cut(", ".join(extra), 120) if cut_extra else ", ".join(extra)
+    parts = ([f"missing key(s) {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected key(s) {extra_text}"] if extra else []
+    )
+    return Problem(name, line, "; ".join(parts) + f" (expected {', '.join(sorted(expected))})")
+
+
 def _answer_format_warnings(question: str, answer: str) -> list[str]:
     """Why an answer is off the training format (empty list when it is on it); the kinds registry says
     what each kind's answer looks like."""
@@ -91,13 +104,7 @@ def validate_prediction_bytes(
         obj, line = row.data, row.line
         keys = set(obj)
         if keys != expected_keys:
-            missing, extra = sorted(expected_keys - keys), sorted(keys - expected_keys)
-            parts = ([f"missing key(s) {', '.join(missing)}"] if missing else []) + (
-                [f"unexpected key(s) {', '.join(extra)}"] if extra else []
-            )
-            problems.append(
-                Problem(name, line, "; ".join(parts) + f" (expected {', '.join(sorted(expected_keys))})")
-            )
+            problems.append(_key_problem(name, line, keys, expected_keys))
         vid = obj.get("video_id")
         if not isinstance(vid, str):
             problems.append(Problem(name, line, "no string video_id"))
@@ -189,13 +196,7 @@ def check_prediction_file(data: bytes, name: str, *, check_format: bool = True) 
         obj, line = row.data, row.line
         keys = set(obj)
         if keys != QUESTION_KEYS:
-            missing, extra = sorted(QUESTION_KEYS - keys), sorted(keys - QUESTION_KEYS)
-            parts = ([f"missing key(s) {', '.join(missing)}"] if missing else []) + (
-                [f"unexpected key(s) {cut(', '.join(extra), 120)}"] if extra else []
-            )
-            problems.append(
-                Problem(name, line, "; ".join(parts) + f" (expected {', '.join(sorted(QUESTION_KEYS))})")
-            )
+            problems.append(_key_problem(name, line, keys, QUESTION_KEYS, cut_extra=True))
         vid, answer = obj.get("video_id"), obj.get("answer")
         if not isinstance(vid, str) or not vid.strip():
             problems.append(Problem(name, line, "no string video_id"))

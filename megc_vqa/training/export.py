@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -320,17 +318,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--qa {args.qa}: no records")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the target and moved in when complete: an interrupted export leaves no half folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    from megc_vqa.fileio import atomic_folder
+
+    with atomic_folder(out) as tmp:
         manifest = export(records, tmp, args.format, settings, loso=args.loso, cache_dir=args.cache_dir)
         if args.format == "swift":  # absolute image paths point into the temporary folder until moved
             _repoint(tmp, out, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     left_out = manifest["left_out"]
     for entry in left_out[:20]:
         print(f"  left out {entry['id']}: {entry['reason']}", file=sys.stderr)
