@@ -301,3 +301,24 @@ def test_lora_on_the_merger_wraps_only_its_linear_layers():
         "base_model.model.model.visual.merger.mlp.0",
         "base_model.model.model.visual.merger.mlp.2",
     }
+
+
+@pytest.mark.parametrize("recipe", ["qwen2.5-vl-3b/lora.yaml", "qwen2.5-vl-3b/qlora.yaml"])
+def test_realsize_check_runs_a_shipped_recipe_on_the_tiny_model(recipe: str, tmp_path: Path):
+    """The code of ``make test-realsize`` itself, end to end on the tiny model (the real sizes are slow):
+    a shipped recipe trains, its adapter reloads to the same loss, and the merged model matches it."""
+    from megc_vqa.models.tiny import ensure_tiny
+    from megc_vqa.training.realsize import check
+
+    merge = recipe.endswith("/lora.yaml")
+    r = check(
+        ROOT / "recipes" / recipe, tmp_path, model_path=ensure_tiny("tiny-qwen2.5-vl"), steps=2, merge=merge
+    )
+    assert r["failures"] == [], r["failures"]
+    assert r["lora_wrapped"] == sum(r["lora_modules"].values()) > 0
+    assert r["visual_tokens"] == r["visual_tokens_promised"] > 0
+    assert r["adapter_weights_changed"] and r["adapter_weights_reloaded_equal"]
+    assert r["loss_reloaded"] == pytest.approx(r["loss_trained"], abs=1e-4)
+    assert r["full_depth"]["layers"] == 36 and r["full_depth"]["stray_trainable"] == []
+    if merge:
+        assert r["merge_logits_max_diff"] <= 1e-3 * max(1.0, r["logits_scale"])
