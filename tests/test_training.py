@@ -160,6 +160,34 @@ def test_bad_settings_say_what_to_change(qa_file, tmp_path, extra, message):
         parse_config(tiny_args(qa_file, tmp_path, *extra))
 
 
+def test_a_recipe_value_outside_its_choices_is_an_error(qa_file, tmp_path):
+    """The command line checks choices itself; a YAML value must be checked too."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((ROOT / "recipes" / "tiny" / "lora.yaml").read_text() + "\nloss_weighting: answers\n")
+    with pytest.raises(ConfigError, match="loss_weighting must be one of token, answer"):
+        parse_config(["--config", str(recipe), "--train_file", str(qa_file), "--output_dir", str(tmp_path)])
+
+
+def test_answer_mean_loss_weighs_every_answer_the_same():
+    from types import SimpleNamespace
+
+    from megc_vqa.training.losses import answer_mean_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.full((2, 6), -100)
+    labels[0, 1:6] = torch.tensor([1, 2, 3, 4, 5])  # a five-token answer
+    labels[1, 5] = 7  # a one-token answer
+    token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+    mask = labels[:, 1:] != -100
+    per_answer = (token * mask).sum(1) / mask.sum(1)
+    loss = answer_mean_loss(SimpleNamespace(logits=logits), labels)
+    assert loss == pytest.approx(float(per_answer.mean()), rel=1e-6)
+    assert loss != pytest.approx(float(token[mask].mean()), rel=1e-3)  # not the token mean
+    labels[1] = -100  # a row without an answer does not count
+    assert answer_mean_loss(SimpleNamespace(logits=logits), labels) == pytest.approx(float(per_answer[0]))
+
+
 # --- splits --------------------------------------------------------------------------------------
 
 

@@ -125,6 +125,15 @@ class DataArguments:
         default=None,
         metadata={"help": "repeat records of a type, e.g. 'coarse=3,joint=2' (integers; default 1 each)"},
     )
+    loss_weighting: str = field(
+        default="token",
+        metadata={
+            "help": "token: every answer token weighs the same (the transformers default: long answers such "
+            "as AU lists dominate); answer: each answer's tokens are averaged first, so every question "
+            "weighs the same, as in the MEGC scores",
+            "choices": ["token", "answer"],
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "cap on training records"})
     max_length: int | None = field(
         default=None,
@@ -336,6 +345,20 @@ def validate(recipe: Recipe) -> None:
     if d.eval_file and (d.val_subjects or d.loso_fold or d.val_fraction):
         raise ConfigError(f"{where}: eval_file is given, so do not also split train_file (val_*/loso_fold)")
     check_ranges(recipe)
+    check_choices(recipe)
+
+
+def check_choices(recipe: Recipe) -> None:
+    """Every key with a fixed set of values holds one of them (the CLI checks its own; YAML does not)."""
+    from dataclasses import fields
+
+    where = recipe.config_path or "command line"
+    for args in (recipe.model, recipe.data):
+        for f in fields(args):
+            choices = f.metadata.get("choices")
+            value = getattr(args, f.name)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"{where}: {f.name} must be one of {', '.join(choices)} (got {value!r})")
 
 
 def check_ranges(recipe: Recipe) -> None:
