@@ -137,7 +137,7 @@ BARS = {"uf1_coarse": 0.9, "uf1_fine": 0.6, "au_f1": 0.6}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_demo_learns_every_question_type_and_meets_its_bars(tmp_path, seed):
     import resource
     import time
