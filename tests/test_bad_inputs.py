@@ -353,8 +353,11 @@ def test_prep_bad_and_missing_frames_are_reported(synth_root, prepped, tmp_path,
     out = capsys.readouterr().out
     assert "2 x unreadable frame" in out and "1 x missing key frame" in out
     records = [json.loads(line) for line in (tmp_path / "o" / "qa.jsonl").read_text().splitlines()]
-    assert {r["image_id"] for r in records} == {gap["image_id"]}  # the gap clip starts one frame later
-    assert {r["onset"] for r in records} == {gap["onset"] + 1}
+    before = (synth_root / "p0" / "qa.jsonl").read_text().splitlines()
+    kept_before = {json.loads(line)["image_id"] for line in before}
+    # the two clips with unreadable frames are dropped; the gap clip is kept and starts one frame later
+    assert {r["image_id"] for r in records} == kept_before - {empty["image_id"], text["image_id"]}
+    assert {r["onset"] for r in records if r["image_id"] == gap["image_id"]} == {gap["onset"] + 1}
 
 
 def test_out_naming_a_file(synth_root, tmp_path, capsys):
