@@ -450,7 +450,7 @@ def test_public_path_spotting_and_lvqa_bars_on_held_out_seeds(tmp_path):
     torch.set_num_threads(2)
     recipe = ROOT / "recipes" / "spotting" / "synth.yaml"
     train = tmp_path / "train"
-    assert cli_main(["synth-test", "--long-videos", "16", "--seed", "0", "--out", str(train)]) == 0
+    assert cli_main(["synth-test", "--long-videos", "32", "--seed", "0", "--out", str(train)]) == 0
     model = tmp_path / "model"
     argv = ["spot-train", "--recipe", str(recipe), "--gt", str(train / "gt" / "str_gt.csv"),
             "--videos-root", str(train / "long"), "--out", str(model)]  # fmt: skip
