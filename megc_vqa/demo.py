@@ -203,48 +203,34 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    if state.todo("synth"):
-        with _step("synthetic datasets (megc-vqa synth)", timings):
-            _check(
-                cli(
-                    [
-                        "synth",
-                        "--out",
-                        str(out / "synth"),
-                        "--datasets",
-                        SYNTH_DATASETS,
-                        "--seed",
-                        str(args.seed),
-                        *SYNTH_SIZE,
-                    ]
-                ),
-                "synth",
-            )
-        state.finish("synth")
-    if state.todo("test"):
-        with _step("synthetic test frames for the MEGC2025 question files (megc-vqa synth-test)", timings):
-            _check(
-                cli(
-                    [
-                        "synth-test",
-                        "--questions",
-                        *map(str, questions),
-                        "--out",
-                        str(out / "test"),
-                        "--seed",
-                        str(args.seed),
-                    ]
-                ),
-                "synth-test",
-            )
-        state.finish("test")
-    if state.todo("prep"):
-        with _step("QA records (megc-vqa prep)", timings):
-            _check(
-                cli(["prep", "--data-root", str(out / "synth"), "--out", str(out / "prep"), "--no-progress"]),
-                "prep",
-            )
-        state.finish("prep")
+    def cli_step(step: str, title: str, argv: list[str]) -> None:
+        if state.todo(step):
+            with _step(title, timings):
+                _check(cli(argv), argv[0])
+            state.finish(step)
+
+    synth_argv = ["--datasets", SYNTH_DATASETS, "--seed", str(args.seed), *SYNTH_SIZE]
+    cli_step(
+        "synth", "synthetic datasets (megc-vqa synth)", ["synth", "--out", str(out / "synth"), *synth_argv]
+    )
+    cli_step(
+        "test",
+        "synthetic test frames for the MEGC2025 question files (megc-vqa synth-test)",
+        [
+            "synth-test",
+            "--questions",
+            *map(str, questions),
+            "--out",
+            str(out / "test"),
+            "--seed",
+            str(args.seed),
+        ],
+    )
+    cli_step(
+        "prep",
+        "QA records (megc-vqa prep)",
+        ["prep", "--data-root", str(out / "synth"), "--out", str(out / "prep"), "--no-progress"],
+    )
     if state.todo("model"):
         recipe_name = args.recipe.relative_to(REPO) if args.recipe.is_relative_to(REPO) else args.recipe
         with _step(f"tiny model fine-tune ({recipe_name})", timings):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.models.registry import LORA_SCOPES
+from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
 
 class ConfigError(ValueError):
@@ -131,7 +132,7 @@ class DataArguments:
             "help": "token: every answer token weighs the same (the transformers default: long answers such "
             "as AU lists dominate); answer: each answer's tokens are averaged first, so every question "
             "weighs the same, as in the MEGC scores",
-            "choices": ["token", "answer"],
+            "choices": list(LOSS_WEIGHTINGS),
         },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "cap on training records"})
@@ -350,8 +351,6 @@ def validate(recipe: Recipe) -> None:
 
 def check_choices(recipe: Recipe) -> None:
     """Every key with a fixed set of values holds one of them (the CLI checks its own; YAML does not)."""
-    from dataclasses import fields
-
     where = recipe.config_path or "command line"
     for args in (recipe.model, recipe.data):
         for f in fields(args):
