@@ -158,6 +158,47 @@ def test_duration_typing_types_intervals_by_length(fps):
     assert [iv.type for iv in extract_intervals(edge, PeakParams(smooth_seconds=0))] == ["micro", "macro"]
 
 
+@pytest.mark.parametrize("fps", [30.0, 200.0])
+def test_micro_cut_types_a_widened_micro_interval_micro_and_fits_it_to_the_rule(fps):
+    sec = lambda s: int(s * fps)  # noqa: E731
+    curve = bump_curve(fps, sec(10), [(sec(1), sec(1.6), 0), (sec(5), sec(6), 1)])  # 0.6 s and 1 s
+    by_rule = extract_intervals(curve, PeakParams(smooth_seconds=0))
+    assert [iv.type for iv in by_rule] == ["macro", "macro"]
+    cut = extract_intervals(curve, PeakParams(smooth_seconds=0, micro_cut_seconds=0.65))
+    assert [iv.type for iv in cut] == ["micro", "macro"]
+    micro = cut[0]
+    assert (micro.offset - micro.onset) / fps <= 0.5  # shrunk to the 0.5 s rule ...
+    assert sec(1) <= micro.onset and micro.offset <= sec(1.6)  # ... inside what was found
+    assert (cut[1].onset, cut[1].offset) == (sec(5), sec(6))
+    with pytest.raises(UsageError, match="micro_cut_seconds"):
+        PeakParams.from_dict({"micro_cut_seconds": 0})
+
+
+def test_choose_peaks_picks_the_micro_cut_by_typed_f1_and_keeps_the_rule_on_ties():
+    from megc_vqa.spotting.train import TrainConfig, choose_peaks
+
+    fps = 30.0
+    # every micro-expression comes out of the curve 0.2 s longer than it is (0.4 s -> 0.6 s)
+    bumps = [(30 + 90 * i, 48 + 90 * i, 0) for i in range(4)] + [(400, 440, 1), (500, 545, 1)]
+    curve = bump_curve(fps, 600, bumps)
+    events = [Event(a + 3, b - 3, None, expression_type="micro") for a, b, _ in bumps[:4]]
+    events += [Event(a, b, None, expression_type="macro") for a, b, _ in bumps[4:]]
+    video = LongVideo("synth", "s1", "v1", FrameSource("folder", Path("unused")), fps, tuple(events))
+    cfg = TrainConfig(thresholds=(0.5,), extents=(0.5,), smooths=(0.0,), micro_cuts=(0.55, 0.7, 0.9))
+    params, score = choose_peaks([curve], [video], PeakParams(), cfg)
+    assert params.micro_cut_seconds == 0.7  # 0.55 is under 0.63 s; 0.9 ties, and 0.7 is nearer 0.5 s
+    assert score["typed_f1"] == 1.0 and score["f1"] == 1.0
+    rule, rule_score = choose_peaks([curve], [video], PeakParams(), TrainConfig(
+        thresholds=(0.5,), extents=(0.5,), smooths=(0.0,)))  # fmt: skip
+    assert rule.micro_cut_seconds is None and rule_score["typed_f1"] == pytest.approx(2 / 6)
+    # nothing between the rule and the types to gain: the 0.5 s rule stays
+    exact = LongVideo("synth", "s1", "v1", video.source, fps,
+                      tuple(Event(a, b, None, expression_type="macro") for a, b, _ in bumps[4:]))  # fmt: skip
+    macro_only = bump_curve(fps, 600, bumps[4:])
+    tie, _ = choose_peaks([macro_only], [exact], PeakParams(), cfg)
+    assert tie.micro_cut_seconds == 0.5
+
+
 def test_threshold_and_overlap_suppression():
     fps = 30.0
     curve = bump_curve(fps, 300, [(50, 60, 0), (50, 70, 1), (200, 205, 0)])
@@ -443,14 +484,14 @@ def test_public_path_spotting_and_lvqa_bars_on_held_out_seeds(tmp_path):
     """Issue 11 bars through the public path: synth-test -> `megc-vqa spot-train` (recipes/spotting/synth.yaml)
     -> eval/run_str.py --spotter on held-out seeds 1 and 2 (never used in training or selection): strict
     spotting F1 >= 0.85; the model-free default (no --spotter) >= 0.4 on the same videos; eval/run_lvqa.py
-    on synth-test's videos for the organisers' LVQA files (seed 3): count MAE <= 1 (total, micro, macro) and
-    event-type UF1 >= 0.8."""
+    on synth-test's videos for the organisers' LVQA files (seeds 3 and 4): count MAE <= 1 (total, micro,
+    macro) and event-type UF1 >= 0.8."""
     from megc_vqa.cli import main as cli_main
 
     torch.set_num_threads(2)
     recipe = ROOT / "recipes" / "spotting" / "synth.yaml"
     train = tmp_path / "train"
-    assert cli_main(["synth-test", "--long-videos", "32", "--seed", "0", "--out", str(train)]) == 0
+    assert cli_main(["synth-test", "--long-videos", "128", "--seed", "0", "--out", str(train)]) == 0
     model = tmp_path / "model"
     argv = ["spot-train", "--recipe", str(recipe), "--gt", str(train / "gt" / "str_gt.csv"),
             "--videos-root", str(train / "long"), "--out", str(model)]  # fmt: skip
@@ -472,23 +513,25 @@ def test_public_path_spotting_and_lvqa_bars_on_held_out_seeds(tmp_path):
     assert all(f >= 0.4 for (name, _), f in figures.items() if name == "baseline"), figures
 
     questions = sorted(str(p) for p in SHARED.glob("me_lvqa_*_to_answer.jsonl"))
-    lvqa = tmp_path / "lvqa"
-    assert cli_main(["synth-test", "--questions", *questions, "--seed", "3", "--out", str(lvqa)]) == 0
-    gts = [str(lvqa / "gt" / Path(q).name) for q in questions]
-    out = tmp_path / "run_lvqa"
-    argv = ["--questions", *questions, "--videos-root", str(lvqa / "long"), "--gt", *gts, "--out", str(out),
-            "--spotter", str(model / "spotter.pt"), "--no-plots"]  # fmt: skip
-    assert _script("run_lvqa.py")(argv) == 0
-    overall = json.loads((out / "lvqa_scores.json").read_text())["overall"]
-    print(
-        "LVQA:",
-        {k: overall[k] for k in ("count_total_mae", "count_micro_mae", "count_macro_mae", "type_uf1")},
-    )
-    assert max(overall["count_total_mae"], overall["count_micro_mae"], overall["count_macro_mae"]) <= 1.0, (
-        overall
-    )
-    assert overall["type_uf1"] >= 0.8, overall
-    assert "| video |" in (out / "lvqa_report.md").read_text()
+    lvqa_figures = {}
+    for seed in (3, 4):
+        lvqa = tmp_path / f"lvqa{seed}"
+        assert (
+            cli_main(["synth-test", "--questions", *questions, "--seed", str(seed), "--out", str(lvqa)]) == 0
+        )
+        gts = [str(lvqa / "gt" / Path(q).name) for q in questions]
+        out = tmp_path / f"run_lvqa{seed}"
+        argv = ["--questions", *questions, "--videos-root", str(lvqa / "long"), "--gt", *gts, "--out", str(out),
+                "--spotter", str(model / "spotter.pt"), "--no-plots"]  # fmt: skip
+        assert _script("run_lvqa.py")(argv) == 0
+        overall = json.loads((out / "lvqa_scores.json").read_text())["overall"]
+        keys = ("count_total_mae", "count_micro_mae", "count_macro_mae", "type_uf1")
+        lvqa_figures[seed] = {k: round(overall[k], 3) for k in keys}
+        assert "| video |" in (out / "lvqa_report.md").read_text()
+    print("LVQA by seed:", lvqa_figures)
+    for seed, f in lvqa_figures.items():
+        assert max(f["count_total_mae"], f["count_micro_mae"], f["count_macro_mae"]) <= 1.0, (seed, f)
+        assert f["type_uf1"] >= 0.8, (seed, f)
 
 
 # --- thin scripts ---------------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ micro-expression spans at most ``micro_max_seconds`` (0.5 s, onset to offset) an
 ``micro_min_seconds``; a macro-expression more than ``micro_max_seconds`` and at most ``macro_max_seconds``.
 With ``typing="duration"`` (default) the intervals come from the max of the micro and macro curves and the
 type follows the length (a 0.5 s window cannot tell a macro-expression's plateau from its onset, but the
-length can); with ``typing="channel"`` each curve gives intervals of its own type, shrunk or grown around
-the peak to fit that type. Overlapping intervals keep the higher score, across types too.
+length can): micro up to ``micro_cut_seconds``, which defaults to the 0.5 s rule, and which ``spot-train``
+may pick higher on validation, because smoothing and the extent rule make an interval longer than the
+expression (a micro interval is then fitted to the micro lengths around its peak); with
+``typing="channel"`` each curve gives intervals of its own type, shrunk or grown around the peak to fit
+that type. Overlapping intervals keep the higher score, across types too.
 
 Videos shorter than one window (documented fallback): the window is padded by repeating the last frame, the
 real frames are scored, and a warning says so.
@@ -95,8 +98,11 @@ class PeakParams:
     micro_min_seconds: float = 0.1
     micro_max_seconds: float = 0.5
     macro_max_seconds: float = 6.0
+    # typing "duration": a spotted interval up to this long (s) is micro (None: micro_max_seconds). Smoothing
+    # and the extent rule widen intervals beyond the expression, so spot-train picks it on validation.
+    micro_cut_seconds: float | None = None
     types: tuple[str, ...] = field(default=OUTPUTS)
-    # "duration": intervals come from the max of the channels and are typed by length (<= micro_max_seconds:
+    # "duration": intervals come from the max of the channels and are typed by length (<= micro_cut_seconds:
     # micro); "channel": each channel gives intervals of its own type, then clamped to that type's lengths.
     typing: Literal["duration", "channel"] = "duration"
 
@@ -127,7 +133,7 @@ class PeakParams:
         check_number(f"{where}.extent", params.extent, above=0, maximum=1)
         for key in ("smooth_seconds", "micro_min_seconds"):
             check_number(f"{where}.{key}", getattr(params, key), minimum=0)
-        for key in ("micro_max_seconds", "macro_max_seconds"):
+        for key in ("micro_max_seconds", "macro_max_seconds", "micro_cut_seconds"):
             check_number(f"{where}.{key}", getattr(params, key), above=0)
         return params
 
@@ -305,6 +311,8 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
         "micro": (max(1, round(params.micro_min_seconds * fps)), micro_max),
         "macro": (micro_max + 1, max(micro_max + 1, round(params.macro_max_seconds * fps))),
     }
+    cut = params.micro_max_seconds if params.micro_cut_seconds is None else params.micro_cut_seconds
+    micro_cut = max(1, int(np.floor(cut * fps)) + 1)  # frames, as micro_max
     channels = [k for k, kind in enumerate(OUTPUTS) if kind in params.types]
     # "duration": one curve (the max over the channels), the type follows the length.
     curves = [(channels, None)] if params.typing == "duration" else [([k], OUTPUTS[k]) for k in channels]
@@ -331,7 +339,7 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
             while hi < len(s) - 1 and s[hi + 1] >= level:
                 hi += 1
             lo_f, hi_f, peak_f = int(frames[lo]), int(frames[hi]), int(frames[p])
-            this = kind or ("micro" if hi_f - lo_f + 1 <= micro_max else "macro")
+            this = kind or ("micro" if hi_f - lo_f + 1 <= micro_cut else "macro")
             onset, offset = _fit_length(lo_f, hi_f, peak_f, *limits[this], curve.first, curve.last)
             if offset - onset + 1 < max(2, limits[this][0]):
                 continue  # the video is too short to hold an expression of this type (a 1-frame video)

@@ -51,6 +51,8 @@ class TrainConfig:
     thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     extents: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
     smooths: tuple[float, ...] = (0.05,)  # PeakParams.smooth_seconds candidates (a recipe may add more)
+    # PeakParams.micro_cut_seconds candidates, picked after the others by typed strict F1 (empty: the 0.5 s rule)
+    micro_cuts: tuple[float, ...] = ()
     iou: float = 0.5
     phases: int = 1  # sampling-grid offsets prepared per training video (augmentation)
     seed: int = 0
@@ -70,21 +72,22 @@ class FitResult:
 def spotting_scores(curves, videos, params, iou: float = 0.5) -> dict:
     """Pooled strict spotting scores of ``extract_intervals(curve, params)`` against each video's events,
     from the project's one STR scorer (``megc_vqa.metrics.strs``, strict mode): the F1 selected on is the
-    F1 ``run_str`` reports."""
+    F1 ``run_str`` reports. ``typed_f1``: the same, but a hit must also have the event's type."""
     from .infer import extract_intervals
 
     preds, gts = [], []
     for curve, video in zip(curves, videos, strict=True):
-        preds += [_interval(video, iv.onset, iv.offset) for iv in extract_intervals(curve, params)]
-        gts += [_interval(video, e.onset, e.offset) for e in video.events]
+        preds += [_interval(video, iv.onset, iv.offset, iv.type) for iv in extract_intervals(curve, params)]
+        gts += [_interval(video, e.onset, e.offset, e.expression_type) for e in video.events]
     return strict_spotting(preds, gts, iou)
 
 
-def _interval(video, onset: int, offset: int):
+def _interval(video, onset: int, offset: int, kind: str | None = None):
     from megc_vqa.metrics.strs import Interval, canonical_subject
 
     # emotions play no part in spotting scores; one placeholder class keeps the scorer's analysis quiet
-    return Interval(canonical_subject(video.subject), video.video_id, int(onset), int(offset), "others")
+    subject = canonical_subject(video.subject)
+    return Interval(subject, video.video_id, int(onset), int(offset), "others", type=kind)
 
 
 def strict_spotting(preds, gts, iou: float = 0.5) -> dict:
@@ -93,7 +96,9 @@ def strict_spotting(preds, gts, iou: float = 0.5) -> dict:
     from megc_vqa.metrics.strs import iou as interval_iou
     from megc_vqa.metrics.strs import match_strict, score_str
 
-    r = score_str(preds, gts, "strict", iou_threshold=iou)["overall"]
+    scores = score_str(preds, gts, "strict", iou_threshold=iou)
+    r = scores["overall"]
+    typed_tp = sum(scores[kind]["tp_spot"] for kind in ("micro", "macro") if kind in scores)
     pairs = match_strict(preds, gts, iou).pairs
     overlaps = [interval_iou(p.onset, p.offset, g.onset, g.offset) for p, g in pairs]
     return {
@@ -104,13 +109,15 @@ def strict_spotting(preds, gts, iou: float = 0.5) -> dict:
         "precision": r["precision_spot"],
         "recall": r["recall_spot"],
         "f1": r["f1_spot"],
+        "typed_f1": 2 * typed_tp / (len(preds) + len(gts)) if preds or gts else 0.0,
     }
 
 
 def choose_peaks(curves, videos, base, train_cfg: TrainConfig) -> tuple[object, dict]:
     """The (threshold, extent, smoothing) with the best pooled strict F1 on the given (validation) curves;
     ties (a small validation split has many) go to the larger mean IoU of the true positives, i.e. the
-    boundaries with the most margin above the IoU bar."""
+    boundaries with the most margin above the IoU bar. Then, given ``micro_cuts``, the micro/macro length
+    cut with the best typed strict F1 (ties: the cut nearest the 0.5 s definition)."""
     best = None
     grid = itertools.product(
         train_cfg.thresholds, train_cfg.extents, train_cfg.smooths or (base.smooth_seconds,)
@@ -120,6 +127,13 @@ def choose_peaks(curves, videos, base, train_cfg: TrainConfig) -> tuple[object, 
         score = spotting_scores(curves, videos, params, train_cfg.iou)
         if best is None or (score["f1"], score["mean_iou"]) > (best[1]["f1"], best[1]["mean_iou"]):
             best = (params, score)
+    if train_cfg.micro_cuts and base.typing == "duration":
+        rule = base.micro_max_seconds
+        typed = []
+        for cut in sorted({rule, *train_cfg.micro_cuts}, key=lambda c: abs(c - rule)):
+            params = dataclasses.replace(best[0], micro_cut_seconds=cut)
+            typed.append((params, spotting_scores(curves, videos, params, train_cfg.iou)))
+        best = max(typed, key=lambda ps: ps[1]["typed_f1"])  # max keeps the first of equals: nearest 0.5 s
     return best
 
 
@@ -228,15 +242,23 @@ def fit(
             "seconds": time.perf_counter() - started,
             **score,
         }
-        row.update(threshold=params.threshold, extent=params.extent, smooth_seconds=params.smooth_seconds)
+        row.update(
+            threshold=params.threshold,
+            extent=params.extent,
+            smooth_seconds=params.smooth_seconds,
+            micro_cut_seconds=params.micro_cut_seconds,
+        )
         history.append(row)
         log.info(
-            "epoch %d loss %.4f val F1 %.3f (thr %.2f, extent %.2f)",
+            "epoch %d loss %.4f val F1 %.3f, typed %.3f (thr %.2f, extent %.2f, smooth %.2f s, micro up to %.2f s)",
             epoch,
             row["loss"],
             score["f1"],
+            score["typed_f1"],
             params.threshold,
             params.extent,
+            params.smooth_seconds,
+            params.micro_cut_seconds or params.micro_max_seconds,
         )
         if best is None or score["f1"] > best.val["f1"]:
             best = FitResult(copy.deepcopy(model).cpu().eval(), epoch, params, score)
@@ -264,9 +286,10 @@ def loso(
         score = spotting_scores(curves, test_videos, result.peaks, train_cfg.iou)
         for curve, video in zip(curves, test_videos, strict=True):
             pooled_pred += [
-                _interval(video, iv.onset, iv.offset) for iv in extract_intervals(curve, result.peaks)
+                _interval(video, iv.onset, iv.offset, iv.type)
+                for iv in extract_intervals(curve, result.peaks)
             ]
-            pooled_gt += [_interval(video, e.onset, e.offset) for e in video.events]
+            pooled_gt += [_interval(video, e.onset, e.offset, e.expression_type) for e in video.events]
         folds.append(
             {
                 "test": test_subject,
@@ -325,6 +348,10 @@ def check_train_config(cfg: TrainConfig, where: str = "train") -> None:
                 check_number(f"{where}.{key} entry", v, minimum=0, maximum=1)
             else:
                 check_number(f"{where}.{key} entry", v, above=0, maximum=1)
+    for v in cfg.smooths:
+        check_number(f"{where}.smooths entry", v, minimum=0)
+    for v in cfg.micro_cuts:
+        check_number(f"{where}.micro_cuts entry", v, above=0)
 
 
 def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
@@ -354,7 +381,7 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
             raise InputError(f"{path}: section {name}: expected key: value lines, got {type(value).__name__}")
         sections[name] = dict(value)
     train = sections["train"]
-    for key in ("thresholds", "extents", "smooths"):
+    for key in ("thresholds", "extents", "smooths", "micro_cuts"):
         if key in train:
             train[key] = tuple(train[key]) if isinstance(train[key], (list, tuple)) else (train[key],)
     reject_unknown_keys(train, [f.name for f in dataclasses.fields(TrainConfig)], f"{path}: train")
