@@ -4,8 +4,8 @@ Each recipe runs in its own process (``python -m megc_vqa.training.realsize``: p
 recipe's, and it is all returned afterwards) on a random-weight build of its checkpoint's published
 configuration, cached in ``$MEGC_VQA_CACHE/models`` (built once: 2-4 min and 7-9 GB of disk each).
 Without a GPU the step runs in float32 (bf16 is 47-130x slower on a CPU without bf16 instructions:
-``benchmarks/cpu_dtype.py``, and ``TRAIN_LAYERS`` in :mod:`megc_vqa.training.realsize`). Qwen2.5-VL-3B, LoRA and QLoRA, trains at full
-depth (36 decoder layers, 32 vision blocks). Qwen2.5-VL-7B (~33 GB in float32) and Qwen3-VL-4B (~18 GB)
+``benchmarks/cpu_dtype.py``, and ``TRAIN_LAYERS`` in :mod:`megc_vqa.training.realsize`).
+Qwen2.5-VL-3B, LoRA and QLoRA, trains at full depth (36 decoder layers, 32 vision blocks). Qwen2.5-VL-7B (~33 GB in float32) and Qwen3-VL-4B (~18 GB)
 do not fit this machine's 24 GB, so they train 2 decoder layers and 4 vision blocks at the real width,
 and their full-depth LoRA targets and trainable parameters are checked on the meta device. The reports
 land in ``runs/realsize/*.json``; ``python -m megc_vqa.training.realsize --table runs/realsize/*.json``

@@ -304,15 +304,17 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
     """Intervals from a score curve, sorted by onset (see the module docstring for the rules)."""
     params = params or PeakParams()
     fps = curve.fps
-    micro_max = max(
-        1, int(np.floor(params.micro_max_seconds * fps)) + 1
-    )  # frames, so offset - onset <= 0.5 s
+
+    def frames_up_to(seconds: float) -> int:  # inclusive length in frames with offset - onset <= seconds
+        return max(1, int(np.floor(seconds * fps)) + 1)
+
+    micro_max = frames_up_to(params.micro_max_seconds)
     limits = {
         "micro": (max(1, round(params.micro_min_seconds * fps)), micro_max),
         "macro": (micro_max + 1, max(micro_max + 1, round(params.macro_max_seconds * fps))),
     }
     cut = params.micro_max_seconds if params.micro_cut_seconds is None else params.micro_cut_seconds
-    micro_cut = max(1, int(np.floor(cut * fps)) + 1)  # frames, as micro_max
+    micro_cut = frames_up_to(cut)
     channels = [k for k, kind in enumerate(OUTPUTS) if kind in params.types]
     # "duration": one curve (the max over the channels), the type follows the length.
     curves = [(channels, None)] if params.typing == "duration" else [([k], OUTPUTS[k]) for k in channels]

@@ -51,7 +51,8 @@ class TrainConfig:
     thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     extents: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6)
     smooths: tuple[float, ...] = (0.05,)  # PeakParams.smooth_seconds candidates (a recipe may add more)
-    # PeakParams.micro_cut_seconds candidates, picked after the others by typed strict F1 (empty: the 0.5 s rule)
+    # PeakParams.micro_cut_seconds candidates, picked after the others by typed strict F1
+    # (empty: the 0.5 s rule)
     micro_cuts: tuple[float, ...] = ()
     iou: float = 0.5
     phases: int = 1  # sampling-grid offsets prepared per training video (augmentation)
@@ -250,7 +251,8 @@ def fit(
         )
         history.append(row)
         log.info(
-            "epoch %d loss %.4f val F1 %.3f, typed %.3f (thr %.2f, extent %.2f, smooth %.2f s, micro up to %.2f s)",
+            "epoch %d loss %.4f val F1 %.3f, typed %.3f "
+            "(thr %.2f, extent %.2f, smooth %.2f s, micro up to %.2f s)",
             epoch,
             row["loss"],
             score["f1"],

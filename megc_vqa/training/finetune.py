@@ -316,7 +316,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
 
     from megc_vqa.models.collator import VQACollator
     from megc_vqa.training.data import make_visual_fn
-    from megc_vqa.training.losses import answer_mean_loss
+    from megc_vqa.training.losses import LOSS_FUNCTIONS
 
     t, d = recipe.training, recipe.data
     if t.label_names is None:
@@ -391,9 +391,9 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         eval_dataset=Records(val_records) if has_eval else None,
         data_collator=collator,
         processing_class=processor,
-        compute_loss_func=answer_mean_loss if d.loss_weighting == "answer" else None,
+        compute_loss_func=LOSS_FUNCTIONS[d.loss_weighting],
     )
-    if d.loss_weighting == "answer":
+    if trainer.compute_loss_func is not None:
         trainer.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by the accumulation
     try:
         result = trainer.train(resume_from_checkpoint=resume)

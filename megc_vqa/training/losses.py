@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-LOSS_WEIGHTINGS: tuple[str, ...] = ("token", "answer")
-
 
 def answer_mean_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
     """Mean over the batch's answers of each answer's mean token cross-entropy (labels ``-100`` ignored).
@@ -31,3 +29,8 @@ def answer_mean_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) 
     counts = mask.sum(1)
     answered = counts > 0
     return (per_answer[answered] / counts[answered]).mean()
+
+
+# recipe ``loss_weighting`` -> the Trainer's ``compute_loss_func`` (None: the transformers token mean)
+LOSS_FUNCTIONS: dict[str, Any] = {"token": None, "answer": answer_mean_loss}
+LOSS_WEIGHTINGS: tuple[str, ...] = tuple(LOSS_FUNCTIONS)
