@@ -186,6 +186,7 @@ def test_spot_train_options(extra, message, tmp_path, capsys):
         ("peaks: {threshold: 7}", "peaks.threshold must be at least 0 and at most 1 (got 7)"),
         ("model: {size: 8}", "size must be a multiple of 16"),
         ("model: [1, 2]", "section model: expected key: value lines, got list"),
+        ("train: {micro_cuts: [0.6]}\npeaks: {typing: channel}", "only peaks.typing: duration uses"),
     ],
 )
 def test_spotting_recipe_keys(recipe, message, tmp_path, capsys):

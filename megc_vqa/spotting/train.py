@@ -399,6 +399,11 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
     except ValueError as err:
         raise InputError(f"{path}: {err}") from None
     check_train_config(train_cfg, f"{path}: train")
+    if train_cfg.micro_cuts and peaks.typing != "duration":
+        raise InputError(
+            f"{path}: train.micro_cuts picks the micro/macro length cut, which only peaks.typing: duration "
+            f"uses (this recipe has typing: {peaks.typing}); remove micro_cuts or set typing: duration"
+        )
     return model_cfg, train_cfg, peaks, sections["data"]
 
 
