@@ -106,6 +106,11 @@ class PeakParams:
     # micro); "channel": each channel gives intervals of its own type, then clamped to that type's lengths.
     typing: Literal["duration", "channel"] = "duration"
 
+    @property
+    def micro_cut(self) -> float:
+        """The length (s) up to which duration typing calls an interval micro."""
+        return self.micro_max_seconds if self.micro_cut_seconds is None else self.micro_cut_seconds
+
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "peaks") -> PeakParams:
         """Settings from a recipe's ``peaks:`` section or a checkpoint; unknown keys and out-of-range values
@@ -313,8 +318,7 @@ def extract_intervals(curve: ScoreCurve, params: PeakParams | None = None) -> li
         "micro": (max(1, round(params.micro_min_seconds * fps)), micro_max),
         "macro": (micro_max + 1, max(micro_max + 1, round(params.macro_max_seconds * fps))),
     }
-    cut = params.micro_max_seconds if params.micro_cut_seconds is None else params.micro_cut_seconds
-    micro_cut = frames_up_to(cut)
+    micro_cut = frames_up_to(params.micro_cut)
     channels = [k for k, kind in enumerate(OUTPUTS) if kind in params.types]
     # "duration": one curve (the max over the channels), the type follows the length.
     curves = [(channels, None)] if params.typing == "duration" else [([k], OUTPUTS[k]) for k in channels]

@@ -74,13 +74,18 @@ def spotting_scores(curves, videos, params, iou: float = 0.5) -> dict:
     """Pooled strict spotting scores of ``extract_intervals(curve, params)`` against each video's events,
     from the project's one STR scorer (``megc_vqa.metrics.strs``, strict mode): the F1 selected on is the
     F1 ``run_str`` reports. ``typed_f1``: the same, but a hit must also have the event's type."""
+    return strict_spotting(*spotted_and_true(curves, videos, params), iou)
+
+
+def spotted_and_true(curves, videos, params) -> tuple[list, list]:
+    """(spotted, annotated) intervals of every video, as the STR scorer's records, with their types."""
     from .infer import extract_intervals
 
     preds, gts = [], []
     for curve, video in zip(curves, videos, strict=True):
         preds += [_interval(video, iv.onset, iv.offset, iv.type) for iv in extract_intervals(curve, params)]
         gts += [_interval(video, e.onset, e.offset, e.expression_type) for e in video.events]
-    return strict_spotting(preds, gts, iou)
+    return preds, gts
 
 
 def _interval(video, onset: int, offset: int, kind: str | None = None):
@@ -260,7 +265,7 @@ def fit(
             params.threshold,
             params.extent,
             params.smooth_seconds,
-            params.micro_cut_seconds or params.micro_max_seconds,
+            params.micro_cut,
         )
         if best is None or score["f1"] > best.val["f1"]:
             best = FitResult(copy.deepcopy(model).cpu().eval(), epoch, params, score)
@@ -275,7 +280,6 @@ def loso(
     subjects = sorted({v.subject for v in videos})
     if len(subjects) < 3:
         raise InputError(f"LOSO needs at least 3 subjects (train, inner validation, test); got {subjects}")
-    from .infer import extract_intervals
 
     folds, pooled_pred, pooled_gt = [], [], []
     for test_subject in test_subjects or subjects:
@@ -285,13 +289,10 @@ def loso(
         result = fit(train_v, val_v, model_cfg, train_cfg, peaks)
         test_videos = [v for v in videos if v.subject == test_subject]
         curves = _curves(result.model, _prepare(test_videos, model_cfg), "cpu")
-        score = spotting_scores(curves, test_videos, result.peaks, train_cfg.iou)
-        for curve, video in zip(curves, test_videos, strict=True):
-            pooled_pred += [
-                _interval(video, iv.onset, iv.offset, iv.type)
-                for iv in extract_intervals(curve, result.peaks)
-            ]
-            pooled_gt += [_interval(video, e.onset, e.offset, e.expression_type) for e in video.events]
+        preds, gts = spotted_and_true(curves, test_videos, result.peaks)
+        score = strict_spotting(preds, gts, train_cfg.iou)
+        pooled_pred += preds
+        pooled_gt += gts
         folds.append(
             {
                 "test": test_subject,
