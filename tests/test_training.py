@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,8 @@ def test_unknown_command_line_key_is_an_error(qa_file, tmp_path):
         (["--question_types", "coarse", "colour"], "unknown question type"),
         (["--val_subjects", "sub01", "--loso_fold", "0"], "only one of"),
         (["--visual_spec", "oao+flwo"], "visual_spec"),
+        (["--balance_classes", "emotion"], "unknown question type"),
+        (["--balance_classes", "fine", "--balance_cap", "0"], "balance_cap must be at least 1"),
     ],
 )
 def test_bad_settings_say_what_to_change(qa_file, tmp_path, extra, message):
@@ -186,6 +189,35 @@ def test_answer_mean_loss_weighs_every_answer_the_same():
     assert loss != pytest.approx(float(token[mask].mean()), rel=1e-3)  # not the token mean
     labels[1] = -100  # a row without an answer does not count
     assert answer_mean_loss(SimpleNamespace(logits=logits), labels) == pytest.approx(float(per_answer[0]))
+
+
+def test_balance_classes_repeats_the_clips_of_rare_classes_per_dataset():
+    from types import SimpleNamespace
+
+    from megc_vqa.training.data import balance_classes
+
+    def clip(dataset, n, fine):
+        return [
+            SimpleNamespace(dataset=dataset, image_id=f"c{n}", question_type=q, answer=a)
+            for q, a in (("fine", fine), ("coarse", "negative"), ("au", "dimpler"))
+        ]
+
+    # casme3: 10 happiness, 5 disgust, 1 fear; samm: 2 happiness, 2 contempt (balanced); smic: no fine.
+    rows = [r for i in range(10) for r in clip("casme3", i, "happiness")]
+    rows += [r for i in range(10, 15) for r in clip("casme3", i, "disgust")] + clip("casme3", 15, "fear")
+    rows += clip("samm", 0, "happiness") + clip("samm", 1, "happiness") + clip("samm", 2, "contempt")
+    rows += clip("samm", 3, "contempt")
+    rows += [SimpleNamespace(dataset="smic", image_id="s0", question_type="coarse", answer="positive")]
+    out = balance_classes(rows, "fine", cap=4)
+    times = Counter((r.dataset, r.image_id) for r in out)
+    assert times[("casme3", "c0")] == 3  # per clip: each question of it
+    assert times[("casme3", "c10")] == 6  # 10 / 5 = 2 repeats of 3 questions
+    assert times[("casme3", "c15")] == 12  # 10 / 1 = 10, capped at 4
+    assert times[("samm", "c0")] == times[("samm", "c2")] == 3  # a balanced dataset is left alone
+    assert times[("smic", "s0")] == 1
+    fine = Counter(r.answer for r in out if r.question_type == "fine" and r.dataset == "casme3")
+    assert fine == {"happiness": 10, "disgust": 10, "fear": 4}
+    assert balance_classes(rows, "fine", cap=1) == rows
 
 
 # --- splits --------------------------------------------------------------------------------------

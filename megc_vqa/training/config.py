@@ -126,6 +126,15 @@ class DataArguments:
         default=None,
         metadata={"help": "repeat records of a type, e.g. 'coarse=3,joint=2' (integers; default 1 each)"},
     )
+    balance_classes: str | None = field(
+        default=None,
+        metadata={
+            "help": "a question type (fine, coarse): clips of its rare answer classes are repeated, per "
+            "dataset, towards the commonest class's count (at most balance_cap times), every question of "
+            "the clip with them; UF1 and UAR weigh each class the same"
+        },
+    )
+    balance_cap: int = field(default=4, metadata={"help": "most repeats of a clip under balance_classes"})
     loss_weighting: str = field(
         default="token",
         metadata={
@@ -337,8 +346,12 @@ def validate(recipe: Recipe) -> None:
     bad = [
         q for q in (d.question_types or []) + list(parse_question_mix(d.question_mix)) if q not in known_types
     ]
+    if d.balance_classes and d.balance_classes not in known_types:
+        bad.append(d.balance_classes)
     if bad:
         raise ConfigError(f"{where}: unknown question type(s) {bad}; known: {', '.join(sorted(known_types))}")
+    if d.balance_cap < 1:
+        raise ConfigError(f"{where}: balance_cap must be at least 1, got {d.balance_cap}")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"{where}: val_fraction must be in [0, 1), got {d.val_fraction}")
     if sum(bool(x) for x in (d.val_subjects, d.loso_fold, d.val_fraction)) > 1:

@@ -110,6 +110,41 @@ def select_records(
     return out
 
 
+def clip_key(record: Any) -> tuple[str, str]:
+    """The clip a QA record asks about: its questions share this key (and their visual inputs)."""
+    return str(get_field(record, "dataset")), str(get_field(record, "image_id") or get_field(record, "id"))
+
+
+def balance_classes(records: Sequence[Any], question_type: str, cap: int) -> list[Any]:
+    """Repeat the records of clips whose ``question_type`` answer is rare in their dataset.
+
+    A clip of class ``c`` in dataset ``D`` is repeated ``min(cap, round(n_max / n_c))`` times, with
+    ``n_c`` the clips of ``c`` in ``D`` and ``n_max`` those of ``D``'s commonest class, so a class with a
+    tenth of the commonest's clips is seen ``cap`` times as often. Every question of the clip is repeated,
+    not only ``question_type``'s: the rare classes' action units are then also seen more in the AU,
+    presence and joint answers. Clips without a ``question_type`` record (SMIC has no fine class) stay once.
+    The MEGC scores (UF1, UAR) weigh each class the same, however rare.
+    """
+    from collections import Counter, defaultdict
+
+    label = {
+        clip_key(r): str(get_field(r, "answer"))
+        for r in records
+        if get_field(r, "question_type") == question_type
+    }
+    per_dataset: dict[str, Counter[str]] = defaultdict(Counter)
+    for (dataset, _), answer in label.items():
+        per_dataset[dataset][answer] += 1
+    repeats: dict[tuple[str, str], int] = {}
+    for key, answer in label.items():
+        counts = per_dataset[key[0]]
+        repeats[key] = max(1, min(cap, round(max(counts.values()) / counts[answer])))
+    out = []
+    for r in records:
+        out += [r] * repeats.get(clip_key(r), 1)
+    return out
+
+
 def record_clip(record: Any) -> Any:
     """The :class:`megc_vqa.records.Clip` a QA record points at (frames, fps and key frames)."""
     from megc_vqa.records import Clip, FrameSource

@@ -101,7 +101,7 @@ def load_training_meta(output_dir: str | Path) -> ModelContract:
 
 def prepare_data(recipe: Recipe) -> tuple[list[Any], list[Any], list[str]]:
     """``(train, val, held-out subject names)`` from the recipe's files and split settings."""
-    from megc_vqa.training.data import load_records, select_records
+    from megc_vqa.training.data import balance_classes, load_records, select_records
     from megc_vqa.training.split import select_fold, split_by_subject, subject_key
 
     d = recipe.data
@@ -119,6 +119,8 @@ def prepare_data(recipe: Recipe) -> tuple[list[Any], list[Any], list[str]]:
     except (QAFileError, ValueError) as err:
         raise ConfigError(str(err)) from None
     held = sorted({"/".join(subject_key(r)) for r in val})
+    if d.balance_classes:
+        train = balance_classes(train, d.balance_classes, d.balance_cap)
     train = select_records(train, d.question_types, parse_question_mix(d.question_mix))
     if d.max_train_samples:
         train = train[: d.max_train_samples]
