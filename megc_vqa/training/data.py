@@ -135,10 +135,19 @@ def balance_classes(records: Sequence[Any], question_type: str, cap: int) -> lis
     per_dataset: dict[str, Counter[str]] = defaultdict(Counter)
     for (dataset, _), answer in label.items():
         per_dataset[dataset][answer] += 1
-    repeats: dict[tuple[str, str], int] = {}
-    for key, answer in label.items():
-        counts = per_dataset[key[0]]
-        repeats[key] = max(1, min(cap, round(max(counts.values()) / counts[answer])))
+    factor = {
+        (dataset, answer): max(1, min(cap, round(max(counts.values()) / n)))
+        for dataset, counts in per_dataset.items()
+        for answer, n in counts.items()
+    }
+    for dataset, counts in sorted(per_dataset.items()):
+        log.info(
+            "balance_classes %s, %s: %s",
+            question_type,
+            dataset,
+            ", ".join(f"{a} {n} clips x{factor[dataset, a]}" for a, n in counts.most_common()),
+        )
+    repeats = {key: factor[key[0], answer] for key, answer in label.items()}
     out = []
     for r in records:
         out += [r] * repeats.get(clip_key(r), 1)
