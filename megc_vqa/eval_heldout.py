@@ -41,9 +41,11 @@ def heldout_records(records: Iterable[Mapping[str, Any]], subjects: Iterable[str
 
 def clip_groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
     """Records grouped by clip (dataset, image id), clips and questions in file order."""
+    from megc_vqa.training.data import clip_key
+
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
-        groups.setdefault((str(r["dataset"]), str(r.get("image_id") or r["id"])), []).append(r)
+        groups.setdefault(clip_key(r), []).append(r)
     return list(groups.values())
 
 

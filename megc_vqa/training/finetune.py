@@ -199,6 +199,7 @@ def validate(
     from megc_vqa.answering.engine import Engine, EngineOptions
     from megc_vqa.fileio import read_jsonl, write_jsonl
     from megc_vqa.metrics.vqa import align, score_aligned
+    from megc_vqa.training.data import clip_key
 
     engine = Engine(
         model,
@@ -209,7 +210,7 @@ def validate(
     )
     by_clip: dict[tuple[str, str], list[Any]] = {}
     for r in records:  # one clip's questions share its visual inputs and its consistency rules
-        by_clip.setdefault((str(get_field(r, "dataset")), str(get_field(r, "image_id"))), []).append(r)
+        by_clip.setdefault(clip_key(r), []).append(r)
     clips = [(visual_fn(rows[0]), [str(get_field(r, "question")) for r in rows]) for rows in by_clip.values()]
     results = engine.answer_clips(clips)
     predictions, truth = [], []
