@@ -190,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     from megc_vqa.cli import main as cli
 
     torch.set_num_threads(max(1, args.threads))
-    # The training DataLoader's worker hands each batch's tensors over. By file descriptor (the default)
-    # costs ~2 ms a step of the tiny model's ~70 (one socket round trip per tensor); by shared-memory file
-    # name it does not. The demo owns its process, so it may set this; the library leaves it alone.
+    # The training DataLoader's worker hands each batch's tensors to this process. Passing them by file
+    # descriptor (the default) costs ~2 ms of the tiny model's ~70 ms step, one socket round trip per
+    # tensor; by shared-memory file name it does not. The demo owns its process, so it may set this; the
+    # library leaves it alone.
     torch.multiprocessing.set_sharing_strategy("file_system")
     out: Path = args.out
     questions = args.questions or sorted(QUESTIONS_DIR.glob("*_to_answer.jsonl"))
