@@ -300,6 +300,25 @@ def test_estimate_apex_finds_the_largest_motion(
     assert apex in true_apexes or (stride > 1 and min(abs(apex - a) for a in true_apexes) < stride)
 
 
+def test_estimate_apex_is_not_fooled_by_drift_and_lighting_that_grow_over_the_clip(tmp_path: Path) -> None:
+    """A faint movement peaking mid-clip while the whole face drifts 5 px and brightens 15%: the last
+    frame differs most from the onset, yet the apex is the frame that differs most from both ends."""
+    n, apex_pos = 40, 15
+    frames = toy_frames(n, apex_pos, shift=3, noise=1.0)
+    for t in range(n):
+        drifted = np.roll(frames[t], round(5 * t / (n - 1)), axis=1).astype(np.float32)
+        frames[t] = np.clip(drifted * (1 + 0.15 * t / (n - 1)), 0, 255).astype(np.uint8)
+    folder = tmp_path / "drift"
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"img{t + 1}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    grey = frames.mean(axis=3)
+    from_onset = np.abs(grey - grey[0]).mean(axis=(1, 2))
+    assert from_onset[-1] > from_onset[apex_pos]  # the onset-only rule would pick the end of the clip
+    apex = estimate_apex(_clip(folder, 1, n))
+    assert abs(apex - (1 + apex_pos)) <= 2, apex
+
+
 def test_estimate_apex_reads_frames_in_chunks(toy_clip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     batch_sizes: list[int] = []
     real = FrameReader.read_grey
@@ -310,7 +329,7 @@ def test_estimate_apex_reads_frames_in_chunks(toy_clip_dir: Path, monkeypatch: p
 
     monkeypatch.setattr(FrameReader, "read_grey", spy)
     estimate_apex(_clip(toy_clip_dir, FIRST, FIRST + N_FRAMES - 1), chunk=8, reduce=2)
-    assert max(batch_sizes) == 8 and sum(batch_sizes) == 1 + N_FRAMES
+    assert max(batch_sizes) == 8 and sum(batch_sizes) == 2 + N_FRAMES  # the two ends, then every frame
 
 
 def test_oao_without_apex_uses_the_estimate_or_the_midpoint(
