@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature when --votes > 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fine-labels", nargs="+", help="fine vocabulary (default: the MEGC2025 training labels)")
+    p.add_argument(
+        "--all-fine-labels",
+        action="store_true",
+        help="answer every clip among the whole fine vocabulary (default: a SAMM or CAS(ME)^3 clip, named "
+        "so by its video id or question file, among that dataset's own fine labels)",
+    )
     p.add_argument("--visual-spec", help="sampler spec (default: what training recorded, else oao+flow)")
     p.add_argument("--image-size", type=int, help="frame size in pixels (default: training's, else 224)")
     p.add_argument("--fps", type=float, help="frame rate of every clip (default: SAMM 200, CAS(ME)^3 30)")
@@ -104,6 +110,7 @@ def _main(argv: list[str] | None = None) -> int:
         temperature=args.temperature,
         seed=args.seed,
         vocab=vocab,
+        dataset_labels=not args.all_fine_labels,
         sort_aus=args.sort_aus,
     )
     try:

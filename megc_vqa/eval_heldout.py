@@ -1,7 +1,7 @@
 """Held-out evaluation: a trained model answers the QA records of subjects it never saw, through the
 inference engine (constrained decoding, optional consistency pass), scored by the project's VQA scorer.
 
-    scores = evaluate_heldout(model_dir, records, EngineOptions(consistency=False))
+    scores = evaluate_heldout(model_dir, records, {"off": EngineOptions(consistency=False)})["off"]
 
 The records are ``megc-vqa prep`` rows (``qa.jsonl``) of the held-out subjects, usually the validation
 subjects a training run recorded (``val_subjects`` in ``megc_vqa_train.json``; :func:`heldout_records`).
@@ -52,14 +52,28 @@ def clip_groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, 
 def answer_records(
     engine: Any, records: Sequence[Mapping[str, Any]], visual_fn: Any, batch_rows: int | None = None
 ) -> list[dict[str, Any]]:
-    """Prediction rows ``{"video_id": record id, "answer", "consistency"}`` for ``records``, in order.
+    """Prediction rows ``{"video_id": record id, "answer", "consistency"}`` for ``records``, in order,
+    with the engine's own consistency setting (see :func:`answer_records_variants`)."""
+    consistency = [engine.options.consistency]
+    return answer_records_variants(engine, records, visual_fn, consistency, batch_rows)[0]
 
-    Clips go to ``engine.answer_clips`` in fixed groups of at most ``batch_rows`` rows (default: two
-    generate batches), each clip's visual inputs built once by ``visual_fn(first record of the clip)``.
+
+def answer_records_variants(
+    engine: Any,
+    records: Sequence[Mapping[str, Any]],
+    visual_fn: Any,
+    consistency: Sequence[bool],
+    batch_rows: int | None = None,
+) -> list[list[dict[str, Any]]]:
+    """One prediction list per ``consistency`` setting (see :func:`answer_records`), decoded once.
+
+    Clips go to ``engine.answer_clips_variants`` in fixed groups of at most ``batch_rows`` rows
+    (default: two generate batches), each clip's visual inputs built once by ``visual_fn(first record
+    of the clip)`` and its fine answers drawn from its dataset's own labels.
     """
     limit = batch_rows or 2 * max(1, engine.options.batch_size)
     clips = clip_groups(records)
-    out: list[dict[str, Any]] = []
+    out: list[list[dict[str, Any]]] = [[] for _ in consistency]
     start = 0
     while start < len(clips):
         stop, rows = start, 0
@@ -67,16 +81,19 @@ def answer_records(
             rows += len(clips[stop])
             stop += 1
         batch = clips[start:stop]
-        results = engine.answer_clips(
+        variants = engine.answer_clips_variants(
             [(visual_fn(clip[0]), [str(r["question"]) for r in clip]) for clip in batch],
+            consistency,
             sample_seed=engine.options.seed + start,
+            datasets=[str(clip[0]["dataset"]) for clip in batch],
         )
-        for clip, (answers, changes) in zip(batch, results, strict=True):
-            changed = {c.index for c in changes}
-            out += [
-                {"video_id": str(r["id"]), "answer": a.text, "consistency": i in changed}
-                for i, (r, a) in enumerate(zip(clip, answers, strict=True))
-            ]
+        for predictions, results in zip(out, variants, strict=True):
+            for clip, (answers, changes) in zip(batch, results, strict=True):
+                changed = {c.index for c in changes}
+                predictions += [
+                    {"video_id": str(r["id"]), "answer": a.text, "consistency": i in changed}
+                    for i, (r, a) in enumerate(zip(clip, answers, strict=True))
+                ]
         start = stop
     return out
 
@@ -128,20 +145,32 @@ def evaluate_heldout(
     engine = Engine.load(model_dir, None, option_sets[names[0]])
     # The record's visual settings, the apex estimated as at test time (as training's validation does).
     visual_fn = make_visual_fn(engine.contract.visual, apex_policy="estimated")
-    results: dict[str, dict[str, Any]] = {}
+    # Option sets that differ only in the consistency pass share one decoding.
+    groups: list[tuple[Any, list[str]]] = []
     for name in names:
+        shared = replace(option_sets[name], consistency=False)
+        for key, group in groups:
+            if key == shared:
+                group.append(name)
+                break
+        else:
+            groups.append((shared, [name]))
+    results: dict[str, dict[str, Any]] = {}
+    for shared, group in groups:
         # Keep the prompt layout Engine.load took from the training record.
-        engine.options = replace(option_sets[name], prompt=engine.options.prompt)
-        predictions = answer_records(engine, records, visual_fn)
-        results[name] = score_heldout(records, predictions)
-        if predictions_dir is not None:
-            write_jsonl(
-                Path(predictions_dir) / f"{name}_predictions.jsonl",
-                (
-                    {"id": r["id"], "question": r["question"], "answer": r["answer"],
-                     "prediction": p["answer"], "consistency": p["consistency"]}
-                    for r, p in zip(records, predictions, strict=True)
-                ),
-            )  # fmt: skip
-        log.info("held-out (%s): %s", name, results[name])
+        engine.options = replace(shared, prompt=engine.options.prompt)
+        consistency = [option_sets[name].consistency for name in group]
+        variants = answer_records_variants(engine, records, visual_fn, consistency)
+        for name, predictions in zip(group, variants, strict=True):
+            results[name] = score_heldout(records, predictions)
+            if predictions_dir is not None:
+                write_jsonl(
+                    Path(predictions_dir) / f"{name}_predictions.jsonl",
+                    (
+                        {"id": r["id"], "question": r["question"], "answer": r["answer"],
+                         "prediction": p["answer"], "consistency": p["consistency"]}
+                        for r, p in zip(records, predictions, strict=True)
+                    ),
+                )  # fmt: skip
+            log.info("held-out (%s): %s", name, results[name])
     return results

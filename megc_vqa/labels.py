@@ -75,6 +75,8 @@ COARSE_MAPS: dict[str, dict[str, str]] = {
         "surprise": "surprise",
     },
 }
+# The datasets whose clips carry a fine emotion (SMIC codes only its three coarse classes).
+FINE_DATASETS: tuple[str, ...] = ("casme2", "samm", "casme3")
 # Fine emotions each dataset knows (normalised), including those outside the composite.
 KNOWN_FINE: dict[str, frozenset[str]] = {
     "casme2": frozenset({"disgust", "repression", "happiness", "surprise", "fear", "sadness", "others"}),

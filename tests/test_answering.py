@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -707,3 +708,92 @@ def test_vision_tower_runs_once_per_clip_with_the_same_answers(engine, monkeypat
         engine.decoder.share_images = True
     assert encoded == [8, 24]  # 2 clips x 4 images, then 6 rows x 4 images
     assert shared == separate
+
+
+def test_a_clip_of_a_known_dataset_is_answered_among_its_own_fine_labels(engine, monkeypatch):
+    """Fine and joint answers of a SAMM clip can never be repression, of a CASME II clip never anger or
+    contempt; a clip of no known dataset (or with dataset_labels off) keeps every label."""
+    import numpy as np
+
+    from megc_vqa.answering.engine import Engine, EngineOptions
+    from megc_vqa.answering.grammar import DEFAULT_VOCAB
+    from megc_vqa.answering.run_vqa import clip_dataset
+    from megc_vqa.labels import KNOWN_FINE
+    from megc_vqa.qa.records import QuestionRow
+    from megc_vqa.visual.samplers import VisualInputs
+
+    rng = np.random.default_rng(0)
+    visual = VisualInputs((rng.integers(0, 255, (56, 56, 3), dtype=np.uint8),), None, (), 10.0, "")
+    questions = [T.COARSE_QUESTION, T.FINE_QUESTION, T.JOINT_QUESTION_PLURAL]
+    seen: list[list[object]] = []
+    decode = engine.decoder.decode
+
+    def spy(requests, sampling):
+        seen.append([r.grammar for r in requests])
+        return decode(requests, sampling)
+
+    monkeypatch.setattr(engine.decoder, "decode", spy)
+
+    def allowed(grammars: list[object]) -> set[str]:
+        fine = [g for g in grammars if g is not None and fullmatch(g, "happiness")]
+        assert len(fine) == 1  # the fine question's grammar (the others never accept a bare label)
+        return {label for label in DEFAULT_VOCAB.fine if fullmatch(fine[0], label)}
+
+    for dataset in ("samm", "casme2", "casme3", None, "smic"):
+        seen.clear()
+        [(answers, _)] = engine.answer_clips([(visual, questions)], datasets=[dataset])
+        known = dataset in ("samm", "casme2", "casme3")
+        expected = set(DEFAULT_VOCAB.fine) & KNOWN_FINE[dataset] if known else set(DEFAULT_VOCAB.fine)
+        assert allowed(seen[0]) == expected, dataset  # the first call holds the one-label questions
+        assert answers[1].text in expected
+        joint_fine = re.search(r"fine-grained expression class is (\w+),", answers[2].text)
+        assert joint_fine and joint_fine.group(1) in expected, answers[2].text
+    assert "repression" not in DEFAULT_VOCAB.for_dataset("samm").fine
+    assert {"anger", "contempt"}.isdisjoint(DEFAULT_VOCAB.for_dataset("casme2").fine)
+    plain = Engine(engine.model, engine.processor, EngineOptions(dataset_labels=False))
+    assert plain.clip_vocab("samm") == plain.options.vocab
+    with pytest.raises(ValueError, match="2 clips but 1 datasets"):
+        engine.answer_clips([(visual, questions)] * 2, datasets=["samm"])
+    # The organisers' files name the dataset in every video id and in the file name.
+    row = QuestionRow("samm_test_SAMM-1_1", "SAMM-1", T.COARSE_QUESTION)
+    assert clip_dataset(Path("me_vqa_samm_test_to_answer.jsonl"), row) == "samm"
+    row = QuestionRow("CAS-2_1", "CAS-2", T.COARSE_QUESTION)
+    assert clip_dataset(Path("me_vqa_casme3_v2_test_to_answer.jsonl"), row) == "casme3"
+    assert clip_dataset(Path("questions.jsonl"), QuestionRow("x_1", "x", T.COARSE_QUESTION)) is None
+
+
+def test_consistency_variants_decode_once_and_match_separate_runs(engine, monkeypatch):
+    """answer_clips_variants([True, False]) gives exactly what two answer_clips runs give (consistency
+    on, then off) with the decoding calls of the first run alone."""
+    import dataclasses
+
+    import numpy as np
+
+    from megc_vqa.visual.samplers import VisualInputs
+
+    rng = np.random.default_rng(3)
+    clips = [
+        (VisualInputs((rng.integers(0, 255, (56, 56, 3), dtype=np.uint8),), None, (), 10.0, ""), questions)
+        for questions in ([T.COARSE_QUESTION, T.FINE_QUESTION, T.JOINT_QUESTION_PLURAL], [T.FINE_QUESTION])
+        * 3
+    ]
+    datasets = ["samm", "casme2", "casme3", None, "samm", "casme2"]
+    calls: list[int] = []
+    decode = engine.decoder.decode
+
+    def counting(requests, sampling):
+        calls.append(len(requests))
+        return decode(requests, sampling)
+
+    monkeypatch.setattr(engine.decoder, "decode", counting)
+    separate, decoded = [], []
+    for consistent in (True, False):
+        monkeypatch.setattr(engine, "options", dataclasses.replace(engine.options, consistency=consistent))
+        calls.clear()
+        separate.append(engine.answer_clips(clips, sample_seed=5, datasets=datasets))
+        decoded.append(sum(calls))
+    calls.clear()
+    variants = engine.answer_clips_variants(clips, [True, False], sample_seed=5, datasets=datasets)
+    assert variants == separate
+    assert sum(calls) == decoded[0] < decoded[0] + decoded[1]  # the consistent run's decoding alone
+    assert all(not changes for _, changes in variants[1])

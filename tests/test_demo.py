@@ -59,13 +59,16 @@ class _EchoEngine:
     class options:  # mimics EngineOptions
         batch_size = 1
         seed = 0
+        consistency = True
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.datasets: list[str | None] = []
 
-    def answer_clips(self, clips, sample_seed=None):
+    def answer_clips_variants(self, clips, consistency, sample_seed=None, datasets=None):
         self.calls.append(sum(len(qs) for _, qs in clips))
-        return [([_Answer(visual) for _ in qs], []) for visual, qs in clips]
+        self.datasets += datasets
+        return [[([_Answer(visual) for _ in qs], []) for visual, qs in clips] for _ in consistency]
 
 
 def test_answer_records_shares_one_visual_per_clip_and_scores():
@@ -88,6 +91,7 @@ def test_answer_records_shares_one_visual_per_clip_and_scores():
     assert built == ["a", "b", "c"]  # one visual per clip
     assert [p["video_id"] for p in preds] == ["a1", "a2", "b1", "c1"]
     assert engine.calls == [2, 2]  # whole clips, at most 2 * batch_size rows, never split
+    assert engine.datasets == ["casme2", "casme2", "smic"]  # each clip answered among its dataset's labels
     scores = score_heldout(records, preds)
     assert scores["n_clips"] == 3 and scores["n_rows"] == 4
     assert scores["uf1_coarse"] == pytest.approx((2 / 3 + 0 + 1) / 3)

@@ -16,6 +16,10 @@ does everything after decoding the same way for every backend:
 - Optional label-constrained decoding (``constrained.py``): classification answers are always valid
   labels and the joint answer always follows its template.
 - Optional voting: N sampled answers per row, majority of the normalised answers.
+- A clip of a known dataset (``answer_clips(..., datasets=)``) is answered among that dataset's own
+  fine labels (``AnswerVocabulary.for_dataset``): the MEGC sets code different emotions (SAMM has
+  contempt and no repression, CASME II the reverse), and the motion images a model sees carry no hint of
+  which set a clip is from. ``dataset_labels=False`` keeps one vocabulary for every clip.
 - Optional per-clip consistency (``postprocess.make_consistent``); a fine label that contradicts the
   coarse class is re-asked among the fine labels of that class (a class with a single fine label is
   answered with it, no model call).
@@ -73,6 +77,7 @@ class EngineOptions:
     temperature, top_p: sampling settings when ``votes > 1``.
     seed: seeds sampling, per batch, so reruns and resumed runs draw the same samples.
     vocab: label sets for constrained decoding and normalisation.
+    dataset_labels: answer a clip whose dataset is given among that dataset's own fine labels.
     free_max_new_tokens: length bound of free answers (2026 analysis prompt, unknown questions).
     prompt: prompt layout; ``None`` takes the one recorded by training, else the default.
     sort_aus: write AU lists in ascending AU number; by default they keep the model's order, so the
@@ -87,6 +92,7 @@ class EngineOptions:
     top_p: float = 0.95
     seed: int = 0
     vocab: AnswerVocabulary = DEFAULT_VOCAB
+    dataset_labels: bool = True
     free_max_new_tokens: int = FREE_MAX_NEW_TOKENS
     prompt: PromptOptions | None = None
     sort_aus: bool = False
@@ -332,6 +338,7 @@ class Engine:
         visuals: Sequence[Any],
         sample_seed: int | None = None,
         kinds: Sequence[str] | None = None,
+        vocabs: Sequence[AnswerVocabulary] | None = None,
     ) -> list[Answer]:
         """Answers for rows (question + visual inputs), in order.
 
@@ -339,16 +346,20 @@ class Engine:
         group is cut into ``options.batch_size`` batches, so a one-word answer never waits for a
         sentence in the same batch (a backend that schedules rows itself gets them all at once). A
         batch that raises (for example out of memory) is retried row by row; a row that still fails,
-        or whose answer is empty or invalid, becomes a fallback. ``kinds``: the rows' kinds, when known.
+        or whose answer is empty or invalid, becomes a fallback. ``kinds``: the rows' kinds, when known;
+        ``vocabs``: each row's label sets (default ``options.vocab``).
         """
         kinds = list(kinds) if kinds is not None else [T.classify_question(q) for q in questions]
+        vocabs = list(vocabs) if vocabs is not None else [self.options.vocab] * len(questions)
         out: list[Answer | None] = [None] * len(questions)
         try:
             for rows in self._batches(kinds):
-                qs, vs, ks = ([seq[i] for i in rows] for seq in (questions, visuals, kinds))
+                qs, vs, ks, vocs = ([seq[i] for i in rows] for seq in (questions, visuals, kinds, vocabs))
                 try:
-                    raws = self.generate(qs, vs, sample_seed=sample_seed, kinds=ks)
-                    answers = [self._decide(q, k, s) for q, k, s in zip(qs, ks, raws, strict=True)]
+                    raws = self.generate(qs, vs, self._grammars(qs, ks, vocs), sample_seed, ks)
+                    answers = [
+                        self._decide(q, k, s, v) for q, k, s, v in zip(qs, ks, raws, vocs, strict=True)
+                    ]
                 except (KeyboardInterrupt, EngineError):
                     raise
                 except Exception as err:  # any model failure becomes a per-row retry
@@ -356,7 +367,8 @@ class Engine:
                         "batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err
                     )
                     answers = [
-                        self._answer_one(q, v, k, sample_seed) for q, v, k in zip(qs, vs, ks, strict=True)
+                        self._answer_one(q, v, k, sample_seed, voc)
+                        for q, v, k, voc in zip(qs, vs, ks, vocs, strict=True)
                     ]
                 for i, a in zip(rows, answers, strict=True):
                     out[i] = a
@@ -378,18 +390,28 @@ class Engine:
             batches += [rows[k : k + bs] for k in range(0, len(rows), bs)]
         return batches
 
-    def _answer_one(self, question: str, visual: Any, kind: str, sample_seed: int | None) -> Answer:
+    def _grammars(
+        self, questions: Sequence[str], kinds: Sequence[str], vocabs: Sequence[AnswerVocabulary]
+    ) -> list[Grammar | None]:
+        if not self.options.constrained:
+            return [None] * len(questions)
+        return [answer_grammar(q, v, k) for q, k, v in zip(questions, kinds, vocabs, strict=True)]
+
+    def _answer_one(
+        self, question: str, visual: Any, kind: str, sample_seed: int | None, vocab: AnswerVocabulary
+    ) -> Answer:
         try:
-            raws = self.generate([question], [visual], sample_seed=sample_seed, kinds=[kind])
-            return self._decide(question, kind, raws[0])
+            grammars = self._grammars([question], [kind], [vocab])
+            raws = self.generate([question], [visual], grammars, sample_seed, [kind])
+            return self._decide(question, kind, raws[0], vocab)
         except (KeyboardInterrupt, EngineError):
             raise
         except Exception as err:
             return Answer("", fallback=True, reason=f"{type(err).__name__}: {str(err)[:200]}")
 
-    def _decide(self, question: str, kind: str, samples: list[str]) -> Answer:
+    def _decide(self, question: str, kind: str, samples: list[str], vocab: AnswerVocabulary) -> Answer:
         o = self.options
-        normalised = [normalise_answer(question, s, o.vocab, kind=kind, sort_aus=o.sort_aus) for s in samples]
+        normalised = [normalise_answer(question, s, vocab, kind=kind, sort_aus=o.sort_aus) for s in samples]
         valid = [a for a, ok in normalised if ok]
         raw = samples[0] if samples else ""
         if not valid:
@@ -400,51 +422,81 @@ class Engine:
 
     # -- clips --------------------------------------------------------------------------------------
 
+    def clip_vocab(self, dataset: str | None) -> AnswerVocabulary:
+        """The label sets a clip of ``dataset`` is answered with (see ``dataset_labels``)."""
+        return self.options.vocab.for_dataset(dataset) if self.options.dataset_labels else self.options.vocab
+
     def answer_clips(
         self,
         clips: Sequence[tuple[Any, Sequence[str]]],
         sample_seed: int | None = None,
         kinds: Sequence[Sequence[str]] | None = None,
+        datasets: Sequence[str | None] | None = None,
     ) -> list[tuple[list[Answer], list[Change]]]:
         """Answer several clips' questions in shared batches: ``clips`` is ``[(visual, questions)]``.
 
         Each clip's visual inputs are prepared once by the caller and reused by all its questions; each
         question is classified once (``kinds``, per clip, when the caller's rows already carry them).
-        Returns per clip its answers (fallbacks filled in) and the consistency changes.
+        ``datasets``: each clip's dataset (``casme2``, ``samm``, ``casme3``; ``None`` when unknown), whose
+        own fine labels its answers are drawn from. Returns per clip its answers (fallbacks filled in)
+        and the consistency changes.
         """
+        consistency = [self.options.consistency]
+        return self.answer_clips_variants(clips, consistency, sample_seed, kinds, datasets)[0]
+
+    def answer_clips_variants(
+        self,
+        clips: Sequence[tuple[Any, Sequence[str]]],
+        consistency: Sequence[bool],
+        sample_seed: int | None = None,
+        kinds: Sequence[Sequence[str]] | None = None,
+        datasets: Sequence[str | None] | None = None,
+    ) -> list[list[tuple[list[Answer], list[Change]]]]:
+        """:meth:`answer_clips` once per ``consistency`` setting, decoding only once: what the model
+        writes does not depend on the consistency pass, which only rewrites it (and re-asks contradicted
+        fine labels, also once). One result list per setting, as ``answer_clips`` returns it."""
         if kinds is None:
             kinds = [[T.classify_question(q) for q in qs] for _, qs in clips]
         kinds = [list(ks) for ks in kinds]
+        vocabs = [self.clip_vocab(d) for d in (datasets if datasets is not None else [None] * len(clips))]
+        if len(vocabs) != len(clips):
+            raise ValueError(f"{len(clips)} clips but {len(vocabs)} datasets")
         questions = [q for _, qs in clips for q in qs]
         visuals = [v for v, qs in clips for _ in qs]
-        flat = self.answer(questions, visuals, sample_seed, kinds=[k for ks in kinds for k in ks])
+        row_vocabs = [v for v, (_, qs) in zip(vocabs, clips, strict=True) for _ in qs]
+        flat = self.answer(questions, visuals, sample_seed, [k for ks in kinds for k in ks], row_vocabs)
         per_clip: list[list[Answer]] = []
         pos = 0
         for _, qs in clips:
             per_clip.append(flat[pos : pos + len(qs)])
             pos += len(qs)
-        refined = self._refine_fine(clips, kinds, per_clip, sample_seed) if self.options.consistency else {}
-        results = []
-        for c, ((_, qs), ks, answers) in enumerate(zip(clips, kinds, per_clip, strict=True)):
-            texts = [a.text for a in answers]
-            changes: list[Change] = []
-            if self.options.consistency:
-                texts, changes = make_consistent(
-                    qs, texts, lambda coarse, c=c: refined.get(c), self.options.vocab, kinds=ks
-                )
-            context = _clip_context(ks, texts)
-            for a, t, q, k in zip(answers, texts, qs, ks, strict=True):
-                a.text = t or fallback_answer(q, context, kind=k)
-                if not t and not a.fallback:
-                    a.fallback, a.reason = True, "empty answer"
-            results.append((answers, changes))
-        return results
+        refined = self._refine_fine(clips, kinds, per_clip, vocabs, sample_seed) if any(consistency) else {}
+        variants = []
+        for consistent in consistency:
+            results = []
+            for c, ((_, qs), ks, decoded) in enumerate(zip(clips, kinds, per_clip, strict=True)):
+                answers = [replace(a) for a in decoded]  # each setting fills in its own copies
+                texts = [a.text for a in answers]
+                changes: list[Change] = []
+                if consistent:
+                    texts, changes = make_consistent(
+                        qs, texts, lambda coarse, c=c: refined.get(c), vocabs[c], kinds=ks
+                    )
+                context = _clip_context(ks, texts)
+                for a, t, q, k in zip(answers, texts, qs, ks, strict=True):
+                    a.text = t or fallback_answer(q, context, kind=k)
+                    if not t and not a.fallback:
+                        a.fallback, a.reason = True, "empty answer"
+                results.append((answers, changes))
+            variants.append(results)
+        return variants
 
     def _refine_fine(
         self,
         clips: Sequence[tuple[Any, Sequence[str]]],
         kinds: Sequence[Sequence[str]],
         per_clip: list[list[Answer]],
+        vocabs: Sequence[AnswerVocabulary],
         sample_seed: int | None,
     ) -> dict[int, str]:
         """Re-ask, in one batch, the fine question of clips whose fine label contradicts their coarse
@@ -452,8 +504,9 @@ class Engine:
         a single fine label needs no question: that label is the answer."""
         asks: list[tuple[int, str, Any, Grammar]] = []
         chosen: dict[int, str] = {}
-        vocab = self.options.vocab
-        for c, ((visual, qs), ks, answers) in enumerate(zip(clips, kinds, per_clip, strict=True)):
+        for c, ((visual, qs), ks, answers, vocab) in enumerate(
+            zip(clips, kinds, per_clip, vocabs, strict=True)
+        ):
             if "coarse" not in ks or "fine" not in ks:
                 continue
             coarse, fine = answers[ks.index("coarse")].text, answers[ks.index("fine")].text

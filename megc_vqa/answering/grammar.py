@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from megc_vqa.labels import COARSE_CLASSES
+from megc_vqa.labels import COARSE_CLASSES, FINE_DATASETS, KNOWN_FINE
 from megc_vqa.qa import templates as T
 from megc_vqa.qa.kinds import AU_NAMES_IN_ORDER, KINDS, MAX_COUNT, TRAINING_FINE_LABELS, au_item_bounds
 
@@ -251,6 +251,15 @@ class AnswerVocabulary:
     coarse: tuple[str, ...] = COARSE_CLASSES
     fine: tuple[str, ...] = TRAINING_FINE_LABELS
     au_names: tuple[str, ...] = AU_NAMES_IN_ORDER
+
+    def for_dataset(self, dataset: str | None) -> AnswerVocabulary:
+        """This vocabulary with ``fine`` cut to the labels ``dataset`` itself uses (``labels.KNOWN_FINE``:
+        a SAMM clip is never answered ``repression``, a CASME II clip never ``anger`` or ``contempt``).
+        Unchanged for a dataset without fine labels (``None``, SMIC, a long-video set) or when none of
+        its labels is in ``fine``."""
+        own = KNOWN_FINE[dataset] if dataset in FINE_DATASETS else frozenset()
+        fine = tuple(f for f in self.fine if f in own)
+        return replace(self, fine=fine) if fine else self
 
 
 DEFAULT_VOCAB = AnswerVocabulary()

@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 LOG_NAME = "answers.jsonl"
 SUMMARY_NAME = "run_summary.json"
 SCORES_NAME = "scores.json"
-# Frame rates of the MEGC test clips (SPEC section 4/6): SAMM 200 fps, CAS(ME)^3 30 fps.
-FPS_BY_PREFIX = {"samm": 200.0, "casme3": 30.0, "cas": 30.0}
+# The dataset a MEGC test clip is from, by the prefix of its video id or question file name
+# (``samm_test_SAMM-1_1``, ``me_vqa_casme3_test_to_answer.jsonl``), and its frame rate (SPEC section 4/6).
+DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3"}
+FPS_BY_DATASET = {"samm": 200.0, "casme3": 30.0}
 DEFAULT_FPS = 30.0
 
 
@@ -92,6 +94,7 @@ class ClipJob:
     folder: Path
     fps: float
     rows: list[Any] = field(default_factory=list)  # megc_vqa.qa.records.QuestionRow
+    dataset: str | None = None  # its fine answers are drawn from this dataset's labels
 
     def key(self, row: Any) -> str:
         return f"{self.file.name}:{row.video_id}"
@@ -118,13 +121,18 @@ def frame_folder(frames_root: Path, video: str) -> Path | None:
     return None
 
 
-def clip_fps(path: Path, row: Any) -> float:
-    """Frame rate of a test clip from its question file's dataset prefix (``samm_test_...``)."""
+def clip_dataset(path: Path, row: Any) -> str | None:
+    """The dataset of a test clip from its video id's or question file's prefix (``samm_test_...``)."""
     for text in (row.video_id.lower(), path.name.lower().removeprefix("me_vqa_").removeprefix("me_lvqa_")):
-        for prefix, fps in FPS_BY_PREFIX.items():
+        for prefix, dataset in DATASET_BY_PREFIX.items():
             if text.startswith(prefix):
-                return fps
-    return DEFAULT_FPS
+                return dataset
+    return None
+
+
+def clip_fps(path: Path, row: Any) -> float:
+    """Frame rate of a test clip from its dataset (:func:`clip_dataset`), else ``DEFAULT_FPS``."""
+    return FPS_BY_DATASET.get(clip_dataset(path, row) or "", DEFAULT_FPS)
 
 
 def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | None = None) -> list[ClipJob]:
@@ -156,7 +164,9 @@ def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | No
                 if folder is None:
                     missing.setdefault(row.video, []).append(path.name)
                     folder = frames_root / row.video
-                job = by_video[row.video] = ClipJob(path, row.video, folder, fps or clip_fps(path, row))
+                job = by_video[row.video] = ClipJob(
+                    path, row.video, folder, fps or clip_fps(path, row), dataset=clip_dataset(path, row)
+                )
                 jobs.append(job)
             job.rows.append(row)
     if missing:
@@ -332,6 +342,7 @@ def _answer_jobs(
                 [(v, [r.question for r in job.rows]) for job, v in ready],
                 sample_seed=engine.options.seed + b,
                 kinds=[[r.question_type for r in job.rows] for job, _ in ready],
+                datasets=[job.dataset for job, _ in ready],
             )
             if ready
             else []

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from megc_vqa.labels import COARSE_CLASSES, KNOWN_FINE, normalise_fine
+from megc_vqa.labels import COARSE_CLASSES, FINE_DATASETS, KNOWN_FINE, normalise_fine
 from megc_vqa.qa.kinds import CLASSIFICATION_KINDS
 from megc_vqa.qa.templates import QuestionType, classify_question
 
@@ -49,7 +49,7 @@ CLASSIFICATION_TYPES: frozenset[str] = CLASSIFICATION_KINDS
 INVALID = "<invalid>"
 SPLITS: tuple[str, ...] = ("overall", "samm", "casme3")
 _DATASET_PREFIXES: tuple[tuple[str, str], ...] = (("samm_test", "samm"), ("casme3_test", "casme3"))
-FINE_VOCABULARY: frozenset[str] = frozenset().union(*(KNOWN_FINE[d] for d in ("casme2", "samm", "casme3")))
+FINE_VOCABULARY: frozenset[str] = frozenset().union(*(KNOWN_FINE[d] for d in FINE_DATASETS))
 
 
 @dataclass(frozen=True)
