@@ -146,17 +146,11 @@ def evaluate_heldout(
     # The record's visual settings, the apex estimated as at test time (as training's validation does).
     visual_fn = make_visual_fn(engine.contract.visual, apex_policy="estimated")
     # Option sets that differ only in the consistency pass share one decoding.
-    groups: list[tuple[Any, list[str]]] = []
+    groups: dict[Any, list[str]] = {}
     for name in names:
-        shared = replace(option_sets[name], consistency=False)
-        for key, group in groups:
-            if key == shared:
-                group.append(name)
-                break
-        else:
-            groups.append((shared, [name]))
+        groups.setdefault(replace(option_sets[name], consistency=False), []).append(name)
     results: dict[str, dict[str, Any]] = {}
-    for shared, group in groups:
+    for shared, group in groups.items():
         # Keep the prompt layout Engine.load took from the training record.
         engine.options = replace(shared, prompt=engine.options.prompt)
         consistency = [option_sets[name].consistency for name in group]

@@ -316,10 +316,7 @@ class Engine:
         o = self.options
         kinds = list(kinds) if kinds is not None else [T.classify_question(q) for q in questions]
         if grammars is None:
-            grammars = [
-                answer_grammar(q, o.vocab, k) if o.constrained else None
-                for q, k in zip(questions, kinds, strict=True)
-            ]
+            grammars = self._grammars(questions, kinds, [o.vocab] * len(questions))
         requests = [
             DecodeRequest(q, v, g, self.max_new_tokens(k))
             for q, v, g, k in zip(questions, visuals, grammars, kinds, strict=True)

@@ -212,9 +212,7 @@ def validate(
     for r in records:  # one clip's questions share its visual inputs and its consistency rules
         by_clip.setdefault(clip_key(r), []).append(r)
     clips = [(visual_fn(rows[0]), [str(get_field(r, "question")) for r in rows]) for rows in by_clip.values()]
-    results = engine.answer_clips(
-        clips, datasets=[str(get_field(rows[0], "dataset")) for rows in by_clip.values()]
-    )
+    results = engine.answer_clips(clips, datasets=[dataset for dataset, _ in by_clip])
     predictions, truth = [], []
     for rows, (answers, _) in zip(by_clip.values(), results, strict=True):
         for r, a in zip(rows, answers, strict=True):

@@ -6,7 +6,7 @@ grey, and scored by its mean absolute grey-level difference from the onset frame
 offset frame; the highest score wins (the earliest frame on ties). Comparing with the onset alone (the
 usual "largest motion against the first frame" rule) lets slow head drift or a lighting change, which
 grow over the clip, outscore a faint expression: on the synthetic sets that rule missed the apex by
-more than a quarter of the clip for 4-16% of the clips, most of them one-sided mouth AUs, and picked
+more than a quarter of the clip for up to 16% of a dataset's clips, most of them one-sided mouth AUs, and picked
 the last frame, where the face is neutral again. Against both ends such a drift scores about the same
 everywhere while the expression still stands out. Each frame is scaled to the onset's mean brightness
 first, so global flicker does not count as motion; pass the clip's face ``box`` so only the face counts.
