@@ -245,9 +245,35 @@ def load_model(
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as err:
         raise ModelLoadError(_unreachable(path, err)) from None
+    if bits == 4:
+        _keep_generic_cpu_path_for_narrow_4bit_layers(model)
+    return model
+
+
+def _keep_generic_cpu_path_for_narrow_4bit_layers(model: Any) -> int:
+    """Turn off bitsandbytes' AVX512-BF16 repacking for 4-bit layers whose input width is not a multiple of
+    the quantisation block; returns how many.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer's weight on its first forward without
+    gradients (evaluation, answering). The repacking reshapes the block scales to (out, in / block), which
+    fails ("shape '[96, 0]' is invalid") when ``in`` is narrower than the 64-wide block or not a multiple of
+    it. Only the tiny test models have such layers (the published ones are thousands wide). Those layers
+    keep the generic dequantising path, the one every training step already takes.
+    """
+    count = 0
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if not getattr(module, "support_avx512bf16_for_cpu", False) or state is None:
+            continue
+        if module.in_features % state.blocksize:
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    if count:
+        log.debug("%d 4-bit layer(s) narrower than the quantisation block keep the generic CPU path", count)
+    return count
 
 
 def load_for_inference(
