@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -541,6 +542,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loso", action="store_true", help="also run leave-one-subject-out evaluation")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--device", help="override train.device (cpu, cuda)")
+    add_sheet_limit_arguments(parser)  # data.loader reads the dataset spreadsheets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -570,7 +572,8 @@ def run(args: argparse.Namespace) -> int:
         train_cfg.epochs = args.epochs
     if args.device:
         train_cfg.device = args.device
-    videos = load_videos(data)
+    with using_sheet_limits(sheet_limits_from_args(args)):
+        videos = load_videos(data)
     if not videos:
         log.error("no long videos found with %s", data)
         return 1
