@@ -742,18 +742,47 @@ class FrameLocator:
         if self._bases is None:
             bases: list[Path] = []
             level = [self.root]
+            seen = {os.path.realpath(self.root): self.root}
             for _ in range(self.max_depth):
-                level = [d for parent in level for d in _subdirs(parent)]
+                level = [d for parent in level for d in subfolders(parent, seen)]
                 bases.extend(level)
             self._bases = bases
         return self._bases
 
 
-def _subdirs(folder: Path) -> list[Path]:
+def subfolders(folder: Path, seen: dict[str, Path] | None = None) -> list[Path]:
+    """The non-hidden sub-folders of ``folder``, sorted, following links (a dataset folder may be a link to
+    another disk). Symlink loops are skipped with a warning naming the path: a link to itself (the system
+    refuses to follow it) and, with ``seen`` (real path -> the path it was first met as, shared by one
+    walk), a folder met before under another name (``self -> .``, ``up -> ..``), which would otherwise
+    be searched again and again and its datasets found several times."""
     try:
-        return sorted(Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    except OSError:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        logger.warning("%s: cannot list this folder (%s); skipped", folder, exc.strerror or exc)
         return []
+    found: list[Path] = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_dir():
+                continue
+            real = os.path.realpath(entry.path, strict=True) if seen is not None else ""
+        except OSError as exc:  # ELOOP: a link that leads back to itself
+            logger.warning("%s: skipped (%s: a symlink loop)", entry.path, exc.strerror or exc)
+            continue
+        if seen is not None:
+            if real in seen:
+                logger.warning(
+                    "%s: skipped, a symlink loop or a second name of %s (already searched)",
+                    entry.path,
+                    seen[real],
+                )
+                continue
+            seen[real] = Path(entry.path)
+        found.append(Path(entry.path))
+    return found
 
 
 class FrameIndex:
