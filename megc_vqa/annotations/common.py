@@ -221,7 +221,11 @@ assert set(SHEET_OPTIONS) <= {f.name for f in fields(SheetLimits)}
 
 
 def _unreadable(path: Path, exc: BaseException) -> AnnotationError:
-    return AnnotationError(f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})", file=path)
+    return AnnotationError(
+        f"not a readable .xlsx workbook ({type(exc).__name__}: {exc}); open it in Excel or LibreOffice and "
+        "save it as .xlsx",
+        file=path,
+    )
 
 
 def check_archive(path: Path, limits: SheetLimits | None = None) -> None:
@@ -348,7 +352,10 @@ class Spreadsheet:
         # openpyxl reports a damaged sheet as ValueError, KeyError, TypeError, a parse error...: all the same
         except Exception as exc:
             raise AnnotationError(
-                f"sheet XML not readable ({type(exc).__name__}: {exc})", file=path, sheet=sheet
+                f"sheet XML not readable ({type(exc).__name__}: {str(exc)[:200]}); the file is "
+                "damaged: open it in Excel or LibreOffice and save it again",
+                file=path,
+                sheet=sheet,
             ) from None
         if not cells:
             return []
