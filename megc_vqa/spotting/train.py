@@ -420,13 +420,22 @@ def read_str_gt(
     from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
     from megc_vqa.records import LongVideo
 
+    from .data import NoFramesError
     from .pipeline import read_gt_events
 
     # the names, every row checked but for the frame range (its warnings come with the second reading)
     keys = list(read_gt_events(gt_csv, warnings=[]))
     jobs = discover_videos(videos_root, FpsPolicy(fps, dataset=dataset), gt_keys=keys)
     by_key = {(j.subject, j.video): j for j in jobs}
-    ranges = {key: frame_range(by_key[key].source) for key in keys}
+    ranges = {}
+    for key in keys:
+        try:
+            ranges[key] = frame_range(by_key[key].source)
+        except NoFramesError as err:
+            raise InputError(
+                f"{gt_csv}: subject {key[0]} video {key[1]} has no frames to train on ({err}); put its frames "
+                "there or remove its rows"
+            ) from None
     events = read_gt_events(gt_csv, {key: by_key[key].fps for key in keys}, frames=ranges)
     videos = []
     for subject, video in sorted(keys):
