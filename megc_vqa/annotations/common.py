@@ -25,7 +25,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -134,9 +134,8 @@ class SheetLimits:
 
     max_rows: int = 100_000  # last row holding a value
     max_columns: int = 1_000  # last column holding a value
-    max_cells: int = (
-        5_000_000  # cells held in memory: each row up to its last value, summed over the rows read
-    )
+    # cells held in memory: each row up to its last value, summed over the rows (merged ranges filled)
+    max_cells: int = 5_000_000
     max_mb: float = 100.0  # the workbook's members inflated, all together, in MB (10^6 bytes)
     # Zip members: an .xlsx has a dozen or so plus one per sheet; more is no annotation workbook (no option).
     max_members: int = 10_000
@@ -214,9 +213,6 @@ def _limit_error(
     return AnnotationError(f"{what} ({advice + ', or ' if advice else ''}{fix})", file=path, **where)
 
 
-assert set(SHEET_OPTIONS) <= {f.name for f in fields(SheetLimits)}
-
-
 # --------------------------------------------------------------------------------------------- workbooks
 
 
@@ -269,8 +265,16 @@ def check_archive(path: Path, limits: SheetLimits | None = None) -> None:
     except AnnotationError:
         raise
     # a damaged or foreign zip: BadZipFile, a CRC error, zlib.error, encryption (RuntimeError), an unknown
-    # compression (NotImplementedError), or the file vanished (OSError)
-    except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, NotImplementedError, ValueError) as exc:
+    # compression (NotImplementedError), a member cut short (EOFError), or the file vanished (OSError)
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        ValueError,
+    ) as exc:
         raise _unreadable(path, exc) from None
 
 
