@@ -669,3 +669,202 @@ def test_run_str_numbers(tmp_path, capsys):
             == 2
         )
         assert message in last_line(capsys.readouterr().err)
+
+
+# --- issue 21: annotation spreadsheets and release files as researchers have them ---------------------------
+
+
+def _casme2_copy(synth_root: Path, dst: Path) -> tuple[Path, Path]:
+    """A copy of the synthetic CASME II release and its workbook."""
+    root = _copy(synth_root, dst)
+    return root, next((root / "casme2").glob("CASME2-coding-*.xlsx"))
+
+
+def _edit_sheet(xlsx: Path, edit) -> None:
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(xlsx)
+    edit(workbook[workbook.sheetnames[0]])
+    workbook.save(xlsx)
+
+
+@pytest.mark.parametrize("value", [None, "x"])
+def test_a_cell_at_the_sheets_last_row_and_column_is_bounded_work(value, synth_root, tmp_path, capsys):
+    import time
+    import tracemalloc
+
+    from openpyxl.styles import Font
+
+    from megc_vqa.annotations import casme2
+    from megc_vqa.annotations.common import AnnotationError
+
+    root, xlsx = _casme2_copy(synth_root, tmp_path / "d")
+    clips = len(casme2.load(root / "casme2").clips)
+
+    def far_cell(sheet):
+        sheet.cell(row=1048576, column=16384, value=value).font = Font(bold=True)  # styled even when empty
+
+    _edit_sheet(xlsx, far_cell)
+    assert xlsx.stat().st_size < 10_000  # a few KB declaring the whole sheet (A1:XFD1048576)
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        if value is None:  # an empty (styled) cell is no part of the used range: read as if it were not there
+            assert len(casme2.load(root / "casme2").clips) == clips
+        else:
+            with pytest.raises(
+                AnnotationError, match=r"cell XFD1048576 holds 'x', beyond row 100,000 .*--max-sheet-rows N"
+            ):
+                casme2.load(root / "casme2")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30_000_000 and time.perf_counter() - started < 10  # was a MemoryError at 3 GB after 34 s
+    if value is not None:
+        assert cli(["prep", "--data-root", str(root), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        err = last_line(capsys.readouterr().err)
+        assert str(xlsx) in err and "sheet 'Sheet1', row 1048576" in err and "--max-sheet-rows" in err
+        assert not (tmp_path / "o").exists()
+
+
+def test_a_stray_value_below_the_table_loads_with_the_row_limit_raised(synth_root, tmp_path, capsys):
+    root, xlsx = _casme2_copy(synth_root, tmp_path / "d")
+    _edit_sheet(xlsx, lambda sheet: sheet.cell(row=150_000, column=1, value="note"))
+    argv = ["prep", "--data-root", str(root), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli(argv) == 2
+    assert "cell A150000 holds 'note', beyond row 100,000" in last_line(capsys.readouterr().err)
+    assert cli([*argv, "--max-sheet-rows", "200000"]) == 0  # the note row is a reported skip, not data
+    skips = [json.loads(line) for line in (tmp_path / "o" / "skips.jsonl").read_text().splitlines()]
+    assert {"row": 150_000, "reason": "not a data row"}.items() <= next(
+        s for s in skips if s["row"] == 150_000
+    ).items()
+
+
+def test_a_spreadsheet_that_inflates_to_hundreds_of_mb_is_refused(synth_root, tmp_path, capsys):
+    root, xlsx = _casme2_copy(synth_root, tmp_path / "d")
+    with zipfile.ZipFile(xlsx) as archive:
+        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(xlsx, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            if name != "xl/worksheets/sheet1.xml":
+                archive.writestr(name, data)
+                continue
+            head, _, tail = data.partition(b"<sheetData>")
+            with archive.open(name, "w", force_zip64=True) as member:  # 200 MB of whitespace inside the XML
+                member.write(head + b"<sheetData>")
+                for _ in range(200):
+                    member.write(b" " * (1 << 20))
+                member.write(tail)
+    assert xlsx.stat().st_size < 1_000_000
+    assert cli(["prep", "--data-root", str(root), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert err.startswith(f"megc-vqa prep: error: {xlsx}: the .xlsx inflates to 210 MB")
+    assert "raise the limit of 100 MB with --max-sheet-mb N" in err
+
+
+def test_merged_subject_cells_read_as_their_value(synth_root, tmp_path):
+    from megc_vqa.annotations import casme2
+
+    root, xlsx = _casme2_copy(synth_root, tmp_path / "d")
+    plain = casme2.load(root / "casme2")
+    merged_ranges = []
+
+    def merge_subjects(sheet):  # as the releases are often kept: one Subject cell per subject, merged down
+        rows = list(sheet.iter_rows(values_only=True))
+        header = next(i for i, r in enumerate(rows, start=1) if "Subject" in r)
+        column = rows[header - 1].index("Subject") + 1
+        first = header + 1
+        for row in range(header + 2, len(rows) + 2):
+            if row > len(rows) or sheet.cell(row, column).value != sheet.cell(first, column).value:
+                if row - 1 > first:
+                    sheet.merge_cells(
+                        start_row=first, start_column=column, end_row=row - 1, end_column=column
+                    )
+                    merged_ranges.append((first, row - 1))
+                first = row
+
+    _edit_sheet(xlsx, merge_subjects)
+    assert merged_ranges  # the merged cells below the first of each range are now empty in the file
+    loaded = casme2.load(root / "casme2")
+    assert [(c.subject, c.image_id) for c in loaded.clips] == [(c.subject, c.image_id) for c in plain.clips]
+    assert [s.reason for s in loaded.skips] == [s.reason for s in plain.skips]
+
+
+def test_a_symlink_loop_beside_the_datasets_is_skipped(synth_root, tmp_path, caplog):
+    from megc_vqa.annotations import detect_datasets, load_all
+
+    root = _copy(synth_root, tmp_path / "d")
+    (root / "loop").symlink_to("loop")  # a link to itself: listing it fails with ELOOP
+    (root / "again").symlink_to(".")  # a link back up: the datasets again, and again...
+    with caplog.at_level("WARNING"):
+        assert detect_datasets(root) == [("casme2", root / "casme2")]
+    assert f"{root / 'loop'}: skipped (Too many levels of symbolic links: a symlink loop)" in caplog.text
+    assert f"{root / 'again'}: skipped, a symlink loop or a second name of {root}" in caplog.text
+    assert len(load_all(root).clips) == len(load_all(synth_root).clips)
+
+
+def _gt_videos(tmp_path: Path) -> Path:
+    for name in ("006_1", "007_1"):  # frames 1..20
+        (tmp_path / "long" / name).mkdir(parents=True)
+        for i in range(1, 21):
+            (tmp_path / "long" / name / f"img{i}.jpg").write_bytes(jpeg())
+    return tmp_path / "long"
+
+
+GT_HEADER = "subject,video,onset,offset,emotion,type\n006,006_1,2,9,negative,micro\n"
+GT_CASES = {
+    "negative onset": ("007,007_1,-3,6,negative,micro\n", "onset '-3' is not a frame number (0..10,000,000)"),
+    "onset after offset": ("007,007_1,9,6,negative,micro\n", "onset 9 is after offset 6"),
+    "offset past the video": ("007,007_1,5,90,positive,macro\n",
+                              "frames 5..90 are outside the video's frames 1..20 (subject 007, video 007_1)"),
+    "onset before the first frame": ("007,007_1,0,6,positive,micro\n",
+                                     "frames 0..6 are outside the video's frames 1..20"),
+    "unknown emotion": ("007,007_1,2,6,angry,micro\n", "emotion 'angry' is not one of negative, others, positive"),
+    "unknown type": ("007,007_1,2,6,negative,blink\n", "type 'blink' is neither micro nor macro"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(GT_CASES))
+def test_spot_train_refuses_a_bad_ground_truth_row(case, tmp_path, capsys):
+    row, message = GT_CASES[case]
+    gt = tmp_path / "gt.csv"
+    gt.write_text(GT_HEADER + row)
+    argv = ["spot-train", "--recipe", str(SPOT_RECIPE), "--out", str(tmp_path / "o"), "--gt", str(gt),
+            "--videos-root", str(_gt_videos(tmp_path)), "--fps", "30"]  # fmt: skip
+    assert cli(argv) == 2
+    assert f"{gt}:3: error: {message}" in last_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_spot_train_drops_a_duplicated_ground_truth_row_with_a_warning(tmp_path, caplog):
+    from megc_vqa.spotting.train import read_str_gt
+
+    gt = tmp_path / "gt.csv"
+    gt.write_text(GT_HEADER + "007,007_1,2,6,negative,micro\n006,006_1,2,9,positive,micro\n")
+    with caplog.at_level("WARNING"):
+        videos = read_str_gt(gt, _gt_videos(tmp_path), fps=30)
+    assert [len(v.events) for v in videos] == [1, 1] and videos[0].events[0].coarse_emotion == "negative"
+    assert caplog.text.count("duplicate interval") == 1  # said once, though the file is read twice
+    assert (f"{gt}:4: warning: duplicate interval 2..9 of subject 006, video 006_1 (first on line 2, dropped; "
+            "its label positive/micro differs from the kept negative/micro)") in caplog.text  # fmt: skip
+
+
+def test_spot_train_checks_long_videos_jsonl_events(tmp_path, capsys, caplog):
+    _gt_videos(tmp_path)
+    event = {"onset": 2, "apex": 4, "offset": 9, "type": "micro", "emotion": "negative"}
+    records = [
+        {"subject": "006", "video": "006_1", "folder": "long/006_1", "fps": 30, "events": [event, event]},
+        {"subject": "007", "video": "007_1", "folder": "long/007_1", "fps": 30,
+         "events": [event, {**event, "offset": 99}, {**event, "onset": -1}, {**event, "emotion": "angry"}]},
+    ]  # fmt: skip
+    path = tmp_path / "gt" / "long_videos.jsonl"  # folders relative to the file's parent's parent
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = ["spot-train", "--recipe", str(SPOT_RECIPE), "--out", str(tmp_path / "o"), "--gt", str(path)]
+    with caplog.at_level("WARNING"):
+        assert cli(argv) == 2
+    err = last_line(capsys.readouterr().err)
+    assert f"{path} line 2, event 2: frames 2..99 are outside the video's frames 1..20" in err
+    assert f"{path} line 2, event 3: onset -1 is not a frame number" in err
+    assert f"{path} line 2, event 4: emotion 'angry' is not one of" in err
+    assert f"{path} line 1, event 2: duplicate of event 1 (2..9), dropped" in caplog.text

@@ -38,7 +38,7 @@ from types import ModuleType
 
 from megc_vqa.annotations import casme2, casme2_long, casme3, samm, samm_lv, smic
 from megc_vqa.annotations.au import format_aus, parse_aus
-from megc_vqa.annotations.common import AnnotationError
+from megc_vqa.annotations.common import AnnotationError, subfolders
 from megc_vqa.records import LoadResult, Skip
 
 DATASETS: dict[str, ModuleType] = {
@@ -66,13 +66,15 @@ def detect_datasets(data_root: Path, max_depth: int = 3) -> list[tuple[str, Path
 
     Looks in ``data_root`` and folders up to ``max_depth`` levels below it (hidden folders skipped). The
     search does not descend into a folder already recognised as a dataset root, which keeps it away from
-    the thousands of frame files below. Sorted by path, then key.
+    the thousands of frame files below. Symlink loops are skipped with a warning (:func:`subfolders`), and a
+    folder reached twice (a second name through a link) is searched once. Sorted by path, then key.
     """
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise AnnotationError("data root is not a folder", file=data_root)
     found: list[tuple[str, Path]] = []
     level = [data_root]
+    seen = {os.path.realpath(data_root): data_root}  # symlink loops and second names: searched once
     for depth in range(max_depth + 1):
         next_level: list[Path] = []
         for folder in level:
@@ -81,20 +83,13 @@ def detect_datasets(data_root: Path, max_depth: int = 3) -> list[tuple[str, Path
             ]
             found.extend((key, folder) for key in keys)
             if not keys and depth < max_depth:
-                next_level.extend(_subfolders(folder))
+                next_level.extend(subfolders(folder, seen))
         level = next_level
     return sorted(found, key=lambda item: (str(item[1]), item[0]))
 
 
 def _has_annotation(folder: Path, patterns: Iterable[str]) -> bool:
     return any(p.is_file() for pattern in patterns for p in folder.glob(pattern))
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    try:
-        return sorted(Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    except OSError:
-        return []
 
 
 def load_all(data_root: Path, *, check_frames: bool = True) -> LoadResult:

@@ -21,16 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from megc_vqa.annotations import common
 from megc_vqa.annotations.au import format_aus
 from megc_vqa.annotations.common import AnnotationError, RowSkip
 from megc_vqa.labels import STR_CLASSES, normalise_fine
 from megc_vqa.records import Event, ExpressionType, FrameSource, LoadResult, LongVideo
-
-if TYPE_CHECKING:
-    from openpyxl.workbook.workbook import Workbook
 
 DATASET = "casme2_long"
 FPS = 30.0
@@ -74,7 +70,7 @@ def frame_name(index: int, clip_id: str = "") -> str:
     return f"img{index}.jpg"
 
 
-def _naming_maps(path: Path, workbook: Workbook) -> tuple[dict[int, int], dict[str, str]]:
+def _naming_maps(path: Path, workbook: common.Spreadsheet) -> tuple[dict[int, int], dict[str, str]]:
     """(subject index -> subject number, stimulus name -> 4-digit code) from the two naming sheets."""
     subject_columns = ("label", "subject number", "subject index")
     subjects_table = common.headerless_table(
@@ -115,9 +111,9 @@ def _naming_maps(path: Path, workbook: Workbook) -> tuple[dict[int, int], dict[s
 def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     """Load a CAS(ME)^2 root (folder holding ``CAS(ME)^2code_final.xlsx``, or the xlsx itself)."""
     root, path = common.resolve_root(Path(root), ANNOTATION_PATTERNS)
-    workbook = common.open_workbook(path)
-    table = common.headerless_table(path, 0, CODE_COLUMNS, sheet_name=CODE_SHEET, workbook=workbook)
-    subjects, stimuli = _naming_maps(path, workbook)
+    with common.open_workbook(path) as workbook:
+        table = common.headerless_table(path, 0, CODE_COLUMNS, sheet_name=CODE_SHEET, workbook=workbook)
+        subjects, stimuli = _naming_maps(path, workbook)
     locator, frames = common.FrameLocator(root / FRAMES_FOLDER, max_depth=1), common.FrameIndex()
     folders: dict[tuple[int, str], Path] = {}
 

@@ -4,27 +4,38 @@ row-level skips, safe paths and frame-folder checks.
 openpyxl is imported inside the functions that need it so that importing a dataset module stays cheap.
 Workbooks are opened with ``data_only=True``: a formula cell yields the value Excel cached when it last
 saved the file (SAMM Long Videos has such cells).
+
+Reading is bounded (:class:`SheetLimits`, the one place of the spreadsheet limits): an .xlsx is a zip, so
+a 5 KB file can declare a cell at the sheet's last row and column (XFD1048576) or inflate to gigabytes of
+whitespace. Before openpyxl sees a file its members are counted and inflated once against the size limit;
+sheets are then streamed (openpyxl's read-only parser) keeping only the cells that hold a value, so empty
+area, however far it is declared, costs nothing, and a value beyond the row or column limit is refused
+naming the cell and the option that raises the limit. Merged ranges (``<mergeCells>``, read in the same
+pass) give every cell of the range the value of its top-left cell, as the sheet shows it.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 import math
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from megc_vqa.errors import check_number, cut
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import KNOWN_FINE, coarse_of, normalise_fine
 from megc_vqa.records import Skip
 
 if TYPE_CHECKING:
     from openpyxl.workbook.workbook import Workbook
-    from openpyxl.worksheet.worksheet import Worksheet
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +123,305 @@ def resolve_root(root: Path, patterns: Sequence[str]) -> tuple[Path, Path]:
     return root, find_annotation_file(root, patterns)
 
 
-def open_workbook(path: Path) -> Workbook:
-    """Open an xlsx with cached formula values; anything unreadable becomes an :class:`AnnotationError`."""
+# --------------------------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class SheetLimits:
+    """How much work one annotation workbook may cause. The real releases are far inside every bound
+    (the largest, CAS(ME)^3's label sheet, has a few thousand rows, under 30 columns and inflates to a few
+    MB); each bound that a legitimate sheet could pass has a command-line option (:data:`SHEET_OPTIONS`)."""
+
+    max_rows: int = 100_000  # last row holding a value
+    max_columns: int = 1_000  # last column holding a value
+    # cells held in memory: each row up to its last value, summed over the rows (merged ranges filled)
+    max_cells: int = 5_000_000
+    max_mb: float = 100.0  # the workbook's members inflated, all together, in MB (10^6 bytes)
+    # Zip members: an .xlsx has a dozen or so plus one per sheet; more is no annotation workbook (no option).
+    max_members: int = 10_000
+
+
+# SheetLimits field -> the option that raises it (named in every limit error).
+SHEET_OPTIONS: dict[str, str] = {
+    "max_rows": "--max-sheet-rows",
+    "max_columns": "--max-sheet-columns",
+    "max_cells": "--max-sheet-cells",
+    "max_mb": "--max-sheet-mb",
+}
+_limits = SheetLimits()
+
+
+def sheet_limits() -> SheetLimits:
+    """The limits every workbook read uses now (:func:`using_sheet_limits` changes them)."""
+    return _limits
+
+
+@contextlib.contextmanager
+def using_sheet_limits(limits: SheetLimits) -> Iterator[SheetLimits]:
+    """Read workbooks under ``limits`` inside the block (a command sets them from its options once)."""
+    global _limits
+    previous, _limits = _limits, limits
+    try:
+        yield limits
+    finally:
+        _limits = previous
+
+
+def add_sheet_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :data:`SHEET_OPTIONS`, in their own group, defaults from :class:`SheetLimits`."""
+    defaults = SheetLimits()
+    group = parser.add_argument_group("annotation spreadsheet limits (raise one when a real sheet needs it)")
+    helps = {
+        "max_rows": "last row with a value that a sheet may have",
+        "max_columns": "last column with a value that a sheet may have",
+        "max_cells": "cells a sheet may occupy in memory (each row up to its last value)",
+        "max_mb": "MB a workbook may inflate to (an .xlsx is a zip)",
+    }
+    for name, option in SHEET_OPTIONS.items():
+        default = getattr(defaults, name)
+        group.add_argument(
+            option,
+            type=type(default),
+            default=None,
+            metavar="N",
+            help=f"{helps[name]} (default {default:,})".replace(".0)", ")"),
+        )
+
+
+def sheet_limits_from_args(args: argparse.Namespace) -> SheetLimits:
+    """:class:`SheetLimits` from the options of :func:`add_sheet_limit_arguments` (unset: the default)."""
+    values = {}
+    for name, option in SHEET_OPTIONS.items():
+        value = getattr(args, option[2:].replace("-", "_"), None)
+        if value is not None:
+            check_number(option, value, above=0)
+            values[name] = value
+    return SheetLimits(**values)
+
+
+def _limit_error(
+    path: Path, what: str, name: str, limits: SheetLimits, advice: str = "", **where: Any
+) -> AnnotationError:
+    """``<what> (<advice>, or raise the limit of N with --option N ...)``: names the limit and its option."""
+    limit = getattr(limits, name)
+    limit_text = f"{limit:g} MB" if name == "max_mb" else f"{limit:,}"
+    option = SHEET_OPTIONS.get(name)
+    if option:
+        fix = f"raise the limit of {limit_text} with {option} N if the sheet really needs it"
+    else:
+        fix = f"limit {limit:,}, far above any annotation workbook"
+    return AnnotationError(f"{what} ({advice + ', or ' if advice else ''}{fix})", file=path, **where)
+
+
+# --------------------------------------------------------------------------------------------- workbooks
+
+
+def _unreadable(path: Path, exc: BaseException) -> AnnotationError:
+    return AnnotationError(
+        f"not a readable .xlsx workbook ({type(exc).__name__}: {exc}); open it in Excel or LibreOffice and "
+        "save it as .xlsx",
+        file=path,
+    )
+
+
+def check_archive(path: Path, limits: SheetLimits | None = None) -> None:
+    """Refuse an .xlsx whose zip holds too many members or inflates past ``limits.max_mb``.
+
+    The declared sizes are checked first (cheap), then every member is inflated once, in chunks, counting
+    the bytes actually produced and stopping at the limit, so a member lying about its size is caught too.
+    """
+    limits = limits or sheet_limits()
+    budget = int(limits.max_mb * 1_000_000)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > limits.max_members:
+                raise _limit_error(
+                    path, f"the .xlsx zip holds {len(members):,} members", "max_members", limits
+                )
+            declared = sum(m.file_size for m in members)
+            if declared > budget:
+                largest = max(members, key=lambda m: m.file_size)
+                raise _limit_error(
+                    path,
+                    f"the .xlsx inflates to {declared / 1e6:,.0f} MB (member {largest.filename!r}: "
+                    f"{largest.file_size / 1e6:,.0f} MB)",
+                    "max_mb",
+                    limits,
+                )
+            total = 0
+            for member in members:
+                with archive.open(member) as stream:
+                    while chunk := stream.read(1 << 20):
+                        total += len(chunk)
+                        if total > budget:
+                            raise _limit_error(
+                                path,
+                                f"the .xlsx inflates to more than {limits.max_mb:g} MB (member "
+                                f"{member.filename!r} inflates past its declared size?)",
+                                "max_mb",
+                                limits,
+                            )
+    except AnnotationError:
+        raise
+    # a damaged or foreign zip: BadZipFile, a CRC error, zlib.error, encryption (RuntimeError), an unknown
+    # compression (NotImplementedError), a member cut short (EOFError), or the file vanished (OSError)
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        ValueError,
+    ) as exc:
+        raise _unreadable(path, exc) from None
+
+
+class Spreadsheet:
+    """An .xlsx opened for bounded reading: sheet names and each sheet's rows (see the module doc).
+
+    Use as a context manager (the read-only workbook keeps its zip open until :meth:`close`)."""
+
+    def __init__(self, path: Path, workbook: Workbook, limits: SheetLimits) -> None:
+        self.path = path
+        self._workbook = workbook
+        self.limits = limits
+        self._rows: dict[str, list[tuple[Any, ...]]] = {}
+
+    @property
+    def sheetnames(self) -> list[str]:
+        return list(self._workbook.sheetnames)
+
+    def __enter__(self) -> Spreadsheet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._workbook.close()
+
+    def rows(self, sheet: str) -> list[tuple[Any, ...]]:
+        """Rows 1.. up to the last one holding a value (index 0 = Excel row 1), each up to its last value;
+        merged ranges filled with their top-left value. Raises :class:`AnnotationError` past a limit."""
+        if sheet not in self._rows:
+            self._rows[sheet] = self._read(sheet)
+        return self._rows[sheet]
+
+    def _read(self, sheet: str) -> list[tuple[Any, ...]]:
+        from openpyxl.utils.cell import range_boundaries
+
+        # openpyxl's own streaming parser, the one its read-only worksheets use: it yields only the cells
+        # present in the XML (so declared dimensions and empty area cost nothing) and collects the
+        # <mergeCells> ranges, which read-only worksheets do not expose, in the same pass.
+        from openpyxl.worksheet._reader import WorkSheetParser
+
+        path, limits, workbook = self.path, self.limits, self._workbook
+        worksheet = workbook[sheet]
+        source_path = getattr(worksheet, "_worksheet_path", None)
+        if source_path is None:  # a chart sheet: no cells
+            return []
+        cells: dict[int, dict[int, Any]] = {}  # row -> column -> value, only the cells holding one
+        try:
+            with workbook._archive.open(source_path) as source:
+                parser = WorkSheetParser(
+                    source,
+                    worksheet._shared_strings,
+                    data_only=True,
+                    epoch=workbook.epoch,
+                    date_formats=workbook._date_formats,
+                    timedelta_formats=workbook._timedelta_formats,
+                )
+                filled = 0
+                for _, row_cells in parser.parse():
+                    for cell in row_cells:
+                        value = cell["value"]
+                        if _is_blank(value):
+                            continue  # empty or styled-only cells do not extend the used range
+                        row, column = cell["row"], cell["column"]
+                        if row > limits.max_rows or column > limits.max_columns:
+                            raise self._stray_cell(sheet, row, column, value)
+                        filled += 1
+                        if filled > limits.max_cells:
+                            raise _limit_error(
+                                path, f"the sheet holds more than {limits.max_cells:,} values", "max_cells",
+                                limits, sheet=sheet,
+                            )  # fmt: skip
+                        cells.setdefault(row, {})[column] = value
+                merges = parser.merged_cells.mergeCell if parser.merged_cells is not None else []
+                ranges = [(str(m.ref), range_boundaries(str(m.ref))) for m in merges]
+        except AnnotationError:
+            raise
+        # openpyxl reports a damaged sheet as ValueError, KeyError, TypeError, a parse error...: all the same
+        except Exception as exc:
+            raise AnnotationError(
+                f"sheet XML not readable ({type(exc).__name__}: {str(exc)[:200]}); the file is "
+                "damaged: open it in Excel or LibreOffice and save it again",
+                file=path,
+                sheet=sheet,
+            ) from None
+        if not cells:
+            return []
+        last_row = max(cells)
+        last_column = max(max(row) for row in cells.values())
+        for ref, (min_col, min_row, max_col, max_row) in ranges:
+            top = cells.get(min_row, {}).get(min_col)
+            if top is None:
+                continue
+            # a range reaching past the last value (a whole column merged) is filled only up to it
+            rows_span = range(min_row, min(max_row, last_row) + 1)
+            columns_span = range(min_col, min(max_col, last_column) + 1)
+            filled += len(rows_span) * len(columns_span) - 1
+            if filled > limits.max_cells:
+                raise _limit_error(
+                    path, f"merged range {ref} makes the sheet hold more than {limits.max_cells:,} values",
+                    "max_cells", limits, sheet=sheet,
+                )  # fmt: skip
+            for row in rows_span:
+                values = cells.setdefault(row, {})
+                for column in columns_span:
+                    values[column] = top
+        area = sum(max(row) for row in cells.values()) + last_row
+        if area > limits.max_cells:
+            raise _limit_error(
+                path, f"the sheet's rows, each up to its last value, occupy {area:,} cells", "max_cells",
+                limits, sheet=sheet,
+            )  # fmt: skip
+        rows: list[tuple[Any, ...]] = []
+        for number in range(1, last_row + 1):
+            values = cells.get(number)
+            if not values:
+                rows.append(())
+                continue
+            row_values: list[Any] = [None] * max(values)
+            for column, value in values.items():
+                row_values[column - 1] = value
+            rows.append(tuple(row_values))
+        return rows
+
+    def _stray_cell(self, sheet: str, row: int, column: int, value: object) -> AnnotationError:
+        from openpyxl.utils.cell import get_column_letter
+
+        name, limit = ("max_rows", "row") if row > self.limits.max_rows else ("max_columns", "column")
+        what = f"cell {get_column_letter(column)}{row} holds {cut(value, 40)}, beyond {limit} "
+        what += f"{getattr(self.limits, name):,}"
+        return _limit_error(self.path, what, name, self.limits, "delete the stray cell", sheet=sheet, row=row)
+
+
+def open_workbook(path: Path, limits: SheetLimits | None = None) -> Spreadsheet:
+    """Open an xlsx (cached formula values) for bounded reading; anything unreadable or past a limit
+    becomes an :class:`AnnotationError` naming the file."""
     import openpyxl
 
+    limits = limits or sheet_limits()
+    check_archive(path, limits)
     try:
-        return openpyxl.load_workbook(path, data_only=True)
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     # openpyxl reports an unreadable file as BadZipFile, KeyError, InvalidFileException, OSError...: all the same here
     except Exception as exc:
-        message = f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})"
-        raise AnnotationError(message, file=path) from exc
+        raise _unreadable(path, exc) from None
+    return Spreadsheet(Path(path), workbook, limits)
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -151,7 +451,7 @@ class Table:
     sheet: str
     header_row: int
     columns: dict[str, int]  # canonical name -> 0-based position
-    rows: list[tuple[Any, ...]]  # every row of the sheet, index 0 = Excel row 1
+    rows: list[tuple[Any, ...]]  # rows up to the last with a value, index 0 = Excel row 1 (Spreadsheet.rows)
 
     def data_rows(self) -> Iterator[tuple[int, DataRow]]:
         """(Excel row number, row) for every non-blank row below the header."""
@@ -220,13 +520,19 @@ def locate_table(
     ``HEADER_SCAN_ROWS`` rows, so preamble rows of any length are skipped. A header missing a required column
     raises :class:`AnnotationError` naming the file, the sheet, the header row and the missing column.
     """
-    workbook = open_workbook(path)
+    with open_workbook(path) as workbook:
+        return _locate_table(path, workbook, columns, preferred_sheets)
+
+
+def _locate_table(
+    path: Path, workbook: Spreadsheet, columns: Sequence[Column], preferred_sheets: Sequence[str]
+) -> Table:
     names = [n for n in preferred_sheets if n in workbook.sheetnames]
     names += [n for n in workbook.sheetnames if n not in names]
     required = [c for c in columns if c.required]
     best: tuple[int, str, int, list[str], list[str]] | None = None  # (found, sheet, row, missing, headers)
     for sheet_name in names:
-        rows = sheet_rows(workbook[sheet_name])
+        rows = workbook.rows(sheet_name)
         for index, values in enumerate(rows[:HEADER_SCAN_ROWS]):
             headers = [normalise_header(v) for v in values]
             positions = _match_columns(columns, headers)
@@ -266,14 +572,16 @@ def headerless_table(
     names: Sequence[str],
     *,
     sheet_name: str | None = None,
-    workbook: Workbook | None = None,
+    workbook: Spreadsheet | None = None,
 ) -> Table:
     """A sheet without a header row (CAS(ME)^2): columns are positional and named by ``names``."""
-    workbook = workbook if workbook is not None else open_workbook(path)
+    if workbook is None:
+        with open_workbook(path) as opened:
+            return headerless_table(path, sheet_index, names, sheet_name=sheet_name, workbook=opened)
     if sheet_name is not None and sheet_name in workbook.sheetnames:
-        sheet = workbook[sheet_name]
+        title = sheet_name
     elif sheet_index < len(workbook.sheetnames):
-        sheet = workbook[workbook.sheetnames[sheet_index]]
+        title = workbook.sheetnames[sheet_index]
     else:
         raise AnnotationError(
             f"workbook has {len(workbook.sheetnames)} sheet(s); expected sheet {sheet_index + 1}"
@@ -281,21 +589,17 @@ def headerless_table(
             file=path,
             sheet=sheet_name,
         )
-    rows = sheet_rows(sheet)
+    rows = workbook.rows(title)
     width = max((_filled_width(r) for r in rows), default=0)
     if width < len(names):
         raise AnnotationError(
             f"sheet has {width} column(s) but the format has {len(names)}; missing column {names[width]!r}",
             file=path,
-            sheet=sheet.title,
+            sheet=title,
             row=1,
             column=names[width],
         )
-    return Table(path, sheet.title, 0, {name: i for i, name in enumerate(names)}, rows)
-
-
-def sheet_rows(sheet: Worksheet) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in sheet.iter_rows(min_row=1, values_only=True)]
+    return Table(path, title, 0, {name: i for i, name in enumerate(names)}, rows)
 
 
 def _filled_width(values: Sequence[Any]) -> int:
@@ -449,18 +753,47 @@ class FrameLocator:
         if self._bases is None:
             bases: list[Path] = []
             level = [self.root]
+            seen = {os.path.realpath(self.root): self.root}
             for _ in range(self.max_depth):
-                level = [d for parent in level for d in _subdirs(parent)]
+                level = [d for parent in level for d in subfolders(parent, seen)]
                 bases.extend(level)
             self._bases = bases
         return self._bases
 
 
-def _subdirs(folder: Path) -> list[Path]:
+def subfolders(folder: Path, seen: dict[str, Path] | None = None) -> list[Path]:
+    """The non-hidden sub-folders of ``folder``, sorted, following links (a dataset folder may be a link to
+    another disk). Symlink loops are skipped with a warning naming the path: a link to itself (the system
+    refuses to follow it) and, with ``seen`` (real path -> the path it was first met as, shared by one
+    walk), a folder met before under another name (``self -> .``, ``up -> ..``), which would otherwise
+    be searched again and again and its datasets found several times."""
     try:
-        return sorted(Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    except OSError:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        logger.warning("%s: cannot list this folder (%s); skipped", folder, exc.strerror or exc)
         return []
+    found: list[Path] = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_dir():
+                continue
+            real = os.path.realpath(entry.path, strict=True) if seen is not None else ""
+        except OSError as exc:  # ELOOP: a link that leads back to itself
+            logger.warning("%s: skipped (%s: a symlink loop)", entry.path, exc.strerror or exc)
+            continue
+        if seen is not None:
+            if real in seen:
+                logger.warning(
+                    "%s: skipped, a symlink loop or a second name of %s (already searched)",
+                    entry.path,
+                    seen[real],
+                )
+                continue
+            seen[real] = Path(entry.path)
+        found.append(Path(entry.path))
+    return found
 
 
 class FrameIndex:
@@ -562,6 +895,7 @@ def save_workbook(
 
 
 def _inject_cached_values(path: Path, sheet_indexes: list[int], values: list[Mapping[str, float]]) -> None:
+    check_archive(path)  # our own file, just saved; bounded all the same before it is read whole
     with zipfile.ZipFile(path) as archive:
         entries = {info.filename: archive.read(info.filename) for info in archive.infolist()}
     for sheet_index, cells in zip(sheet_indexes, values, strict=True):

@@ -25,10 +25,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from megc_vqa.annotations.common import subfolders
 from megc_vqa.errors import UsageError
 from megc_vqa.records import FrameSource
 
@@ -207,7 +209,8 @@ def discover_videos(
         root = Path(root)
         if not root.is_dir():
             raise UsageError(f"--videos-root {root}: not a folder")
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        # symlink loops (a link to itself, ``self -> .``) skipped with a warning, never taken for a video
+        for folder in subfolders(root, {os.path.realpath(root): root}):
             if folder.name not in entries:
                 subject, sep, _ = folder.name.partition("_")
                 entries[folder.name] = VideoEntry(folder, subject if sep else folder.name, folder.name)

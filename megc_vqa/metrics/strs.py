@@ -76,6 +76,8 @@ class Interval:
     dataset: str | None = None
     type: str | None = None
     line: int = field(default=0, compare=False)
+    # the subject as the file writes it (``006``; ``subject`` is canonical, ``6``): names matched to folders
+    subject_text: str = field(default="", compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -168,6 +170,7 @@ def parse_str_csv(
     known = None if videos is None else {(canonical_subject(s), str(v)): r for (s, v), r in videos.items()}
     unknown_videos: dict[tuple[str, str], int] = {}
     first_line: dict[tuple[str, str, int, int], int] = {}
+    first_label: dict[tuple[str, str, int, int], tuple[str, str | None]] = {}
     intervals: list[Interval] = []
     while True:
         try:
@@ -244,20 +247,29 @@ def parse_str_csv(
                 continue
         frame_key = (*key, frames["onset"], frames["offset"])
         if frame_key in first_line:
+            # ground truth: the row is dropped (a copied row adds nothing; counting it twice would count
+            # one event as two); a different label on the copy is said, the first line's label is kept
+            kept = first_label[frame_key]
+            differs = "" if kept == (emotion, etype) or role == "prediction" else (
+                f"; its label {emotion}/{etype or '-'} differs from the kept {kept[0]}/{kept[1] or '-'}"
+            )  # fmt: skip
+            dropped = "" if role == "prediction" else ", dropped"
             problems.append(
                 Problem(
                     name,
                     line,
                     f"duplicate interval {frames['onset']}..{frames['offset']} of subject "
-                    f"{row['subject']}, video {row['video']} (first on line {first_line[frame_key]})",
+                    f"{row['subject']}, video {row['video']} (first on line {first_line[frame_key]}"
+                    f"{dropped}{differs})",
                     "error" if role == "prediction" else "warning",
                 )
             )
             continue
         first_line[frame_key] = line
+        first_label[frame_key] = (emotion, etype)
         intervals.append(
             Interval(subject, row["video"], frames["onset"], frames["offset"], emotion,
-                     (row.get("dataset") or "").lower() or None, etype, line)
+                     (row.get("dataset") or "").lower() or None, etype, line, row["subject"])
         )  # fmt: skip
     for (subject, video), at in unknown_videos.items():
         problems.append(

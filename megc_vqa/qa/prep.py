@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.errors import UsageError
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_official_arguments(parser)
+    add_sheet_limit_arguments(parser)
 
 
 def add_official_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +230,11 @@ def print_summary(result: PrepResult, skip_lines: Sequence[str] = ()) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with using_sheet_limits(sheet_limits_from_args(args)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from megc_vqa import annotations
 
     if getattr(args, "training_file", None) is not None:

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -327,37 +327,37 @@ def _append_line(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
-def read_gt_events(gt_csv: str | Path, fps: float | None = None) -> dict[tuple[str, str], list]:
-    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> ``Event``s;
-    a bad row raises ``ValueError`` naming its line. A row without a ``type``: with ``fps``, micro when the
-    interval is at most 0.5 s and macro otherwise; without ``fps``, micro."""
+def read_gt_events(
+    gt_csv: str | Path,
+    fps: float | Mapping[tuple[str, str], float] | None = None,
+    frames: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    warnings: list | None = None,
+) -> dict[tuple[str, str], list]:
+    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> ``Event``s,
+    keyed by the file's own names (the subject as written, ``006``).
+
+    Read by the project's one STR reader (``megc_vqa.metrics.strs.read_intervals``, ground-truth role), so
+    every row is checked as the scorer checks it and an error names the file and line: integer frames from
+    0, onset <= offset, an emotion of :data:`~megc_vqa.labels.STR_CLASSES`, a type micro or macro (or
+    none). An exact duplicate of an earlier interval is dropped with a warning naming both lines.
+    ``frames``: each video's (first, last) frame on disk; a row outside its video is an error.
+    A row without a ``type``: with ``fps`` (one rate, or one per (subject, video)), micro when the interval
+    is at most 0.5 s and macro otherwise; without ``fps``, micro. Warnings go to ``warnings`` when given,
+    else to the log."""
+    from megc_vqa.metrics.strs import read_intervals
     from megc_vqa.records import Event
 
+    intervals = read_intervals(
+        gt_csv, emotions=STR_CLASSES, role="ground_truth", videos=frames, warnings=warnings
+    )
     events: dict[tuple[str, str], list] = {}
-    with open(gt_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = {"subject", "video", "onset", "offset"} - set(reader.fieldnames or ())
-        if missing:
-            raise InputError(f"{gt_csv}: missing column(s) {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                onset, offset = int(float(row["onset"])), int(float(row["offset"]))
-            except (TypeError, ValueError):
-                raise InputError(f"{gt_csv} line {line}: onset/offset must be integers") from None
-            if onset > offset:
-                raise InputError(f"{gt_csv} line {line}: onset {onset} after offset {offset}")
-            kind = (row.get("type") or "").strip().lower()
-            if kind not in ("micro", "macro"):
-                kind = "micro" if fps is None or (offset - onset) <= 0.5 * fps else "macro"
-            events.setdefault((row["subject"].strip(), row["video"].strip()), []).append(
-                Event(
-                    onset,
-                    offset,
-                    coarse_emotion=(row.get("emotion") or "").strip().lower() or None,
-                    expression_type=kind,
-                    row=line,
-                )
-            )
+    for iv in intervals:
+        key = (iv.subject_text, iv.video)
+        rate = fps.get(key) if isinstance(fps, Mapping) else fps
+        kind = iv.type or ("micro" if rate is None or (iv.offset - iv.onset) <= 0.5 * rate else "macro")
+        events.setdefault(key, []).append(
+            Event(iv.onset, iv.offset, coarse_emotion=iv.emotion, expression_type=kind, row=iv.line)
+        )
     return events
 
 

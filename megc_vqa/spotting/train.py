@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -413,56 +414,179 @@ def read_str_gt(
 ) -> list:
     """Long videos from an STR ground-truth CSV (``subject,video,onset,offset,emotion[,type]``) whose frames
     are in ``videos_root``, matched and given their fps by ``megc_vqa.annotations.long_videos`` (``fps`` or the
-    ``videos.json`` sidecar or ``dataset``; never guessed). Missing ``type``: micro when at most 0.5 s."""
+    ``videos.json`` sidecar or ``dataset``; never guessed). Every row is checked by the STR reader
+    (``read_gt_events``), here also against its video's frames on disk: an event before the first frame
+    or past the last one is an error naming its line. Missing ``type``: micro when at most 0.5 s."""
     from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
     from megc_vqa.records import LongVideo
 
+    from .data import NoFramesError
     from .pipeline import read_gt_events
 
-    keys = list(read_gt_events(gt_csv))
+    # the names, every row checked but for the frame range (its warnings come with the second reading)
+    keys = list(read_gt_events(gt_csv, warnings=[]))
     jobs = discover_videos(videos_root, FpsPolicy(fps, dataset=dataset), gt_keys=keys)
     by_key = {(j.subject, j.video): j for j in jobs}
+    ranges = {}
+    for key in keys:
+        try:
+            ranges[key] = frame_range(by_key[key].source)
+        except NoFramesError as err:
+            raise InputError(
+                f"{gt_csv}: subject {key[0]} video {key[1]} has no frames to train on ({err}); put its frames "
+                "there or remove its rows"
+            ) from None
+    events = read_gt_events(gt_csv, {key: by_key[key].fps for key in keys}, frames=ranges)
     videos = []
     for subject, video in sorted(keys):
         job = by_key[(subject, video)]
-        events = read_gt_events(gt_csv, job.fps)[(subject, video)]
-        ordered = tuple(sorted(events, key=lambda e: e.onset))
+        ordered = tuple(sorted(events[(subject, video)], key=lambda e: e.onset))
         videos.append(LongVideo("str", subject, video, job.source, job.fps, ordered))
     return videos
+
+
+def frame_range(source) -> tuple[int, int]:
+    """(first, last) frame number of a long video on disk (``NoFramesError`` naming it when it has none)."""
+    from .data import VideoFrames
+
+    frames = VideoFrames.open(source)
+    return frames.first, frames.last
 
 
 def read_long_videos_jsonl(path: str | Path) -> list:
     """Long videos from a ``long_videos.jsonl`` (one object per video: ``subject, video, folder, fps, events``
     with ``onset, apex, offset, type, emotion``), as ``megc-vqa synth-test --long-videos`` writes it; relative
-    folders are taken from the file's parent's parent (the synth-test output folder)."""
-    from megc_vqa.records import Event, FrameSource, LongVideo
+    folders are taken from the file's parent's parent (the synth-test output folder).
 
+    Checked as the STR ground truth is (``read_str_gt``), each error naming the line and the event: integer
+    frames from 0, onset <= apex <= offset, every event inside its video's frames on disk, type micro or
+    macro (default micro), emotion one of :data:`~megc_vqa.labels.STR_CLASSES` (or none), fps a positive
+    number, each video once; an exact duplicate of an event is dropped with a warning."""
     path = Path(path)
-    videos = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read this long_videos.jsonl ({err})") from None
+    from megc_vqa.metrics.strs import canonical_subject
+
+    videos: list = []
+    errors: list[str] = []
+    first_line: dict[tuple[str, str], int] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path} line {line_no}"
         try:
             rec = json.loads(line)
-            folder = Path(rec["folder"])
-            events = tuple(
-                Event(
-                    int(e["onset"]),
-                    int(e["offset"]),
-                    e.get("apex"),
-                    coarse_emotion=e.get("emotion"),
-                    expression_type=e.get("type", "micro"),
-                )
-                for e in rec.get("events", [])
+        except json.JSONDecodeError as err:
+            errors.append(f"{where}: not valid JSON ({err.msg}, column {err.colno})")
+            continue
+        video = _long_video_record(rec, where, path, errors)
+        if video is None:
+            continue
+        key = (canonical_subject(video.subject), video.video_id)
+        if key in first_line:
+            errors.append(
+                f"{where}: subject {video.subject} video {video.video_id} again (first on line "
+                f"{first_line[key]}): give each video once, with all its events"
             )
-            fps = float(rec["fps"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{path} line {line_no}: not a long-video record ({err})") from None
-        if not folder.is_absolute():
-            folder = path.parent.parent / folder
-        source = FrameSource("folder", folder)
-        videos.append(LongVideo("synth", str(rec["subject"]), str(rec["video"]), source, fps, events))
+            continue
+        first_line[key] = line_no
+        videos.append(video)
+    if errors:
+        more = f"; ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise InputError("; ".join(errors[:20]) + more)
     return videos
+
+
+def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
+    """One ``long_videos.jsonl`` line as a ``LongVideo``, or ``None`` with its defects added to ``errors``."""
+    import math
+
+    from megc_vqa.errors import cut
+    from megc_vqa.labels import STR_CLASSES
+    from megc_vqa.metrics.strs import MAX_FRAME, expression_type
+    from megc_vqa.records import Event, FrameSource, LongVideo
+
+    from .data import NoFramesError
+
+    if not isinstance(rec, dict):
+        errors.append(
+            f"{where}: expected a JSON object (subject, video, folder, fps, events), got {type(rec).__name__}"
+        )
+        return None
+    missing = [k for k in ("subject", "video", "folder", "fps") if rec.get(k) in (None, "")]
+    if missing:
+        errors.append(
+            f"{where}: missing {', '.join(missing)} (a long-video record has subject, video, folder, fps, events)"
+        )
+        return None
+    fps = rec["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        errors.append(f"{where}: fps {cut(fps, 40)} is not a positive number")
+        return None
+    if not isinstance(rec["folder"], str) or not isinstance(rec.get("events", []), list):
+        errors.append(f"{where}: folder must be a path (text) and events a list")
+        return None
+    folder = Path(rec["folder"])
+    if not folder.is_absolute():
+        folder = path.parent.parent / folder
+    source = FrameSource("folder", folder)
+    try:
+        first, last = frame_range(source)
+    except NoFramesError as err:
+        errors.append(f"{where}: {err}")
+        return None
+    events: list = []
+    seen: dict[tuple[int, int], int] = {}
+    bad = False
+    for k, e in enumerate(rec.get("events", []), start=1):
+        at = f"{where}, event {k}"
+        if not isinstance(e, dict):
+            errors.append(f"{at}: expected an object with onset, offset, type, emotion")
+            bad = True
+            continue
+        frames = {c: e.get(c) for c in ("onset", "apex", "offset")}
+        wrong = [
+            c for c, v in frames.items()
+            if (v is not None or c != "apex") and (type(v) is not int or not 0 <= v <= MAX_FRAME)
+        ]  # fmt: skip
+        if wrong:
+            errors.append(
+                f"{at}: {', '.join(f'{c} {cut(frames[c], 30)}' for c in wrong)} is not a frame number "
+                f"(an integer 0..{MAX_FRAME:,})"
+            )
+            bad = True
+            continue
+        onset, apex, offset = frames["onset"], frames["apex"], frames["offset"]
+        problem = None
+        if onset > offset:
+            problem = f"onset {onset} is after offset {offset}"
+        elif apex is not None and not onset <= apex <= offset:
+            problem = f"apex {apex} is outside onset..offset {onset}..{offset}"
+        elif onset < first or offset > last:
+            problem = f"frames {onset}..{offset} are outside the video's frames {first}..{last} ({folder})"
+        kind = expression_type(e.get("type", "micro")) if isinstance(e.get("type", "micro"), str) else None
+        if problem is None and kind is None:
+            problem = f"type {cut(e.get('type'), 40)} is neither micro nor macro"
+        emotion = e.get("emotion")
+        if problem is None and emotion is not None and str(emotion).strip().lower() not in STR_CLASSES:
+            problem = f"emotion {cut(emotion, 40)} is not one of {', '.join(STR_CLASSES)}"
+        if problem is not None:
+            errors.append(f"{at}: {problem}")
+            bad = True
+            continue
+        if (onset, offset) in seen:
+            log.warning(
+                "%s: duplicate of event %d (%d..%d), dropped", at, seen[(onset, offset)], onset, offset
+            )
+            continue
+        seen[(onset, offset)] = k
+        emotion = None if emotion is None else str(emotion).strip().lower()
+        events.append(Event(onset, offset, apex, coarse_emotion=emotion, expression_type=kind))
+    if bad:
+        return None
+    return LongVideo("synth", str(rec["subject"]), str(rec["video"]), source, float(fps), tuple(events))
 
 
 def _long_videos_of_all_datasets(root: Path) -> list:
@@ -541,6 +665,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loso", action="store_true", help="also run leave-one-subject-out evaluation")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--device", help="override train.device (cpu, cuda)")
+    add_sheet_limit_arguments(parser)  # data.loader reads the dataset spreadsheets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -570,7 +695,8 @@ def run(args: argparse.Namespace) -> int:
         train_cfg.epochs = args.epochs
     if args.device:
         train_cfg.device = args.device
-    videos = load_videos(data)
+    with using_sheet_limits(sheet_limits_from_args(args)):
+        videos = load_videos(data)
     if not videos:
         log.error("no long videos found with %s", data)
         return 1
