@@ -428,15 +428,14 @@ def test_str_resume_survives_a_cut_line_and_the_csv_is_whole(tmp_path):
     from megc_vqa.spotting.pipeline import STRConfig, STRRunner
 
     out = tmp_path / "run"
-    out.mkdir()
+    config = STRConfig(emotion="constant", plots=False)
+    STRRunner(out, None, {"mode": "relative", "threshold": 0.5}, config)  # records the run's settings
     (out / "progress.jsonl").write_text('{"name": "6_1", "n_intervals": 1}\n{"name": "6_')
     (out / "intervals.jsonl").write_text(
         '{"name": "6_1", "subject": "6", "video": "1", "fps": 30, "intervals": []}\n'
     )
     (out / "str_pred.csv").write_text("subject,video,onset,offset,emotion\n6,1,3,9,negative\n6,2,1,")
-    runner = STRRunner(
-        out, None, {"mode": "relative", "threshold": 0.5}, STRConfig(emotion="constant", plots=False)
-    )
+    runner = STRRunner(out, None, {"mode": "relative", "threshold": 0.5}, config)
     assert runner.done == {"6_1"}
     assert (
         out / "str_pred.csv"

@@ -10,6 +10,11 @@ Emotion per interval, configurable (``STRConfig.emotion``):
                 ME dataset), a baseline.
 
 Output folder (a rerun skips finished videos; a video interrupted mid-way is redone):
+  ``str_run.json``      the settings the run was started with and the files it wrote (:data:`RUN_RECORD`):
+                        a rerun resumes only a run made with the same settings (spotter weights, peak
+                        settings, emotion source and VQA model, each video's subject, video id and fps);
+                        another is refused naming what differs, unless ``restart`` discards the earlier
+                        run's files (those it wrote, nothing else in the folder);
   ``str_pred.csv``      rows appended per video as it finishes;
   ``intervals.jsonl``   one line per finished video: intervals with type, score, emotion (LVQA reads it);
   ``progress.jsonl``    one line per finished video (the resume record; written last);
@@ -31,7 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, UsageError
+from megc_vqa.fileio import RunRecord
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
@@ -39,6 +45,15 @@ from megc_vqa.records import FrameSource
 log = logging.getLogger(__name__)
 
 STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
+RUN_RECORD = "str_run.json"
+# What a run (run_str or run_lvqa) always writes under these names; a restart removes them with the files
+# the record lists (per-video curves and plots, the LVQA prediction files), even when an older run left no
+# record.
+RUN_FILES = (
+    "str_pred.csv", "intervals.jsonl", "progress.jsonl", "summary.json", "str_summary.json", "scores.json",
+    "plots/threshold_curve.png", "lvqa_flags.jsonl", "lvqa_report.md", "lvqa_videos.csv", "lvqa_scores.json",
+    "lvqa_summary.json",
+)  # fmt: skip
 # (frames, [onset, apex, offset], question, fps) -> free-text answer. The answering engine plugs in here.
 VQAAsk = Callable[[FrameSource, Sequence[int], str, float], str]
 
@@ -54,6 +69,10 @@ class STRConfig:
     plots: bool = True
     peaks: dict = field(default_factory=dict)  # PeakParams overrides on top of the checkpoint's
 
+    def settings(self) -> dict:
+        """What changes the results (chunk, batch, workers, device and plots do not change them)."""
+        return {"emotion": self.emotion, "fallback_emotion": self.fallback_emotion}
+
 
 def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str] = STR_CLASSES) -> str:
     """The first class word in a free answer (``"The coarse class is Negative."`` -> ``negative``)."""
@@ -64,8 +83,29 @@ def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str
     return fallback
 
 
+def spotter_identity(spotter) -> str:
+    """What spotted, by content: the baseline, or the SHA-256 of a trained spotter's configuration and
+    weights (two checkpoint files with the same weights spot alike wherever they lie; hashing the loaded
+    weights costs milliseconds for a spotter of a few MB)."""
+    import hashlib
+
+    from .infer import BASELINE_NAME
+
+    if spotter is None:
+        return BASELINE_NAME
+    digest = hashlib.sha256(json.dumps(spotter.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in spotter.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"trained spotter, weights sha256 {digest.hexdigest()[:24]}"
+
+
 class STRRunner:
-    """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably."""
+    """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably.
+
+    ``settings``: what else changes the results and only the caller knows (the VQA model and adapter by
+    content, the videos' folder), recorded with the runner's own (:meth:`run_settings`). ``restart``:
+    discard an earlier run's files in ``out`` instead of resuming it."""
 
     def __init__(
         self,
@@ -74,6 +114,8 @@ class STRRunner:
         peaks=None,
         config: STRConfig | None = None,
         ask: VQAAsk | None = None,
+        settings: dict | None = None,
+        restart: bool = False,
     ):
         from .infer import PeakParams
 
@@ -91,6 +133,9 @@ class STRRunner:
         self.csv_path = self.out / "str_pred.csv"
         self.progress_path = self.out / "progress.jsonl"
         self.intervals_path = self.out / "intervals.jsonl"
+        self.extra_settings = dict(settings or {})
+        self.record = RunRecord(self.out / RUN_RECORD)
+        self._check_earlier_run(restart)
         self.done = self._resume()
         self._warned_fps: set[float] = set()
 
@@ -125,6 +170,73 @@ class STRRunner:
             self._warned_fps.add(job.fps)
 
     # --- resume -------------------------------------------------------------------------------------------
+    def run_settings(self) -> dict:
+        """Every setting that changes this run's results (see the module docstring)."""
+        ask = None
+        if self.config.emotion == "vqa":
+            ask = getattr(self.ask, "settings", None) or getattr(self.ask, "__qualname__", repr(self.ask))
+        return {
+            "spotter": spotter_identity(self.spotter),
+            "peaks": dict(self.peaks.__dict__),
+            **self.config.settings(),
+            "vqa": ask,
+            **self.extra_settings,
+        }
+
+    def _earlier_videos(self) -> list[str]:
+        names = [
+            rec.get("name") for path in (self.progress_path, self.intervals_path) for rec in _json_lines(path)
+        ]
+        return sorted({n for n in names if isinstance(n, str)})
+
+    def _check_earlier_run(self, restart: bool) -> None:
+        """Resume only a run made with the same settings; refuse another (naming what differs) or, with
+        ``restart``, remove its files first."""
+        settings = self.run_settings()
+        earlier = self._earlier_videos()
+        if restart:
+            removed = self.record.discard(
+                [
+                    *RUN_FILES,
+                    *(f"{d}/{n}.{e}" for n in earlier for d, e in (("curves", "npz"), ("plots", "png"))),
+                ]
+            )
+            if removed:
+                log.info("--restart: removed %d file(s) of the earlier run in %s", len(removed), self.out)
+        elif [n for n in _json_lines(self.progress_path) if "name" in n]:
+            differences = self.record.differences(settings)
+            if differences:
+                raise UsageError(
+                    f"{self.out} holds {len(earlier)} video(s) of an earlier run made with other settings "
+                    f"({'; '.join(differences)}): resuming would report its results as this run's. Pass "
+                    "--restart to discard the earlier run's files (only those it wrote), or choose another --out."
+                )
+        self.record.start(settings, self.record.files)
+
+    def _check_videos(self, jobs: Sequence[VideoJob]) -> None:
+        """A finished video is reused only when it is the same video now: subject, video id and fps."""
+        recorded = {
+            rec["name"]: rec for rec in _json_lines(self.intervals_path) if rec.get("name") in self.done
+        }
+        changed = []
+        for job in jobs:
+            rec = recorded.get(job.name)
+            if rec is None:
+                continue
+            then = (str(rec.get("subject")), str(rec.get("video")), float(rec.get("fps") or 0))
+            if then != (job.subject, job.video, float(job.fps)):
+                changed.append(
+                    f"{job.name}: earlier subject {then[0]}, video {then[1]} at {then[2]:g} fps, "
+                    f"now subject {job.subject}, video {job.video} at {job.fps:g} fps"
+                )
+        if changed:
+            raise UsageError(
+                f"{self.out} holds finished video(s) read differently now ({'; '.join(changed[:5])}"
+                f"{' ...' if len(changed) > 5 else ''}; the fps options, videos.json or the ground truth's "
+                "naming changed): pass --restart to discard the earlier run's files (only those it wrote), or "
+                "choose another --out."
+            )
+
     def _resume(self) -> set[str]:
         """Finished video names; rows and records of unfinished (interrupted) videos are dropped."""
         done = {rec["name"] for rec in _json_lines(self.progress_path) if "name" in rec}
@@ -193,6 +305,7 @@ class STRRunner:
             log.warning(
                 "the spotter has no emotion head: every interval gets %r", self.config.fallback_emotion
             )
+        self._check_videos(jobs)
         summary: dict = {"done": [], "skipped": [], "failed": {}}
         for job in tqdm(jobs, desc="videos", disable=None):
             if job.name in self.done:
@@ -248,6 +361,8 @@ class STRRunner:
     def _write(self, job: VideoJob, curve, intervals, gt_events, seconds: float) -> None:
         import numpy as np
 
+        # Owned before written: a restart removes them even when this run is killed half-way.
+        self.record.own(f"curves/{job.name}.npz", *([f"plots/{job.name}.png"] if self.config.plots else []))
         # The whole CSV is rewritten atomically: a reader (score.py, a resumed run) never sees half a row.
         self._csv_rows += [[job.subject, job.video, iv.onset, iv.offset, iv.emotion] for iv in intervals]
         self._write_csv()
@@ -373,6 +488,28 @@ def load_spotter(path: str | Path | None, device: str = "cpu"):
 
     model, extra = load_checkpoint(path, map_location=device)
     return model.to(device), extra.get("peaks") or {}
+
+
+def run_settings(
+    videos_root: str | Path | None,
+    sidecar: str | Path | None,
+    model: str | Path | None = None,
+    adapter: str | Path | None = None,
+) -> dict:
+    """The settings of a run_str / run_lvqa run that only the command knows: where the videos are, and
+    the VQA model and adapter by content (:func:`megc_vqa.fileio.content_identity`: retrained weights in
+    the same folder are another model)."""
+    from megc_vqa.fileio import content_identity
+
+    def where(path: str | Path | None) -> str | None:
+        return str(Path(path).resolve()) if path is not None else None
+
+    return {
+        "videos_root": where(videos_root),
+        "videos_json": where(sidecar),
+        "vqa_model": content_identity(model),
+        "vqa_adapter": content_identity(adapter),
+    }
 
 
 class EngineAsk:
