@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,11 +142,17 @@ def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | No
 
     if not question_files:
         raise RunError("no question files given")
-    names = [Path(p).name for p in question_files]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    from megc_vqa.submission.files import prediction_file_name
+
+    by_prediction: dict[str, list[str]] = {}
+    for p in question_files:
+        by_prediction.setdefault(prediction_file_name(p), []).append(str(p))
+    dupes = {name: paths for name, paths in by_prediction.items() if len(paths) > 1}
     if dupes:
         raise RunError(
-            f"question files share a name ({', '.join(dupes)}): their prediction files would collide"
+            "question files would give the same prediction file: "
+            + "; ".join(f"{' and '.join(paths)} -> {name}" for name, paths in sorted(dupes.items()))
+            + "; answer them in separate runs (separate --out folders)"
         )
     jobs: list[ClipJob] = []
     missing: dict[str, list[str]] = {}
@@ -236,6 +243,7 @@ def run_vqa(
     ``backend="vllm"`` decodes with vLLM when it is installed."""
     from megc_vqa.answering.answer_log import AnswerLog
     from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
+    from megc_vqa.fileio import content_identity
     from megc_vqa.models.contract import read_contract
 
     started = time.perf_counter()
@@ -272,6 +280,9 @@ def run_vqa(
     fingerprint = {
         "model": str(model),
         "adapter": str(adapter) if adapter else None,
+        # By content: an adapter retrained into the same folder is another model (content_identity).
+        "model_files": content_identity(model) if Path(str(model)).is_dir() else None,
+        "adapter_files": content_identity(adapter),
         "options": options.fingerprint(),
         "visual": contract.visual.sample_kwargs(),
         "fps": fps,
@@ -418,6 +429,8 @@ def _finish(
         answers = {e["video_id"]: e["answer"] for e in entries if e["file"] == path.name}
         files.append(write_predictions(path, answers, out))
     zip_path = make_submission_zip(files, out / "submission.zip")
+    # The validator itself, on the zip as written, exactly as `eval/validate.py --questions Q... ZIP` runs
+    # it: what this run calls valid is what the validator (and the leaderboard's names) accept.
     problems = validate_files([zip_path], question_files)
     errors = [str(p) for p in problems if p.level == "error"]
     warnings = [str(p) for p in problems if p.level != "error"]
@@ -450,6 +463,9 @@ def _finish(
         "prediction_files": [str(f) for f in files],
         "submission_zip": str(zip_path),
         "validator_errors": errors,
+        "validator_command": "python eval/validate.py --questions "
+        + " ".join(shlex.quote(str(q)) for q in question_files)
+        + f" {shlex.quote(str(zip_path))}",
         "validator_warnings": warnings,
     }
     scores = None
@@ -497,7 +513,9 @@ def format_summary(result: RunResult) -> str:
     for u in s["unknown_questions"][:20]:
         lines.append(f"  unknown question {u['file']} {u['video_id']}: {u['question']!r}")
     if s["validator_errors"]:
-        lines.append("VALIDATOR ERRORS:\n  " + "\n  ".join(s["validator_errors"]))
+        lines.append(
+            "VALIDATOR ERRORS (the zip is not ready to upload):\n  " + "\n  ".join(s["validator_errors"])
+        )
     else:
         lines.append(f"validator: OK ({len(s['validator_warnings'])} warning(s))")
     if "score_table" in s:
