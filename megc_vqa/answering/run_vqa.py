@@ -96,6 +96,7 @@ class ClipJob:
     fps: float
     rows: list[Any] = field(default_factory=list)  # megc_vqa.qa.records.QuestionRow
     dataset: str | None = None  # its fine answers are drawn from this dataset's labels
+    frames_stamp: str | None = None  # its frame files (names, sizes, mtimes): a logged answer is theirs
 
     def key(self, row: Any) -> str:
         return f"{self.file.name}:{row.video_id}"
@@ -287,8 +288,10 @@ def run_vqa(
         "visual": contract.visual.sample_kwargs(),
         "fps": fps,
         "backend": backend,
+        "frames_root": str(frames_root.resolve()),
     }
     answer_log = AnswerLog(out / LOG_NAME, fingerprint)
+    _forget_stale_answers(jobs, answer_log.done)
     todo = [job for job in jobs if any(job.key(r) not in answer_log.done for r in job.rows)]
     n_rows = sum(len(j.rows) for j in jobs)
     load_s = answer_s = 0.0
@@ -318,6 +321,35 @@ def run_vqa(
         answered_now,
         {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
     )
+
+
+def _forget_stale_answers(jobs: list[ClipJob], done: dict[str, Any]) -> None:
+    """A logged answer is resumed only for the same row (video and question) on the same frame files; the
+    others are answered again (a question file or a frame folder changed since the log was written)."""
+    import hashlib
+
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.samplers import source_fingerprint
+
+    stale: list[str] = []
+    for job in jobs:
+        files = json.dumps(source_fingerprint(FrameSource("folder", job.folder)))
+        job.frames_stamp = hashlib.sha256(files.encode()).hexdigest()[:16]
+        for row in job.rows:
+            entry = done.get(job.key(row))
+            if entry is not None and (entry.get("video"), entry.get("question"), entry.get("frames")) != (
+                row.video,
+                row.question,
+                job.frames_stamp,
+            ):
+                stale.append(job.key(row))
+                del done[job.key(row)]
+    if stale:
+        log.warning(
+            "%d logged answer(s) are for another question or other frames than now (e.g. %s): answered again",
+            len(stale),
+            ", ".join(stale[:3]),
+        )
 
 
 def _answer_jobs(
@@ -403,6 +435,7 @@ def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: st
         "reason": answer.reason,
         "samples": answer.samples,
         "consistency": consistency_rule,
+        "frames": job.frames_stamp,
     }
 
 
