@@ -88,6 +88,8 @@ def _main(argv: list[str] | None = None) -> int:
         run_settings,
     )
 
+    if args.adapter and not args.model:  # it would be ignored: the emotions would silently not be the VQA's
+        raise UsageError("--adapter needs --model (the base model it was trained on)")
     if args.videos_root is None and args.videos is None:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     gt = read_gt_events(args.gt) if args.gt else {}

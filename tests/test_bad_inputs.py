@@ -913,3 +913,20 @@ def test_fine_tuning_resumes_only_its_own_settings(tmp_path, capsys):
     qa.write_text(SAMM_2025.read_text().replace("coarse", "Coarse"))  # the training file edited in place
     with pytest.raises(ConfigError, match=r"data.train_file.content: earlier"):
         train(parse_config(args))
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--emotion", "vqa"], "--emotion vqa needs --model (the VQA model asked each interval's emotion)"),
+        (["--adapter", "lora"], "--adapter needs --model (the base model it was trained on)"),
+        (
+            ["--fallback-emotion", "anger"],
+            "--fallback-emotion 'anger' is not an STR class; use one of negative",
+        ),
+    ],
+)
+def test_run_str_emotion_options_that_would_be_ignored(extra, message, long_videos, tmp_path, capsys):
+    argv = ["--videos-root", str(long_videos / "videos"), "--out", str(tmp_path / "o"), "--fps", "30", *extra]
+    assert script("eval/run_str").main(argv) == 2
+    assert last_line(capsys.readouterr().err).startswith(f"error: {message}")

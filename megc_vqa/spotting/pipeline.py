@@ -126,9 +126,15 @@ class STRRunner:
         self.peaks = PeakParams.from_dict({**base.__dict__, **self.config.peaks})
         self.ask = ask
         if self.config.emotion == "vqa" and ask is None:
-            raise InputError("emotion='vqa' needs a VQA callable (ask)")
+            raise UsageError(
+                "--emotion vqa needs --model (the VQA model asked each interval's emotion); give --model, "
+                "or --emotion head / constant"
+            )
         if self.config.fallback_emotion not in STR_CLASSES:
-            raise InputError(f"fallback_emotion must be one of {STR_CLASSES}")
+            raise UsageError(
+                f"--fallback-emotion {self.config.fallback_emotion!r} is not an STR class; use one of "
+                f"{', '.join(STR_CLASSES)}"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "str_pred.csv"
         self.progress_path = self.out / "progress.jsonl"
