@@ -181,13 +181,25 @@ def file_digest(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
 # Above this size a file is identified by size and modification time instead of its bytes: a merged 3B
 # model is ~7 GB (seconds of hashing at every start); an adapter, a spotter or a config is hashed whole.
 DIGEST_LIMIT = 512 * 1024 * 1024
-# The files of a model or adapter folder that change its outputs (weights, configs, tokenizer, processor).
-_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".jinja")
+# The files of a model or adapter folder that change its outputs: weights, configs, the tokenizer and
+# processor files, the training record; not logs, metrics or a run's outputs kept beside them.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model")
+_MODEL_FILE_NAMES = ("vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+                     "special_tokens_map.json", "added_tokens.json", "megc_vqa_train.json")  # fmt: skip
+
+
+def _shapes_outputs(name: str) -> bool:
+    return (
+        name.endswith(_WEIGHT_SUFFIXES)
+        or name.endswith("config.json")
+        or name.startswith("tokenizer")
+        or name in _MODEL_FILE_NAMES
+    )
 
 
 def content_identity(path: str | os.PathLike[str] | None) -> str | dict[str, str] | None:
     """What a model, adapter or checkpoint *is*, for a run's settings: a file's SHA-256, a folder's
-    per-file digests (its weights, configs and tokenizer files), or the name itself when it is not a path
+    per-file digests (the weights, configs, tokenizer files and training record at its top), or the name itself when it is not a path
     (a registry name or hub id). Files over :data:`DIGEST_LIMIT` count by size and modification time."""
     if path is None:
         return None
@@ -202,11 +214,9 @@ def content_identity(path: str | os.PathLike[str] | None) -> str | dict[str, str
     if p.is_file():
         return one(p)
     if p.is_dir():
-        return {
-            str(f.relative_to(p)): one(f)
-            for f in sorted(p.rglob("*"))
-            if f.is_file() and f.suffix in _MODEL_FILE_SUFFIXES and "checkpoint-" not in str(f.relative_to(p))
-        }
+        # The folder's own files only (models and adapters keep theirs at the top; checkpoint-N folders and
+        # whatever else lies below are not the model).
+        return {f.name: one(f) for f in sorted(p.iterdir()) if _shapes_outputs(f.name) and f.is_file()}
     return str(path)
 
 

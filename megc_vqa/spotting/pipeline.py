@@ -89,6 +89,8 @@ def spotter_identity(spotter) -> str:
     weights costs milliseconds for a spotter of a few MB)."""
     import hashlib
 
+    import torch
+
     from .infer import BASELINE_NAME
 
     if spotter is None:
@@ -96,7 +98,8 @@ def spotter_identity(spotter) -> str:
     digest = hashlib.sha256(json.dumps(spotter.config.to_dict(), sort_keys=True, default=str).encode())
     for name, tensor in spotter.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        # Bytes of any dtype (bfloat16 has no NumPy type): the tensor viewed as raw uint8.
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return f"trained spotter, weights sha256 {digest.hexdigest()[:24]}"
 
 
