@@ -334,7 +334,7 @@ def run_settings(recipe: Recipe) -> dict[str, Any]:
 
 def check_resume_settings(recipe: Recipe, resume: str) -> None:
     """Refuse to resume (or to report as finished) checkpoints trained with other settings."""
-    out = Path(recipe.training.output_dir)
+    out = Path(resume).parent  # the run that wrote the checkpoint (output_dir, or another run's folder)
     record = RunRecord(out / RUN_RECORD)
     if record.settings is None:
         log.warning(
