@@ -75,7 +75,9 @@ def _main(argv: list[str] | None = None) -> int:
         engine_ask,
         load_spotter,
         read_intervals,
+        refuse_other_settings,
         run_settings,
+        str_settings,
     )
     from megc_vqa.spotting.report import write_lvqa_report
 
@@ -85,9 +87,11 @@ def _main(argv: list[str] | None = None) -> int:
     policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
     jobs = discover_videos(args.videos_root, policy, sidecar=args.videos, names=videos)
     spotter, peaks = load_spotter(args.spotter, args.device)
-    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
-    config = STRConfig(emotion="vqa" if ask else "head", device=args.device, plots=not args.no_plots)
+    config = STRConfig(emotion="vqa" if args.model else "head", device=args.device, plots=not args.no_plots)
     settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)
+    if not args.restart:  # everything but the VQA model's settings, checked before that model loads
+        refuse_other_settings(args.out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
+    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
     summary = runner.run(jobs)
     records = read_intervals(args.out)

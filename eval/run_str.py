@@ -85,7 +85,9 @@ def _main(argv: list[str] | None = None) -> int:
         engine_ask,
         load_spotter,
         read_gt_events,
+        refuse_other_settings,
         run_settings,
+        str_settings,
     )
 
     if args.adapter and not args.model:  # it would be ignored: the emotions would silently not be the VQA's
@@ -99,15 +101,17 @@ def _main(argv: list[str] | None = None) -> int:
         logging.error("%s: no video folders", args.videos or args.videos_root)
         return 1
     spotter, peaks = load_spotter(args.spotter, args.device)
-    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     config = STRConfig(
-        emotion=args.emotion or ("vqa" if ask else "head"),
+        emotion=args.emotion or ("vqa" if args.model else "head"),
         fallback_emotion=args.fallback_emotion,
         device=args.device,
         plots=not args.no_plots,
         peaks={"threshold": args.threshold} if args.threshold is not None else {},
     )
     settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)
+    if not args.restart:  # everything but the VQA model's settings, checked before that model loads
+        refuse_other_settings(args.out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
+    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
     summary = runner.run(jobs, gt)
     import json

@@ -723,6 +723,10 @@ def test_run_str_spotter_after_the_baseline_is_refused_or_restarted(long_videos,
     assert "peaks.threshold: earlier" in err and "--restart" in err
     assert {k: v for k, v in _snapshot(out).items() if k not in ("notes.txt", "plots/mine.png")} == baseline
 
+    # A VQA model is checked before it loads: a model that cannot load proves none was loaded.
+    assert script("eval/run_str").main([*base, "--model", "no-such-model"]) == 2
+    assert "emotion: earlier 'head', now 'vqa'" in last_line(capsys.readouterr().err)
+
     assert script("eval/run_str").main([*spotter, "--restart"]) == 0
     now = _snapshot(out)
     assert now["notes.txt"] == b"mine" and now["plots/mine.png"] == b"mine"  # only the run's files went

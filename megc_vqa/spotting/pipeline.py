@@ -103,6 +103,51 @@ def spotter_identity(spotter) -> str:
     return f"trained spotter, weights sha256 {digest.hexdigest()[:24]}"
 
 
+def merged_peaks(peaks, config: STRConfig):
+    """The peak settings a run uses: the checkpoint's (or the baseline's), then the config's overrides."""
+    from .infer import PeakParams
+
+    base = peaks if isinstance(peaks, PeakParams) else PeakParams.from_dict(peaks)
+    return PeakParams.from_dict({**base.__dict__, **config.peaks})
+
+
+def str_settings(
+    spotter, peaks, config: STRConfig, ask: VQAAsk | None = None, extra: dict | None = None
+) -> dict:
+    """Every setting that changes a run's results (see the module docstring): the spotter by its weights,
+    the peak settings used, the emotion source and, for ``vqa``, the asker's settings; ``extra``: what only
+    the command knows (:func:`run_settings`)."""
+    vqa = None
+    if config.emotion == "vqa" and ask is not None:
+        vqa = getattr(ask, "settings", None) or getattr(ask, "__qualname__", repr(ask))
+    return {
+        "spotter": spotter_identity(spotter),
+        "peaks": dict(merged_peaks(peaks, config).__dict__),
+        **config.settings(),
+        "vqa": vqa,
+        **(extra or {}),
+    }
+
+
+def refuse_other_settings(out: str | Path, settings: dict, ignore: Sequence[str] = ()) -> None:
+    """Raise :class:`UsageError` naming every setting that differs when ``out`` holds finished videos of
+    a run made with other settings. ``ignore``: keys not known yet (run_str and run_lvqa check the rest
+    before the VQA model loads, so a mismatch costs no model load)."""
+    out = Path(out)
+    finished = {rec["name"] for rec in _json_lines(out / "progress.jsonl") if "name" in rec}
+    if not finished:
+        return  # nothing finished: no result of another run can be reported
+    record = RunRecord(out / RUN_RECORD)
+    differences = record.differences({k: v for k, v in settings.items() if k not in ignore})
+    differences = [d for d in differences if d.split(".")[0].split(":")[0] not in ignore]
+    if differences:
+        raise UsageError(
+            f"{out} holds {len(finished)} video(s) of an earlier run made with other settings "
+            f"({'; '.join(differences)}): resuming would report its results as this run's. Pass "
+            "--restart to discard the earlier run's files (only those it wrote), or choose another --out."
+        )
+
+
 class STRRunner:
     """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably.
 
@@ -120,13 +165,10 @@ class STRRunner:
         settings: dict | None = None,
         restart: bool = False,
     ):
-        from .infer import PeakParams
-
         self.out = Path(out)
         self.config = config or STRConfig()
         self.spotter = spotter
-        base = peaks if isinstance(peaks, PeakParams) else PeakParams.from_dict(peaks)
-        self.peaks = PeakParams.from_dict({**base.__dict__, **self.config.peaks})
+        self.peaks = merged_peaks(peaks, self.config)
         self.ask = ask
         if self.config.emotion == "vqa" and ask is None:
             raise UsageError(
@@ -181,16 +223,7 @@ class STRRunner:
     # --- resume -------------------------------------------------------------------------------------------
     def run_settings(self) -> dict:
         """Every setting that changes this run's results (see the module docstring)."""
-        ask = None
-        if self.config.emotion == "vqa":
-            ask = getattr(self.ask, "settings", None) or getattr(self.ask, "__qualname__", repr(self.ask))
-        return {
-            "spotter": spotter_identity(self.spotter),
-            "peaks": dict(self.peaks.__dict__),
-            **self.config.settings(),
-            "vqa": ask,
-            **self.extra_settings,
-        }
+        return str_settings(self.spotter, self.peaks, self.config, self.ask, self.extra_settings)
 
     def _earlier_videos(self) -> list[str]:
         names = [
@@ -212,14 +245,8 @@ class STRRunner:
             )
             if removed:
                 log.info("--restart: removed %d file(s) of the earlier run in %s", len(removed), self.out)
-        elif [n for n in _json_lines(self.progress_path) if "name" in n]:
-            differences = self.record.differences(settings)
-            if differences:
-                raise UsageError(
-                    f"{self.out} holds {len(earlier)} video(s) of an earlier run made with other settings "
-                    f"({'; '.join(differences)}): resuming would report its results as this run's. Pass "
-                    "--restart to discard the earlier run's files (only those it wrote), or choose another --out."
-                )
+        else:
+            refuse_other_settings(self.out, settings)
         self.record.start(settings, self.record.files)
 
     def _check_videos(self, jobs: Sequence[VideoJob]) -> None:
