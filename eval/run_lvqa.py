@@ -6,7 +6,8 @@
 Each question row's `video` names the frame folder DIR/<video> (megc_vqa.annotations.long_videos: the naming rule
 and where fps comes from: --fps / --fps-for, DIR/videos.json, --dataset; unknown fps stops the run before
 any work). Spotting runs (or resumes) through the STR pipeline in OUT (OUT/str_pred.csv,
-OUT/intervals.jsonl); answers go to OUT/<question file>_pred.jsonl (`_to_answer` replaced by `_pred`),
+OUT/intervals.jsonl; a rerun resumes only a run made with the same spotter, model and options, else it
+is refused unless --restart discards the earlier run's files); answers go to OUT/<question file>_pred.jsonl (`_to_answer` replaced by `_pred`),
 same rows, order and keys. Distinct AUs come from --model on each event, else the documented fallback of
 megc_vqa.spotting.lvqa; rows answered by a fallback (an event beyond those spotted) are flagged in
 OUT/lvqa_flags.jsonl and the report. OUT/lvqa_report.md and OUT/lvqa_videos.csv: a per-video table; with
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps-for", action="append", default=[], metavar="PATTERN=FPS")
     p.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the files an earlier run wrote in --out (only those) instead of resuming it",
+    )
     p.add_argument("--no-plots", action="store_true")
     return p
 
@@ -63,7 +69,16 @@ def _main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos, parse_fps_rules
-    from megc_vqa.spotting.pipeline import STRConfig, STRRunner, engine_ask, load_spotter, read_intervals
+    from megc_vqa.spotting.pipeline import (
+        STRConfig,
+        STRRunner,
+        engine_ask,
+        load_spotter,
+        read_intervals,
+        refuse_other_settings,
+        run_settings,
+        str_settings,
+    )
     from megc_vqa.spotting.report import write_lvqa_report
 
     if args.videos_root is None and args.videos is None:
@@ -72,9 +87,12 @@ def _main(argv: list[str] | None = None) -> int:
     policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
     jobs = discover_videos(args.videos_root, policy, sidecar=args.videos, names=videos)
     spotter, peaks = load_spotter(args.spotter, args.device)
+    config = STRConfig(emotion="vqa" if args.model else "head", device=args.device, plots=not args.no_plots)
+    settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)
+    if not args.restart:  # everything but the VQA model's settings, checked before that model loads
+        refuse_other_settings(args.out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
     ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
-    config = STRConfig(emotion="vqa" if ask else "head", device=args.device, plots=not args.no_plots)
-    runner = STRRunner(args.out, spotter, peaks, config, ask)
+    runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
     summary = runner.run(jobs)
     records = read_intervals(args.out)
     events = {name: rec["intervals"] for name, rec in records.items()}
@@ -87,6 +105,7 @@ def _main(argv: list[str] | None = None) -> int:
     for q in args.questions:
         out = answer_file(q, events, args.out, event_aus_for, flags=flags)
         preds.append(out)
+        runner.record.own(out.relative_to(args.out))  # a --restart removes it with the run's other files
         logging.info("%s -> %s", q, out)
     write_jsonl(args.out / "lvqa_flags.jsonl", flags)
     if flags:

@@ -7,7 +7,9 @@ DIR holds one frame folder per video, named by the video (SAMM-LV naming: DIR/00
 006_1; see megc_vqa.annotations.long_videos for the rule and how ground truth in another naming is matched). The
 fps of every video comes from --fps / --fps-for, else DIR/videos.json (synth-test and prep write it), else
 --dataset NAME; a video of unknown fps stops the run before any work. Writes OUT/str_pred.csv
-(subject,video,onset,offset,emotion) per video as it finishes (a rerun skips finished videos),
+(subject,video,onset,offset,emotion) per video as it finishes (a rerun skips finished videos when the
+earlier run used the same spotter, model and options, and refuses otherwise: --restart discards the
+earlier run's files, only those),
 OUT/plots/*.png, OUT/summary.json (spotter, fps per video) and, with --gt, OUT/scores.json as
 {"official": {...}, "strict": {...}} from megc_vqa.metrics.strs plus OUT/plots/threshold_curve.png.
 Without --spotter the model-free MEGC-style baseline spots (the summary and scores say so). Emotion:
@@ -53,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
     p.add_argument("--threshold", type=float, help="override the checkpoint's score threshold")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the files an earlier run wrote in --out (only those) instead of resuming it",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -72,8 +79,19 @@ def _main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos, parse_fps_rules
-    from megc_vqa.spotting.pipeline import STRConfig, STRRunner, engine_ask, load_spotter, read_gt_events
+    from megc_vqa.spotting.pipeline import (
+        STRConfig,
+        STRRunner,
+        engine_ask,
+        load_spotter,
+        read_gt_events,
+        refuse_other_settings,
+        run_settings,
+        str_settings,
+    )
 
+    if args.adapter and not args.model:  # it would be ignored: the emotions would silently not be the VQA's
+        raise UsageError("--adapter needs --model (the base model it was trained on)")
     if args.videos_root is None and args.videos is None:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     gt = read_gt_events(args.gt) if args.gt else {}
@@ -83,15 +101,18 @@ def _main(argv: list[str] | None = None) -> int:
         logging.error("%s: no video folders", args.videos or args.videos_root)
         return 1
     spotter, peaks = load_spotter(args.spotter, args.device)
-    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     config = STRConfig(
-        emotion=args.emotion or ("vqa" if ask else "head"),
+        emotion=args.emotion or ("vqa" if args.model else "head"),
         fallback_emotion=args.fallback_emotion,
         device=args.device,
         plots=not args.no_plots,
         peaks={"threshold": args.threshold} if args.threshold is not None else {},
     )
-    runner = STRRunner(args.out, spotter, peaks, config, ask)
+    settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)
+    if not args.restart:  # everything but the VQA model's settings, checked before that model loads
+        refuse_other_settings(args.out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
+    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
+    runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
     summary = runner.run(jobs, gt)
     import json
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
-from megc_vqa.fileio import atomic_write_text
+from megc_vqa.fileio import atomic_write_text, settings_differences
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS_DIR = REPO / "data" / "megc" / "2025"
@@ -141,7 +141,7 @@ class RunState:
                 self.done = [s for s in recorded.get("done", []) if s in STEPS]
             elif not restart:
                 old, new = recorded.get("fingerprint", {}), fingerprint
-                diff = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+                diff = sorted({line.split(":")[0] for line in settings_differences(old, new)})
                 raise UsageError(
                     f"{out} holds another demo run ({self.path} differs in: {', '.join(diff) or 'format'}; "
                     f"recorded seed {old.get('seed')}, this seed {new.get('seed')}). Pass --restart to wipe "

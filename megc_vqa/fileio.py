@@ -9,6 +9,7 @@ reported with its file and line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -161,3 +162,146 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --- what a resumable run was started with ---------------------------------------------------------------
+
+
+def file_digest(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks: what identifies a checkpoint or an adapter's
+    weights in a run's settings, wherever the file was moved and whatever its mtime (a copy made by
+    ``cp`` without ``-p`` is the same weights; an edited one is not, even at the same size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Above this size a file is identified by size and modification time instead of its bytes: a merged 3B
+# model is ~7 GB (seconds of hashing at every start); an adapter, a spotter or a config is hashed whole.
+DIGEST_LIMIT = 512 * 1024 * 1024
+# The files of a model or adapter folder that change its outputs: weights, configs, the tokenizer and
+# processor files, the training record; not logs, metrics or a run's outputs kept beside them.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model")
+_MODEL_FILE_NAMES = ("vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+                     "special_tokens_map.json", "added_tokens.json", "megc_vqa_train.json")  # fmt: skip
+
+
+def _shapes_outputs(name: str) -> bool:
+    return (
+        name.endswith(_WEIGHT_SUFFIXES)
+        or name.endswith("config.json")
+        or name.startswith("tokenizer")
+        or name in _MODEL_FILE_NAMES
+    )
+
+
+def content_identity(path: str | os.PathLike[str] | None) -> str | dict[str, str] | None:
+    """What a model, adapter or checkpoint *is*, for a run's settings: a file's SHA-256, a folder's
+    per-file digests (the weights, configs, tokenizer files and training record at its top), or the name itself when it is not a path
+    (a registry name or hub id). Files over :data:`DIGEST_LIMIT` count by size and modification time."""
+    if path is None:
+        return None
+    p = Path(path)
+
+    def one(f: Path) -> str:
+        st = f.stat()
+        if st.st_size > DIGEST_LIMIT:
+            return f"size {st.st_size}, modified {st.st_mtime_ns}"
+        return file_digest(f)
+
+    if p.is_file():
+        return one(p)
+    if p.is_dir():
+        # The folder's own files only (models and adapters keep theirs at the top; checkpoint-N folders and
+        # whatever else lies below are not the model).
+        return {f.name: one(f) for f in sorted(p.iterdir()) if _shapes_outputs(f.name) and f.is_file()}
+    return str(path)
+
+
+def settings_differences(recorded: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """One line per setting that differs between two runs' settings, ``key: earlier X, now Y`` (nested
+    mappings by dotted key, values cut to 120 characters): what every resumable command says when it
+    refuses to resume a run made with other settings (run_vqa's answer log, the demo, run_str/run_lvqa)."""
+    from megc_vqa.errors import cut
+
+    lines: list[str] = []
+    for key in sorted({*recorded, *now}, key=str):
+        old, new = recorded.get(key, "(not recorded)"), now.get(key, "(not set)")
+        name = f"{prefix}{key}"
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            lines += settings_differences(old, new, f"{name}.")
+        elif old != new:
+            lines.append(f"{name}: earlier {cut(old)}, now {cut(new)}")
+    return lines
+
+
+class RunRecord:
+    """``OUT/<name>``: the settings a resumable run was started with and what it wrote there.
+
+    Written when the run starts (before any result), so a later run into the same folder can tell whether
+    the results it finds were made with its own settings (:meth:`differences`), and a restart can remove
+    exactly the files the run wrote (:meth:`own`, :attr:`files`) and nothing else of the folder.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.settings: dict[str, Any] | None = None
+        self.files: list[str] = []
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                data = None  # cut by a kill or not ours: the settings are unknown
+            if isinstance(data, dict) and isinstance(data.get("settings"), dict):
+                self.settings = data["settings"]
+                self.files = [f for f in data.get("files", []) if isinstance(f, str)]
+
+    def differences(self, settings: Mapping[str, Any]) -> list[str]:
+        """Which recorded settings differ from ``settings`` (all of them, said so, when none is recorded)."""
+        if self.settings is None:
+            return [f"no readable record of the earlier run's settings ({self.path})"]
+        # JSON round trip: tuples and lists, ints and floats compare as they were written.
+        return settings_differences(self.settings, json.loads(json.dumps(dict(settings), default=str)))
+
+    def start(self, settings: Mapping[str, Any], files: Iterable[str] = ()) -> None:
+        """Record ``settings`` (the folder's earlier files, when kept, stay listed)."""
+        self.settings = json.loads(json.dumps(dict(settings), default=str))
+        self.files = sorted(set(files))
+        self._write()
+
+    def own(self, *paths: str | os.PathLike[str]) -> None:
+        """Note files the run wrote, by their paths relative to the record's folder."""
+        names = {Path(p).as_posix() for p in paths}
+        if not names <= set(self.files):
+            self.files = sorted(set(self.files) | names)
+            self._write()
+
+    def _write(self) -> None:
+        atomic_write_text(
+            self.path, json.dumps({"settings": self.settings, "files": self.files}, indent=2) + "\n"
+        )
+
+    def discard(self, also: Iterable[str] = ()) -> list[Path]:
+        """Remove the files the run wrote (recorded, plus ``also``: names it always writes) and the record,
+        then the folders that became empty; nothing else. Returns what was removed."""
+        folder = self.path.parent.resolve()
+        removed: list[Path] = []
+        parents: set[Path] = set()
+        for name in sorted({*self.files, *also}):
+            target = folder / name
+            # Only plain files inside the folder: a recorded name never leads outside it or through a link.
+            if not target.resolve().is_relative_to(folder) or target.is_symlink() or not target.is_file():
+                continue
+            target.unlink()
+            removed.append(target)
+            parents.update(p for p in target.parents if p != folder and p.is_relative_to(folder))
+        for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: it holds something the run did not write
+                parent.rmdir()
+        if self.path.is_file():
+            self.path.unlink()
+            removed.append(self.path)
+        self.settings, self.files = None, []
+        return removed

@@ -428,15 +428,14 @@ def test_str_resume_survives_a_cut_line_and_the_csv_is_whole(tmp_path):
     from megc_vqa.spotting.pipeline import STRConfig, STRRunner
 
     out = tmp_path / "run"
-    out.mkdir()
+    config = STRConfig(emotion="constant", plots=False)
+    STRRunner(out, None, {"mode": "relative", "threshold": 0.5}, config)  # records the run's settings
     (out / "progress.jsonl").write_text('{"name": "6_1", "n_intervals": 1}\n{"name": "6_')
     (out / "intervals.jsonl").write_text(
         '{"name": "6_1", "subject": "6", "video": "1", "fps": 30, "intervals": []}\n'
     )
     (out / "str_pred.csv").write_text("subject,video,onset,offset,emotion\n6,1,3,9,negative\n6,2,1,")
-    runner = STRRunner(
-        out, None, {"mode": "relative", "threshold": 0.5}, STRConfig(emotion="constant", plots=False)
-    )
+    runner = STRRunner(out, None, {"mode": "relative", "threshold": 0.5}, config)
     assert runner.done == {"6_1"}
     assert (
         out / "str_pred.csv"
@@ -868,3 +867,269 @@ def test_spot_train_checks_long_videos_jsonl_events(tmp_path, capsys, caplog):
     assert f"{path} line 2, event 3: onset -1 is not a frame number" in err
     assert f"{path} line 2, event 4: emotion 'angry' is not one of" in err
     assert f"{path} line 1, event 2: duplicate of event 1 (2..9), dropped" in caplog.text
+
+
+# --- issue 21: no stale result reported as new ------------------------------------------------------------
+
+
+def _frames(folder: Path, n: int = 40, seed: int = 0) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(1, n + 1):
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(folder / f"img{i}.png")
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory) -> Path:
+    """Two long videos (random frames) and a tiny spotter checkpoint that spots with threshold 0."""
+    import torch
+
+    from megc_vqa.spotting.model import Spotter, SpotterConfig, save_checkpoint
+
+    root = tmp_path_factory.mktemp("long")
+    for k, name in enumerate(("s1_v1", "s1_v2")):
+        _frames(root / "videos" / name, seed=k)
+    torch.manual_seed(0)
+    spotter = Spotter(SpotterConfig(size=32, n_frames=4, widths=(4, 8, 8), hidden=8)).eval()
+    save_checkpoint(root / "spotter.pt", spotter, peaks={"threshold": 0.0, "mode": "relative"})
+    (root / "gt.csv").write_text("subject,video,onset,offset,emotion\ns1,s1_v1,5,12,negative\n")
+    return root
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_run_str_spotter_after_the_baseline_is_refused_or_restarted(long_videos, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--videos-root", str(long_videos / "videos"), "--out", str(out), "--fps", "30",
+            "--gt", str(long_videos / "gt.csv")]  # fmt: skip
+    assert script("eval/run_str").main(base) == 0
+    baseline = _snapshot(out)
+    assert json.loads(baseline["scores.json"])["baseline"] is True
+    (out / "notes.txt").write_text("mine")  # the user's own files in --out, beside and among the run's
+    (out / "plots" / "mine.png").write_bytes(b"mine")
+    capsys.readouterr()
+
+    spotter = [*base, "--spotter", str(long_videos / "spotter.pt")]
+    assert script("eval/run_str").main(spotter) == 2
+    err = last_line(capsys.readouterr().err)
+    assert "holds 2 video(s) of an earlier run made with other settings" in err
+    assert "spotter: earlier 'baseline: model-free motion spotter" in err and "now 'trained spotter" in err
+    assert "peaks.threshold: earlier" in err and "--restart" in err
+    assert {k: v for k, v in _snapshot(out).items() if k not in ("notes.txt", "plots/mine.png")} == baseline
+
+    # A VQA model is checked before it loads: a model that cannot load proves none was loaded.
+    assert script("eval/run_str").main([*base, "--model", "no-such-model"]) == 2
+    assert "emotion: earlier 'head', now 'vqa'" in last_line(capsys.readouterr().err)
+
+    assert script("eval/run_str").main([*spotter, "--restart"]) == 0
+    now = _snapshot(out)
+    assert now["notes.txt"] == b"mine" and now["plots/mine.png"] == b"mine"  # only the run's files went
+    scores = json.loads(now["scores.json"])
+    assert scores["baseline"] is False and scores["spotter"] != json.loads(baseline["scores.json"])["spotter"]
+    assert now["intervals.jsonl"] != baseline["intervals.jsonl"]  # spotted anew, not the baseline's
+    assert json.loads(now["str_run.json"])["settings"]["spotter"].startswith(
+        "trained spotter, weights sha256"
+    )
+
+    assert script("eval/run_str").main([*spotter, "--threshold", "0.3"]) == 2  # --threshold is a setting too
+    assert "peaks.threshold: earlier 0.0, now 0.3" in last_line(capsys.readouterr().err)
+    assert script("eval/run_str").main(spotter) == 0  # the same settings resume
+    assert sorted(json.loads((out / "str_summary.json").read_text())["skipped"]) == ["s1_v1", "s1_v2"]
+
+
+def test_run_str_video_read_at_another_fps_is_refused(long_videos, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--videos-root", str(long_videos / "videos"), "--out", str(out), "--no-plots"]
+    assert script("eval/run_str").main([*argv, "--fps", "30"]) == 0
+    capsys.readouterr()
+    assert script("eval/run_str").main([*argv, "--fps", "60"]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert "s1_v1: earlier subject s1, video s1_v1 at 30 fps, now subject s1, video s1_v1 at 60 fps" in err
+
+
+def test_run_lvqa_spotter_after_the_baseline_is_refused_or_restarted(long_videos, tmp_path, capsys):
+    from megc_vqa.qa import templates as T
+
+    questions = tmp_path / "me_lvqa_samm_test_to_answer.jsonl"
+    questions.write_text("".join(json.dumps({"video_id": f"q{i}", "video": v, "question": T.LVQA_COUNT_ALL,
+                                             "answer": ""}) + "\n" for i, v in enumerate(("s1_v1", "s1_v2"))))  # fmt: skip
+    out = tmp_path / "out"
+    base = ["--questions", str(questions), "--videos-root", str(long_videos / "videos"), "--out", str(out),
+            "--fps", "30", "--no-plots"]  # fmt: skip
+    assert script("eval/run_lvqa").main(base) == 0
+    baseline = _snapshot(out)
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    spotter = [*base, "--spotter", str(long_videos / "spotter.pt")]
+    assert script("eval/run_lvqa").main(spotter) == 2
+    assert "made with other settings (peaks.extent" in last_line(capsys.readouterr().err)
+    assert script("eval/run_lvqa").main([*spotter, "--restart"]) == 0
+    now = _snapshot(out)
+    assert now["notes.txt"] == b"mine"
+    assert "trained spotter" in json.loads(now["summary.json"])["spotter"]
+    assert now["intervals.jsonl"] != baseline["intervals.jsonl"]
+    record = json.loads(now["str_run.json"])
+    assert "me_lvqa_samm_test_pred.jsonl" in record["files"]  # a later --restart removes it too
+
+
+def test_restart_removes_only_what_the_record_may_name(tmp_path):
+    from megc_vqa.fileio import RunRecord
+
+    run, outside = tmp_path / "run", tmp_path / "outside.txt"
+    run.mkdir()
+    outside.write_text("keep")
+    (run / "link.txt").symlink_to(outside)
+    (run / "mine.txt").write_text("keep")
+    (run / "theirs.csv").write_text("run")
+    record = RunRecord(run / "run.json")
+    record.start({"a": 1}, ["theirs.csv", "../outside.txt", "link.txt", "missing.npz"])
+    assert record.differences({"a": 2}) == ["a: earlier 1, now 2"]
+    removed = record.discard()
+    assert sorted(p.name for p in removed) == ["run.json", "theirs.csv"]
+    assert outside.read_text() == "keep" and (run / "link.txt").is_symlink() and (run / "mine.txt").is_file()
+
+
+def test_run_vqa_validation_is_the_validators(tmp_path, capsys):
+    """A renamed copy of the organisers' question file gives a zip member the leaderboard does not read:
+    run_vqa says so (exit 1) exactly as eval/validate.py does, with or without --questions."""
+    rows = [json.loads(line) for line in SAMM_2025.read_text().splitlines()][:2]
+    questions = tmp_path / "me_vqa_samm_test_to_answer (1).jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i in range(1, 4):
+        (tmp_path / "frames" / rows[0]["video"]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "frames" / rows[0]["video"] / f"img{i}.jpg").write_bytes(jpeg(32, 40 * i))
+    out = tmp_path / "out"
+    argv = ["--questions", str(questions), "--frames-root", str(tmp_path / "frames"), "--model",
+            "tiny-qwen2.5-vl", "--out", str(out), "--quiet"]  # fmt: skip
+    assert script("eval/run_vqa").main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "validator: OK" not in printed and "VALIDATOR ERRORS" in printed
+    [error] = json.loads((out / "run_summary.json").read_text())["validator_errors"]
+    member = "me_vqa_samm_test_to_answer (1)_pred.jsonl"
+    assert f"submission.zip:{member}: error: " in error and "is not a leaderboard file name" in error
+    zip_path = str(out / "submission.zip")
+    assert script("eval/validate").main(["--questions", str(questions), zip_path]) == 1
+    assert capsys.readouterr().out.strip() == error  # the same check, the same words
+    assert script("eval/validate").main([zip_path]) == 1
+    assert f"submission.zip:{member}: error: wrong file name in zip" in capsys.readouterr().out
+
+
+def test_question_files_giving_one_prediction_name_are_refused(tmp_path):
+    from megc_vqa.answering.run_vqa import RunError, plan_jobs
+
+    for name in ("a.jsonl", "a_to_answer.jsonl"):
+        (tmp_path / name).write_text(SAMM_2025.read_text())
+    with pytest.raises(RunError, match=r"a.jsonl and .*a_to_answer.jsonl -> a_pred.jsonl"):
+        plan_jobs([tmp_path / "a.jsonl", tmp_path / "a_to_answer.jsonl"], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory) -> Path:
+    """A tiny adapter as training writes it, and three made unusable: for another base model, with half
+    its tensors gone, with NaN weights."""
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from megc_vqa.models.registry import load_model
+
+    root = tmp_path_factory.mktemp("adapters")
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    lora = get_peft_model(load_model("tiny-qwen2.5-vl", dtype="float32"), config)
+    lora.peft_config["default"].base_model_name_or_path = "tiny-qwen2.5-vl"
+    lora.save_pretrained(root / "good", save_embedding_layers=False)
+    text_model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2))  # fmt: skip
+    foreign = get_peft_model(text_model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    foreign.peft_config["default"].base_model_name_or_path = "tiny-qwen2.5-vl"  # says so, is not
+    foreign.save_pretrained(root / "foreign", save_embedding_layers=False)
+    edits = {"half": lambda t: dict(list(t.items())[: len(t) // 2]),
+             "nan": lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()}}  # fmt: skip
+    for name, edit in edits.items():
+        shutil.copytree(root / "good", root / name)
+        weights = root / name / "adapter_model.safetensors"
+        save_file(edit(load_file(str(weights))), str(weights))
+    return root
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("foreign", "8 of the 8 LoRA tensors missing (base_model.model.model.language_model.layers.0"),
+        ("half", "4 of the 8 LoRA tensors missing"),
+        ("nan", "adapter_model.safetensors: 8 of 8 tensor(s) hold NaN or infinite values"),
+    ],
+)
+def test_merge_adapter_refuses_an_adapter_that_does_not_fit(adapters, name, message, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert cli(["merge-adapter", str(adapters / name), "--out", str(out)]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert err.startswith("merge-adapter: error: ") and message in err and str(adapters / name) in err
+    assert not out.exists()  # nothing written
+
+
+def test_run_vqa_and_merge_share_one_adapter_check(adapters, tmp_path, capsys):
+    from megc_vqa.answering.engine import Engine, EngineError
+    from megc_vqa.models.contract import ModelContract
+
+    with pytest.raises(EngineError, match=r"8 of 8 tensor\(s\) hold NaN"):
+        Engine.load("tiny-qwen2.5-vl", adapters / "nan")
+    with pytest.raises(EngineError, match=r"4 of the 8 LoRA tensors missing"):
+        Engine.load("tiny-qwen2.5-vl", adapters / "half")
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(adapters / "good", mixed)
+    ModelContract(model_name_or_path="tiny-qwen3-vl").write(mixed)  # its record names another base
+    assert cli(["merge-adapter", str(mixed), "--out", str(tmp_path / "m")]) == 2
+    assert "base_model_name_or_path 'tiny-qwen2.5-vl' is not the base model the adapter was trained on " \
+           "(megc_vqa_train.json records 'tiny-qwen3-vl')" in last_line(capsys.readouterr().err)  # fmt: skip
+
+
+def test_fine_tuning_resumes_only_its_own_settings(tmp_path, capsys):
+    from megc_vqa.fileio import RunRecord
+    from megc_vqa.training.config import ConfigError, parse_config
+    from megc_vqa.training.finetune import RUN_RECORD, run_settings, train
+
+    qa, out = tmp_path / "qa.jsonl", tmp_path / "run"
+    qa.write_text(SAMM_2025.read_text())
+    checkpoint = out / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2, "epoch": 1.0}))
+    (checkpoint / "adapter_model.safetensors").write_text("w")
+    args = ["--config", str(REPO / "recipes/tiny/lora.yaml"), "--train_file", str(qa), "--output_dir", str(out),
+            "--report_to", "none", "--resume_from_checkpoint", "true"]  # fmt: skip
+    RunRecord(out / RUN_RECORD).start(run_settings(parse_config(args)))  # what the earlier run wrote
+    with pytest.raises(
+        ConfigError, match=r"trained with other settings .*training.learning_rate: earlier 0.001, now 0.5"
+    ):
+        train(parse_config([*args, "--learning_rate", "0.5"]))
+    assert train(parse_config(args)).metrics["already_finished"] is True  # the same recipe: nothing to do
+    qa.write_text(SAMM_2025.read_text().replace("coarse", "Coarse"))  # the training file edited in place
+    with pytest.raises(ConfigError, match=r"data.train_file.content: earlier"):
+        train(parse_config(args))
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--emotion", "vqa"], "--emotion vqa needs --model (the VQA model asked each interval's emotion)"),
+        (["--adapter", "lora"], "--adapter needs --model (the base model it was trained on)"),
+        (
+            ["--fallback-emotion", "anger"],
+            "--fallback-emotion 'anger' is not an STR class; use one of negative",
+        ),
+    ],
+)
+def test_run_str_emotion_options_that_would_be_ignored(extra, message, long_videos, tmp_path, capsys):
+    argv = ["--videos-root", str(long_videos / "videos"), "--out", str(tmp_path / "o"), "--fps", "30", *extra]
+    assert script("eval/run_str").main(argv) == 2
+    assert last_line(capsys.readouterr().err).startswith(f"error: {message}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import cut as cut_text
-from megc_vqa.fileio import atomic_write_text
+from megc_vqa.fileio import atomic_write_text, settings_differences
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,12 @@ class AnswerLog:
             )
             return
         if first.get("_fingerprint") != self.fingerprint:
+            logged = first.get("_fingerprint")
+            differences = settings_differences(logged if isinstance(logged, dict) else {}, self.fingerprint)
             raise LogMismatchError(
-                f"{self.path} holds answers from another configuration:\n  logged: {first.get('_fingerprint')}\n"
-                f"  now:    {self.fingerprint}\nUse another --out folder, or delete the log to start over."
+                f"{self.path} holds {len(lines) - 1} answer(s) from another configuration "
+                f"({'; '.join(differences) or 'format'}): resuming would mix them into this run's files. "
+                "Use another --out folder, or delete the log to start over."
             )
         for n, line in enumerate(lines[1:], start=2):
             try:

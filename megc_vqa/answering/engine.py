@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -46,7 +45,7 @@ from megc_vqa.answering.postprocess import (
     make_consistent,
     normalise_answer,
 )
-from megc_vqa.fileio import read_json_object
+from megc_vqa.models.adapters import AdapterError, adapter_config, apply_adapter, check_adapter_files
 from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import PromptOptions
 from megc_vqa.qa import templates as T
@@ -150,18 +149,9 @@ def trained_contract(
 
 def check_adapter(adapter: Path) -> dict[str, Any]:
     """The adapter's PEFT config, after checking it is one; the base-model check happens at load."""
-    cfg_path = adapter / "adapter_config.json"
-    if not cfg_path.is_file():
+    if not (adapter / "adapter_config.json").is_file():
         raise EngineError(f"{adapter}: no adapter_config.json; --adapter must be a PEFT adapter folder")
-    return read_json_object(cfg_path, "adapter config")
-
-
-def _base_mismatch(adapter: Path, base_recorded: str | None, model: str, err: Exception) -> EngineError:
-    return EngineError(
-        f"adapter {adapter} does not fit model {model!r}: it was trained on {base_recorded!r} "
-        f"({type(err).__name__}: {str(err).splitlines()[0][:300]}). Pass --model {base_recorded} "
-        "(or the folder it was trained from), or an adapter trained on this model."
-    )
+    return adapter_config(adapter)
 
 
 class Engine:
@@ -247,7 +237,13 @@ class Engine:
             adapter = Path(str(model))
             model = check_adapter(adapter).get("base_model_name_or_path") or str(model)
         adapter_path = Path(adapter) if adapter else None
-        adapter_cfg = check_adapter(adapter_path) if adapter_path else {}
+        checked = None
+        if adapter_path is not None:
+            check_adapter(adapter_path)
+            try:  # NaN weights, a config that contradicts the record: said before the base model loads
+                checked = check_adapter_files(adapter_path)
+            except AdapterError as err:
+                raise EngineError(str(err)) from None
         try:
             base = load_model(model, dtype=dtype)
             has_processor = adapter_path is not None and any(
@@ -257,21 +253,12 @@ class Engine:
         except ModelLoadError as err:
             raise EngineError(str(err)) from None
         if adapter_path is not None:
-            from peft import PeftModel
-
-            recorded = adapter_cfg.get("base_model_name_or_path")
+            # PEFT only warns when the adapter's weights find no home in this model, and loads NaN weights
+            # silently: the one adapter check (megc_vqa.models.adapters) makes both errors.
             try:
-                # PEFT only warns when the adapter's weights find no home in this model: make it an error.
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    base = PeftModel.from_pretrained(base, str(adapter_path))
-                missing = [w for w in caught if "missing adapter keys" in str(w.message)]
-                if missing:
-                    raise ValueError(str(missing[0].message))
-            except (RuntimeError, ValueError, KeyError) as err:
-                raise _base_mismatch(adapter_path, recorded, str(model), err) from None
-            if recorded and Path(str(recorded)).name != Path(str(model)).name:
-                log.warning("adapter %s was trained on %s, loaded onto %s", adapter_path, recorded, model)
+                base = apply_adapter(base, adapter_path, str(model), checked)
+            except AdapterError as err:
+                raise EngineError(str(err)) from None
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         base.to(device)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class ClipJob:
     fps: float
     rows: list[Any] = field(default_factory=list)  # megc_vqa.qa.records.QuestionRow
     dataset: str | None = None  # its fine answers are drawn from this dataset's labels
+    frames_stamp: str | None = None  # its frame files (names, sizes, mtimes): a logged answer is theirs
 
     def key(self, row: Any) -> str:
         return f"{self.file.name}:{row.video_id}"
@@ -141,11 +143,17 @@ def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | No
 
     if not question_files:
         raise RunError("no question files given")
-    names = [Path(p).name for p in question_files]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    from megc_vqa.submission.files import prediction_file_name
+
+    by_prediction: dict[str, list[str]] = {}
+    for p in question_files:
+        by_prediction.setdefault(prediction_file_name(p), []).append(str(p))
+    dupes = {name: paths for name, paths in by_prediction.items() if len(paths) > 1}
     if dupes:
         raise RunError(
-            f"question files share a name ({', '.join(dupes)}): their prediction files would collide"
+            "question files would give the same prediction file: "
+            + "; ".join(f"{' and '.join(paths)} -> {name}" for name, paths in sorted(dupes.items()))
+            + "; answer them in separate runs (separate --out folders)"
         )
     jobs: list[ClipJob] = []
     missing: dict[str, list[str]] = {}
@@ -236,6 +244,7 @@ def run_vqa(
     ``backend="vllm"`` decodes with vLLM when it is installed."""
     from megc_vqa.answering.answer_log import AnswerLog
     from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
+    from megc_vqa.fileio import content_identity
     from megc_vqa.models.contract import read_contract
 
     started = time.perf_counter()
@@ -272,12 +281,17 @@ def run_vqa(
     fingerprint = {
         "model": str(model),
         "adapter": str(adapter) if adapter else None,
+        # By content: an adapter retrained into the same folder is another model (content_identity).
+        "model_files": content_identity(model) if Path(str(model)).is_dir() else None,
+        "adapter_files": content_identity(adapter),
         "options": options.fingerprint(),
         "visual": contract.visual.sample_kwargs(),
         "fps": fps,
         "backend": backend,
+        "frames_root": str(frames_root.resolve()),
     }
     answer_log = AnswerLog(out / LOG_NAME, fingerprint)
+    _forget_stale_answers(jobs, answer_log.done)
     todo = [job for job in jobs if any(job.key(r) not in answer_log.done for r in job.rows)]
     n_rows = sum(len(j.rows) for j in jobs)
     load_s = answer_s = 0.0
@@ -307,6 +321,35 @@ def run_vqa(
         answered_now,
         {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
     )
+
+
+def _forget_stale_answers(jobs: list[ClipJob], done: dict[str, Any]) -> None:
+    """A logged answer is resumed only for the same row (video and question) on the same frame files; the
+    others are answered again (a question file or a frame folder changed since the log was written)."""
+    import hashlib
+
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.samplers import source_fingerprint
+
+    stale: list[str] = []
+    for job in jobs:
+        files = json.dumps(source_fingerprint(FrameSource("folder", job.folder)))
+        job.frames_stamp = hashlib.sha256(files.encode()).hexdigest()[:16]
+        for row in job.rows:
+            entry = done.get(job.key(row))
+            if entry is not None and (entry.get("video"), entry.get("question"), entry.get("frames")) != (
+                row.video,
+                row.question,
+                job.frames_stamp,
+            ):
+                stale.append(job.key(row))
+                del done[job.key(row)]
+    if stale:
+        log.warning(
+            "%d logged answer(s) are for another question or other frames than now (e.g. %s): answered again",
+            len(stale),
+            ", ".join(stale[:3]),
+        )
 
 
 def _answer_jobs(
@@ -392,6 +435,7 @@ def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: st
         "reason": answer.reason,
         "samples": answer.samples,
         "consistency": consistency_rule,
+        "frames": job.frames_stamp,
     }
 
 
@@ -418,6 +462,8 @@ def _finish(
         answers = {e["video_id"]: e["answer"] for e in entries if e["file"] == path.name}
         files.append(write_predictions(path, answers, out))
     zip_path = make_submission_zip(files, out / "submission.zip")
+    # The validator itself, on the zip as written, exactly as `eval/validate.py --questions Q... ZIP` runs
+    # it: what this run calls valid is what the validator (and the leaderboard's names) accept.
     problems = validate_files([zip_path], question_files)
     errors = [str(p) for p in problems if p.level == "error"]
     warnings = [str(p) for p in problems if p.level != "error"]
@@ -450,6 +496,9 @@ def _finish(
         "prediction_files": [str(f) for f in files],
         "submission_zip": str(zip_path),
         "validator_errors": errors,
+        "validator_command": "python eval/validate.py --questions "
+        + " ".join(shlex.quote(str(q)) for q in question_files)
+        + f" {shlex.quote(str(zip_path))}",
         "validator_warnings": warnings,
     }
     scores = None
@@ -497,7 +546,9 @@ def format_summary(result: RunResult) -> str:
     for u in s["unknown_questions"][:20]:
         lines.append(f"  unknown question {u['file']} {u['video_id']}: {u['question']!r}")
     if s["validator_errors"]:
-        lines.append("VALIDATOR ERRORS:\n  " + "\n  ".join(s["validator_errors"]))
+        lines.append(
+            "VALIDATOR ERRORS (the zip is not ready to upload):\n  " + "\n  ".join(s["validator_errors"])
+        )
     else:
         lines.append(f"validator: OK ({len(s['validator_warnings'])} warning(s))")
     if "score_table" in s:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.fileio import read_json_object
+from megc_vqa.models.adapters import apply_adapter
 
 log = logging.getLogger(__name__)
 
@@ -286,14 +287,13 @@ def load_for_inference(
     """
     path = Path(str(path_or_name)).expanduser()
     if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
         base = read_json_object(path / "adapter_config.json", "adapter config").get("base_model_name_or_path")
         if not base:
             raise ModelLoadError(
                 f"{path / 'adapter_config.json'}: no base_model_name_or_path; give the base model"
             )
-        model = PeftModel.from_pretrained(load_model(base, dtype=dtype, device_map=device_map), str(path))
+        # The one adapter check (megc_vqa.models.adapters): PEFT alone loads a misfit adapter with a warning.
+        model = apply_adapter(load_model(base, dtype=dtype, device_map=device_map), path, str(base))
         has_processor = (path / "processor_config.json").is_file() or (
             path / "preprocessor_config.json"
         ).is_file()

@@ -10,6 +10,11 @@ Emotion per interval, configurable (``STRConfig.emotion``):
                 ME dataset), a baseline.
 
 Output folder (a rerun skips finished videos; a video interrupted mid-way is redone):
+  ``str_run.json``      the settings the run was started with and the files it wrote (:data:`RUN_RECORD`):
+                        a rerun resumes only a run made with the same settings (spotter weights, peak
+                        settings, emotion source and VQA model, each video's subject, video id and fps);
+                        another is refused naming what differs, unless ``restart`` discards the earlier
+                        run's files (those it wrote, nothing else in the folder);
   ``str_pred.csv``      rows appended per video as it finishes;
   ``intervals.jsonl``   one line per finished video: intervals with type, score, emotion (LVQA reads it);
   ``progress.jsonl``    one line per finished video (the resume record; written last);
@@ -31,7 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
-from megc_vqa.errors import InputError
+from megc_vqa.errors import UsageError
+from megc_vqa.fileio import RunRecord
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
@@ -39,6 +45,15 @@ from megc_vqa.records import FrameSource
 log = logging.getLogger(__name__)
 
 STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
+RUN_RECORD = "str_run.json"
+# What a run (run_str or run_lvqa) always writes under these names; a restart removes them with the files
+# the record lists (per-video curves and plots, the LVQA prediction files), even when an older run left no
+# record.
+RUN_FILES = (
+    "str_pred.csv", "intervals.jsonl", "progress.jsonl", "summary.json", "str_summary.json", "scores.json",
+    "plots/threshold_curve.png", "lvqa_flags.jsonl", "lvqa_report.md", "lvqa_videos.csv", "lvqa_scores.json",
+    "lvqa_summary.json",
+)  # fmt: skip
 # (frames, [onset, apex, offset], question, fps) -> free-text answer. The answering engine plugs in here.
 VQAAsk = Callable[[FrameSource, Sequence[int], str, float], str]
 
@@ -54,6 +69,10 @@ class STRConfig:
     plots: bool = True
     peaks: dict = field(default_factory=dict)  # PeakParams overrides on top of the checkpoint's
 
+    def settings(self) -> dict:
+        """What changes the results (chunk, batch, workers, device and plots do not change them)."""
+        return {"emotion": self.emotion, "fallback_emotion": self.fallback_emotion}
+
 
 def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str] = STR_CLASSES) -> str:
     """The first class word in a free answer (``"The coarse class is Negative."`` -> ``negative``)."""
@@ -64,8 +83,77 @@ def parse_emotion(answer: str, fallback: str = "negative", classes: Sequence[str
     return fallback
 
 
+def spotter_identity(spotter) -> str:
+    """What spotted, by content: the baseline, or the SHA-256 of a trained spotter's configuration and
+    weights (two checkpoint files with the same weights spot alike wherever they lie; hashing the loaded
+    weights costs milliseconds for a spotter of a few MB)."""
+    import hashlib
+
+    import torch
+
+    from .infer import BASELINE_NAME
+
+    if spotter is None:
+        return BASELINE_NAME
+    digest = hashlib.sha256(json.dumps(spotter.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in spotter.state_dict().items():
+        digest.update(name.encode())
+        # Bytes of any dtype (bfloat16 has no NumPy type): the tensor viewed as raw uint8.
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"trained spotter, weights sha256 {digest.hexdigest()[:24]}"
+
+
+def merged_peaks(peaks, config: STRConfig):
+    """The peak settings a run uses: the checkpoint's (or the baseline's), then the config's overrides."""
+    from .infer import PeakParams
+
+    base = peaks if isinstance(peaks, PeakParams) else PeakParams.from_dict(peaks)
+    return PeakParams.from_dict({**base.__dict__, **config.peaks})
+
+
+def str_settings(
+    spotter, peaks, config: STRConfig, ask: VQAAsk | None = None, extra: dict | None = None
+) -> dict:
+    """Every setting that changes a run's results (see the module docstring): the spotter by its weights,
+    the peak settings used, the emotion source and, for ``vqa``, the asker's settings; ``extra``: what only
+    the command knows (:func:`run_settings`)."""
+    vqa = None
+    if config.emotion == "vqa" and ask is not None:
+        vqa = getattr(ask, "settings", None) or getattr(ask, "__qualname__", repr(ask))
+    return {
+        "spotter": spotter_identity(spotter),
+        "peaks": dict(merged_peaks(peaks, config).__dict__),
+        **config.settings(),
+        "vqa": vqa,
+        **(extra or {}),
+    }
+
+
+def refuse_other_settings(out: str | Path, settings: dict, ignore: Sequence[str] = ()) -> None:
+    """Raise :class:`UsageError` naming every setting that differs when ``out`` holds finished videos of
+    a run made with other settings. ``ignore``: keys not known yet (run_str and run_lvqa check the rest
+    before the VQA model loads, so a mismatch costs no model load)."""
+    out = Path(out)
+    finished = {rec["name"] for rec in _json_lines(out / "progress.jsonl") if "name" in rec}
+    if not finished:
+        return  # nothing finished: no result of another run can be reported
+    record = RunRecord(out / RUN_RECORD)
+    differences = record.differences({k: v for k, v in settings.items() if k not in ignore})
+    differences = [d for d in differences if d.split(".")[0].split(":")[0] not in ignore]
+    if differences:
+        raise UsageError(
+            f"{out} holds {len(finished)} video(s) of an earlier run made with other settings "
+            f"({'; '.join(differences)}): resuming would report its results as this run's. Pass "
+            "--restart to discard the earlier run's files (only those it wrote), or choose another --out."
+        )
+
+
 class STRRunner:
-    """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably."""
+    """Runs the spot-then-recognise pipeline over video jobs into an output folder, resumably.
+
+    ``settings``: what else changes the results and only the caller knows (the VQA model and adapter by
+    content, the videos' folder), recorded with the runner's own (:meth:`run_settings`). ``restart``:
+    discard an earlier run's files in ``out`` instead of resuming it."""
 
     def __init__(
         self,
@@ -74,23 +162,31 @@ class STRRunner:
         peaks=None,
         config: STRConfig | None = None,
         ask: VQAAsk | None = None,
+        settings: dict | None = None,
+        restart: bool = False,
     ):
-        from .infer import PeakParams
-
         self.out = Path(out)
         self.config = config or STRConfig()
         self.spotter = spotter
-        base = peaks if isinstance(peaks, PeakParams) else PeakParams.from_dict(peaks)
-        self.peaks = PeakParams.from_dict({**base.__dict__, **self.config.peaks})
+        self.peaks = merged_peaks(peaks, self.config)
         self.ask = ask
         if self.config.emotion == "vqa" and ask is None:
-            raise InputError("emotion='vqa' needs a VQA callable (ask)")
+            raise UsageError(
+                "--emotion vqa needs --model (the VQA model asked each interval's emotion); give --model, "
+                "or --emotion head / constant"
+            )
         if self.config.fallback_emotion not in STR_CLASSES:
-            raise InputError(f"fallback_emotion must be one of {STR_CLASSES}")
+            raise UsageError(
+                f"--fallback-emotion {self.config.fallback_emotion!r} is not an STR class; use one of "
+                f"{', '.join(STR_CLASSES)}"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "str_pred.csv"
         self.progress_path = self.out / "progress.jsonl"
         self.intervals_path = self.out / "intervals.jsonl"
+        self.extra_settings = dict(settings or {})
+        self.record = RunRecord(self.out / RUN_RECORD)
+        self._check_earlier_run(restart)
         self.done = self._resume()
         self._warned_fps: set[float] = set()
 
@@ -125,6 +221,58 @@ class STRRunner:
             self._warned_fps.add(job.fps)
 
     # --- resume -------------------------------------------------------------------------------------------
+    def run_settings(self) -> dict:
+        """Every setting that changes this run's results (see the module docstring)."""
+        return str_settings(self.spotter, self.peaks, self.config, self.ask, self.extra_settings)
+
+    def _earlier_videos(self) -> list[str]:
+        names = [
+            rec.get("name") for path in (self.progress_path, self.intervals_path) for rec in _json_lines(path)
+        ]
+        return sorted({n for n in names if isinstance(n, str)})
+
+    def _check_earlier_run(self, restart: bool) -> None:
+        """Resume only a run made with the same settings; refuse another (naming what differs) or, with
+        ``restart``, remove its files first."""
+        settings = self.run_settings()
+        earlier = self._earlier_videos()
+        if restart:
+            removed = self.record.discard(
+                [
+                    *RUN_FILES,
+                    *(f"{d}/{n}.{e}" for n in earlier for d, e in (("curves", "npz"), ("plots", "png"))),
+                ]
+            )
+            if removed:
+                log.info("--restart: removed %d file(s) of the earlier run in %s", len(removed), self.out)
+        else:
+            refuse_other_settings(self.out, settings)
+        self.record.start(settings, self.record.files)
+
+    def _check_videos(self, jobs: Sequence[VideoJob]) -> None:
+        """A finished video is reused only when it is the same video now: subject, video id and fps."""
+        recorded = {
+            rec["name"]: rec for rec in _json_lines(self.intervals_path) if rec.get("name") in self.done
+        }
+        changed = []
+        for job in jobs:
+            rec = recorded.get(job.name)
+            if rec is None:
+                continue
+            then = (str(rec.get("subject")), str(rec.get("video")), float(rec.get("fps") or 0))
+            if then != (job.subject, job.video, float(job.fps)):
+                changed.append(
+                    f"{job.name}: earlier subject {then[0]}, video {then[1]} at {then[2]:g} fps, "
+                    f"now subject {job.subject}, video {job.video} at {job.fps:g} fps"
+                )
+        if changed:
+            raise UsageError(
+                f"{self.out} holds finished video(s) read differently now ({'; '.join(changed[:5])}"
+                f"{' ...' if len(changed) > 5 else ''}; the fps options, videos.json or the ground truth's "
+                "naming changed): pass --restart to discard the earlier run's files (only those it wrote), or "
+                "choose another --out."
+            )
+
     def _resume(self) -> set[str]:
         """Finished video names; rows and records of unfinished (interrupted) videos are dropped."""
         done = {rec["name"] for rec in _json_lines(self.progress_path) if "name" in rec}
@@ -193,6 +341,7 @@ class STRRunner:
             log.warning(
                 "the spotter has no emotion head: every interval gets %r", self.config.fallback_emotion
             )
+        self._check_videos(jobs)
         summary: dict = {"done": [], "skipped": [], "failed": {}}
         for job in tqdm(jobs, desc="videos", disable=None):
             if job.name in self.done:
@@ -248,6 +397,8 @@ class STRRunner:
     def _write(self, job: VideoJob, curve, intervals, gt_events, seconds: float) -> None:
         import numpy as np
 
+        # Owned before written: a restart removes them even when this run is killed half-way.
+        self.record.own(f"curves/{job.name}.npz", *([f"plots/{job.name}.png"] if self.config.plots else []))
         # The whole CSV is rewritten atomically: a reader (score.py, a resumed run) never sees half a row.
         self._csv_rows += [[job.subject, job.video, iv.onset, iv.offset, iv.emotion] for iv in intervals]
         self._write_csv()
@@ -373,6 +524,28 @@ def load_spotter(path: str | Path | None, device: str = "cpu"):
 
     model, extra = load_checkpoint(path, map_location=device)
     return model.to(device), extra.get("peaks") or {}
+
+
+def run_settings(
+    videos_root: str | Path | None,
+    sidecar: str | Path | None,
+    model: str | Path | None = None,
+    adapter: str | Path | None = None,
+) -> dict:
+    """The settings of a run_str / run_lvqa run that only the command knows: where the videos are, and
+    the VQA model and adapter by content (:func:`megc_vqa.fileio.content_identity`: retrained weights in
+    the same folder are another model)."""
+    from megc_vqa.fileio import content_identity
+
+    def where(path: str | Path | None) -> str | None:
+        return str(Path(path).resolve()) if path is not None else None
+
+    return {
+        "videos_root": where(videos_root),
+        "videos_json": where(sidecar),
+        "vqa_model": content_identity(model),
+        "vqa_adapter": content_identity(adapter),
+    }
 
 
 class EngineAsk:

@@ -309,7 +309,8 @@ def validate_files(
 
     Files are matched to question files by their official name (``prediction_file_name``). A single loose
     file with another name is still checked against a single remaining question file, and its name is
-    reported. ``.csv`` files are STR predictions. Inside a zip every file must sit at the archive root.
+    reported. ``.csv`` files are STR predictions. Inside a zip (what is uploaded) every file must sit at the
+    archive root under a leaderboard name, whatever the question files are called.
     """
     questions = _load_questions(question_paths)
     entries: list[tuple[str, str, bytes, bool]] = []  # (display name, base name, data, from zip)
@@ -336,6 +337,19 @@ def validate_files(
             problems.extend(validate_str_bytes(data, display, emotions, videos))
         elif base in questions:
             matched.add(base)
+            if in_zip and base not in official:
+                # The zip is what gets uploaded: its names are the leaderboard's whatever the question files
+                # were called here, so a zip is judged alike with or without --questions (and by run_vqa).
+                problems.append(
+                    Problem(
+                        display,
+                        0,
+                        f"{cut(base, 100)} is not a leaderboard file name (the leaderboard reads "
+                        f"{', '.join(sorted(official))}): it comes from the question file "
+                        f"{Path(questions[base][0]).name!r}; answer the organisers' question file under its "
+                        "own name (a renamed copy, such as a browser's 'NAME (1).jsonl', renames the prediction)",
+                    )
+                )
             problems.extend(
                 validate_prediction_bytes(data, display, questions[base][1], check_format=check_format)
             )

@@ -58,6 +58,16 @@ def _run(args: argparse.Namespace) -> int:
     stale = [d for d in datasets if (args.out / d).is_dir() and any((args.out / d).iterdir())]
     if stale:
         log.warning("%s already hold files; frames of an earlier run may remain (use an empty --out)", stale)
+    # Datasets an earlier run (other --datasets) left here: prep over --out would read them with these.
+    earlier = [d for d in ALL_DATASETS if d not in datasets and (args.out / d).is_dir()]
+    if earlier:
+        log.warning(
+            "%s holds dataset folder(s) %s that this run does not write (an earlier run with other --datasets): "
+            "`megc-vqa prep --data-root %s` would read them too; use an empty --out for this run's data only",
+            args.out,
+            ", ".join(earlier),
+            args.out,
+        )
     start = time.perf_counter()
     written = write_datasets(
         args.out, args.seed, args.subjects, args.clips_per_subject, datasets, args.size, args.workers

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import atomic_write_text, read_json_object
+from megc_vqa.fileio import RunRecord, atomic_write_text, content_identity, read_json_object
 from megc_vqa.models.contract import LabelContract, ModelContract, VisualContract
 from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
 from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_question_mix
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 VAL_PREDICTIONS = "val_predictions.jsonl"
 VAL_TRUTH = "val_truth.jsonl"
 VAL_METRICS = "val_metrics.json"
+RUN_RECORD = "megc_vqa_run.json"
+# The TrainingArguments that shape what is learned (a resume must keep them). The others (output folder,
+# how long to train, saving, logging, evaluation, workers) may change between a run and its resume:
+# raising max_steps is how a finished run trains further.
+LEARNING_ARGS = (
+    "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "optim", "optim_args",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "bf16", "fp16",
+    "label_smoothing_factor", "group_by_length", "activation_checkpointing", "gradient_checkpointing",
+)  # fmt: skip
+# DataArguments that touch only validation, caching or memory, not training.
+DATA_FREE = {"eval_file", "visual_cache_dir", "visual_memory_cache", "final_eval", "max_new_tokens"}
 
 
 @dataclass
@@ -297,6 +310,51 @@ def _resume_path(recipe: Recipe) -> str | None:
     return str(value)
 
 
+def run_settings(recipe: Recipe) -> dict[str, Any]:
+    """What a resumed training run must share with its checkpoints: the model and LoRA settings, the data
+    and visual settings (the training file by content), and the learning settings (:data:`LEARNING_ARGS`)."""
+    from dataclasses import asdict
+
+    from megc_vqa.training.data import resolve_qa_file
+
+    m, d, t = recipe.model, recipe.data, recipe.training
+    data = {k: v for k, v in asdict(d).items() if k not in DATA_FREE}
+    if d.train_file and not str(d.train_file).startswith("synth:"):
+        data["train_file"] = {
+            "path": str(d.train_file),
+            "content": content_identity(resolve_qa_file(d.train_file)),
+        }
+    model = {k: v for k, v in asdict(m).items() if k != "attn_implementation"}  # same maths either way
+    return {
+        "model": {**model, "files": content_identity(m.model_name_or_path)},
+        "data": data,
+        "training": {k: getattr(t, k, None) for k in LEARNING_ARGS},
+    }
+
+
+def check_resume_settings(recipe: Recipe, resume: str) -> None:
+    """Refuse to resume (or to report as finished) checkpoints trained with other settings."""
+    out = Path(resume).parent  # the run that wrote the checkpoint (output_dir, or another run's folder)
+    record = RunRecord(out / RUN_RECORD)
+    if record.settings is None:
+        log.warning(
+            "%s has no %s (a run from before it was written): resuming %s without checking that it was "
+            "trained with this recipe's settings",
+            out,
+            RUN_RECORD,
+            resume,
+        )
+        return
+    differences = record.differences(run_settings(recipe))
+    if differences:
+        raise ConfigError(
+            f"resume_from_checkpoint: {resume} was trained with other settings than this recipe "
+            f"({'; '.join(differences)}; recorded in {record.path}): resuming would continue, or report, "
+            "another run. Use the recipe it was trained with, or another output_dir (or "
+            "resume_from_checkpoint false to train from scratch)."
+        )
+
+
 def finished_at(recipe: Recipe, checkpoint: str) -> int | None:
     """The checkpoint's step when it already ends the run the recipe asks for (``max_steps`` reached, or
     every epoch done), else ``None``."""
@@ -328,6 +386,8 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         t.activation_checkpointing_kwargs = {"use_reentrant": False}
     out_dir = Path(t.output_dir)
     resume = _resume_path(recipe)
+    if resume is not None:
+        check_resume_settings(recipe, resume)
     if resume is not None and (step := finished_at(recipe, resume)) is not None:
         # Resuming a finished run would train one more step and overwrite the final adapter: do nothing.
         limit = (
@@ -350,6 +410,8 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
             "%s already has checkpoints; pass --resume_from_checkpoint true to continue them", out_dir
         )
 
+    if os.environ.get("RANK", "0") == "0":  # what the checkpoints about to be written are trained with
+        RunRecord(out_dir / RUN_RECORD).start(run_settings(recipe))
     train_records, val_records, held = prepare_data(recipe)
     options = prompt_options(recipe)
     model, processor, family = build_model(recipe)

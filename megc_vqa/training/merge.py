@@ -2,7 +2,10 @@
 
     megc-vqa merge-adapter runs/qwen3b-lora --out runs/qwen3b-merged [--dtype bfloat16]
 
-The base model is loaded unquantised (a QLoRA adapter merges into full-precision weights), the adapter
+The adapter is checked first, as every command that applies one checks it (``megc_vqa.models.adapters``):
+its recorded base model, finite weights, and its tensors' names and shapes against what PEFT expects on
+that base; a misfit is refused naming the file and the problem, and nothing is written. The base model is
+loaded unquantised (a QLoRA adapter merges into full-precision weights), the adapter
 is applied and merged with PEFT's ``merge_and_unload``, and the result is written with
 ``save_pretrained`` together with the processor and the training metadata, so it loads like any
 checkpoint (``from_pretrained`` or ``megc_vqa.models.registry.load_for_inference``).
@@ -33,11 +36,13 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     """Merge ``adapter`` into its base model and save it to ``out``; returns ``out``."""
     from dataclasses import replace
 
+    from megc_vqa.models.adapters import check_adapter_files
     from megc_vqa.models.contract import find_record, read_contract
     from megc_vqa.models.registry import load_for_inference
 
-    if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter}: no adapter_config.json; point at a LoRA adapter folder")
+    # The adapter check run_vqa's loading does (megc_vqa.models.adapters), the cheap part before the base
+    # model loads; load_for_inference applies the rest (tensor names and shapes against the base).
+    check_adapter_files(adapter)
     model, processor = load_for_inference(adapter, dtype=dtype)
     merged = model.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
@@ -49,11 +54,12 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from megc_vqa.errors import MegcError
     from megc_vqa.models.registry import ModelLoadError
 
     try:
         out = merge_adapter(args.adapter, args.out, args.dtype)
-    except (FileNotFoundError, ModelLoadError) as err:
+    except (FileNotFoundError, ModelLoadError, MegcError) as err:
         print(f"merge-adapter: error: {err}", file=sys.stderr)
         return 2
     print(f"merged {args.adapter} into {out}")

@@ -168,10 +168,12 @@ def resize_shorter(frames: np.ndarray, size: int | None) -> np.ndarray:
 
 @functools.cache
 def code_version() -> str:
-    """Hash of the source of the modules that shape visual inputs: a code change never reuses a cache."""
+    """Hash of the source of the modules that shape visual inputs, and of the OpenCV and NumPy versions
+    that compute them (optical flow, resizing and the face detector change between OpenCV releases): a
+    code or library change never reuses a cache."""
     from megc_vqa.visual import apex, face, flow, frames
 
-    digest = hashlib.sha256(str(CACHE_VERSION).encode())
+    digest = hashlib.sha256(f"{CACHE_VERSION} cv2 {cv2.__version__} numpy {np.__version__}".encode())
     for module in (frames, face, apex, flow, sys.modules[__name__]):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
