@@ -9,6 +9,7 @@ reported with its file and line.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -135,6 +136,14 @@ def check_writable_file(path: str | os.PathLike[str]) -> None:
     raise UsageError(f"{path}: is a {kind}, not a regular file; refusing to replace it (name a regular file)")
 
 
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file itself (``lstat``: a link to one does not count)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 _KINDS = {
     stat.S_IFDIR: "folder",
     stat.S_IFLNK: "symbolic link",
@@ -169,6 +178,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_text_writer(path: str | os.PathLike[str]) -> Iterator[io.StringIO]:
+    """``with atomic_text_writer(p) as fh: fh.write(...)``: text gathered in memory (line ends kept as
+    written, like ``open(p, "w", newline="")``) and written with :func:`atomic_write_text` at the end."""
+    buffer = io.StringIO(newline="")
+    yield buffer
+    atomic_write_text(path, buffer.getvalue())
 
 
 def dumps_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -308,7 +326,7 @@ def _claim_state(
         if not os.path.lexists(path):
             continue
         mode = os.lstat(path).st_mode
-        if stat.S_ISREG(mode) and name in mine:
+        if name in mine and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a link is never ours
             continue
         if stat.S_ISDIR(mode):
             inner = _read_marker(path)
@@ -347,8 +365,8 @@ def claim_outputs(
 ) -> None:
     """Let ``writer`` write ``names`` in ``folder``, a folder that may hold the user's own files too.
 
-    Each name that already exists must be a regular file the writer recorded there before (its marker
-    in ``folder``), a folder the writer built whole (:func:`atomic_folder`'s marker), an empty folder, or
+    Each name that already exists must be a file or folder the writer recorded there before (its marker
+    in ``folder``; never a link), a folder the writer built whole (:func:`atomic_folder`'s marker), an empty folder, or
     be recognised by ``legacy`` (outputs of versions before markers); else :class:`UsageError` names them
     and nothing is written. Then the marker records ``names`` (with the earlier ones), before any of them
     is written, so a run cut short can be rerun.
@@ -358,6 +376,20 @@ def claim_outputs(
     mine = _claim_state(folder, writer, names, what, legacy)
     folder.mkdir(parents=True, exist_ok=True)
     _write_marker(folder, writer, mine | set(names))
+
+
+def check_cache_entry(target: str | os.PathLike[str], stamp: str, what: str) -> None:
+    """Raise :class:`UsageError` unless ``target`` (a cache folder about to be rebuilt and replaced) is
+    absent or an older entry of this cache: a real folder holding its ``stamp`` file. A folder of the
+    user's (e.g. under a ``MEGC_VQA_CACHE`` pointed at their own files) or a link is never deleted."""
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not is_regular_file(target / stamp):
+        raise UsageError(
+            f"{target}: is in the way of the {what} but holds no {stamp}, so it is not an earlier cache "
+            f"entry; refusing to delete it. Move it away, or point MEGC_VQA_CACHE at another folder"
+        )
 
 
 def check_outside(

@@ -26,11 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import set_output_folder
+from megc_vqa.fileio import claim_outputs
+
 log = logging.getLogger(__name__)
 
 LOG_NAME = "answers.jsonl"
 SUMMARY_NAME = "run_summary.json"
 SCORES_NAME = "scores.json"
+# Besides the prediction files and confusion matrices, what run_vqa writes in --out (nothing else there is its).
+OUTPUT_NAMES = (LOG_NAME, SUMMARY_NAME, SCORES_NAME, "submission.zip", "report.md", "wrong_rows.csv")
+WRITER = "megc-vqa run_vqa"
 # The dataset a MEGC test clip is from, by the prefix of its video id or question file name
 # (``samm_test_SAMM-1_1``, ``me_vqa_casme3_test_to_answer.jsonl``), and its frame rate (SPEC section 4/6).
 DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3"}
@@ -247,6 +253,13 @@ def run_vqa(
     if options is not None:
         check_run_options(batch_size=options.batch_size, votes=options.votes, temperature=options.temperature)
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
+    from megc_vqa.submission.files import prediction_file_name
+
+    # Only its own files in --out, and only those it wrote (a user's report.md or submission.zip is kept).
+    claim_outputs(
+        out, WRITER, [*OUTPUT_NAMES, *map(prediction_file_name, question_files)], legacy=_earlier_run
+    )
+    set_output_folder(out)
     if backend not in ("transformers", "vllm"):
         raise RunError(f"unknown backend {backend!r}; use transformers or vllm")
     if backend == "vllm" and engine is None:
@@ -307,6 +320,17 @@ def run_vqa(
         answered_now,
         {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
     )
+
+
+def _earlier_run(path: Path) -> bool:
+    """Whether ``path`` lies in a run_vqa output folder from before output markers: one whose
+    ``answers.jsonl`` starts with the answer log's header line."""
+    try:
+        with open(path.parent / LOG_NAME, "rb") as handle:
+            first = json.loads(handle.read(1 << 16).split(b"\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and "_fingerprint" in first
 
 
 def _answer_jobs(
@@ -461,6 +485,9 @@ def _finish(
         by_name = {prediction_file_name(g): g for g in gt_files}
         preds = [row for f in files for row in read_jsonl(f)]
         rows, align_problems = align(preds, gt_rows)
+        splits = ["overall", *sorted({str(r.dataset) for r in rows})]
+        pngs = [f"confusion_{kind}_{split}.png" for split in splits for kind in ("coarse", "fine")]
+        claim_outputs(out, WRITER, pngs, legacy=_earlier_run)
         scores = score_aligned(rows, problems=align_problems)
         scores["files"] = {
             "predictions": [str(f) for f in files],

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megc_vqa.errors import UsageError
+from megc_vqa.errors import UsageError, set_output_folder
 
 if TYPE_CHECKING:
     from megc_vqa.qa.records import QARecord
@@ -181,6 +181,7 @@ def claim_prep_outputs(
         check_outside(Path(out) / name, inputs, label=f"--out {out}: {name}")
     if record:
         claim_outputs(out, WRITER, names, legacy=earlier_prep_output)
+        set_output_folder(out)  # a crash log of this run goes beside its outputs
     else:
         check_claimable(out, WRITER, names, legacy=earlier_prep_output)
 

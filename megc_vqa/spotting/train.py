@@ -28,9 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, set_output_folder
+from megc_vqa.fileio import claim_outputs
 
 log = logging.getLogger(__name__)
+
+# What spot-train writes in --out; nothing else there is its to replace.
+OUTPUT_NAMES = ("spotter.pt", "history.json", "loso.json")
+WRITER = "megc-vqa spot-train"
 
 
 @dataclass
@@ -574,7 +579,9 @@ def run(args: argparse.Namespace) -> int:
     if not videos:
         log.error("no long videos found with %s", data)
         return 1
-    out.mkdir(parents=True, exist_ok=True)
+    # A spotter.pt there from elsewhere is kept: only an earlier spot-train's files (history.json beside).
+    claim_outputs(out, WRITER, OUTPUT_NAMES, legacy=lambda p: (p.parent / "history.json").is_file())
+    set_output_folder(out)
     if args.loso:
         report = loso(videos, model_cfg, train_cfg, peaks)
         atomic_write_text(out / "loso.json", json.dumps(report, indent=2))
