@@ -6,7 +6,9 @@ sub-commands and the scripts under ``eval/``, ``data_prep/`` and ``recipes/``) r
 :func:`run_command`, which turns
 
 - a project error into one line on stderr (``error: <message>``) and exit status 2;
-- any other exception into one line saying where its full traceback was written, and exit status 1;
+- any other exception into one line saying where its full traceback was written (:func:`log_folder`: a
+  private per-user folder or the run's output folder, a new file never opened through a link), and
+  exit status 1;
 - Ctrl-C into ``interrupted`` and exit status 130.
 
 Under ``accelerate launch`` the line is printed again once the launcher has exited (after the launcher's own

@@ -238,7 +238,7 @@ def check_replaceable(
     legacy: Callable[[Path], bool] | None = None,
 ) -> None:
     """Raise :class:`UsageError` unless ``target`` may be replaced by ``writer``: it is absent, an empty
-    folder, or a folder that ``writer`` built itself (its marker, and nothing added since).
+    folder, or a folder that ``writer`` built itself (its marker, and no entry added beside those it lists).
 
     ``legacy`` recognises a folder the writer made before it left markers. ``what`` names the option or
     role in the message (e.g. ``--out``). A link, a file or a foreign folder is never replaced; the message

@@ -740,6 +740,8 @@ def test_export_overwrite_refuses_what_export_did_not_write(workdir, capsys):
     assert (workdir / "ex" / "dataset_info.json").is_file() and (
         workdir / "ex" / "megc_train.jsonl"
     ).is_file()
+    (workdir / "ex" / ".megc-vqa-output.json").unlink()  # an export from before the markers
+    assert cli([*mine, "--format", "llamafactory", "--overwrite"]) == 0
     (workdir / "ex" / "my_eval.txt").write_text("keep")
     assert cli([*mine, "--format", "swift", "--overwrite"]) == 2
     assert "holds my_eval.txt, which megc-vqa export did not write" in last_line(capsys.readouterr().err)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import set_output_folder
-from megc_vqa.fileio import claim_outputs
+from megc_vqa.fileio import claim_outputs, is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,8 @@ def run_vqa(
 def _earlier_run(path: Path) -> bool:
     """Whether ``path`` lies in a run_vqa output folder from before output markers: one whose
     ``answers.jsonl`` starts with the answer log's header line."""
+    if not is_regular_file(path.parent / LOG_NAME):  # a FIFO there would block the read
+        return False
     try:
         with open(path.parent / LOG_NAME, "rb") as handle:
             first = json.loads(handle.read(1 << 16).split(b"\n", 1)[0])

@@ -146,8 +146,9 @@ def earlier_prep_output(path: Path) -> bool:
         line = _first_line(path).decode("utf-8", errors="replace")
         if path.name.endswith("_str_gt.csv"):
             return line.strip() == ",".join(STR_GT_COLUMNS)
-        if path.name.endswith("_videos.json"):
-            return json.loads(path.read_text(encoding="utf-8")).get("format") == SIDECAR_FORMAT
+        if path.name.endswith("_videos.json"):  # write_sidecar puts the format first
+            with open(path, "rb") as handle:
+                return f'"format": "{SIDECAR_FORMAT}"'.encode() in handle.read(4096)
         row = json.loads(line)
         if path.name == "qa.jsonl":
             return isinstance(row, dict) and set(OFFICIAL_KEYS) <= set(row)

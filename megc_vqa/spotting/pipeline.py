@@ -32,7 +32,7 @@ from typing import Literal
 
 from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
 from megc_vqa.errors import InputError
-from megc_vqa.fileio import claim_outputs
+from megc_vqa.fileio import claim_outputs, is_regular_file
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
@@ -306,6 +306,8 @@ def read_intervals(out: str | Path) -> dict[str, dict]:
 def _earlier_run(path: Path) -> bool:
     """Whether ``path`` lies in a runner's output folder from before output markers: its
     ``progress.jsonl`` is the runner's resume record (empty, or lines with name and n_intervals)."""
+    if not is_regular_file(path.parent / "progress.jsonl"):  # a FIFO there would block the read
+        return False
     try:
         with open(path.parent / "progress.jsonl", "rb") as handle:
             line = handle.read(1 << 16).split(b"\n", 1)[0]

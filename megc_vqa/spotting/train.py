@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megc_vqa.errors import InputError, set_output_folder
-from megc_vqa.fileio import claim_outputs
+from megc_vqa.fileio import claim_outputs, is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -580,7 +580,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("no long videos found with %s", data)
         return 1
     # A spotter.pt there from elsewhere is kept: only an earlier spot-train's files (history.json beside).
-    claim_outputs(out, WRITER, OUTPUT_NAMES, legacy=lambda p: (p.parent / "history.json").is_file())
+    claim_outputs(out, WRITER, OUTPUT_NAMES, legacy=lambda p: is_regular_file(p.parent / "history.json"))
     set_output_folder(out)
     if args.loso:
         report = loso(videos, model_cfg, train_cfg, peaks)
