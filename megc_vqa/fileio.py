@@ -201,28 +201,30 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]])
 # --- outputs: a command replaces or deletes only what it wrote itself ------------------------------------
 
 # Left by a writer in a folder it built whole (``atomic_folder``) or in an output folder where it owns only
-# some names (``claim_outputs``): which writer, and the entries it wrote. Anything else there is the user's.
+# some names (``claim_outputs``): ``{"owners": {writer: [entries it wrote]}}`` (several writers may share
+# a folder, e.g. run_vqa and score.py --report). Anything else there is the user's.
 OUTPUT_MARKER = ".megc-vqa-output.json"
 
 
-def _read_marker(folder: Path) -> dict[str, Any] | None:
+def _owners(folder: Path) -> dict[str, set[str]]:
+    """The marker of ``folder``: writer -> the entries it wrote there (empty when there is none, or when it
+    is not a regular file or not valid: then nothing there counts as written by anyone)."""
     marker = folder / OUTPUT_MARKER
     try:
         if not stat.S_ISREG(os.lstat(marker).st_mode):
-            return None
+            return {}
         data = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        return None
-    return data
+        return {}
+    owners = data.get("owners") if isinstance(data, dict) else None
+    if not isinstance(owners, dict):
+        return {}
+    return {str(w): {str(e) for e in names} for w, names in owners.items() if isinstance(names, list)}
 
 
-def _write_marker(folder: Path, writer: str, entries: Iterable[str]) -> None:
-    names = sorted(set(entries) - {OUTPUT_MARKER})
-    atomic_write_text(
-        folder / OUTPUT_MARKER, json.dumps({"writer": writer, "entries": names}, indent=1) + "\n"
-    )
+def _write_owners(folder: Path, owners: Mapping[str, Iterable[str]]) -> None:
+    data = {"owners": {w: sorted(set(names) - {OUTPUT_MARKER}) for w, names in sorted(owners.items())}}
+    atomic_write_text(folder / OUTPUT_MARKER, json.dumps(data, indent=1) + "\n")
 
 
 def _listing(names: Sequence[str], limit: int = 5) -> str:
@@ -257,9 +259,9 @@ def check_replaceable(
     entries = sorted(os.listdir(target))
     if not entries:
         return
-    marker = _read_marker(target)
-    if marker is not None and marker.get("writer") == writer:
-        added = [e for e in entries if e not in {*map(str, marker["entries"]), OUTPUT_MARKER}]
+    owners = _owners(target)
+    if writer in owners:
+        added = [e for e in entries if e not in {*owners[writer], OUTPUT_MARKER}]
         if not added:
             return
         raise UsageError(
@@ -298,7 +300,7 @@ def atomic_folder(
     old: Path | None = None
     try:
         yield tmp
-        _write_marker(tmp, writer, os.listdir(tmp))
+        _write_owners(tmp, {writer: os.listdir(tmp)})
         check_replaceable(target, writer, what=what, legacy=legacy)
         if os.path.lexists(target):
             # Moved aside rather than deleted first: the old output stays whole until the new one is in.
@@ -318,8 +320,7 @@ def atomic_folder(
 def _claim_state(
     folder: Path, writer: str, names: list[str], what: str, legacy: Callable[[Path], bool] | None
 ) -> set[str]:
-    marker = _read_marker(folder) if folder.is_dir() else None
-    mine = set(map(str, marker["entries"])) if marker and marker.get("writer") == writer else set()
+    mine = _owners(folder).get(writer, set()) if folder.is_dir() else set()
     foreign = []
     for name in names:
         path = folder / name
@@ -328,10 +329,8 @@ def _claim_state(
         mode = os.lstat(path).st_mode
         if name in mine and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a link is never ours
             continue
-        if stat.S_ISDIR(mode):
-            inner = _read_marker(path)
-            if (inner is not None and inner.get("writer") == writer) or not os.listdir(path):
-                continue
+        if stat.S_ISDIR(mode) and (writer in _owners(path) or not os.listdir(path)):
+            continue
         if legacy is not None and legacy(path):
             continue
         foreign.append(name)
@@ -375,7 +374,9 @@ def claim_outputs(
     names = list(dict.fromkeys(names))
     mine = _claim_state(folder, writer, names, what, legacy)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_marker(folder, writer, mine | set(names))
+    owners = _owners(folder)  # other writers' records in the same folder are kept
+    owners[writer] = mine | set(names)
+    _write_owners(folder, owners)
 
 
 def check_cache_entry(target: str | os.PathLike[str], stamp: str, what: str) -> None:

@@ -924,3 +924,17 @@ def test_other_writers_refuse_what_they_did_not_write(tmp_path, capsys):
         tmp_path / "str" / "str_pred.csv"
     ).is_file()
     assert (foreign / "model" / "weights.bin").is_file()
+
+
+def test_score_report_keeps_a_report_it_did_not_write(answered, tmp_path, capsys):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(answered.read_text())
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "report.md").write_text("# my own report")
+    argv = ["vqa", "--pred", str(answered), "--gt", str(gt), "--report"]
+    assert script("eval/score").main([*argv, str(tmp_path / "rep")]) == 2
+    assert "holds report.md, which megc-vqa score --report would replace" in capsys.readouterr().err
+    assert (tmp_path / "rep" / "report.md").read_text() == "# my own report"
+    mine = str(tmp_path / "mine")
+    assert script("eval/score").main([*argv, mine]) == 0 and script("eval/score").main([*argv, mine]) == 0
+    assert (tmp_path / "mine" / "report.md").read_text().startswith("# ME-VQA scores")

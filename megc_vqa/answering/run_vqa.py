@@ -487,16 +487,13 @@ def _finish(
         by_name = {prediction_file_name(g): g for g in gt_files}
         preds = [row for f in files for row in read_jsonl(f)]
         rows, align_problems = align(preds, gt_rows)
-        splits = ["overall", *sorted({str(r.dataset) for r in rows})]
-        pngs = [f"confusion_{kind}_{split}.png" for split in splits for kind in ("coarse", "fine")]
-        claim_outputs(out, WRITER, pngs, legacy=_earlier_run)
         scores = score_aligned(rows, problems=align_problems)
         scores["files"] = {
             "predictions": [str(f) for f in files],
             "ground_truth": [str(g) for g in by_name.values()],
         }
         atomic_write_text(out / SCORES_NAME, json.dumps(scores, indent=2, default=str) + "\n")
-        report = write_vqa_report(out, rows, scores)
+        report = write_vqa_report(out, rows, scores, writer=WRITER, legacy=_earlier_run, what="--out")
         summary["scores"] = str(out / SCORES_NAME)
         summary["report"] = str(report["report"])
         summary["score_table"] = markdown_table(scores)
