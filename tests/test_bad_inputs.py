@@ -938,3 +938,18 @@ def test_score_report_keeps_a_report_it_did_not_write(answered, tmp_path, capsys
     mine = str(tmp_path / "mine")
     assert script("eval/score").main([*argv, mine]) == 0 and script("eval/score").main([*argv, mine]) == 0
     assert (tmp_path / "mine" / "report.md").read_text().startswith("# ME-VQA scores")
+
+
+def test_finetune_output_dir_of_someone_else_is_refused(synth_root, prepped, tmp_path, capsys):
+    from megc_vqa.training.finetune import main as finetune
+
+    base = tmp_path / "my-base-model"
+    base.mkdir()
+    (base / "README.md").write_text("model card")
+    qa = synth_root / "p0" / "qa.jsonl"
+    argv = ["--config", str(REPO / "recipes/tiny/lora.yaml"), "--train_file", str(qa), "--output_dir"]
+    assert finetune([*argv, str(base)]) == 2
+    assert f"output_dir {base}: holds README.md, and no earlier training run" in capsys.readouterr().err
+    assert finetune([*argv, str(synth_root)]) == 2  # holds the train_file
+    assert "holds train_file" in capsys.readouterr().err
+    assert (base / "README.md").read_text() == "model card" and sorted(os.listdir(base)) == ["README.md"]
