@@ -4,6 +4,10 @@ Everything above (annotations, QA records, visual caches, training, answering, s
 layer) writes through :func:`atomic_write_bytes` so that a kill at the wrong moment never leaves a half file
 that the next command cannot read, and reads JSONL through :func:`parse_jsonl` so that every defect is
 reported with its file and line.
+
+Commands replace or delete only what they wrote: :func:`claim_outputs` (names in a shared ``--out``),
+:func:`atomic_folder` (a folder built whole), :func:`check_outside` (an output never holds an input) and
+:func:`check_cache_entry` (cache entries), with the marker file :data:`OUTPUT_MARKER`.
 """
 
 from __future__ import annotations
@@ -365,9 +369,9 @@ def claim_outputs(
     """Let ``writer`` write ``names`` in ``folder``, a folder that may hold the user's own files too.
 
     Each name that already exists must be a file or folder the writer recorded there before (its marker
-    in ``folder``; never a link), a folder the writer built whole (:func:`atomic_folder`'s marker), an empty folder, or
-    be recognised by ``legacy`` (outputs of versions before markers); else :class:`UsageError` names them
-    and nothing is written. Then the marker records ``names`` (with the earlier ones), before any of them
+    in ``folder``; never a link), a folder the writer built whole (:func:`atomic_folder`'s marker), an
+    empty folder, or be recognised by ``legacy`` (outputs of versions before markers); else
+    :class:`UsageError` names them and nothing is written. Then the marker records ``names`` (with the earlier ones), before any of them
     is written, so a run cut short can be rerun.
     """
     folder = Path(folder)
