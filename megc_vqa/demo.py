@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
-from megc_vqa.fileio import atomic_write_text, settings_differences
+from megc_vqa.fileio import atomic_write_text, claim_outputs, is_regular_file, settings_differences
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS_DIR = REPO / "data" / "megc" / "2025"
@@ -152,6 +152,14 @@ class RunState:
                 f"{out} holds demo step folders but no {RUN_FILE} (an older or foreign run). Pass "
                 "--restart to wipe them and start over, or choose another --out."
             )
+        # --restart wipes only what a demo wrote (its marker, or its run file from before markers): step
+        # folders of the user's or of another tool are refused, never deleted.
+        claim_outputs(
+            out,
+            "megc-vqa demo",
+            [*STEPS, "scores.json", RUN_FILE],
+            legacy=lambda _: is_regular_file(self.path),
+        )
         # Only a prefix of finished steps counts: a later step may depend on every earlier one.
         prefix = []
         for step in STEPS:
@@ -160,6 +168,8 @@ class RunState:
             prefix.append(step)
         self.done = prefix
         for step in STEPS[len(prefix) :]:  # unfinished steps start from an empty folder
+            if (out / step).is_symlink():
+                (out / step).unlink()  # the link only, never what it points to
             shutil.rmtree(out / step, ignore_errors=True)
         if not prefix:
             (out / "scores.json").unlink(missing_ok=True)

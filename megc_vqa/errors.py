@@ -6,7 +6,9 @@ sub-commands and the scripts under ``eval/``, ``data_prep/`` and ``recipes/``) r
 :func:`run_command`, which turns
 
 - a project error into one line on stderr (``error: <message>``) and exit status 2;
-- any other exception into one line saying where its full traceback was written, and exit status 1;
+- any other exception into one line saying where its full traceback was written (:func:`log_folder`: a
+  private per-user folder or the run's output folder, a new file never opened through a link), and
+  exit status 1;
 - Ctrl-C into ``interrupted`` and exit status 130.
 
 Under ``accelerate launch`` the line is printed again once the launcher has exited (after the launcher's own
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import stat
 import sys
 import tempfile
 import time
@@ -154,12 +158,73 @@ def _one_line(err: BaseException, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# --- crash logs ---------------------------------------------------------------------------------------------
+
+# The output folder of the command now running (set by the command once it exists, reset by run_command):
+# a crash log goes there, beside the run's other files, rather than into a folder shared with others.
+_output_folder: Path | None = None
+
+
+def set_output_folder(path: str | os.PathLike[str] | None) -> None:
+    """Let an unexpected error of this run write its traceback into ``path`` (the command's output folder,
+    which must exist); ``None`` forgets it. ``MEGC_VQA_LOG_DIR`` still wins."""
+    global _output_folder
+    _output_folder = Path(path) if path is not None else None
+
+
+def _private_folder(folder: Path) -> Path:
+    """``folder``, created with mode 0700 where missing, and checked to be a real folder of this user that
+    nobody else may write or read (mode fixed to 0700 where it is ours); ``OSError`` otherwise."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise OSError(f"{folder}: not a folder of this user")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(folder, 0o700)
+    return folder
+
+
+def log_folder() -> Path:
+    """Where crash logs go: ``$MEGC_VQA_LOG_DIR``; else the running command's output folder
+    (:func:`set_output_folder`); else a private per-user folder (``$XDG_STATE_HOME/megc-vqa/logs``,
+    default ``~/.local/state/megc-vqa/logs``, or, where home cannot be written, a 0700 folder of this
+    user under the temp folder), never a predictable path that others could plant a link at."""
+    given = os.environ.get("MEGC_VQA_LOG_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder
+    if _output_folder is not None and _output_folder.is_dir():
+        return _output_folder
+    state = os.environ.get("XDG_STATE_HOME")
+    base = Path(state) if state and os.path.isabs(state) else Path.home() / ".local" / "state"
+    candidates = [base / "megc-vqa" / "logs", Path(tempfile.gettempdir()) / f"megc-vqa-{os.getuid()}"]
+    for folder in candidates:
+        try:
+            return _private_folder(folder)
+        except OSError:
+            continue
+    # Both taken (e.g. someone else made the temp one): a fresh private folder of our own.
+    return Path(tempfile.mkdtemp(prefix="megc-vqa-logs-"))
+
+
 def _write_traceback(err: BaseException) -> Path:
-    folder = Path(os.environ.get("MEGC_VQA_LOG_DIR") or Path(tempfile.gettempdir()) / "megc-vqa")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-    path.write_text("".join(traceback.format_exception(err)), encoding="utf-8")
-    return path
+    """Write the traceback into a new file of :func:`log_folder`: a fresh name opened with O_EXCL and
+    O_NOFOLLOW (mode 0600), so an existing file or a planted link is never written through."""
+    folder = log_folder()
+    text = "".join(traceback.format_exception(err)).encode("utf-8")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(20):
+        name = f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}.txt"
+        path = folder / name
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text)
+        return path
+    raise FileExistsError(f"{folder}: no free name for a crash log")
 
 
 # Re-prints the project's message once the `accelerate launch` process (pid argv[1]) has exited, so that it
@@ -232,6 +297,7 @@ def _say_last(line: str) -> None:
 
 def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` behind the boundary and return the exit status (see the module docstring)."""
+    set_output_folder(None)  # a folder of an earlier command in this process is not this run's
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:
@@ -246,6 +312,11 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
         _say_last(f"error: {_one_line(err)}")
         return 2
     except Exception as err:  # unexpected: keep the traceback, say where it is
-        path = _write_traceback(err)
-        _say_last(f"error: unexpected {type(err).__name__}: {_one_line(err, 300)} (full traceback in {path})")
+        try:
+            where = f"full traceback in {_write_traceback(err)}"
+        except OSError as log_err:
+            where = f"its traceback could not be written: {_one_line(log_err, 200)}; set MEGC_VQA_LOG_DIR"
+        _say_last(f"error: unexpected {type(err).__name__}: {_one_line(err, 300)} ({where})")
         return 1
+    finally:
+        set_output_folder(None)

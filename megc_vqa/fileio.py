@@ -4,20 +4,28 @@ Everything above (annotations, QA records, visual caches, training, answering, s
 layer) writes through :func:`atomic_write_bytes` so that a kill at the wrong moment never leaves a half file
 that the next command cannot read, and reads JSONL through :func:`parse_jsonl` so that every defect is
 reported with its file and line.
+
+Commands replace or delete only what they wrote: :func:`claim_outputs` (names in a shared ``--out``),
+:func:`atomic_folder` (a folder built whole), :func:`check_outside` (an output never holds an input) and
+:func:`check_cache_entry` (cache entries), with the marker file :data:`OUTPUT_MARKER`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from megc_vqa.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -117,9 +125,47 @@ def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> d
     return obj
 
 
+def check_writable_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`megc_vqa.errors.UsageError` unless ``path`` is absent or a regular file.
+
+    A write renames a new file over its target: over a FIFO, a device, a socket or a symbolic link that
+    would replace the special file (or the link) with a regular one, and over a folder it fails late. The
+    target is checked with ``lstat``, so a link is refused, never followed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = _KINDS.get(stat.S_IFMT(mode), "special file")
+    raise UsageError(f"{path}: is a {kind}, not a regular file; refusing to replace it (name a regular file)")
+
+
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file itself (``lstat``: a link to one does not count)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+_KINDS = {
+    stat.S_IFDIR: "folder",
+    stat.S_IFLNK: "symbolic link",
+    stat.S_IFIFO: "FIFO (named pipe)",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file.
+
+    An existing target that is not a regular file (FIFO, device, socket, folder, symbolic link) is refused
+    with :class:`megc_vqa.errors.UsageError` (see :func:`check_writable_file`)."""
     target = Path(path)
+    check_writable_file(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -127,6 +173,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        check_writable_file(target)  # again just before the rename: it may have appeared meanwhile
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -138,6 +185,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def atomic_text_writer(path: str | os.PathLike[str]) -> Iterator[io.StringIO]:
+    """``with atomic_text_writer(p) as fh: fh.write(...)``: text gathered in memory (line ends kept as
+    written, like ``open(p, "w", newline="")``) and written with :func:`atomic_write_text` at the end."""
+    buffer = io.StringIO(newline="")
+    yield buffer
+    atomic_write_text(path, buffer.getvalue())
+
+
 def dumps_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
     """One compact-but-spaced JSON object per line, UTF-8 characters kept, LF line ends."""
     return "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
@@ -147,21 +203,123 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]])
     return atomic_write_text(path, dumps_jsonl(rows))
 
 
-@contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a folder beside ``target`` and move it into place when the block succeeds: an interrupted
-    build leaves no half folder (and the previous ``target``, if any, until the move)."""
+# --- outputs: a command replaces or deletes only what it wrote itself ------------------------------------
+
+# Left by a writer in a folder it built whole (``atomic_folder``) or in an output folder where it owns only
+# some names (``claim_outputs``): ``{"owners": {writer: [entries it wrote]}}`` (several writers may share
+# a folder, e.g. run_vqa and score.py --report). Anything else there is the user's.
+OUTPUT_MARKER = ".megc-vqa-output.json"
+
+
+def _owners(folder: Path) -> dict[str, set[str]]:
+    """The marker of ``folder``: writer -> the entries it wrote there (empty when there is none, or when it
+    is not a regular file or not valid: then nothing there counts as written by anyone)."""
+    marker = folder / OUTPUT_MARKER
+    try:
+        if not stat.S_ISREG(os.lstat(marker).st_mode):
+            return {}
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    owners = data.get("owners") if isinstance(data, dict) else None
+    if not isinstance(owners, dict):
+        return {}
+    return {str(w): {str(e) for e in names} for w, names in owners.items() if isinstance(names, list)}
+
+
+def _write_owners(folder: Path, owners: Mapping[str, Iterable[str]]) -> None:
+    data = {"owners": {w: sorted(set(names) - {OUTPUT_MARKER}) for w, names in sorted(owners.items())}}
+    atomic_write_text(folder / OUTPUT_MARKER, json.dumps(data, indent=1) + "\n")
+
+
+def _listing(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_replaceable(
+    target: str | os.PathLike[str],
+    writer: str,
+    *,
+    what: str = "",
+    legacy: Callable[[Path], bool] | None = None,
+) -> None:
+    """Raise :class:`UsageError` unless ``target`` may be replaced by ``writer``: it is absent, an empty
+    folder, or a folder that ``writer`` built itself (its marker, and no entry added beside those it lists).
+
+    ``legacy`` recognises a folder the writer made before it left markers. ``what`` names the option or
+    role in the message (e.g. ``--out``). A link, a file or a foreign folder is never replaced; the message
+    names what would have been deleted.
+    """
     target = Path(target)
+    label = f"{what} {target}" if what else str(target)
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise UsageError(f"{label}: is a symbolic link; refusing to replace it (name a real folder)")
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"{label}: exists and is not a folder; refusing to replace it (name another folder)")
+    entries = sorted(os.listdir(target))
+    if not entries:
+        return
+    owners = _owners(target)
+    if writer in owners:
+        added = [e for e in entries if e not in {*owners[writer], OUTPUT_MARKER}]
+        if not added:
+            return
+        raise UsageError(
+            f"{label}: refusing to replace it: besides the output {writer} wrote there, it holds "
+            f"{_listing(added)}, which {writer} did not write and would delete; move them out of it, "
+            "or choose another folder"
+        )
+    if legacy is not None and legacy(target):
+        return
+    raise UsageError(
+        f"{label}: refusing to replace it: {writer} did not write this folder (no {OUTPUT_MARKER} of "
+        f"{writer} in it), and replacing it would delete {_listing(entries)}; choose a new or empty folder, "
+        "or remove it yourself if it is disposable"
+    )
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    target: str | os.PathLike[str],
+    writer: str,
+    *,
+    what: str = "",
+    legacy: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """Build a folder beside ``target`` and move it into place when the block succeeds: an interrupted
+    build leaves no half folder (and the previous ``target``, if any, until the move).
+
+    Only a previous output of the same ``writer`` is replaced (see :func:`check_replaceable`, checked
+    before the block and again before the move); the new folder gets the writer's marker, listing its
+    entries, so that the next run may replace it and nothing added to it since.
+    """
+    target = Path(os.path.abspath(target))
+    check_replaceable(target, writer, what=what, legacy=legacy)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old: Path | None = None
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
+        _write_owners(tmp, {writer: os.listdir(tmp)})
+        check_replaceable(target, writer, what=what, legacy=legacy)
+        if os.path.lexists(target):
+            # Moved aside rather than deleted first: the old output stays whole until the new one is in.
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / "x")
         tmp.rename(target)
     except BaseException:
+        if old is not None and (old / "x").exists() and not os.path.lexists(target):
+            os.replace(old / "x", target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None and os.path.lexists(target):  # never drop the old output with nothing in its place
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # --- what a resumable run was started with ---------------------------------------------------------------
@@ -305,3 +463,99 @@ class RunRecord:
             removed.append(self.path)
         self.settings, self.files = None, []
         return removed
+
+
+def _claim_state(
+    folder: Path, writer: str, names: list[str], what: str, legacy: Callable[[Path], bool] | None
+) -> set[str]:
+    mine = _owners(folder).get(writer, set()) if folder.is_dir() else set()
+    foreign = []
+    for name in names:
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        mode = os.lstat(path).st_mode
+        if name in mine and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a link is never ours
+            continue
+        if stat.S_ISDIR(mode) and (writer in _owners(path) or not os.listdir(path)):
+            continue
+        if legacy is not None and legacy(path):
+            continue
+        foreign.append(name)
+    if foreign:
+        raise UsageError(
+            f"{what} {folder}: holds {_listing(foreign)}, which {writer} would replace but did not write "
+            f"(no record of them in {folder / OUTPUT_MARKER}); move or rename them, or choose another {what}"
+        )
+    return mine
+
+
+def check_claimable(
+    folder: str | os.PathLike[str],
+    writer: str,
+    names: Iterable[str],
+    *,
+    what: str = "--out",
+    legacy: Callable[[Path], bool] | None = None,
+) -> None:
+    """:func:`claim_outputs` without recording anything: raise if ``writer`` may not write ``names``."""
+    _claim_state(Path(folder), writer, list(dict.fromkeys(names)), what, legacy)
+
+
+def claim_outputs(
+    folder: str | os.PathLike[str],
+    writer: str,
+    names: Iterable[str],
+    *,
+    what: str = "--out",
+    legacy: Callable[[Path], bool] | None = None,
+) -> None:
+    """Let ``writer`` write ``names`` in ``folder``, a folder that may hold the user's own files too.
+
+    Each name that already exists must be a file or folder the writer recorded there before (its marker
+    in ``folder``; never a link), a folder the writer built whole (:func:`atomic_folder`'s marker), an
+    empty folder, or be recognised by ``legacy`` (outputs of versions before markers); else
+    :class:`UsageError` names them and nothing is written. Then the marker records ``names`` (with the earlier ones), before any of them
+    is written, so a run cut short can be rerun.
+    """
+    folder = Path(folder)
+    names = list(dict.fromkeys(names))
+    mine = _claim_state(folder, writer, names, what, legacy)
+    folder.mkdir(parents=True, exist_ok=True)
+    owners = _owners(folder)  # other writers' records in the same folder are kept
+    owners[writer] = mine | set(names)
+    _write_owners(folder, owners)
+
+
+def check_cache_entry(target: str | os.PathLike[str], stamp: str, what: str) -> None:
+    """Raise :class:`UsageError` unless ``target`` (a cache folder about to be rebuilt and replaced) is
+    absent or an older entry of this cache: a real folder holding its ``stamp`` file. A folder of the
+    user's (e.g. under a ``MEGC_VQA_CACHE`` pointed at their own files) or a link is never deleted."""
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not is_regular_file(target / stamp):
+        raise UsageError(
+            f"{target}: is in the way of the {what} but holds no {stamp}, so it is not an earlier cache "
+            f"entry; refusing to delete it. Move it away, or point MEGC_VQA_CACHE at another folder"
+        )
+
+
+def check_outside(
+    path: str | os.PathLike[str], inputs: Iterable[tuple[str, Any]], label: str | None = None
+) -> None:
+    """Raise :class:`UsageError` when ``path`` (an output to be replaced or cleared) is, or holds, one of
+    ``inputs`` (``(description, path)`` pairs such as ``("the current folder", Path.cwd())``; ``None``
+    paths are skipped): writing it would destroy that input. Paths are compared resolved (links
+    followed). ``label`` names the output in the message (default: the path)."""
+    resolved = Path(path).resolve()
+    for description, given in inputs:
+        if given is None:
+            continue
+        p = Path(given).resolve()
+        if p == resolved or resolved in p.parents:
+            where = "is" if p == resolved else "holds"
+            raise UsageError(
+                f"{label or path}: {where} {description} ({p}); writing there would delete it. "
+                "Choose an output outside it"
+            )

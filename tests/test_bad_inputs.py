@@ -1133,3 +1133,287 @@ def test_run_str_emotion_options_that_would_be_ignored(extra, message, long_vide
     argv = ["--videos-root", str(long_videos / "videos"), "--out", str(tmp_path / "o"), "--fps", "30", *extra]
     assert script("eval/run_str").main(argv) == 2
     assert last_line(capsys.readouterr().err).startswith(f"error: {message}")
+
+
+# --- issue 21: nothing outside the chosen output is created, changed or deleted ---------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (links as their target), to show that nothing changed."""
+    return {
+        str(p.relative_to(root)): (os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
+@pytest.fixture
+def workdir(synth_root, prepped, tmp_path, monkeypatch) -> Path:
+    """A working folder as a user has it: data (with prep output inside), own notes, cwd there."""
+    work = tmp_path / "w"
+    _copy(synth_root, work / "data")
+    (work / "notes.txt").write_text("my notes")
+    monkeypatch.chdir(work)
+    return work
+
+
+def test_export_overwrite_refuses_what_export_did_not_write(workdir, capsys):
+    qa = workdir / "data" / "p0" / "qa.jsonl"
+    (workdir / "foreign").mkdir()
+    (workdir / "foreign" / "thesis.tex").write_text("mine")
+    before = _tree(workdir)
+    for out, message in (
+        (".", "is the current folder"),
+        ("data/p0", "holds the --qa file"),
+        ("data", "holds the --qa file"),
+        ("foreign", "would delete thesis.tex"),
+    ):
+        argv = [
+            "export",
+            "--format",
+            "swift",
+            "--qa",
+            str(qa),
+            "--out",
+            out,
+            "--overwrite",
+            "--image-size",
+            "32",
+        ]
+        assert cli(argv) == 2, out
+        err = last_line(capsys.readouterr().err)
+        assert err.startswith(f"error: --out {out}") and message in err, err
+        assert _tree(workdir) == before  # nothing deleted, nothing added
+    assert not list(workdir.glob(".*"))  # no build folder left beside it either
+
+    frames_root = workdir / "frames-only"  # --out holding the frames (but not the --qa file)
+    _copy(workdir / "data" / "casme2", frames_root / "casme2")
+    records = [json.loads(line) for line in qa.read_text().splitlines()]
+    for r in records:
+        r["source"] = str((frames_root / Path(r["source"]).relative_to("../casme2")).resolve())
+    (workdir / "qa2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = ["export", "--format", "swift", "--qa", "qa2.jsonl", "--out", "frames-only", "--overwrite"]
+    assert cli(argv) == 2
+    assert "holds the frames of record" in last_line(capsys.readouterr().err)
+    assert any(frames_root.rglob("*.jpg"))
+
+    # its own earlier export is replaced, in either format; something added to it since is not deleted
+    mine = ["export", "--qa", str(qa), "--out", "ex", "--image-size", "32"]
+    assert cli([*mine, "--format", "swift"]) == 0
+    assert cli([*mine, "--format", "llamafactory", "--overwrite"]) == 0
+    assert (workdir / "ex" / "dataset_info.json").is_file() and (
+        workdir / "ex" / "megc_train.jsonl"
+    ).is_file()
+    (workdir / "ex" / ".megc-vqa-output.json").unlink()  # an export from before the markers
+    assert cli([*mine, "--format", "llamafactory", "--overwrite"]) == 0
+    (workdir / "ex" / "my_eval.txt").write_text("keep")
+    assert cli([*mine, "--format", "swift", "--overwrite"]) == 2
+    assert "holds my_eval.txt, which megc-vqa export did not write" in last_line(capsys.readouterr().err)
+    assert (workdir / "ex" / "my_eval.txt").read_text() == "keep"
+
+
+def test_prep_owns_only_its_own_files(workdir, capsys):
+    data = workdir / "data"
+    (workdir / "D" / "dataset").mkdir(parents=True)
+    (workdir / "D" / "dataset" / "thesis.tex").write_text("mine")
+    (workdir / "D" / "readme.md").write_text("mine too")
+    before = _tree(workdir / "D")
+    prep = ["prep", "--data-root", str(data), "--no-progress", "--out"]
+    assert cli([*prep, "D"]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert "--out D: holds dataset, which megc-vqa prep would replace but did not write" in err
+    assert "move or rename them, or choose another --out" in err
+    assert _tree(workdir / "D") == before
+
+    assert cli([*prep, "data"]) == 2  # the data root itself
+    assert "--out data: is the data root" in last_line(capsys.readouterr().err)
+
+    (workdir / "D" / "dataset").rename(workdir / "D" / "thesis")  # out of the way: prep writes beside it
+    assert cli([*prep, "D"]) == 0 and cli([*prep, "D"]) == 0  # a rerun replaces its own output
+    assert (workdir / "D" / "readme.md").read_text() == "mine too"
+    assert (workdir / "D" / "thesis" / "thesis.tex").read_text() == "mine"
+    assert (workdir / "D" / "qa.jsonl").stat().st_size and (
+        workdir / "D" / "dataset" / "state.json"
+    ).is_file()
+
+    (data / "p0" / ".megc-vqa-output.json").unlink(missing_ok=True)  # an output of a prep before markers
+    assert cli([*prep, str(data / "p0")]) == 0
+
+
+def test_training_file_with_a_relative_data_root_is_readable_from_anywhere(synth_root, tmp_path, monkeypatch):
+    from megc_vqa.qa.io import read_qa_jsonl
+    from megc_vqa.qa.official import load_clips, official_rows, write_training_file
+
+    rows = official_rows(load_clips(synth_root)[0])
+    training = write_training_file(rows, tmp_path / "me_vqa_samm_casme2_smic.jsonl")
+    monkeypatch.chdir(synth_root.parent)
+    argv = [
+        "prep",
+        "--training-file",
+        str(training),
+        "--data-root",
+        synth_root.name,
+        "--out",
+        str(tmp_path / "po"),
+    ]
+    assert cli(argv) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    records = read_qa_jsonl(tmp_path / "po" / "qa.jsonl")
+    assert len(records) == len(rows)
+    assert all(Path(r.source).is_dir() and any(Path(r.source).glob("*.jpg")) for r in records)
+
+
+def test_writes_never_replace_a_special_file(tmp_path):
+    from megc_vqa.answering.repl import ClipRequest, Session
+    from megc_vqa.errors import UsageError
+    from megc_vqa.fileio import atomic_write_text
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / "link").symlink_to(victim)
+    for target, kind in ((fifo, "FIFO"), (tmp_path / "link", "symbolic link"), (tmp_path, "folder")):
+        with pytest.raises(UsageError, match=f"{target}: is a {kind}"):
+            atomic_write_text(target, "x")
+    if Path("/dev/null").exists():
+        with pytest.raises(UsageError, match="/dev/null: is a character device"):
+            atomic_write_text("/dev/null", "x")
+    assert fifo.is_fifo() and victim.read_text() == "keep" and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link", "victim.txt"]  # no temp left
+
+    out = io.StringIO()
+    session = Session(answer=lambda visual, q: "negative", load_visual=lambda request: None,
+                      clip=ClipRequest(tmp_path), sheet_path=tmp_path / "s.png", out=out)  # fmt: skip
+    lines = iter([f":save {fifo}", f":save {tmp_path / 't.jsonl'}", ":quit"])
+    assert session.loop(lambda: next(lines)) == 0
+    assert f"cannot save: {fifo}: is a FIFO (named pipe), not a regular file" in out.getvalue()
+    assert fifo.is_fifo() and (tmp_path / "t.jsonl").is_file()  # the session went on
+
+
+def test_crash_log_never_through_a_planted_link(tmp_path, monkeypatch, capsys):
+    import stat
+    import tempfile
+
+    from megc_vqa.errors import run_command, set_output_folder
+
+    monkeypatch.delenv("MEGC_VQA_LOG_DIR")
+    shared_tmp, victim = tmp_path / "tmp", tmp_path / "victim"
+    shared_tmp.mkdir()
+    victim.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
+    # planted by another user: the old predictable folder, and the per-user fallback name
+    (shared_tmp / "megc-vqa").symlink_to(victim)
+    (shared_tmp / f"megc-vqa-{os.getuid()}").symlink_to(victim)
+
+    def broken(argv):
+        raise KeyError("surprise")
+
+    def logged() -> Path:
+        err = capsys.readouterr().err
+        assert "(full traceback in " in err
+        return Path(err.split("(full traceback in ")[1].rsplit(")", 1)[0])
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert run_command(broken, []) == 1
+    path = logged()
+    assert path.parent == tmp_path / "state" / "megc-vqa" / "logs" and "KeyError" in path.read_text()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    (tmp_path / "nohome").write_text("")  # state folder cannot be made: the temp fallback, not the link
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "nohome"))
+    assert run_command(broken, []) == 1
+    path = logged()
+    assert path.parent.parent == shared_tmp and not path.parent.is_symlink()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 and "KeyError" in path.read_text()
+    assert list(victim.iterdir()) == []  # nothing written through a link
+
+    def crashes_in_its_output(argv):
+        (tmp_path / "run").mkdir()
+        set_output_folder(tmp_path / "run")
+        raise KeyError("surprise")
+
+    assert run_command(crashes_in_its_output, []) == 1
+    assert logged().parent == tmp_path / "run"
+    assert run_command(broken, []) == 1 and logged().parent != tmp_path / "run"  # forgotten after the run
+
+
+def test_other_writers_refuse_what_they_did_not_write(tmp_path, capsys):
+    from megc_vqa.demo import QUESTIONS_DIR, RECIPE, RunState, run_fingerprint
+    from megc_vqa.errors import UsageError
+    from megc_vqa.fileio import check_cache_entry
+    from megc_vqa.spotting.pipeline import STRRunner
+
+    real = tmp_path / "data" / "casme2"
+    real.mkdir(parents=True)
+    (real / "CASME2-coding-20140508.xlsx").write_text("the real release")
+    assert cli(["synth", "--out", str(tmp_path / "data"), "--datasets", "casme2", "--subjects", "1"]) == 2
+    assert "holds casme2, which megc-vqa synth would replace" in last_line(capsys.readouterr().err)
+
+    frames = tmp_path / "test" / "frames" / "v1"
+    frames.mkdir(parents=True)
+    (frames / "img1.jpg").write_bytes(jpeg())
+    argv = ["synth-test", "--questions", str(SAMM_2025), "--out", str(tmp_path / "test")]
+    assert cli(argv) == 2
+    assert "holds frames, which megc-vqa synth-test would replace" in last_line(capsys.readouterr().err)
+
+    (tmp_path / "str").mkdir()
+    (tmp_path / "str" / "str_pred.csv").write_text("subject,video,onset,offset,emotion\ns1,v1,1,5,happy\n")
+    with pytest.raises(UsageError, match=r"holds str_pred\.csv"):
+        STRRunner(tmp_path / "str")
+    STRRunner(tmp_path / "str2")  # its own folder: a second runner resumes there
+    STRRunner(tmp_path / "str2")
+
+    foreign = tmp_path / "old"
+    (foreign / "model").mkdir(parents=True)
+    (foreign / "model" / "weights.bin").write_text("w")
+    questions = sorted(QUESTIONS_DIR.glob("*_to_answer.jsonl"))
+    args = Namespace(seed=0, recipe=RECIPE, out=foreign)
+    with pytest.raises(UsageError, match="holds model, which megc-vqa demo would replace"):
+        RunState(foreign, run_fingerprint(args, questions), restart=True)
+
+    adapter, base = tmp_path / "adapter", tmp_path / "base"
+    adapter.mkdir()
+    base.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    for out, message in ((adapter, "is the adapter"), (base, "is the base model"), (real, "did not write")):
+        assert cli(["merge-adapter", str(adapter), "--out", str(out)]) == 2
+        assert message in last_line(capsys.readouterr().err)
+
+    with pytest.raises(UsageError, match=r"holds no megc_vqa_tiny\.json"):
+        check_cache_entry(real, "megc_vqa_tiny.json", "tiny model cache")
+    assert (real / "CASME2-coding-20140508.xlsx").read_text() == "the real release"
+    assert [p.name for p in frames.iterdir()] == ["img1.jpg"] and (
+        tmp_path / "str" / "str_pred.csv"
+    ).is_file()
+    assert (foreign / "model" / "weights.bin").is_file()
+
+
+def test_score_report_keeps_a_report_it_did_not_write(answered, tmp_path, capsys):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(answered.read_text())
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "report.md").write_text("# my own report")
+    argv = ["vqa", "--pred", str(answered), "--gt", str(gt), "--report"]
+    assert script("eval/score").main([*argv, str(tmp_path / "rep")]) == 2
+    assert "holds report.md, which megc-vqa score --report would replace" in capsys.readouterr().err
+    assert (tmp_path / "rep" / "report.md").read_text() == "# my own report"
+    mine = str(tmp_path / "mine")
+    assert script("eval/score").main([*argv, mine]) == 0 and script("eval/score").main([*argv, mine]) == 0
+    assert (tmp_path / "mine" / "report.md").read_text().startswith("# ME-VQA scores")
+
+
+def test_finetune_output_dir_of_someone_else_is_refused(synth_root, prepped, tmp_path, capsys):
+    from megc_vqa.training.finetune import main as finetune
+
+    base = tmp_path / "my-base-model"
+    base.mkdir()
+    (base / "README.md").write_text("model card")
+    qa = synth_root / "p0" / "qa.jsonl"
+    argv = ["--config", str(REPO / "recipes/tiny/lora.yaml"), "--train_file", str(qa), "--output_dir"]
+    assert finetune([*argv, str(base)]) == 2
+    assert f"output_dir {base}: holds README.md, and no earlier training run" in capsys.readouterr().err
+    assert finetune([*argv, str(synth_root)]) == 2  # holds the train_file
+    assert "holds train_file" in capsys.readouterr().err
+    assert (base / "README.md").read_text() == "model card" and sorted(os.listdir(base)) == ["README.md"]

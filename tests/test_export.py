@@ -109,8 +109,14 @@ def test_existing_export_folder_refused_unless_overwrite(qa_file, tmp_path, caps
     assert export(qa_file, out, "swift") == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "stale.txt").exists()
-    assert export(qa_file, out, "swift", "--overwrite") == 0
-    assert not (out / "stale.txt").exists() and (out / "megc_train.jsonl").is_file()
+    # --overwrite replaces only an earlier export (issue 21): a folder of the user's is refused, kept whole
+    assert export(qa_file, out, "swift", "--overwrite") == 2
+    assert "would delete stale.txt" in capsys.readouterr().err
+    assert (out / "stale.txt").read_text() == "old"
+    (out / "stale.txt").unlink()
+    assert export(qa_file, out, "swift", "--overwrite") == 0  # an empty folder
+    assert export(qa_file, out, "llamafactory", "--overwrite") == 0  # its own earlier export
+    assert (out / "dataset_info.json").is_file() and (out / "megc_train.jsonl").is_file()
 
 
 def test_records_without_frames_are_left_out_and_listed(qa_file, tmp_path, capsys):

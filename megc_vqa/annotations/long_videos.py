@@ -265,6 +265,12 @@ def fps_summary(jobs: Sequence[VideoJob]) -> Mapping[str, object]:
 STR_GT_COLUMNS = ("subject", "video", "onset", "offset", "emotion", "type")
 
 
+def str_ground_truth_names(videos: Sequence) -> list[str]:
+    """The file names :func:`write_str_ground_truth` writes for ``videos`` (two per long-video dataset)."""
+    keys = dict.fromkeys(str(v.dataset) for v in videos)
+    return [name for key in keys for name in (f"{key}_str_gt.csv", f"{key}_videos.json")]
+
+
 def write_str_ground_truth(videos: Sequence, out: str | Path) -> dict[str, Path]:
     """For every long-video dataset among ``videos`` (``LongVideo`` records as the loaders give them, e.g.
     CAS(ME)^2, SAMM-LV): ``out/<dataset>_str_gt.csv`` (the STR CSV columns plus ``type``, in the naming

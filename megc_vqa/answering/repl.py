@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 import time
@@ -22,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from megc_vqa.errors import MegcError
+from megc_vqa.fileio import atomic_write_bytes, atomic_write_text, dumps_jsonl
 
 HELP = """\
 Type a question and press Enter, for example:
@@ -130,8 +134,6 @@ class Session:
         return True
 
     def _save(self, path: Path) -> None:
-        from megc_vqa.fileio import atomic_write_text, dumps_jsonl
-
         if not path.parent.is_dir():
             self.say(
                 f"cannot save to {path}: folder {path.parent} does not exist (create it, or name another file)"
@@ -139,6 +141,9 @@ class Session:
             return
         try:
             atomic_write_text(path, dumps_jsonl(self.transcript))
+        except MegcError as err:  # a FIFO, device, folder or link there: refused, never replaced
+            self.say(f"cannot save: {err}")
+            return
         except OSError as err:
             self.say(f"cannot save to {path}: {err.strerror or err}")
             return
@@ -244,9 +249,9 @@ def save_contact_sheet(visual: Any, path: Path) -> Path:
         sheet.paste(im.convert("RGB"), (x, 16))
         draw.text((x + 2, 2), cap, fill="black")
         x += im.width
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return Path(path)
+    buffer = io.BytesIO()
+    sheet.save(buffer, "PNG")
+    return atomic_write_bytes(path, buffer.getvalue())  # never through a FIFO, device or link there
 
 
 def make_clip_loader(args: argparse.Namespace, contract: Any) -> Callable[[ClipRequest], Any]:

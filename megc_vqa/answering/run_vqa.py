@@ -27,11 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import set_output_folder
+from megc_vqa.fileio import claim_outputs, is_regular_file
+
 log = logging.getLogger(__name__)
 
 LOG_NAME = "answers.jsonl"
 SUMMARY_NAME = "run_summary.json"
 SCORES_NAME = "scores.json"
+# Besides the prediction files and confusion matrices, what run_vqa writes in --out (nothing else there is its).
+OUTPUT_NAMES = (LOG_NAME, SUMMARY_NAME, SCORES_NAME, "submission.zip", "report.md", "wrong_rows.csv")
+WRITER = "megc-vqa run_vqa"
 # The dataset a MEGC test clip is from, by the prefix of its video id or question file name
 # (``samm_test_SAMM-1_1``, ``me_vqa_casme3_test_to_answer.jsonl``), and its frame rate (SPEC section 4/6).
 DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3"}
@@ -256,6 +262,13 @@ def run_vqa(
     if options is not None:
         check_run_options(batch_size=options.batch_size, votes=options.votes, temperature=options.temperature)
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
+    from megc_vqa.submission.files import prediction_file_name
+
+    # Only its own files in --out, and only those it wrote (a user's report.md or submission.zip is kept).
+    claim_outputs(
+        out, WRITER, [*OUTPUT_NAMES, *map(prediction_file_name, question_files)], legacy=_earlier_run
+    )
+    set_output_folder(out)
     if backend not in ("transformers", "vllm"):
         raise RunError(f"unknown backend {backend!r}; use transformers or vllm")
     if backend == "vllm" and engine is None:
@@ -350,6 +363,19 @@ def _forget_stale_answers(jobs: list[ClipJob], done: dict[str, Any]) -> None:
             len(stale),
             ", ".join(stale[:3]),
         )
+
+
+def _earlier_run(path: Path) -> bool:
+    """Whether ``path`` lies in a run_vqa output folder from before output markers: one whose
+    ``answers.jsonl`` starts with the answer log's header line."""
+    if not is_regular_file(path.parent / LOG_NAME):  # a FIFO there would block the read
+        return False
+    try:
+        with open(path.parent / LOG_NAME, "rb") as handle:
+            first = json.loads(handle.read(1 << 16).split(b"\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and "_fingerprint" in first
 
 
 def _answer_jobs(
@@ -516,7 +542,7 @@ def _finish(
             "ground_truth": [str(g) for g in by_name.values()],
         }
         atomic_write_text(out / SCORES_NAME, json.dumps(scores, indent=2, default=str) + "\n")
-        report = write_vqa_report(out, rows, scores)
+        report = write_vqa_report(out, rows, scores, writer=WRITER, legacy=_earlier_run, what="--out")
         summary["scores"] = str(out / SCORES_NAME)
         summary["report"] = str(report["report"])
         summary["score_table"] = markdown_table(scores)

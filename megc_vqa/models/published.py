@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import check_cache_entry
+
 log = logging.getLogger(__name__)
 
 # Bump when a config below or the build changes: cached builds with another version are rebuilt.
@@ -320,6 +322,9 @@ def ensure_random(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
     try:
         build_random(hub_id, tmp, layers, vision_layers=vision_layers)
+        check_cache_entry(
+            target, stamp.name, "random model cache"
+        )  # only an older entry of this cache is deleted
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

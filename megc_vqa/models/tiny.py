@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from megc_vqa.fileio import check_cache_entry
 from megc_vqa.labels import AU_NAMES, COARSE_MAPS, KNOWN_FINE, STR_CLASSES
 from megc_vqa.models.chat_templates import (
     DEFAULT_SYSTEM_PROMPT,
@@ -270,6 +271,9 @@ def ensure_tiny(name: str, cache_dir: str | Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         build_tiny(name, tmp)
+        check_cache_entry(
+            target, stamp.name, "tiny model cache"
+        )  # only an older entry of this cache is deleted
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         try:

@@ -199,10 +199,28 @@ def dataset_features() -> Any:
     return Features({key: types.get(key, Value("string")) for key in (*OFFICIAL_KEYS, *EXTRA_KEYS)})
 
 
-def save_as_dataset(records: Iterable[QARecord], out_dir: str | Path) -> Path:
+def is_saved_qa_dataset(path: Path) -> bool:
+    """Whether ``path`` is a QA dataset as :func:`save_as_dataset` wrote it before it left an output marker
+    (``save_to_disk``'s files only, with the QA columns): such a folder may be replaced."""
+    try:
+        names = {p.name for p in path.iterdir()}
+        arrows = {n for n in names if n.startswith("data-") and n.endswith(".arrow")}
+        if not arrows or names - arrows != {"state.json", "dataset_info.json"}:
+            return False
+        info = json.loads((path / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and set(OFFICIAL_KEYS) <= set(info.get("features") or {})
+
+
+def save_as_dataset(
+    records: Iterable[QARecord], out_dir: str | Path, *, writer: str = "megc-vqa save_as_dataset"
+) -> Path:
     """Save the records as a ``datasets.Dataset`` with ``save_to_disk`` (columns in ``to_json`` order).
 
     Written to a temporary folder first and moved into place, so an interrupted save leaves no half dataset.
+    An existing ``out_dir`` is replaced only when ``writer`` wrote it (or it is an earlier QA dataset):
+    a folder of the user's is refused (:func:`megc_vqa.fileio.atomic_folder`).
     """
     from datasets import Dataset
 
@@ -211,6 +229,6 @@ def save_as_dataset(records: Iterable[QARecord], out_dir: str | Path) -> Path:
     features = dataset_features()
     columns = {key: [row[key] for row in rows] for key in features}
     dataset = Dataset.from_dict(columns, features=features)
-    with atomic_folder(out_dir) as tmp:
+    with atomic_folder(out_dir, writer, legacy=is_saved_qa_dataset) as tmp:
         dataset.save_to_disk(str(tmp))
     return out_dir

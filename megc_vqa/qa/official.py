@@ -364,7 +364,8 @@ def load_clips(data_root: Path) -> tuple[list[Clip], list[Skip]]:
     if not Path(data_root).is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
     try:
-        loaded = annotations.load_all(Path(data_root))
+        # absolute clip sources: qa.jsonl stores them relative to itself, from any working folder
+        loaded = annotations.load_all(Path(data_root).absolute())
     except annotations.AnnotationError as err:
         raise PrepError(str(err)) from None
     return loaded.clips, loaded.skips
@@ -401,13 +402,17 @@ def prepare_official(
 
     from megc_vqa.qa.generate import generate_qa
     from megc_vqa.qa.io import save_as_dataset, write_jsonl_atomic, write_qa_jsonl
+    from megc_vqa.qa.prep import OFFICIAL_OUTPUT_NAMES, claim_prep_outputs
+    from megc_vqa.qa.prep import WRITER as PREP_WRITER
 
     if not 0.0 <= max_unmatched_share <= 1.0:
         raise UsageError(f"--max-unmatched-share {max_unmatched_share}: give a fraction between 0 and 1")
+    inputs = [("the data root", data_root), ("the training file", training_file)]
+    claim_prep_outputs(out, OFFICIAL_OUTPUT_NAMES, inputs, record=False)  # before the slow part
     rows = read_official_rows(training_file)
     clips, load_skips = load_clips(data_root)
     mapping = map_rows(training_file, rows, clips)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_prep_outputs(out, OFFICIAL_OUTPUT_NAMES, inputs)
     write_jsonl_atomic([asdict(u) for u in mapping.unmatched], out / "unmatched.jsonl")
     if mapping.unmatched_share > max_unmatched_share:
         return 1, mapping, []
@@ -417,9 +422,10 @@ def prepare_official(
             (u.dataset, u.image_id) for u in mapping.unmatched
         }
         records += generate_qa([c for c in clips if (c.dataset, c.image_id) not in named], seed=seed)
-    write_qa_jsonl(records, out / "qa.jsonl")
+    # Frame paths relative to qa.jsonl, as plain prep writes them: readable from any working folder.
+    write_qa_jsonl(records, out / "qa.jsonl", relative_sources=True)
     write_jsonl_atomic([{"stage": "load", **dataclasses.asdict(s)} for s in load_skips], out / "skips.jsonl")
-    save_as_dataset(records, out / "dataset")
+    save_as_dataset(records, out / "dataset", writer=PREP_WRITER)
     return 0, mapping, records
 
 

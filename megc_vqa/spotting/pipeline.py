@@ -37,15 +37,23 @@ from typing import Literal
 
 from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
 from megc_vqa.errors import UsageError
-from megc_vqa.fileio import RunRecord
+from megc_vqa.fileio import RunRecord, claim_outputs, is_regular_file
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import FrameSource
 
 log = logging.getLogger(__name__)
 
-STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
 RUN_RECORD = "str_run.json"
+# What the runner, run_str and run_lvqa write in --out; nothing else there is theirs to replace.
+OUTPUT_NAMES = (
+    "str_pred.csv", "intervals.jsonl", "progress.jsonl", "summary.json", "curves", "plots", "scores.json",
+    "str_summary.json", "lvqa_flags.jsonl", "lvqa_scores.json", "lvqa_report.md", "lvqa_videos.csv",
+    "lvqa_summary.json", RUN_RECORD,
+)  # fmt: skip
+WRITER = "megc-vqa run_str/run_lvqa"
+
+STR_HEADER = ("subject", "video", "onset", "offset", "emotion")
 # What a run (run_str or run_lvqa) always writes under these names; a restart removes them with the files
 # the record lists (per-video curves and plots, the LVQA prediction files), even when an older run left no
 # record.
@@ -181,6 +189,7 @@ class STRRunner:
                 f"{', '.join(STR_CLASSES)}"
             )
         self.out.mkdir(parents=True, exist_ok=True)
+        claim_outputs(self.out, WRITER, OUTPUT_NAMES, legacy=_earlier_run)  # a user's str_pred.csv is kept
         self.csv_path = self.out / "str_pred.csv"
         self.progress_path = self.out / "progress.jsonl"
         self.intervals_path = self.out / "intervals.jsonl"
@@ -442,6 +451,20 @@ def read_intervals(out: str | Path) -> dict[str, dict]:
         rec["intervals"] = [SpottedInterval(**iv) for iv in rec["intervals"]]
         records[rec["name"]] = rec
     return records
+
+
+def _earlier_run(path: Path) -> bool:
+    """Whether ``path`` lies in a runner's output folder from before output markers: its
+    ``progress.jsonl`` is the runner's resume record (empty, or lines with name and n_intervals)."""
+    if not is_regular_file(path.parent / "progress.jsonl"):  # a FIFO there would block the read
+        return False
+    try:
+        with open(path.parent / "progress.jsonl", "rb") as handle:
+            line = handle.read(1 << 16).split(b"\n", 1)[0]
+        first = json.loads(line) if line.strip() else {"name": "", "n_intervals": 0}
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and {"name", "n_intervals"} <= set(first)
 
 
 def _json_lines(path: Path) -> list[dict]:

@@ -29,9 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, set_output_folder
+from megc_vqa.fileio import claim_outputs, is_regular_file
 
 log = logging.getLogger(__name__)
+
+# What spot-train writes in --out; nothing else there is its to replace.
+OUTPUT_NAMES = ("spotter.pt", "history.json", "loso.json")
+WRITER = "megc-vqa spot-train"
 
 
 @dataclass
@@ -700,7 +705,9 @@ def run(args: argparse.Namespace) -> int:
     if not videos:
         log.error("no long videos found with %s", data)
         return 1
-    out.mkdir(parents=True, exist_ok=True)
+    # A spotter.pt there from elsewhere is kept: only an earlier spot-train's files (history.json beside).
+    claim_outputs(out, WRITER, OUTPUT_NAMES, legacy=lambda p: is_regular_file(p.parent / "history.json"))
+    set_output_folder(out)
     if args.loso:
         report = loso(videos, model_cfg, train_cfg, peaks)
         atomic_write_text(out / "loso.json", json.dumps(report, indent=2))

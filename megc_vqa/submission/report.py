@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import claim_outputs, is_regular_file
 from megc_vqa.labels import COARSE_CLASSES
 from megc_vqa.metrics.vqa import FINE_VOCABULARY, INVALID, AlignedRow, normalise_answer
 from megc_vqa.submission.files import atomic_write_bytes, atomic_write_text
@@ -102,13 +103,49 @@ def confusion_png(rows: Sequence[AlignedRow], kind: str, title: str) -> bytes | 
     return buffer.getvalue()
 
 
+REPORT_TITLE = "# ME-VQA scores"
+
+
+def vqa_report_names(rows: Sequence[AlignedRow]) -> list[str]:
+    """The files :func:`write_vqa_report` may write for ``rows`` (a confusion matrix per kind and split)."""
+    splits = ["overall", *sorted({str(r.dataset) for r in rows})]
+    pngs = [f"confusion_{kind}_{split}.png" for split in splits for kind in ("coarse", "fine")]
+    return ["report.md", "wrong_rows.csv", *pngs]
+
+
+def earlier_vqa_report(path: Path) -> bool:
+    """Whether ``path`` lies in a report folder written before output markers (its ``report.md`` opens
+    with the report's title)."""
+    report = path.parent / "report.md"
+    if not is_regular_file(report):
+        return False
+    with open(report, "rb") as handle:
+        return handle.read(len(REPORT_TITLE)) == REPORT_TITLE.encode()
+
+
 def write_vqa_report(
-    out_dir: str | os.PathLike[str], rows: Sequence[AlignedRow], scores: dict[str, Any]
+    out_dir: str | os.PathLike[str],
+    rows: Sequence[AlignedRow],
+    scores: dict[str, Any],
+    *,
+    writer: str = "megc-vqa score --report",
+    legacy: Callable[[Path], bool] | None = None,
+    what: str = "--report",
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``wrong_rows.csv`` and ``confusion_<coarse|fine>_<split>.png``; returns the paths."""
+    """Write ``report.md``, ``wrong_rows.csv`` and ``confusion_<coarse|fine>_<split>.png``; returns the paths.
+
+    Files of those names that ``writer`` did not write (or an earlier report, or what ``legacy``
+    recognises) are refused, never replaced (:func:`megc_vqa.fileio.claim_outputs`)."""
     out = Path(out_dir)
+    claim_outputs(
+        out,
+        writer,
+        vqa_report_names(rows),
+        what=what,
+        legacy=lambda p: earlier_vqa_report(p) or (legacy is not None and legacy(p)),
+    )
     written = {
-        "report": atomic_write_text(out / "report.md", "# ME-VQA scores\n\n" + markdown_table(scores)),
+        "report": atomic_write_text(out / "report.md", f"{REPORT_TITLE}\n\n" + markdown_table(scores)),
         "wrong_rows": atomic_write_text(out / "wrong_rows.csv", wrong_rows_csv(rows)),
     }
     splits = {"overall": list(rows)}

@@ -7,7 +7,11 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.fileio import claim_outputs
+from megc_vqa.qa.official import TRAINING_FILES
+
 log = logging.getLogger(__name__)
+WRITER = "megc-vqa synth"
 DATASETS = "casme2,samm,smic,casme3,casme2_long,samm_lv"
 
 
@@ -55,6 +59,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.subjects < 1 or args.clips_per_subject < 1 or not 32 <= args.size <= 1024:
         log.error("--subjects and --clips-per-subject must be >= 1 and --size within 32..1024")
         return 2
+    # Only into its own dataset folders: a real release at OUT/casme2 is never overwritten.
+    names = [*datasets, *([TRAINING_FILES[args.training_file]] if args.training_file else [])]
+    claim_outputs(args.out, WRITER, names)
     stale = [d for d in datasets if (args.out / d).is_dir() and any((args.out / d).iterdir())]
     if stale:
         log.warning("%s already hold files; frames of an earlier run may remain (use an empty --out)", stale)

@@ -7,7 +7,16 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.fileio import claim_outputs, is_regular_file
+
 log = logging.getLogger(__name__)
+WRITER = "megc-vqa synth-test"
+
+
+def _earlier_test_set(path: Path) -> bool:
+    """Whether ``path`` lies in a synth-test output from before output markers (its gt/ index files)."""
+    gt = path.parent / "gt"
+    return any(is_regular_file(gt / name) for name in ("clips.jsonl", "long_videos.jsonl"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.fps is not None and args.fps <= 0:
         log.error("--fps must be positive")
         return 2
+    # Only into its own folders: the frames of a real test set at OUT/frames are never cleared.
+    claim_outputs(args.out, WRITER, ("frames", "long", "gt"), legacy=_earlier_test_set)
     start = time.perf_counter()
     videos = []
     if args.long_videos > 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megc_vqa.fileio import atomic_text_writer
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa import templates as T
 from megc_vqa.records import Clip, Event, FrameSource, LongVideo
@@ -301,7 +302,7 @@ def write_test_set(
     long_by_video = {lv.video_id: lv for lv in result.long_videos}
     for path, rows in files:
         target = gt_dir / path.name
-        with target.open("w", encoding="utf-8") as fh:
+        with atomic_text_writer(target) as fh:
             for row in rows:
                 kind = row["_kind"]
                 video = str(row["video"])
@@ -332,7 +333,7 @@ def _clear_old_frames(jobs: Sequence[RenderJob]) -> None:
 
 def _write_clip_index(path: Path, result: TestSet, info: dict[str, dict]) -> None:
     """Per-clip truth (key frames, AUs with sides) for diagnostics and tests."""
-    with path.open("w", encoding="utf-8") as fh:
+    with atomic_text_writer(path) as fh:
         for video, clip in result.clips.items():
             expr = info[video]["expr"]
             fh.write(json.dumps({
@@ -405,7 +406,7 @@ def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
         by_parent.setdefault(Path(v.source.path).parent, []).append(entry)
     for parent, entries in by_parent.items():
         write_sidecar(parent / SIDECAR, entries)
-    with (gt_dir / "str_gt.csv").open("w", newline="", encoding="utf-8") as fh:
+    with atomic_text_writer(gt_dir / "str_gt.csv") as fh:
         writer = csv.writer(fh)
         writer.writerow(["subject", "video", "onset", "offset", "emotion", "type"])
         for v in videos:
@@ -413,7 +414,7 @@ def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
                 writer.writerow(
                     [v.subject, v.video_id, e.onset, e.offset, e.coarse_emotion, e.expression_type]
                 )
-    with (gt_dir / "long_videos.jsonl").open("w", encoding="utf-8") as fh:
+    with atomic_text_writer(gt_dir / "long_videos.jsonl") as fh:
         for v in videos:
             fh.write(json.dumps({
                 "subject": v.subject, "video": v.video_id, "folder": str(v.source.path), "fps": v.fps,

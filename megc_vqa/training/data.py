@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import check_cache_entry
 from megc_vqa.models.contract import VisualContract
 from megc_vqa.models.prompting import VisualFn, get_field
 from megc_vqa.qa.records import QARecord
@@ -64,6 +65,9 @@ def ensure_synthetic_qa(name: str, root: str | Path | None = None) -> Path:
         )  # fmt: skip
         prepare(tmp / "synth", tmp / "prep", progress=False)  # frame paths relative to qa.jsonl
         (tmp / stamp.name).write_text(json.dumps(wanted))
+        check_cache_entry(
+            target, stamp.name, "synthetic QA cache"
+        )  # only an older entry of this cache is deleted
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         try:

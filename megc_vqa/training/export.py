@@ -17,7 +17,10 @@ LLaMA-Factory also gets ``dataset_info.json``. ``export.json`` records the setti
 
 Records whose clip has no frames on disk (``source`` empty, or frames that cannot be read) are left out
 and listed in ``export.json`` and on stderr; nothing exported is exit 1. An existing ``--out`` is
-refused unless ``--overwrite``; the export is built next to it and moved into place when complete.
+refused unless ``--overwrite``, which replaces only an earlier export (its output marker, or the files its
+``export.json`` names) and never a folder that is or holds the working folder, the ``--qa`` file or its
+folder, the recipe, the cache or the frames of the records; the export is built next to it and moved into
+place when complete.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
+from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable
 
 log = logging.getLogger(__name__)
 
@@ -304,23 +309,53 @@ def _hint(fmt: str, out: Path, manifest: dict[str, Any]) -> str:
     return text + (f"  (MAX_PIXELS={pixels})" if pixels else "")
 
 
+WRITER = "megc-vqa export"
+
+
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """What an ``--out --overwrite`` must not hold: the working folder and every input of the command."""
+    return [
+        ("the current folder", Path.cwd()),
+        ("the --qa file", args.qa),
+        ("the folder of the --qa file", Path(args.qa).parent),
+        ("the --recipe", args.recipe),
+        ("the --cache-dir", args.cache_dir),
+    ]
+
+
+def _earlier_export(folder: Path) -> bool:
+    """Whether ``folder`` is an export written before exports left an output marker: its ``export.json``
+    and only the files that manifest names (rows, ``dataset_info.json``, ``images/``)."""
+    try:
+        manifest = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        files = {str(entry["file"]) for entry in manifest["files"].values()}
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return "format" in manifest and names <= {"export.json", "dataset_info.json", "images", *files}
+
+
 def run(args: argparse.Namespace) -> int:
     from megc_vqa.qa.io import read_qa_jsonl
 
     settings = _settings(args)
     out: Path = args.out
-    if out.exists() and not args.overwrite:
+    exists = os.path.lexists(out)
+    if exists and not args.overwrite:
         raise UsageError(f"--out {out} already exists: choose a new folder or pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+    if exists:  # --overwrite: only an earlier export, and nothing the export reads
+        check_outside(out, _inputs(args), label=f"--out {out}")
     records = read_qa_jsonl(args.qa)
     if not records:
         raise UsageError(f"--qa {args.qa}: no records")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if exists:
+        frames = {r.source: r.id for r in records if r.source}
+        check_outside(
+            out, [(f"the frames of record {rid}", src) for src, rid in frames.items()], label=f"--out {out}"
+        )
+        check_replaceable(out, WRITER, what="--out", legacy=_earlier_export)
     # Built beside the target and moved in when complete: an interrupted export leaves no half folder.
-    from megc_vqa.fileio import atomic_folder
-
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, WRITER, what="--out", legacy=_earlier_export) as tmp:
         manifest = export(records, tmp, args.format, settings, loso=args.loso, cache_dir=args.cache_dir)
         if args.format == "swift":  # absolute image paths point into the temporary folder until moved
             _repoint(tmp, out, manifest)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import RunRecord, atomic_write_text, content_identity, read_json_object
-from megc_vqa.models.contract import LabelContract, ModelContract, VisualContract
+from megc_vqa.fileio import RunRecord, atomic_write_text, check_outside, content_identity, read_json_object
+from megc_vqa.models.contract import RECORD_NAME, LabelContract, ModelContract, VisualContract
 from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
 from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_question_mix
 
@@ -405,6 +405,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         metrics_path = out_dir / "train_metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return TrainResult({**metrics, "already_finished": True}, None, None, out_dir)
+    check_output_dir(recipe)  # before any data or model loads
     if resume is None and out_dir.is_dir() and any(out_dir.glob("checkpoint-*")):
         log.warning(
             "%s already has checkpoints; pass --resume_from_checkpoint true to continue them", out_dir
@@ -503,3 +504,31 @@ def main(argv: list[str] | None = None) -> int:
     from megc_vqa.errors import run_command
 
     return run_command(_main, argv)
+
+
+# What a training run leaves in output_dir early on: a folder holding one of them is an earlier run's.
+_RUN_FILES = (RECORD_NAME, "adapter_config.json", "trainer_state.json", "train_metrics.json", "runs")
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse an ``output_dir`` that is or holds the base model, the QA files or the working folder, or a
+    non-empty folder that is not an earlier training run's: the trainer writes adapter, tokenizer,
+    processor and README files there, replacing those of the same names (a base model's own)."""
+    out = Path(recipe.training.output_dir)
+    inputs: list[tuple[str, Path]] = [("the current folder", Path.cwd())]
+    candidates = [
+        ("the base model", recipe.model.model_name_or_path),
+        ("train_file", recipe.data.train_file),
+        ("eval_file", recipe.data.eval_file),
+    ]
+    inputs += [(what, Path(value)) for what, value in candidates if value and Path(value).exists()]
+    check_outside(out, inputs, label=f"output_dir {out}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if any((out / name).exists() for name in _RUN_FILES) or any(out.glob("checkpoint-*")):
+        return
+    shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+    raise ConfigError(
+        f"output_dir {out}: holds {shown}, and no earlier training run ({RECORD_NAME} or checkpoint-*); the "
+        "trainer would replace files there. Choose a new or empty output_dir"
+    )

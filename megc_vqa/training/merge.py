@@ -18,6 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
+from megc_vqa.errors import MegcError
+from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable, read_json_object
+
 log = logging.getLogger(__name__)
 
 
@@ -43,14 +46,44 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     # The adapter check run_vqa's loading does (megc_vqa.models.adapters), the cheap part before the base
     # model loads; load_for_inference applies the rest (tensor names and shapes against the base).
     check_adapter_files(adapter)
+    check_merge_output(adapter, out)  # before the slow load
     model, processor = load_for_inference(adapter, dtype=dtype)
     merged = model.merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out)
-    processor.save_pretrained(out)
-    if find_record(adapter) is not None:
-        replace(read_contract(adapter), use_peft=False, merged_from=str(adapter)).write(out)
+    # Built beside --out and moved in whole; only an earlier merge is replaced (save_pretrained would also
+    # delete stale weight shards of whatever model was in the folder).
+    with atomic_folder(out, WRITER, what="--out", legacy=_earlier_merge) as tmp:
+        merged.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        if find_record(adapter) is not None:
+            replace(read_contract(adapter), use_peft=False, merged_from=str(adapter)).write(tmp)
     return out
+
+
+WRITER = "megc-vqa merge-adapter"
+
+
+def _earlier_merge(folder: Path) -> bool:
+    """A merged model written before output markers: its training record says what it was merged from."""
+    from megc_vqa.models.contract import RECORD_NAME
+
+    try:
+        return bool(read_json_object(folder / RECORD_NAME).get("merged_from"))
+    except MegcError:
+        return False
+
+
+def check_merge_output(adapter: Path, out: Path) -> None:
+    """Refuse an ``--out`` that is or holds the adapter, its local base model or the working folder, or
+    that holds anything but an earlier merge (nothing is deleted that merge-adapter did not write)."""
+    try:
+        base = read_json_object(adapter / "adapter_config.json").get("base_model_name_or_path")
+    except MegcError:
+        base = None
+    inputs = [("the adapter", adapter), ("the current folder", Path.cwd())]
+    if isinstance(base, str) and Path(base).is_dir():
+        inputs.append(("the base model", Path(base)))
+    check_outside(out, inputs, label=f"--out {out}")
+    check_replaceable(out, WRITER, what="--out", legacy=_earlier_merge)
 
 
 def run(args: argparse.Namespace) -> int:

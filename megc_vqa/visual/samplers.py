@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from megc_vqa.fileio import atomic_write_bytes
 from megc_vqa.frame_names import is_image
 from megc_vqa.records import Clip, FrameSource
 from megc_vqa.visual.apex import estimate_apex
@@ -393,11 +395,10 @@ def _save(path: Path, result: VisualInputs, spec: SamplerSpec) -> None:
         arrays["video"] = result.video
     for k, image in enumerate(extra):
         arrays[f"extra{k}"] = image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:  # a file handle keeps numpy from appending another .npz
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache file
+    buffer = io.BytesIO()  # a file object keeps numpy from appending another .npz
+    np.savez(buffer, **arrays)
+    # atomic: a crash never leaves a half-written cache file, and a FIFO or link there is refused
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load(path: Path) -> VisualInputs | None:
