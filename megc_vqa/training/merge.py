@@ -45,8 +45,8 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
 
     # The adapter check run_vqa's loading does (megc_vqa.models.adapters), the cheap part before the base
     # model loads; load_for_inference applies the rest (tensor names and shapes against the base).
+    check_merge_output(adapter, out)  # before the slow load, and before reading the adapter's weights
     check_adapter_files(adapter)
-    check_merge_output(adapter, out)  # before the slow load
     model, processor = load_for_inference(adapter, dtype=dtype)
     merged = model.merge_and_unload()
     # Built beside --out and moved in whole; only an earlier merge is replaced (save_pretrained would also
