@@ -4,11 +4,16 @@ Everything above (annotations, QA records, visual caches, training, answering, s
 layer) writes through :func:`atomic_write_bytes` so that a kill at the wrong moment never leaves a half file
 that the next command cannot read, and reads JSONL through :func:`parse_jsonl` so that every defect is
 reported with its file and line.
+
+Every reader here is bounded by :mod:`megc_vqa.limits`: a JSONL file and each of its lines
+(:func:`read_jsonl_bytes`, :func:`parse_jsonl`), a JSON object file (:func:`read_json_object`,
+:func:`read_json_bytes`) and a YAML file (:func:`load_yaml_file`: size, and no aliases).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -17,6 +22,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from megc_vqa.errors import InputError
+from megc_vqa.limits import JSON_BYTES, JSONL_BYTES, JSONL_LINE_BYTES, YAML_BYTES, read_bounded
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
     """Parse JSONL bytes, keeping line numbers. Never raises: defects come back as problems.
 
     A BOM, CRLF line ends, blank lines, non-UTF-8 bytes, a line that is not one JSON object and an
-    empty file are errors (the leaderboard parses strictly); the rows that did parse are returned.
+    empty file are errors (the leaderboard parses strictly); the rows that did parse are returned. A line
+    longer than :data:`megc_vqa.limits.JSONL_LINE_BYTES` is an error naming the limit (and not parsed).
     """
     problems: list[Problem] = []
     if not data.strip():
@@ -58,6 +67,7 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
         problems.append(Problem(name, line, f"not valid UTF-8 ({err.reason})"))
         text = data.decode("utf-8", errors="replace")
     rows: list[JsonlRow] = []
+    line_cap, line_hint = JSONL_LINE_BYTES.value, JSONL_LINE_BYTES.hint()
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start a new one
@@ -68,6 +78,11 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
                 problems.append(Problem(name, number, "CRLF line ending; use LF ('\\n') only"))
                 crlf_reported = True
             line = line[:-1]
+        if len(line) > line_cap // 4 and len(line.encode("utf-8")) > line_cap:  # a character: <= 4 bytes
+            problems.append(
+                Problem(name, number, f"line of {len(line.encode('utf-8')):,} bytes, over the {line_hint}")
+            )
+            continue
         if not line.strip():
             problems.append(Problem(name, number, "blank line"))
             continue
@@ -76,6 +91,9 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
         except json.JSONDecodeError as err:
             problems.append(Problem(name, number, f"not valid JSON: {err.msg} (column {err.colno})"))
             continue
+        except RecursionError:
+            problems.append(Problem(name, number, "not valid JSON: nested too deeply"))
+            continue
         if not isinstance(obj, dict):
             problems.append(Problem(name, number, f"expected a JSON object, got {type(obj).__name__}"))
             continue
@@ -83,10 +101,73 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
     return rows, problems
 
 
+def read_jsonl_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a JSONL file for :func:`parse_jsonl`, refused over :data:`megc_vqa.limits.JSONL_BYTES`
+    (:class:`InputError` naming the file and the limit)."""
+    return read_bounded(path, JSONL_BYTES, "JSONL file")
+
+
+def read_json_bytes(path: str | os.PathLike[str], what: str = "JSON file") -> bytes:
+    """The bytes of a JSON file, refused over :data:`megc_vqa.limits.JSON_BYTES`."""
+    return read_bounded(path, JSON_BYTES, what)
+
+
+def loads_json(data: bytes | str, where: str, what: str = "JSON file") -> Any:
+    """``json.loads`` whose failures (bad JSON, bad UTF-8, nesting deep enough to exhaust the stack) are one
+    :class:`InputError` naming ``where``."""
+    try:
+        return json.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}: not a valid {what} (not UTF-8: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not a valid {what} ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise InputError(f"{where}: not a valid {what} (nested too deeply)") from None
+
+
+def load_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
+    """A YAML file parsed safely and with bounded work: at most :data:`megc_vqa.limits.YAML_BYTES`, and no
+    aliases (``*name``), which let a 1 KB file expand to billions of nodes ("billion laughs"); recipes
+    write each value out. A file over the limit raises :class:`InputError` naming it; a syntax error, an
+    alias or nesting deep enough to exhaust the stack raise ``yaml.YAMLError`` for the caller to word
+    (and ``UnicodeDecodeError`` for bytes that are not UTF-8)."""
+    import yaml
+
+    data = read_bounded(path, YAML_BYTES, what)
+    try:
+        return yaml.load(data.decode("utf-8-sig"), Loader=_no_alias_loader())  # a SafeLoader
+    except RecursionError:
+        raise yaml.YAMLError(f"{path}: nested too deeply") from None
+
+
+@functools.cache
+def _no_alias_loader() -> type:
+    """The loader class, built on first use (importing this module does not import PyYAML)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` that refuses aliases: the expansion they allow is unbounded."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"found the alias *{event.anchor}: aliases are not accepted (they let a small file expand "
+                    "without bound); write the value out",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> list[dict[str, Any]]:
     """Rows of a JSONL file. Lenient by default (BOM, CRLF and blank lines are tolerated);
-    a line that is not a JSON object always raises ``ValueError`` naming the file and line."""
-    rows, problems = parse_jsonl(Path(path).read_bytes(), str(path))
+    a line that is not a JSON object always raises ``ValueError`` naming the file and line; a file over
+    :data:`megc_vqa.limits.JSONL_BYTES` raises :class:`InputError` naming the limit."""
+    rows, problems = parse_jsonl(read_jsonl_bytes(path), str(path))
     tolerated = ("BOM", "CRLF", "blank line")
     fatal = [p for p in problems if strict or not any(t in p.message for t in tolerated)]
     if fatal:
@@ -97,12 +178,10 @@ def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> list[di
 def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> dict[str, Any]:
     """A JSON object from a file the project wrote (adapter config, training record, ...); an empty,
     cut or foreign file raises :class:`megc_vqa.errors.InputError` naming the file (never a bare
-    ``JSONDecodeError``)."""
-    from megc_vqa.errors import InputError
-
+    ``JSONDecodeError``); a file over :data:`megc_vqa.limits.JSON_BYTES` is refused naming the limit."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_json_bytes(path, what)
     except FileNotFoundError:
         raise InputError(f"{path}: no such {what}") from None
     if not data.strip():
@@ -111,6 +190,8 @@ def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> d
         obj = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a valid {what} ({err})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a valid {what} (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: not a valid {what} (expected a JSON object, got {type(obj).__name__})")
     return obj

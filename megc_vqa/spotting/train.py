@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megc_vqa.errors import InputError
+from megc_vqa.fileio import load_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
     if not path.is_file():
         raise InputError(f"spotting recipe {path} does not exist (see recipes/spotting/*.yaml)")
     try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        recipe = load_yaml_file(path, "spotting recipe") or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not a valid YAML recipe ({' '.join(str(err).split())[:300]})") from None
     reject_unknown_keys(recipe, RECIPE_SECTIONS, str(path), "recipe section")

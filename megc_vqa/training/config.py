@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import load_yaml_file
 from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
@@ -225,8 +226,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"recipe {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
+        data = load_yaml_file(p, "recipe") or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a recipe is a mapping of key: value lines, got {type(data).__name__}")

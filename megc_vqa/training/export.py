@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
+from megc_vqa.fileio import load_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,10 @@ class ExportSettings:
 
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = load_yaml_file(p, "recipe") or {}
         except FileNotFoundError:
             raise UsageError(f"--recipe {p}: no such file") from None
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise UsageError(f"--recipe {p}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise UsageError(f"--recipe {p}: a recipe is a mapping of key: value lines")

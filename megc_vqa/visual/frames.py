@@ -22,7 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from megc_vqa.errors import InputError
 from megc_vqa.frame_names import IMAGE_SUFFIXES, frame_number, is_image
+from megc_vqa.limits import check_image_header
 from megc_vqa.records import Clip, FrameSource
 
 logger = logging.getLogger(__name__)
@@ -275,6 +277,10 @@ def _imread(path: Path, flags: int) -> np.ndarray:
         raise FrameError(f"{path}: cannot read frame image ({err.strerror})") from None
     if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-64:].tobytes():
         raise FrameError(f"{path}: cannot decode frame image (truncated JPEG: no end-of-image marker)")
+    try:
+        check_image_header(data.data, str(path))  # the pixel count, before OpenCV allocates it
+    except InputError as err:
+        raise FrameError(str(err)) from None
     try:
         image = cv2.imdecode(data, flags) if data.size else None
     except cv2.error as err:
