@@ -101,6 +101,44 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
     return rows, problems
 
 
+# The problems of parse_jsonl that lenient readers accept (their messages start so).
+TOLERATED_PROBLEMS = ("file starts with a UTF-8 BOM", "CRLF line ending", "blank line", "empty file")
+
+
+def is_plain_name(name: str) -> bool:
+    """A single folder or file name: not empty, not ``.``/``..``, no separator or NUL (so joining it to a
+    root cannot leave the root). Question files name clips and videos so."""
+    return (
+        bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+    )
+
+
+def is_inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in ``root`` (or is it), compared lexically after making both absolute.
+
+    Lexical on purpose: a dataset laid out with symlinks by its owner still works, while a path *written
+    in an input file* (``..``, an absolute path) cannot climb out. Links inside a root are the root
+    owner's doing; a file's text is not."""
+    target = os.path.normpath(os.path.abspath(path))
+    base = os.path.normpath(os.path.abspath(root))
+    return os.path.commonpath([target, base]) == base
+
+
+def resolve_inside(
+    value: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]], where: str, allow: str
+) -> Path:
+    """``value`` (a path written in an input file) resolved against the first of ``roots``; it must lie
+    inside one of them, else :class:`InputError` naming ``where``, the value, the roots and ``allow`` (how
+    to let the path in from the command line)."""
+    roots = [Path(r) for r in roots]
+    path = Path(value)
+    path = path if path.is_absolute() else roots[0] / path
+    if any(is_inside(path, root) for root in roots):
+        return Path(os.path.normpath(path))
+    inside = " or ".join(str(r) for r in roots)
+    raise InputError(f"{where}: {str(value)!r} is outside {inside}; {allow}")
+
+
 def read_jsonl_bytes(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a JSONL file for :func:`parse_jsonl`, refused over :data:`megc_vqa.limits.JSONL_BYTES`
     (:class:`InputError` naming the file and the limit)."""

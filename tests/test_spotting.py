@@ -719,7 +719,8 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
     assert {(r["subject"], r["video"]) for r in gt_rows} == {(v.subject, v.video_id) for v in videos}
     assert list(gt_rows[0]) == ["subject", "video", "onset", "offset", "emotion", "type"]
     for argv in (
-        ["--videos", str(paths["samm_lv_videos"])],
+        # the sidecar names frame folders under the data root: the command line lets them in (issue 21)
+        ["--videos", str(paths["samm_lv_videos"]), "--videos-under", str(tmp_path / "data")],
         ["--videos-root", str(tmp_path / "data" / "samm_lv"), "--dataset", "samm_lv"],
     ):
         out = tmp_path / f"out{len(argv)}"
@@ -732,7 +733,8 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
         assert {v["fps"] for v in summary["videos"].values()} == {200.0}
     bad = tmp_path / "bad_gt.csv"
     bad.write_text(paths["samm_lv_str_gt"].read_text() + "006,006_9,1,10,others,micro\n")
-    argv = ["--videos", str(paths["samm_lv_videos"]), "--gt", str(bad), "--out", str(tmp_path / "o")]
+    argv = ["--videos", str(paths["samm_lv_videos"]), "--videos-under", str(tmp_path / "data"), "--gt", str(bad),
+            "--out", str(tmp_path / "o")]
     assert _script("run_str.py")(argv) == 2  # one clear error, behind the command's error boundary
     assert "006/006_9" in capsys.readouterr().err.strip().splitlines()[-1]
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import is_inside, is_plain_name
+
 log = logging.getLogger(__name__)
 
 LOG_NAME = "answers.jsonl"
@@ -110,13 +112,20 @@ class RunResult:
 
 def frame_folder(frames_root: Path, video: str) -> Path | None:
     """Where a test clip's frames are: ``ROOT/<video>/``, or the organisers' ``ROOT/<SAMM|CAS>/<video>/``,
-    or ``ROOT/frames/<video>/`` (``megc-vqa synth-test`` output)."""
-    for candidate in (
-        frames_root / video,
-        frames_root / video.split("-")[0] / video,
-        frames_root / "frames" / video,
-    ):
-        if candidate.is_dir():
+    or ``ROOT/frames/<video>/`` (``megc-vqa synth-test`` output).
+
+    ``video`` comes from a question file, so only a plain name is looked up (``read_questions`` refuses
+    others) and every candidate must lie under ``frames_root`` (lexically: a root laid out with symlinks
+    by its owner still works; a name written in a file cannot climb out, e.g. ``..-x`` whose prefix is
+    ``..``)."""
+    if not is_plain_name(video):
+        return None
+    prefix = video.split("-")[0]
+    candidates = [frames_root / video, frames_root / "frames" / video]
+    if is_plain_name(prefix):
+        candidates.insert(1, frames_root / prefix / video)
+    for candidate in candidates:
+        if is_inside(candidate, frames_root) and candidate.is_dir():
             return candidate
     return None
 

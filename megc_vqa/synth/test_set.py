@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from megc_vqa.errors import InputError
+from megc_vqa.fileio import TOLERATED_PROBLEMS, parse_jsonl, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa import templates as T
 from megc_vqa.records import Clip, Event, FrameSource, LongVideo
@@ -84,16 +86,15 @@ def read_questions(path: Path) -> list[dict]:
     """Rows of an organiser question file (``video_id``, ``video``, ``question``, ``answer``)."""
     rows = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        parsed, problems = parse_jsonl(read_jsonl_bytes(path), str(path))  # bounded: megc_vqa.limits
     except OSError as err:
         raise QuestionFileError(f"{path}: cannot read question file ({err.strerror})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise QuestionFileError(f"{path}:{n}: not a JSON object ({err.msg})") from None
+    except InputError as err:
+        raise QuestionFileError(str(err)) from None
+    fatal = [p for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
+    if fatal:
+        raise QuestionFileError(f"{fatal[0].file}:{fatal[0].line}: {fatal[0].message}")
+    for n, row in ((r.line, r.data) for r in parsed):
         missing = [k for k in ("video", "question") if not isinstance(row, dict) or k not in row]
         if missing:
             raise QuestionFileError(f"{path}:{n}: missing key(s) {missing}")
