@@ -26,7 +26,8 @@ limit                     default             what it bounds, and the real size 
 ``workers``               256                 worker processes of a command
 ``votes``                 256                 sampled answers per question (``run_vqa --votes``)
 ``batch_size``            65 536              rows per batch (``--batch-size``)
-``epochs``                100 000             training epochs (``spot-train --epochs``)
+``epochs``                100 000             training epochs (``spot-train --epochs``, recipes)
+``samples``               100 000 000         spotter training samples per epoch (a recipe's key)
 ========================  ==================  ========================================================
 """
 
@@ -93,6 +94,7 @@ WORKERS = Limit("workers", 256, "worker processes")
 VOTES = Limit("votes", 256, "votes per question")
 BATCH_SIZE = Limit("batch_size", 65_536, "rows per batch")
 EPOCHS = Limit("epochs", 100_000, "epochs")
+SAMPLES = Limit("samples", 100_000_000, "samples per epoch")
 
 ALL: tuple[Limit, ...] = (
     ZIP_MEMBERS,
@@ -108,19 +110,32 @@ ALL: tuple[Limit, ...] = (
     VOTES,
     BATCH_SIZE,
     EPOCHS,
+    SAMPLES,
 )
 
 
-def check_count(option: str, value: int | None, limit: Limit, *, minimum: int | None = 1) -> None:
-    """A count given on the command line (``--subjects``): at least ``minimum`` and within ``limit``.
+def check_count(
+    option: str,
+    value: float | None,
+    limit: Limit,
+    *,
+    minimum: float | None = 1,
+    where: str | None = None,
+    error: type[Exception] = UsageError,
+) -> None:
+    """A count (``--subjects``, a recipe's ``batch_size``): at least ``minimum`` and within ``limit``, else
+    ``error`` naming the option, the value, the limit and its variable. ``None`` passes.
 
     >>> check_count("--votes", 3, VOTES)
     """
     if value is None:
         return
-    check_number(option, value, minimum=minimum)
+    try:
+        check_number(option, value, minimum=minimum, where=where)
+    except UsageError as err:
+        raise error(str(err)) from None
     if value > limit.value:
-        raise limit.exceeded(option, f"{value:,} is too many", UsageError)
+        raise limit.exceeded(f"{where}: {option}" if where else option, f"{value:,} is too many", error)
 
 
 def read_bounded(path: str | os.PathLike[str], limit: Limit, what: str = "file") -> bytes:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.fileio import is_inside, is_plain_name
+from megc_vqa.limits import BATCH_SIZE, VOTES, check_count
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ def check_run_options(
     """Every numeric option of a run, checked before anything loads (``UsageError`` naming the option)."""
     from megc_vqa.errors import UsageError, check_number
 
-    check_number("--batch-size", batch_size, minimum=1)
-    check_number("--votes", votes, minimum=1)
+    check_count("--batch-size", batch_size, BATCH_SIZE)
+    check_count("--votes", votes, VOTES)
     check_number("--temperature", temperature, minimum=0)
     if votes > 1 and temperature <= 0:
         raise UsageError(

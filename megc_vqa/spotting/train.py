@@ -30,6 +30,7 @@ from pathlib import Path
 
 from megc_vqa.errors import InputError
 from megc_vqa.fileio import load_yaml_file
+from megc_vqa.limits import BATCH_SIZE, EPOCHS, SAMPLES, WORKERS, check_count
 
 log = logging.getLogger(__name__)
 
@@ -330,19 +331,19 @@ def check_train_config(cfg: TrainConfig, where: str = "train") -> None:
     def num(key: str, **bounds: float) -> None:
         check_number(f"{where}.{key}", getattr(cfg, key), **bounds)
 
-    num("epochs", minimum=1)
-    num("batch_size", minimum=1)
+    check_count(f"{where}.epochs", cfg.epochs, EPOCHS)
+    check_count(f"{where}.batch_size", cfg.batch_size, BATCH_SIZE)
+    check_count(f"{where}.samples_per_epoch", cfg.samples_per_epoch, SAMPLES)
     num("lr", above=0)
     num("weight_decay", minimum=0)
     num("balance", minimum=0)
-    num("samples_per_epoch", minimum=1)
     num("pos_weight_max", minimum=1)
     num("emotion_weight", minimum=0)
     num("val_subjects", minimum=0)
     num("iou", above=0, maximum=1)
     num("phases", minimum=1)
     num("seed", minimum=0)
-    num("threads", minimum=1)
+    check_count(f"{where}.threads", cfg.threads, WORKERS)
     for key in ("thresholds", "extents"):
         values = getattr(cfg, key)
         if not values:
@@ -548,7 +549,7 @@ def run(args: argparse.Namespace) -> int:
     from megc_vqa.errors import UsageError, check_number
     from megc_vqa.fileio import atomic_write_text
 
-    check_number("--epochs", args.epochs, minimum=1)
+    check_count("--epochs", args.epochs, EPOCHS)
     check_number("--fps", args.fps, above=0)
     if args.gt and not Path(args.gt).is_file():
         raise UsageError(f"--gt {args.gt}: no such file")

@@ -7,6 +7,9 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.errors import check_number
+from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
+
 log = logging.getLogger(__name__)
 DATASETS = "casme2,samm,smic,casme3,casme2_long,samm_lv"
 
@@ -52,9 +55,11 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not datasets:
         log.error("unknown dataset(s) %s; choose from %s", unknown or "(none given)", DATASETS)
         return 2
-    if args.subjects < 1 or args.clips_per_subject < 1 or not 32 <= args.size <= 1024:
-        log.error("--subjects and --clips-per-subject must be >= 1 and --size within 32..1024")
-        return 2
+    check_count("--subjects", args.subjects, SYNTH_COUNT)
+    check_count("--clips-per-subject", args.clips_per_subject, SYNTH_COUNT)
+    check_count("--subjects x --clips-per-subject", args.subjects * args.clips_per_subject, SYNTH_COUNT)
+    check_count("--workers", args.workers, WORKERS)
+    check_number("--size", args.size, minimum=32, maximum=1024)
     stale = [d for d in datasets if (args.out / d).is_dir() and any((args.out / d).iterdir())]
     if stale:
         log.warning("%s already hold files; frames of an earlier run may remain (use an empty --out)", stale)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.fileio import load_yaml_file
+from megc_vqa.limits import BATCH_SIZE, EPOCHS, WORKERS, check_count
 from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
@@ -400,9 +401,18 @@ def check_ranges(recipe: Recipe) -> None:
         ("save_total_limit", t.save_total_limit, {"minimum": 1}),
         ("dataloader_num_workers", t.dataloader_num_workers, {"minimum": 0}),
     ]
+    counts = [
+        ("per_device_train_batch_size", t.per_device_train_batch_size, BATCH_SIZE),
+        ("per_device_eval_batch_size", t.per_device_eval_batch_size, BATCH_SIZE),
+        ("gradient_accumulation_steps", t.gradient_accumulation_steps, BATCH_SIZE),
+        ("num_train_epochs", t.num_train_epochs, EPOCHS),
+        ("dataloader_num_workers", t.dataloader_num_workers, WORKERS),
+    ]
     try:
         for name, value, bounds in checks:
             check_number(name, value, where=where, **bounds)
+        for name, value, limit in counts:
+            check_count(name, value, limit, minimum=None, where=where)
     except UsageError as err:
         raise ConfigError(str(err)) from None
     if (
