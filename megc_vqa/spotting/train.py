@@ -23,13 +23,21 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megc_vqa.errors import InputError
-from megc_vqa.fileio import load_yaml_file
+from megc_vqa.errors import InputError, cut
+from megc_vqa.fileio import (
+    TOLERATED_PROBLEMS,
+    is_inside,
+    load_yaml_file,
+    parse_jsonl,
+    read_jsonl_bytes,
+    resolve_inside,
+)
 from megc_vqa.limits import BATCH_SIZE, EPOCHS, SAMPLES, WORKERS, check_count
 
 log = logging.getLogger(__name__)
@@ -440,12 +448,13 @@ def read_long_videos_jsonl(path: str | Path) -> list:
     from megc_vqa.records import Event, FrameSource, LongVideo
 
     path = Path(path)
+    rows, problems = parse_jsonl(read_jsonl_bytes(path), str(path))  # bounded: megc_vqa.limits
+    fatal = [p for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
+    if fatal:
+        raise InputError(str(fatal[0]))
     videos = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_no, rec in ((r.line, r.data) for r in rows):
         try:
-            rec = json.loads(line)
             folder = Path(rec["folder"])
             events = tuple(
                 Event(
@@ -460,9 +469,13 @@ def read_long_videos_jsonl(path: str | Path) -> list:
             fps = float(rec["fps"])
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{path} line {line_no}: not a long-video record ({err})") from None
-        if not folder.is_absolute():
-            folder = path.parent.parent / folder
-        source = FrameSource("folder", folder)
+        base = path.parent.parent
+        if not is_inside(base / folder, base):  # an absolute folder elsewhere, or one climbing out
+            raise InputError(
+                f"{path} line {line_no}: folder {cut(str(folder))} is outside {base} (the file's parent's "
+                "parent, where its frame folders are); for frames elsewhere use --gt STR_CSV --videos-root DIR"
+            )
+        source = FrameSource("folder", Path(os.path.normpath(base / folder)))
         videos.append(LongVideo("synth", str(rec["subject"]), str(rec["video"]), source, fps, events))
     return videos
 
@@ -525,6 +538,33 @@ def load_videos(data: dict, base: Path = Path(".")) -> list:
     raise InputError("recipe data section needs long_videos_jsonl, gt_csv + videos_root, or loader + roots")
 
 
+# The options that give each data path of a recipe on the command line instead (then any path is taken).
+_PATH_OPTIONS = {
+    "long_videos_jsonl": "--gt",
+    "gt_csv": "--gt",
+    "videos_root": "--videos-root",
+    "roots": "--data-root",
+}
+
+
+def check_recipe_paths(data: dict, recipe: str | Path, given: set[str] = frozenset()) -> None:
+    """A recipe's data paths (relative to the working folder, as documented) must stay below the working
+    folder: an absolute path or one climbing out with ``..`` written in a recipe is refused, naming the key
+    and the option that gives it on the command line. Keys in ``given`` come from the command line."""
+    cwd = Path.cwd()
+    for key, option in _PATH_OPTIONS.items():
+        if key in given or key not in data:
+            continue
+        values = data[key] if key == "roots" and isinstance(data[key], list) else [data[key]]
+        for value in values:
+            if not isinstance(value, str):
+                raise InputError(f"{recipe}: data.{key} {cut(value)} is not a path")
+            allow = (
+                f"a recipe names data below the working folder; give this path on the command line ({option})"
+            )
+            resolve_inside(value, [cwd], f"{recipe}: data.{key}", allow)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipes/spotting/<dataset>.yaml")
     parser.add_argument("--out", required=True, help="output folder (spotter.pt, history.json, loso.json)")
@@ -561,6 +601,8 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
     model_cfg, train_cfg, peaks, data = load_recipe(args.recipe)
+    from_cli = {"long_videos_jsonl", "gt_csv", "videos_root", "roots"} if args.gt else set()
+    check_recipe_paths(data, args.recipe, from_cli | ({"roots"} if args.data_root else set()))
     if args.gt and args.gt.endswith(".jsonl"):
         data = {"long_videos_jsonl": args.gt}
     elif args.gt:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -417,9 +418,19 @@ def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
     with (gt_dir / "long_videos.jsonl").open("w", encoding="utf-8") as fh:
         for v in videos:
             fh.write(json.dumps({
-                "subject": v.subject, "video": v.video_id, "folder": str(v.source.path), "fps": v.fps,
+                "subject": v.subject, "video": v.video_id, "folder": _folder_below(v.source.path, gt_dir.parent),
+                "fps": v.fps,
                 "n_frames": _count_frames(v), "events": [_event_json(e) for e in v.events],
             }) + "\n")  # fmt: skip
+
+
+def _folder_below(folder: str | Path, base: Path) -> str:
+    """``folder`` as written in ``long_videos.jsonl``: relative to ``base`` (the output folder, where the
+    reader looks), so the file reads the same from any working folder and its folders stay inside."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(folder), os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(folder)
 
 
 def _count_frames(video: LongVideo) -> int:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import load_yaml_file
+from megc_vqa.errors import InputError
+from megc_vqa.fileio import load_yaml_file, resolve_inside
 from megc_vqa.limits import BATCH_SIZE, EPOCHS, WORKERS, check_count
 from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
@@ -238,6 +239,34 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Recipe keys that name files or folders. Written in a recipe they must stay below the working folder
+# (relative, no '..'): recipes travel between labs, and a path in one must not read or write anywhere the
+# user did not choose. An absolute or outside path is given on the command line (``--output_dir /x``).
+RECIPE_PATH_KEYS = ("train_file", "eval_file", "visual_cache_dir", "output_dir", "logging_dir")
+
+
+def check_recipe_paths(
+    values: dict[str, Any], config_path: str | Path, given: set[str] = frozenset()
+) -> None:
+    """Refuse a path key of a recipe (:data:`RECIPE_PATH_KEYS`) that is absolute or climbs out of the working
+    folder, unless the command line gives that key (``given``), which then wins anyway."""
+    from megc_vqa.training.data import SYNTH_PREFIX
+
+    cwd = Path.cwd()
+    for key in RECIPE_PATH_KEYS:
+        value = values.get(key)
+        if key in given or not isinstance(value, str) or value.startswith(SYNTH_PREFIX):
+            continue
+        allow = (
+            "relative paths in a recipe are taken from the working folder and must stay below it; give this "
+            f"path on the command line instead (--{key} {value})"
+        )
+        try:
+            resolve_inside(value, [cwd], f"{config_path}: {key}", allow)
+        except InputError as err:
+            raise ConfigError(str(err)) from None
+
+
 def build_parser():
     """The ``HfArgumentParser`` over the three dataclasses, with this project's training defaults."""
     from transformers import HfArgumentParser
@@ -265,6 +294,8 @@ def parse_config(argv: list[str] | None = None) -> Recipe:
         config_path = args[i + 1]
         del args[i : i + 2]
         values = load_yaml(config_path)
+        given = {a.split("=", 1)[0].lstrip("-").replace("-", "_") for a in args if a.startswith("--")}
+        check_recipe_paths(values, config_path, given)
         for action in parser._actions:  # a recipe value replaces the default; the CLI still wins
             if action.dest in values:
                 action.required = False
