@@ -613,11 +613,11 @@ def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, mon
 
     videos = write_long_videos(tmp_path / "data", 6, seed=3, fps=30.0, seconds=6.0, size=48)
     recipe = tmp_path / "r.yaml"
+    monkeypatch.chdir(tmp_path)  # a recipe's data paths are relative to the working folder, below it (issue 21)
     recipe.write_text(yaml.safe_dump({
         "model": {**TINY, "widths": [4, 8, 8], "emotions": ["negative", "positive", "surprise"]},
         "train": {"epochs": 1, "batch_size": 16, "thresholds": [0.5], "extents": [0.5]},
-        "data": {"gt_csv": str(tmp_path / "data" / "gt" / "str_gt.csv"),
-                 "videos_root": str(tmp_path / "data" / "long"), "fps": 30},
+        "data": {"gt_csv": "data/gt/str_gt.csv", "videos_root": "data/long", "fps": 30},
     }))  # fmt: skip
     seen = []
     real_fit = spot_train.fit
@@ -634,6 +634,7 @@ def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, mon
         assert fold["test"] not in train_s | val_s and val_s and not train_s & val_s
     assert 0 <= report["pooled"]["f1"] <= 1
     monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
 
     import argparse
 

@@ -124,8 +124,8 @@ def read_sidecar(path: str | Path, allowed_roots: Sequence[str | Path] = ()) -> 
     entries = []
     roots = [path.parent, *map(Path, allowed_roots)]
     allow = (
-        f"a sidecar names frame folders below its own folder; give the folder holding it on the command "
-        f"line (--videos-under DIR or --videos-root DIR) to read it from {SIDECAR} entries"
+        "a sidecar names frame folders below its own folder; to read frames from elsewhere, name the folder "
+        "holding them on the command line (--videos-under DIR or --videos-root DIR)"
     )
     for k, row in enumerate(data["videos"]):
         try:
