@@ -175,10 +175,10 @@ def read_stream_bounded(stream: BinaryIO, cap: int, chunk: int = MIB) -> bytes |
             return None
 
 
-def check_image_pixels(width: int, height: int, where: str) -> None:
-    """Refuse an image whose header declares more than :data:`IMAGE_PIXELS` pixels."""
+def check_image_pixels(width: int, height: int, where: str, what: str = "image") -> None:
+    """Refuse an image (or a video's frames) whose header declares more than :data:`IMAGE_PIXELS` pixels."""
     if width * height > IMAGE_PIXELS.value:
-        raise IMAGE_PIXELS.exceeded(where, f"image of {width}x{height} = {width * height:,} pixels")
+        raise IMAGE_PIXELS.exceeded(where, f"{what} of {width}x{height} = {width * height:,} pixels")
 
 
 def open_image(source: str | os.PathLike[str] | BinaryIO, where: str):  # -> PIL.Image.Image

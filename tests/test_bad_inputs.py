@@ -746,6 +746,9 @@ def test_zip_of_20000_empty_members_is_refused_and_read_in_linear_time(tmp_path,
 def test_a_png_declaring_30000x30000_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
     import time
 
+    import cv2
+    import numpy as np
+
     from megc_vqa.qa.frame_check import _unreadable
     from megc_vqa.records import FrameSource
     from megc_vqa.visual.frames import FrameError, open_frames
@@ -764,6 +767,16 @@ def test_a_png_declaring_30000x30000_pixels_is_refused_before_decoding(tmp_path,
     small = r"64x64 = 4,096 pixels, over the limit image_pixels = 1,000"
     with pytest.raises(FrameError, match=small), open_frames(FrameSource("folder", clip)) as reader:
         reader.read([1])
+    video = tmp_path / "clip.avi"  # a video's frame size, from its headers, before decord decodes a frame
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 64))
+    if writer.isOpened():
+        for _ in range(3):
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+        writer.release()
+        with pytest.raises(
+            FrameError, match=r"clip.avi: video frames of 64x64 = 4,096 pixels, over the limit"
+        ):
+            open_frames(FrameSource("video", video))
 
 
 BILLION_LAUGHS = (
