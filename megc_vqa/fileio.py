@@ -94,6 +94,9 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
         except RecursionError:
             problems.append(Problem(name, number, "not valid JSON: nested too deeply"))
             continue
+        except ValueError as err:  # e.g. an integer of more digits than Python converts
+            problems.append(Problem(name, number, f"not valid JSON: {str(err).split(';')[0][:120]}"))
+            continue
         if not isinstance(obj, dict):
             problems.append(Problem(name, number, f"expected a JSON object, got {type(obj).__name__}"))
             continue
@@ -155,12 +158,12 @@ def loads_json(data: bytes | str, where: str, what: str = "JSON file") -> Any:
     :class:`InputError` naming ``where``."""
     try:
         return json.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
-    except UnicodeDecodeError as err:
-        raise InputError(f"{where}: not a valid {what} (not UTF-8: {err.reason})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not a valid {what} ({err.msg}, line {err.lineno})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{where}: not a valid {what} ({err})") from None
     except RecursionError:
         raise InputError(f"{where}: not a valid {what} (nested too deeply)") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise InputError(f"{where}: not a valid {what} ({str(err).split(';')[0][:120]})") from None
 
 
 def load_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
@@ -175,7 +178,11 @@ def load_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any
     try:
         return yaml.load(data.decode("utf-8-sig"), Loader=_no_alias_loader())  # a SafeLoader
     except RecursionError:
-        raise yaml.YAMLError(f"{path}: nested too deeply") from None
+        raise yaml.YAMLError("nested too deeply") from None
+    except yaml.YAMLError:
+        raise
+    except ValueError as err:  # a value the safe constructors cannot build, e.g. a 5000-digit integer
+        raise yaml.YAMLError(str(err).split(";")[0][:120]) from None
 
 
 @functools.cache
@@ -224,12 +231,7 @@ def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> d
         raise InputError(f"{path}: no such {what}") from None
     if not data.strip():
         raise InputError(f"{path}: empty {what} (a run killed while writing it?); rewrite or remove it")
-    try:
-        obj = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a valid {what} ({err})") from None
-    except RecursionError:
-        raise InputError(f"{path}: not a valid {what} (nested too deeply)") from None
+    obj = loads_json(data, str(path), what)
     if not isinstance(obj, dict):
         raise InputError(f"{path}: not a valid {what} (expected a JSON object, got {type(obj).__name__})")
     return obj

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from megc_vqa.errors import InputError, UsageError, check_number
+from megc_vqa.errors import InputError, MegcError, UsageError, check_number
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -144,10 +145,13 @@ def check_count(
 def read_bounded(path: str | os.PathLike[str], limit: Limit, what: str = "file") -> bytes:
     """The bytes of ``path``, refused (:class:`InputError` naming the file and ``limit``) when larger.
 
-    The size is checked before reading and the read itself stops one byte past the limit, so a file that
-    grows (or a FIFO, or ``/dev/zero``) cannot slip past a ``stat`` taken earlier."""
+    Only a regular file is read (a FIFO would block the command, ``/dev/zero`` never end). The size is
+    checked before reading and the read itself stops one byte past the limit, so a file that grows cannot
+    slip past the ``stat``. A missing file raises ``FileNotFoundError`` as ``open`` does."""
     path = Path(path)
     cap = limit.value
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
+        raise InputError(f"{path}: not a regular file (a folder, FIFO or device); give the {what} itself")
     with open(path, "rb") as handle:
         try:
             size = os.fstat(handle.fileno()).st_size
@@ -188,6 +192,7 @@ def open_image(source: str | os.PathLike[str] | BinaryIO, where: str):  # -> PIL
     image pass through (``UnidentifiedImageError``, ``OSError``) for the caller to word."""
     from PIL import Image
 
+    limit = IMAGE_PIXELS.value  # first: a bad MEGC_VQA_MAX_IMAGE_PIXELS is a usage error, never a skip
     # Pillow's own decompression-bomb guard (a warning, then an error naming its own limit) is set aside
     # while the header is read, so that the refusal the user sees is this one, naming this limit; it is
     # left in step with ours for any other Pillow use.
@@ -197,9 +202,9 @@ def open_image(source: str | os.PathLike[str] | BinaryIO, where: str):  # -> PIL
         try:
             image = Image.open(source)
         finally:
-            Image.MAX_IMAGE_PIXELS = IMAGE_PIXELS.value
+            Image.MAX_IMAGE_PIXELS = limit
     width, height = image.size
-    if width * height > IMAGE_PIXELS.value:
+    if width * height > limit:
         image.close()
         check_image_pixels(width, height, where)
     return image
@@ -214,7 +219,7 @@ def check_image_header(data: bytes | bytearray | memoryview, where: str) -> tupl
     try:
         with open_image(io.BytesIO(data), where) as image:
             return image.size
-    except InputError:
+    except MegcError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None

@@ -831,6 +831,19 @@ def test_an_over_long_jsonl_line_is_refused_with_its_line(tmp_path, monkeypatch,
     assert "pred.jsonl:2: error: line of 5," in capsys.readouterr().out
 
 
+def test_a_fifo_given_as_a_question_file_is_refused_not_waited_on(tmp_path):
+    from megc_vqa.errors import InputError
+    from megc_vqa.fileio import read_jsonl
+    from megc_vqa.qa.io import QAFileError, read_questions
+
+    fifo = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(QAFileError, match="not a regular file"):
+        read_questions(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_jsonl(fifo)
+
+
 def test_deeply_nested_json_is_an_error_not_a_traceback(tmp_path):
     from megc_vqa.errors import InputError
     from megc_vqa.fileio import parse_jsonl, read_json_object
@@ -838,6 +851,10 @@ def test_deeply_nested_json_is_an_error_not_a_traceback(tmp_path):
     deep = b"[" * 200_000 + b"]" * 200_000
     _, problems = parse_jsonl(deep + b"\n", "deep.jsonl")
     assert [p.message for p in problems] == ["not valid JSON: nested too deeply"]
+    _, problems = parse_jsonl(b'{"answer": ' + b"1" * 5000 + b"}\n", "digits.jsonl")  # Python's int limit
+    assert [p.message for p in problems] == [
+        "not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"
+    ]
     (tmp_path / "deep.json").write_bytes(deep)
     with pytest.raises(InputError, match="nested too deeply"):
         read_json_object(tmp_path / "deep.json")

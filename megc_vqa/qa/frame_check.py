@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, UsageError
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.limits import open_image
 from megc_vqa.records import Clip, Skip
@@ -71,6 +71,8 @@ def _unreadable(path: Path) -> str | None:
                 return f"image is {width}x{height} px (at least {MIN_SIDE} px a side)"
             im.draft("L", (max(1, width // 8), max(1, height // 8)))  # JPEG: decode at 1/8, still every byte
             im.load()
+    except UsageError:  # a bad MEGC_VQA_MAX_* value: the user's setting, not this frame
+        raise
     except InputError as err:
         return str(err).removeprefix(f"{path}: ")
     except UnidentifiedImageError:
