@@ -142,6 +142,17 @@ def check_count(
         raise limit.exceeded(f"{where}: {option}" if where else option, f"{value:,} is too many", error)
 
 
+# The side, in pixels, every frame is resized to (``--image-size``, a recipe's ``image_size``): the visual
+# layer allocates frames of this size for every sampled image, so it is bounded like a decoded image.
+MIN_IMAGE_SIDE = 16
+MAX_IMAGE_SIDE = 4096
+
+
+def check_image_size(option: str, value: int | None, where: str | None = None) -> None:
+    """``--image-size`` / ``image_size`` within ``MIN_IMAGE_SIDE..MAX_IMAGE_SIDE`` (``None`` passes)."""
+    check_number(option, value, minimum=MIN_IMAGE_SIDE, maximum=MAX_IMAGE_SIDE, where=where)
+
+
 def read_bounded(path: str | os.PathLike[str], limit: Limit, what: str = "file") -> bytes:
     """The bytes of ``path``, refused (:class:`InputError` naming the file and ``limit``) when larger.
 

@@ -880,6 +880,18 @@ def test_huge_counts_on_the_command_line_are_refused(argv, message, tmp_path, ca
     assert not out.exists()
 
 
+def test_image_size_is_bounded_for_every_command(tmp_path, capsys):
+    (tmp_path / "v").mkdir()
+    for name in ("eval/run_str", "eval/run_lvqa"):
+        argv = ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--image-size", "100000"]
+        argv += ["--questions", str(SAMM_2025)] if name == "eval/run_lvqa" else []
+        assert script(name).main(argv) == 2
+        assert (
+            last_line(capsys.readouterr().err)
+            == "error: --image-size must be at least 16 and at most 4096 (got 100000)"
+        )
+
+
 def test_run_vqa_votes_and_batch_size_are_bounded():
     from megc_vqa.answering.run_vqa import check_run_options
     from megc_vqa.errors import UsageError

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.fileio import is_inside, is_plain_name
-from megc_vqa.limits import BATCH_SIZE, VOTES, check_count
+from megc_vqa.limits import BATCH_SIZE, VOTES, check_count, check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def check_run_options(
             f"--votes {votes} samples answers, which needs --temperature above 0 (got {temperature:g}); "
             "use --votes 1 for greedy decoding"
         )
-    check_number("--image-size", image_size, minimum=16, maximum=4096)
+    check_image_size("--image-size", image_size)
     check_number("--fps", fps, above=0)
     check_number("--max-fallback-share", max_fallback_share, minimum=0, maximum=1)
 

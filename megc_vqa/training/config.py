@@ -18,7 +18,7 @@ from typing import Any
 
 from megc_vqa.errors import InputError
 from megc_vqa.fileio import load_yaml_file, resolve_inside
-from megc_vqa.limits import BATCH_SIZE, EPOCHS, WORKERS, check_count
+from megc_vqa.limits import BATCH_SIZE, EPOCHS, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, WORKERS, check_count
 from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
@@ -416,7 +416,7 @@ def check_ranges(recipe: Recipe) -> None:
         ("lora_r", m.lora_r, {"minimum": 1}),
         ("lora_alpha", m.lora_alpha, {"above": 0}),
         ("lora_dropout", m.lora_dropout, {"minimum": 0, "maximum": 0.99}),
-        ("image_size", d.image_size, {"minimum": 16, "maximum": 4096}),
+        ("image_size", d.image_size, {"minimum": MIN_IMAGE_SIDE, "maximum": MAX_IMAGE_SIDE}),
         ("min_pixels", d.min_pixels, {"minimum": 1}),
         ("max_pixels", d.max_pixels, {"minimum": 1}),
         ("max_train_samples", d.max_train_samples, {"minimum": 1}),

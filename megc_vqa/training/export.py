@@ -33,6 +33,7 @@ from typing import Any
 
 from megc_vqa.errors import UsageError
 from megc_vqa.fileio import load_yaml_file
+from megc_vqa.limits import check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,9 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
         parse_sampler(settings.visual_spec)
     except ValueError as err:
         raise UsageError(f"visual_spec: {err}") from None
+    check_image_size(
+        "image_size", settings.image_size, where=f"--recipe {args.recipe}" if args.recipe else None
+    )
     if settings.val_subjects and settings.val_fraction:
         raise UsageError("give val_fraction or val_subjects, not both")
     if not 0.0 <= float(settings.val_fraction or 0.0) < 1.0:
