@@ -692,6 +692,20 @@ def _big_png(width: int = 30000, height: int = 30000) -> bytes:
     )
 
 
+def test_every_limit_is_documented_and_a_bad_setting_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    from megc_vqa import limits
+
+    for limit in limits.ALL:
+        assert f"``{limit.name}``" in limits.__doc__ and limit.env == f"MEGC_VQA_MAX_{limit.name.upper()}"
+    monkeypatch.setenv("MEGC_VQA_MAX_ZIP_MEMBERS", "lots")
+    (tmp_path / "s.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    assert script("eval/validate").main([str(tmp_path / "s.zip")]) == 2
+    assert (
+        last_line(capsys.readouterr().err)
+        == "error: MEGC_VQA_MAX_ZIP_MEMBERS='lots': expected a positive integer"
+    )
+
+
 def test_zip_bomb_member_is_refused_with_its_limit_before_unpacking(tmp_path, capsys):
     import time
 
