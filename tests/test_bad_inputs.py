@@ -737,6 +737,20 @@ def test_zip_total_unpacked_size_is_bounded(tmp_path, monkeypatch):
     assert any("zip_total_bytes = 1,500" in m and "MEGC_VQA_MAX_ZIP_TOTAL_BYTES" in m for m in messages)
 
 
+def test_an_encrypted_zip_member_is_a_problem_not_a_traceback(tmp_path):
+    from megc_vqa.submission.validate import validate_files
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("me_vqa_samm_test_pred.jsonl", b"{}\n")
+    data = bytearray(buffer.getvalue())
+    data[6] |= 1  # the "encrypted" flag, in the local and the central header
+    data[data.find(b"PK\x01\x02") + 8] |= 1
+    (tmp_path / "s.zip").write_bytes(bytes(data))
+    [problem] = validate_files([tmp_path / "s.zip"], [])
+    assert problem.message == "the member is encrypted: zip it again without a password"
+
+
 def test_zip_of_20000_empty_members_is_refused_and_read_in_linear_time(tmp_path, monkeypatch):
     import time
 

@@ -276,6 +276,11 @@ def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[P
                     problems.append(
                         Problem(display, 0, f"two members of the zip are named {base} (in different folders)")
                     )
+                if info.flag_bits & 0x1:  # zipfile would raise a bare RuntimeError on open
+                    problems.append(
+                        Problem(display, 0, "the member is encrypted: zip it again without a password")
+                    )
+                    continue
                 if info.file_size > member_cap:
                     size = f"{info.file_size:,} bytes"
                     problems.append(
