@@ -28,6 +28,7 @@ limit                     default             what it bounds, and the real size 
 ``batch_size``            65 536              rows per batch (``--batch-size``)
 ``epochs``                100 000             training epochs (``spot-train --epochs``, recipes)
 ``samples``               100 000 000         spotter training samples per epoch (a recipe's key)
+``sampled_frames``        1 024               frames a visual spec samples per clip (``uniform:N``)
 ========================  ==================  ========================================================
 
 ``jsonl_line_bytes`` is generous because the validator reads, and warns on, a prediction whose answer is an
@@ -99,6 +100,7 @@ VOTES = Limit("votes", 256, "votes per question")
 BATCH_SIZE = Limit("batch_size", 65_536, "rows per batch")
 EPOCHS = Limit("epochs", 100_000, "epochs")
 SAMPLES = Limit("samples", 100_000_000, "samples per epoch")
+SAMPLED_FRAMES = Limit("sampled_frames", 1024, "frames sampled per clip")
 
 ALL: tuple[Limit, ...] = (
     ZIP_MEMBERS,
@@ -115,6 +117,7 @@ ALL: tuple[Limit, ...] = (
     BATCH_SIZE,
     EPOCHS,
     SAMPLES,
+    SAMPLED_FRAMES,
 )
 
 

@@ -920,6 +920,22 @@ def test_image_size_is_bounded_for_every_command(tmp_path, capsys):
         )
 
 
+def test_frames_sampled_per_clip_are_bounded(tmp_path, capsys):
+    from megc_vqa.training.export import ExportSettings
+    from megc_vqa.visual.samplers import parse_sampler
+
+    assert parse_sampler("uniform:1024+flow").n_frames == 1024
+    with pytest.raises(ValueError, match=r"uniform:100,000,000 is over the limit sampled_frames = 1,024"):
+        parse_sampler("uniform:100000000")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("visual_spec: uniform:100000000\n")
+    assert cli(["export", "--format", "swift", "--qa", str(tmp_path / "qa.jsonl"), "--out", str(tmp_path / "x"),
+                "--recipe", str(recipe)]) == 2  # fmt: skip
+    assert (
+        ExportSettings.from_recipe(recipe).visual_spec == "uniform:100000000"
+    )  # read as written, refused above
+
+
 def test_run_vqa_votes_and_batch_size_are_bounded():
     from megc_vqa.answering.run_vqa import check_run_options
     from megc_vqa.errors import UsageError
