@@ -28,7 +28,9 @@ limit                     default             what it bounds, and the real size 
 ``batch_size``            65 536              rows per batch (``--batch-size``)
 ``epochs``                100 000             training epochs (``spot-train --epochs``, recipes)
 ``samples``               100 000 000         spotter training samples per epoch (a recipe's key)
-``sampled_frames``        1 024               frames a visual spec samples per clip (``uniform:N``)
+``sampled_frames``        1 024               frames sampled per clip (``uniform:N``) or spotter window
+``spotter_crop``          512                 a spotting recipe's ``model.size`` (64-128 px in use)
+``spotter_width``         4 096               a spotting recipe's ``model.hidden`` and ``widths``
 ========================  ==================  ========================================================
 
 ``jsonl_line_bytes`` is generous because the validator reads, and warns on, a prediction whose answer is an
@@ -100,7 +102,9 @@ VOTES = Limit("votes", 256, "votes per question")
 BATCH_SIZE = Limit("batch_size", 65_536, "rows per batch")
 EPOCHS = Limit("epochs", 100_000, "epochs")
 SAMPLES = Limit("samples", 100_000_000, "samples per epoch")
-SAMPLED_FRAMES = Limit("sampled_frames", 1024, "frames sampled per clip")
+SAMPLED_FRAMES = Limit("sampled_frames", 1024, "frames sampled per clip or window")
+SPOTTER_CROP = Limit("spotter_crop", 512, "pixels per side of a spotter crop")
+SPOTTER_WIDTH = Limit("spotter_width", 4096, "channels per spotter layer")
 
 ALL: tuple[Limit, ...] = (
     ZIP_MEMBERS,
@@ -118,6 +122,8 @@ ALL: tuple[Limit, ...] = (
     EPOCHS,
     SAMPLES,
     SAMPLED_FRAMES,
+    SPOTTER_CROP,
+    SPOTTER_WIDTH,
 )
 
 

@@ -936,6 +936,24 @@ def test_frames_sampled_per_clip_are_bounded(tmp_path, capsys):
     )  # read as written, refused above
 
 
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        (
+            "{hidden: 1000000000}",
+            "model.hidden: 1,000,000,000 is too many, over the limit spotter_width = 4,096",
+        ),
+        ("{size: 100000}", "model.size: 100,000 is too many, over the limit spotter_crop = 512"),
+        ("{n_frames: 100000}", "model.n_frames: 100,000 is too many, over the limit sampled_frames"),
+    ],
+)
+def test_a_spotting_recipe_cannot_ask_for_a_network_that_fills_the_memory(model, message, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {model}\n")
+    assert cli(["spot-train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
+    assert message in last_line(capsys.readouterr().err)
+
+
 def test_run_vqa_votes_and_batch_size_are_bounded():
     from megc_vqa.answering.run_vqa import check_run_options
     from megc_vqa.errors import UsageError
