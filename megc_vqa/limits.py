@@ -17,7 +17,8 @@ limit                     default             what it bounds, and the real size 
 ``zip_members``           1 000               files in a submission zip (the official ones hold <= 6)
 ``zip_member_bytes``      256 MiB             one unpacked zip member (a prediction file is < 10 MB)
 ``zip_total_bytes``       1 GiB               all unpacked members of one zip together
-``image_pixels``          50 000 000          one frame image (SAMM frames are 2040x1088 = 2.2 Mpx)
+``image_pixels``          50 000 000          one frame image (SAMM frames are 2040x1088 = 2.2 Mpx), and a
+                                              training recipe's ``min_pixels``/``max_pixels``
 ``yaml_bytes``            1 MiB               a recipe file (the shipped ones are < 4 KB)
 ``json_bytes``            64 MiB              a JSON object file (``videos.json``, configs, records)
 ``jsonl_bytes``           1 GiB               a JSONL or CSV file (questions, predictions, STR)
@@ -31,6 +32,7 @@ limit                     default             what it bounds, and the real size 
 ``sampled_frames``        1 024               frames sampled per clip (``uniform:N``) or spotter window
 ``spotter_crop``          512                 a spotting recipe's ``model.size`` (64-128 px in use)
 ``spotter_width``         4 096               a spotting recipe's ``model.hidden`` and ``widths``
+``lora_rank``             4 096               a training recipe's ``lora_r`` (8-64 in use)
 ========================  ==================  ========================================================
 
 ``jsonl_line_bytes`` is generous because the validator reads, and warns on, a prediction whose answer is an
@@ -105,6 +107,7 @@ SAMPLES = Limit("samples", 100_000_000, "samples per epoch")
 SAMPLED_FRAMES = Limit("sampled_frames", 1024, "frames sampled per clip or window")
 SPOTTER_CROP = Limit("spotter_crop", 512, "pixels per side of a spotter crop")
 SPOTTER_WIDTH = Limit("spotter_width", 4096, "channels per spotter layer")
+LORA_RANK = Limit("lora_rank", 4096, "LoRA rank")
 
 ALL: tuple[Limit, ...] = (
     ZIP_MEMBERS,
@@ -124,6 +127,7 @@ ALL: tuple[Limit, ...] = (
     SAMPLED_FRAMES,
     SPOTTER_CROP,
     SPOTTER_WIDTH,
+    LORA_RANK,
 )
 
 

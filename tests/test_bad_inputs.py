@@ -1047,6 +1047,28 @@ def test_training_recipe_paths_stay_below_the_working_folder(tmp_path, monkeypat
         check_recipe_paths({"train_file": "../qa.jsonl"}, recipe)
 
 
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--lora_r", "1000000000"], "lora_r: 1,000,000,000 is too many, over the limit lora_rank = 4,096"),
+        (
+            ["--max_pixels", "1000000000000"],
+            "max_pixels: 1,000,000,000,000 is too many, over the limit image_pixels",
+        ),
+        (
+            ["--per_device_train_batch_size", "10000000"],
+            "per_device_train_batch_size: 10,000,000 is too many",
+        ),
+    ],
+)
+def test_a_training_recipe_cannot_ask_for_unbounded_sizes(extra, message, tmp_path):
+    from megc_vqa.training.config import ConfigError, parse_config
+
+    argv = ["--config", str(REPO / "recipes/tiny/lora.yaml"), "--train_file", "synth:tiny"]
+    with pytest.raises(ConfigError, match=message):
+        parse_config([*argv, "--output_dir", str(tmp_path / "o"), *extra])
+
+
 def test_long_videos_jsonl_folders_stay_below_its_output_folder(tmp_path):
     from megc_vqa.errors import InputError
     from megc_vqa.spotting.train import read_long_videos_jsonl

@@ -18,7 +18,16 @@ from typing import Any
 
 from megc_vqa.errors import InputError
 from megc_vqa.fileio import load_yaml_file, resolve_inside
-from megc_vqa.limits import BATCH_SIZE, EPOCHS, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, WORKERS, check_count
+from megc_vqa.limits import (
+    BATCH_SIZE,
+    EPOCHS,
+    IMAGE_PIXELS,
+    LORA_RANK,
+    MAX_IMAGE_SIDE,
+    MIN_IMAGE_SIDE,
+    WORKERS,
+    check_count,
+)
 from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
@@ -438,6 +447,9 @@ def check_ranges(recipe: Recipe) -> None:
         ("gradient_accumulation_steps", t.gradient_accumulation_steps, BATCH_SIZE),
         ("num_train_epochs", t.num_train_epochs, EPOCHS),
         ("dataloader_num_workers", t.dataloader_num_workers, WORKERS),
+        ("lora_r", m.lora_r, LORA_RANK),
+        ("min_pixels", d.min_pixels, IMAGE_PIXELS),
+        ("max_pixels", d.max_pixels, IMAGE_PIXELS),
     ]
     try:
         for name, value, bounds in checks:
