@@ -771,6 +771,20 @@ def test_zip_of_20000_empty_members_is_refused_and_read_in_linear_time(tmp_path,
     assert len(problems) == 20_000 and all("wrong file name in zip" in p.message for p in problems)
 
 
+def test_validating_a_long_prediction_file_is_linear():
+    import time
+
+    from megc_vqa.submission.validate import validate_prediction_bytes
+
+    questions = [{"video_id": f"q{k}", "video": f"c{k}", "question": "Is AU1 present?", "answer": ""}
+                 for k in range(20_000)]  # fmt: skip
+    data = "".join(json.dumps({**q, "answer": "yes"}) + "\n" for q in reversed(questions)).encode()
+    start = time.perf_counter()
+    [problem] = validate_prediction_bytes(data, "p.jsonl", questions)
+    assert time.perf_counter() - start < 3  # the order check built a set per row: ~30 s
+    assert problem.message == "rows out of order: q19999 here, q0 expected"
+
+
 def test_a_png_declaring_30000x30000_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
     import time
 

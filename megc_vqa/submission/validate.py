@@ -146,7 +146,8 @@ def validate_prediction_bytes(
     for vid, (qline, _) in by_id.items():
         if vid not in first_line:
             problems.append(Problem(name, 0, f"missing video_id {vid} (question file line {qline})"))
-    expected_order = [vid for vid in by_id if vid in set(order)]
+    present = set(order)  # once: a set built per question made this quadratic in the rows
+    expected_order = [vid for vid in by_id if vid in present]
     for got, want in zip(order, expected_order, strict=True):
         if got != want:
             problems.append(Problem(name, first_line[got], f"rows out of order: {got} here, {want} expected"))
