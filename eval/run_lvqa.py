@@ -30,6 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", required=True, nargs="+", type=Path)
     p.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
     p.add_argument("--videos", type=Path, metavar="JSON", help="a videos.json sidecar instead")
+    p.add_argument(
+        "--videos-under",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a --videos sidecar may name frame folders under DIR (besides its own folder), e.g. the "
+        "--data-root prep read; repeatable",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--gt", nargs="+", type=Path, default=[], help="LVQA ground truth (answers filled)")
     p.add_argument("--spotter", type=Path, help="spotter checkpoint; default: the model-free baseline")
@@ -55,9 +64,11 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from megc_vqa.errors import UsageError, check_number
     from megc_vqa.fileio import write_jsonl
+    from megc_vqa.limits import check_image_size
     from megc_vqa.spotting.lvqa import answer_file, read_questions, vqa_event_aus
 
     check_number("--fps", args.fps, above=0)
+    check_image_size("--image-size", args.image_size)
     for q in args.questions:
         if not q.is_file():
             raise UsageError(f"--questions {q}: no such question file")
@@ -85,7 +96,9 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     videos = sorted({row["video"] for q in args.questions for row in read_questions(q)})
     policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
-    jobs = discover_videos(args.videos_root, policy, sidecar=args.videos, names=videos)
+    jobs = discover_videos(
+        args.videos_root, policy, sidecar=args.videos, names=videos, allowed_roots=args.videos_under
+    )
     spotter, peaks = load_spotter(args.spotter, args.device)
     config = STRConfig(emotion="vqa" if args.model else "head", device=args.device, plots=not args.no_plots)
     settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)

@@ -1,7 +1,8 @@
 """ME-STR: spot every long video under --videos-root, recognise each interval's emotion, write the STR CSV.
 
     python eval/run_str.py --videos-root DIR --out OUT [--gt CSV] [--spotter CKPT] [--model M --adapter A]
-    python eval/run_str.py --videos P/samm_lv_videos.json --gt P/samm_lv_str_gt.csv --out OUT   (after prep)
+    python eval/run_str.py --videos P/samm_lv_videos.json --videos-under DATA --gt P/samm_lv_str_gt.csv --out OUT
+        (after `megc-vqa prep --data-root DATA --out P`: the sidecar names frame folders under DATA)
 
 DIR holds one frame folder per video, named by the video (SAMM-LV naming: DIR/006_1/ is subject 006, video
 006_1; see megc_vqa.annotations.long_videos for the rule and how ground truth in another naming is matched). The
@@ -31,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
     p.add_argument("--videos", type=Path, metavar="JSON", help="a videos.json sidecar (prep writes one)")
+    p.add_argument(
+        "--videos-under",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a --videos sidecar may name frame folders under DIR (besides its own folder), e.g. the "
+        "--data-root prep read; repeatable",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--gt", type=Path, help="ground-truth STR CSV: scores.json and plots with GT intervals")
     p.add_argument(
@@ -71,8 +81,10 @@ def _main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.limits import check_image_size
 
     check_number("--fps", args.fps, above=0)
+    check_image_size("--image-size", args.image_size)
     check_number("--threshold", args.threshold, minimum=0, maximum=1)
     if args.gt and not args.gt.is_file():
         raise UsageError(f"--gt {args.gt}: no such ground-truth file")
@@ -96,7 +108,9 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     gt = read_gt_events(args.gt) if args.gt else {}
     policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
-    jobs = discover_videos(args.videos_root, policy, sidecar=args.videos, gt_keys=list(gt))
+    jobs = discover_videos(
+        args.videos_root, policy, sidecar=args.videos, gt_keys=list(gt), allowed_roots=args.videos_under
+    )
     if not jobs:
         logging.error("%s: no video folders", args.videos or args.videos_root)
         return 1

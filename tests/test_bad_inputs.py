@@ -1417,3 +1417,445 @@ def test_finetune_output_dir_of_someone_else_is_refused(synth_root, prepped, tmp
     assert finetune([*argv, str(synth_root)]) == 2  # holds the train_file
     assert "holds train_file" in capsys.readouterr().err
     assert (base / "README.md").read_text() == "model card" and sorted(os.listdir(base)) == ["README.md"]
+
+
+# --- issue 21: bounded reads (zips, images, YAML, JSONL, counts) and inputs that stay where they were given ---
+
+
+def _big_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header declaring ``width`` x ``height`` greyscale pixels, with a few hundred bytes of
+    data: 2.7 GB decoded if a reader trusts it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_every_limit_is_documented_and_a_bad_setting_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    from megc_vqa import limits
+
+    for limit in limits.ALL:
+        assert f"``{limit.name}``" in limits.__doc__ and limit.env == f"MEGC_VQA_MAX_{limit.name.upper()}"
+    monkeypatch.setenv("MEGC_VQA_MAX_ZIP_MEMBERS", "lots")
+    (tmp_path / "s.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    assert script("eval/validate").main([str(tmp_path / "s.zip")]) == 2
+    assert (
+        last_line(capsys.readouterr().err)
+        == "error: MEGC_VQA_MAX_ZIP_MEMBERS='lots': expected a positive integer"
+    )
+
+
+def test_zip_bomb_member_is_refused_with_its_limit_before_unpacking(tmp_path, capsys):
+    import time
+
+    bomb = tmp_path / "submission.zip"
+    with (
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open("me_vqa_samm_test_pred.jsonl", "w", force_zip64=True) as member,
+    ):
+        block = b"\0" * (1 << 20)
+        for _ in range(300):  # 300 MB of zeros, ~1.4 MB packed, written as a stream
+            member.write(block)
+    start = time.perf_counter()
+    assert script("eval/validate").main([str(bomb)]) == 1
+    assert time.perf_counter() - start < 2
+    out = capsys.readouterr().out
+    assert "unpacks to 314,572,800 bytes, over the limit zip_member_bytes" in out
+    assert "MEGC_VQA_MAX_ZIP_MEMBER_BYTES" in out
+
+
+def test_zip_total_unpacked_size_is_bounded(tmp_path, monkeypatch):
+    from megc_vqa.submission.validate import validate_files
+
+    path = tmp_path / "s.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("me_vqa_samm_test_pred.jsonl", b"x" * 1000)
+        zf.writestr("me_vqa_casme3_test_pred.jsonl", b"x" * 1000)
+    monkeypatch.setenv("MEGC_VQA_MAX_ZIP_TOTAL_BYTES", "1500")
+    messages = [p.message for p in validate_files([path], [])]
+    assert any("zip_total_bytes = 1,500" in m and "MEGC_VQA_MAX_ZIP_TOTAL_BYTES" in m for m in messages)
+
+
+def test_an_encrypted_zip_member_is_a_problem_not_a_traceback(tmp_path):
+    from megc_vqa.submission.validate import validate_files
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("me_vqa_samm_test_pred.jsonl", b"{}\n")
+    data = bytearray(buffer.getvalue())
+    data[6] |= 1  # the "encrypted" flag, in the local and the central header
+    data[data.find(b"PK\x01\x02") + 8] |= 1
+    (tmp_path / "s.zip").write_bytes(bytes(data))
+    [problem] = validate_files([tmp_path / "s.zip"], [])
+    assert problem.message == "the member is encrypted: zip it again without a password"
+
+
+def test_zip_of_20000_empty_members_is_refused_and_read_in_linear_time(tmp_path, monkeypatch):
+    import time
+
+    from megc_vqa.submission.validate import validate_files
+
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for k in range(20_000):
+            zf.writestr(f"f{k}.jsonl", b"")
+    start = time.perf_counter()
+    [problem] = validate_files([path], [])
+    assert "20,000 members, over the limit zip_members = 1,000" in problem.message
+    assert time.perf_counter() - start < 2
+    monkeypatch.setenv("MEGC_VQA_MAX_ZIP_MEMBERS", "100000")  # raised: every member is read, in linear time
+    start = time.perf_counter()
+    problems = validate_files([path], [])
+    assert time.perf_counter() - start < 5  # was quadratic: minutes
+    assert len(problems) == 20_000 and all("wrong file name in zip" in p.message for p in problems)
+
+
+def test_validating_a_long_prediction_file_is_linear():
+    import time
+
+    from megc_vqa.submission.validate import validate_prediction_bytes
+
+    questions = [{"video_id": f"q{k}", "video": f"c{k}", "question": "Is AU1 present?", "answer": ""}
+                 for k in range(20_000)]  # fmt: skip
+    data = "".join(json.dumps({**q, "answer": "yes"}) + "\n" for q in reversed(questions)).encode()
+    start = time.perf_counter()
+    [problem] = validate_prediction_bytes(data, "p.jsonl", questions)
+    assert time.perf_counter() - start < 3  # the order check built a set per row: ~30 s
+    assert problem.message == "rows out of order: q19999 here, q0 expected"
+
+
+def test_scoring_many_class_rows_is_linear():
+    import time
+
+    from megc_vqa.metrics.vqa import AlignedRow, score_rows
+
+    labels = ("negative", "positive", "surprise", "others")
+    rows = [AlignedRow(f"q{k}", "samm", "What is the coarse expression class?", "coarse", labels[k % 4],
+                       f"The coarse expression class is {labels[(k // 4) % 4]}.") for k in range(12_000)]  # fmt: skip
+    start = time.perf_counter()
+    scores = score_rows(rows)
+    assert time.perf_counter() - start < 10  # every row's truth was the vocabulary of every row: ~25 s
+    assert scores["n_coarse"] == 12_000 and 0 < scores["uf1_coarse_parsed"] < 1
+
+
+def test_a_png_declaring_30000x30000_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    import time
+
+    import cv2
+    import numpy as np
+
+    from megc_vqa.qa.frame_check import _unreadable
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.frames import FrameError, open_frames
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "img1.png").write_bytes(_big_png())
+    start = time.perf_counter()
+    huge = r"img1.png: image of 30000x30000 = 900,000,000 pixels, over the limit image_pixels = 50,000,000 .*MEGC"
+    with pytest.raises(FrameError, match=huge), open_frames(FrameSource("folder", clip)) as reader:
+        reader.read([1])
+    assert "over the limit image_pixels" in _unreadable(clip / "img1.png")  # prep's frame check (Pillow)
+    assert time.perf_counter() - start < 2
+    monkeypatch.setenv("MEGC_VQA_MAX_IMAGE_PIXELS", "1000")  # the limit is the one in force, also for JPEG
+    (clip / "img1.png").write_bytes(jpeg(64))
+    small = r"64x64 = 4,096 pixels, over the limit image_pixels = 1,000"
+    with pytest.raises(FrameError, match=small), open_frames(FrameSource("folder", clip)) as reader:
+        reader.read([1])
+    video = tmp_path / "clip.avi"  # a video's frame size, from its headers, before decord decodes a frame
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 64))
+    if writer.isOpened():
+        for _ in range(3):
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+        writer.release()
+        with pytest.raises(
+            FrameError, match=r"clip.avi: video frames of 64x64 = 4,096 pixels, over the limit"
+        ):
+            open_frames(FrameSource("video", video))
+
+
+BILLION_LAUGHS = (
+    "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+        for prev, name in zip([None, *"abcdefgh"], "abcdefghi", strict=True)
+    )
+    + "data: {roots: *i}\n"
+)
+
+
+def test_yaml_alias_bomb_recipes_are_refused_fast(tmp_path, capsys):
+    import time
+
+    from megc_vqa.training.config import ConfigError, load_yaml
+
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 1200
+    start = time.perf_counter()
+    assert cli(["spot-train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
+    assert "found the alias *a: aliases are not accepted" in last_line(capsys.readouterr().err)
+    with pytest.raises(ConfigError, match="aliases are not accepted"):
+        load_yaml(recipe)
+    assert time.perf_counter() - start < 2
+
+
+def test_an_oversized_yaml_recipe_is_refused_naming_the_limit(tmp_path, monkeypatch, capsys):
+    recipe = tmp_path / "big.yaml"
+    recipe.write_text("# padding\n" * 200)
+    monkeypatch.setenv("MEGC_VQA_MAX_YAML_BYTES", "1000")
+    assert cli(["spot-train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert "spotting recipe of 2,000 bytes, over the limit yaml_bytes = 1,000" in err
+    assert "MEGC_VQA_MAX_YAML_BYTES" in err
+
+
+def test_an_over_long_jsonl_line_is_refused_with_its_line(tmp_path, monkeypatch, capsys):
+    from megc_vqa.qa.io import QAFileError, read_questions
+
+    questions = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+    row = {"video_id": "v1", "video": "v1", "question": "What is the coarse expression class?", "answer": ""}
+    long_row = {**row, "video_id": "v2", "question": "x" * 5000}
+    questions.write_text(json.dumps(row) + "\n" + json.dumps(long_row) + "\n")
+    monkeypatch.setenv("MEGC_VQA_MAX_JSONL_LINE_BYTES", "4000")
+    with pytest.raises(QAFileError, match=r"to_answer.jsonl:2: error: line of 5,\d+ bytes, over the limit "
+                                          r"jsonl_line_bytes = 4,000 .*MEGC_VQA_MAX_JSONL_LINE_BYTES"):  # fmt: skip
+        read_questions(questions)
+    pred = tmp_path / "me_vqa_samm_test_pred.jsonl"
+    pred.write_text(questions.read_text())
+    assert script("eval/validate").main([str(pred)]) == 1
+    assert "pred.jsonl:2: error: line of 5," in capsys.readouterr().out
+
+
+def test_a_fifo_given_as_a_question_file_is_refused_not_waited_on(tmp_path):
+    from megc_vqa.errors import InputError
+    from megc_vqa.fileio import read_jsonl
+    from megc_vqa.qa.io import QAFileError, read_questions
+
+    fifo = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(QAFileError, match="not a regular file"):
+        read_questions(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_jsonl(fifo)
+
+
+def test_deeply_nested_json_is_an_error_not_a_traceback(tmp_path):
+    from megc_vqa.errors import InputError
+    from megc_vqa.fileio import parse_jsonl, read_json_object
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    _, problems = parse_jsonl(deep + b"\n", "deep.jsonl")
+    assert [p.message for p in problems] == ["not valid JSON: nested too deeply"]
+    _, problems = parse_jsonl(b'{"answer": ' + b"1" * 5000 + b"}\n", "digits.jsonl")  # Python's int limit
+    assert [p.message for p in problems] == [
+        "not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"
+    ]
+    (tmp_path / "deep.json").write_bytes(deep)
+    with pytest.raises(InputError, match="nested too deeply"):
+        read_json_object(tmp_path / "deep.json")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["synth", "--subjects", "100000000"], "--subjects: 100,000,000 is too many, over the limit synth_count"),
+        (["synth", "--subjects", "200", "--clips-per-subject", "200"],
+         "--subjects x --clips-per-subject: 40,000 is too many, over the limit synth_count = 10,000"),
+        (["synth-test", "--long-videos", "100000000"], "--long-videos: 100,000,000 is too many"),
+        (["synth", "--workers", "100000"], "--workers: 100,000 is too many, over the limit workers = 256"),
+        (["synth-test", "--long-videos", "1", "--long-size", "100000"], "--long-size must be at least 32 and at most"),
+    ],
+)  # fmt: skip
+def test_huge_counts_on_the_command_line_are_refused(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli([argv[0], "--out", str(out), *argv[1:]]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert message in err
+    assert "MEGC_VQA_MAX_" in err or "at most" in err
+    assert not out.exists()
+
+
+def test_image_size_is_bounded_for_every_command(tmp_path, capsys):
+    (tmp_path / "v").mkdir()
+    for name in ("eval/run_str", "eval/run_lvqa"):
+        argv = ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--image-size", "100000"]
+        argv += ["--questions", str(SAMM_2025)] if name == "eval/run_lvqa" else []
+        assert script(name).main(argv) == 2
+        assert (
+            last_line(capsys.readouterr().err)
+            == "error: --image-size must be at least 16 and at most 4096 (got 100000)"
+        )
+
+
+def test_frames_sampled_per_clip_are_bounded(tmp_path, capsys):
+    from megc_vqa.training.export import ExportSettings
+    from megc_vqa.visual.samplers import parse_sampler
+
+    assert parse_sampler("uniform:1024+flow").n_frames == 1024
+    with pytest.raises(ValueError, match=r"uniform:100,000,000 is over the limit sampled_frames = 1,024"):
+        parse_sampler("uniform:100000000")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("visual_spec: uniform:100000000\n")
+    assert cli(["export", "--format", "swift", "--qa", str(tmp_path / "qa.jsonl"), "--out", str(tmp_path / "x"),
+                "--recipe", str(recipe)]) == 2  # fmt: skip
+    assert (
+        ExportSettings.from_recipe(recipe).visual_spec == "uniform:100000000"
+    )  # read as written, refused above
+
+
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        (
+            "{hidden: 1000000000}",
+            "model.hidden: 1,000,000,000 is too many, over the limit spotter_width = 4,096",
+        ),
+        ("{size: 100000}", "model.size: 100,000 is too many, over the limit spotter_crop = 512"),
+        ("{n_frames: 100000}", "model.n_frames: 100,000 is too many, over the limit sampled_frames"),
+    ],
+)
+def test_a_spotting_recipe_cannot_ask_for_a_network_that_fills_the_memory(model, message, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {model}\n")
+    assert cli(["spot-train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
+    assert message in last_line(capsys.readouterr().err)
+
+
+def test_run_vqa_votes_and_batch_size_are_bounded():
+    from megc_vqa.answering.run_vqa import check_run_options
+    from megc_vqa.errors import UsageError
+
+    with pytest.raises(
+        UsageError, match=r"--votes: 1,000,000 is too many, over the limit votes = 256.*MEGC_VQA_MAX_VOTES"
+    ):
+        check_run_options(batch_size=1, votes=1_000_000, temperature=0.7)
+    with pytest.raises(UsageError, match=r"--batch-size: 10,000,000 is too many"):
+        check_run_options(batch_size=10_000_000, votes=1, temperature=0.7)
+
+
+def _sidecar(folder: Path, entry_folder: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "videos.json"
+    row = {"folder": entry_folder, "subject": "006", "video": "006_1", "fps": 30.0, "dataset": None}
+    path.write_text(json.dumps({"format": "megc-vqa-long-videos", "videos": [row]}))
+    return path
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot"])
+def test_sidecar_folders_outside_the_sidecar_are_refused_unless_given_on_the_command_line(
+    where, tmp_path, capsys
+):
+    from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
+
+    outside = tmp_path / "elsewhere" / "006_1"
+    outside.mkdir(parents=True)
+    (outside / "img1.jpg").write_bytes(jpeg())
+    entry = str(outside) if where == "absolute" else "../elsewhere/006_1"
+    sidecar = _sidecar(tmp_path / "videos", entry)
+    argv = ["--videos", str(sidecar), "--out", str(tmp_path / "o"), "--no-plots"]
+    assert script("eval/run_str").main(argv) == 2
+    err = last_line(capsys.readouterr().err)
+    assert f"{sidecar}: videos[0] folder: {entry!r} is outside {sidecar.parent}" in err
+    assert "--videos-under DIR" in err
+    assert not (tmp_path / "o").exists()
+    # named on the command line, the folder is read
+    [job] = discover_videos(None, FpsPolicy(), sidecar=sidecar, allowed_roots=[tmp_path / "elsewhere"])
+    assert job.source.path == outside
+
+
+def test_question_file_video_names_cannot_leave_the_frames_root(tmp_path):
+    from megc_vqa.answering.run_vqa import RunError, frame_folder, plan_jobs
+    from megc_vqa.errors import InputError
+    from megc_vqa.spotting.lvqa import read_questions as read_lvqa_questions
+    from megc_vqa.synth.test_set import QuestionFileError
+    from megc_vqa.synth.test_set import read_questions as read_synth_questions
+
+    root = tmp_path / "root"
+    (root / "clip").mkdir(parents=True)
+    (tmp_path / "..-x").mkdir()  # what ROOT/<prefix>/<video> found for the video '..-x' (prefix '..')
+    assert frame_folder(root, "..-x") is None
+    assert frame_folder(root, "clip") == root / "clip"
+    for video in ("../../etc", "/etc", "..", "a/../../b"):
+        questions = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+        questions.write_text(json.dumps({"video_id": "q1", "video": video, "question": "Is AU1 present?",
+                                         "answer": ""}) + "\n")  # fmt: skip
+        with pytest.raises(RunError, match=r"to_answer.jsonl:1: .*is not a plain folder name"):
+            plan_jobs([questions], root)
+        with pytest.raises(QuestionFileError, match="is not a plain folder name"):
+            read_synth_questions(questions)
+        with pytest.raises(InputError, match=r"line 1: video .* is not a plain folder name"):
+            read_lvqa_questions(questions)
+
+
+@pytest.mark.parametrize("path_value", ["/etc/passwd", "../../outside.csv"])
+def test_spotting_recipe_paths_stay_below_the_working_folder(path_value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{gt_csv: '{path_value}', videos_root: v}}\n")
+    assert cli(["spot-train", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert f"{recipe}: data.gt_csv: {path_value!r} is outside {tmp_path}" in err
+    assert "give this path on the command line (--gt)" in err
+
+
+def test_training_recipe_paths_stay_below_the_working_folder(tmp_path, monkeypatch):
+    from megc_vqa.training.config import ConfigError, check_recipe_paths, parse_config
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model_name_or_path: tiny-qwen2.5-vl\ntrain_file: qa.jsonl\noutput_dir: /tmp/elsewhere\n"
+    )
+    with pytest.raises(ConfigError, match=r"r.yaml: output_dir: '/tmp/elsewhere' is outside .*--output_dir"):
+        parse_config(["--config", str(recipe)])
+    check_recipe_paths({"output_dir": "/tmp/elsewhere"}, recipe, {"output_dir"})  # the command line gives it
+    check_recipe_paths({"output_dir": "runs/x", "train_file": "synth:demo"}, recipe)  # below the folder
+    with pytest.raises(ConfigError, match=r"train_file: '\.\./qa.jsonl' is outside"):
+        check_recipe_paths({"train_file": "../qa.jsonl"}, recipe)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--lora_r", "1000000000"], "lora_r: 1,000,000,000 is too many, over the limit lora_rank = 4,096"),
+        (
+            ["--max_pixels", "1000000000000"],
+            "max_pixels: 1,000,000,000,000 is too many, over the limit image_pixels",
+        ),
+        (
+            ["--per_device_train_batch_size", "10000000"],
+            "per_device_train_batch_size: 10,000,000 is too many",
+        ),
+    ],
+)
+def test_a_training_recipe_cannot_ask_for_unbounded_sizes(extra, message, tmp_path):
+    from megc_vqa.training.config import ConfigError, parse_config
+
+    argv = ["--config", str(REPO / "recipes/tiny/lora.yaml"), "--train_file", "synth:tiny"]
+    with pytest.raises(ConfigError, match=message):
+        parse_config([*argv, "--output_dir", str(tmp_path / "o"), *extra])
+
+
+def test_long_videos_jsonl_folders_stay_below_its_output_folder(tmp_path):
+    from megc_vqa.errors import InputError
+    from megc_vqa.spotting.train import read_long_videos_jsonl
+
+    gt = tmp_path / "out" / "gt"
+    gt.mkdir(parents=True)
+    row = {"subject": "006", "video": "006_1", "fps": 30.0, "events": []}
+    (gt / "long_videos.jsonl").write_text(json.dumps({**row, "folder": "long/006_1"}) + "\n")
+    [video] = read_long_videos_jsonl(gt / "long_videos.jsonl")
+    assert video.source.path == tmp_path / "out" / "long" / "006_1"
+    for folder in ("/etc", "../../etc"):
+        (gt / "long_videos.jsonl").write_text(json.dumps({**row, "folder": folder}) + "\n")
+        with pytest.raises(InputError, match=r"long_videos.jsonl line 1: folder .* is outside"):
+            read_long_videos_jsonl(gt / "long_videos.jsonl")

@@ -613,11 +613,13 @@ def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, mon
 
     videos = write_long_videos(tmp_path / "data", 6, seed=3, fps=30.0, seconds=6.0, size=48)
     recipe = tmp_path / "r.yaml"
+    monkeypatch.chdir(
+        tmp_path
+    )  # a recipe's data paths are relative to the working folder, below it (issue 21)
     recipe.write_text(yaml.safe_dump({
         "model": {**TINY, "widths": [4, 8, 8], "emotions": ["negative", "positive", "surprise"]},
         "train": {"epochs": 1, "batch_size": 16, "thresholds": [0.5], "extents": [0.5]},
-        "data": {"gt_csv": str(tmp_path / "data" / "gt" / "str_gt.csv"),
-                 "videos_root": str(tmp_path / "data" / "long"), "fps": 30},
+        "data": {"gt_csv": "data/gt/str_gt.csv", "videos_root": "data/long", "fps": 30},
     }))  # fmt: skip
     seen = []
     real_fit = spot_train.fit
@@ -634,6 +636,7 @@ def test_spot_train_command_and_loso_never_choose_on_the_test_fold(tmp_path, mon
         assert fold["test"] not in train_s | val_s and val_s and not train_s & val_s
     assert 0 <= report["pooled"]["f1"] <= 1
     monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
 
     import argparse
 
@@ -719,7 +722,8 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
     assert {(r["subject"], r["video"]) for r in gt_rows} == {(v.subject, v.video_id) for v in videos}
     assert list(gt_rows[0]) == ["subject", "video", "onset", "offset", "emotion", "type"]
     for argv in (
-        ["--videos", str(paths["samm_lv_videos"])],
+        # the sidecar names frame folders under the data root: the command line lets them in (issue 21)
+        ["--videos", str(paths["samm_lv_videos"]), "--videos-under", str(tmp_path / "data")],
         ["--videos-root", str(tmp_path / "data" / "samm_lv"), "--dataset", "samm_lv"],
     ):
         out = tmp_path / f"out{len(argv)}"
@@ -732,7 +736,16 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
         assert {v["fps"] for v in summary["videos"].values()} == {200.0}
     bad = tmp_path / "bad_gt.csv"
     bad.write_text(paths["samm_lv_str_gt"].read_text() + "006,006_9,1,10,others,micro\n")
-    argv = ["--videos", str(paths["samm_lv_videos"]), "--gt", str(bad), "--out", str(tmp_path / "o")]
+    argv = [
+        "--videos",
+        str(paths["samm_lv_videos"]),
+        "--videos-under",
+        str(tmp_path / "data"),
+        "--gt",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert _script("run_str.py")(argv) == 2  # one clear error, behind the command's error boundary
     assert "006/006_9" in capsys.readouterr().err.strip().splitlines()[-1]
 

@@ -18,6 +18,13 @@ the ``videos.json`` sidecar (synth-test and prep write one); the dataset (``--da
 
 ``videos.json``: ``{"format": "megc-vqa-long-videos", "videos": [{"folder", "subject", "video", "fps",
 "dataset"}, ...]}``; ``folder`` is relative to the file's own folder (or absolute).
+
+Inputs stay where they were given: a sidecar's ``folder`` must lie inside the sidecar's own folder, or
+inside a folder the user named *on the command line* (``--videos-root``, ``--videos-under DIR``); an entry
+that climbs out (``..``, an absolute path elsewhere) is an error naming it and the option that lets it in.
+The check is lexical (:func:`megc_vqa.fileio.is_inside`): a layout with symlinks made by the data's owner
+still works, a path written in the file cannot leave. ``prep`` writes ``<dataset>_videos.json`` into its
+``--out`` naming frame folders under ``--data-root``: read it with ``--videos-under DATA_ROOT``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megc_vqa.annotations.common import subfolders
-from megc_vqa.errors import UsageError
+from megc_vqa.errors import InputError, UsageError, cut
+from megc_vqa.fileio import loads_json, read_json_bytes, resolve_inside
 from megc_vqa.records import FrameSource
 
 log = logging.getLogger(__name__)
@@ -104,34 +112,43 @@ def write_sidecar(path: str | Path, entries: Iterable[VideoEntry]) -> Path:
     return atomic_write_text(path, json.dumps({"format": SIDECAR_FORMAT, "videos": rows}, indent=1) + "\n")
 
 
-def read_sidecar(path: str | Path) -> list[VideoEntry]:
-    """Entries of a ``videos.json``; a malformed file or entry raises ``UsageError`` naming it."""
+def read_sidecar(path: str | Path, allowed_roots: Sequence[str | Path] = ()) -> list[VideoEntry]:
+    """Entries of a ``videos.json``; a malformed file or entry raises ``UsageError`` naming it, a file over
+    :data:`megc_vqa.limits.JSON_BYTES` or a ``folder`` outside the sidecar's folder and ``allowed_roots``
+    (folders the user named on the command line) an ``InputError`` naming the entry."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(read_json_bytes(path, "videos sidecar"), str(path), "videos sidecar")
     except OSError as err:
         raise UsageError(f"{path}: cannot read the videos sidecar ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise UsageError(f"{path}: not JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
         raise UsageError(f'{path}: expected {{"format": "{SIDECAR_FORMAT}", "videos": [...]}}')
     entries = []
+    roots = [path.parent, *map(Path, allowed_roots)]
+    allow = (
+        "a sidecar names frame folders below its own folder; to read frames from elsewhere, name the folder "
+        "holding them on the command line (--videos-under DIR or --videos-root DIR)"
+    )
     for k, row in enumerate(data["videos"]):
         try:
-            folder = Path(row["folder"])
+            if not isinstance(row["folder"], str) or not row["folder"].strip():
+                raise TypeError(f"folder {cut(row['folder'])} is not a path")
+            folder = resolve_inside(row["folder"], roots, f"{path}: videos[{k}] folder", allow)
             fps = row.get("fps")
             fps = None if fps is None else float(fps)
             if fps is not None and not fps > 0:
                 raise ValueError(f"fps {fps} is not positive")
             entries.append(
                 VideoEntry(
-                    folder if folder.is_absolute() else path.parent / folder,
+                    folder,
                     str(row["subject"]),
                     str(row["video"]),
                     fps,
                     row.get("dataset"),
                 )
             )
+        except InputError:  # a folder outside the roots: the message names it already
+            raise
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{path}: videos[{k}] needs folder, subject, video and fps ({err})") from None
     return entries
@@ -190,6 +207,7 @@ def discover_videos(
     sidecar: str | Path | None = None,
     names: Sequence[str] = (),
     gt_keys: Sequence[tuple[str, str]] = (),
+    allowed_roots: Sequence[str | Path] = (),
 ) -> list[VideoJob]:
     """The videos to spot, with STR names and fps, or one ``UsageError`` before any work.
 
@@ -197,13 +215,16 @@ def discover_videos(
     of ``root`` (``root/videos.json``, when there, names them and gives their fps). ``names`` keeps only
     those folders (or videos). ``gt_keys``: the ground truth's (subject, video) pairs, matched by the rule
     in the module docstring; unmatched ones are an error, and matched folders take the ground truth's names.
+    The sidecar's folders must lie inside its own folder, ``root`` or ``allowed_roots`` (the folders the
+    user named on the command line; see the module docstring).
     """
     fps = fps or FpsPolicy()
     entries: dict[str, VideoEntry] = {}
     if sidecar is None and root is not None and (Path(root) / SIDECAR).is_file():
         sidecar = Path(root) / SIDECAR
     if sidecar is not None:
-        for e in read_sidecar(sidecar):
+        allowed = [*allowed_roots, *([root] if root is not None else [])]
+        for e in read_sidecar(sidecar, allowed):
             entries[e.folder.name] = e
     if root is not None:
         root = Path(root)

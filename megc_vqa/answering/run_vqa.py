@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import set_output_folder
-from megc_vqa.fileio import claim_outputs, is_regular_file
+from megc_vqa.fileio import claim_outputs, is_inside, is_plain_name, is_regular_file
+from megc_vqa.limits import BATCH_SIZE, VOTES, check_count, check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,15 @@ def check_run_options(
     """Every numeric option of a run, checked before anything loads (``UsageError`` naming the option)."""
     from megc_vqa.errors import UsageError, check_number
 
-    check_number("--batch-size", batch_size, minimum=1)
-    check_number("--votes", votes, minimum=1)
+    check_count("--batch-size", batch_size, BATCH_SIZE)
+    check_count("--votes", votes, VOTES)
     check_number("--temperature", temperature, minimum=0)
     if votes > 1 and temperature <= 0:
         raise UsageError(
             f"--votes {votes} samples answers, which needs --temperature above 0 (got {temperature:g}); "
             "use --votes 1 for greedy decoding"
         )
-    check_number("--image-size", image_size, minimum=16, maximum=4096)
+    check_image_size("--image-size", image_size)
     check_number("--fps", fps, above=0)
     check_number("--max-fallback-share", max_fallback_share, minimum=0, maximum=1)
 
@@ -118,13 +119,20 @@ class RunResult:
 
 def frame_folder(frames_root: Path, video: str) -> Path | None:
     """Where a test clip's frames are: ``ROOT/<video>/``, or the organisers' ``ROOT/<SAMM|CAS>/<video>/``,
-    or ``ROOT/frames/<video>/`` (``megc-vqa synth-test`` output)."""
-    for candidate in (
-        frames_root / video,
-        frames_root / video.split("-")[0] / video,
-        frames_root / "frames" / video,
-    ):
-        if candidate.is_dir():
+    or ``ROOT/frames/<video>/`` (``megc-vqa synth-test`` output).
+
+    ``video`` comes from a question file, so only a plain name is looked up (``read_questions`` refuses
+    others) and every candidate must lie under ``frames_root`` (lexically: a root laid out with symlinks
+    by its owner still works; a name written in a file cannot climb out, e.g. ``..-x`` whose prefix is
+    ``..``)."""
+    if not is_plain_name(video):
+        return None
+    prefix = video.split("-")[0]
+    candidates = [frames_root / video, frames_root / "frames" / video]
+    if is_plain_name(prefix):
+        candidates.insert(1, frames_root / prefix / video)
+    for candidate in candidates:
+        if is_inside(candidate, frames_root) and candidate.is_dir():
             return candidate
     return None
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megc_vqa.fileio import Problem
+from megc_vqa.limits import JSONL_BYTES, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ def read_intervals(
     if not path.is_file():
         raise StrInputError(f"{path}: no such STR CSV")
     intervals, problems = parse_str_csv(
-        path.read_bytes(), str(path), emotions=emotions, role=role, videos=videos
+        read_bounded(path, JSONL_BYTES, "STR CSV"), str(path), emotions=emotions, role=role, videos=videos
     )
     errors = [p for p in problems if p.level == "error"]
     if errors:

@@ -381,7 +381,8 @@ def score_rows(rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant()) -
         result[f"uf1_{kind}"], result[f"uar_{kind}"] = class_scores(truth, raw)
         # The parsed scores also forgive spelling variants (happy/happiness) on both sides.
         parsed_truth = [normalise_fine(t) for t in truth] if kind == "fine" else truth
-        parsed = [extract_label(r.prediction, kind, parsed_truth) or INVALID for r in subset]
+        labels = sorted(set(parsed_truth))  # once: passing every row's truth made this quadratic in rows
+        parsed = [extract_label(r.prediction, kind, labels) or INVALID for r in subset]
         result[f"uf1_{kind}_parsed"], result[f"uar_{kind}_parsed"] = class_scores(parsed_truth, parsed)
         result[f"n_{kind}"] = len(subset)
     au_rows = [r for r in rows if r.qtype == "au"]

@@ -28,6 +28,7 @@ from typing import Any
 
 from megc_vqa import __version__
 from megc_vqa.errors import MegcError
+from megc_vqa.fileio import read_json_bytes
 from megc_vqa.labels import AU_NAMES_IN_ORDER, COARSE_CLASSES, TRAINING_FINE_LABELS
 from megc_vqa.models.prompting import VISUAL_MODES, PromptOptions
 from megc_vqa.visual.flow import FLOW_METHODS
@@ -308,7 +309,7 @@ def read_contract(*folders: str | Path | None) -> ModelContract:
             )  # fmt: skip
         return ModelContract()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(read_json_bytes(path, "training record").decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ContractError(f"{path}: not a readable JSON training record ({err})") from None
     return ModelContract.from_json(data, source=path)

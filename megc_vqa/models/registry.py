@@ -11,7 +11,6 @@ into the chat template by :mod:`megc_vqa.models.prompting` and expanded by the m
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -136,7 +135,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, ModelFamily]:
             raise ModelLoadError(
                 f"{path}: no config.json; point model_name_or_path at a save_pretrained folder"
             )
-        model_type = json.loads(config.read_text()).get("model_type", "")
+        model_type = read_json_object(config, "model config").get("model_type", "")
         return str(path), FAMILIES[_family_of_model_type(model_type, str(config))]
     if re.fullmatch(r"[\w.-]+/[\w.-]+", key):
         from transformers import AutoConfig

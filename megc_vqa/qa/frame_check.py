@@ -23,8 +23,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, UsageError
 from megc_vqa.frame_names import frame_number, is_image
+from megc_vqa.limits import open_image
 from megc_vqa.records import Clip, Skip
 
 log = logging.getLogger(__name__)
@@ -59,17 +60,21 @@ def _listing(folder: Path) -> dict[int, Path]:
 
 def _unreadable(path: Path) -> str | None:
     """Why a frame file cannot be used, or ``None``."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
-        with Image.open(path) as im:
+        with open_image(path, str(path)) as im:  # the header only, pixel count checked (limits.py)
             width, height = im.size
             if min(width, height) < MIN_SIDE:
                 return f"image is {width}x{height} px (at least {MIN_SIDE} px a side)"
             im.draft("L", (max(1, width // 8), max(1, height // 8)))  # JPEG: decode at 1/8, still every byte
             im.load()
+    except UsageError:  # a bad MEGC_VQA_MAX_* value: the user's setting, not this frame
+        raise
+    except InputError as err:
+        return str(err).removeprefix(f"{path}: ")
     except UnidentifiedImageError:
         return "not an image file"
     except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data

@@ -20,14 +20,23 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import Problem, atomic_folder, atomic_write_text, parse_jsonl
+from megc_vqa.errors import InputError
+from megc_vqa.fileio import (
+    TOLERATED_PROBLEMS,
+    Problem,
+    atomic_folder,
+    atomic_write_text,
+    is_plain_name,
+    parse_jsonl,
+    read_jsonl_bytes,
+)
 from megc_vqa.qa.records import EXTRA_KEYS, OFFICIAL_KEYS, QARecord, QuestionRow
 
 log = logging.getLogger(__name__)
 
 
 # parse_jsonl problems that a reader of QA files lets pass (an empty file is an empty list here).
-_TOLERATED = ("file starts with a UTF-8 BOM", "CRLF line ending", "blank line", "empty file")
+_TOLERATED = TOLERATED_PROBLEMS
 
 
 class QAFileError(ValueError):
@@ -75,9 +84,11 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     lines are tolerated (the parser is the submission validator's, which is strict about those)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_jsonl_bytes(path)  # bounded: megc_vqa.limits.JSONL_BYTES
     except FileNotFoundError:
         raise _problem(path, 0, "no such file") from None
+    except InputError as err:
+        raise QAFileError(str(err)) from None
     except OSError as err:
         raise _problem(path, 0, f"cannot read ({err.strerror})") from None
     rows, problems = parse_jsonl(data, str(path))
@@ -108,12 +119,6 @@ def read_qa_jsonl(path: str | Path) -> list[QARecord]:
     return records
 
 
-def _is_plain_name(name: str) -> bool:
-    return (
-        bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
-    )
-
-
 def read_questions(path: str | Path) -> list[QuestionRow]:
     """Read an organiser ``*_to_answer.jsonl`` file, keeping each row's keys, extra keys and order.
 
@@ -127,7 +132,7 @@ def read_questions(path: str | Path) -> list[QuestionRow]:
             row = QuestionRow.from_json(obj, line=number)
         except (KeyError, TypeError) as err:
             raise _problem(path, number, err.args[0]) from None
-        if not _is_plain_name(row.video):
+        if not is_plain_name(row.video):
             raise _problem(path, number, f"video {row.video!r} is not a plain folder name")
         if row.video_id in first_line:
             raise _problem(

@@ -17,14 +17,14 @@ logged, so the validator reports it.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, cut
+from megc_vqa.fileio import TOLERATED_PROBLEMS, is_plain_name, parse_jsonl, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa.kinds import KINDS
 from megc_vqa.qa.templates import AU_QUESTION_PLURAL, au_list_answer, classify_question, event_number
@@ -108,18 +108,23 @@ def pred_name(questions_path: str | Path) -> str:
 
 
 def read_questions(path: str | Path) -> list[dict]:
+    """Rows of an ME-LVQA question file; a line that is not a JSON object with ``video`` and ``question``,
+    a ``video`` that is not a plain folder name, or a file or line over its limit (:mod:`megc_vqa.limits`)
+    is an :class:`InputError` naming the file and line. A BOM, CRLF line ends and blank lines are
+    tolerated."""
+    rows_read, problems = parse_jsonl(read_jsonl_bytes(path), str(path))
+    fatal = [p for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
+    if fatal:
+        raise InputError(str(fatal[0]))
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path} line {line_no}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not {"video", "question"} <= set(row):
-                raise InputError(f"{path} line {line_no}: needs 'video' and 'question' keys")
-            rows.append(row)
+    for row in rows_read:
+        if not {"video", "question"} <= set(row.data):
+            raise InputError(f"{path} line {row.line}: needs 'video' and 'question' keys")
+        if not is_plain_name(str(row.data["video"])):
+            raise InputError(
+                f"{path} line {row.line}: video {cut(row.data['video'])} is not a plain folder name"
+            )
+        rows.append(row.data)
     return rows
 
 

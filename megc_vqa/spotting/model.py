@@ -102,7 +102,8 @@ class SpotterConfig:
     def from_dict(cls, data: dict, where: str = "model") -> SpotterConfig:
         """A config from a recipe's ``model:`` section or a checkpoint; an unknown key is an error (a typo
         would otherwise be dropped and the default trained), every number is range-checked."""
-        from megc_vqa.errors import check_number, reject_unknown_keys
+        from megc_vqa.errors import InputError, check_number, reject_unknown_keys
+        from megc_vqa.limits import SAMPLED_FRAMES, SPOTTER_CROP, SPOTTER_WIDTH, check_count
 
         reject_unknown_keys(data, [f.name for f in dataclasses.fields(cls)], where)
         config = cls(**data)
@@ -113,6 +114,14 @@ class SpotterConfig:
         check_number(f"{where}.dropout", config.dropout, minimum=0, maximum=0.99)
         for w in (*config.widths, *config.dilations):
             check_number(f"{where}.widths/dilations entry", w, minimum=1)
+        # Upper bounds: a few characters of a recipe must not ask for a network that fills the memory.
+        check_count(f"{where}.size", config.size, SPOTTER_CROP, error=InputError)
+        check_count(f"{where}.n_frames", config.n_frames, SAMPLED_FRAMES, error=InputError)
+        check_count(f"{where}.hidden", config.hidden, SPOTTER_WIDTH, error=InputError)
+        for w in config.widths:
+            check_count(f"{where}.widths entry", w, SPOTTER_WIDTH, error=InputError)
+        for d in config.dilations:
+            check_count(f"{where}.dilations entry", d, SAMPLED_FRAMES, error=InputError)
         return config
 
 

@@ -23,14 +23,25 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
-from megc_vqa.errors import InputError, set_output_folder
-from megc_vqa.fileio import claim_outputs, is_regular_file
+from megc_vqa.errors import InputError, cut, set_output_folder
+from megc_vqa.fileio import (
+    TOLERATED_PROBLEMS,
+    claim_outputs,
+    is_inside,
+    is_regular_file,
+    load_yaml_file,
+    parse_jsonl,
+    read_jsonl_bytes,
+    resolve_inside,
+)
+from megc_vqa.limits import BATCH_SIZE, EPOCHS, SAMPLES, WORKERS, check_count
 
 log = logging.getLogger(__name__)
 
@@ -335,19 +346,19 @@ def check_train_config(cfg: TrainConfig, where: str = "train") -> None:
     def num(key: str, **bounds: float) -> None:
         check_number(f"{where}.{key}", getattr(cfg, key), **bounds)
 
-    num("epochs", minimum=1)
-    num("batch_size", minimum=1)
+    check_count(f"{where}.epochs", cfg.epochs, EPOCHS)
+    check_count(f"{where}.batch_size", cfg.batch_size, BATCH_SIZE)
+    check_count(f"{where}.samples_per_epoch", cfg.samples_per_epoch, SAMPLES)
     num("lr", above=0)
     num("weight_decay", minimum=0)
     num("balance", minimum=0)
-    num("samples_per_epoch", minimum=1)
     num("pos_weight_max", minimum=1)
     num("emotion_weight", minimum=0)
     num("val_subjects", minimum=0)
     num("iou", above=0, maximum=1)
     num("phases", minimum=1)
     num("seed", minimum=0)
-    num("threads", minimum=1)
+    check_count(f"{where}.threads", cfg.threads, WORKERS)
     for key in ("thresholds", "extents"):
         values = getattr(cfg, key)
         if not values:
@@ -379,7 +390,7 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
     if not path.is_file():
         raise InputError(f"spotting recipe {path} does not exist (see recipes/spotting/*.yaml)")
     try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        recipe = load_yaml_file(path, "spotting recipe") or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not a valid YAML recipe ({' '.join(str(err).split())[:300]})") from None
     reject_unknown_keys(recipe, RECIPE_SECTIONS, str(path), "recipe section")
@@ -468,24 +479,14 @@ def read_long_videos_jsonl(path: str | Path) -> list:
     macro (default micro), emotion one of :data:`~megc_vqa.labels.STR_CLASSES` (or none), fps a positive
     number, each video once; an exact duplicate of an event is dropped with a warning."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: cannot read this long_videos.jsonl ({err})") from None
     from megc_vqa.metrics.strs import canonical_subject
 
+    rows, problems = parse_jsonl(read_jsonl_bytes(path), str(path))  # bounded: megc_vqa.limits
+    errors: list[str] = [str(p) for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
     videos: list = []
-    errors: list[str] = []
     first_line: dict[tuple[str, str], int] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_no, rec in ((r.line, r.data) for r in rows):
         where = f"{path} line {line_no}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            errors.append(f"{where}: not valid JSON ({err.msg}, column {err.colno})")
-            continue
         video = _long_video_record(rec, where, path, errors)
         if video is None:
             continue
@@ -508,7 +509,6 @@ def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
     """One ``long_videos.jsonl`` line as a ``LongVideo``, or ``None`` with its defects added to ``errors``."""
     import math
 
-    from megc_vqa.errors import cut
     from megc_vqa.labels import STR_CLASSES
     from megc_vqa.metrics.strs import MAX_FRAME, expression_type
     from megc_vqa.records import Event, FrameSource, LongVideo
@@ -533,10 +533,15 @@ def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
     if not isinstance(rec["folder"], str) or not isinstance(rec.get("events", []), list):
         errors.append(f"{where}: folder must be a path (text) and events a list")
         return None
+    base = path.parent.parent  # where synth-test and prep put the frame folders of the file's videos
     folder = Path(rec["folder"])
-    if not folder.is_absolute():
-        folder = path.parent.parent / folder
-    source = FrameSource("folder", folder)
+    if not is_inside(base / folder, base):  # an absolute folder elsewhere, or one climbing out
+        errors.append(
+            f"{where}: folder {cut(str(folder))} is outside {base} (the file's parent's parent, where its "
+            "frame folders are); for frames elsewhere use --gt STR_CSV --videos-root DIR"
+        )
+        return None
+    source = FrameSource("folder", Path(os.path.normpath(base / folder)))
     try:
         first, last = frame_range(source)
     except NoFramesError as err:
@@ -652,6 +657,33 @@ def load_videos(data: dict, base: Path = Path(".")) -> list:
     raise InputError("recipe data section needs long_videos_jsonl, gt_csv + videos_root, or loader + roots")
 
 
+# The options that give each data path of a recipe on the command line instead (then any path is taken).
+_PATH_OPTIONS = {
+    "long_videos_jsonl": "--gt",
+    "gt_csv": "--gt",
+    "videos_root": "--videos-root",
+    "roots": "--data-root",
+}
+
+
+def check_recipe_paths(data: dict, recipe: str | Path, given: set[str] = frozenset()) -> None:
+    """A recipe's data paths (relative to the working folder, as documented) must stay below the working
+    folder: an absolute path or one climbing out with ``..`` written in a recipe is refused, naming the key
+    and the option that gives it on the command line. Keys in ``given`` come from the command line."""
+    cwd = Path.cwd()
+    for key, option in _PATH_OPTIONS.items():
+        if key in given or key not in data:
+            continue
+        values = data[key] if key == "roots" and isinstance(data[key], list) else [data[key]]
+        for value in values:
+            if not isinstance(value, str):
+                raise InputError(f"{recipe}: data.{key} {cut(value)} is not a path")
+            allow = (
+                f"a recipe names data below the working folder; give this path on the command line ({option})"
+            )
+            resolve_inside(value, [cwd], f"{recipe}: data.{key}", allow)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipes/spotting/<dataset>.yaml")
     parser.add_argument("--out", required=True, help="output folder (spotter.pt, history.json, loso.json)")
@@ -677,7 +709,7 @@ def run(args: argparse.Namespace) -> int:
     from megc_vqa.errors import UsageError, check_number
     from megc_vqa.fileio import atomic_write_text
 
-    check_number("--epochs", args.epochs, minimum=1)
+    check_count("--epochs", args.epochs, EPOCHS)
     check_number("--fps", args.fps, above=0)
     if args.gt and not Path(args.gt).is_file():
         raise UsageError(f"--gt {args.gt}: no such file")
@@ -689,6 +721,8 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
     model_cfg, train_cfg, peaks, data = load_recipe(args.recipe)
+    from_cli = {"long_videos_jsonl", "gt_csv", "videos_root", "roots"} if args.gt else set()
+    check_recipe_paths(data, args.recipe, from_cli | ({"roots"} if args.data_root else set()))
     if args.gt and args.gt.endswith(".jsonl"):
         data = {"long_videos_jsonl": args.gt}
     elif args.gt:

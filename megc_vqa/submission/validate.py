@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import InputError, cut
+from megc_vqa.fileio import read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, STR_CLASSES
+from megc_vqa.limits import ZIP_MEMBER_BYTES, ZIP_MEMBERS, ZIP_TOTAL_BYTES, read_stream_bounded
 from megc_vqa.metrics.strs import parse_str_csv
 from megc_vqa.qa.kinds import kind_of
 from megc_vqa.qa.templates import is_plural, parse_joint_answer
@@ -143,7 +146,8 @@ def validate_prediction_bytes(
     for vid, (qline, _) in by_id.items():
         if vid not in first_line:
             problems.append(Problem(name, 0, f"missing video_id {vid} (question file line {qline})"))
-    expected_order = [vid for vid in by_id if vid in set(order)]
+    present = set(order)  # once: a set built per question made this quadratic in the rows
+    expected_order = [vid for vid in by_id if vid in present]
     for got, want in zip(order, expected_order, strict=True):
         if got != want:
             problems.append(Problem(name, first_line[got], f"rows out of order: {got} here, {want} expected"))
@@ -219,15 +223,30 @@ def check_prediction_file(data: bytes, name: str, *, check_format: bool = True) 
 
 def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[Problem]]:
     """(display name, base name, bytes, True) of every file in a submission zip, and the zip's problems:
-    not a zip / corrupt, empty, a member in a folder, the same member twice."""
+    not a zip / corrupt, empty, a member in a folder, the same member twice, and the limits of
+    :mod:`megc_vqa.limits` (member count, unpacked size per member and in all), each named.
+
+    The work is linear in the members (names are counted once), and no member is unpacked past its limit:
+    the declared size is checked first and the read itself stops one chunk past the limit, so a member
+    whose header lies is caught as well."""
     entries: list[tuple[str, str, bytes, bool]] = []
     problems: list[Problem] = []
     if path.stat().st_size == 0:
         return [], [Problem(str(path), 0, "empty file (0 bytes), not a zip archive")]
+    member_cap, total_cap = ZIP_MEMBER_BYTES.value, ZIP_TOTAL_BYTES.value
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
+            if len(infos) > ZIP_MEMBERS.value:
+                message = f"the zip holds {len(infos):,} members, over the {ZIP_MEMBERS.hint()}"
+                return [], [Problem(str(path), 0, message)]
             names = [i.filename for i in infos if not i.is_dir()]
+            count = Counter(names)
+            folders_of: dict[str, set[str]] = {}
+            for name in names:
+                folders_of.setdefault(Path(name).name, set()).add(name)
+            reported: set[str] = set()
+            total = 0
             for info in infos:
                 if info.is_dir():
                     continue
@@ -241,23 +260,52 @@ def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[P
                             f"file is in a folder ({folder}/) inside the zip: put it at the archive root",
                         )
                     )
-                if names.count(info.filename) > 1:
-                    if info is next(i for i in infos if i.filename == info.filename):
+                if count[info.filename] > 1:
+                    if info.filename not in reported:
+                        reported.add(info.filename)
                         problems.append(
                             Problem(
                                 display,
                                 0,
-                                f"the zip holds {names.count(info.filename)} members named "
+                                f"the zip holds {count[info.filename]} members named "
                                 f"{info.filename}: keep one (the leaderboard reads only one of them)",
                             )
                         )
                     continue
                 base = Path(info.filename).name
-                if any(Path(n).name == base and n != info.filename for n in names):
+                if len(folders_of[base]) > 1:
                     problems.append(
                         Problem(display, 0, f"two members of the zip are named {base} (in different folders)")
                     )
-                entries.append((display, base, zf.read(info), True))
+                if info.flag_bits & 0x1:  # zipfile would raise a bare RuntimeError on open
+                    problems.append(
+                        Problem(display, 0, "the member is encrypted: zip it again without a password")
+                    )
+                    continue
+                if info.file_size > member_cap:
+                    size = f"{info.file_size:,} bytes"
+                    problems.append(
+                        Problem(display, 0, f"unpacks to {size}, over the {ZIP_MEMBER_BYTES.hint()}")
+                    )
+                    continue
+                if total + info.file_size > total_cap:
+                    problems.append(
+                        Problem(
+                            str(path),
+                            0,
+                            f"members unpack to over {total_cap:,} bytes: the {ZIP_TOTAL_BYTES.hint()}",
+                        )
+                    )
+                    break
+                cap = min(member_cap, total_cap - total)
+                with zf.open(info) as member:
+                    data = read_stream_bounded(member, cap)
+                if data is None:  # more than its header declared (zipfile stops there; belt and braces)
+                    limit = ZIP_MEMBER_BYTES if cap == member_cap else ZIP_TOTAL_BYTES
+                    problems.append(Problem(display, 0, f"unpacks past {cap:,} bytes: the {limit.hint()}"))
+                    break
+                total += len(data)
+                entries.append((display, base, data, True))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as err:
         return [], [Problem(str(path), 0, f"not a readable zip archive (corrupt or truncated: {err})")]
     if not names:
@@ -272,7 +320,7 @@ def split_questions(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str],
     others: list[str] = []
     for path in map(str, paths):
         if path.endswith(".jsonl") and Path(path).is_file():
-            rows, _ = parse_jsonl(Path(path).read_bytes(), path)
+            rows, _ = parse_jsonl(read_jsonl_bytes(path), path)
             if rows and all(not str(r.data.get("answer", "")).strip() for r in rows):
                 questions.append(path)
                 continue
@@ -288,7 +336,7 @@ def _load_questions(
     for path in question_paths:
         if not Path(path).is_file():
             raise InputError(f"--questions {path}: no such question file")
-        rows, problems = parse_jsonl(Path(path).read_bytes(), str(path))
+        rows, problems = parse_jsonl(read_jsonl_bytes(path), str(path))
         fatal = [p for p in problems if "BOM" not in p.message and "CRLF" not in p.message]
         if fatal:
             raise InputError("question file unreadable: " + "; ".join(map(str, fatal[:5])))
@@ -325,7 +373,10 @@ def validate_files(
             entries += zip_entries
             problems += zip_problems
         else:
-            entries.append((str(path), path.name, path.read_bytes(), False))
+            try:
+                entries.append((str(path), path.name, read_jsonl_bytes(path), False))
+            except InputError as err:  # over the size limit: named, and the file is not read
+                problems.append(Problem(str(path), 0, str(err).removeprefix(f"{path}: ")))
     matched: set[str] = set()
     unmatched: list[tuple[str, str, bytes, bool]] = []
     official = set(OFFICIAL_PREDICTION_NAMES.values())
@@ -384,7 +435,7 @@ def check_scored_predictions(
     """What the validator rejects in prediction files about to be scored against ground truth (the ground
     truth standing in for the question files). Rows the prediction lacks are left out: the scorer counts
     them wrong, as documented."""
-    gts = {str(g): [r.data for r in parse_jsonl(Path(g).read_bytes(), str(g))[0]] for g in gt_paths}
+    gts = {str(g): [r.data for r in parse_jsonl(read_jsonl_bytes(g), str(g))[0]] for g in gt_paths}
     by_name = {prediction_file_name(g): rows for g, rows in gts.items()}
     all_rows = [row for rows in gts.values() for row in rows]
     problems: list[Problem] = []
@@ -393,7 +444,9 @@ def check_scored_predictions(
         questions = [{k: v for k, v in r.items() if k in QUESTION_KEYS} for r in rows]
         problems += [
             p
-            for p in validate_prediction_bytes(pred.read_bytes(), str(pred), questions, check_format=False)
+            for p in validate_prediction_bytes(
+                read_jsonl_bytes(pred), str(pred), questions, check_format=False
+            )
             if p.level == "error" and not p.message.startswith("missing video_id")
         ]
     return problems

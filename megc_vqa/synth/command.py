@@ -7,7 +7,9 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.errors import check_number
 from megc_vqa.fileio import claim_outputs
+from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 from megc_vqa.qa.official import TRAINING_FILES
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,11 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not datasets:
         log.error("unknown dataset(s) %s; choose from %s", unknown or "(none given)", DATASETS)
         return 2
-    if args.subjects < 1 or args.clips_per_subject < 1 or not 32 <= args.size <= 1024:
-        log.error("--subjects and --clips-per-subject must be >= 1 and --size within 32..1024")
-        return 2
+    check_count("--subjects", args.subjects, SYNTH_COUNT)
+    check_count("--clips-per-subject", args.clips_per_subject, SYNTH_COUNT)
+    check_count("--subjects x --clips-per-subject", args.subjects * args.clips_per_subject, SYNTH_COUNT)
+    check_count("--workers", args.workers, WORKERS)
+    check_number("--size", args.size, minimum=32, maximum=1024)
     # Only into its own dataset folders: a real release at OUT/casme2 is never overwritten.
     names = [*datasets, *([TRAINING_FILES[args.training_file]] if args.training_file else [])]
     claim_outputs(args.out, WRITER, names)

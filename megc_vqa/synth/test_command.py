@@ -7,7 +7,9 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.errors import check_number
 from megc_vqa.fileio import claim_outputs, is_regular_file
+from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 
 log = logging.getLogger(__name__)
 WRITER = "megc-vqa synth-test"
@@ -49,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from megc_vqa.synth.test_set import QuestionFileError, write_long_gt, write_long_videos, write_test_set
 
+    check_count("--long-videos", args.long_videos, SYNTH_COUNT, minimum=0)
+    check_count("--workers", args.workers, WORKERS)
+    check_number("--size", args.size, minimum=32, maximum=1024)
+    check_number("--long-size", args.long_size, minimum=32, maximum=1024)
     if not args.questions and args.long_videos <= 0:
         log.error("give --questions F... and/or --long-videos N")
         return 2

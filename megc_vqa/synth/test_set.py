@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from megc_vqa.fileio import atomic_text_writer
+from megc_vqa.errors import InputError
+from megc_vqa.fileio import TOLERATED_PROBLEMS, atomic_text_writer, parse_jsonl, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa import templates as T
 from megc_vqa.records import Clip, Event, FrameSource, LongVideo
@@ -85,16 +87,15 @@ def read_questions(path: Path) -> list[dict]:
     """Rows of an organiser question file (``video_id``, ``video``, ``question``, ``answer``)."""
     rows = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        parsed, problems = parse_jsonl(read_jsonl_bytes(path), str(path))  # bounded: megc_vqa.limits
     except OSError as err:
         raise QuestionFileError(f"{path}: cannot read question file ({err.strerror})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise QuestionFileError(f"{path}:{n}: not a JSON object ({err.msg})") from None
+    except InputError as err:
+        raise QuestionFileError(str(err)) from None
+    fatal = [p for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
+    if fatal:
+        raise QuestionFileError(f"{fatal[0].file}:{fatal[0].line}: {fatal[0].message}")
+    for n, row in ((r.line, r.data) for r in parsed):
         missing = [k for k in ("video", "question") if not isinstance(row, dict) or k not in row]
         if missing:
             raise QuestionFileError(f"{path}:{n}: missing key(s) {missing}")
@@ -417,9 +418,19 @@ def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
     with atomic_text_writer(gt_dir / "long_videos.jsonl") as fh:
         for v in videos:
             fh.write(json.dumps({
-                "subject": v.subject, "video": v.video_id, "folder": str(v.source.path), "fps": v.fps,
+                "subject": v.subject, "video": v.video_id, "folder": _folder_below(v.source.path, gt_dir.parent),
+                "fps": v.fps,
                 "n_frames": _count_frames(v), "events": [_event_json(e) for e in v.events],
             }) + "\n")  # fmt: skip
+
+
+def _folder_below(folder: str | Path, base: Path) -> str:
+    """``folder`` as written in ``long_videos.jsonl``: relative to ``base`` (the output folder, where the
+    reader looks), so the file reads the same from any working folder and its folders stay inside."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(folder), os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(folder)
 
 
 def _count_frames(video: LongVideo) -> int:

@@ -16,6 +16,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import InputError
+from megc_vqa.fileio import load_yaml_file, resolve_inside
+from megc_vqa.limits import (
+    BATCH_SIZE,
+    EPOCHS,
+    IMAGE_PIXELS,
+    LORA_RANK,
+    MAX_IMAGE_SIDE,
+    MIN_IMAGE_SIDE,
+    WORKERS,
+    check_count,
+)
 from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
@@ -225,8 +237,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"recipe {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
+        data = load_yaml_file(p, "recipe") or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a recipe is a mapping of key: value lines, got {type(data).__name__}")
@@ -234,6 +246,34 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise _unknown(unknown, str(p))
     return data
+
+
+# Recipe keys that name files or folders. Written in a recipe they must stay below the working folder
+# (relative, no '..'): recipes travel between labs, and a path in one must not read or write anywhere the
+# user did not choose. An absolute or outside path is given on the command line (``--output_dir /x``).
+RECIPE_PATH_KEYS = ("train_file", "eval_file", "visual_cache_dir", "output_dir", "logging_dir")
+
+
+def check_recipe_paths(
+    values: dict[str, Any], config_path: str | Path, given: set[str] = frozenset()
+) -> None:
+    """Refuse a path key of a recipe (:data:`RECIPE_PATH_KEYS`) that is absolute or climbs out of the working
+    folder, unless the command line gives that key (``given``), which then wins anyway."""
+    from megc_vqa.training.data import SYNTH_PREFIX
+
+    cwd = Path.cwd()
+    for key in RECIPE_PATH_KEYS:
+        value = values.get(key)
+        if key in given or not isinstance(value, str) or value.startswith(SYNTH_PREFIX):
+            continue
+        allow = (
+            "relative paths in a recipe are taken from the working folder and must stay below it; give this "
+            f"path on the command line instead (--{key} {value})"
+        )
+        try:
+            resolve_inside(value, [cwd], f"{config_path}: {key}", allow)
+        except InputError as err:
+            raise ConfigError(str(err)) from None
 
 
 def build_parser():
@@ -263,6 +303,8 @@ def parse_config(argv: list[str] | None = None) -> Recipe:
         config_path = args[i + 1]
         del args[i : i + 2]
         values = load_yaml(config_path)
+        given = {a.split("=", 1)[0].lstrip("-").replace("-", "_") for a in args if a.startswith("--")}
+        check_recipe_paths(values, config_path, given)
         for action in parser._actions:  # a recipe value replaces the default; the CLI still wins
             if action.dest in values:
                 action.required = False
@@ -383,7 +425,7 @@ def check_ranges(recipe: Recipe) -> None:
         ("lora_r", m.lora_r, {"minimum": 1}),
         ("lora_alpha", m.lora_alpha, {"above": 0}),
         ("lora_dropout", m.lora_dropout, {"minimum": 0, "maximum": 0.99}),
-        ("image_size", d.image_size, {"minimum": 16, "maximum": 4096}),
+        ("image_size", d.image_size, {"minimum": MIN_IMAGE_SIDE, "maximum": MAX_IMAGE_SIDE}),
         ("min_pixels", d.min_pixels, {"minimum": 1}),
         ("max_pixels", d.max_pixels, {"minimum": 1}),
         ("max_train_samples", d.max_train_samples, {"minimum": 1}),
@@ -399,9 +441,21 @@ def check_ranges(recipe: Recipe) -> None:
         ("save_total_limit", t.save_total_limit, {"minimum": 1}),
         ("dataloader_num_workers", t.dataloader_num_workers, {"minimum": 0}),
     ]
+    counts = [
+        ("per_device_train_batch_size", t.per_device_train_batch_size, BATCH_SIZE),
+        ("per_device_eval_batch_size", t.per_device_eval_batch_size, BATCH_SIZE),
+        ("gradient_accumulation_steps", t.gradient_accumulation_steps, BATCH_SIZE),
+        ("num_train_epochs", t.num_train_epochs, EPOCHS),
+        ("dataloader_num_workers", t.dataloader_num_workers, WORKERS),
+        ("lora_r", m.lora_r, LORA_RANK),
+        ("min_pixels", d.min_pixels, IMAGE_PIXELS),
+        ("max_pixels", d.max_pixels, IMAGE_PIXELS),
+    ]
     try:
         for name, value, bounds in checks:
             check_number(name, value, where=where, **bounds)
+        for name, value, limit in counts:
+            check_count(name, value, limit, minimum=None, where=where)
     except UsageError as err:
         raise ConfigError(str(err)) from None
     if (

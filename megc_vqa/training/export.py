@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
-from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable
+from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable, load_yaml_file
+from megc_vqa.limits import check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,10 @@ class ExportSettings:
 
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = load_yaml_file(p, "recipe") or {}
         except FileNotFoundError:
             raise UsageError(f"--recipe {p}: no such file") from None
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise UsageError(f"--recipe {p}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise UsageError(f"--recipe {p}: a recipe is a mapping of key: value lines")
@@ -146,6 +147,9 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
         parse_sampler(settings.visual_spec)
     except ValueError as err:
         raise UsageError(f"visual_spec: {err}") from None
+    check_image_size(
+        "image_size", settings.image_size, where=f"--recipe {args.recipe}" if args.recipe else None
+    )
     if settings.val_subjects and settings.val_fraction:
         raise UsageError("give val_fraction or val_subjects, not both")
     if not 0.0 <= float(settings.val_fraction or 0.0) < 1.0:

@@ -22,7 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from megc_vqa.errors import InputError
 from megc_vqa.frame_names import IMAGE_SUFFIXES, frame_number, is_image
+from megc_vqa.limits import check_image_header, check_image_pixels
 from megc_vqa.records import Clip, FrameSource
 
 logger = logging.getLogger(__name__)
@@ -258,12 +260,29 @@ def _open_video(path: Path) -> Any:
         import decord
     except ImportError:
         raise FrameError(f"{path}: reading video files needs decord (pip install decord)") from None
+    _check_video_frame_size(path)
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except Exception as err:  # DECORDError and friends
         raise FrameError(
             f"{path}: cannot open video ({str(err).splitlines()[0] if str(err) else err!r})"
         ) from None
+
+
+def _check_video_frame_size(path: Path) -> None:
+    """Refuse a video whose frames are over :data:`megc_vqa.limits.IMAGE_PIXELS` before decord decodes one
+    (the size comes from the container and stream headers, which OpenCV reads on open). A file OpenCV
+    cannot open is left to decord, which reports it."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    finally:
+        capture.release()
+    try:
+        check_image_pixels(width, height, str(path), "video frames")
+    except InputError as err:
+        raise FrameError(str(err)) from None
 
 
 def _imread(path: Path, flags: int) -> np.ndarray:
@@ -275,6 +294,10 @@ def _imread(path: Path, flags: int) -> np.ndarray:
         raise FrameError(f"{path}: cannot read frame image ({err.strerror})") from None
     if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-64:].tobytes():
         raise FrameError(f"{path}: cannot decode frame image (truncated JPEG: no end-of-image marker)")
+    try:
+        check_image_header(data.data, str(path))  # the pixel count, before OpenCV allocates it
+    except InputError as err:
+        raise FrameError(str(err)) from None
     try:
         image = cv2.imdecode(data, flags) if data.size else None
     except cv2.error as err:

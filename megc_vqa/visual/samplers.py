@@ -38,6 +38,7 @@ import numpy as np
 
 from megc_vqa.fileio import atomic_write_bytes
 from megc_vqa.frame_names import is_image
+from megc_vqa.limits import SAMPLED_FRAMES
 from megc_vqa.records import Clip, FrameSource
 from megc_vqa.visual.apex import estimate_apex
 from megc_vqa.visual.face import Box, crop, face_box
@@ -100,6 +101,8 @@ def parse_sampler(spec: str) -> SamplerSpec:
             n_frames = int(match.group(1))
             if n_frames < 1:
                 raise bad("uniform:N needs N >= 1")
+            if n_frames > SAMPLED_FRAMES.value:
+                raise bad(f"uniform:{n_frames:,} is over the {SAMPLED_FRAMES.hint()}")
             frames = "uniform"
         elif part == "flow":
             flow = True
