@@ -1851,6 +1851,7 @@ def test_long_videos_jsonl_folders_stay_below_its_output_folder(tmp_path):
 
     gt = tmp_path / "out" / "gt"
     gt.mkdir(parents=True)
+    _frames(tmp_path / "out" / "long" / "006_1", n=3)  # the reader checks that the frames are there
     row = {"subject": "006", "video": "006_1", "fps": 30.0, "events": []}
     (gt / "long_videos.jsonl").write_text(json.dumps({**row, "folder": "long/006_1"}) + "\n")
     [video] = read_long_videos_jsonl(gt / "long_videos.jsonl")
