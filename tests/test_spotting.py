@@ -721,12 +721,14 @@ def test_run_str_on_samm_lv_layout_with_loader_naming_finds_true_positives(tmp_p
     gt_rows = list(csv.DictReader(paths["samm_lv_str_gt"].open()))
     assert {(r["subject"], r["video"]) for r in gt_rows} == {(v.subject, v.video_id) for v in videos}
     assert list(gt_rows[0]) == ["subject", "video", "onset", "offset", "emotion", "type"]
-    for argv in (
-        # the sidecar names frame folders under the data root: the command line lets them in (issue 21)
-        ["--videos", str(paths["samm_lv_videos"]), "--videos-under", str(tmp_path / "data")],
-        ["--videos-root", str(tmp_path / "data" / "samm_lv"), "--dataset", "samm_lv"],
+    for run, argv in enumerate(
+        (
+            # the sidecar names frame folders under the data root: the command line lets them in (issue 21)
+            ["--videos", str(paths["samm_lv_videos"]), "--videos-under", str(tmp_path / "data")],
+            ["--videos-root", str(tmp_path / "data" / "samm_lv"), "--dataset", "samm_lv"],
+        )
     ):
-        out = tmp_path / f"out{len(argv)}"
+        out = tmp_path / f"out{run}"  # one folder a way of naming the videos: each is its own run
         common = ["--gt", str(paths["samm_lv_str_gt"]), "--out", str(out), "--no-plots"]
         assert _script("run_str.py")([*argv, *common]) == 0
         scores = json.loads((out / "scores.json").read_text())
