@@ -99,6 +99,7 @@ def _main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         fps=args.fps,
         max_fallback_share=args.max_fallback_share,
+        fine_labels=args.fine_labels,
     )
 
     vocab = AnswerVocabulary(fine=tuple(args.fine_labels)) if args.fine_labels else AnswerVocabulary()

@@ -92,11 +92,14 @@ def _main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     from megc_vqa.errors import InputError, check_number
+    from megc_vqa.fileio import input_file_problem
     from megc_vqa.submission.files import read_jsonl
 
+    suffix = ".csv" if args.task == "str" else ".jsonl"
     for path in [*_as_list(args.pred), *_as_list(args.gt or [])]:
-        if not Path(path).is_file():
-            raise InputError(f"{path}: no such file")
+        problem = input_file_problem(path, suffix=suffix)
+        if problem:
+            raise InputError(f"{path}: {problem}")
     try:
         if args.task == "str":
             from megc_vqa.labels import STR_CLASSES
@@ -152,13 +155,16 @@ def _main(argv: list[str] | None = None) -> int:
 
                 rejected = check_scored_predictions(native, args.gt)
                 if rejected:
-                    listing = "; ".join(str(p) for p in rejected[:10])
+                    listing = "; ".join(p.located() for p in rejected[:10])
                     more = f" (and {len(rejected) - 10} more)" if len(rejected) > 10 else ""
                     raise InputError(f"the validator rejects the predictions, not scored: {listing}{more}")
             if args.task == "lvqa":
                 from megc_vqa.metrics.lvqa import score_lvqa
 
-                result = score_lvqa(preds, gts)
+                try:
+                    result = score_lvqa(preds, gts)
+                except InputError as err:  # the rows' fault: name their files
+                    raise InputError(f"--gt {' '.join(map(str, args.gt))}: {err}") from None
             else:
                 from megc_vqa.metrics.vqa import VqaVariant, align, score_aligned
 

@@ -44,8 +44,23 @@ class Problem:
     level: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.level}: {self.message}"
+        return f"{self.where}: {self.level}: {self.message}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def located(self) -> str:
+        """``file:line: message``, the form inside an exception: the error boundary prints ``error:``
+        once before it (``str()`` would give ``error: file:line: error: message``)."""
+        return f"{self.where}: {self.message}"
+
+
+def problems_text(problems: Sequence[Problem], limit: int = 5) -> str:
+    """The first ``limit`` problems for an exception's message (:meth:`Problem.located`), and how many
+    more there are."""
+    more = f" (and {len(problems) - limit} more problems)" if len(problems) > limit else ""
+    return "; ".join(p.located() for p in problems[:limit]) + more
 
 
 @dataclass(frozen=True)
@@ -93,8 +108,9 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
         if not line.strip():
             problems.append(Problem(name, number, "blank line"))
             continue
+        twice = _KeysSeenTwice()
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=twice)
         except json.JSONDecodeError as err:
             problems.append(Problem(name, number, f"not valid JSON: {err.msg} (column {err.colno})"))
             continue
@@ -107,7 +123,14 @@ def parse_jsonl(data: bytes, name: str) -> tuple[list[JsonlRow], list[Problem]]:
         if not isinstance(obj, dict):
             problems.append(Problem(name, number, f"expected a JSON object, got {type(obj).__name__}"))
             continue
+        if twice:  # JSON readers differ on which one wins (Python keeps the last): never guess
+            keys = ("key " if len(twice) == 1 else "keys ") + ", ".join(repr(k[:60]) for k in twice[:5])
+            problems.append(Problem(name, number, f"{keys} given twice in one object; keep one of each"))
         rows.append(JsonlRow(number, obj))
+    first = lines[0].rstrip("\r") if lines else ""
+    if not rows and "," in first and any(p.message.startswith("not valid JSON") for p in problems):
+        # One message for a CSV given where JSONL is read, rather than "not valid JSON" on every line.
+        return rows, [Problem(name, 0, _csv_given(first))]
     return rows, problems
 
 
@@ -215,6 +238,80 @@ def _no_alias_loader() -> type:
     return NoAliasLoader
 
 
+class _KeysSeenTwice(list[str]):
+    """``object_pairs_hook`` for one line: builds each object as ``json`` does and keeps the keys met twice
+    in one object (``json`` itself silently keeps the last value)."""
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj and key not in self:
+                self.append(key)
+            obj[key] = value
+        return obj
+
+
+def _csv_given(first_line: str) -> str:
+    columns = {c.strip().strip('"').lower() for c in first_line.split(",")}
+    what = "a CSV file"
+    if {"subject", "video", "onset", "offset"} <= columns:
+        what = "an ME-STR CSV (intervals: STR ground truth or str_pred.csv)"
+    head = first_line if len(first_line) <= 80 else first_line[:80] + "..."
+    return (
+        f"this looks like {what}, first line {head!r}, not JSONL (one JSON object per line); "
+        "give the .jsonl file"
+    )
+
+
+def input_file_problem(
+    path: str | os.PathLike[str], what: str = "file", suffix: str = ".jsonl"
+) -> str | None:
+    """Why ``path`` cannot be read as an input file (``None`` when it is a file, or a link to one): it is
+    missing, a folder (``give the <suffix> file``) or a special file (a FIFO would block the read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"no such {what}" + (" (a link to nothing)" if os.path.islink(path) else "")
+    except OSError as err:
+        return f"cannot read it ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return f"is a folder, not a {what}; give the {suffix} file itself"
+    kind = _KINDS.get(stat.S_IFMT(mode), "special file")
+    return f"is a {kind}, not a {what}; give a regular {suffix} file"
+
+
+def check_input_file(
+    path: str | os.PathLike[str], what: str = "file", *, option: str = "", suffix: str = ".jsonl"
+) -> None:
+    """Raise :class:`megc_vqa.errors.InputError` naming ``option`` and ``path`` unless ``path`` is a
+    readable regular file (see :func:`input_file_problem`)."""
+    from megc_vqa.errors import InputError
+
+    problem = input_file_problem(path, what, suffix)
+    if problem:
+        raise InputError(f"{option + ' ' if option else ''}{path}: {problem}")
+
+
+def check_folder_option(path: str | os.PathLike[str], option: str) -> Path:
+    """The folder an option names (a cache, an output), created when missing; :class:`UsageError` naming
+    the option when it is a file or cannot be created, before any work that would fail on it later."""
+    folder = Path(path)
+    if os.path.lexists(folder) and not folder.is_dir():
+        kind = "link to nothing" if not os.path.exists(folder) else "file"
+        raise UsageError(
+            f"{option} {folder}: is a {kind}, not a folder; give a folder (created when missing)"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(
+            f"{option} {folder}: cannot create the folder ({err.strerror}); give another"
+        ) from None
+    return folder
+
+
 def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> list[dict[str, Any]]:
     """Rows of a JSONL file. Lenient by default (BOM, CRLF and blank lines are tolerated);
     a line that is not a JSON object always raises ``ValueError`` naming the file and line; a file over
@@ -223,7 +320,7 @@ def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> list[di
     tolerated = ("BOM", "CRLF", "blank line")
     fatal = [p for p in problems if strict or not any(t in p.message for t in tolerated)]
     if fatal:
-        raise ValueError("; ".join(str(p) for p in fatal))
+        raise ValueError(problems_text(fatal))
     return [r.data for r in rows]
 
 

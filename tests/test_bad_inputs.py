@@ -522,7 +522,8 @@ def test_validator_and_scorer_reject_the_same_str_csv(case, tmp_path, capsys):
     assert script("eval/validate").main([str(pred)]) == 1
     assert f"{pred}:{message}" in capsys.readouterr().out
     assert script("eval/score").main(["str", "--pred", str(pred), "--gt", str(gt)]) == 2
-    assert f"{pred}:{message}" in capsys.readouterr().err
+    line, _, words = message.partition(": error: ")  # the same words, behind one "error:" (issue 21 F9)
+    assert capsys.readouterr().err.startswith(f"error: {pred}:{line}: {words}")
 
 
 def test_unknown_video_is_the_same_warning_in_both(tmp_path, capsys):
@@ -831,7 +832,7 @@ def test_spot_train_refuses_a_bad_ground_truth_row(case, tmp_path, capsys):
     argv = ["spot-train", "--recipe", str(SPOT_RECIPE), "--out", str(tmp_path / "o"), "--gt", str(gt),
             "--videos-root", str(_gt_videos(tmp_path)), "--fps", "30"]  # fmt: skip
     assert cli(argv) == 2
-    assert f"{gt}:3: error: {message}" in last_line(capsys.readouterr().err)
+    assert last_line(capsys.readouterr().err).startswith(f"error: {gt}:3: {message}")
     assert not (tmp_path / "o").exists()
 
 
@@ -1860,3 +1861,192 @@ def test_long_videos_jsonl_folders_stay_below_its_output_folder(tmp_path):
         (gt / "long_videos.jsonl").write_text(json.dumps({**row, "folder": folder}) + "\n")
         with pytest.raises(InputError, match=r"long_videos.jsonl line 1: folder .* is outside"):
             read_long_videos_jsonl(gt / "long_videos.jsonl")
+
+
+# --- issue 21: hostile pass, VQA side ---------------------------------------------------------------------
+
+STR_GT_CSV = (
+    "subject,video,onset,offset,emotion,type\n006,1,24,63,surprise,macro\n006,1,70,80,negative,micro\n"
+)
+
+
+def _one_error(err: str) -> str:
+    """The single ``error: ...`` line of a refused command: one prefix, no traceback (issue 21 F9)."""
+    assert "Traceback" not in err and "unexpected" not in err
+    line = last_line(err)
+    assert line.startswith("error: ") and line.count("error:") == 1, line
+    return line
+
+
+@pytest.fixture
+def vqa_inputs(tmp_path) -> tuple[Path, Path, list[dict]]:
+    """A two-row SAMM question file (official name), its clip's frames, and its rows."""
+    rows = [json.loads(line) for line in SAMM_2025.read_text().splitlines()][:2]
+    questions = tmp_path / "q" / SAMM_2025.name
+    questions.parent.mkdir()
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i in range(1, 4):
+        (tmp_path / "frames" / rows[0]["video"]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "frames" / rows[0]["video"] / f"img{i}.jpg").write_bytes(jpeg(32, 40 * i))
+    return questions, tmp_path / "frames", rows
+
+
+def _gt_file(path: Path, rows: list[dict], answer: str = "negative") -> Path:
+    path.write_text("".join(json.dumps({**r, "answer": answer}) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("str csv", "--gt {gt}: this looks like an ME-STR CSV (intervals: STR ground truth or str_pred.csv)"),
+        ("other questions", "--gt {gt}: none of its 2 video_id(s) (e.g. casme3_test_x_1) is among the questions'"),
+        ("folder", "--gt {gt}: is a folder, not a ground-truth file; give the .jsonl file itself"),
+        ("empty answer", "--gt {gt}:2: ground-truth row 2 (samm_test_SAMM-1_2) needs video_id, question and a "
+                         "non-empty answer"),
+        ("visual cache file", "--visual-cache {gt}: is a file, not a folder; give a folder"),
+        ("empty fine label", "--fine-labels: '' is not a label"),
+        ("questions folder", "--questions {q}: is a folder, not a question file; give the .jsonl file itself"),
+    ],
+)  # fmt: skip
+def test_run_vqa_checks_every_input_before_the_model_loads(
+    case, message, vqa_inputs, tmp_path, monkeypatch, capsys
+):
+    """C2, E1, E2, E3, F1: a wrong --gt, --visual-cache, --fine-labels or --questions is refused (exit 2,
+    one line) before any model loads and before --out exists, instead of after the whole run."""
+    from megc_vqa.answering.engine import Engine
+
+    questions, frames, rows = vqa_inputs
+    gt = tmp_path / "gt"
+    extra: list[str] = ["--gt", str(gt)]
+    if case == "str csv":
+        gt.write_text(STR_GT_CSV)
+    elif case == "other questions":
+        _gt_file(gt, [{**r, "video_id": f"casme3_test_x_{i}"} for i, r in enumerate(rows, 1)])
+    elif case == "folder":
+        gt.mkdir()
+    elif case == "empty answer":
+        _gt_file(gt, rows[:1])
+        gt.write_text(gt.read_text() + json.dumps(rows[1]) + "\n")
+    elif case == "visual cache file":
+        gt.write_text("mine")
+        extra = ["--visual-cache", str(gt)]
+    elif case == "empty fine label":
+        extra = ["--fine-labels", ""]
+    else:
+        questions = questions.parent
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Engine, "load", no_model)
+    out = tmp_path / "out"
+    argv = ["--questions", str(questions), "--frames-root", str(frames), "--model", "tiny-qwen2.5-vl",
+            "--out", str(out), "--quiet", *extra]  # fmt: skip
+    assert script("eval/run_vqa").main(argv) == 2
+    assert _one_error(capsys.readouterr().err).startswith("error: " + message.format(gt=gt, q=questions))
+    assert not out.exists()
+
+
+def test_run_vqa_scores_with_ground_truth_of_its_questions(vqa_inputs, tmp_path, capsys):
+    """The up-front --gt check lets the right ground truth through: the run scores as before."""
+    questions, frames, rows = vqa_inputs
+    gt = _gt_file(tmp_path / "gt.jsonl", rows)
+    out = tmp_path / "out"
+    argv = ["--questions", str(questions), "--frames-root", str(frames), "--model", "tiny-qwen2.5-vl",
+            "--out", str(out), "--quiet", "--gt", str(gt)]  # fmt: skip
+    assert script("eval/run_vqa").main(argv) == 0
+    assert json.loads((out / "scores.json").read_text())["overall"]["n_rows"] == 2
+
+
+QUESTION_ROW_CASES = {
+    "empty video_id": ({"video_id": ""}, "1: empty video_id; every question row needs one"),
+    "blank question": ({"question": "  "}, "1: empty question; every question row needs one"),
+    "duplicate key": (None, "1: key 'video_id' given twice in one object; keep one of each"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUESTION_ROW_CASES))
+def test_run_vqa_and_the_validator_refuse_the_same_question_rows(case, vqa_inputs, tmp_path, capsys):
+    """E6, E7, E8: an empty video_id or question, or a key given twice (JSON keeps the last silently), is
+    refused naming the line by the one question-file reader, so run_vqa and validate.py --questions agree."""
+    change, message = QUESTION_ROW_CASES[case]
+    questions, frames, rows = vqa_inputs
+    if change is None:
+        line = json.dumps(rows[0])[:-1] + ', "video_id": "samm_test_SAMM-1_9"}'
+    else:
+        line = json.dumps({**rows[0], **change})
+    questions.write_text(line + "\n" + json.dumps(rows[1]) + "\n")
+    argv = ["--questions", str(questions), "--frames-root", str(frames), "--model", "tiny-qwen2.5-vl",
+            "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    assert script("eval/run_vqa").main(argv) == 2
+    assert _one_error(capsys.readouterr().err) == f"error: {questions}:{message}"
+    pred = tmp_path / "me_vqa_samm_test_pred.jsonl"
+    pred.write_text(questions.read_text().replace('"answer": ""', '"answer": "negative"'))
+    assert script("eval/validate").main(["--questions", str(questions), str(pred)]) == 2
+    assert _one_error(capsys.readouterr().err) == f"error: question file unreadable: {questions}:{message}"
+    if change is None:  # in a prediction file the validator reports it as a problem of its own
+        assert script("eval/validate").main([str(pred)]) == 1
+        assert f"{pred}:1: error: key 'video_id' given twice in one object" in capsys.readouterr().out
+
+
+def test_csv_where_jsonl_is_read_is_said_once(answered, tmp_path, capsys):
+    """F2: an STR CSV given as a JSONL file is named as such in one message, not "not valid JSON" per line."""
+    from megc_vqa.fileio import parse_jsonl
+
+    csv = tmp_path / "str_gt.csv"
+    csv.write_text(STR_GT_CSV)
+    rows, problems = parse_jsonl(csv.read_bytes(), str(csv))
+    assert rows == [] and len(problems) == 1 and "looks like an ME-STR CSV" in problems[0].message
+    assert script("eval/score").main(["vqa", "--pred", str(answered), "--gt", str(csv)]) == 2
+    line = _one_error(capsys.readouterr().err)
+    assert line.startswith(f"error: {csv}: this looks like an ME-STR CSV") and "not valid JSON" not in line
+
+
+def test_score_lvqa_refuses_vqa_files(answered, tmp_path, capsys):
+    """E4: ME-VQA files scored as ME-LVQA were exit 0 with every metric null; now exit 2 naming the task."""
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(answered.read_text())
+    assert script("eval/score").main(["lvqa", "--pred", str(answered), "--gt", str(gt)]) == 2
+    line = _one_error(capsys.readouterr().err)
+    assert line.startswith(f"error: --gt {gt}: none of the 35 ground-truth rows asks an ME-LVQA question")
+    assert "they are ME-VQA questions (au, coarse, fine, joint): score them with `score.py vqa`" in line
+
+
+def test_folders_given_as_files_are_named_folders(answered, tmp_path, capsys):
+    """F1: a folder where a file is expected is called a folder, not missing."""
+    assert script("eval/validate").main([str(tmp_path)]) == 1
+    assert f"{tmp_path}: error: is a folder, not a file; give the .jsonl, .csv or .zip file itself" in (
+        capsys.readouterr().out
+    )
+    assert script("eval/validate").main([str(answered), "--questions", str(tmp_path)]) == 2
+    assert _one_error(capsys.readouterr().err) == (
+        f"error: --questions {tmp_path}: is a folder, not a question file; give the .jsonl file itself"
+    )
+    assert script("eval/score").main(["vqa", "--pred", str(answered), "--gt", str(tmp_path)]) == 2
+    assert (
+        _one_error(capsys.readouterr().err)
+        == f"error: {tmp_path}: is a folder, not a file; give the .jsonl file itself"
+    )
+
+
+def test_prep_reads_compare_with_before_it_runs(synth_root, tmp_path, capsys):
+    """E10: a wrong --compare-with file is refused before prep writes anything."""
+    csv = tmp_path / "str_gt.csv"
+    csv.write_text(STR_GT_CSV)
+    out = tmp_path / "prep"
+    assert cli(["prep", "--data-root", str(synth_root), "--out", str(out), "--compare-with", str(csv)]) == 2
+    assert _one_error(capsys.readouterr().err).startswith(f"error: {csv}: this looks like an ME-STR CSV")
+    assert not out.exists()
+
+
+def test_export_qa_given_an_organiser_question_file(tmp_path, capsys):
+    """F8: --qa given a *_to_answer.jsonl says so, and that --qa takes prep's qa.jsonl."""
+    out = tmp_path / "e"
+    assert cli(["export", "--format", "swift", "--qa", str(SAMM_2025), "--out", str(out)]) == 2
+    line = _one_error(capsys.readouterr().err)
+    assert line.startswith(
+        f"error: --qa: {SAMM_2025}:1: missing key(s) id, dataset, image_id, subject, filename"
+    )
+    assert "looks like an organiser question or ground-truth file" in line and "qa.jsonl" in line
+    assert not out.exists()

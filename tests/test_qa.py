@@ -368,20 +368,20 @@ def test_question_row_keeps_extra_keys_and_order(tmp_path):
 @pytest.mark.parametrize(
     ("third_line", "message"),
     [
-        ("{not json", ":3: error: not valid JSON"),
-        ('["a list"]', ":3: error: expected a JSON object"),
-        ('{"video_id":"x_3","video":"X","question":"q"}', ":3: error: missing key(s) answer"),
+        ("{not json", ":3: not valid JSON"),
+        ('["a list"]', ":3: expected a JSON object"),
+        ('{"video_id":"x_3","video":"X","question":"q"}', ":3: missing key(s) answer"),
         (
             '{"video_id":"x_3","video":"X","question":5,"answer":""}',
-            ":3: error: key 'question' must be a string",
+            ":3: key 'question' must be a string",
         ),
         (
             '{"video_id":"x_1","video":"X","question":"q","answer":""}',
-            ":3: error: video_id 'x_1' already used on line 1",
+            ":3: video_id 'x_1' already used on line 1",
         ),
         (
             '{"video_id":"x_3","video":"../X","question":"q","answer":""}',
-            ":3: error: video '../X' is not a plain",
+            ":3: video '../X' is not a plain",
         ),
     ],
 )
@@ -403,7 +403,7 @@ def test_read_questions_empty_or_missing_file(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(
         b'{"video_id":"x_1","video":"X","question":"q","answer":""}\n"\xe9"\n'
     )
-    with pytest.raises(QAFileError, match=r"latin1.jsonl:2: error: not valid UTF-8"):
+    with pytest.raises(QAFileError, match=r"latin1.jsonl:2: not valid UTF-8"):
         read_questions(tmp_path / "latin1.jsonl")
 
 

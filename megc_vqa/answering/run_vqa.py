@@ -27,8 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.errors import set_output_folder
-from megc_vqa.fileio import claim_outputs, is_inside, is_plain_name, is_regular_file
+from megc_vqa.errors import InputError, set_output_folder
+from megc_vqa.fileio import (
+    check_folder_option,
+    claim_outputs,
+    input_file_problem,
+    is_inside,
+    is_plain_name,
+    is_regular_file,
+    parse_jsonl,
+    problems_text,
+)
 from megc_vqa.limits import BATCH_SIZE, VOTES, check_count, check_image_size
 
 log = logging.getLogger(__name__)
@@ -58,8 +67,10 @@ def check_run_options(
     image_size: int | None = None,
     fps: float | None = None,
     max_fallback_share: float = 0.0,
+    fine_labels: Sequence[str] | None = None,
 ) -> None:
-    """Every numeric option of a run, checked before anything loads (``UsageError`` naming the option)."""
+    """Every numeric option of a run, and the ``--fine-labels`` words, checked before anything loads
+    (``UsageError`` naming the option)."""
     from megc_vqa.errors import UsageError, check_number
 
     check_count("--batch-size", batch_size, BATCH_SIZE)
@@ -73,6 +84,12 @@ def check_run_options(
     check_image_size("--image-size", image_size)
     check_number("--fps", fps, above=0)
     check_number("--max-fallback-share", max_fallback_share, minimum=0, maximum=1)
+    for label in fine_labels or ():  # constrained decoding picks one of them: an empty one is no answer
+        if not label.strip() or label != label.strip():
+            raise UsageError(
+                f"--fine-labels: {label!r} is not a label; give words without spaces around them, e.g. "
+                "--fine-labels happiness disgust"
+            )
 
 
 def fallback_failure(result: RunResult, max_share: float) -> str | None:
@@ -172,8 +189,9 @@ def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | No
     jobs: list[ClipJob] = []
     missing: dict[str, list[str]] = {}
     for path in map(Path, question_files):
-        if not path.is_file():
-            raise RunError(f"{path}: no such question file")
+        problem = input_file_problem(path, "question file")
+        if problem:
+            raise RunError(f"--questions {path}: {problem}")
         try:
             rows = read_questions(path)
         except QAFileError as err:
@@ -198,6 +216,39 @@ def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | No
             f"(looked for <root>/<video>/, <root>/<SAMM|CAS>/<video>/ and <root>/frames/<video>/):\n{listing}"
         )
     return jobs
+
+
+def check_ground_truth(gt_files: Sequence[str | Path], jobs: Sequence[ClipJob]) -> None:
+    """Every ``--gt`` file checked before any model loads: a readable JSONL of ground-truth rows (an id, a
+    question and a non-empty answer, as the scorer needs them) sharing at least one ``video_id`` with the
+    question files; else :class:`InputError` naming the file and what ``--gt`` takes."""
+    from megc_vqa.metrics.vqa import ground_truth_id
+
+    takes = (
+        "--gt takes the ME-VQA ground truth of these questions: their rows with the answers filled (JSONL)"
+    )
+    asked = {row.video_id for job in jobs for row in job.rows}
+    for g in map(Path, gt_files):
+        problem = input_file_problem(g, "ground-truth file")
+        if problem:
+            raise InputError(f"--gt {g}: {problem}")
+        rows, problems = parse_jsonl(g.read_bytes(), str(g))
+        fatal = [
+            p for p in problems if p.level == "error" and "BOM" not in p.message and "CRLF" not in p.message
+        ]
+        if fatal:
+            raise InputError(f"--gt {problems_text(fatal, 3)}; {takes}")
+        ids: set[str] = set()
+        for row in rows:
+            try:
+                ids.add(ground_truth_id(row.data, row.line, ids))
+            except ValueError as err:
+                raise InputError(f"--gt {g}:{row.line}: {err}; {takes}") from None
+        if not any(vid in asked for vid in ids):
+            raise InputError(
+                f"--gt {g}: none of its {len(ids)} video_id(s) (e.g. {min(ids, default='none')}) is among "
+                f"the questions' (e.g. {min(asked, default='none')}): ground truth of other questions; {takes}"
+            )
 
 
 def clip_batches(jobs: Sequence[ClipJob], batch_rows: int) -> list[list[ClipJob]]:
@@ -270,6 +321,9 @@ def run_vqa(
     if options is not None:
         check_run_options(batch_size=options.batch_size, votes=options.votes, temperature=options.temperature)
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
+    check_ground_truth(gt_files, jobs)  # read only after answering, a wrong file would waste the run
+    if visual.cache_dir is not None:
+        check_folder_option(visual.cache_dir, "--visual-cache")
     from megc_vqa.submission.files import prediction_file_name
 
     # Only its own files in --out, and only those it wrote (a user's report.md or submission.zip is kept).
@@ -291,9 +345,6 @@ def run_vqa(
                 check_servable(adapter, "vllm")
             except (ServingError, FileNotFoundError) as err:
                 raise RunError(str(err)) from None
-    for g in gt_files:
-        if not Path(g).is_file():
-            raise RunError(f"{g}: no such ground-truth file")
     # The training record: the engine's when one is given, else read now (the engine gets the same one),
     # so the answer log's fingerprint holds the settings actually used before any model loads.
     recorded = getattr(engine, "contract", None) or read_contract(*contract_folders(model, adapter))

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from megc_vqa.errors import InputError
 from megc_vqa.labels import AU_NAMES
 from megc_vqa.metrics.vqa import AlignedRow, align, class_scores, normalise_answer, split_rows
 from megc_vqa.qa.kinds import COUNT_KINDS
@@ -37,6 +38,8 @@ COUNT_KEYS: dict[str, str] = {
     "lvqa_count_macro": "macro",
 }
 TYPE_CLASSES: tuple[str, ...] = ("micro-expression", "macro-expression")
+# The question kinds ME-LVQA scores; a ground truth of none of them is not an ME-LVQA file.
+LVQA_TYPES: frozenset[str] = frozenset({*COUNT_KEYS, "lvqa_aus", "lvqa_event_type"})
 # Known FACS names, longest first: "lip corner depressor" must not also match a shorter name inside it.
 _FACS_NAMES = sorted({n.lower() for n in AU_NAMES.values()}, key=len, reverse=True)
 _FACS_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in _FACS_NAMES) + r")\b")
@@ -188,6 +191,15 @@ def score_lvqa(
     pooled rows (keys ``count_{total,micro,macro}_{mae,rmse}``, ``au_f1``, ``au_jaccard``, ``type_uf1``,
     ``type_uar``, plus counts of rows)."""
     rows, problems = align(predictions, ground_truth)
+    if rows and not any(r.qtype in LVQA_TYPES for r in rows):  # else every score is null, silently
+        kinds = sorted({r.qtype for r in rows} - {"unknown"})
+        seen = "questions of no known form"
+        if kinds:
+            seen = f"ME-VQA questions ({', '.join(kinds[:4])}): score them with `score.py vqa`"
+        raise InputError(
+            f"none of the {len(rows)} ground-truth rows asks an ME-LVQA question (event counts, the AUs, an "
+            f"event's type); they are {seen}"
+        )
     out: dict[str, Any] = {name: score_lvqa_rows(subset) for name, subset in split_rows(rows).items()}
     out["official_scorer_published"] = False
     out["note"] = METRIC_NOTE

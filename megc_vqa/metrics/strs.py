@@ -304,7 +304,7 @@ def read_intervals(
     errors = [p for p in problems if p.level == "error"]
     if errors:
         more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise StrInputError("\n".join(str(p) for p in errors[:20]) + more)
+        raise StrInputError("\n".join(p.located() for p in errors[:20]) + more)
     if warnings is not None:
         warnings.extend(problems)
     else:

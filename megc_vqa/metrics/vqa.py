@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -306,6 +306,22 @@ def _row_id(row: Mapping[str, Any]) -> str | None:
     return None if value is None else str(value)
 
 
+def ground_truth_id(gt: Mapping[str, Any], index: int, seen: Container[str] = ()) -> str:
+    """The id of ground-truth row ``index``; ``ValueError`` unless it has an id (not in ``seen``), a
+    question and a non-empty answer (what :func:`align` scores)."""
+    vid = _row_id(gt)
+    if (
+        vid is None
+        or "question" not in gt
+        or not isinstance(gt.get("answer"), str)
+        or not gt["answer"].strip()
+    ):
+        raise ValueError(f"ground-truth row {index} ({vid}) needs video_id, question and a non-empty answer")
+    if vid in seen:
+        raise ValueError(f"ground-truth row {index}: duplicated video_id {vid}")
+    return vid
+
+
 def align(
     predictions: Iterable[Mapping[str, Any]], ground_truth: Iterable[Mapping[str, Any]]
 ) -> tuple[list[AlignedRow], list[str]]:
@@ -328,18 +344,7 @@ def align(
     rows: list[AlignedRow] = []
     seen: set[str] = set()
     for index, gt in enumerate(ground_truth, start=1):
-        vid = _row_id(gt)
-        if (
-            vid is None
-            or "question" not in gt
-            or not isinstance(gt.get("answer"), str)
-            or not gt["answer"].strip()
-        ):
-            raise ValueError(
-                f"ground-truth row {index} ({vid}) needs video_id, question and a non-empty answer"
-            )
-        if vid in seen:
-            raise ValueError(f"ground-truth row {index}: duplicated video_id {vid}")
+        vid = ground_truth_id(gt, index, seen)
         seen.add(vid)
         pred = by_id.get(vid)
         answer = None

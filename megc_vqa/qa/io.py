@@ -26,6 +26,7 @@ from megc_vqa.fileio import (
     Problem,
     atomic_folder,
     atomic_write_text,
+    input_file_problem,
     is_plain_name,
     parse_jsonl,
     read_jsonl_bytes,
@@ -75,7 +76,7 @@ def write_qa_jsonl(records: Iterable[QARecord], path: str | Path, *, relative_so
 
 
 def _problem(path: str | Path, line: int, message: str) -> QAFileError:
-    return QAFileError(str(Problem(str(path), line, message)))
+    return QAFileError(Problem(str(path), line, message).located())
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -83,6 +84,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     line that is not one JSON object or for bytes that are not UTF-8. A BOM, CRLF line ends and blank
     lines are tolerated (the parser is the submission validator's, which is strict about those)."""
     path = Path(path)
+    problem = input_file_problem(path)  # a folder or a FIFO: said as such, never read (a FIFO blocks)
+    if problem:
+        raise _problem(path, 0, problem)
     try:
         data = read_jsonl_bytes(path)  # bounded: megc_vqa.limits.JSONL_BYTES
     except FileNotFoundError:
@@ -95,9 +99,23 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     fatal = [p for p in problems if not p.message.startswith(_TOLERATED)]
     if fatal:
         more = f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""
-        raise QAFileError(f"{fatal[0]}{more}")
+        raise QAFileError(f"{fatal[0].located()}{more}")
     for row in rows:
         yield row.line, row.data
+
+
+def foreign_row_hint(obj: dict[str, Any]) -> str:
+    """What a row of the wrong kind of file looks like, for the message of a reader that refuses it."""
+    if "video_id" in obj and "id" not in obj:
+        return (
+            " (this looks like an organiser question or ground-truth file, *_to_answer.jsonl, which run_vqa "
+            "answers, not a qa.jsonl written by `megc-vqa prep`)"
+        )
+    if "id" in obj and "image_id" in obj and "video_id" not in obj:
+        return " (this looks like a QA file, qa.jsonl of `megc-vqa prep`, not an organiser question file)"
+    if {"messages", "conversations"} & set(obj):
+        return " (this looks like a trainer's chat dataset, written by `megc-vqa export`)"
+    return ""
 
 
 def read_qa_jsonl(path: str | Path) -> list[QARecord]:
@@ -112,7 +130,7 @@ def read_qa_jsonl(path: str | Path) -> list[QARecord]:
         try:
             record = QARecord.from_json(obj)
         except (KeyError, TypeError) as err:
-            raise _problem(path, number, err.args[0]) from None
+            raise _problem(path, number, err.args[0] + foreign_row_hint(obj)) from None
         if record.source and not os.path.isabs(record.source):
             record = record.with_source(source=os.path.normpath(os.path.join(folder, record.source)))
         records.append(record)
@@ -122,8 +140,10 @@ def read_qa_jsonl(path: str | Path) -> list[QARecord]:
 def read_questions(path: str | Path) -> list[QuestionRow]:
     """Read an organiser ``*_to_answer.jsonl`` file, keeping each row's keys, extra keys and order.
 
-    Raises ``QAFileError`` naming the line for a non-JSON line, a missing or non-string key, a duplicate
-    ``video_id``, or a ``video`` that is not a plain folder name (``../x`` would escape the media root).
+    Raises ``QAFileError`` naming the line for a non-JSON line, a missing or non-string key, an empty
+    ``video_id`` or ``question``, a duplicate ``video_id``, or a ``video`` that is not a plain folder name
+    (``../x`` would escape the media root). The one reader of question files: ``run_vqa`` and the
+    validator (``--questions``) accept and refuse the same files.
     """
     rows: list[QuestionRow] = []
     first_line: dict[str, int] = {}
@@ -131,7 +151,10 @@ def read_questions(path: str | Path) -> list[QuestionRow]:
         try:
             row = QuestionRow.from_json(obj, line=number)
         except (KeyError, TypeError) as err:
-            raise _problem(path, number, err.args[0]) from None
+            raise _problem(path, number, err.args[0] + foreign_row_hint(obj)) from None
+        for key in ("video_id", "question"):  # an empty id cannot be scored; an empty question not answered
+            if not getattr(row, key).strip():
+                raise _problem(path, number, f"empty {key}; every question row needs one")
         if not is_plain_name(row.video):
             raise _problem(path, number, f"video {row.video!r} is not a plain folder name")
         if row.video_id in first_line:

@@ -468,9 +468,16 @@ def run_training_file(args: Any) -> int:
     return 0
 
 
-def run_compare(generated: Sequence[QARecord], skips: Sequence[Skip], path: Path, limit: int = 50) -> int:
-    """Print where the generator and the organisers' file differ; 0 when they agree, 1 when they differ."""
-    official = [row.record for row in read_official_rows(path)]
+def run_compare(
+    generated: Sequence[QARecord],
+    skips: Sequence[Skip],
+    path: Path,
+    limit: int = 50,
+    rows: Sequence[OfficialRow] | None = None,
+) -> int:
+    """Print where the generator and the organisers' file differ; 0 when they agree, 1 when they differ.
+    ``rows``: the file's rows when already read (``prep`` reads them before it starts)."""
+    official = [row.record for row in (read_official_rows(path) if rows is None else rows)]
     result = compare(generated, official, skips)
     print(
         f"compare with {path}: {result.clips_compared} clips in both, {result.identical} identical, "

@@ -327,6 +327,11 @@ def _run(args: argparse.Namespace) -> int:
         except PrepError as err:
             print(f"megc-vqa prep: error: {err}", file=sys.stderr)
             return 2
+    compare_rows = None
+    if getattr(args, "compare_with", None) is not None:  # read first: a wrong file must not cost a whole prep
+        from megc_vqa.qa import official
+
+        compare_rows = official.read_official_rows(args.compare_with)
     try:
         result = prepare(
             args.data_root,
@@ -349,8 +354,9 @@ def _run(args: argparse.Namespace) -> int:
     if not result.records and not str_files:
         print(f"megc-vqa prep: no clip under {args.data_root} could be turned into QA", file=sys.stderr)
         return 1
-    if getattr(args, "compare_with", None) is not None:
+    if compare_rows is not None:
         from megc_vqa.qa import official
 
-        return official.run_compare(result.records, [*result.load_skips, *result.qa_skips], args.compare_with)
+        skips = [*result.load_skips, *result.qa_skips]
+        return official.run_compare(result.records, skips, args.compare_with, rows=compare_rows)
     return 0

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import InputError, cut
-from megc_vqa.fileio import read_jsonl_bytes
+from megc_vqa.fileio import check_input_file, input_file_problem, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, STR_CLASSES
 from megc_vqa.limits import ZIP_MEMBER_BYTES, ZIP_MEMBERS, ZIP_TOTAL_BYTES, read_stream_bounded
 from megc_vqa.metrics.strs import parse_str_csv
+from megc_vqa.qa.io import QAFileError, read_questions
 from megc_vqa.qa.kinds import kind_of
 from megc_vqa.qa.templates import is_plural, parse_joint_answer
 from megc_vqa.submission.files import (
@@ -331,16 +332,16 @@ def split_questions(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str],
 def _load_questions(
     question_paths: Iterable[str | os.PathLike[str]],
 ) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-    """Prediction file name -> (question path, question rows)."""
+    """Prediction file name -> (question path, question rows), read by run_vqa's own reader
+    (:func:`megc_vqa.qa.io.read_questions`): both accept and refuse the same question files."""
     out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     for path in question_paths:
-        if not Path(path).is_file():
-            raise InputError(f"--questions {path}: no such question file")
-        rows, problems = parse_jsonl(read_jsonl_bytes(path), str(path))
-        fatal = [p for p in problems if "BOM" not in p.message and "CRLF" not in p.message]
-        if fatal:
-            raise InputError("question file unreadable: " + "; ".join(map(str, fatal[:5])))
-        out[prediction_file_name(path)] = (str(path), [r.data for r in rows])
+        check_input_file(path, "question file", option="--questions")
+        try:
+            rows = read_questions(path)
+        except QAFileError as err:
+            raise InputError(f"question file unreadable: {err}") from None
+        out[prediction_file_name(path)] = (str(path), [r.to_json() for r in rows])
     return out
 
 
@@ -365,8 +366,9 @@ def validate_files(
     problems: list[Problem] = []
     for f in files:
         path = Path(f)
-        if not path.is_file():
-            problems.append(Problem(str(path), 0, "no such file"))
+        problem = input_file_problem(path, suffix=".jsonl, .csv or .zip")
+        if problem:
+            problems.append(Problem(str(path), 0, problem))
             continue
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
             zip_entries, zip_problems = _zip_entries(path)

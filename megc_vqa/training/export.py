@@ -340,7 +340,7 @@ def _earlier_export(folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megc_vqa.qa.io import read_qa_jsonl
+    from megc_vqa.qa.io import QAFileError, read_qa_jsonl
 
     settings = _settings(args)
     out: Path = args.out
@@ -349,7 +349,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} already exists: choose a new folder or pass --overwrite to replace it")
     if exists:  # --overwrite: only an earlier export, and nothing the export reads
         check_outside(out, _inputs(args), label=f"--out {out}")
-    records = read_qa_jsonl(args.qa)
+    try:
+        records = read_qa_jsonl(args.qa)
+    except QAFileError as err:
+        raise UsageError(f"--qa: {err}") from None
     if not records:
         raise UsageError(f"--qa {args.qa}: no records")
     if exists:
