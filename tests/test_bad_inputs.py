@@ -589,7 +589,7 @@ def test_repl_survives_every_mistake(tmp_path):
     assert session.loop(lambda: next(lines)) == 0
     text = out.getvalue()
     assert f"error: {empty}: no numbered image files" in text
-    assert "--onset 9 is after --offset 2" in text and "apex 9999 is after --offset 10" in text
+    assert "ONSET 9 is after OFFSET 2" in text and "APEX 9999 is after OFFSET 10" in text
     assert (
         f"cannot save to {tmp_path / 'missing' / 't.jsonl'}: folder {tmp_path / 'missing'} does not exist"
         in text
@@ -600,7 +600,10 @@ def test_repl_survives_every_mistake(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--onset", "100", "--offset", "10"], "--onset 100 is after --offset 10; the onset comes first"),
+        (
+            ["--onset", "100", "--offset", "10"],
+            "--onset 100 is after --offset 10; the onset comes first, then the apex, then the offset",
+        ),
         (["--apex", "-1"], "--apex must be at least 0 (got -1)"),
         (["--fps", "0"], "--fps must be greater than 0 (got 0.0)"),
     ],
@@ -1286,7 +1289,9 @@ def test_writes_never_replace_a_special_file(tmp_path):
     out = io.StringIO()
     session = Session(answer=lambda visual, q: "negative", load_visual=lambda request: None,
                       clip=ClipRequest(tmp_path), sheet_path=tmp_path / "s.png", out=out)  # fmt: skip
-    lines = iter([f":save {fifo}", f":save {tmp_path / 't.jsonl'}", ":quit"])
+    lines = iter(
+        [f":save {fifo}", "What is the coarse expression class?", f":save {tmp_path / 't.jsonl'}", ":quit"]
+    )
     assert session.loop(lambda: next(lines)) == 0
     assert f"cannot save: {fifo}: is a FIFO (named pipe), not a regular file" in out.getvalue()
     assert fifo.is_fifo() and (tmp_path / "t.jsonl").is_file()  # the session went on
@@ -1417,3 +1422,45 @@ def test_finetune_output_dir_of_someone_else_is_refused(synth_root, prepped, tmp
     assert finetune([*argv, str(synth_root)]) == 2  # holds the train_file
     assert "holds train_file" in capsys.readouterr().err
     assert (base / "README.md").read_text() == "model card" and sorted(os.listdir(base)) == ["README.md"]
+
+
+# --- issue 21: hostile pass, spotting/synth/REPL side ---
+
+
+def _session(tmp_path, lines, load_visual=lambda request: None):
+    from megc_vqa.answering.repl import ClipRequest, Session
+
+    out = io.StringIO()
+    session = Session(answer=lambda visual, q: "negative", load_visual=load_visual,
+                      clip=ClipRequest(tmp_path), sheet_path=tmp_path / "s.png", out=out)  # fmt: skip
+    lines = iter([*lines, ":quit"])
+    assert session.loop(lambda: next(lines)) == 0
+    return out.getvalue()
+
+
+def test_repl_save_keeps_files_that_are_not_its_transcripts(tmp_path):
+    """A1: ``:save`` onto a frame (or any file but an earlier transcript) is refused; an empty one is not written."""
+    frame = tmp_path / "img1.jpg"
+    frame.write_bytes(jpeg())
+    kept = frame.read_bytes()
+    text = _session(tmp_path, [f":save {frame}", f":save {tmp_path / 'new.jsonl'}"])
+    assert f"cannot save to {frame}: it exists and is not a transcript written by :save" in text
+    assert "the transcript is empty (ask a question first)" in text and not (tmp_path / "new.jsonl").exists()
+    t = tmp_path / "t.jsonl"
+    text = _session(
+        tmp_path, ["What is the coarse expression class?", f":save {frame}", f":save {t}", f":save {t}"]
+    )
+    assert (
+        frame.read_bytes() == kept and text.count(f"transcript (1 answers) saved to {t}") == 2
+    )  # own file replaced
+
+
+def test_repl_names_its_own_arguments(tmp_path):
+    """F5 + E11: ``:clip`` errors name ONSET/APEX/OFFSET (not the command line's flags), apex included;
+    ``:frames ARG`` is not silently ignored."""
+
+    calls = []
+    text = _session(tmp_path, [f":clip {tmp_path} 50 10 5", ":frames -1", ":frames abc"], calls.append)
+    assert "ONSET 50 is after OFFSET 5; APEX 10 is before ONSET 50" in text and "--onset" not in text
+    assert ":frames takes no argument (got -1)" in text and ":frames takes no argument (got abc)" in text
+    assert calls == []  # the bad :clip never reached the loader
