@@ -199,7 +199,7 @@ def test_spotting_recipe_keys(recipe, message, tmp_path, capsys):
 
 def test_spotting_recipe_data_section(tmp_path, capsys):
     for data, message in (("{gt_csv: nope.csv, videos_root: v}", "recipe data.gt_csv nope.csv: no such file"),
-                          ("{long_videos_jsonl: x.jsonl, fps: 0}", "data.fps must be greater than 0 (got 0)")):  # fmt: skip
+                          ("{long_videos_jsonl: x.jsonl, fps: 0}", "data.fps must be at least 1 and at most 10000 (got 0)")):  # fmt: skip
         (tmp_path / "r.yaml").write_text(f"data: {data}\n")
         assert cli(["spot-train", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "o")]) == 2
         assert message in last_line(capsys.readouterr().err)
@@ -605,7 +605,7 @@ def test_repl_survives_every_mistake(tmp_path):
             "--onset 100 is after --offset 10; the onset comes first, then the apex, then the offset",
         ),
         (["--apex", "-1"], "--apex must be at least 0 (got -1)"),
-        (["--fps", "0"], "--fps must be greater than 0 (got 0.0)"),
+        (["--fps", "0"], "--fps must be at least 1 and at most 10000 (got 0.0)"),
     ],
 )
 def test_ask_refuses_bad_frame_options_before_loading(extra, message, tmp_path, capsys):
@@ -661,9 +661,9 @@ def test_bad_spotter_checkpoints(content, message, tmp_path, capsys):
 
 def test_run_str_numbers(tmp_path, capsys):
     (tmp_path / "v").mkdir()
-    for extra, message in ((["--fps", "-3"], "--fps must be greater than 0 (got -3.0)"),
+    for extra, message in ((["--fps", "-3"], "--fps must be at least 1 and at most 10000 (got -3.0)"),
                            (["--threshold", "7"], "--threshold must be at least 0 and at most 1 (got 7.0)"),
-                           (["--fps-for", "0*=0"], "--fps-for '0*=0': expected PATTERN=FPS with a positive FPS")):  # fmt: skip
+                           (["--fps-for", "0*=0"], "--fps-for '0*=0': FPS must be at least 1 and at most 10000 (got 0.0)")):  # fmt: skip
         assert (
             script("eval/run_str").main(
                 ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), *extra]
@@ -1464,3 +1464,87 @@ def test_repl_names_its_own_arguments(tmp_path):
     assert "ONSET 50 is after OFFSET 5; APEX 10 is before ONSET 50" in text and "--onset" not in text
     assert ":frames takes no argument (got -1)" in text and ":frames takes no argument (got abc)" in text
     assert calls == []  # the bad :clip never reached the loader
+
+
+FPS_RANGE_MESSAGE = "must be at least 1 and at most 10000"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval/run_str", "--videos-root", "V", "--fps", "1e308"], f"--fps {FPS_RANGE_MESSAGE} (got 1e+308)"),
+        (
+            ["eval/run_str", "--videos-root", "V", "--fps", "1000000"],
+            f"--fps {FPS_RANGE_MESSAGE} (got 1000000.0)",
+        ),
+        (
+            ["eval/run_str", "--videos-root", "V", "--fps-for", "0*=1e-9"],
+            f"FPS {FPS_RANGE_MESSAGE} (got 1e-09)",
+        ),
+        (
+            ["eval/run_lvqa", "--questions", "Q", "--videos-root", "V", "--fps", "inf"],
+            f"--fps {FPS_RANGE_MESSAGE}",
+        ),
+        (
+            ["ask", "--model", "nope", "--clip", "V", "--fps", "20000"],
+            f"--fps {FPS_RANGE_MESSAGE} (got 20000.0)",
+        ),
+        (
+            ["spot-train", "--recipe", str(SPOT_RECIPE), "--fps", "0.5"],
+            f"--fps {FPS_RANGE_MESSAGE} (got 0.5)",
+        ),
+        (["synth-test", "--long-videos", "1", "--fps", "nan"], f"--fps {FPS_RANGE_MESSAGE} (got nan)"),
+        (["synth-test", "--long-videos", "-1"], "--long-videos must be at least 0 (got -1)"),
+        (
+            ["synth-test", "--long-videos", "1", "--workers", "0"],
+            "--workers must be at least 1 and at most 256 (got 0)",
+        ),
+        (["synth", "--subjects", "-1"], "--subjects must be at least 1 (got -1)"),
+        (["synth", "--clips-per-subject", "0"], "--clips-per-subject must be at least 1 (got 0)"),
+        (["synth", "--size", "1000000"], "--size must be at least 32 and at most 1024 (got 1000000)"),
+        (["synth", "--workers", "0"], "--workers must be at least 1 and at most 256 (got 0)"),
+    ],
+)
+def test_one_fps_check_and_named_synth_options(argv, message, tmp_path, capsys):
+    """B1, E5, C6, F3, F4, E11: one fps range everywhere; synth names the option and value, as "error: ..."."""
+    (tmp_path / "V").mkdir()
+    (tmp_path / "Q").write_text("")
+    argv = [str(tmp_path / a) if a in ("V", "Q") else a for a in argv]
+    argv += [] if argv[0] == "ask" else ["--out", str(tmp_path / "o")]
+    rc = script(argv[0]).main(argv[1:]) if argv[0].startswith("eval/") else cli(argv)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert last_line(err).startswith("error: ") and message in last_line(err) and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_sidecar_fps_is_checked_like_the_option(tmp_path):
+    from megc_vqa.annotations.long_videos import discover_videos
+    from megc_vqa.errors import UsageError
+
+    (tmp_path / "006_1").mkdir()
+    (tmp_path / "videos.json").write_text(json.dumps({"format": "megc-vqa-long-videos", "videos": [
+        {"folder": "006_1", "subject": "006", "video": "006_1", "fps": 1e308}]}))  # fmt: skip
+    with pytest.raises(
+        UsageError, match=rf"videos.json: videos\[0\].fps {FPS_RANGE_MESSAGE} \(got 1e\+308\)"
+    ):
+        discover_videos(tmp_path)
+
+
+def test_an_input_error_in_one_video_logs_no_traceback(tmp_path, caplog):
+    """B1: the runner names the video and the problem; a traceback is only for a bug."""
+    from megc_vqa.annotations.long_videos import VideoJob
+    from megc_vqa.errors import InputError
+    from megc_vqa.records import FrameSource
+    from megc_vqa.spotting.pipeline import STRConfig, STRRunner
+
+    runner = STRRunner(tmp_path / "o", None, {}, STRConfig(emotion="constant", plots=False), None, {})
+
+    def spot(job):
+        raise InputError(f"{job.name}: img3.png is 100x80 grey, the clip's other frames 64x64")
+
+    runner.spot = spot
+    job = VideoJob("006", "006_1", FrameSource("folder", tmp_path / "006_1"), 200.0, "option --fps")
+    summary = runner.run([job])
+    assert "img3.png is 100x80 grey" in summary["failed"]["006_1"]
+    assert not [r for r in caplog.records if r.exc_info]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megc_vqa.annotations.common import subfolders
-from megc_vqa.errors import UsageError
+from megc_vqa.errors import UsageError, check_number
 from megc_vqa.records import FrameSource
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,18 @@ def write_sidecar(path: str | Path, entries: Iterable[VideoEntry]) -> Path:
     return atomic_write_text(path, json.dumps({"format": SIDECAR_FORMAT, "videos": rows}, indent=1) + "\n")
 
 
+# Frame rates a video may have: real cameras give 25..1000 (SAMM 200, CAS(ME)^2 30, CAS(ME)^3 30/90);
+# outside 1..10000 the spotting windows round to nothing or overflow, so such a value is a typo.
+MIN_FPS, MAX_FPS = 1.0, 10000.0
+
+
+def check_fps(name: str, value: float | None, where: str | None = None) -> None:
+    """The one fps check of every command (``--fps``, ``--fps-for``, sidecars, recipes): a finite number in
+    ``MIN_FPS..MAX_FPS``, else a :class:`UsageError` naming ``name`` (the option or key), the range and
+    the value; ``None`` (not given) passes."""
+    check_number(name, value, minimum=MIN_FPS, maximum=MAX_FPS, where=where)
+
+
 def read_sidecar(path: str | Path) -> list[VideoEntry]:
     """Entries of a ``videos.json``; a malformed file or entry raises ``UsageError`` naming it."""
     path = Path(path)
@@ -121,8 +133,7 @@ def read_sidecar(path: str | Path) -> list[VideoEntry]:
             folder = Path(row["folder"])
             fps = row.get("fps")
             fps = None if fps is None else float(fps)
-            if fps is not None and not fps > 0:
-                raise ValueError(f"fps {fps} is not positive")
+            check_fps(f"videos[{k}].fps", fps, where=str(path))
             entries.append(
                 VideoEntry(
                     folder if folder.is_absolute() else path.parent / folder,
@@ -132,6 +143,8 @@ def read_sidecar(path: str | Path) -> list[VideoEntry]:
                     row.get("dataset"),
                 )
             )
+        except UsageError:
+            raise
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{path}: videos[{k}] needs folder, subject, video and fps ({err})") from None
     return entries
@@ -145,11 +158,10 @@ def parse_fps_rules(rules: Sequence[str] = ()) -> list[tuple[str, float]]:
         try:
             fps = float(value)
         except ValueError:
-            fps = 0.0
-        if not sep or not pattern or not fps > 0:
-            raise UsageError(
-                f"--fps-for {rule!r}: expected PATTERN=FPS with a positive FPS, e.g. '006_*=200'"
-            )
+            fps = None
+        if not sep or not pattern or fps is None:
+            raise UsageError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '006_*=200'")
+        check_fps(f"--fps-for {rule!r}: FPS", fps)
         parsed.append((pattern, fps))
     return parsed
 
@@ -163,8 +175,7 @@ class FpsPolicy:
     dataset: str | None = None
 
     def __post_init__(self) -> None:
-        if self.fps is not None and not self.fps > 0:
-            raise UsageError(f"--fps {self.fps}: must be a positive number")
+        check_fps("--fps", self.fps)
         if self.dataset is not None:
             known = dataset_fps()
             if self.dataset not in known:

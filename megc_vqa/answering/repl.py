@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from megc_vqa.annotations.long_videos import check_fps
 from megc_vqa.errors import MegcError
 from megc_vqa.fileio import (
     atomic_write_bytes,
@@ -389,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.clip.exists():
         raise UsageError(f"--clip {args.clip}: no such frame folder or video")
     check_clip_options(args.onset, args.apex, args.offset)  # before the model loads
-    check_number("--fps", args.fps, above=0)
+    check_fps("--fps", args.fps)
     check_number("--image-size", args.image_size, minimum=16, maximum=4096)
     if not args.sheet.parent.is_dir():
         raise UsageError(f"--sheet {args.sheet}: folder {args.sheet.parent} does not exist")

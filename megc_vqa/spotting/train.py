@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
-from megc_vqa.errors import InputError, set_output_folder
+from megc_vqa.annotations.long_videos import check_fps
+from megc_vqa.errors import InputError, UsageError, set_output_folder
 from megc_vqa.fileio import claim_outputs, is_regular_file
 
 log = logging.getLogger(__name__)
@@ -506,7 +507,6 @@ def read_long_videos_jsonl(path: str | Path) -> list:
 
 def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
     """One ``long_videos.jsonl`` line as a ``LongVideo``, or ``None`` with its defects added to ``errors``."""
-    import math
 
     from megc_vqa.errors import cut
     from megc_vqa.labels import STR_CLASSES
@@ -527,8 +527,10 @@ def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
         )
         return None
     fps = rec["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        errors.append(f"{where}: fps {cut(fps, 40)} is not a positive number")
+    try:
+        check_fps("fps", fps, where=where)
+    except UsageError as err:
+        errors.append(str(err))
         return None
     if not isinstance(rec["folder"], str) or not isinstance(rec.get("events", []), list):
         errors.append(f"{where}: folder must be a path (text) and events a list")
@@ -621,9 +623,8 @@ def _recipe_loader(name: object):
 
 def load_videos(data: dict, base: Path = Path(".")) -> list:
     """The recipe's ``data`` section -> long videos."""
-    from megc_vqa.errors import check_number
 
-    check_number("data.fps", data.get("fps"), above=0)
+    check_fps("data.fps", data.get("fps"))
     for key in ("long_videos_jsonl", "gt_csv"):
         if key in data and not (base / str(data[key])).is_file():
             raise InputError(f"recipe data.{key} {data[key]}: no such file (or give --gt)")
@@ -678,7 +679,7 @@ def run(args: argparse.Namespace) -> int:
     from megc_vqa.fileio import atomic_write_text
 
     check_number("--epochs", args.epochs, minimum=1)
-    check_number("--fps", args.fps, above=0)
+    check_fps("--fps", args.fps)
     if args.gt and not Path(args.gt).is_file():
         raise UsageError(f"--gt {args.gt}: no such file")
     if args.gt and not args.gt.endswith(".jsonl") and not args.videos_root:

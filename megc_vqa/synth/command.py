@@ -7,8 +7,10 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs
 from megc_vqa.qa.official import TRAINING_FILES
+from megc_vqa.synth.jobs import MAX_WORKERS
 
 log = logging.getLogger(__name__)
 WRITER = "megc-vqa synth"
@@ -54,11 +56,14 @@ def _run(args: argparse.Namespace) -> int:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in datasets if d not in ALL_DATASETS]
     if unknown or not datasets:
-        log.error("unknown dataset(s) %s; choose from %s", unknown or "(none given)", DATASETS)
-        return 2
-    if args.subjects < 1 or args.clips_per_subject < 1 or not 32 <= args.size <= 1024:
-        log.error("--subjects and --clips-per-subject must be >= 1 and --size within 32..1024")
-        return 2
+        raise UsageError(
+            f"--datasets {args.datasets!r}: unknown dataset(s) {unknown or '(none given)'}; choose from {DATASETS}"
+        )
+    # each option named with its own value (printed as "error: ..." by the command's error boundary)
+    check_number("--subjects", args.subjects, minimum=1)
+    check_number("--clips-per-subject", args.clips_per_subject, minimum=1)
+    check_number("--size", args.size, minimum=32, maximum=1024)
+    check_number("--workers", args.workers, minimum=1, maximum=MAX_WORKERS)
     # Only into its own dataset folders: a real release at OUT/casme2 is never overwritten.
     names = [*datasets, *([TRAINING_FILES[args.training_file]] if args.training_file else [])]
     claim_outputs(args.out, WRITER, names)

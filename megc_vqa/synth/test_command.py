@@ -7,7 +7,10 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa.annotations.long_videos import check_fps
+from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs, is_regular_file
+from megc_vqa.synth.jobs import MAX_WORKERS
 
 log = logging.getLogger(__name__)
 WRITER = "megc-vqa synth-test"
@@ -49,12 +52,11 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from megc_vqa.synth.test_set import QuestionFileError, write_long_gt, write_long_videos, write_test_set
 
-    if not args.questions and args.long_videos <= 0:
-        log.error("give --questions F... and/or --long-videos N")
-        return 2
-    if args.fps is not None and args.fps <= 0:
-        log.error("--fps must be positive")
-        return 2
+    check_number("--long-videos", args.long_videos, minimum=0)
+    check_fps("--fps", args.fps)
+    check_number("--workers", args.workers, minimum=1, maximum=MAX_WORKERS)
+    if not args.questions and args.long_videos == 0:
+        raise UsageError("nothing to write: give --questions F... and/or --long-videos N (N at least 1)")
     # Only into its own folders: the frames of a real test set at OUT/frames are never cleared.
     claim_outputs(args.out, WRITER, ("frames", "long", "gt"), legacy=_earlier_test_set)
     start = time.perf_counter()
