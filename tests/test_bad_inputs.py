@@ -1548,3 +1548,51 @@ def test_an_input_error_in_one_video_logs_no_traceback(tmp_path, caplog):
     summary = runner.run([job])
     assert "img3.png is 100x80 grey" in summary["failed"]["006_1"]
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_run_lvqa_refuses_an_empty_question_file_before_any_work(tmp_path, capsys):
+    """C1: said up front (rc 2), nothing spotted or written."""
+    (tmp_path / "v").mkdir()
+    (tmp_path / "empty.jsonl").write_text("\n")
+    argv = ["--questions", str(tmp_path / "empty.jsonl"), "--videos-root", str(tmp_path / "v"), "--out"]
+    assert script("eval/run_lvqa").main([*argv, str(tmp_path / "o")]) == 2
+    assert last_line(capsys.readouterr().err) == (
+        f"error: {tmp_path / 'empty.jsonl'}: no question rows (the file is empty); give an ME-LVQA *_to_answer.jsonl"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["eval/run_str", "eval/run_lvqa", "spot-train"])
+def test_device_is_checked_up_front(command, tmp_path, capsys):
+    """C3: a bad --device is named with what to give, not torch's list of device types."""
+    (tmp_path / "v").mkdir()
+    (tmp_path / "q.jsonl").write_text('{"video": "a", "question": "q"}\n')
+    common = ["--out", str(tmp_path / "o"), "--device", "bogus"]
+    if command == "spot-train":
+        rc = cli(["spot-train", "--recipe", str(SPOT_RECIPE), *common])
+    else:
+        extra = ["--questions", str(tmp_path / "q.jsonl")] if command.endswith("lvqa") else []
+        rc = script(command).main([*extra, "--videos-root", str(tmp_path / "v"), *common])
+    assert rc == 2 and last_line(capsys.readouterr().err) == "error: --device bogus: use cpu or cuda[:N]"
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link", "under a file"])
+def test_cache_variable_that_is_not_a_folder(kind, tmp_path, monkeypatch):
+    """C4 + C5: wherever the cache is used (tiny models, synthetic sets), one error naming MEGC_VQA_CACHE."""
+    from megc_vqa.errors import UsageError
+    from megc_vqa.models.tiny import cache_root
+    from megc_vqa.training.data import synthetic_root
+
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    value = {
+        "file": tmp_path / "f",
+        "dangling link": tmp_path / "dangling",
+        "under a file": tmp_path / "f" / "c",
+    }
+    monkeypatch.setenv("MEGC_VQA_CACHE", str(value[kind]))
+    for where in (cache_root, synthetic_root):
+        with pytest.raises(UsageError, match=rf"^MEGC_VQA_CACHE={value[kind]}: .*point it at a folder"):
+            where()
+    monkeypatch.setenv("MEGC_VQA_CACHE", str(tmp_path / "new" / "cache"))  # a folder to be made is fine
+    assert cache_root() == tmp_path / "new" / "cache" / "models"

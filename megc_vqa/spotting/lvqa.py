@@ -108,18 +108,25 @@ def pred_name(questions_path: str | Path) -> str:
 
 
 def read_questions(path: str | Path) -> list[dict]:
+    """The rows of an ME-LVQA question file; a file without one is an :class:`InputError` (nothing to answer:
+    said before any video is spotted)."""
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path} line {line_no}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not {"video", "question"} <= set(row):
-                raise InputError(f"{path} line {line_no}: needs 'video' and 'question' keys")
-            rows.append(row)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path} line {line_no}: not JSON ({err.msg})") from None
+                if not isinstance(row, dict) or not {"video", "question"} <= set(row):
+                    raise InputError(f"{path} line {line_no}: needs 'video' and 'question' keys")
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; give an ME-LVQA question file (JSON lines)") from None
+    if not rows:
+        raise InputError(f"{path}: no question rows (the file is empty); give an ME-LVQA *_to_answer.jsonl")
     return rows
 
 

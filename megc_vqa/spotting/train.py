@@ -30,7 +30,7 @@ from pathlib import Path
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.annotations.long_videos import check_fps
-from megc_vqa.errors import InputError, UsageError, set_output_folder
+from megc_vqa.errors import InputError, UsageError, check_device, set_output_folder
 from megc_vqa.fileio import claim_outputs, is_regular_file
 
 log = logging.getLogger(__name__)
@@ -680,6 +680,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_number("--epochs", args.epochs, minimum=1)
     check_fps("--fps", args.fps)
+    if args.device:
+        check_device("--device", args.device)
     if args.gt and not Path(args.gt).is_file():
         raise UsageError(f"--gt {args.gt}: no such file")
     if args.gt and not args.gt.endswith(".jsonl") and not args.videos_root:
@@ -701,6 +703,8 @@ def run(args: argparse.Namespace) -> int:
         train_cfg.epochs = args.epochs
     if args.device:
         train_cfg.device = args.device
+    else:
+        check_device(f"{args.recipe}: train.device", train_cfg.device)
     with using_sheet_limits(sheet_limits_from_args(args)):
         videos = load_videos(data)
     if not videos:
