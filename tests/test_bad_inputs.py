@@ -646,11 +646,12 @@ def test_one_frame_video_gives_no_interval():
     [
         (None, "no such spotter checkpoint"),
         (b"", "empty file, not a spotter checkpoint"),
-        (b"hello", "not a loadable spotter checkpoint"),
+        (b"hello", "not a spotter checkpoint written by `megc-vqa spot-train`"),
     ],
 )
 def test_bad_spotter_checkpoints(content, message, tmp_path, capsys):
     (tmp_path / "v" / "6_1").mkdir(parents=True)
+    (tmp_path / "v" / "6_1" / "img1.jpg").write_bytes(jpeg())  # a video, so the checkpoint is what is wrong
     ckpt = tmp_path / "spotter.pt"
     if content is not None:
         ckpt.write_bytes(content)
@@ -1596,3 +1597,28 @@ def test_cache_variable_that_is_not_a_folder(kind, tmp_path, monkeypatch):
             where()
     monkeypatch.setenv("MEGC_VQA_CACHE", str(tmp_path / "new" / "cache"))  # a folder to be made is fine
     assert cache_root() == tmp_path / "new" / "cache" / "models"
+
+
+def test_foreign_spotter_file_gets_no_torch_advice(tmp_path, capsys):
+    """F7: never torch's 'weights_only=False' advice (following it would let a crafted file run code)."""
+    (tmp_path / "v" / "6_1").mkdir(parents=True)
+    (tmp_path / "v" / "6_1" / "img1.jpg").write_bytes(jpeg())
+    (tmp_path / "q.jsonl").write_text('{"video": "a"}\n')
+    argv = ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--fps", "30"]
+    assert script("eval/run_str").main([*argv, "--spotter", str(tmp_path / "q.jsonl")]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert "not a spotter checkpoint written by `megc-vqa spot-train`" in err and "weights_only" not in err
+
+
+def test_videos_root_of_folders_without_frames(tmp_path, capsys):
+    """F10: said as such, not as 'fps unknown'."""
+    for name in ("bom", "dupkey"):
+        (tmp_path / "v" / name).mkdir(parents=True)
+        (tmp_path / "v" / name / "rows.jsonl").write_text("{}\n")
+    assert (
+        script("eval/run_str").main(["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert last_line(capsys.readouterr().err) == (
+        f"error: --videos-root {tmp_path / 'v'}: its 2 folder(s) hold no frames (numbered image files): "
+        "bom, dupkey; give the folder whose sub-folders each hold one video's frames"
+    )

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from megc_vqa.annotations.common import subfolders
 from megc_vqa.errors import UsageError, check_number
+from megc_vqa.frame_names import is_image
 from megc_vqa.records import FrameSource
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,15 @@ class FpsPolicy:
         return None, ""
 
 
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` holds at least one image file (names only, stops at the first)."""
+    try:
+        with os.scandir(folder) as it:
+            return any(is_image(e.name) for e in it)
+    except OSError:
+        return False
+
+
 def discover_videos(
     root: str | Path | None = None,
     fps: FpsPolicy | None = None,
@@ -221,10 +231,18 @@ def discover_videos(
         if not root.is_dir():
             raise UsageError(f"--videos-root {root}: not a folder")
         # symlink loops (a link to itself, ``self -> .``) skipped with a warning, never taken for a video
-        for folder in subfolders(root, {os.path.realpath(root): root}):
-            if folder.name not in entries:
-                subject, sep, _ = folder.name.partition("_")
-                entries[folder.name] = VideoEntry(folder, subject if sep else folder.name, folder.name)
+        found = [f for f in subfolders(root, {os.path.realpath(root): root}) if f.name not in entries]
+        if found and not any(map(_holds_images, found)):  # stops at the first folder with an image
+            names = ", ".join(f.name for f in found[:10]) + (
+                f" (and {len(found) - 10} more)" if len(found) > 10 else ""
+            )
+            raise UsageError(
+                f"--videos-root {root}: its {len(found)} folder(s) hold no frames (numbered image files): "
+                f"{names}; give the folder whose sub-folders each hold one video's frames"
+            )
+        for folder in found:
+            subject, sep, _ = folder.name.partition("_")
+            entries[folder.name] = VideoEntry(folder, subject if sep else folder.name, folder.name)
     elif sidecar is None:
         raise UsageError("give --videos-root DIR or --videos videos.json")
     by_video = {e.video: name for name, e in entries.items()}
