@@ -1622,3 +1622,37 @@ def test_videos_root_of_folders_without_frames(tmp_path, capsys):
         f"error: --videos-root {tmp_path / 'v'}: its 2 folder(s) hold no frames (numbered image files): "
         "bom, dupkey; give the folder whose sub-folders each hold one video's frames"
     )
+
+
+def test_frames_of_another_size_or_mode_are_named(tmp_path, caplog):
+    """E9: odd frames (another size, grey, RGBA, 16-bit) are named in a warning; a one-frame clip is warned."""
+    import numpy as np
+    from PIL import Image
+
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.frames import open_frames
+
+    clip = tmp_path / "SAMM-1"
+    clip.mkdir()
+    for i in range(1, 7):
+        Image.new("RGB", (64, 64), (i, 2, 3)).save(clip / f"img{i}.jpg")
+    Image.new("L", (100, 80), 128).save(clip / "img3.jpg")
+    (clip / "img4.jpg").unlink()
+    Image.new("RGBA", (200, 50), (1, 2, 3, 4)).save(clip / "img4.png")
+    (clip / "img5.jpg").unlink()
+    Image.fromarray((np.random.rand(64, 64) * 65535).astype("uint16")).save(clip / "img5.png")
+    with caplog.at_level("WARNING"), open_frames(FrameSource("folder", clip)) as reader:
+        assert reader.read([1, 2, 3, 4, 5, 6]).shape == (6, 64, 64, 3)  # still read, converted to match
+        reader.read_grey([1, 3])
+    odd = [r.getMessage() for r in caplog.records if "differ from the clip's first frame" in r.getMessage()]
+    assert len(odd) == 1 and str(clip) in odd[0] and "img1.jpg (64x64 RGB)" in odd[0]
+    assert all(f"{name} (" in odd[0] for name in ("img3.jpg", "img4.png", "img5.png"))
+    assert "img2.jpg" not in odd[0] and "img6.jpg" not in odd[0]
+
+    single = tmp_path / "one"
+    single.mkdir()
+    (single / "img7.jpg").write_bytes(jpeg())
+    caplog.clear()
+    with caplog.at_level("WARNING"), open_frames(FrameSource("folder", single)):
+        pass
+    assert f"{single}: only one frame (img7.jpg)" in caplog.text
