@@ -1656,3 +1656,18 @@ def test_frames_of_another_size_or_mode_are_named(tmp_path, caplog):
     with caplog.at_level("WARNING"), open_frames(FrameSource("folder", single)):
         pass
     assert f"{single}: only one frame (img7.jpg)" in caplog.text
+
+
+def test_non_video_file_gives_no_native_log_line(tmp_path, capfd):
+    """F6: decord's C++ 'ERROR opening' line never reaches the terminal; the project's message says why."""
+    pytest.importorskip("decord")
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.frames import FrameError, open_frames
+
+    notes = tmp_path / "ok.jsonl"
+    notes.write_text('{"video": "a"}\n')
+    with pytest.raises(
+        FrameError, match=rf"{notes}: cannot open video \(Invalid data.*give a video file or a frame"
+    ):
+        open_frames(FrameSource("video", notes))
+    assert "video_reader.cc" not in capfd.readouterr().err

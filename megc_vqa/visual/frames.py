@@ -13,9 +13,12 @@ raises :class:`FrameError` naming the path, never a raw OpenCV or decord error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,12 +302,40 @@ def _open_video(path: Path) -> Any:
         import decord
     except ImportError:
         raise FrameError(f"{path}: reading video files needs decord (pip install decord)") from None
+    with _native_stderr() as said:
+        try:
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as err:  # DECORDError and friends
+            failure = err
+    # decord's own reason ("Invalid data found when processing input") is in its native log line
+    reason = said[0].rpartition(", ")[2].strip() if ", " in said[0] else ""
+    first = str(failure).splitlines()[0] if str(failure) else repr(failure)
+    raise FrameError(f"{path}: cannot open video ({reason or first}); give a video file or a frame folder")
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Catch what native code (decord's C++ logger, which its ``set_level`` does not reach) writes to the
+    process's stderr while the block runs: the user sees the project's message, not a raw log line. The text
+    is yielded (``said[0]``, filled on exit) and logged at debug level."""
+    said = [""]
+    sys.stderr.flush()
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as err:  # DECORDError and friends
-        raise FrameError(
-            f"{path}: cannot open video ({str(err).splitlines()[0] if str(err) else err!r})"
-        ) from None
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreter): nothing to catch
+        yield said
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said[0] = capture.read(4096).decode("utf-8", "replace").strip()
+            if said[0]:
+                logger.debug("native decoder: %s", said[0])
 
 
 def _header(path: Path) -> tuple[tuple[int, int], str] | None:
