@@ -1504,6 +1504,10 @@ FPS_RANGE_MESSAGE = "must be at least 1 and at most 10000"
         (["synth", "--clips-per-subject", "0"], "--clips-per-subject must be at least 1 (got 0)"),
         (["synth", "--size", "1000000"], "--size must be at least 32 and at most 1024 (got 1000000)"),
         (["synth", "--workers", "0"], "--workers must be at least 1 and at most 256 (got 0)"),
+        (
+            ["synth", "--datasets", "casme9"],
+            "--datasets 'casme9': unknown dataset(s) ['casme9']; choose from",
+        ),
     ],
 )
 def test_one_fps_check_and_named_synth_options(argv, message, tmp_path, capsys):

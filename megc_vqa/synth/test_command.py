@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
-        log.error("--out %s exists and is not a folder", args.out)
-        return 2
+        raise UsageError(
+            f"--out {args.out}: is a file, not a folder; give a folder (it is created when missing)"
+        )
     try:
         return _run(args)
     except OSError as err:
