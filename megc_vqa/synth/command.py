@@ -10,9 +10,10 @@ from pathlib import Path
 from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs
 from megc_vqa.qa.official import TRAINING_FILES
-from megc_vqa.synth.jobs import MAX_WORKERS
 
 log = logging.getLogger(__name__)
+# More render processes than this only thrash (each holds a renderer); --workers is refused above it.
+MAX_WORKERS = 256
 WRITER = "megc-vqa synth"
 DATASETS = "casme2,samm,smic,casme3,casme2_long,samm_lv"
 

@@ -118,10 +118,6 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # two render processes on two cores: OpenCV's own threads only contend
 
 
-# More render processes than this only thrash (each holds a renderer); --workers is refused above it.
-MAX_WORKERS = 256
-
-
 def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = "rendering") -> int:
     """Run jobs in a pool of ``workers`` processes (default: min(2, CPUs)) with a progress bar over frames."""
     from tqdm import tqdm

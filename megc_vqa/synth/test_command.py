@@ -10,7 +10,7 @@ from pathlib import Path
 from megc_vqa.annotations.long_videos import check_fps
 from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs, is_regular_file
-from megc_vqa.synth.jobs import MAX_WORKERS
+from megc_vqa.synth.command import MAX_WORKERS
 
 log = logging.getLogger(__name__)
 WRITER = "megc-vqa synth-test"
