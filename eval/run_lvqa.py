@@ -62,13 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.annotations.long_videos import check_fps
+    from megc_vqa.errors import UsageError, check_device
     from megc_vqa.fileio import write_jsonl
     from megc_vqa.limits import check_image_size
     from megc_vqa.spotting.lvqa import answer_file, read_questions, vqa_event_aus
 
-    check_number("--fps", args.fps, above=0)
+    check_fps("--fps", args.fps)
     check_image_size("--image-size", args.image_size)
+    check_device("--device", args.device)
     for q in args.questions:
         if not q.is_file():
             raise UsageError(f"--questions {q}: no such question file")

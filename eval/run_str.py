@@ -80,11 +80,13 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.annotations.long_videos import check_fps
+    from megc_vqa.errors import UsageError, check_device, check_number
     from megc_vqa.limits import check_image_size
 
-    check_number("--fps", args.fps, above=0)
+    check_fps("--fps", args.fps)
     check_image_size("--image-size", args.image_size)
+    check_device("--device", args.device)
     check_number("--threshold", args.threshold, minimum=0, maximum=1)
     if args.gt and not args.gt.is_file():
         raise UsageError(f"--gt {args.gt}: no such ground-truth file")

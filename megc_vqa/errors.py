@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import stat
 import sys
@@ -101,6 +102,29 @@ def check_number(
     if bad:
         prefix = f"{where}: " if where else ""
         raise UsageError(f"{prefix}{name} must be {' and '.join(bounds) or 'a number'} (got {cut(value)})")
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(name: str, value: str) -> None:
+    """Raise :class:`UsageError` unless ``value`` is ``cpu`` or ``cuda[:N]`` with that GPU present (checked
+    before any work, so a typo never surfaces as torch's list of device types after the data was read)."""
+    if not _DEVICE.fullmatch(str(value)):
+        raise UsageError(f"{name} {str(value)[:60]}: use cpu or cuda[:N]")
+    if value != "cpu":
+        import torch  # only for a GPU request: the command is about to use torch anyway
+
+        index = int(value.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            found = (
+                f"{torch.cuda.device_count()} CUDA device(s)"
+                if torch.cuda.is_available()
+                else "no CUDA device"
+            )
+            raise UsageError(
+                f"{name} {value}: this machine has {found}; use cpu (--device cpu) or a cuda:N it has"
+            )
 
 
 def unknown_keys_error(keys: object, known: object, where: str, kind: str = "key") -> InputError:

@@ -743,6 +743,32 @@ def claim_outputs(
     _write_owners(folder, owners)
 
 
+def cache_base() -> Path:
+    """The project's cache folder: ``$MEGC_VQA_CACHE`` when set, else ``~/.cache/megc_vqa`` (built tiny models
+    under ``models/``, synthetic sets under ``data/``). The one place the variable is read: a value that is a
+    file, a link to nowhere, or under a file is a :class:`UsageError` naming it, before anything is built."""
+    value = os.environ.get("MEGC_VQA_CACHE")
+    if not value:
+        return Path.home() / ".cache" / "megc_vqa"
+    base = Path(value)
+    # the folder itself, or (not made yet) its nearest existing parent, must be a folder
+    probe = base
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        what = (
+            "a link to nowhere"
+            if probe.is_symlink() and not probe.exists()
+            else ("a file" if probe.exists() else "not a folder")
+        )
+        where = "" if probe == base else f" ({probe} is {what})"
+        raise UsageError(
+            f"MEGC_VQA_CACHE={value}: {'is ' + what if probe == base else 'cannot be created'}{where}; "
+            "point it at a folder (it is created when missing) or unset it"
+        )
+    return base
+
+
 def check_cache_entry(target: str | os.PathLike[str], stamp: str, what: str) -> None:
     """Raise :class:`UsageError` unless ``target`` (a cache folder about to be rebuilt and replaced) is
     absent or an older entry of this cache: a real folder holding its ``stamp`` file. A folder of the

@@ -199,7 +199,7 @@ def test_spotting_recipe_keys(recipe, message, tmp_path, capsys):
 
 def test_spotting_recipe_data_section(tmp_path, capsys):
     for data, message in (("{gt_csv: nope.csv, videos_root: v}", "recipe data.gt_csv nope.csv: no such file"),
-                          ("{long_videos_jsonl: x.jsonl, fps: 0}", "data.fps must be greater than 0 (got 0)")):  # fmt: skip
+                          ("{long_videos_jsonl: x.jsonl, fps: 0}", "data.fps must be at least 1 and at most 10000 (got 0)")):  # fmt: skip
         (tmp_path / "r.yaml").write_text(f"data: {data}\n")
         assert cli(["spot-train", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "o")]) == 2
         assert message in last_line(capsys.readouterr().err)
@@ -590,7 +590,7 @@ def test_repl_survives_every_mistake(tmp_path):
     assert session.loop(lambda: next(lines)) == 0
     text = out.getvalue()
     assert f"error: {empty}: no numbered image files" in text
-    assert "--onset 9 is after --offset 2" in text and "apex 9999 is after --offset 10" in text
+    assert "ONSET 9 is after OFFSET 2" in text and "APEX 9999 is after OFFSET 10" in text
     assert (
         f"cannot save to {tmp_path / 'missing' / 't.jsonl'}: folder {tmp_path / 'missing'} does not exist"
         in text
@@ -601,9 +601,12 @@ def test_repl_survives_every_mistake(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--onset", "100", "--offset", "10"], "--onset 100 is after --offset 10; the onset comes first"),
+        (
+            ["--onset", "100", "--offset", "10"],
+            "--onset 100 is after --offset 10; the onset comes first, then the apex, then the offset",
+        ),
         (["--apex", "-1"], "--apex must be at least 0 (got -1)"),
-        (["--fps", "0"], "--fps must be greater than 0 (got 0.0)"),
+        (["--fps", "0"], "--fps must be at least 1 and at most 10000 (got 0.0)"),
     ],
 )
 def test_ask_refuses_bad_frame_options_before_loading(extra, message, tmp_path, capsys):
@@ -644,11 +647,12 @@ def test_one_frame_video_gives_no_interval():
     [
         (None, "no such spotter checkpoint"),
         (b"", "empty file, not a spotter checkpoint"),
-        (b"hello", "not a loadable spotter checkpoint"),
+        (b"hello", "not a spotter checkpoint written by `megc-vqa spot-train`"),
     ],
 )
 def test_bad_spotter_checkpoints(content, message, tmp_path, capsys):
     (tmp_path / "v" / "6_1").mkdir(parents=True)
+    (tmp_path / "v" / "6_1" / "img1.jpg").write_bytes(jpeg())  # a video, so the checkpoint is what is wrong
     ckpt = tmp_path / "spotter.pt"
     if content is not None:
         ckpt.write_bytes(content)
@@ -659,9 +663,9 @@ def test_bad_spotter_checkpoints(content, message, tmp_path, capsys):
 
 def test_run_str_numbers(tmp_path, capsys):
     (tmp_path / "v").mkdir()
-    for extra, message in ((["--fps", "-3"], "--fps must be greater than 0 (got -3.0)"),
+    for extra, message in ((["--fps", "-3"], "--fps must be at least 1 and at most 10000 (got -3.0)"),
                            (["--threshold", "7"], "--threshold must be at least 0 and at most 1 (got 7.0)"),
-                           (["--fps-for", "0*=0"], "--fps-for '0*=0': expected PATTERN=FPS with a positive FPS")):  # fmt: skip
+                           (["--fps-for", "0*=0"], "--fps-for '0*=0': FPS must be at least 1 and at most 10000 (got 0.0)")):  # fmt: skip
         assert (
             script("eval/run_str").main(
                 ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), *extra]
@@ -1287,7 +1291,9 @@ def test_writes_never_replace_a_special_file(tmp_path):
     out = io.StringIO()
     session = Session(answer=lambda visual, q: "negative", load_visual=lambda request: None,
                       clip=ClipRequest(tmp_path), sheet_path=tmp_path / "s.png", out=out)  # fmt: skip
-    lines = iter([f":save {fifo}", f":save {tmp_path / 't.jsonl'}", ":quit"])
+    lines = iter(
+        [f":save {fifo}", "What is the coarse expression class?", f":save {tmp_path / 't.jsonl'}", ":quit"]
+    )
     assert session.loop(lambda: next(lines)) == 0
     assert f"cannot save: {fifo}: is a FIFO (named pipe), not a regular file" in out.getvalue()
     assert fifo.is_fifo() and (tmp_path / "t.jsonl").is_file()  # the session went on
@@ -2050,3 +2056,255 @@ def test_export_qa_given_an_organiser_question_file(tmp_path, capsys):
     )
     assert "looks like an organiser question or ground-truth file" in line and "qa.jsonl" in line
     assert not out.exists()
+
+
+# --- issue 21: hostile pass, spotting/synth/REPL side ---
+
+
+def _session(tmp_path, lines, load_visual=lambda request: None):
+    from megc_vqa.answering.repl import ClipRequest, Session
+
+    out = io.StringIO()
+    session = Session(answer=lambda visual, q: "negative", load_visual=load_visual,
+                      clip=ClipRequest(tmp_path), sheet_path=tmp_path / "s.png", out=out)  # fmt: skip
+    lines = iter([*lines, ":quit"])
+    assert session.loop(lambda: next(lines)) == 0
+    return out.getvalue()
+
+
+def test_repl_save_keeps_files_that_are_not_its_transcripts(tmp_path):
+    """A1: ``:save`` onto a frame (or any file but an earlier transcript) is refused; an empty one is not written."""
+    frame = tmp_path / "img1.jpg"
+    frame.write_bytes(jpeg())
+    kept = frame.read_bytes()
+    text = _session(tmp_path, [f":save {frame}", f":save {tmp_path / 'new.jsonl'}"])
+    assert f"cannot save to {frame}: it exists and is not a transcript written by :save" in text
+    assert "the transcript is empty (ask a question first)" in text and not (tmp_path / "new.jsonl").exists()
+    t = tmp_path / "t.jsonl"
+    text = _session(
+        tmp_path, ["What is the coarse expression class?", f":save {frame}", f":save {t}", f":save {t}"]
+    )
+    assert (
+        frame.read_bytes() == kept and text.count(f"transcript (1 answers) saved to {t}") == 2
+    )  # own file replaced
+
+
+def test_repl_names_its_own_arguments(tmp_path):
+    """F5 + E11: ``:clip`` errors name ONSET/APEX/OFFSET (not the command line's flags), apex included;
+    ``:frames ARG`` is not silently ignored."""
+
+    calls = []
+    text = _session(tmp_path, [f":clip {tmp_path} 50 10 5", ":frames -1", ":frames abc"], calls.append)
+    assert "ONSET 50 is after OFFSET 5; APEX 10 is before ONSET 50" in text and "--onset" not in text
+    assert ":frames takes no argument (got -1)" in text and ":frames takes no argument (got abc)" in text
+    assert calls == []  # the bad :clip never reached the loader
+
+
+FPS_RANGE_MESSAGE = "must be at least 1 and at most 10000"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval/run_str", "--videos-root", "V", "--fps", "1e308"], f"--fps {FPS_RANGE_MESSAGE} (got 1e+308)"),
+        (
+            ["eval/run_str", "--videos-root", "V", "--fps", "1000000"],
+            f"--fps {FPS_RANGE_MESSAGE} (got 1000000.0)",
+        ),
+        (
+            ["eval/run_str", "--videos-root", "V", "--fps-for", "0*=1e-9"],
+            f"FPS {FPS_RANGE_MESSAGE} (got 1e-09)",
+        ),
+        (
+            ["eval/run_lvqa", "--questions", "Q", "--videos-root", "V", "--fps", "inf"],
+            f"--fps {FPS_RANGE_MESSAGE}",
+        ),
+        (
+            ["ask", "--model", "nope", "--clip", "V", "--fps", "20000"],
+            f"--fps {FPS_RANGE_MESSAGE} (got 20000.0)",
+        ),
+        (
+            ["spot-train", "--recipe", str(SPOT_RECIPE), "--fps", "0.5"],
+            f"--fps {FPS_RANGE_MESSAGE} (got 0.5)",
+        ),
+        (["synth-test", "--long-videos", "1", "--fps", "nan"], f"--fps {FPS_RANGE_MESSAGE} (got nan)"),
+        (["synth-test", "--long-videos", "-1"], "--long-videos must be at least 0 (got -1)"),
+        (
+            ["synth-test", "--long-videos", "1", "--workers", "0"],
+            "--workers must be at least 1 and at most 256 (got 0)",
+        ),
+        (["synth", "--subjects", "-1"], "--subjects must be at least 1 (got -1)"),
+        (["synth", "--clips-per-subject", "0"], "--clips-per-subject must be at least 1 (got 0)"),
+        (["synth", "--size", "1000000"], "--size must be at least 32 and at most 1024 (got 1000000)"),
+        (["synth", "--workers", "0"], "--workers must be at least 1 and at most 256 (got 0)"),
+        (
+            ["synth", "--datasets", "casme9"],
+            "--datasets 'casme9': unknown dataset(s) ['casme9']; choose from",
+        ),
+    ],
+)
+def test_one_fps_check_and_named_synth_options(argv, message, tmp_path, capsys):
+    """B1, E5, C6, F3, F4, E11: one fps range everywhere; synth names the option and value, as "error: ..."."""
+    (tmp_path / "V").mkdir()
+    (tmp_path / "Q").write_text("")
+    argv = [str(tmp_path / a) if a in ("V", "Q") else a for a in argv]
+    argv += [] if argv[0] == "ask" else ["--out", str(tmp_path / "o")]
+    rc = script(argv[0]).main(argv[1:]) if argv[0].startswith("eval/") else cli(argv)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert last_line(err).startswith("error: ") and message in last_line(err) and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_sidecar_fps_is_checked_like_the_option(tmp_path):
+    from megc_vqa.annotations.long_videos import discover_videos
+    from megc_vqa.errors import UsageError
+
+    (tmp_path / "006_1").mkdir()
+    (tmp_path / "videos.json").write_text(json.dumps({"format": "megc-vqa-long-videos", "videos": [
+        {"folder": "006_1", "subject": "006", "video": "006_1", "fps": 1e308}]}))  # fmt: skip
+    with pytest.raises(
+        UsageError, match=rf"videos.json: videos\[0\].fps {FPS_RANGE_MESSAGE} \(got 1e\+308\)"
+    ):
+        discover_videos(tmp_path)
+
+
+def test_an_input_error_in_one_video_logs_no_traceback(tmp_path, caplog):
+    """B1: the runner names the video and the problem; a traceback is only for a bug."""
+    from megc_vqa.annotations.long_videos import VideoJob
+    from megc_vqa.errors import InputError
+    from megc_vqa.records import FrameSource
+    from megc_vqa.spotting.pipeline import STRConfig, STRRunner
+
+    runner = STRRunner(tmp_path / "o", None, {}, STRConfig(emotion="constant", plots=False), None, {})
+
+    def spot(job):
+        raise InputError(f"{job.name}: img3.png is 100x80 grey, the clip's other frames 64x64")
+
+    runner.spot = spot
+    job = VideoJob("006", "006_1", FrameSource("folder", tmp_path / "006_1"), 200.0, "option --fps")
+    summary = runner.run([job])
+    assert "img3.png is 100x80 grey" in summary["failed"]["006_1"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_run_lvqa_refuses_an_empty_question_file_before_any_work(tmp_path, capsys):
+    """C1: said up front (rc 2), nothing spotted or written."""
+    (tmp_path / "v").mkdir()
+    (tmp_path / "empty.jsonl").write_text("\n")
+    argv = ["--questions", str(tmp_path / "empty.jsonl"), "--videos-root", str(tmp_path / "v"), "--out"]
+    assert script("eval/run_lvqa").main([*argv, str(tmp_path / "o")]) == 2
+    assert last_line(capsys.readouterr().err) == (
+        f"error: {tmp_path / 'empty.jsonl'}: no question rows (the file is empty); give an ME-LVQA *_to_answer.jsonl"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["eval/run_str", "eval/run_lvqa", "spot-train"])
+def test_device_is_checked_up_front(command, tmp_path, capsys):
+    """C3: a bad --device is named with what to give, not torch's list of device types."""
+    (tmp_path / "v").mkdir()
+    (tmp_path / "q.jsonl").write_text('{"video": "a", "question": "q"}\n')
+    common = ["--out", str(tmp_path / "o"), "--device", "bogus"]
+    if command == "spot-train":
+        rc = cli(["spot-train", "--recipe", str(SPOT_RECIPE), *common])
+    else:
+        extra = ["--questions", str(tmp_path / "q.jsonl")] if command.endswith("lvqa") else []
+        rc = script(command).main([*extra, "--videos-root", str(tmp_path / "v"), *common])
+    assert rc == 2 and last_line(capsys.readouterr().err) == "error: --device bogus: use cpu or cuda[:N]"
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link", "under a file"])
+def test_cache_variable_that_is_not_a_folder(kind, tmp_path, monkeypatch):
+    """C4 + C5: wherever the cache is used (tiny models, synthetic sets), one error naming MEGC_VQA_CACHE."""
+    from megc_vqa.errors import UsageError
+    from megc_vqa.models.tiny import cache_root
+    from megc_vqa.training.data import synthetic_root
+
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    value = {
+        "file": tmp_path / "f",
+        "dangling link": tmp_path / "dangling",
+        "under a file": tmp_path / "f" / "c",
+    }
+    monkeypatch.setenv("MEGC_VQA_CACHE", str(value[kind]))
+    for where in (cache_root, synthetic_root):
+        with pytest.raises(UsageError, match=rf"^MEGC_VQA_CACHE={value[kind]}: .*point it at a folder"):
+            where()
+    monkeypatch.setenv("MEGC_VQA_CACHE", str(tmp_path / "new" / "cache"))  # a folder to be made is fine
+    assert cache_root() == tmp_path / "new" / "cache" / "models"
+
+
+def test_foreign_spotter_file_gets_no_torch_advice(tmp_path, capsys):
+    """F7: never torch's 'weights_only=False' advice (following it would let a crafted file run code)."""
+    (tmp_path / "v" / "6_1").mkdir(parents=True)
+    (tmp_path / "v" / "6_1" / "img1.jpg").write_bytes(jpeg())
+    (tmp_path / "q.jsonl").write_text('{"video": "a"}\n')
+    argv = ["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--fps", "30"]
+    assert script("eval/run_str").main([*argv, "--spotter", str(tmp_path / "q.jsonl")]) == 2
+    err = last_line(capsys.readouterr().err)
+    assert "not a spotter checkpoint written by `megc-vqa spot-train`" in err and "weights_only" not in err
+
+
+def test_videos_root_of_folders_without_frames(tmp_path, capsys):
+    """F10: said as such, not as 'fps unknown'."""
+    for name in ("bom", "dupkey"):
+        (tmp_path / "v" / name).mkdir(parents=True)
+        (tmp_path / "v" / name / "rows.jsonl").write_text("{}\n")
+    assert (
+        script("eval/run_str").main(["--videos-root", str(tmp_path / "v"), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert last_line(capsys.readouterr().err) == (
+        f"error: --videos-root {tmp_path / 'v'}: its 2 folder(s) hold no frames (numbered image files): "
+        "bom, dupkey; give the folder whose sub-folders each hold one video's frames"
+    )
+
+
+def test_frames_of_another_size_or_mode_are_named(tmp_path, caplog):
+    """E9: odd frames (another size, grey, RGBA, 16-bit) are named in a warning; a one-frame clip is warned."""
+    import numpy as np
+    from PIL import Image
+
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.frames import open_frames
+
+    clip = tmp_path / "SAMM-1"
+    clip.mkdir()
+    for i in range(1, 7):
+        Image.new("RGB", (64, 64), (i, 2, 3)).save(clip / f"img{i}.jpg")
+    Image.new("L", (100, 80), 128).save(clip / "img3.jpg")
+    (clip / "img4.jpg").unlink()
+    Image.new("RGBA", (200, 50), (1, 2, 3, 4)).save(clip / "img4.png")
+    (clip / "img5.jpg").unlink()
+    Image.fromarray((np.random.rand(64, 64) * 65535).astype("uint16")).save(clip / "img5.png")
+    with caplog.at_level("WARNING"), open_frames(FrameSource("folder", clip)) as reader:
+        assert reader.read([1, 2, 3, 4, 5, 6]).shape == (6, 64, 64, 3)  # still read, converted to match
+        reader.read_grey([1, 3])
+    odd = [r.getMessage() for r in caplog.records if "differ from the clip's first frame" in r.getMessage()]
+    assert len(odd) == 1 and str(clip) in odd[0] and "img1.jpg (64x64 RGB)" in odd[0]
+    assert all(f"{name} (" in odd[0] for name in ("img3.jpg", "img4.png", "img5.png"))
+    assert "img2.jpg" not in odd[0] and "img6.jpg" not in odd[0]
+
+    single = tmp_path / "one"
+    single.mkdir()
+    (single / "img7.jpg").write_bytes(jpeg())
+    caplog.clear()
+    with caplog.at_level("WARNING"), open_frames(FrameSource("folder", single)):
+        pass
+    assert f"{single}: only one frame (img7.jpg)" in caplog.text
+
+
+def test_non_video_file_gives_no_native_log_line(tmp_path, capfd):
+    """F6: decord's C++ 'ERROR opening' line never reaches the terminal; the project's message says why."""
+    pytest.importorskip("decord")
+    from megc_vqa.records import FrameSource
+    from megc_vqa.visual.frames import FrameError, open_frames
+
+    notes = tmp_path / "ok.jsonl"
+    notes.write_text('{"video": "a"}\n')
+    with pytest.raises(
+        FrameError, match=rf"{notes}: cannot open video \(Invalid data.*give a video file or a frame"
+    ):
+        open_frames(FrameSource("video", notes))
+    assert "video_reader.cc" not in capfd.readouterr().err

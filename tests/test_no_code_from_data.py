@@ -41,7 +41,7 @@ def test_crafted_checkpoint_runs_nothing(tmp_path):
     path = tmp_path / "spotter.pt"
     with open(path, "wb") as f:
         pickle.dump({"config": {}, "state_dict": {}, "x": _Payload(marker)}, f)
-    with pytest.raises(CheckpointError, match="not a loadable spotter checkpoint"):
+    with pytest.raises(CheckpointError, match="not a spotter checkpoint written by `megc-vqa spot-train`"):
         load_checkpoint(path)
     assert not marker.exists()
 

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megc_vqa.annotations.common import subfolders
-from megc_vqa.errors import InputError, UsageError, cut
+from megc_vqa.errors import InputError, UsageError, check_number, cut
 from megc_vqa.fileio import loads_json, read_json_bytes, resolve_inside
+from megc_vqa.frame_names import is_image
 from megc_vqa.records import FrameSource
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,18 @@ def write_sidecar(path: str | Path, entries: Iterable[VideoEntry]) -> Path:
     return atomic_write_text(path, json.dumps({"format": SIDECAR_FORMAT, "videos": rows}, indent=1) + "\n")
 
 
+# Frame rates a video may have: real cameras give 25..1000 (SAMM 200, CAS(ME)^2 30, CAS(ME)^3 30/90);
+# outside 1..10000 the spotting windows round to nothing or overflow, so such a value is a typo.
+MIN_FPS, MAX_FPS = 1.0, 10000.0
+
+
+def check_fps(name: str, value: float | None, where: str | None = None) -> None:
+    """The one fps check of every command (``--fps``, ``--fps-for``, sidecars, recipes): a finite number in
+    ``MIN_FPS..MAX_FPS``, else a :class:`UsageError` naming ``name`` (the option or key), the range and
+    the value; ``None`` (not given) passes."""
+    check_number(name, value, minimum=MIN_FPS, maximum=MAX_FPS, where=where)
+
+
 def read_sidecar(path: str | Path, allowed_roots: Sequence[str | Path] = ()) -> list[VideoEntry]:
     """Entries of a ``videos.json``; a malformed file or entry raises ``UsageError`` naming it, a file over
     :data:`megc_vqa.limits.JSON_BYTES` or a ``folder`` outside the sidecar's folder and ``allowed_roots``
@@ -136,8 +149,7 @@ def read_sidecar(path: str | Path, allowed_roots: Sequence[str | Path] = ()) -> 
             folder = resolve_inside(row["folder"], roots, f"{path}: videos[{k}] folder", allow)
             fps = row.get("fps")
             fps = None if fps is None else float(fps)
-            if fps is not None and not fps > 0:
-                raise ValueError(f"fps {fps} is not positive")
+            check_fps(f"videos[{k}].fps", fps, where=str(path))
             entries.append(
                 VideoEntry(
                     folder,
@@ -147,7 +159,7 @@ def read_sidecar(path: str | Path, allowed_roots: Sequence[str | Path] = ()) -> 
                     row.get("dataset"),
                 )
             )
-        except InputError:  # a folder outside the roots: the message names it already
+        except (InputError, UsageError):  # a folder outside the roots, a bad fps: the message names it
             raise
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"{path}: videos[{k}] needs folder, subject, video and fps ({err})") from None
@@ -162,11 +174,10 @@ def parse_fps_rules(rules: Sequence[str] = ()) -> list[tuple[str, float]]:
         try:
             fps = float(value)
         except ValueError:
-            fps = 0.0
-        if not sep or not pattern or not fps > 0:
-            raise UsageError(
-                f"--fps-for {rule!r}: expected PATTERN=FPS with a positive FPS, e.g. '006_*=200'"
-            )
+            fps = None
+        if not sep or not pattern or fps is None:
+            raise UsageError(f"--fps-for {rule!r}: expected PATTERN=FPS, e.g. '006_*=200'")
+        check_fps(f"--fps-for {rule!r}: FPS", fps)
         parsed.append((pattern, fps))
     return parsed
 
@@ -180,8 +191,7 @@ class FpsPolicy:
     dataset: str | None = None
 
     def __post_init__(self) -> None:
-        if self.fps is not None and not self.fps > 0:
-            raise UsageError(f"--fps {self.fps}: must be a positive number")
+        check_fps("--fps", self.fps)
         if self.dataset is not None:
             known = dataset_fps()
             if self.dataset not in known:
@@ -198,6 +208,15 @@ class FpsPolicy:
         if self.dataset is not None:
             return dataset_fps()[self.dataset], f"dataset {self.dataset}"
         return None, ""
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` holds at least one image file (names only, stops at the first)."""
+    try:
+        with os.scandir(folder) as it:
+            return any(is_image(e.name) for e in it)
+    except OSError:
+        return False
 
 
 def discover_videos(
@@ -231,10 +250,18 @@ def discover_videos(
         if not root.is_dir():
             raise UsageError(f"--videos-root {root}: not a folder")
         # symlink loops (a link to itself, ``self -> .``) skipped with a warning, never taken for a video
-        for folder in subfolders(root, {os.path.realpath(root): root}):
-            if folder.name not in entries:
-                subject, sep, _ = folder.name.partition("_")
-                entries[folder.name] = VideoEntry(folder, subject if sep else folder.name, folder.name)
+        found = [f for f in subfolders(root, {os.path.realpath(root): root}) if f.name not in entries]
+        if found and not any(map(_holds_images, found)):  # stops at the first folder with an image
+            names = ", ".join(f.name for f in found[:10]) + (
+                f" (and {len(found) - 10} more)" if len(found) > 10 else ""
+            )
+            raise UsageError(
+                f"--videos-root {root}: its {len(found)} folder(s) hold no frames (numbered image files): "
+                f"{names}; give the folder whose sub-folders each hold one video's frames"
+            )
+        for folder in found:
+            subject, sep, _ = folder.name.partition("_")
+            entries[folder.name] = VideoEntry(folder, subject if sep else folder.name, folder.name)
     elif sidecar is None:
         raise UsageError("give --videos-root DIR or --videos videos.json")
     by_video = {e.video: name for name, e in entries.items()}

@@ -19,13 +19,20 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from megc_vqa.annotations.long_videos import check_fps
 from megc_vqa.errors import MegcError
-from megc_vqa.fileio import atomic_write_bytes, atomic_write_text, dumps_jsonl
+from megc_vqa.fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_file,
+    dumps_jsonl,
+    is_regular_file,
+)
 
 HELP = """\
 Type a question and press Enter, for example:
@@ -124,11 +131,19 @@ class Session:
         elif cmd == ":clip":
             self._switch(rest)
         elif cmd == ":frames":
-            self._frames()
+            if rest:  # it takes nothing; an argument would otherwise be ignored without a word
+                self.say(
+                    f":frames takes no argument (got {' '.join(rest)}); it shows the current clip's frames"
+                )
+            else:
+                self._frames()
         elif cmd == ":info":
             self.say(json.dumps(self.info() if self.info else {}, indent=2, default=str))
         elif cmd == ":save":
-            self._save(Path(rest[0]) if rest else Path("ask_transcript.jsonl"))
+            if len(rest) > 1:
+                self.say("usage: :save [FILE] (one file name, no spaces)")
+            else:
+                self._save(Path(rest[0]) if rest else Path("ask_transcript.jsonl"))
         else:
             self.say(f"unknown command {cmd}; :help lists the commands")
         return True
@@ -140,8 +155,22 @@ class Session:
             )
             return
         try:
+            check_writable_file(path)  # a FIFO, device, folder or link there: refused, never replaced
+        except MegcError as err:
+            self.say(f"cannot save: {err}")
+            return
+        if is_regular_file(path) and not is_transcript(path):  # a frame, the user's notes: never replaced
+            self.say(
+                f"cannot save to {path}: it exists and is not a transcript written by :save; "
+                "name another file (or move that one away)"
+            )
+            return
+        if not self.transcript:
+            self.say(f"nothing saved to {path}: the transcript is empty (ask a question first)")
+            return
+        try:
             atomic_write_text(path, dumps_jsonl(self.transcript))
-        except MegcError as err:  # a FIFO, device, folder or link there: refused, never replaced
+        except MegcError as err:
             self.say(f"cannot save: {err}")
             return
         except OSError as err:
@@ -160,6 +189,8 @@ class Session:
             return
         request = ClipRequest(Path(rest[0]), *numbers)
         try:
+            if numbers:  # named as the user typed them here, not as the command line's options
+                check_clip_options(*numbers, names=("ONSET", "APEX", "OFFSET"))
             visual = self.load_visual(request)
         except Exception as err:  # keep the session alive, say what was wrong
             self.say(f"cannot open {request.path}: {_describe(err)}")
@@ -200,6 +231,21 @@ class Session:
                 )
 
 
+TRANSCRIPT_KEYS = frozenset({"clip", "question", "answer", "latency_s"})
+
+
+def is_transcript(path: Path, limit: int = 1 << 16) -> bool:
+    """Whether ``path`` holds a transcript of an earlier ``:save`` (its first line is a JSON object with
+    exactly the transcript's keys), so ``:save`` may replace it; any other file (a frame, the user's notes,
+    an empty file) is kept. Only the first line (at most ``limit`` bytes) is read."""
+    try:
+        with open(path, "rb") as fh:
+            row = json.loads(fh.readline(limit))
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and set(row) == TRANSCRIPT_KEYS
+
+
 def _describe(err: Exception) -> str:
     """One line for an error at the prompt: the project's message as it is, else the type too."""
     from megc_vqa.errors import MegcError, _project_error_types, cut
@@ -210,18 +256,28 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {cut(text, 300)}"
 
 
-def check_clip_options(onset: int | None, apex: int | None, offset: int | None) -> None:
-    """Frame numbers given on the command line or to ``:clip``: non-negative, onset <= apex <= offset."""
+def check_clip_options(
+    onset: int | None,
+    apex: int | None,
+    offset: int | None,
+    names: Sequence[str] = ("--onset", "--apex", "--offset"),
+) -> None:
+    """Frame numbers given on the command line or to ``:clip``: non-negative, onset <= apex <= offset.
+    ``names``: how the user gave them (the options, or ``:clip``'s ONSET APEX OFFSET)."""
     from megc_vqa.errors import UsageError, check_number
 
-    for name, value in (("--onset", onset), ("--apex", apex), ("--offset", offset)):
+    n_on, n_apex, n_off = names
+    for name, value in zip(names, (onset, apex, offset), strict=True):
         check_number(name, value, minimum=0)
+    problems = []
     if onset is not None and offset is not None and onset > offset:
-        raise UsageError(f"--onset {onset} is after --offset {offset}; the onset comes first")
+        problems.append(f"{n_on} {onset} is after {n_off} {offset}")
     if apex is not None and onset is not None and apex < onset:
-        raise UsageError(f"--apex {apex} is before --onset {onset}")
+        problems.append(f"{n_apex} {apex} is before {n_on} {onset}")
     if apex is not None and offset is not None and apex > offset:
-        raise UsageError(f"--apex {apex} is after --offset {offset}")
+        problems.append(f"{n_apex} {apex} is after {n_off} {offset}")
+    if problems:
+        raise UsageError("; ".join(problems) + "; the onset comes first, then the apex, then the offset")
 
 
 def _check_in_clip(req: ClipRequest, first: int, last: int) -> None:
@@ -334,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.clip.exists():
         raise UsageError(f"--clip {args.clip}: no such frame folder or video")
     check_clip_options(args.onset, args.apex, args.offset)  # before the model loads
-    check_number("--fps", args.fps, above=0)
+    check_fps("--fps", args.fps)
     check_number("--image-size", args.image_size, minimum=16, maximum=4096)
     if not args.sheet.parent.is_dir():
         raise UsageError(f"--sheet {args.sheet}: folder {args.sheet.parent} does not exist")

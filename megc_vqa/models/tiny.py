@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from megc_vqa.fileio import check_cache_entry
+from megc_vqa.fileio import cache_base, check_cache_entry
 from megc_vqa.labels import AU_NAMES, COARSE_MAPS, KNOWN_FINE, STR_CLASSES
 from megc_vqa.models.chat_templates import (
     DEFAULT_SYSTEM_PROMPT,
@@ -47,8 +46,7 @@ _EXTRA_WORDS = (
 
 def cache_root() -> Path:
     """Folder that holds built tiny models (``$MEGC_VQA_CACHE/models`` or ``~/.cache/megc_vqa/models``)."""
-    base = os.environ.get("MEGC_VQA_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "megc_vqa") / "models"
+    return cache_base() / "models"
 
 
 def qa_corpus() -> Iterator[str]:

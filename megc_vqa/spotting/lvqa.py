@@ -125,6 +125,8 @@ def read_questions(path: str | Path) -> list[dict]:
                 f"{path} line {row.line}: video {cut(row.data['video'])} is not a plain folder name"
             )
         rows.append(row.data)
+    if not rows:
+        raise InputError(f"{path}: no question rows (the file is empty); give an ME-LVQA *_to_answer.jsonl")
     return rows
 
 

@@ -217,10 +217,10 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> tuple[Spo
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's own text is not shown: it advises weights_only=False, which would let a crafted file run code
         raise CheckpointError(
-            f"{path}: not a loadable spotter checkpoint ({first[:200]}); only files written by "
-            "`megc-vqa spot-train` load, and nothing in a checkpoint is ever executed"
+            f"{path}: not a spotter checkpoint written by `megc-vqa spot-train` ({type(err).__name__}); "
+            "give the spotter.pt of a spot-train run (nothing in a checkpoint is ever executed)"
         ) from None
     if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
         raise CheckpointError(f"{path}: not a spotter checkpoint (no config/state_dict)")

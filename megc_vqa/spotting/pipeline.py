@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
-from megc_vqa.errors import UsageError
+from megc_vqa.errors import MegcError, UsageError
 from megc_vqa.fileio import RunRecord, claim_outputs, is_regular_file
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
@@ -359,7 +359,11 @@ class STRRunner:
             started = time.perf_counter()
             try:
                 curve, intervals = self.spot(job)
-            except (NoFramesError, FileNotFoundError) as err:
+            except (
+                NoFramesError,
+                FileNotFoundError,
+                MegcError,
+            ) as err:  # an input's fault: said, no traceback
                 log.error("%s: skipped: %s", job.name, err)
                 summary["failed"][job.name] = str(err)
                 continue

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
-from megc_vqa.errors import InputError, cut, set_output_folder
+from megc_vqa.annotations.long_videos import check_fps
+from megc_vqa.errors import InputError, UsageError, check_device, cut, set_output_folder
 from megc_vqa.fileio import (
     TOLERATED_PROBLEMS,
     claim_outputs,
@@ -507,7 +508,6 @@ def read_long_videos_jsonl(path: str | Path) -> list:
 
 def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
     """One ``long_videos.jsonl`` line as a ``LongVideo``, or ``None`` with its defects added to ``errors``."""
-    import math
 
     from megc_vqa.labels import STR_CLASSES
     from megc_vqa.metrics.strs import MAX_FRAME, expression_type
@@ -527,8 +527,10 @@ def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
         )
         return None
     fps = rec["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        errors.append(f"{where}: fps {cut(fps, 40)} is not a positive number")
+    try:
+        check_fps("fps", fps, where=where)
+    except UsageError as err:
+        errors.append(str(err))
         return None
     if not isinstance(rec["folder"], str) or not isinstance(rec.get("events", []), list):
         errors.append(f"{where}: folder must be a path (text) and events a list")
@@ -626,9 +628,8 @@ def _recipe_loader(name: object):
 
 def load_videos(data: dict, base: Path = Path(".")) -> list:
     """The recipe's ``data`` section -> long videos."""
-    from megc_vqa.errors import check_number
 
-    check_number("data.fps", data.get("fps"), above=0)
+    check_fps("data.fps", data.get("fps"))
     for key in ("long_videos_jsonl", "gt_csv"):
         if key in data and not (base / str(data[key])).is_file():
             raise InputError(f"recipe data.{key} {data[key]}: no such file (or give --gt)")
@@ -706,11 +707,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.errors import UsageError
     from megc_vqa.fileio import atomic_write_text
 
     check_count("--epochs", args.epochs, EPOCHS)
-    check_number("--fps", args.fps, above=0)
+    check_fps("--fps", args.fps)
+    if args.device:
+        check_device("--device", args.device)
     if args.gt and not Path(args.gt).is_file():
         raise UsageError(f"--gt {args.gt}: no such file")
     if args.gt and not args.gt.endswith(".jsonl") and not args.videos_root:
@@ -734,6 +737,8 @@ def run(args: argparse.Namespace) -> int:
         train_cfg.epochs = args.epochs
     if args.device:
         train_cfg.device = args.device
+    else:
+        check_device(f"{args.recipe}: train.device", train_cfg.device)
     with using_sheet_limits(sheet_limits_from_args(args)):
         videos = load_videos(data)
     if not videos:

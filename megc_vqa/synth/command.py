@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from megc_vqa.errors import check_number
+from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 from megc_vqa.qa.official import TRAINING_FILES
@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
-        log.error("--out %s exists and is not a folder", args.out)
-        return 2
+        raise UsageError(
+            f"--out {args.out}: is a file, not a folder; give a folder (it is created when missing)"
+        )
     try:
         return _run(args)
     except OSError as err:
@@ -56,8 +57,10 @@ def _run(args: argparse.Namespace) -> int:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in datasets if d not in ALL_DATASETS]
     if unknown or not datasets:
-        log.error("unknown dataset(s) %s; choose from %s", unknown or "(none given)", DATASETS)
-        return 2
+        raise UsageError(
+            f"--datasets {args.datasets!r}: unknown dataset(s) {unknown or '(none given)'}; choose from {DATASETS}"
+        )
+    # each option named with its own value (printed as "error: ..." by the command's error boundary)
     check_count("--subjects", args.subjects, SYNTH_COUNT)
     check_count("--clips-per-subject", args.clips_per_subject, SYNTH_COUNT)
     check_count("--subjects x --clips-per-subject", args.subjects * args.clips_per_subject, SYNTH_COUNT)

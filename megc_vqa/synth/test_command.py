@@ -7,7 +7,8 @@ import logging
 import time
 from pathlib import Path
 
-from megc_vqa.errors import check_number
+from megc_vqa.annotations.long_videos import check_fps
+from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs, is_regular_file
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 
@@ -39,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
-        log.error("--out %s exists and is not a folder", args.out)
-        return 2
+        raise UsageError(
+            f"--out {args.out}: is a file, not a folder; give a folder (it is created when missing)"
+        )
     try:
         return _run(args)
     except OSError as err:
@@ -55,12 +57,9 @@ def _run(args: argparse.Namespace) -> int:
     check_count("--workers", args.workers, WORKERS)
     check_number("--size", args.size, minimum=32, maximum=1024)
     check_number("--long-size", args.long_size, minimum=32, maximum=1024)
-    if not args.questions and args.long_videos <= 0:
-        log.error("give --questions F... and/or --long-videos N")
-        return 2
-    if args.fps is not None and args.fps <= 0:
-        log.error("--fps must be positive")
-        return 2
+    check_fps("--fps", args.fps)
+    if not args.questions and args.long_videos == 0:
+        raise UsageError("nothing to write: give --questions F... and/or --long-videos N (N at least 1)")
     # Only into its own folders: the frames of a real test set at OUT/frames are never cleared.
     claim_outputs(args.out, WRITER, ("frames", "long", "gt"), legacy=_earlier_test_set)
     start = time.perf_counter()

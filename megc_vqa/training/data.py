@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import check_cache_entry
+from megc_vqa.fileio import cache_base, check_cache_entry
 from megc_vqa.models.contract import VisualContract
 from megc_vqa.models.prompting import VisualFn, get_field
 from megc_vqa.qa.records import QARecord
@@ -38,8 +37,7 @@ SYNTHETIC_VERSION = 1
 
 def synthetic_root() -> Path:
     """``$MEGC_VQA_CACHE/data`` (default ``~/.cache/megc_vqa/data``)."""
-    base = os.environ.get("MEGC_VQA_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "megc_vqa") / "data"
+    return cache_base() / "data"
 
 
 def ensure_synthetic_qa(name: str, root: str | Path | None = None) -> Path:

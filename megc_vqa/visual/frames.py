@@ -13,9 +13,12 @@ raises :class:`FrameError` naming the path, never a raw OpenCV or decord error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,9 @@ class FrameReader:
         # (height, width) of the first colour frame decoded: every later colour frame is brought to it,
         # so a folder whose frames differ by a few pixels (cropped releases) still gives one clip.
         self._shape: tuple[int, int] | None = None
+        # header (size, mode) of the folder's first frame, and the frames already compared with it
+        self._reference: tuple[tuple[int, int], str] | None = None
+        self._checked: set[int] = set()
         if source.kind == "folder":
             listing = list_frames(self.path)
             if not listing:
@@ -113,6 +119,13 @@ class FrameReader:
                 )
             self._files = dict(listing)
             self.indices = np.fromiter(self._files, dtype=np.int64, count=len(self._files))
+            if len(listing) == 1:
+                logger.warning(
+                    "%s: only one frame (%s): onset, apex and offset are that frame and it shows no motion; "
+                    "check the folder holds the whole clip",
+                    self.path,
+                    listing[0][1].name,
+                )
         elif source.kind == "video":
             self._video = _open_video(self.path)
             self.indices = np.arange(len(self._video), dtype=np.int64) + source.first_frame
@@ -163,6 +176,7 @@ class FrameReader:
         if self._video is not None:
             decoded = dict(zip(unique, self._video_batch(unique), strict=True))
         else:
+            self._check_headers(unique)
             decoded = {i: _imread_rgb(self._files[i]) for i in unique}
         frames = [decoded[i] for i in resolved]
         if self._shape is None and frames:
@@ -189,8 +203,38 @@ class FrameReader:
                     )
                 decoded[i] = grey
         else:
+            self._check_headers(unique)
             decoded = {i: _imread(self._files[i], _REDUCED_GREY[reduce]) for i in unique}
         return _stack([decoded[i] for i in resolved], self.path, colour=False)
+
+    def _check_headers(self, indices: list[int]) -> None:
+        """Warn (once per frame) when frames of this folder differ in size or mode from its first frame: a
+        frame from another clip or camera. They are still converted and resized to match (a cropped release
+        differs by a few pixels); only the image headers are read, never the pixels."""
+        todo = [i for i in indices if i not in self._checked]
+        if not todo:
+            return
+        if self._reference is None:
+            self._reference = _header(self._files[int(self.indices[0])])
+        odd = []
+        for i in todo:
+            self._checked.add(i)
+            header = _header(self._files[i])
+            if None not in (header, self._reference) and header != self._reference:
+                (w, h), mode = header
+                odd.append(f"{self._files[i].name} ({w}x{h} {mode})")
+        if odd:
+            (w, h), mode = self._reference
+            logger.warning(
+                "%s: frame(s) %s differ from the clip's first frame %s (%dx%d %s); they are converted and "
+                "resized to match. Check that the folder holds the frames of one clip",
+                self.path,
+                ", ".join(odd[:10]) + (f" and {len(odd) - 10} more" if len(odd) > 10 else ""),
+                self._files[int(self.indices[0])].name,
+                w,
+                h,
+                mode,
+            )
 
     def _video_batch(self, indices: list[int]) -> np.ndarray:
         if not indices:
@@ -261,12 +305,52 @@ def _open_video(path: Path) -> Any:
     except ImportError:
         raise FrameError(f"{path}: reading video files needs decord (pip install decord)") from None
     _check_video_frame_size(path)
+    with _native_stderr() as said:
+        try:
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as err:  # DECORDError and friends
+            failure = err
+    # decord's own reason ("Invalid data found when processing input") is in its native log line
+    reason = said[0].rpartition(", ")[2].strip() if ", " in said[0] else ""
+    first = str(failure).splitlines()[0] if str(failure) else repr(failure)
+    raise FrameError(f"{path}: cannot open video ({reason or first}); give a video file or a frame folder")
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Catch what native code (decord's C++ logger, which its ``set_level`` does not reach) writes to the
+    process's stderr while the block runs: the user sees the project's message, not a raw log line. The text
+    is yielded (``said[0]``, filled on exit) and logged at debug level."""
+    said = [""]
+    sys.stderr.flush()
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as err:  # DECORDError and friends
-        raise FrameError(
-            f"{path}: cannot open video ({str(err).splitlines()[0] if str(err) else err!r})"
-        ) from None
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreter): nothing to catch
+        yield said
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said[0] = capture.read(4096).decode("utf-8", "replace").strip()
+            if said[0]:
+                logger.debug("native decoder: %s", said[0])
+
+
+def _header(path: Path) -> tuple[tuple[int, int], str] | None:
+    """``((width, height), mode)`` from an image file's header (PIL opens lazily: no pixel is decoded);
+    ``None`` when it cannot be parsed (decoding the frame then says what is wrong)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except Exception:  # PIL raises many types for foreign files; the decoder's FrameError names it
+        return None
 
 
 def _check_video_frame_size(path: Path) -> None:
