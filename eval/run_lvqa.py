@@ -26,19 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from megc_vqa.annotations.long_videos import add_video_arguments
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", required=True, nargs="+", type=Path)
-    p.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
-    p.add_argument("--videos", type=Path, metavar="JSON", help="a videos.json sidecar instead")
-    p.add_argument(
-        "--videos-under",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a --videos sidecar may name frame folders under DIR (besides its own folder), e.g. the "
-        "--data-root prep read; repeatable",
-    )
+    add_video_arguments(p, "a videos.json sidecar instead")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--gt", nargs="+", type=Path, default=[], help="LVQA ground truth (answers filled)")
     p.add_argument("--spotter", type=Path, help="spotter checkpoint; default: the model-free baseline")
@@ -81,7 +73,12 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError("--adapter needs --model (the base model it was trained on)")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file, not a folder")
-    from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos, parse_fps_rules
+    from megc_vqa.annotations.long_videos import (
+        FpsPolicy,
+        check_video_arguments,
+        discover_videos,
+        parse_fps_rules,
+    )
     from megc_vqa.spotting.pipeline import (
         STRConfig,
         STRRunner,
@@ -94,8 +91,7 @@ def _main(argv: list[str] | None = None) -> int:
     )
     from megc_vqa.spotting.report import write_lvqa_report
 
-    if args.videos_root is None and args.videos is None:
-        raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
+    check_video_arguments(args.videos_root, args.videos, args.out)
     videos = sorted({row["video"] for q in args.questions for row in read_questions(q)})
     policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
     jobs = discover_videos(

@@ -2308,3 +2308,15 @@ def test_non_video_file_gives_no_native_log_line(tmp_path, capfd):
     ):
         open_frames(FrameSource("video", notes))
     assert "video_reader.cc" not in capfd.readouterr().err
+
+
+def test_run_str_out_inside_the_videos_root_is_refused(tmp_path, capsys):
+    """Every folder of --videos-root is read as a video: an --out there would make a rerun read the run's
+    own folders (curves/, plots/) as videos."""
+    root = tmp_path / "long"
+    _frames(root / "006_1", n=3)
+    for out in (root / "out", root):
+        argv = ["--videos-root", str(root), "--fps", "30", "--out", str(out), "--no-plots"]
+        assert script("eval/run_str").main(argv) == 2
+        assert f"--out {out}: lies inside --videos-root {root}" in last_line(capsys.readouterr().err)
+    assert sorted(os.listdir(root)) == ["006_1"]  # nothing written

@@ -29,6 +29,7 @@ still works, a path written in the file cannot leave. ``prep`` writes ``<dataset
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import json
 import logging
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from megc_vqa.annotations.common import subfolders
 from megc_vqa.errors import InputError, UsageError, check_number, cut
-from megc_vqa.fileio import loads_json, read_json_bytes, resolve_inside
+from megc_vqa.fileio import is_inside, loads_json, read_json_bytes, resolve_inside
 from megc_vqa.frame_names import is_image
 from megc_vqa.records import FrameSource
 
@@ -351,3 +352,30 @@ def write_str_ground_truth(videos: Sequence, out: str | Path) -> dict[str, Path]
         written[f"{key}_videos"] = write_sidecar(out / f"{key}_videos.json", entries)
         log.info("%s: STR ground truth of %d long videos -> %s", key, len(group), written[f"{key}_str_gt"])
     return written
+
+
+def add_video_arguments(parser: argparse.ArgumentParser, sidecar_help: str) -> None:
+    """``--videos-root``, ``--videos`` and ``--videos-under``: where run_str and run_lvqa find long videos."""
+    parser.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
+    parser.add_argument("--videos", type=Path, metavar="JSON", help=sidecar_help)
+    parser.add_argument(
+        "--videos-under",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a --videos sidecar may name frame folders under DIR (besides its own folder), e.g. the "
+        "--data-root prep read; repeatable",
+    )
+
+
+def check_video_arguments(videos_root: Path | None, sidecar: Path | None, out: Path) -> None:
+    """One of ``--videos-root``/``--videos`` is given, and ``--out`` lies outside ``--videos-root``: every
+    folder there is read as a video, so a rerun would take the run's own ``curves/`` for one."""
+    if videos_root is None and sidecar is None:
+        raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
+    if videos_root is not None and is_inside(out, videos_root):
+        raise UsageError(
+            f"--out {out}: lies inside --videos-root {videos_root}, where every folder is read as a video "
+            "(a rerun would read the run's own folders as videos); choose an --out outside it"
+        )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.annotations.long_videos import check_fps
 from megc_vqa.errors import InputError, set_output_folder
 from megc_vqa.fileio import (
     check_folder_option,
@@ -82,7 +83,7 @@ def check_run_options(
             "use --votes 1 for greedy decoding"
         )
     check_image_size("--image-size", image_size)
-    check_number("--fps", fps, above=0)
+    check_fps("--fps", fps)
     check_number("--max-fallback-share", max_fallback_share, minimum=0, maximum=1)
     for label in fine_labels or ():  # constrained decoding picks one of them: an empty one is no answer
         if not label.strip() or label != label.strip():
