@@ -16,19 +16,25 @@ accumulation; each is listed in the report). It reports, and :func:`check` raise
 - with ``merge``: ``megc-vqa merge-adapter`` output loads in plain transformers and gives the adapter's
   logits.
 
-Peak memory (max RSS of this process) and step time go into the JSON report; ``--table`` prints the
-Markdown table of ``recipes/README.md`` from such reports. Each recipe runs in its own process so the
-peak memory is that recipe's and the memory is returned to the machine afterwards.
+Peak memory (max RSS of this process; the random build runs in a child process, reported apart) and
+step time go into the JSON report; ``--table`` prints the Markdown table of ``recipes/README.md`` from
+such reports. Each recipe runs in its own process so the peak memory is that recipe's and the memory is
+returned to the machine afterwards. What one phase no longer needs (the trained model, the reloaded
+one) is freed and given back to the system before the next loads, so the peak is the largest phase's,
+not their sum; it must stay under :data:`MEMORY_BUDGET_GIB`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import json
 import logging
 import math
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,11 +43,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 N_CLIPS = 2
-# Without a GPU the step runs in float32: this project's CPU (AVX2, no bf16 instructions) ran two real
-# 3B decoder layers forward and backward over 300 tokens in 2.3 s in float32 and 298 s in bfloat16.
-# Qwen2.5-VL-3B fits at full depth in float32 (~15 GB of weights; ``--layers 0 --vision-layers 0``);
-# 7B (~33 GB) and Qwen3-VL-4B (~18 GB) do not fit this machine's 24 GB beside anything else, so by
-# default the check trains this many decoder layers / vision blocks at the real width, and the
+# Peak resident memory a recipe's check may reach: a 24 GB machine keeps 8 GB for everything else.
+MEMORY_BUDGET_GIB = 16.0
+# Without a GPU the check runs in the recipe's bf16 where the CPU has bf16 instructions (AVX512-BF16 or
+# AMX: two real-width 3B decoder layers forward and backward over 300 tokens took 0.18 s in bf16 and
+# 0.73 s in float32 on a 2-core Xeon with both), else in float32: a CPU with only AVX2 took 2.3 s in
+# float32 and 298 s in bf16 (``benchmarks/cpu_dtype.py`` measures it). Qwen2.5-VL-3B fits the budget
+# at full depth in bf16 (7 GB of weights; ``--layers 0 --vision-layers 0``), not in float32 (15 GB);
+# 7B (15.4 GB in bf16) and Qwen3-VL-4B (8.3 GB in bf16, 18 GB in float32) do not fit beside the rest,
+# so by default the check trains this many decoder layers / vision blocks at the real width, and the
 # full-depth facts (LoRA targets, trainable parameters, weight memory) come from the full architecture
 # built on the meta device (:func:`full_depth_facts`).
 TRAIN_LAYERS = 2
@@ -53,6 +63,53 @@ CLIP_FPS = 200.0
 def rss_gib() -> float:
     """Peak resident memory of this process so far (GiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def current_rss_gib() -> float:
+    """Resident memory of this process now (GiB; 0 where /proc is missing)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * resource.getpagesize() / 2**30
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system (glibc keeps it otherwise, and the
+    next model would load on top of it)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def cpu_dtype() -> str:
+    """The dtype the check trains in without a GPU: ``bfloat16`` (the recipes' own) where the CPU has
+    bf16 instructions (AVX512-BF16 or AMX), else ``float32`` (see :data:`TRAIN_LAYERS`)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for probe in probes:  # private but stable since torch 2.3; a torch without them: float32
+        try:
+            if getattr(torch.cpu, probe)():
+                return "bfloat16"
+        except (AttributeError, RuntimeError):
+            continue
+    return "float32"
+
+
+def build_in_child(hub_id: str, layers: int | None, vision_layers: int | None) -> tuple[Path, float]:
+    """``ensure_random`` in a child process, so the build's memory never adds to the check's peak;
+    returns the build's path and the child's peak resident memory (GiB)."""
+    code = (
+        "import sys; from megc_vqa.models.published import ensure_random; "
+        "print(ensure_random(sys.argv[1], int(sys.argv[2]) or None, vision_layers=int(sys.argv[3]) or None))"
+    )
+    argv = [sys.executable, "-c", code, hub_id, str(layers or 0), str(vision_layers or 0)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the random {hub_id} failed:\n{proc.stderr[-4000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    return Path(proc.stdout.strip().splitlines()[-1]), peak
 
 
 def cpu_s() -> float:
@@ -196,17 +253,19 @@ def check(
     merge: bool = False,
     batch_size: int | None = 1,
     model_path: str | Path | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Run the real-size check of one recipe (see the module docstring); returns the report.
 
     batch_size: per-device batch; ``None`` keeps the recipe's (4 samples of ~330 tokens through a 3B
     model is ~10 CPU-minutes per step without bf16 instructions). model_path: check this checkpoint
     instead of the random build of the recipe's (the fast test of this module uses a tiny model).
+    dtype: without a GPU, ``auto`` is :func:`cpu_dtype`; ``bfloat16`` or ``float32`` force one (with a
+    GPU the recipe's is kept).
     """
     import torch
 
     from megc_vqa.models.collator import VQACollator
-    from megc_vqa.models.published import ensure_random
     from megc_vqa.models.registry import load_model, lora_target_regex
     from megc_vqa.training.config import load_yaml, parse_config
     from megc_vqa.training.data import load_records, make_visual_fn
@@ -225,7 +284,7 @@ def check(
     report: dict[str, Any] = {"recipe": str(recipe_path), "hub_id": hub_id, "steps": steps}
     start = time.perf_counter()
     if model_path is None:
-        model_path = ensure_random(hub_id, layers, vision_layers=vision_layers)
+        model_path, report["build_peak_rss_gib"] = build_in_child(hub_id, layers, vision_layers)
         stamp = json.loads((model_path / "megc_vqa_random.json").read_text())
     else:
         model_path = Path(model_path)
@@ -242,8 +301,11 @@ def check(
     argv = ["--config", str(recipe_path), *overrides(str(model_path), qa, out, steps)]
     if batch_size is not None:
         argv += ["--per_device_train_batch_size", str(batch_size)]
-    if not torch.cuda.is_available():  # see TRAIN_LAYERS: bf16 matmuls crawl on most CPUs
-        argv += ["--dtype", "float32", "--bf16", "false"]
+    if (
+        not torch.cuda.is_available()
+    ):  # see TRAIN_LAYERS: bf16 matmuls crawl on CPUs without bf16 instructions
+        dtype = cpu_dtype() if dtype == "auto" else dtype
+        argv += ["--dtype", dtype, "--bf16", str(dtype == "bfloat16").lower()]
     report["overrides"] = argv[2:]
     recipe = parse_config(argv)
     m, d = recipe.model, recipe.data
@@ -307,7 +369,9 @@ def check(
         report["loss_without_adapter"] = _loss_and_logits(model, batch)[0]
     trained = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     del model, result, base
-    gc.collect()
+    release_memory()
+    report["rss_after_train_gib"] = current_rss_gib()
+    report["peak_rss_train_gib"] = rss_gib()
     from peft import PeftModel
 
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else None
@@ -324,7 +388,8 @@ def check(
     )  # LoRA B starts at zero: non-zero means the optimiser step reached the adapter
     del trained, again
     del reloaded
-    gc.collect()
+    release_memory()
+    report["peak_rss_reload_gib"] = rss_gib()
 
     if merge:
         from transformers import AutoModelForImageTextToText
@@ -332,13 +397,16 @@ def check(
         from megc_vqa.training.merge import merge_adapter
 
         merged_dir = merge_adapter(out, work / "merged", dtype=m.dtype)
+        release_memory()  # the base and adapter merge_adapter loaded
+        report["peak_rss_merge_gib"] = rss_gib()
         merged = AutoModelForImageTextToText.from_pretrained(merged_dir, dtype=getattr(torch, m.dtype))
         _, logits_merged = _loss_and_logits(merged, batch)
         report["merge_logits_max_diff"] = float((logits_merged - logits_reloaded).abs().max())
         report["logits_scale"] = float(logits_reloaded.abs().max())
         del merged
-        gc.collect()
+        release_memory()
     report["peak_rss_gib"] = rss_gib()
+    report["memory_budget_gib"] = MEMORY_BUDGET_GIB
     report["total_s"] = time.perf_counter() - start
     report["total_cpu_s"] = cpu_s()
     report["failures"] = failures(report)
@@ -372,6 +440,11 @@ def failures(report: dict[str, Any]) -> list[str]:
     if not math.isclose(report["loss_trained"], report["loss_reloaded"], rel_tol=1e-3, abs_tol=1e-3):
         bad.append(
             f"loss {report['loss_trained']} after training, {report['loss_reloaded']} after save + reload"
+        )
+    if report.get("peak_rss_gib", 0) >= report.get("memory_budget_gib", math.inf):
+        bad.append(
+            f"peak resident memory {report['peak_rss_gib']:.1f} GiB, over the {report['memory_budget_gib']:.0f} GiB "
+            "budget (a 24 GB machine must keep room for the rest)"
         )
     if "merge_logits_max_diff" in report and report["merge_logits_max_diff"] > 0.05 * max(
         1.0, report["logits_scale"]
@@ -420,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1, help="per-device batch; 0: the recipe's")
     p.add_argument("--model", default=None, help="checkpoint to use instead of the random build")
     p.add_argument("--merge", action="store_true", help="also check megc-vqa merge-adapter output")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float32"),
+        default="auto",
+        help="without a GPU: auto = bfloat16 where the CPU has bf16 instructions, else float32",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     p.add_argument("--table", action="store_true", help="print the Markdown table of the given report JSONs")
     args = p.parse_args(argv)
@@ -438,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         args.merge,
         args.batch_size or None,
         args.model,
+        args.dtype,
     )
     text = json.dumps(report, indent=2, default=str)
     if args.json:
