@@ -174,11 +174,14 @@ def _fixed_batch(collator: Any, records: list[dict]) -> dict:
     return collator(records[:1])
 
 
-def _loss_and_logits(model: Any, batch: dict) -> tuple[float, Any]:
+def _loss_and_logits(model: Any, batch: dict, bf16: bool) -> tuple[float, Any]:
+    """Loss and label-position logits of ``batch``; with ``bf16`` under the CPU bf16 autocast that mixed
+    precision training runs in (accelerate leaves the trained model's forward wrapped in it, so every
+    model compared with it must run the same way)."""
     import torch
 
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = model(**batch)
     labels = batch["labels"][0] != -100
     return float(out.loss), out.logits[0][labels].float().clone()
@@ -363,10 +366,11 @@ def check(
     }
 
     # --- loss of a fixed batch now, and after save + reload into a fresh base
-    loss_trained, logits_trained = _loss_and_logits(model, batch)
+    mixed = bool(recipe.training.bf16) and not torch.cuda.is_available()
+    loss_trained, logits_trained = _loss_and_logits(model, batch, mixed)
     report["loss_trained"] = loss_trained
     with model.disable_adapter():
-        report["loss_without_adapter"] = _loss_and_logits(model, batch)[0]
+        report["loss_without_adapter"] = _loss_and_logits(model, batch, mixed)[0]
     trained = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     del model, result, base
     release_memory()
@@ -375,8 +379,17 @@ def check(
     from peft import PeftModel
 
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else None
-    reloaded = PeftModel.from_pretrained(load_model(str(model_path), dtype=m.dtype, bits=bits), str(out))
-    loss_reloaded, logits_reloaded = _loss_and_logits(reloaded, batch)
+    fresh = load_model(str(model_path), dtype=m.dtype, bits=bits)
+    if bits:
+        # Training cast what stays unquantised (embeddings, norms, the vision tower) from bf16 to float32
+        # (build_model: peft's prepare_model_for_kbit_training): the fresh base is prepared the same way,
+        # so the two models differ in the adapter alone.
+        from peft import prepare_model_for_kbit_training
+
+        fresh = prepare_model_for_kbit_training(fresh, use_gradient_checkpointing=False)
+    reloaded = PeftModel.from_pretrained(fresh, str(out))
+    del fresh
+    loss_reloaded, logits_reloaded = _loss_and_logits(reloaded, batch, mixed)
     report["loss_reloaded"] = loss_reloaded
     report["reload_logits_max_diff"] = float((logits_reloaded - logits_trained).abs().max())
     again = {n: p for n, p in reloaded.named_parameters() if "lora_" in n}
@@ -400,7 +413,7 @@ def check(
         release_memory()  # the base and adapter merge_adapter loaded
         report["peak_rss_merge_gib"] = rss_gib()
         merged = AutoModelForImageTextToText.from_pretrained(merged_dir, dtype=getattr(torch, m.dtype))
-        _, logits_merged = _loss_and_logits(merged, batch)
+        _, logits_merged = _loss_and_logits(merged, batch, mixed)
         report["merge_logits_max_diff"] = float((logits_merged - logits_reloaded).abs().max())
         report["logits_scale"] = float(logits_reloaded.abs().max())
         del merged
