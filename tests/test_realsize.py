@@ -97,6 +97,10 @@ def test_recipe_at_real_size(recipe: str, tmp_path: Path):
     assert r["loss_reloaded"] == pytest.approx(r["loss_trained"], rel=1e-3, abs=1e-3)
     if "--merge" in RECIPES[recipe]:
         assert r["merge_logits_max_diff"] <= merge_tolerance(r) == r["merge_logits_tolerance"]
+        # every LoRA-wrapped weight merge-adapter wrote is the base plus the saved adapter's delta
+        merged = r["merged_weights"]
+        assert merged["modules"] == r["lora_wrapped"] and merged["missing"] == 0 and merged["changed"] > 0
+        assert merged["max_ulp"] <= 1.0
     if RECIPES[recipe][-len(FULL_DEPTH) :] == FULL_DEPTH:  # what was trained is the published architecture
         assert r["layers"] == r["published_layers"] == r["full_depth"]["layers"]
         assert r["lora_modules"] == r["full_depth"]["lora_modules"]
