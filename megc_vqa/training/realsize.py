@@ -554,7 +554,7 @@ def table(reports: list[dict[str, Any]]) -> str:
     """The Markdown table of ``recipes/README.md``."""
     lines = [
         "| recipe | full depth: LoRA modules, trainable, weights | trained here (real width) | tokens/sample (visual) "
-        "| step s (CPU s) | peak RSS GiB | loss after 2 steps | save+reload | merged logits |",
+        "| step s (CPU s) | peak RSS GiB | loss after 2 steps | save+reload | merged model |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
@@ -566,6 +566,10 @@ def table(reports: list[dict[str, Any]]) -> str:
             f"{r['dtype']}, batch {r['batch_size']}"
         )
         merged = f"max diff {r['merge_logits_max_diff']:.2g}" if "merge_logits_max_diff" in r else "-"
+        if "adapter_logits_effect" in r and "merge_logits_max_diff" in r:
+            merged += f" (adapter moved them {r['adapter_logits_effect']:.2g})"
+        if "merged_weights" in r:
+            merged += f"; weights = base + delta ({r['merged_weights']['max_ulp']:.0f} rounding steps off)"
         lines.append(
             f"| `{Path(r['recipe']).parent.name}/{Path(r['recipe']).name}` | {depth} | {here} "
             f"| {r['sample_tokens']} ({r['visual_tokens']} = promised {r['visual_tokens_promised']}) "
