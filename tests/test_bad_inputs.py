@@ -2320,3 +2320,85 @@ def test_run_str_out_inside_the_videos_root_is_refused(tmp_path, capsys):
         assert script("eval/run_str").main(argv) == 2
         assert f"--out {out}: lies inside --videos-root {root}" in last_line(capsys.readouterr().err)
     assert sorted(os.listdir(root)) == ["006_1"]  # nothing written
+
+
+# --- issue 21: the real-size check with headroom ---
+
+
+@pytest.mark.parametrize("tiny", ["tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+def test_4bit_loading_keeps_the_vision_tower_and_lm_head_unquantised(tiny):
+    """transformers 5 anchors skip patterns at the start of the module name: a bare "visual" quantised
+    the whole vision tower (and the merger) of every QLoRA model."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    from megc_vqa.models.registry import load_model
+
+    model = load_model(tiny, dtype="float32", bits=4)
+    quantised = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantised and all(".language_model." in f".{n}" for n in quantised), quantised
+
+
+def test_4bit_layers_of_every_shape_answer_on_the_cpu():
+    """bitsandbytes' AVX512-BF16 repacking needs out % 32 == 0 and in % blocksize == 0; a layer that fails
+    either (the real Qwen2.5-VL vision MLP is 3420 wide) keeps the generic path, the others the fast one."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+    import torch
+
+    from megc_vqa.models.registry import cpu_repack_fits, keep_generic_cpu_path_where_repacking_fails
+
+    torch.manual_seed(0)
+    shapes = [(3420, 1280), (1280, 3420), (96, 32), (48, 64), (64, 96), (256, 128)]  # (out, in)
+    layers = torch.nn.ModuleList(
+        bnb.nn.Linear4bit(i, o, compute_dtype=torch.bfloat16, quant_type="nf4") for o, i in shapes
+    ).to(torch.bfloat16)
+    for layer in layers:
+        layer.weight._quantize("cpu")
+        layer.support_avx512bf16_for_cpu = True  # as on a CPU with AVX512-BF16, wherever this runs
+    assert [cpu_repack_fits(o, i, 64) for o, i in shapes] == [False] * 5 + [True]
+    assert keep_generic_cpu_path_where_repacking_fails(layers) == 5
+    assert [layer.support_avx512bf16_for_cpu for layer in layers] == [False] * 5 + [True]
+    for layer, (_, i) in zip(layers[:5], shapes[:5], strict=True):
+        x = torch.randn(2, i, dtype=torch.bfloat16)
+        train_out = layer(x)
+        layer.eval()
+        with torch.inference_mode():
+            assert torch.equal(layer(x), train_out)  # the generic path, not a failed repacking
+
+
+def test_realsize_report_over_the_memory_budget_fails():
+    from megc_vqa.training.realsize import MEMORY_BUDGET_GIB, failures
+
+    ok = {
+        "lora_modules": {"language": 2}, "lora_wrapped": 2, "stray_trainable": [], "visual_tokens": 4,
+        "visual_tokens_promised": 4, "train_loss": 1.0, "loss_trained": 1.0, "loss_reloaded": 1.0,
+        "adapter_weights_changed": True, "adapter_weights_reloaded_equal": True,
+        "peak_rss_gib": MEMORY_BUDGET_GIB - 0.5, "memory_budget_gib": MEMORY_BUDGET_GIB,
+    }  # fmt: skip
+    assert failures(ok) == []
+    (bad,) = failures({**ok, "peak_rss_gib": 19.2})
+    assert "peak resident memory 19.2 GiB, over the 16 GiB budget" in bad
+
+
+def test_realsize_check_runs_qlora_in_bf16_on_the_tiny_model(tmp_path):
+    """The dtype a CPU with bf16 instructions gets (the recipe's own): 4-bit training, the first
+    no-grad forward (bitsandbytes repacks there), save + reload to the same loss."""
+    pytest.importorskip("bitsandbytes")
+    from megc_vqa.models.tiny import ensure_tiny
+    from megc_vqa.training.realsize import check
+
+    recipe = REPO / "recipes/qwen2.5-vl-3b/qlora.yaml"
+    r = check(recipe, tmp_path, model_path=ensure_tiny("tiny-qwen2.5-vl"), steps=2, dtype="bfloat16")
+    assert r["failures"] == [], r["failures"]
+    assert r["dtype"] == "bfloat16" and "--bf16" in r["overrides"]
+    assert r["loss_reloaded"] == pytest.approx(r["loss_trained"], abs=1e-3)
+
+
+def test_realsize_merge_bar_in_bf16_is_closeness_to_the_adapter_than_to_the_base():
+    from megc_vqa.training.realsize import merge_tolerance
+
+    r = {"logits_scale": 4.5, "adapter_logits_effect": 2.0}
+    assert merge_tolerance({**r, "dtype": "float32"}) == pytest.approx(0.225)
+    assert merge_tolerance({**r, "dtype": "bfloat16"}) == pytest.approx(2.0)  # closer than the base
+    assert merge_tolerance({**r, "dtype": "bfloat16", "adapter_logits_effect": 0.1}) == pytest.approx(0.225)

@@ -171,6 +171,11 @@ def lora_target_regex(family: ModelFamily, scopes: str | list[str]) -> str:
     return "|".join(f"(?:{family.lora_modules[p]})" for p in parts)
 
 
+# Modules left unquantised, as patterns of transformers' ``should_convert_module``: the vision tower with
+# its merger(s), at any depth of the module tree, and the LM head.
+QUANTISATION_SKIP = (r"(?:.*\.)?visual", "lm_head")
+
+
 def quantization_config(bits: int | None, compute_dtype: Any = None) -> Any:
     """A ``BitsAndBytesConfig`` for 4-bit NF4 (QLoRA) or 8-bit loading; ``None`` for full precision.
 
@@ -191,7 +196,9 @@ def quantization_config(bits: int | None, compute_dtype: Any = None) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    skip = ["visual", "lm_head"]
+    # transformers 5 matches each pattern from the start of the module name (or as a suffix), so a bare
+    # "visual" skipped nothing: the vision tower ("model.visual....") was quantised too
+    skip = list(QUANTISATION_SKIP)
     if bits == 4:
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -249,30 +256,49 @@ def load_model(
     except OSError as err:
         raise ModelLoadError(_unreachable(path, err)) from None
     if bits == 4:
-        _keep_generic_cpu_path_for_narrow_4bit_layers(model)
+        keep_generic_cpu_path_where_repacking_fails(model)
     return model
 
 
-def _keep_generic_cpu_path_for_narrow_4bit_layers(model: Any) -> int:
-    """Turn off bitsandbytes' AVX512-BF16 repacking for 4-bit layers whose input width is not a multiple of
-    the quantisation block; returns how many.
+def cpu_repack_fits(out_features: int, in_features: int, blocksize: int) -> bool:
+    """Whether bitsandbytes' AVX512-BF16 repacking of a 4-bit ``out_features x in_features`` weight works.
 
-    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer's weight on its first forward without
-    gradients (evaluation, answering). The repacking reshapes the block scales to (out, in / block), which
-    fails ("shape '[96, 0]' is invalid") when ``in`` is narrower than the 64-wide block or not a multiple of
-    it. Only the tiny test models have such layers (the published ones are thousands wide). Those layers
-    keep the generic dequantising path, the one every training step already takes.
+    The repacking (``bitsandbytes.functional._convert_weight_packed_for_cpu``, run on a 4-bit layer's
+    first forward without gradients: evaluation, answering) asserts that the output width is a multiple
+    of its ``block_n`` (32 in bitsandbytes 0.50) and the input width even, and reshapes the block scales
+    to (out, in / blocksize), which needs the input width to be a multiple of the quantisation block.
+    The vision MLP of Qwen2.5-VL (3420 wide) fails the first; narrow test layers fail the last.
+    """
+    import inspect
+
+    from bitsandbytes import functional
+
+    repack = getattr(functional, "_convert_weight_packed_for_cpu", None)
+    if repack is None:  # a bitsandbytes without the repacking: nothing to avoid
+        return True
+    block_n = inspect.signature(repack).parameters.get("block_n")
+    block_n = block_n.default if block_n is not None and isinstance(block_n.default, int) else 32
+    return out_features % block_n == 0 and in_features % 2 == 0 and in_features % blocksize == 0
+
+
+def keep_generic_cpu_path_where_repacking_fails(model: Any) -> int:
+    """Turn off bitsandbytes' AVX512-BF16 repacking for every 4-bit layer whose shape it cannot repack
+    (:func:`cpu_repack_fits`); returns how many.
+
+    Those layers keep the generic dequantising path, the one every training step takes anyway; the
+    others keep the fast fused kernel. Without this, the first evaluation of a 4-bit model on a CPU with
+    AVX512-BF16 stops with "N must be divisible by block_n" or "shape '[96, 0]' is invalid".
     """
     count = 0
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if not getattr(module, "support_avx512bf16_for_cpu", False) or state is None:
             continue
-        if module.in_features % state.blocksize:
+        if not cpu_repack_fits(module.out_features, module.in_features, state.blocksize):
             module.support_avx512bf16_for_cpu = False
             count += 1
     if count:
-        log.debug("%d 4-bit layer(s) narrower than the quantisation block keep the generic CPU path", count)
+        log.debug("%d 4-bit layer(s) keep bitsandbytes' generic CPU path (shape not repackable)", count)
     return count
 
 

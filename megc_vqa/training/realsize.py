@@ -16,19 +16,25 @@ accumulation; each is listed in the report). It reports, and :func:`check` raise
 - with ``merge``: ``megc-vqa merge-adapter`` output loads in plain transformers and gives the adapter's
   logits.
 
-Peak memory (max RSS of this process) and step time go into the JSON report; ``--table`` prints the
-Markdown table of ``recipes/README.md`` from such reports. Each recipe runs in its own process so the
-peak memory is that recipe's and the memory is returned to the machine afterwards.
+Peak memory (max RSS of this process; the random build runs in a child process, reported apart) and
+step time go into the JSON report; ``--table`` prints the Markdown table of ``recipes/README.md`` from
+such reports. Each recipe runs in its own process so the peak memory is that recipe's and the memory is
+returned to the machine afterwards. What one phase no longer needs (the trained model, the reloaded
+one) is freed and given back to the system before the next loads, so the peak is the largest phase's,
+not their sum; it must stay under :data:`MEMORY_BUDGET_GIB`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import json
 import logging
 import math
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,11 +43,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 N_CLIPS = 2
-# Without a GPU the step runs in float32: this project's CPU (AVX2, no bf16 instructions) ran two real
-# 3B decoder layers forward and backward over 300 tokens in 2.3 s in float32 and 298 s in bfloat16.
-# Qwen2.5-VL-3B fits at full depth in float32 (~15 GB of weights; ``--layers 0 --vision-layers 0``);
-# 7B (~33 GB) and Qwen3-VL-4B (~18 GB) do not fit this machine's 24 GB beside anything else, so by
-# default the check trains this many decoder layers / vision blocks at the real width, and the
+# Peak resident memory a recipe's check may reach: a 24 GB machine keeps 8 GB for everything else.
+MEMORY_BUDGET_GIB = 16.0
+# Without a GPU the check runs in the recipe's bf16 where the CPU has bf16 instructions (AVX512-BF16 or
+# AMX: two real-width 3B decoder layers forward and backward over 300 tokens took 0.18 s in bf16 and
+# 0.73 s in float32 on a 2-core Xeon with both), else in float32: a CPU with only AVX2 took 2.3 s in
+# float32 and 298 s in bf16 (``benchmarks/cpu_dtype.py`` measures it). Qwen2.5-VL-3B fits the budget
+# at full depth in bf16 (7 GB of weights; ``--layers 0 --vision-layers 0``), not in float32 (15 GB);
+# 7B (15.4 GB in bf16) and Qwen3-VL-4B (8.3 GB in bf16, 18 GB in float32) do not fit beside the rest,
+# so by default the check trains this many decoder layers / vision blocks at the real width, and the
 # full-depth facts (LoRA targets, trainable parameters, weight memory) come from the full architecture
 # built on the meta device (:func:`full_depth_facts`).
 TRAIN_LAYERS = 2
@@ -53,6 +63,62 @@ CLIP_FPS = 200.0
 def rss_gib() -> float:
     """Peak resident memory of this process so far (GiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def current_rss_gib() -> float:
+    """Resident memory of this process now (GiB; 0 where /proc is missing)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * resource.getpagesize() / 2**30
+
+
+def return_large_blocks_at_once() -> None:
+    """Make glibc serve every allocation of 1 MiB or more from its own mapping, returned to the system
+    when freed. By default glibc raises that threshold up to 32 MiB after such frees, and the bf16 layer
+    weights transformers reads (several MiB each, in several threads) then stay in its heap after
+    quantisation or casting, adding gigabytes to the peak of a 4-bit load."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its own policy
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; fixing it ends the raising
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system (glibc keeps it otherwise, and the
+    next model would load on top of it)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def cpu_dtype() -> str:
+    """The dtype the check trains in without a GPU: ``bfloat16`` (the recipes' own) where the CPU has
+    bf16 instructions (AVX512-BF16 or AMX), else ``float32`` (see :data:`TRAIN_LAYERS`)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for probe in probes:  # private but stable since torch 2.3; a torch without them: float32
+        try:
+            if getattr(torch.cpu, probe)():
+                return "bfloat16"
+        except (AttributeError, RuntimeError):
+            continue
+    return "float32"
+
+
+def build_in_child(hub_id: str, layers: int | None, vision_layers: int | None) -> tuple[Path, float]:
+    """``ensure_random`` in a child process, so the build's memory never adds to the check's peak;
+    returns the build's path and the child's peak resident memory (GiB)."""
+    code = (
+        "import sys; from megc_vqa.models.published import ensure_random; "
+        "print(ensure_random(sys.argv[1], int(sys.argv[2]) or None, vision_layers=int(sys.argv[3]) or None))"
+    )
+    argv = [sys.executable, "-c", code, hub_id, str(layers or 0), str(vision_layers or 0)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the random {hub_id} failed:\n{proc.stderr[-4000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    return Path(proc.stdout.strip().splitlines()[-1]), peak
 
 
 def cpu_s() -> float:
@@ -117,14 +183,64 @@ def _fixed_batch(collator: Any, records: list[dict]) -> dict:
     return collator(records[:1])
 
 
-def _loss_and_logits(model: Any, batch: dict) -> tuple[float, Any]:
+def _loss_and_logits(model: Any, batch: dict, bf16: bool) -> tuple[float, Any]:
+    """Loss and label-position logits of ``batch``; with ``bf16`` under the CPU bf16 autocast that mixed
+    precision training runs in (accelerate leaves the trained model's forward wrapped in it, so every
+    model compared with it must run the same way)."""
     import torch
 
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = model(**batch)
     labels = batch["labels"][0] != -100
     return float(out.loss), out.logits[0][labels].float().clone()
+
+
+def _tensor_files(folder: Path) -> dict[str, Path]:
+    from safetensors import safe_open
+
+    files = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            files.update(dict.fromkeys(st.keys(), f))
+    return files
+
+
+def merged_weights_facts(base: Path, adapter: Path, merged: Path, scaling: float) -> dict[str, Any]:
+    """Compare every LoRA-wrapped weight ``merge-adapter`` wrote with the base weight plus the saved
+    adapter's delta (``scaling * B @ A`` added in float32, rounded to the weight's dtype: PEFT's merge),
+    one tensor at a time from the files."""
+    import torch
+    from safetensors import safe_open
+
+    base_files, merged_files = _tensor_files(base), _tensor_files(merged)
+    modules = changed = missing = 0
+    worst_ulp = 0.0
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as ad:
+        for key in ad.keys():  # noqa: SIM118 (safe_open is not iterable)
+            if not key.endswith(".lora_A.weight"):
+                continue
+            name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
+            # saved checkpoints keep the hub's names (model.layers..., visual...), the model's differ
+            for prefix, saved in (("model.language_model.", "model."), ("model.visual.", "visual.")):
+                if name.startswith(prefix) and name not in base_files:
+                    name = saved + name.removeprefix(prefix)
+            if name not in base_files or name not in merged_files:
+                missing += 1
+                continue
+            modules += 1
+            a = ad.get_tensor(key).float()
+            b = ad.get_tensor(key.replace(".lora_A.", ".lora_B.")).float()
+            with safe_open(str(base_files[name]), framework="pt") as f:
+                w = f.get_tensor(name)
+            with safe_open(str(merged_files[name]), framework="pt") as f:
+                got = f.get_tensor(name)
+            w = w.to(got.dtype)  # merge-adapter loads the base in the merge dtype first
+            expected = (w.float() + (b @ a) * scaling).to(got.dtype)
+            changed += bool((got != w).any())
+            ulp = torch.finfo(got.dtype).eps * expected.float().abs().clamp_min(torch.finfo(got.dtype).tiny)
+            worst_ulp = max(worst_ulp, float(((got.float() - expected.float()).abs() / ulp).max()))
+    return {"modules": modules, "missing": missing, "changed": changed, "max_ulp": worst_ulp}
 
 
 def _expected_visual_tokens(processor: Any, family: Any, options: Any, visual: Any) -> int:
@@ -196,17 +312,19 @@ def check(
     merge: bool = False,
     batch_size: int | None = 1,
     model_path: str | Path | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Run the real-size check of one recipe (see the module docstring); returns the report.
 
     batch_size: per-device batch; ``None`` keeps the recipe's (4 samples of ~330 tokens through a 3B
     model is ~10 CPU-minutes per step without bf16 instructions). model_path: check this checkpoint
     instead of the random build of the recipe's (the fast test of this module uses a tiny model).
+    dtype: without a GPU, ``auto`` is :func:`cpu_dtype`; ``bfloat16`` or ``float32`` force one (with a
+    GPU the recipe's is kept).
     """
     import torch
 
     from megc_vqa.models.collator import VQACollator
-    from megc_vqa.models.published import ensure_random
     from megc_vqa.models.registry import load_model, lora_target_regex
     from megc_vqa.training.config import load_yaml, parse_config
     from megc_vqa.training.data import load_records, make_visual_fn
@@ -220,12 +338,13 @@ def check(
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    return_large_blocks_at_once()
     raw = load_yaml(recipe_path)
     hub_id = raw["model_name_or_path"]
     report: dict[str, Any] = {"recipe": str(recipe_path), "hub_id": hub_id, "steps": steps}
     start = time.perf_counter()
     if model_path is None:
-        model_path = ensure_random(hub_id, layers, vision_layers=vision_layers)
+        model_path, report["build_peak_rss_gib"] = build_in_child(hub_id, layers, vision_layers)
         stamp = json.loads((model_path / "megc_vqa_random.json").read_text())
     else:
         model_path = Path(model_path)
@@ -242,8 +361,11 @@ def check(
     argv = ["--config", str(recipe_path), *overrides(str(model_path), qa, out, steps)]
     if batch_size is not None:
         argv += ["--per_device_train_batch_size", str(batch_size)]
-    if not torch.cuda.is_available():  # see TRAIN_LAYERS: bf16 matmuls crawl on most CPUs
-        argv += ["--dtype", "float32", "--bf16", "false"]
+    if (
+        not torch.cuda.is_available()
+    ):  # see TRAIN_LAYERS: bf16 matmuls crawl on CPUs without bf16 instructions
+        dtype = cpu_dtype() if dtype == "auto" else dtype
+        argv += ["--dtype", dtype, "--bf16", str(dtype == "bfloat16").lower()]
     report["overrides"] = argv[2:]
     recipe = parse_config(argv)
     m, d = recipe.model, recipe.data
@@ -301,18 +423,33 @@ def check(
     }
 
     # --- loss of a fixed batch now, and after save + reload into a fresh base
-    loss_trained, logits_trained = _loss_and_logits(model, batch)
+    mixed = bool(recipe.training.bf16) and not torch.cuda.is_available()
+    loss_trained, logits_trained = _loss_and_logits(model, batch, mixed)
     report["loss_trained"] = loss_trained
     with model.disable_adapter():
-        report["loss_without_adapter"] = _loss_and_logits(model, batch)[0]
+        report["loss_without_adapter"], logits_base = _loss_and_logits(model, batch, mixed)
+    # how far the adapter moved the logits: what a merge that lost the adapter would be off by
+    report["adapter_logits_effect"] = float((logits_trained - logits_base).abs().max())
+    del logits_base
     trained = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     del model, result, base
-    gc.collect()
+    release_memory()
+    report["rss_after_train_gib"] = current_rss_gib()
+    report["peak_rss_train_gib"] = rss_gib()
     from peft import PeftModel
 
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else None
-    reloaded = PeftModel.from_pretrained(load_model(str(model_path), dtype=m.dtype, bits=bits), str(out))
-    loss_reloaded, logits_reloaded = _loss_and_logits(reloaded, batch)
+    fresh = load_model(str(model_path), dtype=m.dtype, bits=bits)
+    if bits:
+        # Training cast what stays unquantised (embeddings, norms, the vision tower) from bf16 to float32
+        # (build_model: peft's prepare_model_for_kbit_training): the fresh base is prepared the same way,
+        # so the two models differ in the adapter alone.
+        from peft import prepare_model_for_kbit_training
+
+        fresh = prepare_model_for_kbit_training(fresh, use_gradient_checkpointing=False)
+    reloaded = PeftModel.from_pretrained(fresh, str(out))
+    del fresh
+    loss_reloaded, logits_reloaded = _loss_and_logits(reloaded, batch, mixed)
     report["loss_reloaded"] = loss_reloaded
     report["reload_logits_max_diff"] = float((logits_reloaded - logits_trained).abs().max())
     again = {n: p for n, p in reloaded.named_parameters() if "lora_" in n}
@@ -324,7 +461,8 @@ def check(
     )  # LoRA B starts at zero: non-zero means the optimiser step reached the adapter
     del trained, again
     del reloaded
-    gc.collect()
+    release_memory()
+    report["peak_rss_reload_gib"] = rss_gib()
 
     if merge:
         from transformers import AutoModelForImageTextToText
@@ -332,17 +470,39 @@ def check(
         from megc_vqa.training.merge import merge_adapter
 
         merged_dir = merge_adapter(out, work / "merged", dtype=m.dtype)
+        release_memory()  # the base and adapter merge_adapter loaded
+        report["peak_rss_merge_gib"] = rss_gib()
         merged = AutoModelForImageTextToText.from_pretrained(merged_dir, dtype=getattr(torch, m.dtype))
-        _, logits_merged = _loss_and_logits(merged, batch)
+        _, logits_merged = _loss_and_logits(merged, batch, mixed)
         report["merge_logits_max_diff"] = float((logits_merged - logits_reloaded).abs().max())
         report["logits_scale"] = float(logits_reloaded.abs().max())
+        report["merge_logits_tolerance"] = merge_tolerance(report)
+        report["merged_weights"] = merged_weights_facts(
+            Path(model_path), out, merged_dir, m.lora_alpha / m.lora_r
+        )
         del merged
-        gc.collect()
+        release_memory()
     report["peak_rss_gib"] = rss_gib()
+    report["memory_budget_gib"] = MEMORY_BUDGET_GIB
     report["total_s"] = time.perf_counter() - start
     report["total_cpu_s"] = cpu_s()
     report["failures"] = failures(report)
     return report
+
+
+def merge_tolerance(report: dict[str, Any]) -> float:
+    """How far the merged model's logits may be from the adapter's.
+
+    float32: 5% of the logit scale. bf16 (the recipes' dtype): the merge rounds every weight plus its
+    small LoRA delta to bf16, which loses much of a 2-step adapter (3B: the adapter moved the logits
+    by 0.74 at most, the merged model was 0.33 from it at a scale of 4.5), so there the logits only
+    have to be closer to the adapter's than the base's are, and the merge itself is checked weight by
+    weight (:func:`merged_weights_facts`, within one bf16 rounding step).
+    """
+    fp32 = 0.05 * max(1.0, report["logits_scale"])
+    if report.get("dtype") != "bfloat16":
+        return fp32
+    return max(fp32, report.get("adapter_logits_effect", 0.0))
 
 
 def failures(report: dict[str, Any]) -> list[str]:
@@ -373,9 +533,19 @@ def failures(report: dict[str, Any]) -> list[str]:
         bad.append(
             f"loss {report['loss_trained']} after training, {report['loss_reloaded']} after save + reload"
         )
-    if "merge_logits_max_diff" in report and report["merge_logits_max_diff"] > 0.05 * max(
-        1.0, report["logits_scale"]
-    ):
+    if report.get("peak_rss_gib", 0) >= report.get("memory_budget_gib", math.inf):
+        bad.append(
+            f"peak resident memory {report['peak_rss_gib']:.1f} GiB, over the {report['memory_budget_gib']:.0f} GiB "
+            "budget (a 24 GB machine must keep room for the rest)"
+        )
+    merged = report.get("merged_weights")
+    if merged and (merged["missing"] or not merged["changed"] or merged["max_ulp"] > 1.0):
+        bad.append(
+            f"merge-adapter output: {merged['missing']} LoRA weight(s) missing, {merged['changed']} of "
+            f"{merged['modules']} changed by the merge, up to {merged['max_ulp']:.1f} rounding steps from "
+            "base + adapter delta"
+        )
+    if "merge_logits_max_diff" in report and report["merge_logits_max_diff"] > merge_tolerance(report):
         bad.append(f"merged model's logits differ from the adapter's by {report['merge_logits_max_diff']}")
     return bad
 
@@ -384,7 +554,7 @@ def table(reports: list[dict[str, Any]]) -> str:
     """The Markdown table of ``recipes/README.md``."""
     lines = [
         "| recipe | full depth: LoRA modules, trainable, weights | trained here (real width) | tokens/sample (visual) "
-        "| step s (CPU s) | peak RSS GiB | loss after 2 steps | save+reload | merged logits |",
+        "| step s (CPU s) | peak RSS GiB | loss after 2 steps | save+reload | merged model |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
@@ -396,6 +566,10 @@ def table(reports: list[dict[str, Any]]) -> str:
             f"{r['dtype']}, batch {r['batch_size']}"
         )
         merged = f"max diff {r['merge_logits_max_diff']:.2g}" if "merge_logits_max_diff" in r else "-"
+        if "adapter_logits_effect" in r and "merge_logits_max_diff" in r:
+            merged += f" (adapter moved them {r['adapter_logits_effect']:.2g})"
+        if "merged_weights" in r:
+            merged += f"; weights = base + delta ({r['merged_weights']['max_ulp']:.0f} rounding steps off)"
         lines.append(
             f"| `{Path(r['recipe']).parent.name}/{Path(r['recipe']).name}` | {depth} | {here} "
             f"| {r['sample_tokens']} ({r['visual_tokens']} = promised {r['visual_tokens_promised']}) "
@@ -420,6 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1, help="per-device batch; 0: the recipe's")
     p.add_argument("--model", default=None, help="checkpoint to use instead of the random build")
     p.add_argument("--merge", action="store_true", help="also check megc-vqa merge-adapter output")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float32"),
+        default="auto",
+        help="without a GPU: auto = bfloat16 where the CPU has bf16 instructions, else float32",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     p.add_argument("--table", action="store_true", help="print the Markdown table of the given report JSONs")
     args = p.parse_args(argv)
@@ -438,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         args.merge,
         args.batch_size or None,
         args.model,
+        args.dtype,
     )
     text = json.dumps(report, indent=2, default=str)
     if args.json:
