@@ -71,8 +71,6 @@ def _main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--gt {g}: no such ground-truth file")
     if args.adapter and not args.model:
         raise UsageError("--adapter needs --model (the base model it was trained on)")
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.annotations.long_videos import (
         FpsPolicy,
         check_video_arguments,

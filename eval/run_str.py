@@ -82,8 +82,6 @@ def _main(argv: list[str] | None = None) -> int:
     check_number("--threshold", args.threshold, minimum=0, maximum=1)
     if args.gt and not args.gt.is_file():
         raise UsageError(f"--gt {args.gt}: no such ground-truth file")
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out}: is a file, not a folder")
     from megc_vqa.annotations.long_videos import (
         FpsPolicy,
         check_video_arguments,

@@ -370,8 +370,11 @@ def add_video_arguments(parser: argparse.ArgumentParser, sidecar_help: str) -> N
 
 
 def check_video_arguments(videos_root: Path | None, sidecar: Path | None, out: Path) -> None:
-    """One of ``--videos-root``/``--videos`` is given, and ``--out`` lies outside ``--videos-root``: every
-    folder there is read as a video, so a rerun would take the run's own ``curves/`` for one."""
+    """One of ``--videos-root``/``--videos`` is given, and ``--out`` is a folder (or absent) outside
+    ``--videos-root``: every folder there is read as a video, so a rerun would take the run's own
+    ``curves/`` for one."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
     if videos_root is None and sidecar is None:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     if videos_root is not None and is_inside(out, videos_root):
