@@ -171,36 +171,50 @@ def visual_fn(record) -> Visual:
     return Visual(np.random.default_rng(seed).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8))
 
 
-def test_training_and_merge_write_their_cards_and_keep_a_users(tmp_path):
+def tiny_args(qa: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", str(ROOT / "recipes/tiny/lora.yaml"), "--train_file", str(qa), "--output_dir", str(out),
+            "--report_to", "none", "--disable_tqdm", "true", "--max_steps", "1", "--save_strategy", "no",
+            *extra]  # fmt: skip
+
+
+@pytest.fixture
+def qa(tmp_path) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records()))
+    return path
+
+
+def test_training_and_merge_write_their_cards(qa, tmp_path):
     from megc_vqa.cli import main as cli
     from megc_vqa.training.config import parse_config
     from megc_vqa.training.finetune import train
 
-    qa = tmp_path / "qa.jsonl"
-    qa.write_text("".join(json.dumps(r) + "\n" for r in records()))
     out = tmp_path / "lora"
-    args = ["--config", str(ROOT / "recipes/tiny/lora.yaml"), "--train_file", str(qa), "--output_dir", str(out),
-            "--report_to", "none", "--disable_tqdm", "true", "--max_steps", "1", "--val_fraction", "0.25",
-            "--save_strategy", "no"]  # fmt: skip
-    train(parse_config(args), visual_fn=visual_fn)
+    train(parse_config(tiny_args(qa, out, "--val_fraction", "0.25")), visual_fn=visual_fn)
     text = (out / CARD_NAME).read_text()
     assert front_matter(text)["library_name"] == "peft" and "# LoRA micro-expression VQA model" in text
     val = json.loads((out / "val_metrics.json").read_text())
     assert val["overall"]["n_rows"] > 0
     assert f"| overall | {val['overall']['uf1_coarse']:.4f} |" in section(text, "Validation")
-    assert "| training rows |" in section(text, "Data") and f"--adapter {out}" in text
+    assert "| training rows | 6 |" in section(text, "Data") and f"--adapter {out}" in text
 
     merged = tmp_path / "merged"
     assert cli(["merge-adapter", str(out), "--out", str(merged)]) == 0
     merged_text = (merged / CARD_NAME).read_text()
     assert front_matter(merged_text)["library_name"] == "transformers"
-    assert f"--model {merged} --out" in merged_text and section(merged_text, "Validation") == section(
-        text, "Validation"
-    )
+    assert f"--model {merged} --out" in merged_text
+    assert section(merged_text, "Validation") == section(text, "Validation")
 
-    # A user's README.md in a run folder is kept byte for byte through another run (PEFT would edit it).
+
+def test_training_keeps_a_users_readme_byte_for_byte(qa, tmp_path):
+    """A run folder holding the user's README.md (and an earlier run's record): PEFT's save would edit the
+    README; it comes out as it was, and no card replaces it."""
+    from megc_vqa.training.config import parse_config
+    from megc_vqa.training.finetune import train
+
+    out = tmp_path / "lora"
+    out.mkdir()
     (out / CARD_NAME).write_text(USER_README)
-    marker = out / OUTPUT_MARKER
-    marker.write_text(json.dumps({"owners": {}}))  # the folder's card is no longer recorded as ours
-    train(parse_config([*args, "--max_steps", "2", "--final_eval", "false"]), visual_fn=visual_fn)
-    assert (out / CARD_NAME).read_text() == USER_README
+    ModelContract().write(out)  # an earlier training run's folder: training may write there
+    train(parse_config(tiny_args(qa, out, "--val_fraction", "0")), visual_fn=visual_fn)
+    assert (out / "adapter_model.safetensors").is_file() and (out / CARD_NAME).read_text() == USER_README
