@@ -210,8 +210,9 @@ def _main(argv: list[str] | None = None) -> int:
                     from megc_vqa.submission.report import write_vqa_report
 
                     options = report_options(  # checked before anything is written
-                        gts, frames_root=args.frames_root, clips=args.clips, visual_from=args.visual_from,
-                        spec=args.visual_spec, size=args.image_size, max_wrong=args.report_rows,
+                        gts, gt_files=args.gt or (), frames_root=args.frames_root, clips=args.clips,
+                        visual_from=args.visual_from, spec=args.visual_spec, size=args.image_size,
+                        max_wrong=args.report_rows,
                     )  # fmt: skip
                     write_vqa_report(args.report, rows, result)
                     sources = [f"predictions: {p}" for p in args.pred]

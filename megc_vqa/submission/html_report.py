@@ -38,6 +38,7 @@ from megc_vqa import __version__
 from megc_vqa.answering.run_vqa import DEFAULT_FPS, FPS_BY_DATASET, frame_folder
 from megc_vqa.fileio import claim_outputs
 from megc_vqa.metrics.vqa import INVALID, AlignedRow, normalise_answer
+from megc_vqa.models.prompting import get_field
 from megc_vqa.submission.files import atomic_write_text
 from megc_vqa.visual.samplers import VisualInputs, parse_sampler
 
@@ -441,7 +442,7 @@ class ClipVisuals:
     def __init__(
         self,
         contract: Any,
-        records: Sequence[Mapping[str, Any]] = (),
+        records: Sequence[Any] = (),
         frames_root: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -450,10 +451,14 @@ class ClipVisuals:
         self.contract = contract
         self.frames_root = Path(frames_root) if frames_root else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.by_id: dict[str, Mapping[str, Any]] = {}
+        self.by_id: dict[str, Any] = {}
         for record in records:
-            key = record.get("video_id", record.get("id"))
-            if key is not None and str(key) not in self.by_id:
+            key = get_field(record, "video_id", get_field(record, "id"))
+            known = self.by_id.get(str(key)) if key is not None else None
+            # a record that locates the clip wins over a ground-truth row that does not (--clips)
+            if key is not None and (
+                known is None or (get_field(record, "source") and not get_field(known, "source"))
+            ):
                 self.by_id[str(key)] = record
         self._record_visual = make_visual_fn(contract.visual, self.cache_dir, memory_cache=64)
         self._folder_visual = functools.lru_cache(maxsize=64)(self._sample_folder)
@@ -465,9 +470,9 @@ class ClipVisuals:
 
     def __call__(self, row: AlignedRow) -> VisualInputs | None:
         record = self.by_id.get(row.video_id, {})
-        if record.get("source"):
+        if get_field(record, "source"):
             return self._record_visual(record)
-        video = record.get("video")
+        video = get_field(record, "video")
         if self.frames_root is None or not isinstance(video, str):
             raise LookupError(
                 "no frame location: give the prep output's qa.jsonl (--clips) or the test frames (--frames-root)"
@@ -481,6 +486,7 @@ class ClipVisuals:
 def report_options(
     ground_truth: Sequence[Mapping[str, Any]],
     *,
+    gt_files: Sequence[str | os.PathLike[str]] = (),
     frames_root: str | os.PathLike[str] | None = None,
     clips: str | os.PathLike[str] | None = None,
     visual_from: str | os.PathLike[str] | None = None,
@@ -489,13 +495,15 @@ def report_options(
     max_wrong: int = DEFAULT_WRONG_ROWS,
 ) -> dict[str, Any]:
     """:func:`write_html_report` options for ``eval/score.py vqa --report``: the gallery's clips (see
-    :class:`ClipVisuals`) and the visual settings of ``visual_from`` (an adapter or model folder with a
+    :class:`ClipVisuals`; ``gt_files`` that are ``prep`` outputs locate them too, their relative frame paths
+    read from the file's folder) and the visual settings of ``visual_from`` (an adapter or model folder with a
     training record; else the defaults), ``spec``/``size`` overriding them. Every option is checked here,
     the error naming it."""
     from megc_vqa.errors import UsageError
     from megc_vqa.fileio import input_file_problem, read_jsonl
     from megc_vqa.limits import REPORT_ROWS, check_count, check_image_size
     from megc_vqa.models.contract import ModelContract, read_contract
+    from megc_vqa.qa.io import read_qa_jsonl
 
     check_count("--report-rows", max_wrong, REPORT_ROWS, minimum=0)
     check_image_size("--image-size", size)
@@ -507,14 +515,21 @@ def report_options(
         contract = contract.override(spec=spec, size=size)
     except ValueError as err:  # ContractError: the spec's grammar
         raise UsageError(f"--visual-spec: {err}") from None
-    records: list[Mapping[str, Any]] = list(ground_truth)
+    records: list[Any] = list(ground_truth)
     if clips is not None:
         problem = input_file_problem(clips, "QA file", suffix=".jsonl")
         if problem:
             raise UsageError(f"--clips {clips}: {problem}")
-        records += read_jsonl(clips)
-    located = frames_root is not None or any(r.get("source") for r in records)
-    settings = {**contract.visual.sample_kwargs(), "record": contract.source or "none (defaults)"}
+        records += read_qa_jsonl(clips)
+    for path in gt_files:  # a prep output given as ground truth: its frame paths are relative to it
+        if any("source" in row for row in read_jsonl(path)[:1]):
+            records += read_qa_jsonl(path)
+    located = frames_root is not None or any(get_field(r, "source") for r in records)
+    settings = {
+        **contract.visual.sample_kwargs(),
+        "apex_policy (prep records)": contract.visual.apex_policy,
+        "record": contract.source or "none (defaults)",
+    }
     return {
         "visuals": ClipVisuals(contract, records, frames_root) if located else None,
         "visual_settings": settings,
