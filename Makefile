@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow test-realsize lint demo bench clean
+.PHONY: install test test-slow test-browser test-realsize lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow --timeout 1800
+
+# report.html in headless Chromium (Debian's package; installed when missing, which needs root).
+test-browser: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(PY) -m pytest -q -m slow tests/test_html_report.py -k chromium --timeout 600
 
 # Every shipped GPU recipe at real model size (random weights) on the CPU, one recipe at a time.
 test-realsize: install

@@ -4,8 +4,9 @@
         --model qwen2.5-vl-3b --adapter runs/lora --out runs/pred [--gt GT_FILES...]
 
 Writes OUT/<official prediction name> per question file, OUT/submission.zip, OUT/run_summary.json and,
-with --gt, OUT/scores.json plus a report. Rerun the same command after an interruption to resume. Exits 1
-when more than --max-fallback-share of the rows got a fallback answer (the files are written all the same).
+with --gt, OUT/scores.json plus a report (report.md, and report.html with the wrong rows' frames). Rerun
+the same command after an interruption to resume. Exits 1 when more than --max-fallback-share of the rows
+got a fallback answer (the files are written all the same).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="fail (exit 1) when more than this share of rows got a fallback answer (default 0.05)",
     )
+    p.add_argument(
+        "--report-rows",
+        type=int,
+        default=24,
+        help="with --gt: wrong rows of each question kind shown in report.html (default 24)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -127,6 +134,7 @@ def _main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             progress=not args.quiet,
             visual=VisualSettings(args.visual_spec, args.image_size, None, args.visual_cache),
+            report_rows=args.report_rows,
         )
     except KeyboardInterrupt:
         print(

@@ -1,6 +1,7 @@
 """Score predictions locally: ME-VQA, ME-STR or ME-LVQA. Prints the scores as JSON on stdout.
 
     python eval/score.py vqa --pred me_vqa_samm_test_pred.jsonl --gt samm_gt.jsonl [--bleu corpus] [--report DIR]
+    python eval/score.py vqa --pred P.jsonl --gt GT.jsonl --report DIR --frames-root TEST_FRAMES --visual-from ADAPTER
     python eval/score.py vqa --pred generated_predictions.jsonl --exported X/megc_val.jsonl --gt P/qa.jsonl
     python eval/score.py str --pred str_pred.csv --gt str_gt.csv --mode official|strict
     python eval/score.py lvqa --pred me_lvqa_samm_test_pred.jsonl --gt lvqa_gt.jsonl
@@ -11,6 +12,11 @@ or a ``qa.jsonl`` (rows matched on ``id``). VQA predictions may also be trainer 
 (``--exported`` names the exported file they answer; see ``megc_vqa.training.trainers``).
 Ground truth for STR: a CSV ``subject,video,onset,offset,emotion`` with optional ``dataset`` and ``type``.
 Official STRS can be NaN (printed as ``NaN``), as the public reference scorer gives.
+
+``--report DIR`` writes ``report.html`` too: scores, confusion matrices, per-class figures and the wrong rows
+with the frames the model saw, found from the ground truth's frame locations (a ``prep`` qa.jsonl), from
+``--clips QA.jsonl`` by id, or under ``--frames-root`` by the rows' ``video``, and sampled with the visual
+settings of ``--visual-from ADAPTER`` (its training record; else the defaults).
 """
 
 from __future__ import annotations
@@ -43,7 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vqa.add_argument("--rouge", choices=ROUGE_VARIANTS, default="rouge1_recall", help="ROUGE variant")
     vqa.add_argument("--rows", choices=ROWS_VARIANTS, default="all", help="rows covered by BLEU/ROUGE")
-    vqa.add_argument("--report", metavar="DIR", help="also write report.md, confusion PNGs, wrong_rows.csv")
+    vqa.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write report.md, confusion PNGs, wrong_rows.csv and report.html (the wrong rows with the "
+        "frames the model saw)",
+    )
+    gallery = vqa.add_argument_group("report.html: where the frames of the wrong rows are (with --report)")
+    gallery.add_argument("--frames-root", metavar="DIR", help="test frames, as run_vqa --frames-root")
+    gallery.add_argument(
+        "--clips", metavar="QA.jsonl", help="a prep output whose rows locate the clips by id"
+    )
+    gallery.add_argument(
+        "--visual-from",
+        metavar="FOLDER",
+        help="adapter or model folder whose training record gives the settings",
+    )
+    gallery.add_argument("--visual-spec", help="sampler spec (default: the record's, else oao+flow)")
+    gallery.add_argument(
+        "--image-size", type=int, help="frame size in pixels (default: the record's, else 224)"
+    )
+    gallery.add_argument("--report-rows", type=int, default=24, help="wrong rows shown per kind (default 24)")
     vqa.add_argument(
         "--pred-format",
         choices=("auto", "megc", "llamafactory", "swift"),
@@ -95,6 +121,13 @@ def _main(argv: list[str] | None = None) -> int:
     from megc_vqa.fileio import input_file_problem
     from megc_vqa.submission.files import read_jsonl
 
+    gallery = ("frames_root", "clips", "visual_from", "visual_spec", "image_size")
+    if args.task == "vqa" and not args.report and any(getattr(args, k) is not None for k in gallery):
+        from megc_vqa.errors import UsageError
+
+        raise UsageError(
+            "--frames-root, --clips, --visual-from, --visual-spec and --image-size need --report DIR"
+        )
     suffix = ".csv" if args.task == "str" else ".jsonl"
     for path in [*_as_list(args.pred), *_as_list(args.gt or [])]:
         problem = input_file_problem(path, suffix=suffix)
@@ -173,9 +206,17 @@ def _main(argv: list[str] | None = None) -> int:
                     rows, VqaVariant(args.bleu, args.rouge, args.rows), [*mapping_problems, *problems]
                 )
                 if args.report:
+                    from megc_vqa.submission.html_report import report_options, write_html_report
                     from megc_vqa.submission.report import write_vqa_report
 
+                    options = report_options(  # checked before anything is written
+                        gts, gt_files=args.gt or (), frames_root=args.frames_root, clips=args.clips,
+                        visual_from=args.visual_from, spec=args.visual_spec, size=args.image_size,
+                        max_wrong=args.report_rows,
+                    )  # fmt: skip
                     write_vqa_report(args.report, rows, result)
+                    sources = [f"predictions: {p}" for p in args.pred]
+                    write_html_report(args.report, rows, result, sources=sources, **options)
     except ValueError as err:  # the readers' ValueErrors name the file and the line: a project error
         if isinstance(err, InputError):
             raise

@@ -33,6 +33,7 @@ limit                     default             what it bounds, and the real size 
 ``spotter_crop``          512                 a spotting recipe's ``model.size`` (64-128 px in use)
 ``spotter_width``         4 096               a spotting recipe's ``model.hidden`` and ``widths``
 ``lora_rank``             4 096               a training recipe's ``lora_r`` (8-64 in use)
+``report_rows``           1 000               wrong rows of each kind in ``report.html`` (24 by default)
 ========================  ==================  ========================================================
 
 ``jsonl_line_bytes`` is generous because the validator reads, and warns on, a prediction whose answer is an
@@ -108,6 +109,7 @@ SAMPLED_FRAMES = Limit("sampled_frames", 1024, "frames sampled per clip or windo
 SPOTTER_CROP = Limit("spotter_crop", 512, "pixels per side of a spotter crop")
 SPOTTER_WIDTH = Limit("spotter_width", 4096, "channels per spotter layer")
 LORA_RANK = Limit("lora_rank", 4096, "LoRA rank")
+REPORT_ROWS = Limit("report_rows", 1000, "wrong rows per kind in report.html")
 
 ALL: tuple[Limit, ...] = (
     ZIP_MEMBERS,
@@ -128,6 +130,7 @@ ALL: tuple[Limit, ...] = (
     SPOTTER_CROP,
     SPOTTER_WIDTH,
     LORA_RANK,
+    REPORT_ROWS,
 )
 
 

@@ -10,7 +10,8 @@
    killed run rerun with the same arguments answers only what is missing and, because batches are fixed
    by the question files and not by what is left, writes the same files as an uninterrupted run;
 4. write each official prediction file and ``OUT/submission.zip``, check them with the validator;
-5. with ground truth: ``OUT/scores.json`` and a report (``report.md``, wrong rows, confusion matrices);
+5. with ground truth: ``OUT/scores.json`` and a report (``report.md``, wrong rows, confusion matrices, and
+   ``report.html``: the wrong rows with the frames the model saw, :mod:`megc_vqa.submission.html_report`);
 6. ``OUT/run_summary.json``: counts, timings, every fallback row and every unknown question.
 
 Every row gets a non-empty answer: rows the model fails on get a documented fallback and are listed.
@@ -18,6 +19,7 @@ Every row gets a non-empty answer: rows the model fails on get a documented fall
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -39,7 +41,7 @@ from megc_vqa.fileio import (
     parse_jsonl,
     problems_text,
 )
-from megc_vqa.limits import BATCH_SIZE, VOTES, check_count, check_image_size
+from megc_vqa.limits import BATCH_SIZE, REPORT_ROWS, VOTES, check_count, check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ LOG_NAME = "answers.jsonl"
 SUMMARY_NAME = "run_summary.json"
 SCORES_NAME = "scores.json"
 # Besides the prediction files and confusion matrices, what run_vqa writes in --out (nothing else there is its).
-OUTPUT_NAMES = (LOG_NAME, SUMMARY_NAME, SCORES_NAME, "submission.zip", "report.md", "wrong_rows.csv")
+OUTPUT_NAMES = (
+    LOG_NAME, SUMMARY_NAME, SCORES_NAME, "submission.zip", "report.md", "wrong_rows.csv", "report.html",
+)  # fmt: skip
 WRITER = "megc-vqa run_vqa"
 # The dataset a MEGC test clip is from, by the prefix of its video id or question file name
 # (``samm_test_SAMM-1_1``, ``me_vqa_casme3_test_to_answer.jsonl``), and its frame rate (SPEC section 4/6).
@@ -304,10 +308,12 @@ def run_vqa(
     engine: Any = None,
     backend: str = "transformers",
     progress: bool = True,
+    report_rows: int = 24,
 ) -> RunResult:
     """Answer the question files; see the module docstring. ``options`` is an ``EngineOptions``;
     ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``);
-    ``backend="vllm"`` decodes with vLLM when it is installed."""
+    ``backend="vllm"`` decodes with vLLM when it is installed; ``report_rows``: wrong rows of each kind
+    shown in ``report.html`` (with ground truth)."""
     from megc_vqa.answering.answer_log import AnswerLog
     from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
     from megc_vqa.fileio import content_identity
@@ -321,6 +327,7 @@ def run_vqa(
         raise RunError(f"--out {out}: is a file, not a folder; name a folder for the run's outputs")
     if options is not None:
         check_run_options(batch_size=options.batch_size, votes=options.votes, temperature=options.temperature)
+    check_count("--report-rows", report_rows, REPORT_ROWS, minimum=0)
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
     check_ground_truth(gt_files, jobs)  # read only after answering, a wrong file would waste the run
     if visual.cache_dir is not None:
@@ -393,6 +400,7 @@ def run_vqa(
         n_rows,
         answered_now,
         {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
+        gallery=(contract, visual.cache_dir, report_rows),
     )
 
 
@@ -535,6 +543,7 @@ def _finish(
     n_rows: int,
     answered_now: int,
     timings: dict[str, float],
+    gallery: tuple[Any, Path | None, int] | None = None,
 ) -> RunResult:
     from megc_vqa.fileio import atomic_write_text
     from megc_vqa.submission.files import prediction_file_name, read_jsonl
@@ -603,12 +612,51 @@ def _finish(
         }
         atomic_write_text(out / SCORES_NAME, json.dumps(scores, indent=2, default=str) + "\n")
         report = write_vqa_report(out, rows, scores, writer=WRITER, legacy=_earlier_run, what="--out")
+        if gallery is not None:
+            summary["report_html"] = str(_html_report(out, rows, scores, jobs, entries, gallery))
         summary["scores"] = str(out / SCORES_NAME)
         summary["report"] = str(report["report"])
         summary["score_table"] = markdown_table(scores)
     summary["summary_file"] = str(out / SUMMARY_NAME)
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     return RunResult(files, zip_path, summary, scores)
+
+
+def _html_report(
+    out: Path,
+    rows: Sequence[Any],
+    scores: dict[str, Any],
+    jobs: Sequence[ClipJob],
+    entries: Sequence[dict[str, Any]],
+    gallery: tuple[Any, Path | None, int],
+) -> Path:
+    """``OUT/report.html``: the wrong rows with the visual inputs of their clips, sampled as this run did,
+    and what the answer log knows about each (raw answer, fallback, consistency rewrite)."""
+    from megc_vqa.submission.html_report import write_html_report
+
+    contract, cache_dir, max_wrong = gallery
+    clip_of = {row.video_id: i for i, job in enumerate(jobs) for row in job.rows}
+
+    @functools.lru_cache(maxsize=16)  # a clip's wrong rows of several kinds share its images
+    def clip_visuals(index: int) -> Any:
+        return _visual_inputs(jobs[index], contract, cache_dir)
+
+    def visuals(row: Any) -> Any:
+        return clip_visuals(clip_of[row.video_id]) if row.video_id in clip_of else None
+
+    details = {
+        e["video_id"]: {
+            "raw output": e.get("raw") if e.get("raw") != e.get("answer") else None,
+            "fallback": e.get("reason") if e.get("fallback") else None,
+            "consistency rewrite": e.get("consistency"),
+        }
+        for e in entries
+    }
+    settings = {**contract.visual.sample_kwargs(), "record": contract.source or "none (defaults)"}
+    return write_html_report(
+        out, rows, scores, writer=WRITER, what="--out", visuals=visuals, visual_settings=settings,
+        max_wrong=max_wrong, details=details, sources=[f"run: {out}"],
+    )  # fmt: skip
 
 
 def format_summary(result: RunResult) -> str:
@@ -639,6 +687,10 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"validator: OK ({len(s['validator_warnings'])} warning(s))")
     if "score_table" in s:
         lines += ["", s["score_table"], f"scores: {s['scores']} (BLEU/ROUGE variant (a), see scores.json)"]
+        if "report_html" in s:
+            lines.append(
+                f"report: {s['report_html']} (open it in a browser: the wrong rows with their frames)"
+            )
     lines += [
         "",
         "leaderboard files:",

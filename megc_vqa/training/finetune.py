@@ -10,11 +10,13 @@ format) or the full model, the processor, the training record ``megc_vqa_train.j
 and, when there is a validation split, the validation answers of the answering engine and their scores
 by the submission scorer: ``val_predictions.jsonl`` and ``val_truth.jsonl`` (prediction and
 ground-truth formats; ``eval/score.py vqa --pred ... --gt ...`` reproduces the scores) and
-``val_metrics.json`` (the scorer's full output).
+``val_metrics.json`` (the scorer's full output), and a model card ``README.md``
+(:mod:`megc_vqa.training.model_card`; a README.md of the user's is kept, never replaced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +29,7 @@ from megc_vqa.fileio import RunRecord, atomic_write_text, check_outside, content
 from megc_vqa.models.contract import RECORD_NAME, LabelContract, ModelContract, VisualContract
 from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
 from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_question_mix
+from megc_vqa.training.model_card import card_guard, data_summary, model_card, write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ VAL_PREDICTIONS = "val_predictions.jsonl"
 VAL_TRUTH = "val_truth.jsonl"
 VAL_METRICS = "val_metrics.json"
 RUN_RECORD = "megc_vqa_run.json"
+TRAIN_METRICS = "train_metrics.json"
+WRITER = "megc-vqa finetune"
 # The TrainingArguments that shape what is learned (a resume must keep them). The others (output folder,
 # how long to train, saving, logging, evaluation, workers) may change between a run and its resume:
 # raising max_steps is how a finished run trains further.
@@ -402,7 +407,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
             limit,
             step,
         )
-        metrics_path = out_dir / "train_metrics.json"
+        metrics_path = out_dir / TRAIN_METRICS
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return TrainResult({**metrics, "already_finished": True}, None, None, out_dir)
     check_output_dir(recipe)  # before any data or model loads
@@ -470,7 +475,11 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
             raise
         raise TrainingError(out_of_memory_advice(recipe)) from None
     metrics: dict[str, Any] = dict(result.metrics)
-    trainer.save_model(str(out_dir))  # adapter (PEFT format) or full model, plus the processor
+    metrics["data_summary"] = data_summary(train_records, val_records)  # for the model card
+    # Claimed before the save: PEFT writes (or updates) a README.md in the folder; a user's is kept.
+    guard = card_guard(out_dir, WRITER) if trainer.is_world_process_zero() else contextlib.nullcontext(False)
+    with guard as card:
+        trainer.save_model(str(out_dir))  # adapter (PEFT format) or full model, plus the processor
     if trainer.is_world_process_zero():
         adapter_config = out_dir / "adapter_config.json"
         if adapter_config.is_file():  # name the base as the user did: a registry name stays portable
@@ -486,7 +495,9 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
             )
             metrics.update({f"val_{k}": v for k, v in scores["overall"].items()})
             log.info("validation: %s (%s)", out_dir / VAL_METRICS, scores["variant"])
-        atomic_write_text(out_dir / "train_metrics.json", json.dumps(metrics, indent=2, default=str))
+        atomic_write_text(out_dir / TRAIN_METRICS, json.dumps(metrics, indent=2, default=str))
+        if card:
+            log.info("model card: %s", write_model_card(out_dir, model_card(out_dir)))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
     return TrainResult(metrics, trainer.model, processor, out_dir)
 

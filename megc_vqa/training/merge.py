@@ -7,8 +7,9 @@ its recorded base model, finite weights, and its tensors' names and shapes again
 that base; a misfit is refused naming the file and the problem, and nothing is written. The base model is
 loaded unquantised (a QLoRA adapter merges into full-precision weights), the adapter
 is applied and merged with PEFT's ``merge_and_unload``, and the result is written with
-``save_pretrained`` together with the processor and the training metadata, so it loads like any
-checkpoint (``from_pretrained`` or ``megc_vqa.models.registry.load_for_inference``).
+``save_pretrained`` together with the processor, the training metadata and a model card (``README.md``,
+:mod:`megc_vqa.training.model_card`), so it loads like any checkpoint (``from_pretrained`` or
+``megc_vqa.models.registry.load_for_inference``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     from megc_vqa.models.adapters import check_adapter_files
     from megc_vqa.models.contract import find_record, read_contract
     from megc_vqa.models.registry import load_for_inference
+    from megc_vqa.training.model_card import model_card, write_model_card
 
     # The adapter check run_vqa's loading does (megc_vqa.models.adapters), the cheap part before the base
     # model loads; load_for_inference applies the rest (tensor names and shapes against the base).
@@ -56,6 +58,7 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
         processor.save_pretrained(tmp)
         if find_record(adapter) is not None:
             replace(read_contract(adapter), use_peft=False, merged_from=str(adapter)).write(tmp)
+        write_model_card(tmp, model_card(adapter, merged_into=out))  # the folder is built whole: ours
     return out
 
 
