@@ -26,7 +26,23 @@ from typing import Any
 import cv2
 import numpy as np
 
+from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.visual.frames import FrameError
+
+__all__ = [
+    "FACE_DETECTORS",
+    "FACE_MODES",
+    "MAX_MAGNIFY",
+    "Box",
+    "Face",
+    "FaceDetectorUnavailable",
+    "FaceSettings",
+    "FaceSkip",
+    "crop",
+    "detect_face",
+    "face_box",
+    "locate_face",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +133,6 @@ def crop(frames: np.ndarray, box: Box | None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # The face pipeline's detector: dlib (HOG frontal detector + 68 landmarks), Haar as the floor.
 
-FACE_MODES: tuple[str, ...] = ("none", "box", "crop", "align")
-FACE_DETECTORS: tuple[str, ...] = ("auto", "dlib", "haar")
-# A magnification factor above this is refused: past it even a one-pixel motion breaks the first-order
-# (linear Eulerian) approximation on faces of a few hundred pixels (Wu et al. 2012: (1 + alpha) * delta
-# must stay under a fraction of the spatial wavelength).
-MAX_MAGNIFY = 20.0
 # Two detections whose widths are within this ratio are two faces: which one is the subject cannot be
 # guessed. A much smaller detection (a photo on the wall, a false hit in the background) is ignored.
 SIMILAR_FACE_RATIO = 0.6
@@ -133,83 +143,6 @@ class FaceSkip(FrameError):
     """A clip the face pipeline cannot use as it is (no face, two faces, a face cut by the border, a crop
     outside the frame, a face that leaves the frame, frames of another size or colour mode). The message
     names the clip and why; every consumer reports it as a skipped clip, never as a silent crop."""
-
-
-@dataclass(frozen=True)
-class FaceSettings:
-    """The face pipeline's switches (the visual settings ``face``, ``face_margin``, ``face_detector``,
-    ``register`` and ``magnify`` of a training record).
-
-    face: ``none`` (full frame); ``box`` (the earlier ``face_crop: true``: the Haar box of the onset frame
-        grown by ``margin`` and clamped to the frame, the full frame with a warning when no face is found);
-        ``crop`` (a square around the 68 landmarks, or the detector's box, grown by ``margin`` on each side);
-        ``align`` (a similarity transform puts the eyes level at a fixed inter-ocular distance in a square
-        image; needs the landmarks, so dlib).
-    margin: share of the face's size added on each side (``crop``, ``box``), or around the canonical face
-        (``align``).
-    detector: ``auto`` (dlib when installed, else OpenCV's Haar cascade, said once in the log), ``dlib`` or
-        ``haar``. ``box`` always uses Haar (that is what it means).
-    register: bring every frame onto the onset frame (a rigid transform found by ECC on the face without
-        brows, eyes and mouth) before flow, so head motion is removed and the expression is not.
-    magnify: motion magnification factor (linear Eulerian, against the onset); 1 is off. Bounded per clip
-        so that sensor noise is never amplified into the whole frame (with a warning).
-    """
-
-    face: str = "none"
-    margin: float = 0.15
-    detector: str = "auto"
-    register: bool = False
-    magnify: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.face not in FACE_MODES:
-            raise ValueError(f"face must be one of {', '.join(FACE_MODES)}, got {self.face!r}")
-        if self.detector not in FACE_DETECTORS:
-            raise ValueError(
-                f"face_detector must be one of {', '.join(FACE_DETECTORS)}, got {self.detector!r}"
-            )
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)):
-            raise ValueError(f"face_margin must be a number, got {self.margin!r}")
-        if not 0.0 <= float(self.margin) <= 1.0:
-            raise ValueError(
-                f"face_margin must be between 0 and 1 (a share of the face's size), got {self.margin}"
-            )
-        if not isinstance(self.register, bool):
-            raise ValueError(f"register must be true or false, got {self.register!r}")
-        if isinstance(self.magnify, bool) or not isinstance(self.magnify, (int, float)):
-            raise ValueError(f"magnify must be a number, got {self.magnify!r}")
-        if not 1.0 <= float(self.magnify) <= MAX_MAGNIFY:
-            raise ValueError(
-                f"magnify must be between 1 (off) and {MAX_MAGNIFY:g}, got {self.magnify}: a larger factor "
-                "amplifies noise and breaks the linear approximation; use 2-10"
-            )
-        if self.face == "box" and (self.register or self.magnify != 1.0):
-            raise ValueError(
-                "face: box is the earlier Haar face crop (face_crop: true) and has no registration or "
-                "magnification; use face: crop or align with register/magnify"
-            )
-        object.__setattr__(self, "margin", float(self.margin))
-        object.__setattr__(self, "magnify", float(self.magnify))
-
-    @classmethod
-    def legacy(cls, face_crop: bool) -> FaceSettings:
-        """What the earlier ``face_crop`` switch meant: ``box`` with the 15% margin, or nothing."""
-        return cls(face="box", margin=0.15, detector="haar") if face_crop else cls()
-
-    @property
-    def pipeline(self) -> bool:
-        """Whether the face pipeline (detection with skips, geometry, registration, magnification) runs."""
-        return self.face in ("crop", "align") or self.register or self.magnify != 1.0
-
-    def key(self) -> dict[str, Any]:
-        """The settings as plain values (cache keys, run summaries)."""
-        return {
-            "face": self.face,
-            "face_margin": self.margin,
-            "face_detector": self.detector,
-            "register": self.register,
-            "magnify": self.magnify,
-        }
 
 
 @dataclass(frozen=True)

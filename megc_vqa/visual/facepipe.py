@@ -9,8 +9,9 @@ onset and optional motion magnification (the switches are :class:`~megc_vqa.visu
    (:data:`ALIGN_IOD` of the side, less with a margin) in a square of ``size`` pixels. A crop that would
    need pixels outside the frame is a skip: the pipeline never pads, stretches or clamps a face silently.
 3. **Registration** (``register``): every key frame is brought onto the onset frame by a rigid (Euclidean:
-   rotation + translation) transform found with OpenCV's ECC on the face *without* brows, eyes and mouth
-   (the mask: the face's landmark hull grown a little, minus those regions). Why ECC on a masked region
+   rotation + translation) transform found with OpenCV's ECC on the parts of the face that do not move in an
+   expression (the mask: the nose, the forehead above the brows, the outline at the temples and upper
+   cheeks; brows, eyes, mouth, nasolabial folds, cheeks and jaw left out). Why ECC on a masked region
    rather than landmarks tracked per frame: dlib's landmarks jitter by about a pixel from frame to frame,
    as much as a micro-expression moves, so a transform fitted to them would add motion of the size being
    measured; ECC aligns the whole textured rigid region to sub-pixel accuracy, and with the moving
@@ -54,8 +55,6 @@ REGISTER_SIDE = 128
 # above 0.8.
 MIN_FACE_MATCH = 0.5
 NOISE_BOUND = 2.0  # grey levels of amplified noise a magnified frame may gain
-# Regions that move in an expression (68-landmark indices): brows, eyes, mouth.
-_MOVING = (range(17, 22), range(22, 27), range(36, 42), range(42, 48), range(48, 60))
 
 
 @dataclass(frozen=True)
@@ -110,19 +109,29 @@ def _rigid_mask(face: Face, to_output: np.ndarray, out_size: tuple[int, int]) ->
         return mask
     points = cv2.transform(face.landmarks[None].astype(np.float32), to_output)[0]
     iod = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
-    hull = cv2.convexHull(points[:27].astype(np.int32))  # jaw and brows: the whole face
-    cv2.fillConvexPoly(mask, hull, 255)
+    # The nose (bridge to tip), the forehead above the brows (a gap left for brow raises) and the face's
+    # outline at the temples and upper cheeks: none of them moves in an expression, unlike brows, eyes,
+    # mouth, nasolabial folds, cheeks raised by a smile and a dropping jaw.
+    nose = cv2.convexHull(points[27:36].astype(np.int32))
+    cv2.fillConvexPoly(mask, nose, 255)
     mask = cv2.dilate(
-        mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=max(1, round(iod * 0.08))
+        mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=max(1, round(iod * 0.1))
     )
-    pad = max(2, round(iod * 0.12))
-    for region in _MOVING:
-        poly = cv2.convexHull(points[list(region)].astype(np.int32))
-        holes = np.zeros_like(mask)
-        cv2.fillConvexPoly(holes, poly, 255)
-        holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1, 2 * pad + 1)))
-        mask[holes > 0] = 0
-    return mask
+    brows = points[17:27]
+    up = (points[36:48].mean(0) - points[27:31].mean(0)) / max(1.0, iod)  # roughly (0, -0.5): eyes above nose
+    direction = up / max(1e-6, float(np.linalg.norm(up)))
+    low, high = brows + direction * 0.2 * iod, brows + direction * 0.7 * iod
+    cv2.fillPoly(mask, [np.vstack([low, high[::-1]]).astype(np.int32)], 255)
+    thick = max(2, round(iod * 0.3))
+    for side in (points[0:5], points[12:17]):
+        cv2.polylines(mask, [side.astype(np.int32)], False, 255, thick)
+    # ... inside the face only: background at the outline stays still while the head moves
+    inside = np.zeros_like(mask)
+    cv2.fillConvexPoly(inside, cv2.convexHull(np.vstack([points[:27], high]).astype(np.int32)), 255)
+    inside = cv2.erode(
+        inside, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=max(1, round(iod * 0.08))
+    )
+    return cv2.bitwise_and(mask, inside)
 
 
 def face_geometry(onset: np.ndarray, settings: FaceSettings, size: int | None, label: str) -> FaceGeometry:
@@ -228,25 +237,29 @@ class Registrar:
 
     def __init__(self, geometry: FaceGeometry, onset: np.ndarray, label: str, register: bool) -> None:
         self.geometry, self.label, self.register = geometry, label, register
-        self.x0, self.y0, self.x1, self.y1, self.scale = _work_window(geometry)
-        self.onset_shape = onset.shape
-        self.template = self._work(warp(onset, geometry.matrix, geometry.out_size))
-        self.mask = self._work_mask()
+        x0, y0, x1, y1, _ = _work_window(geometry)
+        # Registration sees the face at about REGISTER_SIDE px whatever the output size: resampled from the
+        # source frame through the geometry, so a small output (64 px) loses nothing here.
+        scale = REGISTER_SIDE / max(1, x1 - x0)
+        self.work_size = (max(8, round((x1 - x0) * scale)), max(8, round((y1 - y0) * scale)))
+        self.work_to_output = np.array([[1 / scale, 0, x0], [0, 1 / scale, y0], [0, 0, 1]], np.float64)
+        self.template = self._work(onset, geometry.matrix)
+        self.mask = cv2.warpAffine(
+            geometry.mask,
+            self.work_to_output[:2],
+            self.work_size,
+            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+        )
         self.coarse = _coarse(warp(onset, geometry.matrix, geometry.out_size))
 
-    def _work(self, image: np.ndarray) -> np.ndarray:
-        part = _grey_f32(image)[self.y0 : self.y1, self.x0 : self.x1]
-        if self.scale < 1.0:
-            part = cv2.resize(part, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
+    def _work(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """The frame's face region at work scale, through an output->source map, lightly blurred."""
+        to_source = (_affine3(matrix) @ self.work_to_output)[:2]
+        part = cv2.warpAffine(
+            _grey_f32(frame), to_source, self.work_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
         return cv2.GaussianBlur(part, (3, 3), 0)
-
-    def _work_mask(self) -> np.ndarray:
-        part = self.geometry.mask[self.y0 : self.y1, self.x0 : self.x1]
-        if self.scale < 1.0:
-            part = cv2.resize(
-                part, (self.template.shape[1], self.template.shape[0]), interpolation=cv2.INTER_NEAREST
-            )
-        return part
 
     def __call__(self, frame: np.ndarray, index: int, role: str) -> np.ndarray:
         """The frame in output pixels, registered to the onset when asked; :class:`FaceSkip` when the face
@@ -273,23 +286,38 @@ class Registrar:
 
     def _registered_matrix(self, frame: np.ndarray, index: int, role: str) -> np.ndarray:
         g = self.geometry
-        moving = self._work(warp(frame, g.matrix, g.out_size))
+        moving = self._work(frame, g.matrix)
         warp_work = np.eye(2, 3, dtype=np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
-        try:
-            _, warp_work = cv2.findTransformECC(
-                self.template, moving, warp_work, cv2.MOTION_EUCLIDEAN, criteria, self.mask, 5
-            )
-        except cv2.error:
-            raise FaceSkip(
-                f"{self.label}: skipped: registration of frame {index} ({role}) to the onset did not converge "
-                "(the head moved too far, or the face left the frame)"
-            ) from None
-        # work pixels -> output pixels: x_out = x_work / scale + (x0, y0)
-        to_work = np.array(
-            [[self.scale, 0, -self.scale * self.x0], [0, self.scale, -self.scale * self.y0], [0, 0, 1]]
+        # Coarse to fine: ECC on the sparse rigid mask alone has a narrow basin (a head that moved several
+        # pixels would pull it elsewhere), so it starts from the translation of the whole window at half
+        # scale, then the rigid transform of the whole window (the expression is a small part of it), and
+        # ends on the rigid mask, where the expression does not pull.
+        half = [
+            cv2.resize(x, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for x in (self.template, moving)
+        ]
+        steps = (
+            (half, cv2.MOTION_TRANSLATION, None, 2.0),
+            ((self.template, moving), cv2.MOTION_EUCLIDEAN, None, 1.0),
+            ((self.template, moving), cv2.MOTION_EUCLIDEAN, self.mask, 1.0),
         )
-        correction = np.linalg.inv(to_work) @ _affine3(warp_work.astype(np.float64)) @ to_work
+        for (template, image), motion, mask, factor in steps:
+            start = warp_work.copy()
+            start[:, 2] /= factor
+            try:
+                _, found = cv2.findTransformECC(template, image, start, motion, criteria, mask, 5)
+            except cv2.error:
+                if mask is None:
+                    continue  # a coarse step that fails leaves the start as it was
+                raise FaceSkip(
+                    f"{self.label}: skipped: registration of frame {index} ({role}) to the onset did not "
+                    "converge (the head moved too far, or the face left the frame)"
+                ) from None
+            warp_work = found.copy()
+            warp_work[:, 2] *= factor
+        # out(x) = frame(M T E T^-1 x), T: work pixels -> output pixels
+        t = self.work_to_output
+        correction = t @ _affine3(warp_work.astype(np.float64)) @ np.linalg.inv(t)
         return (_affine3(g.matrix) @ correction)[:2]
 
 
