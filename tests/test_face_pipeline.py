@@ -328,8 +328,9 @@ def test_the_face_is_found_in_at_least_99_percent_of_release_like_frames():
     for k in range(200):
         width, height, lo, hi = (640, 480, 190, 340) if k % 2 else (2040, 1088, 300, 450)
         face_px = int(rng.integers(lo, hi))
-        cx = float(rng.uniform(face_px * 0.75, width - face_px * 0.75))
-        cy = float(rng.uniform(face_px * 0.75, height - face_px * 0.75))
+        half = face_px * 0.6  # the drawn face is about 80% of its square; its crop must fit the frame
+        cx = float(rng.uniform(half, max(half, width - half)))
+        cy = float(rng.uniform(half, max(half, height - half)))
         frame = face_scene(width, height, face_px=face_px, centre=(cx, cy), n_frames=1, seed=k)[0]
         total += 1
         try:
@@ -339,3 +340,18 @@ def test_the_face_is_found_in_at_least_99_percent_of_release_like_frames():
         x, y, w, h = geometry.box
         found += abs(x + w / 2 - cx) < face_px * 0.2 and abs(y + h / 2 - cy) < face_px * 0.25
     assert found >= 0.99 * total, (found, total)
+
+
+@needs_dlib
+def test_prep_face_check_lists_clips_without_a_usable_face(tmp_path, caplog):
+    from megc_vqa.qa.frame_check import NO_USABLE_FACE, check_clip_faces
+
+    good, empty = tmp_path / "EP01", tmp_path / "EP02"
+    write_frames(good, face_scene(640, 480, face_px=220, centre=(300, 240), n_frames=3, seed=1))
+    write_frames(empty, np.full((3, 480, 640, 3), 90, np.uint8))
+    clips = [_clip(good, 3, 2, "EP01"), _clip(empty, 3, 2, "EP02")]
+    with caplog.at_level(logging.WARNING):
+        kept, skips = check_clip_faces(clips, FaceSettings(face="crop"))
+    assert [c.image_id for c in kept] == ["EP01"]
+    assert [(s.reason, s.detail.split(":")[0]) for s in skips] == [(NO_USABLE_FACE, "EP02")]
+    assert "casme2/EP02: skipped: no face found" in caplog.text

@@ -255,11 +255,12 @@ class Registrar:
     def _work(self, frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The frame's face region at work scale, through an output->source map, lightly blurred."""
         to_source = (_affine3(matrix) @ self.work_to_output)[:2]
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame  # uint8: cheap to warp
         part = cv2.warpAffine(
-            _grey_f32(frame), to_source, self.work_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            grey, to_source, self.work_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
         )  # fmt: skip
-        return cv2.GaussianBlur(part, (3, 3), 0)
+        return cv2.GaussianBlur(part.astype(np.float32), (3, 3), 0)
 
     def __call__(self, frame: np.ndarray, index: int, role: str) -> np.ndarray:
         """The frame in output pixels, registered to the onset when asked; :class:`FaceSkip` when the face
@@ -288,7 +289,7 @@ class Registrar:
         g = self.geometry
         moving = self._work(frame, g.matrix)
         warp_work = np.eye(2, 3, dtype=np.float32)
-        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4)
         # Coarse to fine: ECC on the sparse rigid mask alone has a narrow basin (a head that moved several
         # pixels would pull it elsewhere), so it starts from the translation of the whole window at half
         # scale, then the rigid transform of the whole window (the expression is a small part of it), and
