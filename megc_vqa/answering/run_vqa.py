@@ -358,7 +358,7 @@ def run_vqa(
         "model_files": content_identity(model) if Path(str(model)).is_dir() else None,
         "adapter_files": content_identity(adapter),
         "options": options.fingerprint(),
-        "visual": contract.visual.sample_kwargs(),
+        "visual": contract.visual.fingerprint(),
         "fps": fps,
         "backend": backend,
         "frames_root": str(frames_root.resolve()),

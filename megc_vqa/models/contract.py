@@ -114,6 +114,15 @@ class VisualContract:
         """The face pipeline's switches as the visual layer takes them."""
         return FaceSettings(self.face, self.face_margin, self.face_detector, self.register, self.magnify)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The sampler settings as plain JSON values (run fingerprints). With the face pipeline off, or the
+        earlier box, it reads as before the pipeline existed (``face_crop``), so earlier runs still resume."""
+        kwargs = self.sample_kwargs()
+        face = kwargs.pop("face")
+        if face in (FaceSettings(), FaceSettings.legacy(True)):
+            return {**kwargs, "face_crop": face.face == "box"}
+        return {**kwargs, **face.key()}
+
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``megc_vqa.visual.samplers.sample`` (besides the clip and cache)."""
         return {
