@@ -94,7 +94,7 @@ def test_adapter_card_front_matter_and_sections(tmp_path):
     assert (
         "`uniform:8+flow`" in visual
         and "| shorter side (px) | 112 |" in visual
-        and "| face crop | True |" in visual
+        and "| face pipeline | box |" in visual
     )
     data = section(text, "Data")
     assert LICENCE_WARNING in data and "`runs/prep/qa.jsonl`" in data and "casme2 700, samm 500" in data

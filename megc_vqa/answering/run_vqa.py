@@ -365,7 +365,7 @@ def run_vqa(
         "model_files": content_identity(model) if Path(str(model)).is_dir() else None,
         "adapter_files": content_identity(adapter),
         "options": options.fingerprint(),
-        "visual": contract.visual.sample_kwargs(),
+        "visual": contract.visual.fingerprint(),
         "fps": fps,
         "backend": backend,
         "frames_root": str(frames_root.resolve()),
@@ -457,6 +457,7 @@ def _answer_jobs(
     from tqdm.auto import tqdm
 
     from megc_vqa.answering.engine import Answer
+    from megc_vqa.visual.face import FaceSkip
 
     done = answer_log.done
     remaining = sum(1 for j in jobs for r in j.rows if j.key(r) not in done)
@@ -471,6 +472,9 @@ def _answer_jobs(
         for job in batch:
             try:
                 ready.append((job, _visual_inputs(job, contract, cache_dir)))
+            except FaceSkip as err:  # no usable face: a reported skip, the clip's rows get fallbacks
+                log.warning("%s (%s): fallback answers", err, job.folder)
+                failed.append((job, f"face pipeline skipped the clip: {err}"))
             except Exception as err:  # unreadable frames: the clip's rows get fallbacks
                 log.error("%s: cannot prepare visual inputs (%s: %s)", job.folder, type(err).__name__, err)
                 failed.append((job, f"visual inputs failed: {type(err).__name__}: {err}"))
@@ -659,20 +663,33 @@ def _html_report(
     )  # fmt: skip
 
 
+def _face_skip_count(fallback_rows: Sequence[dict[str, Any]]) -> str:
+    """`` (N clip(s) skipped by the face pipeline)`` when there were any, else nothing."""
+    clips = {
+        (f.get("file"), f.get("video_id"))
+        for f in fallback_rows
+        if str(f.get("reason", "")).startswith("face pipeline skipped")
+    }
+    return f" ({len(clips)} clip(s) skipped by the face pipeline)" if clips else ""
+
+
 def format_summary(result: RunResult) -> str:
     """The few lines a person wants after a run."""
     s = result.summary
     used = s["run"].get("settings", {})
     visual = used.get("visual", {})
     lines = [
-        f"settings: {visual.get('spec')} at {visual.get('size')} px, face crop {visual.get('face_crop')}, "
+        f"settings: {visual.get('spec')} at {visual.get('size')} px, face {visual.get('face')}"
+        f"{', registered' if visual.get('register') else ''}"
+        f"{', magnified x' + format(visual.get('magnify'), 'g') if visual.get('magnify', 1.0) != 1.0 else ''}, "
         f"prompt {used.get('prompt', {}).get('visual_mode')} (record: {used.get('record')})"
         + "".join(
             f"; override {o['key']}={o['used']!r} (recorded {o['recorded']!r})"
             for o in used.get("overrides", [])
         ),
         f"answered {s['answered_this_run']} row(s) this run, {s['resumed_rows']} from the log; {s['rows']} in all",
-        f"fallback answers: {len(s['fallback_rows'])}; unknown questions (answered free-form): "
+        f"fallback answers: {len(s['fallback_rows'])}"
+        f"{_face_skip_count(s['fallback_rows'])}; unknown questions (answered free-form): "
         f"{len(s['unknown_questions'])}; consistency rewrites: {s['consistency_changes']}",
     ]
     for f in s["fallback_rows"][:20]:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from megc_vqa import __version__
 from megc_vqa.errors import MegcError
+from megc_vqa.face_settings import FaceSettings
 from megc_vqa.fileio import read_json_bytes
 from megc_vqa.labels import AU_NAMES_IN_ORDER, COARSE_CLASSES, TRAINING_FINE_LABELS
 from megc_vqa.models.prompting import VISUAL_MODES, PromptOptions
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 
 RECORD_NAME = "megc_vqa_train.json"
 # Version of the record's layout; bump when a key changes meaning (``from_json`` migrates older ones).
-FORMAT_VERSION = 2
+# 3: ``visual.face_crop`` became the face pipeline's ``face``/``face_margin``/``face_detector``/``register``/
+# ``magnify`` (``face_crop: true`` is ``face: box``, the Haar box grown 15%, as it was trained).
+FORMAT_VERSION = 3
 # annotated: the dataset's apex where it has one (estimated where not, e.g. SMIC);
 # estimated: always the motion estimator, as at test time; mix: per clip, half and half (stable by clip).
 APEX_POLICIES: tuple[str, ...] = ("annotated", "estimated", "mix")
@@ -61,21 +64,40 @@ class VisualContract:
 
     spec: sampler spec (``oao+flow``, ``uniform:8+flow``, ...).
     size: shorter side in pixels after resizing, ``None`` for native size.
-    face_crop: crop every frame to the face found on the onset frame.
+    face_crop: the earlier switch, accepted when building one: ``True`` is ``face: box``. Not a field.
     flow_method: ``farneback`` or ``tvl1``.
     apex_policy: which apex training used (see ``APEX_POLICIES``); answering always estimates the apex of
         a clip that has none, with ``apex_method``, exactly as ``estimated`` does in training.
     apex_method: the estimator (``motion``: largest motion against the onset; ``midpoint``).
+    face, face_margin, face_detector, register, magnify: the face pipeline
+        (:class:`megc_vqa.visual.face.FaceSettings`: ``none``/``box``/``crop``/``align``, margin, ``auto``/
+        ``dlib``/``haar``, registration to the onset, motion magnification factor, 1 = off).
     """
 
     spec: str = "oao+flow"
     size: int | None = 224
-    face_crop: bool = False
+    face_crop: InitVar[bool | None] = None
     flow_method: str = "farneback"
     apex_policy: str = "annotated"
     apex_method: str = "motion"
+    face: str = "none"
+    face_margin: float = 0.15
+    face_detector: str = "auto"
+    register: bool = False
+    magnify: float = 1.0
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, face_crop: bool | None) -> None:
+        if face_crop and self.face == "none":
+            legacy = FaceSettings.legacy(True)
+            object.__setattr__(self, "face", legacy.face)
+            object.__setattr__(self, "face_margin", legacy.margin)
+            object.__setattr__(self, "face_detector", legacy.detector)
+        try:
+            settings = self.face_settings()
+        except ValueError as err:
+            raise ContractError(f"visual.{err}") from None
+        object.__setattr__(self, "face_margin", settings.margin)
+        object.__setattr__(self, "magnify", settings.magnify)
         try:
             object.__setattr__(self, "spec", str(parse_sampler(self.spec)))  # one spelling per spec
         except ValueError as err:
@@ -88,12 +110,25 @@ class VisualContract:
         _check(self.apex_policy in APEX_POLICIES, f"visual.apex_policy must be one of {APEX_POLICIES}")
         _check(self.apex_method in APEX_METHODS, f"visual.apex_method must be one of {APEX_METHODS}")
 
+    def face_settings(self) -> FaceSettings:
+        """The face pipeline's switches as the visual layer takes them."""
+        return FaceSettings(self.face, self.face_margin, self.face_detector, self.register, self.magnify)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The sampler settings as plain JSON values (run fingerprints). With the face pipeline off, or the
+        earlier box, it reads as before the pipeline existed (``face_crop``), so earlier runs still resume."""
+        kwargs = self.sample_kwargs()
+        face = kwargs.pop("face")
+        if face in (FaceSettings(), FaceSettings.legacy(True)):
+            return {**kwargs, "face_crop": face.face == "box"}
+        return {**kwargs, **face.key()}
+
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``megc_vqa.visual.samplers.sample`` (besides the clip and cache)."""
         return {
             "spec": self.spec,
             "size": self.size,
-            "face_crop": self.face_crop,
+            "face": self.face_settings(),
             "flow_method": self.flow_method,
             "apex_method": self.apex_method,
         }
@@ -190,6 +225,13 @@ class ModelContract:
             for runtime in ("cache_dir", "memory_cache"):
                 visual.pop(runtime, None)
             data["visual"] = visual
+        if version <= 2 and isinstance(data.get("visual"), Mapping):
+            # face_crop: true was the Haar box grown 15%: face: box gives that same crop
+            visual = dict(data["visual"])
+            if visual.pop("face_crop", False):
+                legacy = FaceSettings.legacy(True)
+                visual.update(face=legacy.face, face_margin=legacy.margin, face_detector=legacy.detector)
+            data["visual"] = visual
         nested = {"prompt": PromptOptions, "visual": VisualContract, "labels": LabelContract}
         known = {f.name for f in fields(cls) if f.name not in ("source", "overrides")}
         for key in data:
@@ -233,12 +275,16 @@ class ModelContract:
     # -- use ----------------------------------------------------------------------------------------
 
     def override(self, **changes: Any) -> ModelContract:
-        """A copy with explicit options applied: visual keys (``spec``, ``size``, ``face_crop``,
-        ``flow_method``, ``apex_method``) or prompt keys (``visual_mode``, ``min_pixels``, ...). ``None``
+        """A copy with explicit options applied: visual keys (``spec``, ``size``, ``face``, ``face_margin``,
+        ``face_detector``, ``register``, ``magnify``, ``flow_method``, ``apex_method``; the earlier
+        ``face_crop`` is ``face: box``/``none``) or prompt keys (``visual_mode``, ``min_pixels``, ...). ``None``
         values are ignored; a value that differs from the record is logged as a warning and recorded."""
         visual_keys = {f.name for f in fields(VisualContract)}
         prompt_keys = {f.name for f in fields(PromptOptions)}
         visual, prompt, done = {}, {}, list(self.overrides)
+        face_crop = changes.pop("face_crop", None)
+        if face_crop is not None and changes.get("face") is None:  # the earlier switch: box or none
+            changes["face"] = "box" if face_crop else "none"
         for key, value in changes.items():
             if value is None:
                 continue
@@ -263,9 +309,13 @@ class ModelContract:
             )  # fmt: skip
         if not visual and not prompt:
             return self
+        try:
+            new_visual = replace(self.visual, **visual)
+        except ContractError as err:
+            raise ContractError(f"explicit option: {err}") from None
         return replace(
             self,
-            visual=replace(self.visual, **visual),
+            visual=new_visual,
             prompt=replace(self.prompt, **prompt),
             overrides=tuple(done),
         )
@@ -304,7 +354,7 @@ def read_contract(*folders: str | Path | None) -> ModelContract:
         if key not in _SAID:
             _SAID.add(key)
             log.info(
-                "no %s in %s: default prompt and visual settings (%s at %s px, no face crop)",
+                "no %s in %s: default prompt and visual settings (%s at %s px, face pipeline off)",
                 RECORD_NAME, ", ".join(key) or "the model", VisualContract.spec, VisualContract.size,
             )  # fmt: skip
         return ModelContract()

@@ -13,6 +13,10 @@ For each clip read from a frame folder:
   so a neighbour outside the expression is never used silently.
 
 Video-file clips are left to the reader (decoding a video to check it costs as much as using it).
+
+With ``prep --face crop|align`` every clip's onset frame also goes through the face pipeline's face finder
+and geometry (:func:`check_clip_faces`): a clip without one usable face is skipped (reason
+:data:`NO_USABLE_FACE`, the pipeline's line in the detail), as training, answering and export would skip it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from megc_vqa.errors import InputError, UsageError
+from megc_vqa.face_settings import FaceSettings
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.limits import open_image
 from megc_vqa.records import Clip, Skip
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 
 UNREADABLE_FRAME = "unreadable frame"
 MISSING_KEY_FRAME = "missing key frame (a neighbour inside the interval is used)"
+NO_USABLE_FACE = "no usable face (face pipeline)"
 MIN_SIDE = 16
 
 
@@ -141,5 +147,34 @@ def check_clip_frames(clips: Iterable[Clip]) -> tuple[list[Clip], list[Skip]]:
             detail = "; ".join(notes)
             log.warning("%s: clip %s: %s", folder, clip.image_id, detail)
             skips.append(_skip(clip, folder, MISSING_KEY_FRAME, detail))
+        kept.append(clip)
+    return kept, skips
+
+
+def check_clip_faces(clips: Iterable[Clip], face: FaceSettings) -> tuple[list[Clip], list[Skip]]:
+    """The clips whose onset frame has one usable face for ``face`` (the visual layer's own
+    ``face_geometry``: no face, two faces, a face cut by the border or a crop outside the frame is a
+    :class:`Skip`, logged with the clip's name). Registration and the later frames are checked when the clip
+    is sampled."""
+    from megc_vqa.visual.face import FaceSkip
+    from megc_vqa.visual.facepipe import face_geometry
+    from megc_vqa.visual.frames import FrameError, FrameReader
+
+    kept: list[Clip] = []
+    skips: list[Skip] = []
+    for clip in clips:
+        label = f"{clip.dataset}/{clip.image_id}"
+        try:
+            with FrameReader(clip.source) as reader:
+                onset = reader.read([clip.onset])[0]
+            face_geometry(onset, face, None, label)
+        except FaceSkip as err:
+            log.warning("%s", err)
+            skips.append(
+                _skip(clip, Path(clip.source.path), NO_USABLE_FACE, str(err).removeprefix(f"{label}: "))
+            )
+            continue
+        except FrameError as err:  # left to the reader's own report when the clip is used
+            log.warning("%s: face not checked: %s", label, err)
         kept.append(clip)
     return kept, skips

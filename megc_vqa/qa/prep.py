@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.errors import UsageError, set_output_folder
+from megc_vqa.face_settings import FACE_DETECTORS, FaceSettings
 
 if TYPE_CHECKING:
     from megc_vqa.qa.records import QARecord
@@ -76,6 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these datasets (casme2, samm, smic, casme3); default: every dataset found",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--face",
+        choices=("crop", "align"),
+        help="also check each clip's onset frame with the face pipeline you will train with: a clip without "
+        "one usable face (none, two, cut by the border, crop outside the frame) is a frame skip, named",
+    )
+    parser.add_argument("--face-margin", type=float, default=0.15, help="with --face: the margin (0.15)")
+    parser.add_argument(
+        "--face-detector", choices=FACE_DETECTORS, default="auto", help="with --face: auto, dlib or haar"
+    )
     add_official_arguments(parser)
     add_sheet_limit_arguments(parser)
 
@@ -195,10 +206,12 @@ def prepare(
     seed: int = 0,
     datasets: Sequence[str] | None = None,
     progress: bool | None = None,
+    face: FaceSettings | None = None,
 ) -> PrepResult:
     """Load, generate and write (see the module doc). Raises ``PrepError`` for bad input.
 
-    ``progress``: ``None`` shows the bar only on a terminal.
+    ``progress``: ``None`` shows the bar only on a terminal. ``face``: also check every clip's onset frame
+    with the face pipeline (``megc_vqa.qa.frame_check.check_clip_faces``).
     """
     from tqdm import tqdm
 
@@ -242,6 +255,11 @@ def prepare(
     from megc_vqa.qa.frame_check import check_clip_frames
 
     clips, frame_skips = check_clip_frames(clips)  # every frame a record will use opens, before any record
+    if face is not None and face.pipeline:
+        from megc_vqa.qa.frame_check import check_clip_faces
+
+        clips, face_skips = check_clip_faces(clips, face)
+        frame_skips += face_skips
     qa_skips: list[Skip] = []
     bar = tqdm(clips, desc="QA", unit="clip", disable=(not progress) if progress is not None else None)
     records = generate_qa(bar, seed=seed, skips=qa_skips)
@@ -309,6 +327,15 @@ def print_summary(result: PrepResult, skip_lines: Sequence[str] = ()) -> None:
         console.print(f"{what}: {path}", markup=False, highlight=False)
 
 
+def _face_check(args: argparse.Namespace) -> FaceSettings | None:
+    if getattr(args, "face", None) is None:
+        return None
+    try:
+        return FaceSettings(face=args.face, margin=args.face_margin, detector=args.face_detector)
+    except ValueError as err:
+        raise UsageError(f"--{str(err).replace('_', '-')}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     with using_sheet_limits(sheet_limits_from_args(args)):
         return _run(args)
@@ -339,6 +366,7 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             datasets=args.datasets,
             progress=False if getattr(args, "no_progress", False) else None,
+            face=_face_check(args),
         )
     except PrepError as err:
         print(f"megc-vqa prep: error: {err}", file=sys.stderr)

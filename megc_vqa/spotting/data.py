@@ -6,11 +6,12 @@ the project's one frame reader (``megc_vqa.visual.frames``): grey levels, reduce
 image is much larger than the crop (JPEG DCT scaling: far cheaper than a full decode), centre-cropped to a
 square and resized.
 
-Face crop: MEGC long videos are recorded with a fixed camera and a seated subject, so one box per video is
-enough. With ``SpotterConfig.face_crop`` the box is the face found on the first frame by the Haar cascade of
-``megc_vqa.visual.face`` (grown by 15%); otherwise, or when no face (or no detector) is found, the crop is
-the centre square of each frame, with a warning (the documented fallback). A video without a visible face
-is therefore processed like any other; its scores are simply low.
+Face crop: MEGC long videos are recorded with a fixed camera and a seated subject, so one face view per video
+is enough, found on the first frame by the visual layer's face pipeline (``SpotterConfig.face``). ``box``
+(the earlier ``face_crop``) is the Haar box grown by 15%, or the centre square with a warning when no face
+(or no detector) is found; ``crop`` and ``align`` use ``megc_vqa.visual.facepipe`` (landmarks, margin,
+eyes levelled) and skip a video without one usable face, with a line naming it; ``none`` is the centre
+square.
 
 Dropped frames (gaps in the numbering, as in CAS(ME)^3) are filled with the nearest earlier frame that
 exists, so the grid stays regular in time; unreadable images reuse the previous crop. Both are logged.
@@ -102,8 +103,9 @@ def first_frame_grey(frames: VideoFrames) -> np.ndarray | None:
         return None
 
 
-def face_crop_for(frames: VideoFrames, label: str = "") -> Crop | None:
-    """The face box on the first frame, or None (centre square) with a warning saying why."""
+def face_crop_for(frames: VideoFrames, label: str = "", margin: float = 0.15) -> Crop | None:
+    """``face: box`` (the earlier ``face_crop``): the Haar face box on the first frame
+    (``megc_vqa.visual.face.face_box``), or None (centre square) with a warning saying why."""
     from megc_vqa.visual.face import FaceDetectorUnavailable, face_box
 
     image = first_frame_grey(frames)
@@ -111,10 +113,38 @@ def face_crop_for(frames: VideoFrames, label: str = "") -> Crop | None:
         log.warning("%s: first frame unreadable, no face crop: centre square used", label)
         return None
     try:
-        return face_box(image, label=label)
+        return face_box(image, margin=margin, label=label)
     except FaceDetectorUnavailable as err:
         log.warning("%s: %s; centre square used", label, err)
         return None
+
+
+@dataclass(frozen=True)
+class FaceView:
+    """Where each frame's crop comes from: a box (``crop``; ``box``), or an output->source affine map onto a
+    ``size`` x ``size`` canvas (``align``)."""
+
+    crop: Crop | None = None
+    matrix: np.ndarray | None = None
+
+
+def face_view_for(frames: VideoFrames, config: SpotterConfig, label: str = "") -> FaceView:
+    """The video's face view by ``config.face`` through the visual layer's one face pipeline
+    (``megc_vqa.visual.facepipe``), found on the first frame. ``crop``/``align`` raise ``FaceSkip`` (naming
+    the video) when the first frame has no usable face; ``box`` falls back to the centre square, as
+    ``face_crop`` always did."""
+    settings = config.face_settings()
+    if settings.face == "box":
+        return FaceView(crop=face_crop_for(frames, label, settings.margin))
+    if settings.face == "none":
+        return FaceView()
+    from megc_vqa.visual.facepipe import face_geometry
+
+    first = frames.reader.read([frames.first])[0]
+    geometry = face_geometry(first, settings, config.size, label)
+    if settings.face == "crop":
+        return FaceView(crop=geometry.box)
+    return FaceView(matrix=geometry.matrix)
 
 
 def _reduction_for(shape: tuple[int, int], size: int, crop: Crop | None) -> int:
@@ -146,6 +176,7 @@ def iter_crop_chunks(
     chunk: int = 256,
     crop: Crop | None = None,
     workers: int = 2,
+    matrix: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield ``(n <= chunk, size, size)`` uint8 crops of ``indices`` in order; memory holds about a chunk.
 
@@ -153,6 +184,8 @@ def iter_crop_chunks(
     larger than the crop. A chunk that fails to decode is read frame by frame: unreadable frames repeat the
     previous crop (logged); if the very first frames are unreadable the first readable crop is used.
     ``workers`` is kept for callers; decoding is sequential (OpenCV's decoder is the cost, not Python).
+    ``matrix`` (``face: align``): an output->source affine map onto a ``size`` x ``size`` canvas, used
+    instead of ``crop``.
     """
     from megc_vqa.visual.frames import FrameError
 
@@ -178,7 +211,22 @@ def iter_crop_chunks(
                     images.append(frames.reader.read_grey([index], reduce=factor)[0])
                 except FrameError:
                     images.append(None)
-        crops = [None if im is None else crop_square(im, size, crop, factor) for im in images]
+        if matrix is not None:
+            reduced = matrix / factor  # source pixels are 1/factor as many in a reduced decode
+            crops = [
+                None
+                if im is None
+                else cv2.warpAffine(
+                    im,
+                    reduced,
+                    (size, size),
+                    flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+                for im in images
+            ]
+        else:
+            crops = [None if im is None else crop_square(im, size, crop, factor) for im in images]
         out = np.empty((len(crops), size, size), np.uint8)
         for k, crop_k in enumerate(crops):
             if crop_k is None:
@@ -355,8 +403,7 @@ def prepare_video(
 ) -> PreparedVideo:
     """Decode and preprocess a whole video for training (``phase`` shifts the grid by that many frames)."""
     frames = VideoFrames.open(video.source)
-    if crop is None and config.face_crop:
-        crop = face_crop_for(frames, video.video_id)
+    view = FaceView(crop=crop) if crop is not None else face_view_for(frames, config, video.video_id)
     stride = config.stride_for(video.fps)
     grid = sample_grid(frames.first + phase, frames.last, stride)
     chosen, missing = frames.resolve(grid)
@@ -368,7 +415,7 @@ def prepare_video(
             len(grid),
         )
     maker = ChannelMaker(config, video.fps, stride)
-    chunks = iter_crop_chunks(frames, chosen, config.size, chunk, crop)
+    chunks = iter_crop_chunks(frames, chosen, config.size, chunk, view.crop, matrix=view.matrix)
     parts = [c.astype(np.float16) for c in maker.stream(chunks)]
     channels = np.concatenate(parts, axis=1)
     grid = grid[: channels.shape[1]]

@@ -40,10 +40,11 @@ from megc_vqa.records import FrameSource
 from .data import (
     ChannelMaker,
     Crop,
+    FaceView,
     NoFramesError,
     Stabiliser,
     VideoFrames,
-    face_crop_for,
+    face_view_for,
     iter_crop_chunks,
     sample_grid,
 )
@@ -170,8 +171,7 @@ def score_video(
     cfg = model.config
     frames = VideoFrames.open(source)
     label = name or str(source.path)
-    if crop is None and cfg.face_crop:
-        crop = face_crop_for(frames, label)
+    view = FaceView(crop=crop) if crop is not None else face_view_for(frames, cfg, label)
     stride = cfg.stride_for(fps)
     grid = sample_grid(frames.first, frames.last, stride)
     chosen, missing = frames.resolve(grid)
@@ -192,7 +192,7 @@ def score_video(
             cfg.n_frames,
         )
     maker = ChannelMaker(cfg, fps, stride)
-    chunks = maker.stream(iter_crop_chunks(frames, chosen, cfg.size, chunk, crop, workers))
+    chunks = maker.stream(iter_crop_chunks(frames, chosen, cfg.size, chunk, view.crop, workers, view.matrix))
     return score_stream(
         model, chunks, grid, fps, stride, last=frames.last, batch=batch, hop=hop, device=device, name=label
     )

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from megc_vqa.face_settings import FaceSettings
+
 # What each sampled frame contributes, in channel order:
 #   grey: the face crop itself, scaled to [0, 1];
 #   diff: the crop minus the previous *sampled* crop (motion at the window's time scale);
@@ -43,8 +45,14 @@ class SpotterConfig:
     inputs: channels per sampled frame, a subset of ``INPUT_CHANNELS``.
     dev_seconds: time constant of the running mean used by the ``dev`` channel.
     neutral_seconds: span of the centred running median used by the ``neutral`` channel.
-    face_crop: crop every frame to the face box found on the video's first frame (Haar cascade); the centre
-        square when no face (or no detector) is found. Saved with the model so training and inference agree.
+    face_crop: the earlier switch, ``face: box``: crop every frame to the face box found on the video's first
+        frame (Haar cascade); the centre square when no face (or no detector) is found.
+    face: ``none`` (centre square), ``box`` (as ``face_crop``), ``crop`` or ``align``: the face pipeline of
+        ``megc_vqa.visual.facepipe`` on the first frame (a square around the landmarks plus ``face_margin``,
+        or the eyes levelled at a fixed distance); a video without one usable face is skipped, with a line
+        naming it. Head motion is steadied by ``stabilise``. Saved with the model so training and inference
+        agree.
+    face_margin, face_detector: as in the VQA visual settings (``megc_vqa.face_settings.FaceSettings``).
     widths: channels of the three 3D conv stages.
     hidden: channels of the temporal head.
     dilations: one 3-tap temporal conv per entry in the head, with that dilation (wider temporal context).
@@ -63,6 +71,9 @@ class SpotterConfig:
     dev_seconds: float = 2.0
     neutral_seconds: float = 3.0
     face_crop: bool = False
+    face: str = "none"
+    face_margin: float = 0.15
+    face_detector: str = "auto"
     widths: tuple[int, int, int] = (16, 32, 48)
     hidden: int = 64
     dilations: tuple[int, ...] = (1, 2)
@@ -84,6 +95,11 @@ class SpotterConfig:
         self.dilations = tuple(self.dilations)
         self.emotions = tuple(self.emotions)
         self.train_fps = tuple(float(f) for f in self.train_fps)
+        self.face_settings()  # a bad face key is an error here, not at the first video
+
+    def face_settings(self) -> FaceSettings:
+        """The face switches as the visual layer takes them (``face_crop: true`` is ``face: box``)."""
+        return FaceSettings.from_keys(self)
 
     def stride_for(self, fps: float) -> int:
         """Original frames between two sampled frames, so ``(n_frames - 1) * stride`` spans ~``window_seconds``.

@@ -344,6 +344,8 @@ class STRRunner:
         """Process every unfinished job; returns ``{"done": [...], "skipped": [...], "failed": {name: reason}}``."""
         from tqdm import tqdm
 
+        from megc_vqa.visual.face import FaceSkip
+
         from .data import NoFramesError
 
         if self.config.emotion == "head" and self.spotter is not None and not self.spotter.config.emotions:
@@ -363,7 +365,8 @@ class STRRunner:
                 NoFramesError,
                 FileNotFoundError,
                 MegcError,
-            ) as err:  # an input's fault: said, no traceback
+                FaceSkip,
+            ) as err:  # an input's fault (a video the face pipeline cannot use too): said, no traceback
                 log.error("%s: skipped: %s", job.name, err)
                 summary["failed"][job.name] = str(err)
                 continue
@@ -583,6 +586,7 @@ class EngineAsk:
     def __init__(self, engine, contract) -> None:
         self.engine = engine
         self.contract = contract
+        self.face_skips = 0  # intervals the face pipeline could not use (each logged)
 
     @property
     def settings(self) -> dict:
@@ -590,11 +594,18 @@ class EngineAsk:
 
     def __call__(self, source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
         from megc_vqa.records import Clip
+        from megc_vqa.visual.face import FaceSkip
 
         onset, apex, offset = key_frames
         name = f"{source.path.name}_{onset}_{offset}"
         clip = Clip("str", "", name, name, source, fps, onset, offset, apex)
-        return self.engine.answer([question], [self.contract.sample(clip)])[0].text
+        try:
+            visual = self.contract.sample(clip)
+        except FaceSkip as err:  # the interval keeps the fallback answer; said, counted
+            self.face_skips += 1
+            log.warning("%s; the interval gets the fallback answer", err)
+            return ""
+        return self.engine.answer([question], [visual])[0].text
 
 
 def engine_ask(

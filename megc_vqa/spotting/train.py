@@ -180,13 +180,22 @@ def split_subjects(videos: Sequence, fraction: float, seed: int) -> tuple[list[s
 
 
 def _prepare(videos, model_cfg, phases: int = 1):
+    from megc_vqa.visual.face import FaceSkip
+
     from .data import prepare_video
 
     prepared = []
+    skipped = 0
     for v in videos:
         stride = model_cfg.stride_for(v.fps)
-        for phase in sorted({round(k * stride / phases) for k in range(phases)}):
-            prepared.append(prepare_video(v, model_cfg, phase=phase))
+        try:
+            for phase in sorted({round(k * stride / phases) for k in range(phases)}):
+                prepared.append(prepare_video(v, model_cfg, phase=phase))
+        except FaceSkip as err:  # no usable face on the first frame: named, counted, left out
+            skipped += 1
+            log.warning("%s", err)
+    if skipped:
+        log.warning("face pipeline: %d of %d video(s) skipped; each is named above", skipped, len(videos))
     return prepared
 
 

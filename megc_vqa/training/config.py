@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import InputError
+from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.fileio import load_yaml_file, resolve_inside
 from megc_vqa.limits import (
     BATCH_SIZE,
@@ -109,7 +110,39 @@ class DataArguments:
         },
     )
     image_size: int = field(default=224, metadata={"help": "side of the sampled frames in pixels"})
-    face_crop: bool = field(default=False, metadata={"help": "crop frames to the detected face"})
+    face_crop: bool = field(
+        default=False,
+        metadata={
+            "help": "the earlier switch: true is face: box (the Haar box of the onset frame grown 15%)"
+        },
+    )
+    face: str | None = field(
+        default=None,
+        metadata={
+            "help": "face pipeline: none (full frame), box (the earlier face_crop), crop (square around the "
+            "landmarks plus face_margin), align (eyes level at a fixed distance); a clip without one usable "
+            "face is skipped and counted",
+            "choices": list(FACE_MODES),
+        },
+    )
+    face_margin: float = field(default=0.15, metadata={"help": "share of the face's size added on each side"})
+    face_detector: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (dlib when installed, else Haar), dlib or haar",
+            "choices": list(FACE_DETECTORS),
+        },
+    )
+    register: bool = field(
+        default=False,
+        metadata={"help": "register every frame to the onset (removes head motion before flow)"},
+    )
+    magnify: float = field(
+        default=1.0,
+        metadata={
+            "help": f"motion magnification factor, 1 (off) to {MAX_MAGNIFY:g}; bounded per clip by noise"
+        },
+    )
     apex_policy: str = field(
         default="annotated",
         metadata={
@@ -384,6 +417,10 @@ def validate(recipe: Recipe) -> None:
         parse_sampler(d.visual_spec)
     except ValueError as err:
         raise ConfigError(f"{where}: visual_spec: {err}") from None
+    try:
+        FaceSettings.from_keys(d)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
     known_types = set(get_args(QuestionType))
     bad = [
         q for q in (d.question_types or []) + list(parse_question_mix(d.question_mix)) if q not in known_types

@@ -229,3 +229,35 @@ def make_visual_fn(
         return result
 
     return visual_fn
+
+
+def drop_face_skips(
+    records: Sequence[Any], visual_fn: VisualFn, what: str = "training"
+) -> tuple[list[Any], list[str]]:
+    """The records whose clip the face pipeline can use, and one line per clip it skipped (no face, two
+    faces, a face cut by the border, a crop outside the frame, a face leaving the frame, frames of another
+    size or mode: :class:`megc_vqa.visual.face.FaceSkip`). Each clip is sampled once here (the visual
+    function's memory and disk caches keep the result for training); every skip is logged with the clip's
+    name and the count said once."""
+    from megc_vqa.visual.face import FaceSkip
+
+    kept: list[Any] = []
+    skipped: dict[tuple, str] = {}
+    seen: set[tuple] = set()
+    for record in records:
+        key = tuple(get_field(record, k) for k in ("source", "first_frame", "fps", "onset", "apex", "offset"))
+        if key not in seen:
+            seen.add(key)
+            try:
+                visual_fn(record)
+            except FaceSkip as err:
+                skipped[key] = str(err)
+                log.warning("%s clip %s", what, err)
+        if key not in skipped:
+            kept.append(record)
+    if skipped:
+        log.warning(
+            "face pipeline: %d of %d %s clip(s) skipped (%d record(s)); each is named above",
+            len(skipped), len(seen), what, len(records) - len(kept),
+        )  # fmt: skip
+    return kept, list(skipped.values())

@@ -5,7 +5,7 @@
 
 Every clip's visual inputs are sampled once, exactly as the project's own training samples them
 (:func:`megc_vqa.visual.samplers.sample` with the recipe's ``visual_spec``, ``image_size`` and
-``face_crop``: key frames, flow image, diff image), and written as PNG files under ``OUT/images/``; each
+the face keys: key frames, flow image, diff image), and written as PNG files under ``OUT/images/``; each
 question of the clip becomes one row whose prompt is laid out by the project's prompt builder
 (:func:`megc_vqa.models.prompting.build_messages`: images first, then the visual description and the
 question), in the trainer's format (:mod:`megc_vqa.training.trainers`).
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
+from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable, load_yaml_file
 from megc_vqa.limits import check_image_size
 
@@ -47,6 +48,11 @@ RECIPE_KEYS: tuple[str, ...] = (
     "visual_mode",
     "image_size",
     "face_crop",
+    "face",
+    "face_margin",
+    "face_detector",
+    "register",
+    "magnify",
     "describe_visuals",
     "system_prompt",
     "val_fraction",
@@ -65,6 +71,11 @@ class ExportSettings:
     visual_mode: str = "images"
     image_size: int | None = 224
     face_crop: bool = False
+    face: str | None = None
+    face_margin: float = 0.15
+    face_detector: str = "auto"
+    register: bool = False
+    magnify: float = 1.0
     describe_visuals: bool = True
     system_prompt: str | None = None
     val_fraction: float = 0.0
@@ -110,12 +121,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--recipe",
         type=Path,
         metavar="R.yaml",
-        help="training recipe whose visual settings (visual_spec, image_size, face_crop, describe_visuals, "
+        help="training recipe whose visual settings (visual_spec, image_size, face keys, describe_visuals, "
         "system_prompt) and split (val_fraction, val_subjects, split_seed) to use",
     )
     parser.add_argument("--visual-spec", help="sampler spec, e.g. oao+flow (overrides the recipe)")
     parser.add_argument("--image-size", type=int, help="shorter image side in pixels (overrides the recipe)")
-    parser.add_argument("--face-crop", action="store_true", default=None, help="crop frames to the face")
+    parser.add_argument(
+        "--face-crop", action="store_true", default=None, help="the earlier face crop (same as --face box)"
+    )
+    parser.add_argument(
+        "--face", choices=FACE_MODES, help="face pipeline: none, box, crop or align (overrides the recipe)"
+    )
+    parser.add_argument("--face-margin", type=float, help="share of the face's size added on each side")
+    parser.add_argument("--face-detector", choices=FACE_DETECTORS, help="auto, dlib or haar")
+    parser.add_argument(
+        "--register", action="store_true", default=None, help="register every frame to the onset"
+    )
+    parser.add_argument(
+        "--magnify", type=float, help=f"motion magnification factor, 1 (off) to {MAX_MAGNIFY:g}"
+    )
     parser.add_argument("--val-fraction", type=float, help="fraction of subjects per dataset held out")
     parser.add_argument("--val-subjects", nargs="+", metavar="S", help="hold out these subjects")
     parser.add_argument("--split-seed", type=int, help="seed of the subject split")
@@ -129,6 +153,11 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
         ("visual_spec", "visual_spec"),
         ("image_size", "image_size"),
         ("face_crop", "face_crop"),
+        ("face", "face"),
+        ("face_margin", "face_margin"),
+        ("face_detector", "face_detector"),
+        ("register", "register"),
+        ("magnify", "magnify"),
         ("val_fraction", "val_fraction"),
         ("val_subjects", "val_subjects"),
         ("split_seed", "split_seed"),
@@ -150,6 +179,10 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
     check_image_size(
         "image_size", settings.image_size, where=f"--recipe {args.recipe}" if args.recipe else None
     )
+    try:
+        FaceSettings.from_keys(settings)
+    except ValueError as err:
+        raise UsageError(f"{f'--recipe {args.recipe}: ' if args.recipe else ''}{err}") from None
     if settings.val_subjects and settings.val_fraction:
         raise UsageError("give val_fraction or val_subjects, not both")
     if not 0.0 <= float(settings.val_fraction or 0.0) < 1.0:
@@ -224,8 +257,15 @@ def export(
     from megc_vqa.training.trainers import chat_row, llamafactory_entry
     from megc_vqa.visual.frames import FrameError
 
+    face = FaceSettings.from_keys(settings)
     visual = VisualContract(
-        spec=settings.visual_spec, size=settings.image_size, face_crop=bool(settings.face_crop)
+        spec=settings.visual_spec,
+        size=settings.image_size,
+        face=face.face,
+        face_margin=face.margin,
+        face_detector=face.detector,
+        register=face.register,
+        magnify=face.magnify,
     )
     visual_fn = make_visual_fn(visual, cache_dir, memory_cache=1)
     options = PromptOptions(

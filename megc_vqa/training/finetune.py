@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.face_settings import FaceSettings
 from megc_vqa.fileio import RunRecord, atomic_write_text, check_outside, content_identity, read_json_object
 from megc_vqa.models.contract import RECORD_NAME, LabelContract, ModelContract, VisualContract
 from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
@@ -80,8 +81,16 @@ def prompt_options(recipe: Recipe) -> PromptOptions:
 def visual_contract(recipe: Recipe) -> VisualContract:
     """The recipe's visual settings as the training record holds them."""
     d = recipe.data
+    face = FaceSettings.from_keys(d)
     return VisualContract(
-        spec=d.visual_spec, size=d.image_size, face_crop=d.face_crop, apex_policy=d.apex_policy
+        spec=d.visual_spec,
+        size=d.image_size,
+        apex_policy=d.apex_policy,
+        face=face.face,
+        face_margin=face.margin,
+        face_detector=face.detector,
+        register=face.register,
+        magnify=face.magnify,
     )
 
 
@@ -429,6 +438,11 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         val_visual_fn = make_visual_fn(
             contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
         )
+    face_skips: list[str] = []
+    if contract.visual.face_settings().pipeline:  # clips without one usable face: named, counted, left out
+        train_records, face_skips = _without_face_skips(train_records, visual_fn, "training")
+        val_records, val_skips = _without_face_skips(val_records, val_visual_fn, "validation")
+        face_skips += val_skips
     if d.blank_pixels:
         visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
 
@@ -476,6 +490,8 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         raise TrainingError(out_of_memory_advice(recipe)) from None
     metrics: dict[str, Any] = dict(result.metrics)
     metrics["data_summary"] = data_summary(train_records, val_records)  # for the model card
+    if contract.visual.face_settings().pipeline:
+        metrics["face_skipped_clips"] = len(face_skips)
     # Claimed before the save: PEFT writes (or updates) a README.md in the folder; a user's is kept.
     guard = card_guard(out_dir, WRITER) if trainer.is_world_process_zero() else contextlib.nullcontext(False)
     with guard as card:
@@ -500,6 +516,23 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
             log.info("model card: %s", write_model_card(out_dir, model_card(out_dir)))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
     return TrainResult(metrics, trainer.model, processor, out_dir)
+
+
+def _without_face_skips(
+    records: list[Any], visual_fn: VisualFn | None, what: str
+) -> tuple[list[Any], list[str]]:
+    """``records`` less those of clips the face pipeline skips; all of them skipped is a TrainingError."""
+    from megc_vqa.training.data import drop_face_skips
+
+    if not records or visual_fn is None:
+        return records, []
+    kept, skipped = drop_face_skips(records, visual_fn, what)
+    if not kept:
+        raise TrainingError(
+            f"the face pipeline skipped every {what} clip ({len(skipped)}; the first: {skipped[0]}); check the "
+            "face settings (face, face_margin, face_detector) against the frames, or use face: none"
+        )
+    return kept, skipped
 
 
 def _main(argv: list[str] | None = None) -> int:

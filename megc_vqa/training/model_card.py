@@ -208,7 +208,10 @@ def _visual_section(contract: Any) -> list[str]:
             [
                 ("sampler", f"`{v.spec}`"),
                 ("shorter side (px)", v.size if v.size is not None else "native"),
-                ("face crop", v.face_crop),
+                ("face pipeline", v.face),
+                ("face margin / detector", f"{v.face_margin} / {v.face_detector}"),
+                ("registration to the onset", v.register),
+                ("motion magnification", v.magnify),
                 ("optical flow", v.flow_method),
                 ("apex in training", v.apex_policy),
                 ("apex estimator (clips without one, e.g. test clips)", v.apex_method),

@@ -207,6 +207,13 @@ class FrameReader:
             decoded = {i: _imread(self._files[i], _REDUCED_GREY[reduce]) for i in unique}
         return _stack([decoded[i] for i in resolved], self.path, colour=False)
 
+    def headers(self, indices: Sequence[int]) -> dict[int, tuple[tuple[int, int], str] | None]:
+        """``{index: ((width, height), mode)}`` from the image headers of a folder's frames (no pixel is
+        decoded; ``None`` for a header that cannot be parsed); empty for a video, whose frames are alike."""
+        if self._video is not None:
+            return {}
+        return {i: _header(self._files[i]) for i in sorted(set(self.resolve(indices)))}
+
     def _check_headers(self, indices: list[int]) -> None:
         """Warn (once per frame) when frames of this folder differ in size or mode from its first frame: a
         frame from another clip or camera. They are still converted and resized to match (a cropped release

@@ -13,9 +13,11 @@ At most one of ``oao``/``uniform:N``; e.g. ``oao+flow`` (what the 3rd-placed MEG
 the diff image; ``video`` holds the same key frames stacked ``(T, H, W, 3)`` for video-mode models.
 
 :func:`sample` decodes only the frames it needs (plus small grey copies for apex estimation when the
-clip has no apex), optionally crops one face box per clip, resizes so the *shorter side* equals
-``size`` (aspect ratio kept; up- or down-scaled; ``None`` keeps native size), and computes flow/diff on
-the frames as the model sees them, so their pixels line up. With ``cache_dir`` the result is stored as
+clip has no apex), optionally runs the face pipeline (:class:`~megc_vqa.visual.face.FaceSettings`: a crop
+or an aligned face, registration to the onset, magnification; :mod:`megc_vqa.visual.facepipe`), resizes
+so the *shorter side* equals ``size`` (aspect ratio kept; up- or down-scaled; ``None`` keeps native size),
+and computes flow/diff on the frames as the model sees them, so their pixels line up. A clip the face
+pipeline cannot use raises :class:`~megc_vqa.visual.face.FaceSkip` (a ``FrameError``) naming it. With ``cache_dir`` the result is stored as
 an ``.npz`` keyed by everything that changes it, and a second call only loads that file.
 """
 
@@ -41,7 +43,8 @@ from megc_vqa.frame_names import is_image
 from megc_vqa.limits import SAMPLED_FRAMES
 from megc_vqa.records import Clip, FrameSource
 from megc_vqa.visual.apex import estimate_apex
-from megc_vqa.visual.face import Box, crop, face_box
+from megc_vqa.visual.face import Box, FaceSettings, crop, face_box
+from megc_vqa.visual.facepipe import FaceGeometry, Registrar, check_frames_alike, face_geometry, magnify
 from megc_vqa.visual.flow import FLOW_METHODS, diff_image, flow_image
 from megc_vqa.visual.frames import FrameError, FrameReader
 
@@ -51,7 +54,7 @@ SAMPLER_GRAMMAR = (
     "PART('+'PART)* with PART one of: oao | uniform:N (N >= 1) | flow | diff; at most one of oao/uniform:N"
 )
 # Bump when the cached content or its meaning changes, so stale caches are never reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 APEX_METHODS: tuple[str, ...] = ("motion", "midpoint")
 _UNIFORM = re.compile(r"uniform:(\d+)")
 
@@ -176,10 +179,18 @@ def code_version() -> str:
     """Hash of the source of the modules that shape visual inputs, and of the OpenCV and NumPy versions
     that compute them (optical flow, resizing and the face detector change between OpenCV releases): a
     code or library change never reuses a cache."""
-    from megc_vqa.visual import apex, face, flow, frames
+    from megc_vqa.visual import apex, face, facepipe, flow, frames
 
-    digest = hashlib.sha256(f"{CACHE_VERSION} cv2 {cv2.__version__} numpy {np.__version__}".encode())
-    for module in (frames, face, apex, flow, sys.modules[__name__]):
+    try:
+        import dlib
+
+        dlib_version = str(getattr(dlib, "__version__", "?"))
+    except ImportError:
+        dlib_version = "none"
+    digest = hashlib.sha256(
+        f"{CACHE_VERSION} cv2 {cv2.__version__} numpy {np.__version__} dlib {dlib_version}".encode()
+    )
+    for module in (frames, face, facepipe, apex, flow, sys.modules[__name__]):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -207,13 +218,15 @@ def cache_key(
     spec: SamplerSpec,
     *,
     size: int | None,
-    face_crop: bool,
-    flow_method: str,
+    face_crop: bool = False,
+    flow_method: str = "farneback",
     apex_method: str = "motion",
+    face: FaceSettings | None = None,
 ) -> str:
     """Hash of everything the result depends on: the source (path, kind, first frame, and every frame
-    file's name, size and mtime), the clip's fps and onset/apex/offset, every sampler setting, and the
-    code version of the visual modules."""
+    file's name, size and mtime), the clip's fps and onset/apex/offset, every sampler and face setting, and
+    the code version of the visual modules. ``face_crop`` is the earlier switch (``face: box``)."""
+    face = _face_settings(face, face_crop)
     fields = {
         "code": code_version(),
         "path": os.path.abspath(clip.source.path),
@@ -226,9 +239,9 @@ def cache_key(
         "offset": clip.offset,
         "spec": str(spec),
         "size": size,
-        "face_crop": face_crop,
         "flow_method": flow_method,
         "apex_method": apex_method,
+        **face.key(),
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -243,30 +256,33 @@ def sample(
     cache_dir: Path | None = None,
     root: Path | None = None,
     apex_method: str = "motion",
+    face: FaceSettings | None = None,
 ) -> VisualInputs:
     """Build a clip's :class:`VisualInputs` for a sampler spec (see the module docstring).
 
     size: shorter side in pixels after resizing (aspect kept), ``None`` for native size.
-    face_crop: crop every frame to the face found on the onset frame (full frame if none is found).
+    face: the face pipeline's settings (:class:`~megc_vqa.visual.face.FaceSettings`); ``None``: none.
+    face_crop: the earlier switch, ``face: box`` (the Haar box of the onset frame grown by 15%, the full
+        frame with a warning if none is found); ignored when ``face`` is given.
     flow_method: ``farneback`` or ``tvl1`` (needs opencv-contrib).
     cache_dir: where to keep ``.npz`` results; ``None`` disables caching.
     root: dataset root the clip's frames must stay inside.
     apex_method: for clips without an apex: ``motion`` (:func:`~megc_vqa.visual.apex.estimate_apex`, the
         frame of largest motion against the onset) or ``midpoint`` (the middle of onset..offset, a
         common SMIC convention).
-    Raises FrameError (naming the path) when frames cannot be read, FaceDetectorUnavailable when
-    ``face_crop`` is asked of an OpenCV without the Haar cascade.
+    Raises FrameError (naming the path) when frames cannot be read, FaceSkip (a FrameError naming the clip)
+    when the face pipeline cannot use the clip, FaceDetectorUnavailable when the detector asked for is not
+    installed.
     """
     parsed = spec if isinstance(spec, SamplerSpec) else parse_sampler(spec)
+    face = _face_settings(face, face_crop)
     if flow_method not in FLOW_METHODS:
         raise ValueError(f"unknown flow method {flow_method!r}; choose one of {', '.join(FLOW_METHODS)}")
     if apex_method not in APEX_METHODS:
         raise ValueError(f"unknown apex method {apex_method!r}; choose one of {', '.join(APEX_METHODS)}")
     cache_file = None
     if cache_dir is not None:
-        key = cache_key(
-            clip, parsed, size=size, face_crop=face_crop, flow_method=flow_method, apex_method=apex_method
-        )
+        key = cache_key(clip, parsed, size=size, flow_method=flow_method, apex_method=apex_method, face=face)
         cache_file = Path(cache_dir) / f"{clip.dataset}_{_safe(clip.image_id)}_{key}.npz"
         cached = _load(cache_file)
         if cached is not None:
@@ -277,7 +293,7 @@ def sample(
             parsed,
             reader,
             size=size,
-            face_crop=face_crop,
+            face=face,
             flow_method=flow_method,
             apex_method=apex_method,
         )
@@ -286,23 +302,32 @@ def sample(
     return result
 
 
+def _face_settings(face: FaceSettings | None, face_crop: bool) -> FaceSettings:
+    return face if face is not None else FaceSettings.legacy(face_crop)
+
+
 def _compute(
     clip: Clip,
     spec: SamplerSpec,
     reader: FrameReader,
     *,
     size: int | None,
-    face_crop: bool,
+    face: FaceSettings,
     flow_method: str,
     apex_method: str,
 ) -> VisualInputs:
     onset, offset = reader.resolve([clip.onset, clip.offset])
     label = f"{clip.dataset}/{clip.image_id}"
     box: Box | None = None
+    geometry: FaceGeometry | None = None
     onset_frame: np.ndarray | None = None
-    if face_crop:
+    if face.face == "box":
         onset_frame = reader.read([onset])[0]
-        box = face_box(onset_frame, label=label)
+        box = face_box(onset_frame, margin=face.margin, label=label)
+    elif face.pipeline:
+        onset_frame = reader.read([onset])[0]
+        geometry = face_geometry(onset_frame, face, size, label)
+        box = geometry.box
 
     # The apex is only needed by oao, flow and diff: uniform:N alone never pays for estimating it.
     needs_apex = spec.frames == "oao" or spec.flow or spec.diff
@@ -319,6 +344,8 @@ def _compute(
     wanted = list(key_indices)
     if apex is not None and (spec.flow or spec.diff):
         wanted += [onset, apex]
+    if geometry is not None:
+        wanted.append(onset)  # registration and magnification work against the onset frame
     unique = sorted(set(wanted))
     if onset_frame is not None and onset in unique:
         rest = [i for i in unique if i != onset]
@@ -326,7 +353,12 @@ def _compute(
         decoded[onset] = onset_frame
     else:
         decoded = dict(zip(unique, reader.read(unique), strict=True)) if unique else {}
-    ready = {i: resize_shorter(crop(frame, box), size) for i, frame in decoded.items()}
+    if geometry is not None:
+        ready = _face_frames(
+            decoded, reader, geometry, face, size, label, onset=onset, apex=apex, offset=offset
+        )
+    else:
+        ready = {i: resize_shorter(crop(frame, box), size) for i, frame in decoded.items()}
 
     images: list[np.ndarray] = []
     video = None
@@ -342,9 +374,7 @@ def _compute(
     if spec.diff and apex is not None:
         images.append(diff_image(ready[onset], ready[apex]))
         parts.append("diff onset->apex")
-    extras = []
-    if face_crop:
-        extras.append("face crop" if box is not None else "full frame (no face found)")
+    extras = _describe_face(face, box)
     if size is not None:
         extras.append(f"shorter side {size}px")
     description = " + ".join(p for p in parts if p) + (f" [{', '.join(extras)}]" if extras else "")
@@ -358,6 +388,43 @@ def _compute(
         apex_estimated=apex_estimated,
         face_box=box,
     )
+
+
+def _face_frames(
+    decoded: dict[int, np.ndarray],
+    reader: FrameReader,
+    geometry: FaceGeometry,
+    face: FaceSettings,
+    size: int | None,
+    label: str,
+    *,
+    onset: int,
+    apex: int | None,
+    offset: int,
+) -> dict[int, np.ndarray]:
+    """The decoded frames through the face pipeline: same size and mode checked, placed in the clip's
+    geometry (registered to the onset when asked), resized, magnified when asked."""
+    check_frames_alike(reader.headers(list(decoded)), onset, label)
+    registrar = Registrar(geometry, decoded[onset], label, face.register)
+    roles = {offset: "offset", **({apex: "apex"} if apex is not None else {})}
+    placed = {
+        i: registrar(frame, i, roles.get(i, "key frame")) if i != onset else registrar(frame, i, "onset")
+        for i, frame in decoded.items()
+    }
+    ready = {i: resize_shorter(frame, size) for i, frame in placed.items()}
+    return magnify(ready, onset, face.magnify, label, geometry.mask)
+
+
+def _describe_face(face: FaceSettings, box: Box | None) -> list[str]:
+    """What the face pipeline did, the same words for every clip of a setting (train/test parity)."""
+    if face.face == "box":
+        return ["face crop" if box is not None else "full frame (no face found)"]
+    extras = {"crop": ["face crop"], "align": ["aligned face"]}.get(face.face, [])
+    if face.register:
+        extras.append("registered to the onset")
+    if face.magnify != 1.0:
+        extras.append(f"motion magnified x{face.magnify:g}")
+    return extras
 
 
 def _describe_frames(spec: SamplerSpec) -> str:

@@ -96,3 +96,60 @@ def toy_face(height: int = 240, width: int = 200) -> np.ndarray:
     mouth = (cx, cy + int(height * 0.19))
     cv2.ellipse(image, mouth, (int(width * 0.12), int(height * 0.03)), 0, 0, 360, (120, 50, 50), -1)
     return cv2.GaussianBlur(image, (5, 5), 0)
+
+
+def face_scene(
+    width: int = 640,
+    height: int = 480,
+    *,
+    face_px: int = 280,
+    centre: tuple[float, float] | None = None,
+    n_frames: int = 5,
+    apex_pos: int | None = None,
+    au: int = 12,
+    intensity: float = 0.25,
+    head_angle: float = 0.0,
+    head_shift: tuple[float, float] = (0.0, 0.0),
+    seed: int = 0,
+    noise: float = 2.0,
+) -> np.ndarray:
+    """``(n_frames, height, width, 3)`` uint8 RGB: the project's synthetic face (``megc_vqa.synth.face``,
+    rendered at ``face_px``) pasted off-centre into a large noisy background, as a release frame holds a
+    face. Action unit ``au`` rises to ``intensity`` at ``apex_pos`` and falls back (the expression), while
+    the head turns by ``head_angle`` degrees and moves by ``head_shift`` pixels on the same course (head
+    motion). For the face pipeline's tests and benchmark; a stand-in until a realistic preset exists."""
+    from megc_vqa.synth.face import render_frames, sample_identity
+
+    rng = np.random.default_rng(seed)
+    apex_pos = n_frames // 2 if apex_pos is None else apex_pos
+    course = np.asarray(toy_shifts(n_frames, apex_pos, 1000), np.float64) / 1000.0
+    faces = render_frames(sample_identity(rng), {au: course * intensity}, {}, rng, size=face_px, noise=0.0)
+    background = rng.normal(120, 35, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    background = cv2.GaussianBlur(background, (0, 0), 2)
+    cx, cy = centre if centre is not None else (width * 0.4, height * 0.55)
+    square = np.full((face_px, face_px), 255, np.uint8)
+    frames = np.empty((n_frames, height, width, 3), np.uint8)
+    for t in range(n_frames):
+        k = course[t]
+        matrix = cv2.getRotationMatrix2D((face_px / 2, face_px / 2), head_angle * k, 1.0)
+        matrix[:, 2] += (cx - face_px / 2 + head_shift[0] * k, cy - face_px / 2 + head_shift[1] * k)
+        face = cv2.warpAffine(cv2.cvtColor(faces[t], cv2.COLOR_BGR2RGB), matrix, (width, height))
+        inside = cv2.warpAffine(square, matrix, (width, height)) > 128
+        frame = background.copy()
+        frame[inside] = face[inside]
+        if noise:
+            frame = (frame + rng.normal(0, noise, frame.shape)).clip(0, 255).astype(np.uint8)
+        frames[t] = frame
+    return frames
+
+
+def write_frames(
+    folder: Path, frames: np.ndarray, *, first: int = 1, pattern: str = "img{}.jpg"
+) -> list[int]:
+    """Write RGB frames as numbered JPEG files (quality 95); return the indices written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(frames):
+        image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if frame.ndim == 3 else frame
+        cv2.imwrite(str(folder / pattern.format(first + t)), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return list(range(first, first + len(frames)))
