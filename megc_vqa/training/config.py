@@ -263,7 +263,6 @@ class StageArguments:
     )
     rft_samples: int = field(default=4, metadata={"help": "rft: answers sampled per training question"})
     rft_temperature: float = field(default=1.0, metadata={"help": "rft: sampling temperature"})
-    rft_max_new_tokens: int = field(default=160, metadata={"help": "rft: length bound of a sampled answer"})
     rft_min_reward: float = field(
         default=1.0,
         metadata={"help": "rft: a sample is kept when its mean reward is at least this (1.0: fully right)"},
@@ -618,7 +617,6 @@ def check_stage(recipe: Recipe) -> None:
     checks: list[tuple[str, Any, dict[str, float]]] = [
         ("rft_temperature", s.rft_temperature, {"above": 0}),
         ("rft_min_reward", s.rft_min_reward, {"minimum": 0, "maximum": 1}),
-        ("rft_max_new_tokens", s.rft_max_new_tokens, {"minimum": 1}),
         ("rft_samples", s.rft_samples, {"minimum": 1}),
     ]
     counts = [("rft_samples", s.rft_samples, GENERATIONS)]
