@@ -281,3 +281,27 @@ def test_the_tiny_sft_model_samples_through_the_answering_engine(qa_file, sft_ad
     model.eval()
     samples = sample_answers(model, processor, contract, records, visual_fn, recipe)
     assert [len(s) for s in samples] == [2, 2, 2] and all(isinstance(a, str) for s in samples for a in s)
+
+
+def test_sampled_answers_cannot_hold_vision_tokens(tmp_path):
+    """A sampled <|vision_start|> breaks the model's M-RoPE in the log-probability pass (seen in the
+    benchmark): generation suppresses every vision token, not only trl's image pad."""
+    from megc_vqa.models.registry import load_processor
+    from megc_vqa.training.grpo import VISION_TOKENS, suppress_vision_tokens
+
+    tokenizer = load_processor("tiny-qwen2.5-vl").tokenizer
+    argv = [
+        "--config",
+        str(ROOT / "recipes/tiny/grpo.yaml"),
+        "--output_dir",
+        str(tmp_path),
+        "--train_file",
+        "synth:tiny",
+    ]
+    recipe = parse_config(argv)
+    assert suppress_vision_tokens(recipe, tokenizer) == list(VISION_TOKENS)
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    assert set(recipe.training.generation_kwargs["suppress_tokens"]) == ids
+    recipe.training.use_vllm, recipe.training.generation_kwargs = True, None
+    suppress_vision_tokens(recipe, tokenizer)
+    assert recipe.training.generation_kwargs == {"bad_words": sorted(VISION_TOKENS)}

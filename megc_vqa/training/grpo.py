@@ -109,6 +109,26 @@ def pixel_bounds_pinned(processor: Any, options: PromptOptions) -> Iterator[None
                 setattr(image_processor, key, value)
 
 
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def suppress_vision_tokens(recipe: Recipe, tokenizer: Any) -> list[str]:
+    """Keep sampled answers free of the vision tokens: a sampled ``<|vision_start|>`` makes the model's
+    M-RoPE look for an image that is not there, and the log-probability pass fails (trl suppresses only
+    the image pad). Sets ``generation_kwargs`` (vLLM: ``bad_words``); returns the tokens suppressed."""
+    t = recipe.training
+    unknown = tokenizer.unk_token_id
+    found = [tok for tok in VISION_TOKENS if tokenizer.convert_tokens_to_ids(tok) not in (None, unknown)]
+    extra = dict(t.generation_kwargs or {})
+    if t.use_vllm:
+        extra["bad_words"] = sorted({*extra.get("bad_words", []), *found})
+    else:
+        ids = [tokenizer.convert_tokens_to_ids(tok) for tok in found]
+        extra["suppress_tokens"] = sorted({*extra.get("suppress_tokens", []), *ids})
+    t.generation_kwargs = extra
+    return found
+
+
 def generation_backend(recipe: Recipe) -> str:
     """``vllm`` when the recipe asks for it and vLLM is installed; else plain ``generate`` (said once)."""
     t = recipe.training
@@ -220,6 +240,7 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
         t.num_generations,
         generation_backend(recipe),
     )
+    suppress_vision_tokens(recipe, processor.tokenizer)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_functions(recipe.stage.rewards, reward_vocab(contract)),
