@@ -101,6 +101,7 @@ def test_a_one_item_lora_target_modules_stays_a_list(in_run_folder):
         ("", ["--lora_r", "many"], r"^[^:]*command line: argument --lora_r/--lora-r: invalid int value"),
         ("stage: ppo\n", [], r"stage must be one of sft, grpo, rft \(got 'ppo'\)"),
         ("rewards: [answer]\n", [], r"rewards act only in stage: grpo or rft"),
+        ("sft_model: runs/prep\nrft_samples: 2\n", [], r": rft_samples act only in stage: grpo or rft"),
         ("stage: grpo\nrewards: [answer, fromat]\n", [], r"unknown reward\(s\) \['fromat'\]; the rewards are: answer, format"),
         ("stage: grpo\nnum_generations: 1\nper_device_train_batch_size: 1\n", [], r"num_generations must be at least 2 \(got 1\)"),
         ("stage: grpo\nreward_weights: [1.0]\n", [], r"reward_weights has 1 value\(s\) for 2 reward\(s\)"),

@@ -248,9 +248,10 @@ class StageArguments:
     sft_model: str | None = field(
         default=None,
         metadata={
-            "help": "grpo/rft: the SFT run's output folder to start from (its LoRA adapter, or its full model "
-            "when SFT trained fully); its training record must match the recipe's prompt and visual settings. "
-            "Without it the stage starts from model_name_or_path, and rewards start near chance"
+            "help": "the SFT run's output folder to start from (its LoRA adapter, trained on, or its full "
+            "model when SFT trained fully); for grpo/rft its training record must match the recipe's prompt "
+            "and visual settings, and without it they start from model_name_or_path (rewards near chance); "
+            "for sft it continues an earlier SFT run with new settings"
         },
     )
     rewards: list[str] = field(
@@ -583,7 +584,7 @@ def check_stage(recipe: Recipe) -> None:
         set_keys = []
         for f in fields(StageArguments):
             default = f.default_factory() if f.default_factory is not MISSING else f.default
-            if f.name != "stage" and getattr(s, f.name) != default:
+            if f.name not in ("stage", "sft_model") and getattr(s, f.name) != default:
                 set_keys.append(f.name)
         if set_keys:
             raise ConfigError(

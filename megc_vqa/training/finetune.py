@@ -562,18 +562,21 @@ def save_run(
 
 def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recipe = parse_config(argv)
+    run_stage(parse_config(argv))
+    return 0
+
+
+def run_stage(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
+    """Train the recipe's stage: ``sft`` (:func:`train`), ``grpo`` or ``rft`` (their modules)."""
     if recipe.stage.stage == "grpo":
         from megc_vqa.training.grpo import train_grpo
 
-        train_grpo(recipe)
-    elif recipe.stage.stage == "rft":
+        return train_grpo(recipe, visual_fn)
+    if recipe.stage.stage == "rft":
         from megc_vqa.training.rft import train_rft
 
-        train_rft(recipe)
-    else:
-        train(recipe)
-    return 0
+        return train_rft(recipe, visual_fn)
+    return train(recipe, visual_fn)
 
 
 def main(argv: list[str] | None = None) -> int:
