@@ -17,8 +17,9 @@ placeholders (``prepare_multimodal_messages``), renders and tokenises the prompt
 chat template, and calls the processor again on the rendered text for the log-probability pass; it
 forwards ``pixel_values``/``image_grid_thw``/``mm_token_type_ids`` (images only: no video inputs, hence
 ``visual_mode: images``). Neither call passes the recipe's pixel bounds, so the one adapter here is
-:func:`pixel_bounds_pinned`: for the run, the processor's image size defaults are the recipe's bounds,
-and the pixels match those of SFT and answering (a test compares them).
+:func:`processor_for_trl`: for the run, the processor's image size defaults are the recipe's bounds, so
+the pixels match those of SFT and answering (a test compares them), and it pads on the left as the
+trainer assumes.
 """
 
 from __future__ import annotations
@@ -89,21 +90,27 @@ def grpo_dataset(records: Sequence[Any], visual_fn: VisualFn, options: PromptOpt
 
 
 @contextlib.contextmanager
-def pixel_bounds_pinned(processor: Any, options: PromptOptions) -> Iterator[None]:
-    """Within the block, the image processor's default size is the recipe's pixel bounds (what
-    :func:`megc_vqa.models.prompting.encode_prompts` passes per call), so GRPOTrainer's own processor calls
-    see the pixels SFT and answering see; the processor is saved unchanged afterwards."""
-    image_processor = processor.image_processor
+def processor_for_trl(processor: Any, options: PromptOptions) -> Iterator[None]:
+    """Within the block, the processor behaves as GRPOTrainer assumes and as SFT encodes: the image
+    processor's default size is the recipe's pixel bounds (what
+    :func:`megc_vqa.models.prompting.encode_prompts` passes per call), and the tokenizer pads on the left
+    (the trainer left-pads the prompt ids itself but takes ``mm_token_type_ids`` from the processor's
+    padding: right padding misplaces the image tokens of the shorter prompts of a batch). The processor is
+    saved unchanged afterwards."""
+    image_processor, tokenizer = processor.image_processor, processor.tokenizer
     size = _pixel_kwargs(options, processor)["images_kwargs"].get("size")
     before = {k: getattr(image_processor, k, None) for k in ("size", "min_pixels", "max_pixels")}
+    padding_side = tokenizer.padding_side
     if size is not None:
         image_processor.size = size
         for key, edge in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
             if hasattr(image_processor, key):
                 setattr(image_processor, key, size.get(edge, before[key]))
+    tokenizer.padding_side = "left"
     try:
         yield
     finally:
+        tokenizer.padding_side = padding_side
         for key, value in before.items():
             if value is not None or hasattr(image_processor, key):
                 setattr(image_processor, key, value)
@@ -113,9 +120,10 @@ VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|imag
 
 
 def suppress_vision_tokens(recipe: Recipe, tokenizer: Any) -> list[str]:
-    """Keep sampled answers free of the vision tokens: a sampled ``<|vision_start|>`` makes the model's
-    M-RoPE look for an image that is not there, and the log-probability pass fails (trl suppresses only
-    the image pad). Sets ``generation_kwargs`` (vLLM: ``bad_words``); returns the tokens suppressed."""
+    """Keep sampled answers free of the vision tokens. The model counts the image and video pad tokens of
+    its input against the visual features it is given, so a sampled pad token fails the log-probability
+    pass (trl suppresses the image pad only, not the video pad); the vision start/end tokens never belong
+    in an answer either. Sets ``generation_kwargs`` (vLLM: ``bad_words``); returns the tokens suppressed."""
     t = recipe.training
     unknown = tokenizer.unk_token_id
     found = [tok for tok in VISION_TOKENS if tokenizer.convert_tokens_to_ids(tok) not in (None, unknown)]
@@ -249,7 +257,7 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
         processing_class=processor,
     )
     try:
-        with pixel_bounds_pinned(processor, options):
+        with processor_for_trl(processor, options):
             result = trainer.train(resume_from_checkpoint=resume)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         from megc_vqa.training.preflight import is_out_of_memory, out_of_memory_advice
