@@ -3,7 +3,7 @@
     accelerate launch recipes/finetune.py --config recipes/qwen2.5-vl-3b/lora.yaml [--key value ...]
     accelerate launch --cpu recipes/finetune.py --config recipes/tiny/lora.yaml --output_dir O --max_steps 2
 
-Every recipe key can be overridden on the command line (``--output_dir``, ``--max_steps``,
+A recipe's `stage` (sft, grpo, rft) picks what is trained (docs/grpo.md). Every recipe key can be overridden on the command line (``--output_dir``, ``--max_steps``,
 ``--learning_rate``, ``--resume_from_checkpoint true``, ...); ``--help`` lists them all. The logic lives
 in ``megc_vqa.training.finetune``.
 """

@@ -42,6 +42,9 @@ RECIPES = {
     "qwen2.5-vl-3b/qlora.yaml": DEPTH_3B,
     "qwen2.5-vl-7b/lora.yaml": [],
     "qwen3-vl/lora.yaml": [],
+    # stage grpo: one GRPO step (a group of 2 answers, see realsize.STAGE_OVERRIDES), from a fresh adapter
+    "qwen2.5-vl-3b/grpo.yaml": DEPTH_3B,
+    "qwen2.5-vl-7b/grpo.yaml": [],
 }
 
 

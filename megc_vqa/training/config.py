@@ -1,10 +1,12 @@
-"""Fine-tuning configuration: a flat YAML recipe plus ``--key value`` overrides (``HfArgumentParser``).
+"""Fine-tuning configuration: a flat YAML recipe plus ``--key value`` overrides, through TRL's ``TrlParser``.
 
-Keys come from three dataclasses: :class:`ModelArguments` and :class:`DataArguments` here, and
-``transformers.TrainingArguments`` (learning rate, schedule, epochs, batch size, gradient accumulation and
-checkpointing, seed, checkpoints, ``resume_from_checkpoint``, TensorBoard logging, ...). A key that none
-of them knows is an error that names the file and the closest known keys, so a typo never silently falls
-back to a default.
+Keys come from four dataclasses: :class:`ModelArguments` (``trl.ModelConfig`` with this project's
+defaults and LoRA scopes), :class:`DataArguments` and :class:`StageArguments` here, and the trainer's
+arguments: ``transformers.TrainingArguments`` for supervised stages (learning rate, schedule, epochs,
+batch size, gradient accumulation and checkpointing, seed, checkpoints, ``resume_from_checkpoint``,
+TensorBoard logging, ...), and ``trl.GRPOConfig`` (through :class:`GRPOArguments`) for ``stage: grpo``.
+A key that none of them knows is an error that names the file and the closest known keys, so a typo never
+silently falls back to a default.
 
     recipe = parse_config(["--config", "recipes/tiny/lora.yaml", "--max_steps", "2"])
 """
@@ -12,9 +14,12 @@ back to a default.
 from __future__ import annotations
 
 import difflib
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from trl import GRPOConfig, ModelConfig, TrlParser
 
 from megc_vqa.errors import InputError
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
@@ -37,14 +42,33 @@ class ConfigError(ValueError):
     """A recipe or command line that cannot be used as written; the message says what to change."""
 
 
+# trl.ModelConfig's keys that the hand-written parser before it did not have (a run record made before
+# them holds none of them: see megc_vqa.training.finetune.run_settings).
+NEW_MODEL_KEYS: frozenset[str] = frozenset(
+    {"model_revision", "use_rslora", "use_dora", "lora_modules_to_save", "lora_target_parameters",
+     "lora_task_type", "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage"}
+)  # fmt: skip
+
+
 @dataclass
-class ModelArguments:
-    """Which model, how it is loaded, and what is trained."""
+class ModelArguments(ModelConfig):
+    """Which model, how it is loaded, and what is trained: ``trl.ModelConfig`` (its names for the model,
+    dtype, attention, PEFT and LoRA keys, and ``use_rslora``, ``use_dora``, ``lora_modules_to_save``) with
+    this project's defaults, plus the LoRA scopes and full-training freezes of the model registry.
+
+    Quantisation is always NF4 with double quantisation and the vision tower left unquantised
+    (``megc_vqa.models.registry.quantization_config``), so the bnb_* keys of ``ModelConfig`` are not keys
+    here; nor are ``model_revision`` (download the revision into a folder and name the folder),
+    ``lora_target_parameters`` and ``lora_task_type`` (always a causal LM).
+    """
 
     model_name_or_path: str = field(
         default="qwen2.5-vl-3b",
         metadata={"help": "registry name (qwen2.5-vl-3b, tiny-qwen2.5-vl, ...), hub id, or model folder"},
     )
+    # trl.ModelConfig fields this project does not read are init=False: not recipe keys (an error if a
+    # recipe sets one), instead of keys that would be accepted and silently do nothing.
+    model_revision: str = field(default="main", init=False, repr=False)
     dtype: str = field(
         default="auto",
         metadata={"help": "weights dtype", "choices": ["auto", "bfloat16", "float16", "float32"]},
@@ -60,12 +84,23 @@ class ModelArguments:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "explicit module names or a regex; overrides lora_target"}
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "module names trained in full next to LoRA and saved with it (see also train_fully)"
+        },
+    )
+    lora_target_parameters: list[str] | None = field(default=None, init=False, repr=False)
+    lora_task_type: str = field(default="CAUSAL_LM", init=False, repr=False)
+    bnb_4bit_quant_type: str = field(default="nf4", init=False, repr=False)
+    use_bnb_nested_quant: bool = field(default=True, init=False, repr=False)
+    bnb_4bit_quant_storage: str | None = field(default=None, init=False, repr=False)
     lora_target: str = field(
         default="language",
         metadata={"help": f"where LoRA goes: {', '.join(LORA_SCOPES)} joined by '+', or 'all'"},
-    )
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "explicit module names or a regex; overrides lora_target"}
     )
     train_fully: str | None = field(
         default=None,
@@ -80,6 +115,12 @@ class ModelArguments:
     freeze_language_model: bool = field(
         default=False, metadata={"help": "full fine-tuning only: keep the language model frozen"}
     )
+
+    def __post_init__(self) -> None:
+        # ModelConfig's own check raises a message without the recipe's name, and it turns a one-item
+        # lora_target_modules into a string, which PEFT reads as a regex ('q_proj' would match nothing):
+        # :func:`validate` checks, and build_model reads the list.
+        pass
 
 
 @dataclass
@@ -113,7 +154,7 @@ class DataArguments:
     face_crop: bool = field(
         default=False,
         metadata={
-            "help": "the earlier switch: true is face: box (the Haar box of the onset frame grown 15%)"
+            "help": "the earlier switch: true is face: box (the Haar box of the onset frame grown 15%%)"
         },
     )
     face: str | None = field(
@@ -217,6 +258,64 @@ class DataArguments:
     )
 
 
+STAGES: tuple[str, ...] = ("sft", "grpo", "rft")
+REWARD_NAMES: tuple[str, ...] = (
+    "answer",
+    "format",
+)  # megc_vqa.training.rewards.REWARDS, kept in step by a test
+
+
+@dataclass
+class StageArguments:
+    """Which training stage the recipe runs, and the keys of the stages after supervised fine-tuning."""
+
+    stage: str = field(
+        default="sft",
+        metadata={
+            "help": "sft: supervised fine-tuning on the QA records; grpo: GRPO (trl.GRPOTrainer) rewarded by "
+            "the MEGC scorer, from an SFT model; rft: rejection-sampling fine-tuning (sample rft_samples "
+            "answers per training question from the SFT model, keep the rewarded ones, fine-tune on them)",
+            "choices": list(STAGES),
+        },
+    )
+    sft_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "the SFT run's output folder to start from (its LoRA adapter, trained on, or its full "
+            "model when SFT trained fully); for grpo/rft its training record must match the recipe's prompt "
+            "and visual settings, and without it they start from model_name_or_path (rewards near chance); "
+            "for sft it continues an earlier SFT run with new settings"
+        },
+    )
+    rewards: list[str] = field(
+        default_factory=lambda: list(REWARD_NAMES),
+        metadata={
+            "help": f"grpo/rft: reward functions ({', '.join(REWARD_NAMES)}); answer: the MEGC scorer per question "
+            "kind (exact label, AU set F1, the joint answer's parts), format: 1 when the answer follows the "
+            "kind's grammar. grpo weighs them with reward_weights"
+        },
+    )
+    rft_samples: int = field(default=4, metadata={"help": "rft: answers sampled per training question"})
+    rft_temperature: float = field(default=1.0, metadata={"help": "rft: sampling temperature"})
+    rft_min_reward: float = field(
+        default=1.0,
+        metadata={"help": "rft: a sample is kept when its mean reward is at least this (1.0: fully right)"},
+    )
+
+
+@dataclass
+class GRPOArguments(GRPOConfig):
+    """``trl.GRPOConfig`` with the group size checked first, in words that name the key."""
+
+    def __post_init__(self) -> None:
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be at least 2 (got {self.num_generations}): GRPO scores each answer "
+                "against the other answers of its question, so a group of one learns nothing"
+            )
+        super().__post_init__()
+
+
 # Defaults of TrainingArguments that differ for this project (a recipe may still set any of them).
 TRAINING_DEFAULTS: dict[str, Any] = {
     "remove_unused_columns": False,  # the collator needs the raw records
@@ -234,36 +333,53 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "output_dir": "runs/finetune",
     "dataloader_num_workers": 0,
 }
+# GRPO keeps trl.GRPOConfig's learning rate, schedule, batch and epochs (RL steps are small and few).
+GRPO_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in TRAINING_DEFAULTS.items() if k not in ("learning_rate", "lr_scheduler_type", "warmup_steps",
+                                                               "per_device_train_batch_size", "num_train_epochs",
+                                                               "gradient_accumulation_steps")},
+    "output_dir": "runs/grpo",
+    "activation_checkpointing": False,  # GRPOConfig turns it on; a recipe asks for it as SFT recipes do
+}  # fmt: skip
 
 
 @dataclass
 class Recipe:
     model: ModelArguments
     data: DataArguments
-    training: Any  # transformers.TrainingArguments
+    training: Any  # transformers.TrainingArguments, or GRPOArguments for stage grpo
     config_path: str | None = None
+    stage: StageArguments = field(default_factory=StageArguments)
 
 
-def _dataclass_types() -> tuple[type, ...]:
+def _dataclass_types(stage: str = "sft") -> tuple[type, ...]:
+    if stage == "grpo":
+        return (ModelArguments, DataArguments, StageArguments, GRPOArguments)
     from transformers import TrainingArguments
 
-    return (ModelArguments, DataArguments, TrainingArguments)
+    return (ModelArguments, DataArguments, StageArguments, TrainingArguments)
 
 
-def known_keys() -> set[str]:
-    return {f.name for cls in _dataclass_types() for f in fields(cls) if f.init}
+def known_keys(stage: str = "sft") -> set[str]:
+    return {f.name for cls in _dataclass_types(stage) for f in fields(cls) if f.init}
 
 
-def _unknown(keys: list[str], where: str) -> ConfigError:
-    known = sorted(known_keys())
+def _unknown(keys: list[str], where: str, stage: str = "sft") -> ConfigError:
+    known = sorted(known_keys(stage))
+    others = {s: known_keys(s) for s in STAGES if s != stage}
     hints = []
     for key in keys:
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-        hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        hint = f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+        elsewhere = [s for s, keys_of in others.items() if key in keys_of]
+        if elsewhere and not close:
+            hint += f" (a key of stage: {' or '.join(elsewhere)}, not of stage: {stage})"
+        hints.append(hint)
     return ConfigError(f"{where}: unknown key(s) {'; '.join(hints)}. See `recipes/finetune.py --help`.")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_recipe_yaml(path: str | Path) -> dict[str, Any]:
+    """A recipe file as a mapping, read through the project's bounded YAML reader (size limit, no aliases)."""
     import yaml
 
     p = Path(path)
@@ -275,16 +391,25 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a recipe is a mapping of key: value lines, got {type(data).__name__}")
-    unknown = sorted(set(data) - known_keys())
+    return data
+
+
+def load_yaml(path: str | Path, stage: str | None = None) -> dict[str, Any]:
+    """A recipe file whose every key is known to its stage (``stage:`` in the file, else ``sft``)."""
+    data = read_recipe_yaml(path)
+    stage = stage or str(data.get("stage", "sft"))
+    if stage not in STAGES:
+        raise ConfigError(f"{path}: stage must be one of {', '.join(STAGES)} (got {stage!r})")
+    unknown = sorted(set(data) - known_keys(stage))
     if unknown:
-        raise _unknown(unknown, str(p))
+        raise _unknown(unknown, str(path), stage)
     return data
 
 
 # Recipe keys that name files or folders. Written in a recipe they must stay below the working folder
 # (relative, no '..'): recipes travel between labs, and a path in one must not read or write anywhere the
 # user did not choose. An absolute or outside path is given on the command line (``--output_dir /x``).
-RECIPE_PATH_KEYS = ("train_file", "eval_file", "visual_cache_dir", "output_dir", "logging_dir")
+RECIPE_PATH_KEYS = ("train_file", "eval_file", "visual_cache_dir", "output_dir", "logging_dir", "sft_model")
 
 
 def check_recipe_paths(
@@ -309,49 +434,93 @@ def check_recipe_paths(
             raise ConfigError(str(err)) from None
 
 
-def build_parser():
-    """The ``HfArgumentParser`` over the three dataclasses, with this project's training defaults."""
-    from transformers import HfArgumentParser
+def _flag_value(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """``--name value`` or ``--name=value`` taken out of ``args``: ``(value or None, the other args)``."""
+    flag = f"--{name}"
+    for i, arg in enumerate(args):
+        if arg == flag:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{flag} needs a value")
+            return args[i + 1], args[:i] + args[i + 2 :]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1], args[:i] + args[i + 1 :]
+    return None, args
 
-    # allow_abbrev=False: a typo such as --max_step must not silently mean --max_steps.
-    parser = HfArgumentParser(
-        _dataclass_types(), description="LoRA/QLoRA fine-tuning of a video LVLM", allow_abbrev=False
-    )
-    parser.add_argument("--config", default=None, help="YAML recipe; command-line keys override it")
-    parser.set_defaults(**TRAINING_DEFAULTS)
-    return parser
+
+class RecipeParser(TrlParser):
+    """``TrlParser`` over the recipe dataclasses of one stage, with this project's training defaults.
+
+    What it changes: the YAML is read through the project's bounded reader (no aliases, a size limit) and
+    every key of it must be known, with the closest known keys suggested; a recipe path must stay below the
+    working folder unless the command line gives it; unknown command-line keys are suggested the same way;
+    and an argparse error is a :class:`ConfigError` instead of an exit with the usage text. ``env:`` (which
+    TrlParser turns into environment variables) is not a recipe key: a recipe sets no process state.
+    """
+
+    def __init__(self, stage: str = "sft") -> None:
+        # allow_abbrev=False: a typo such as --max_step must not silently mean --max_steps.
+        super().__init__(
+            _dataclass_types(stage),
+            description="Fine-tuning of a video LVLM (SFT, GRPO, RFT)",
+            allow_abbrev=False,
+        )
+        self.stage = stage
+        self.add_argument("--config", default=None, help="YAML recipe; command-line keys override it")
+        self.set_defaults(**(GRPO_DEFAULTS if stage == "grpo" else TRAINING_DEFAULTS))
+
+    def error(self, message: str) -> Any:  # argparse calls it for a bad choice or type on the command line
+        raise ConfigError(f"command line: {message}. See `recipes/finetune.py --help`.")
+
+    def parse_args_and_config(  # type: ignore[override]
+        self, args: list[str] | None = None, config_path: str | None = None
+    ) -> tuple[Any, ...]:
+        """The stage's dataclasses from ``config_path`` (recipe values replace the defaults) and ``args``
+        (which win over the recipe)."""
+        args = list(sys.argv[1:] if args is None else args)
+        if config_path is not None:
+            values = load_yaml(config_path, self.stage)
+            given = {a.split("=", 1)[0].lstrip("-").replace("-", "_") for a in args if a.startswith("--")}
+            check_recipe_paths(values, config_path, given)
+            self.set_defaults_with_config(**values)
+        try:
+            *outputs, remaining = self.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{config_path or 'command line'}: {err}") from None
+        if remaining:
+            flags = [r.lstrip("-").split("=")[0] for r in remaining if r.startswith("--")]
+            raise _unknown(flags or remaining, "command line", self.stage)
+        return tuple(outputs[: len(_dataclass_types(self.stage))])
+
+
+def build_parser(stage: str = "sft") -> RecipeParser:
+    """The recipe parser of ``stage`` (``--help`` lists its keys)."""
+    return RecipeParser(stage)
+
+
+def recipe_stage(args: list[str], config_path: str | None) -> str:
+    """The stage a command line runs: ``--stage``, else the recipe's ``stage:``, else ``sft``."""
+    stage, _ = _flag_value(args, "stage")
+    if stage is None and config_path is not None:
+        stage = read_recipe_yaml(config_path).get("stage")
+    stage = str(stage or "sft")
+    if stage not in STAGES:
+        raise ConfigError(
+            f"{config_path or 'command line'}: stage must be one of {', '.join(STAGES)} (got {stage!r})"
+        )
+    return stage
 
 
 def parse_config(argv: list[str] | None = None) -> Recipe:
     """Parse ``--config recipe.yaml`` and ``--key value`` overrides into a :class:`Recipe`."""
-    import sys
-
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    config_path = None
-    if "--config" in args:
-        i = args.index("--config")
-        if i + 1 >= len(args):
-            raise ConfigError("--config needs a path to a YAML recipe")
-        config_path = args[i + 1]
-        del args[i : i + 2]
-        values = load_yaml(config_path)
-        given = {a.split("=", 1)[0].lstrip("-").replace("-", "_") for a in args if a.startswith("--")}
-        check_recipe_paths(values, config_path, given)
-        for action in parser._actions:  # a recipe value replaces the default; the CLI still wins
-            if action.dest in values:
-                action.required = False
-        parser.set_defaults(**values)
-    try:
-        # The outputs are the three dataclasses, a namespace holding --config, and the leftover strings.
-        *outputs, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
-        model_args, data_args, training_args = outputs[:3]
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{config_path or 'command line'}: {err}") from None
-    if remaining:
-        flags = [r.lstrip("-").split("=")[0] for r in remaining if r.startswith("--")]
-        raise _unknown(flags or remaining, "command line")
-    recipe = Recipe(model_args, data_args, training_args, config_path)
+    config_path, args = _flag_value(args, "config")
+    stage = recipe_stage(args, config_path)
+    model_args, data_args, stage_args, training_args = RecipeParser(stage).parse_args_and_config(
+        args, config_path
+    )
+    recipe = Recipe(model_args, data_args, training_args, config_path, stage_args)
     validate(recipe)
     return recipe
 
@@ -439,6 +608,71 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"{where}: eval_file is given, so do not also split train_file (val_*/loso_fold)")
     check_ranges(recipe)
     check_choices(recipe)
+    check_stage(recipe)
+
+
+def check_stage(recipe: Recipe) -> None:
+    """The keys of the stages after SFT: set only where they act, with known rewards and sane sampling."""
+    from dataclasses import MISSING
+
+    s, t = recipe.stage, recipe.training
+    where = recipe.config_path or "command line"
+    if s.stage == "sft":
+        set_keys = []
+        for f in fields(StageArguments):
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if f.name not in ("stage", "sft_model") and getattr(s, f.name) != default:
+                set_keys.append(f.name)
+        if set_keys:
+            raise ConfigError(
+                f"{where}: {', '.join(set_keys)} act only in stage: grpo or rft; set stage, or remove them"
+            )
+        return
+    unknown = [r for r in s.rewards if r not in REWARD_NAMES]
+    if unknown or not s.rewards:
+        raise ConfigError(
+            f"{where}: unknown reward(s) {unknown or '(none given)'}; the rewards are: {', '.join(REWARD_NAMES)}"
+        )
+    if len(set(s.rewards)) != len(s.rewards):
+        raise ConfigError(f"{where}: rewards names one twice: {s.rewards}")
+    if s.sft_model is not None and not Path(s.sft_model).is_dir():
+        raise ConfigError(f"{where}: sft_model {s.sft_model} is not a folder (the output_dir of an SFT run)")
+    if recipe.data.visual_mode != "images" and s.stage == "grpo":
+        raise ConfigError(
+            f"{where}: stage grpo takes visual_mode: images only (trl's GRPOTrainer passes images, not videos, "
+            "to the model); train the Qwen3-VL video recipe with stage sft or rft"
+        )
+    if s.stage == "grpo":
+        weights = t.reward_weights
+        if weights is not None and len(weights) != len(s.rewards):
+            raise ConfigError(
+                f"{where}: reward_weights has {len(weights)} value(s) for {len(s.rewards)} reward(s) "
+                f"({', '.join(s.rewards)}); give one weight per reward, in the same order"
+            )
+    from megc_vqa.errors import UsageError, check_number
+    from megc_vqa.limits import GENERATIONS
+
+    checks: list[tuple[str, Any, dict[str, float]]] = [
+        ("rft_temperature", s.rft_temperature, {"above": 0}),
+        ("rft_min_reward", s.rft_min_reward, {"minimum": 0, "maximum": 1}),
+        ("rft_samples", s.rft_samples, {"minimum": 1}),
+    ]
+    counts = [("rft_samples", s.rft_samples, GENERATIONS)]
+    if s.stage == "grpo":
+        checks += [
+            ("temperature", t.temperature, {"above": 0}),
+            ("top_p", t.top_p, {"above": 0, "maximum": 1}),
+            ("max_completion_length", t.max_completion_length, {"minimum": 1}),
+            ("beta", t.beta, {"minimum": 0}),
+        ]
+        counts.append(("num_generations", t.num_generations, GENERATIONS))
+    try:
+        for name, value, bounds in checks:
+            check_number(name, value, where=where, **bounds)
+        for name, value, limit in counts:
+            check_count(name, value, limit, minimum=None, where=where)
+    except UsageError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_choices(recipe: Recipe) -> None:

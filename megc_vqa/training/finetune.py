@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,24 @@ def prepare_data(recipe: Recipe) -> tuple[list[Any], list[Any], list[str]]:
     return train, val, held
 
 
+def sft_start(recipe: Recipe) -> tuple[str, str | None]:
+    """``(folder or name the weights load from, SFT LoRA adapter folder or None)`` for the recipe's stage:
+    ``sft_model`` is an SFT run's output, an adapter on ``model_name_or_path`` or a fully trained model."""
+    sft, base = recipe.stage.sft_model, recipe.model.model_name_or_path
+    if sft is None:
+        return base, None
+    config = Path(sft) / "adapter_config.json"
+    if not config.is_file():
+        return sft, None
+    trained_on = read_json_object(config, "adapter config").get("base_model_name_or_path")
+    if trained_on not in (None, base):
+        raise ConfigError(
+            f"sft_model {sft} is an adapter of {trained_on}, but model_name_or_path is {base}; "
+            f"set model_name_or_path: {trained_on}"
+        )
+    return base, sft
+
+
 def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     """``(model ready to train, processor, family)``: loaded, optionally quantised, PEFT-wrapped."""
     from transformers import set_seed
@@ -164,14 +182,25 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     from megc_vqa.models.registry import load_model, load_processor, lora_target_regex, resolve
 
     m, t = recipe.model, recipe.training
-    _, family = resolve(m.model_name_or_path)
+    base, adapter = sft_start(recipe)
+    _, family = resolve(base)
     bits = 4 if m.load_in_4bit else 8 if m.load_in_8bit else None
-    processor = load_processor(m.model_name_or_path)
-    model = load_model(
-        m.model_name_or_path, dtype=m.dtype, bits=bits, attn_implementation=m.attn_implementation
-    )
+    processor = load_processor(base)
+    model = load_model(base, dtype=m.dtype, bits=bits, attn_implementation=m.attn_implementation)
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     set_seed(t.seed)  # LoRA initialisation
+    if adapter is not None:  # a later stage goes on training the SFT adapter itself
+        from peft import PeftModel, prepare_model_for_kbit_training
+
+        if bits:
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=t.activation_checkpointing
+            )
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        log.info("training on from the SFT adapter %s (its LoRA settings, not the recipe's)", adapter)
+        if t.activation_checkpointing and not bits:
+            model.enable_input_require_grads()
+        return model, processor, family
     if not m.use_peft:
         for name, param in model.named_parameters():
             frozen_vision = m.freeze_vision_tower and ".visual." in f".{name}" and ".merger." not in name
@@ -194,12 +223,15 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
         lora_scope_targets(family, m.lora_target, targets if m.lora_target_modules else None),
         recipe.config_path or "command line",
     )
+    save += list(m.lora_modules_to_save or [])
     config = LoraConfig(
         r=m.lora_r,
         lora_alpha=m.lora_alpha,
         lora_dropout=m.lora_dropout,
         target_modules=targets,
         modules_to_save=save or None,
+        use_rslora=m.use_rslora,
+        use_dora=m.use_dora,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, config)
@@ -339,11 +371,27 @@ def run_settings(recipe: Recipe) -> dict[str, Any]:
             "content": content_identity(resolve_qa_file(d.train_file)),
         }
     model = {k: v for k, v in asdict(m).items() if k != "attn_implementation"}  # same maths either way
-    return {
+    settings = {
         "model": {**model, "files": content_identity(m.model_name_or_path)},
         "data": data,
         "training": {k: getattr(t, k, None) for k in LEARNING_ARGS},
     }
+    return without_new_defaults(settings, recipe)
+
+
+def without_new_defaults(settings: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """``settings`` without the keys issue 24 added (trl.ModelConfig's, the stage's) where they hold their
+    defaults, so a run recorded before them still resumes; a stage after SFT records its keys."""
+    from dataclasses import MISSING, asdict, fields
+
+    from megc_vqa.training.config import NEW_MODEL_KEYS
+
+    defaults = {f.name: f.default for f in fields(recipe.model) if f.default is not MISSING}
+    model = {k: v for k, v in settings["model"].items() if k not in NEW_MODEL_KEYS or v != defaults.get(k)}
+    out = {**settings, "model": model}
+    if recipe.stage.stage != "sft":
+        out["stage"] = asdict(recipe.stage)
+    return out
 
 
 def check_resume_settings(recipe: Recipe, resume: str) -> None:
@@ -380,10 +428,15 @@ def finished_at(recipe: Recipe, checkpoint: str) -> int | None:
     return step if epoch >= float(t.num_train_epochs) - 1e-6 else None
 
 
-def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
+def train(
+    recipe: Recipe,
+    visual_fn: VisualFn | None = None,
+    data: tuple[list[Any], list[Any], list[str]] | None = None,
+) -> TrainResult:
     """Run one fine-tuning recipe; returns the final metrics (training loss, validation answers).
 
     visual_fn: record -> visual inputs; default: the visual layer's sampler with the recipe's settings.
+    data: ``(train, val, held-out subjects)`` instead of the recipe's files (rejection sampling's answers).
     """
     import torch
     from torch.utils.data import Dataset
@@ -427,10 +480,11 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
 
     if os.environ.get("RANK", "0") == "0":  # what the checkpoints about to be written are trained with
         RunRecord(out_dir / RUN_RECORD).start(run_settings(recipe))
-    train_records, val_records, held = prepare_data(recipe)
+    train_records, val_records, held = data or prepare_data(recipe)
     options = prompt_options(recipe)
     model, processor, family = build_model(recipe)
     contract = training_contract(recipe, family.name, train_records, held)
+    contract = replace(contract, model_name_or_path=sft_start(recipe)[0])  # a later stage's SFT model
     val_visual_fn = visual_fn
     if visual_fn is None:
         visual_fn = make_visual_fn(contract.visual, d.visual_cache_dir, d.visual_memory_cache)
@@ -492,6 +546,22 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     metrics["data_summary"] = data_summary(train_records, val_records)  # for the model card
     if contract.visual.face_settings().pipeline:
         metrics["face_skipped_clips"] = len(face_skips)
+    metrics = save_run(trainer, recipe, contract, (val_records, val_visual_fn), metrics)
+    return TrainResult(metrics, trainer.model, processor, out_dir)
+
+
+def save_run(
+    trainer: Any,
+    recipe: Recipe,
+    contract: ModelContract,
+    validation: tuple[Sequence[Any], VisualFn | None],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """What every stage leaves in ``output_dir`` after training: the adapter (PEFT format) or full model and
+    the processor, the training record, the validation answers and scores, ``train_metrics.json`` and the
+    model card."""
+    out_dir, d = Path(recipe.training.output_dir), recipe.data
+    val_records, val_visual_fn = validation
     # Claimed before the save: PEFT writes (or updates) a README.md in the folder; a user's is kept.
     guard = card_guard(out_dir, WRITER) if trainer.is_world_process_zero() else contextlib.nullcontext(False)
     with guard as card:
@@ -500,22 +570,23 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         adapter_config = out_dir / "adapter_config.json"
         if adapter_config.is_file():  # name the base as the user did: a registry name stays portable
             config = read_json_object(adapter_config, "adapter config")
-            config["base_model_name_or_path"] = recipe.model.model_name_or_path
+            config["base_model_name_or_path"] = contract.model_name_or_path or recipe.model.model_name_or_path
             atomic_write_text(adapter_config, json.dumps(config, indent=2))
         record = contract.write(out_dir)
         log.info("training record: %s", record)
         if val_records and d.final_eval:
-            model.config.use_cache = True
+            trainer.model.config.use_cache = True
             scores = validate(
-                trainer.model, processor, val_records, val_visual_fn, contract, out_dir, d.max_new_tokens
-            )
+                trainer.model, trainer.processing_class, val_records, val_visual_fn, contract, out_dir,
+                d.max_new_tokens,
+            )  # fmt: skip
             metrics.update({f"val_{k}": v for k, v in scores["overall"].items()})
             log.info("validation: %s (%s)", out_dir / VAL_METRICS, scores["variant"])
         atomic_write_text(out_dir / TRAIN_METRICS, json.dumps(metrics, indent=2, default=str))
         if card:
             log.info("model card: %s", write_model_card(out_dir, model_card(out_dir)))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
-    return TrainResult(metrics, trainer.model, processor, out_dir)
+    return metrics
 
 
 def _without_face_skips(
@@ -537,9 +608,21 @@ def _without_face_skips(
 
 def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recipe = parse_config(argv)
-    train(recipe)
+    run_stage(parse_config(argv))
     return 0
+
+
+def run_stage(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
+    """Train the recipe's stage: ``sft`` (:func:`train`), ``grpo`` or ``rft`` (their modules)."""
+    if recipe.stage.stage == "grpo":
+        from megc_vqa.training.grpo import train_grpo
+
+        return train_grpo(recipe, visual_fn)
+    if recipe.stage.stage == "rft":
+        from megc_vqa.training.rft import train_rft
+
+        return train_rft(recipe, visual_fn)
+    return train(recipe, visual_fn)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # What a training run leaves in output_dir early on: a folder holding one of them is an earlier run's.
-_RUN_FILES = (RECORD_NAME, "adapter_config.json", "trainer_state.json", "train_metrics.json", "runs")
+_RUN_FILES = (
+    RECORD_NAME, "adapter_config.json", "trainer_state.json", "train_metrics.json", "runs", RUN_RECORD,
+    "rft_samples.jsonl",
+)  # fmt: skip
 
 
 def check_output_dir(recipe: Recipe) -> None:

@@ -161,6 +161,14 @@ def write_synthetic_qa(folder: Path, n_clips: int = N_CLIPS) -> Path:
     return path
 
 
+# What a stage after SFT changes on top of :func:`overrides`: GRPO samples a group of 2 answers per question
+# (the smallest group; the recipes' 8 multiply the generation time, not the memory of the step) without
+# vLLM (not installed on the CPU), from a fresh adapter (no SFT run at real size here).
+STAGE_OVERRIDES: dict[str, list[str]] = {
+    "grpo": ["--num_generations", "2", "--per_device_train_batch_size", "2", "--use_vllm", "false"],
+}
+
+
 def overrides(model_path: str, qa: Path, out: Path, steps: int) -> list[str]:
     """The command-line keys the check sets over the recipe (everything else is the recipe's)."""
     return [
@@ -328,7 +336,7 @@ def check(
     from megc_vqa.models.registry import load_model, lora_target_regex
     from megc_vqa.training.config import load_yaml, parse_config
     from megc_vqa.training.data import load_records, make_visual_fn
-    from megc_vqa.training.finetune import prompt_options, train, visual_contract
+    from megc_vqa.training.finetune import prompt_options, run_stage, visual_contract
     from megc_vqa.training.preflight import (
         linear_module_names,
         lora_scope_targets,
@@ -359,6 +367,7 @@ def check(
     qa = write_synthetic_qa(work / "data", N_CLIPS if batch_size is None else max(N_CLIPS, batch_size))
     out = work / "adapter"
     argv = ["--config", str(recipe_path), *overrides(str(model_path), qa, out, steps)]
+    argv += STAGE_OVERRIDES.get(str(raw.get("stage", "sft")), [])
     if batch_size is not None:
         argv += ["--per_device_train_batch_size", str(batch_size)]
     if (
@@ -379,7 +388,7 @@ def check(
     # --- train through the project's trainer; the step time is the trainer's own runtime
     gc.collect()
     rss_before, cpu_before, t0 = rss_gib(), cpu_s(), time.perf_counter()
-    result = train(recipe)
+    result = run_stage(recipe)
     report["train_s"] = time.perf_counter() - t0
     report["step_s"] = float(result.metrics.get("train_runtime", report["train_s"])) / steps
     report["train_cpu_s"] = cpu_s() - cpu_before

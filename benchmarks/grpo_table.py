@@ -1,0 +1,208 @@
+"""What the stages after SFT buy on the tiny model: SFT alone, SFT continued, SFT then GRPO, SFT then RFT.
+
+Per seed: the demo's synthetic datasets (``megc-vqa synth`` + ``prep``, the demo's size unless
+``--subjects``/``--clips`` say otherwise), the demo recipe (``recipes/tiny/demo.yaml``, held-out subjects by
+``val_fraction``) trained ``--sft-steps``, then from that model, side by side:
+
+- ``sft+grpo``: ``stage: grpo`` (``recipes/tiny/grpo.yaml`` with the demo's prompt and visual keys, full
+  model as the demo trains it) for ``--grpo-steps``;
+- ``sft+sft``: ``stage: sft`` continued from the SFT model for the same extra wall time as GRPO took
+  (GRPO's training seconds divided by SFT's seconds per step);
+- ``sft+rft``: ``stage: rft`` (``--rft-samples`` answers per training question, the rewarded ones kept),
+  fine-tuned for as many steps as the continued SFT.
+
+Every model answers the held-out subjects through the answering engine (:mod:`megc_vqa.eval_heldout`,
+consistency pass off) and the table gives coarse and fine UF1/UAR and AU-list set F1, per seed and the
+median over seeds, with each arm's extra training seconds (RFT's sampling comes on top: ``wall_s`` in
+the JSON); ``reward_curves.png`` overlays GRPO's mean reward
+per step for every seed.
+
+    python benchmarks/grpo_table.py --work runs/grpo-table --seeds 0 1 2
+    python benchmarks/grpo_table.py --work runs/grpo-small --seeds 0 --subjects 12 --clips 4 \\
+        --sft-steps 600 --grpo-steps 20          # a small run that shows it works
+
+A rerun into the same ``--work`` reuses each seed's data and SFT model (delete ``seedN/sft`` to retrain).
+Writes ``WORK/grpo_table.json``, ``WORK/grpo_table.md`` and ``WORK/reward_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ARMS = ("sft", "sft+sft", "sft+grpo", "sft+rft")
+SCORES = ("uf1_coarse", "uar_coarse", "uf1_fine", "uar_fine", "au_f1")
+# The demo recipe's prompt and visual keys: a later stage must be given the SFT run's own.
+DEMO_INPUTS = [
+    "--visual_spec", "flow+diff", "--image_size", "56", "--max_pixels", "3136", "--describe_visuals", "false",
+    "--val_fraction", "0.25", "--max_new_tokens", "24",
+]  # fmt: skip
+COMMON = ["--report_to", "none", "--final_eval", "false", "--disable_tqdm", "true", "--save_strategy", "no"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/grpo-table"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--subjects", type=int, default=None, help="per dataset (default: the demo's)")
+    parser.add_argument("--clips", type=int, default=None, help="clips per subject (default: the demo's)")
+    parser.add_argument("--sft-steps", type=int, default=4000)
+    parser.add_argument("--grpo-steps", type=int, default=200)
+    parser.add_argument("--num-generations", type=int, default=4)
+    parser.add_argument("--rft-samples", type=int, default=4)
+    parser.add_argument("--after-lr", type=float, default=1e-4, help="learning rate of the stages after SFT")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (as the demo)")
+    return parser
+
+
+def prepare(work: Path, seed: int, args: argparse.Namespace) -> Path:
+    from megc_vqa.cli import main as cli
+    from megc_vqa.demo import SYNTH_DATASETS, SYNTH_SIZE
+
+    synth, prep = work / "synth", work / "prep"
+    if not (prep / "qa.jsonl").is_file():
+        size = list(SYNTH_SIZE)
+        if args.subjects:
+            size[1] = str(args.subjects)
+        if args.clips:
+            size[3] = str(args.clips)
+        assert (
+            cli(["synth", "--out", str(synth), "--datasets", SYNTH_DATASETS, "--seed", str(seed), *size]) == 0
+        )
+        assert cli(["prep", "--data-root", str(synth), "--out", str(prep), "--no-progress"]) == 0
+    return prep / "qa.jsonl"
+
+
+def run(argv: list[str]) -> tuple[dict[str, Any], float]:
+    """Train one arm; ``(metrics, training seconds)``."""
+    from megc_vqa.training.config import parse_config
+    from megc_vqa.training.finetune import run_stage
+
+    start = time.perf_counter()
+    metrics = run_stage(parse_config(argv)).metrics
+    return metrics, float(metrics.get("train_runtime") or time.perf_counter() - start)
+
+
+def heldout_scores(model_dir: Path, qa: Path) -> dict[str, Any]:
+    from megc_vqa.answering.engine import EngineOptions
+    from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
+    from megc_vqa.training.data import load_records
+    from megc_vqa.training.finetune import load_training_meta
+
+    held = heldout_records(load_records(qa), load_training_meta(model_dir).val_subjects)
+    scores = evaluate_heldout(model_dir, held, {"off": EngineOptions(consistency=False)})["off"]
+    return {k: scores.get(k) for k in (*SCORES, "n_clips")}
+
+
+def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    work = args.work / f"seed{seed}"
+    qa = prepare(work, seed, args)
+    base = ["--train_file", str(qa), "--seed", str(seed), *COMMON]
+    demo = ["--config", "recipes/tiny/demo.yaml", *base]
+    sft_dir = work / "sft"
+    done = sft_dir / "train_metrics.json"  # a rerun into the same --work reuses the seed's SFT model
+    if done.is_file():
+        sft_s = float(json.loads(done.read_text())["train_runtime"])
+    else:
+        _, sft_s = run([*demo, "--output_dir", str(sft_dir), "--max_steps", str(args.sft_steps)])
+    step_s = sft_s / args.sft_steps
+    after = ["--sft_model", str(sft_dir), "--learning_rate", str(args.after_lr), "--lr_scheduler_type", "constant",
+             "--warmup_steps", "0"]  # fmt: skip
+    grpo_metrics, grpo_s = run(
+        ["--config", "recipes/tiny/grpo.yaml", *base, *DEMO_INPUTS, *after, "--output_dir", str(work / "sft+grpo"),
+         "--max_steps", str(args.grpo_steps), "--use_peft", "false", "--freeze_vision_tower", "false",
+         "--num_generations", str(args.num_generations), "--per_device_train_batch_size", str(2 * args.num_generations),
+         "--max_completion_length", "64"]
+    )  # fmt: skip
+    extra_steps = max(1, round(grpo_s / step_s))
+    _, cont_s = run([*demo, *after, "--output_dir", str(work / "sft+sft"), "--max_steps", str(extra_steps)])
+    rft_start = time.perf_counter()
+    rft_metrics, rft_s = run(
+        [*demo, *after, "--stage", "rft", "--rft_samples", str(args.rft_samples), "--output_dir", str(work / "sft+rft"),
+         "--max_steps", str(extra_steps)]
+    )  # fmt: skip
+    extra = {"sft": 0.0, "sft+sft": cont_s, "sft+grpo": grpo_s, "sft+rft": rft_s}
+    out = {
+        arm: {**heldout_scores(work / ("sft" if arm == "sft" else arm), qa), "extra_s": extra[arm]}
+        for arm in ARMS
+    }
+    out["sft+rft"]["wall_s"] = time.perf_counter() - rft_start  # sampling + loading + training
+    out["sft+rft"]["kept"] = f"{rft_metrics.get('rft_kept')}/{rft_metrics.get('rft_samples')}"
+    out["sft+sft"]["steps"] = extra_steps
+    out["sft_s"] = sft_s
+    history = [json.loads(line) for line in (work / "sft+grpo" / "reward_log.jsonl").read_text().splitlines()]
+    out["reward_curve"] = [(h["step"], h["reward"]) for h in history if "reward" in h]
+    out["grpo_final_metrics"] = {k: v for k, v in grpo_metrics.items() if "reward" in k}
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def table(results: dict[int, dict[str, Any]]) -> str:
+    lines = ["| arm | seed | " + " | ".join(SCORES) + " | extra s |", "|---" * (len(SCORES) + 3) + "|"]
+    for arm in ARMS:
+        for seed, r in results.items():
+            lines.append(
+                f"| {arm} | {seed} | "
+                + " | ".join(_fmt(r[arm][k]) for k in SCORES)
+                + f" | {r[arm]['extra_s']:.0f} |"
+            )
+        if len(results) > 1:
+            med = [
+                statistics.median(r[arm][k] for r in results.values() if r[arm][k] is not None)
+                for k in SCORES
+            ]
+            extra = statistics.median(r[arm]["extra_s"] for r in results.values())
+            lines.append(f"| {arm} | median | " + " | ".join(_fmt(m) for m in med) + f" | {extra:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[int, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for seed, r in results.items():
+        if r["reward_curve"]:
+            ax.plot(*zip(*r["reward_curve"], strict=True), marker=".", label=f"seed {seed}")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward (answer + 0.5 format)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import megc_vqa  # noqa: F401
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = {seed: one_seed(seed, args) for seed in args.seeds}
+    (args.work / "grpo_table.json").write_text(
+        json.dumps({"args": vars(args), "results": results}, indent=2, default=str)
+    )
+    text = table(results)
+    (args.work / "grpo_table.md").write_text(text)
+    plot(results, args.work / "reward_curves.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
