@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow test-browser test-realsize lint demo bench clean
+.PHONY: install install-lmms test test-slow test-browser test-realsize lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# lmms-eval for the MEGC tasks (megc_vqa/lmms_tasks): without its declared dependencies, which would
+# downgrade protobuf and python-dateutil; the `lmms` extra lists what it really imports.
+install-lmms: install
+	$(PY) -m pip install -e ".[lmms]"
+	$(PY) -m pip install --no-deps lmms-eval==0.7.3 qwen-vl-utils==0.0.14 pytablewriter==1.2.1 \
+		DataProperty==1.1.1 mbstrdecoder==1.1.5 pathvalidate==3.3.1 tabledata==1.3.5 tcolorpy==0.1.7 \
+		typepy==1.3.5 chardet==6.0.0.post1
 
 test: install
 	$(PY) -m pytest -q

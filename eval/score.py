@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lvqa.add_argument("--pred", nargs="+", required=True)
     lvqa.add_argument("--gt", nargs="+", required=True)
+    for task in (vqa, lvqa):
+        task.add_argument(
+            "--strict",
+            action="store_true",
+            help="score only what the leaderboard would accept: refuse a file the validator rejects (an "
+            "empty answer, an extra row) or that leaves questions unanswered. Without it, empty, "
+            "unparseable and off-vocabulary answers are scored as wrong and counted (invalid_answers), "
+            "extra rows are listed and ignored, and a subset of the questions is scored on that subset",
+        )
     return parser
 
 
@@ -119,6 +128,8 @@ def _main(argv: list[str] | None = None) -> int:
     )
     from megc_vqa.errors import InputError, check_number
     from megc_vqa.fileio import input_file_problem
+    from megc_vqa.metrics.scoring import invalid_lines
+    from megc_vqa.metrics.vqa import align
     from megc_vqa.submission.files import read_jsonl
 
     gallery = ("frames_root", "clips", "visual_from", "visual_spec", "image_size")
@@ -179,32 +190,61 @@ def _main(argv: list[str] | None = None) -> int:
                     gts = kept
             if not gts:
                 raise ValueError("no ground truth: give --gt (or --exported for trainer predictions)")
-            # The validator's rules: predictions in the MEGC format that it rejects are never scored.
+            # Files in the MEGC format that are not well-formed are never scored (with --strict: nothing the
+            # validator rejects is); what the leaderboard would still reject is reported and scored.
             native = [
                 path for path in args.pred if args.task != "vqa" or _is_megc_format(path, args.pred_format)
             ]
             if args.gt and native:
-                from megc_vqa.submission.validate import check_scored_predictions
+                from megc_vqa.submission.validate import check_predictions_for_scoring
 
-                rejected = check_scored_predictions(native, args.gt)
+                rejected, reported = check_predictions_for_scoring(native, args.gt, strict=args.strict)
                 if rejected:
                     listing = "; ".join(p.located() for p in rejected[:10])
                     more = f" (and {len(rejected) - 10} more)" if len(rejected) > 10 else ""
                     raise InputError(f"the validator rejects the predictions, not scored: {listing}{more}")
+                for problem in reported[:10]:
+                    print(f"warning: the leaderboard would reject this: {problem.located()}", file=sys.stderr)
+                if len(reported) > 10:
+                    print(
+                        f"warning: ... and {len(reported) - 10} more (eval/validate.py lists them all)",
+                        file=sys.stderr,
+                    )
+                mapping_problems += [f"for a leaderboard upload: {p.located()}" for p in reported]
+            # A MEGC file for a subset of the questions is scored on that subset; a trainer's row that does
+            # not map onto its exported row stays a missing answer, scored wrong (listed above).
+            subset = not args.strict and len(native) == len(args.pred)
+            rows, problems = align(preds, gts, missing="skip" if subset else "wrong")
+            if args.strict and any(r.prediction is None for r in rows):
+                absent = [r.video_id for r in rows if r.prediction is None]
+                raise InputError(
+                    f"{len(absent)} of {len(rows)} ground-truth questions have no prediction "
+                    f"({', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}): --strict scores complete "
+                    "files only; leave out --strict to score the answered subset"
+                )
+            if not rows:
+                raise InputError(
+                    f"no prediction answers any of the {len(gts)} ground-truth questions: check that --pred "
+                    "and --gt are files of the same questions (video_id)"
+                )
+            for problem in problems:
+                if problem.startswith("predictions for a subset"):
+                    print(f"warning: {problem}", file=sys.stderr)
             if args.task == "lvqa":
-                from megc_vqa.metrics.lvqa import score_lvqa
+                from megc_vqa.metrics.lvqa import score_lvqa_aligned
 
                 try:
-                    result = score_lvqa(preds, gts)
+                    result = score_lvqa_aligned(rows, [*mapping_problems, *problems])
                 except InputError as err:  # the rows' fault: name their files
                     raise InputError(f"--gt {' '.join(map(str, args.gt))}: {err}") from None
             else:
-                from megc_vqa.metrics.vqa import VqaVariant, align, score_aligned
+                from megc_vqa.metrics.vqa import VqaVariant, score_aligned
 
-                rows, problems = align(preds, gts)
                 result = score_aligned(
                     rows, VqaVariant(args.bleu, args.rouge, args.rows), [*mapping_problems, *problems]
                 )
+            for line in invalid_lines(result["invalid_answers"]):
+                print(f"warning: {line}", file=sys.stderr)
                 if args.report:
                     from megc_vqa.submission.html_report import report_options, write_html_report
                     from megc_vqa.submission.report import write_vqa_report

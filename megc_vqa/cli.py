@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "merge-adapter": ("megc_vqa.training.merge", "merge a LoRA adapter into its base model"),
     "ask": ("megc_vqa.answering.repl", "ask a model about a clip (interactive, or once with --question)"),
+    "lmms-tasks": (
+        "megc_vqa.lmms_tasks",
+        "print the MEGC lmms-eval tasks folder (for lmms-eval --include_path)",
+    ),
     "spot-train": (
         "megc_vqa.spotting.train",
         "train the 3D-CNN expression spotter on long videos (LOSO optional)",

@@ -284,14 +284,10 @@ def joint_grammar(plural: bool, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Gram
 
 
 def vocab_labels(kind: str, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> tuple[str, ...]:
-    """The label set of a kind under ``vocab`` (coarse, fine and AU names can be swapped per run)."""
-    if kind == "coarse":
-        return vocab.coarse
-    if kind == "fine":
-        return vocab.fine
-    if KINDS[kind].form in ("au_list", "joint"):  # type: ignore[index]
-        return vocab.au_names
-    return KINDS[kind].labels  # type: ignore[index]
+    """The label set of a kind under ``vocab``: the registry's ``run_vocabulary`` names the field a run may
+    swap (coarse, fine, AU names); other kinds keep their registry labels."""
+    spec = KINDS[kind]  # type: ignore[index]
+    return getattr(vocab, spec.run_vocabulary) if spec.run_vocabulary else spec.labels
 
 
 def kind_grammar(kind: str, plural: bool = False, vocab: AnswerVocabulary = DEFAULT_VOCAB) -> Grammar | None:

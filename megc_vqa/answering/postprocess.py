@@ -23,7 +23,7 @@ from megc_vqa.answering.grammar import (
 )
 from megc_vqa.labels import AU_NUMBERS, COARSE_MAPS
 from megc_vqa.qa import templates as T
-from megc_vqa.qa.kinds import FALLBACK_AUS, FREE_FALLBACK, KINDS
+from megc_vqa.qa.kinds import FALLBACK_AUS, FREE_FALLBACK, KINDS, au_item_bounds
 
 # Fine label -> coarse class over every dataset of SPEC section 2 (the maps never disagree).
 FINE_TO_COARSE: dict[str, str] = {
@@ -96,9 +96,8 @@ def normalise_answer(
     if spec.form == "label":
         fixed = _one_label(text, vocab_labels(kind, vocab))
     elif spec.form == "au_list":
-        names = _au_names_in(text, vocab, sort_aus)
-        if kind == "au" and not plural:
-            names = names[:1]
+        _, most = au_item_bounds(spec.name, plural)
+        names = _au_names_in(text, vocab, sort_aus)[:most]
         fixed = T.au_list_answer(names) if names else None
     elif spec.form == "joint":
         parsed = T.parse_joint_answer(text)

@@ -23,8 +23,9 @@ from typing import Any
 
 from megc_vqa.errors import InputError
 from megc_vqa.labels import AU_NAMES
-from megc_vqa.metrics.vqa import AlignedRow, align, class_scores, normalise_answer, split_rows
-from megc_vqa.qa.kinds import COUNT_KINDS
+from megc_vqa.metrics import scoring
+from megc_vqa.metrics.vqa import AlignedRow, align, normalise_answer, split_rows
+from megc_vqa.qa.kinds import COUNT_KINDS, KINDS
 
 METRIC_NOTE = (
     "ME-LVQA scored as described by a 2026 team's evaluation code; the official scorer is unpublished: counts "
@@ -32,14 +33,10 @@ METRIC_NOTE = (
     "UF1/UAR over micro/macro"
 )
 COUNT_TYPES: tuple[str, ...] = COUNT_KINDS
-COUNT_KEYS: dict[str, str] = {
-    "lvqa_count_all": "total",
-    "lvqa_count_micro": "micro",
-    "lvqa_count_macro": "macro",
-}
+COUNT_KEYS: dict[str, str] = {name: KINDS[name].score_key for name in COUNT_KINDS}
 TYPE_CLASSES: tuple[str, ...] = ("micro-expression", "macro-expression")
 # The question kinds ME-LVQA scores; a ground truth of none of them is not an ME-LVQA file.
-LVQA_TYPES: frozenset[str] = frozenset({*COUNT_KEYS, "lvqa_aus", "lvqa_event_type"})
+LVQA_TYPES: frozenset[str] = frozenset(k.name for k in KINDS.values() if k.task == "lvqa")
 # Known FACS names, longest first: "lip corner depressor" must not also match a shorter name inside it.
 _FACS_NAMES = sorted({n.lower() for n in AU_NAMES.values()}, key=len, reverse=True)
 _FACS_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in _FACS_NAMES) + r")\b")
@@ -139,48 +136,18 @@ def normalise_event_type(answer: object) -> str | None:
 
 
 def score_lvqa_rows(rows: Sequence[AlignedRow]) -> dict[str, Any]:
-    """LVQA scores of one split; a score is ``None`` when the split has no such question."""
-    counts = [r for r in rows if r.qtype in COUNT_TYPES]
-    true_counts = [parse_count(r.reference) for r in counts]
-    if any(c is None for c in true_counts):
-        bad = next(r.video_id for r, c in zip(counts, true_counts, strict=True) if c is None)
-        raise ValueError(f"ground-truth count answer of {bad} is not a number")
-    pred_counts = [parse_count(r.prediction) for r in counts]
-    aus = [r for r in rows if r.qtype == "lvqa_aus"]
-    events = [r for r in rows if r.qtype == "lvqa_event_type"]
+    """LVQA scores of one split, each kind scored as its registry entry says
+    (:func:`megc_vqa.metrics.scoring.score_kinds`); a score is ``None`` when the split has no such question.
 
-    def mean(values: Sequence[float]) -> float | None:
-        return sum(values) / len(values) if values else None
-
-    result: dict[str, Any] = {}
-    for kind, key in COUNT_KEYS.items():
-        errors = [
-            (p or 0) - t for r, p, t in zip(counts, pred_counts, true_counts, strict=True) if r.qtype == kind
-        ]
-        result[f"count_{key}_mae"] = mean([abs(e) for e in errors])
-        rmse = mean([e * e for e in errors])
-        result[f"count_{key}_rmse"] = None if rmse is None else rmse**0.5
-    pairs = [(parse_au_set(r.prediction), parse_au_set(r.reference)) for r in aus]
-    type_truth = [normalise_event_type(r.reference) for r in events]
-    if any(t is None for t in type_truth):
-        bad = next(r.video_id for r, t in zip(events, type_truth, strict=True) if t is None)
-        raise ValueError(f"ground-truth event-type answer of {bad} is neither micro nor macro")
-    type_pred = [normalise_event_type(r.prediction) or "invalid" for r in events]
-    uf1, uar = class_scores(type_truth, type_pred)
-    result.update(
-        au_f1=mean([set_f1(p, t) for p, t in pairs]),
-        au_jaccard=mean([jaccard(p, t) for p, t in pairs]),
-        type_uf1=uf1,
-        type_uar=uar,
-        count_accuracy=mean([float(p == t) for p, t in zip(pred_counts, true_counts, strict=True)]),
-        type_accuracy=mean([float(p == t) for p, t in zip(type_pred, type_truth, strict=True)]),
-        n_count=len(counts),
-        n_count_invalid=sum(p is None for p in pred_counts),
-        n_aus=len(aus),
-        n_event_type=len(events),
-        n_rows=len(rows),
-        n_missing=sum(1 for r in rows if not (r.prediction or "").strip()),
-    )
+    >>> from megc_vqa.qa.templates import LVQA_COUNT_ALL
+    >>> row = AlignedRow("v_1", "samm", LVQA_COUNT_ALL, "lvqa_count_all", "3", "two events")
+    >>> scores = score_lvqa_rows([row])
+    >>> scores["count_total_mae"], scores["n_count"], scores["type_uf1"]
+    (1.0, 1, None)
+    """
+    result = scoring.score_kinds(rows, task="lvqa")
+    result["n_rows"] = len(rows)
+    result["n_missing"] = sum(1 for r in rows if not (r.prediction or "").strip())
     return result
 
 
@@ -191,7 +158,12 @@ def score_lvqa(
     pooled rows (keys ``count_{total,micro,macro}_{mae,rmse}``, ``au_f1``, ``au_jaccard``, ``type_uf1``,
     ``type_uar``, plus counts of rows)."""
     rows, problems = align(predictions, ground_truth)
-    if rows and not any(r.qtype in LVQA_TYPES for r in rows):  # else every score is null, silently
+    return score_lvqa_aligned(rows, problems)
+
+
+def score_lvqa_aligned(rows: Sequence[AlignedRow], problems: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`score_lvqa` of already aligned rows (``problems``: what aligning them found)."""
+    if rows and not any(KINDS[r.qtype].task == "lvqa" for r in rows):  # else every score is null, silently
         kinds = sorted({r.qtype for r in rows} - {"unknown"})
         seen = "questions of no known form"
         if kinds:
@@ -203,5 +175,6 @@ def score_lvqa(
     out: dict[str, Any] = {name: score_lvqa_rows(subset) for name, subset in split_rows(rows).items()}
     out["official_scorer_published"] = False
     out["note"] = METRIC_NOTE
-    out["problems"] = problems
+    out["invalid_answers"] = scoring.invalid_answers(rows)
+    out["problems"] = [*problems, *scoring.invalid_lines(out["invalid_answers"])]
     return out

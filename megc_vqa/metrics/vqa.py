@@ -19,6 +19,10 @@ Definitions, fixed here because no official scorer is public:
   of joint rows answered exactly (after ``strip().lower()``).
 - The ``*_parsed`` scores first pull a label out of a free answer (``"The coarse expression class is
   Negative."`` -> ``negative``), for models that do not answer with bare labels.
+- Which rows enter which score comes from the kinds registry (``megc_vqa.qa.kinds``: each kind's
+  ``scoring``) through the one table ``megc_vqa.metrics.scoring.SCORINGS``; every split also says how many
+  answers were empty, unparseable or off-vocabulary (``n_invalid``, and per kind ``invalid[kind]`` with
+  the first row ids): they are scored as wrong, never dropped.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import logging
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
-from megc_vqa.labels import COARSE_CLASSES, FINE_DATASETS, KNOWN_FINE, normalise_fine
-from megc_vqa.qa.kinds import CLASSIFICATION_KINDS
+from megc_vqa.metrics import scoring
+from megc_vqa.qa.kinds import ALL_FINE_LABELS, CLASSIFICATION_KINDS, KINDS, QuestionKind
 from megc_vqa.qa.templates import QuestionType, classify_question
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,7 @@ CLASSIFICATION_TYPES: frozenset[str] = CLASSIFICATION_KINDS
 INVALID = "<invalid>"
 SPLITS: tuple[str, ...] = ("overall", "samm", "casme3")
 _DATASET_PREFIXES: tuple[tuple[str, str], ...] = (("samm_test", "samm"), ("casme3_test", "casme3"))
-FINE_VOCABULARY: frozenset[str] = frozenset().union(*(KNOWN_FINE[d] for d in FINE_DATASETS))
+FINE_VOCABULARY: frozenset[str] = frozenset(ALL_FINE_LABELS)
 
 
 @dataclass(frozen=True)
@@ -233,19 +238,19 @@ def accuracy(rows: Sequence[AlignedRow]) -> float | None:
     return sum(r.correct for r in rows) / len(rows) if rows else None
 
 
-_LABEL_AFTER = {
-    "coarse": re.compile(r"coarse(?:[- ]grained)? expression(?: class)?\s+(?:is|:)\s*:?\s*([a-z]+)"),
-    "fine": re.compile(r"fine[- ]grained expression(?: class)?\s+(?:is|:)\s*:?\s*([a-z]+)"),
-}
+@lru_cache(maxsize=64)
+def _label_after(phrase: str) -> re.Pattern[str]:
+    return re.compile(phrase + r"\s+(?:is|:)\s*:?\s*([a-z]+)")
 
 
 def extract_label(
-    answer: object, kind: Literal["coarse", "fine"], vocabulary: Iterable[str] | None = None
+    answer: object, kind: str | QuestionKind, vocabulary: Iterable[str] | None = None
 ) -> str | None:
-    """Pull a coarse or fine label out of a free answer, or ``None`` when there is no single one.
+    """Pull a label of a label kind out of a free answer, or ``None`` when there is no single one.
 
-    Tried in order: the bare answer; the word after "coarse/fine-grained expression class is"; the only
-    vocabulary word in the answer. Fine words get their spelling normalised (happy -> happiness).
+    Tried in order: the bare answer; the word after the kind's ``phrase`` ("coarse expression class
+    is"); the only vocabulary word in the answer (``vocabulary`` plus the kind's own). Labels are compared
+    as the kind spells them (fine: happy -> happiness).
 
     >>> extract_label("The coarse expression class is Negative.", "coarse")
     'negative'
@@ -254,14 +259,14 @@ def extract_label(
     >>> extract_label("positive or negative", "coarse") is None
     True
     """
-    vocab = {normalise_fine(v) if kind == "fine" else normalise_answer(v) for v in (vocabulary or ())}
-    vocab |= set(COARSE_CLASSES) if kind == "coarse" else set(FINE_VOCABULARY)
-    norm = normalise_fine if kind == "fine" else normalise_answer
+    spec = KINDS[kind] if isinstance(kind, str) else kind  # type: ignore[index]
+    norm = spec.spell
+    vocab = {norm(v) for v in (*(vocabulary or ()), *spec.vocabulary)}
     text = normalise_answer(answer)
     bare = norm(text.strip(" .!\"'`"))
     if bare in vocab:
         return bare
-    m = _LABEL_AFTER[kind].search(text)
+    m = _label_after(spec.phrase).search(text) if spec.phrase else None
     if m and norm(m.group(1)) in vocab:
         return norm(m.group(1))
     found = {norm(word) for word in re.findall(r"[a-z]+", text)} & vocab
@@ -323,13 +328,17 @@ def ground_truth_id(gt: Mapping[str, Any], index: int, seen: Container[str] = ()
 
 
 def align(
-    predictions: Iterable[Mapping[str, Any]], ground_truth: Iterable[Mapping[str, Any]]
+    predictions: Iterable[Mapping[str, Any]],
+    ground_truth: Iterable[Mapping[str, Any]],
+    *,
+    missing: Literal["wrong", "skip"] = "wrong",
 ) -> tuple[list[AlignedRow], list[str]]:
     """Pair ground-truth rows with predictions by ``video_id`` (``id`` accepted for training files).
 
-    Returns the rows in ground-truth order and the problems found: missing predictions (kept, scored
-    wrong), duplicated ids (first kept), predictions with no ground truth (ignored). Raises ``ValueError``
-    for a ground-truth row without id, question or answer.
+    Returns the rows in ground-truth order and the problems found: missing predictions (kept and scored
+    wrong, or with ``missing="skip"`` left out: the predictions answer a subset, scored on that subset),
+    duplicated ids (first kept), predictions with no ground truth (ignored). A ``null`` answer is an empty
+    one. Raises ``ValueError`` for a ground-truth row without id, question or answer.
     """
     problems: list[str] = []
     by_id: dict[str, Mapping[str, Any]] = {}
@@ -343,17 +352,21 @@ def align(
             by_id[vid] = row
     rows: list[AlignedRow] = []
     seen: set[str] = set()
+    skipped: list[str] = []
     for index, gt in enumerate(ground_truth, start=1):
         vid = ground_truth_id(gt, index, seen)
         seen.add(vid)
         pred = by_id.get(vid)
         answer = None
+        if pred is None and missing == "skip":
+            skipped.append(vid)
+            continue
         if pred is None:
             problems.append(f"missing prediction for {vid}: scored as wrong")
         else:
             raw = pred.get("answer")
-            answer = raw if isinstance(raw, str) else (None if raw is None else str(raw))
-            if answer is None or not answer.strip():
+            answer = raw if isinstance(raw, str) else ("" if raw is None else str(raw))  # null: empty
+            if not answer.strip():
                 problems.append(f"empty answer for {vid}: scored as wrong")
         rows.append(
             AlignedRow(
@@ -364,6 +377,12 @@ def align(
                 str(gt["answer"]),
                 answer,
             )
+        )
+    if skipped:
+        problems.append(
+            f"predictions for a subset: {len(skipped)} of {len(seen)} ground-truth questions have no "
+            f"prediction and are not scored ({', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}); "
+            f"scored on the {len(rows)} answered"
         )
     extra = [vid for vid in by_id if vid not in seen]
     if extra:
@@ -377,32 +396,11 @@ def align(
 
 
 def score_rows(rows: Sequence[AlignedRow], variant: VqaVariant = VqaVariant()) -> dict[str, Any]:
-    """All VQA scores of one split. Class scores are ``None`` when the split has no such question."""
-    result: dict[str, Any] = {}
-    for kind in ("coarse", "fine"):
-        subset = [r for r in rows if r.qtype == kind]
-        truth = [r.reference for r in subset]
-        raw = [r.prediction or "" for r in subset]
-        result[f"uf1_{kind}"], result[f"uar_{kind}"] = class_scores(truth, raw)
-        # The parsed scores also forgive spelling variants (happy/happiness) on both sides.
-        parsed_truth = [normalise_fine(t) for t in truth] if kind == "fine" else truth
-        labels = sorted(set(parsed_truth))  # once: passing every row's truth made this quadratic in rows
-        parsed = [extract_label(r.prediction, kind, labels) or INVALID for r in subset]
-        result[f"uf1_{kind}_parsed"], result[f"uar_{kind}_parsed"] = class_scores(parsed_truth, parsed)
-        result[f"n_{kind}"] = len(subset)
-    au_rows = [r for r in rows if r.qtype == "au"]
-    result["au_f1"] = au_set_f1([r.reference for r in au_rows], [r.prediction for r in au_rows])
-    for key, kind in (("presence_acc", "presence"), ("side_acc", "side"), ("joint_exact", "joint")):
-        result[key] = accuracy([r for r in rows if r.qtype == kind])
-    for kind in ("au", "presence", "side", "joint"):
-        result[f"n_{kind}"] = sum(1 for r in rows if r.qtype == kind)
-    text_rows = [r for r in rows if variant.rows == "all" or r.qtype not in CLASSIFICATION_TYPES]
-    refs = [r.reference for r in text_rows]
-    hyps = [r.prediction or "" for r in text_rows]
-    result["bleu"] = sentence_bleu_mean(refs, hyps) if variant.bleu == "sentence" else corpus_bleu(refs, hyps)
-    result["rouge"] = rouge_mean(refs, hyps, variant.rouge)
+    """All VQA scores of one split, each kind scored as its registry entry says
+    (:func:`megc_vqa.metrics.scoring.score_kinds`). Class scores are ``None`` when the split has no such
+    question."""
+    result = scoring.score_kinds(rows, variant, task="vqa")
     result["n_rows"] = len(rows)
-    result["n_text_rows"] = len(text_rows)
     result["n_missing"] = sum(1 for r in rows if r.prediction is None or not r.prediction.strip())
     result["exact_match"] = accuracy(rows)
     return result
@@ -423,7 +421,8 @@ def score_aligned(
     """Scores of already aligned rows, per split, with the variant description and the problems."""
     out: dict[str, Any] = {name: score_rows(subset, variant) for name, subset in split_rows(rows).items()}
     out["variant"] = variant.describe()
-    out["problems"] = list(problems)
+    out["invalid_answers"] = scoring.invalid_answers(rows)
+    out["problems"] = [*problems, *scoring.invalid_lines(out["invalid_answers"])]
     return out
 
 

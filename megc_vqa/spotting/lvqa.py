@@ -77,18 +77,17 @@ def answer_with_flag(
     question: str, events: Sequence, event_aus: EventAUs | None = None
 ) -> tuple[str, str | None]:
     """(answer, flag): the flag says why a documented fallback answered (``None`` when none did)."""
-    kind = classify_question(question)
+    kind = KINDS[classify_question(question)]
     ordered = sorted(events, key=lambda ev: (ev.onset, ev.offset))
-    if kind == "lvqa_count_all":
-        return str(len(ordered)), None
-    if kind == "lvqa_count_micro":
-        return str(sum(ev.type == "micro" for ev in ordered)), None
-    if kind == "lvqa_count_macro":
-        return str(sum(ev.type == "macro" for ev in ordered)), None
-    if kind == "lvqa_aus":
+    if kind.task != "lvqa":
+        log.warning("not an ME-LVQA question: %r", question)
+        return "", "not an ME-LVQA question"
+    if kind.form == "count":  # the registry says which events it counts
+        return str(sum(kind.counts in ("all", ev.type) for ev in ordered)), None
+    if kind.form == "au_list":
         answer = distinct_aus(ordered, event_aus)
         return answer, None if event_aus is not None else "AU prior of the spotted event types (no VQA model)"
-    if kind == "lvqa_event_type":
+    if kind.form == "label":  # the type of the N-th event
         n = event_number(question)
         if n is not None and 1 <= n <= len(ordered):
             return TYPE_ANSWER[ordered[n - 1].type], None

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.fileio import claim_outputs, is_regular_file
-from megc_vqa.labels import COARSE_CLASSES
-from megc_vqa.metrics.vqa import FINE_VOCABULARY, INVALID, AlignedRow, normalise_answer
+from megc_vqa.metrics.scoring import answer_problem
+from megc_vqa.metrics.vqa import INVALID, AlignedRow, normalise_answer
+from megc_vqa.qa.kinds import KINDS
 from megc_vqa.submission.files import atomic_write_bytes, atomic_write_text
 
 TABLE_KEYS: tuple[str, ...] = (
     "uf1_coarse", "uar_coarse", "uf1_fine", "uar_fine", "bleu", "rouge",
-    "uf1_coarse_parsed", "uar_coarse_parsed", "uf1_fine_parsed", "uar_fine_parsed", "n_rows", "n_missing",
+    "uf1_coarse_parsed", "uar_coarse_parsed", "uf1_fine_parsed", "uar_fine_parsed", "n_rows", "n_missing", "n_invalid",
 )  # fmt: skip
 
 
@@ -47,14 +48,17 @@ def markdown_table(scores: dict[str, Any]) -> str:
 
 
 def _status(row: AlignedRow) -> str:
+    """``missing``, ``empty``, ``invalid`` (unparseable or off the kind's vocabulary: the registry says) or
+    ``wrong``."""
     if row.prediction is None:
         return "missing"
-    if not row.prediction.strip():
-        return "empty"
-    if row.qtype in ("coarse", "fine"):
-        vocabulary = COARSE_CLASSES if row.qtype == "coarse" else FINE_VOCABULARY
-        return "wrong" if normalise_answer(row.prediction) in vocabulary else "invalid"
-    return "wrong"
+    problem = answer_problem(KINDS[row.qtype], row.prediction)
+    return "wrong" if problem is None else ("empty" if problem == "empty" else "invalid")
+
+
+def confusion_kinds() -> list[str]:
+    """The kinds a report draws a confusion matrix for: those scored by UF1/UAR (the registry says)."""
+    return [k.name for k in KINDS.values() if "uf1_uar" in k.scoring]
 
 
 def wrong_rows_csv(rows: Sequence[AlignedRow]) -> str:
@@ -70,7 +74,7 @@ def wrong_rows_csv(rows: Sequence[AlignedRow]) -> str:
 
 
 def confusion_png(rows: Sequence[AlignedRow], kind: str, title: str) -> bytes | None:
-    """Confusion matrix of the coarse or fine rows (ground-truth classes plus an ``invalid`` column)."""
+    """Confusion matrix of one UF1/UAR kind's rows (ground-truth classes plus an ``invalid`` column)."""
     subset = [r for r in rows if r.qtype == kind]
     if not subset:
         return None
@@ -109,7 +113,7 @@ REPORT_TITLE = "# ME-VQA scores"
 def vqa_report_names(rows: Sequence[AlignedRow]) -> list[str]:
     """The files :func:`write_vqa_report` may write for ``rows`` (a confusion matrix per kind and split)."""
     splits = ["overall", *sorted({str(r.dataset) for r in rows})]
-    pngs = [f"confusion_{kind}_{split}.png" for split in splits for kind in ("coarse", "fine")]
+    pngs = [f"confusion_{kind}_{split}.png" for split in splits for kind in confusion_kinds()]
     return ["report.md", "wrong_rows.csv", *pngs]
 
 
@@ -152,7 +156,7 @@ def write_vqa_report(
     for r in rows:
         splits.setdefault(r.dataset, []).append(r)
     for split, subset in splits.items():
-        for kind in ("coarse", "fine"):
+        for kind in confusion_kinds():
             png = confusion_png(subset, kind, f"{kind} ({split})")
             if png is not None:
                 written[f"confusion_{kind}_{split}"] = atomic_write_bytes(

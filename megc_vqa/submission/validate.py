@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import InputError, cut
-from megc_vqa.fileio import check_input_file, input_file_problem, read_jsonl_bytes
+from megc_vqa.fileio import TOLERATED_PROBLEMS, check_input_file, input_file_problem, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, STR_CLASSES
 from megc_vqa.limits import ZIP_MEMBER_BYTES, ZIP_MEMBERS, ZIP_TOTAL_BYTES, read_stream_bounded
 from megc_vqa.metrics.strs import parse_str_csv
@@ -70,16 +70,16 @@ def _answer_format_warnings(question: str, answer: str) -> list[str]:
     a = answer.strip()
     if len(a) > LONG_ANSWER:
         return [f"answer is {len(a):,} characters long: {cut(a, 60)}"]
-    if kind.name == "fine":  # the test's fine vocabulary was never published: any bare word passes
+    if kind.classification and not kind.labels_published:  # e.g. fine: any bare lower-case word passes
         return (
             []
             if a.isalpha() and a == a.lower()
-            else [f"fine answer {cut(a, 60)} is not a bare lower-case label"]
+            else [f"{kind.name} answer {cut(a, 60)} is not a bare lower-case label"]
         )
     if kind.classification and a not in kind.labels:
         return [f"{kind.name} answer {cut(a, 60)} is not one of {', '.join(kind.labels)}"]
     if kind.form == "au_list":
-        unknown = [n for n in a.split(", ") if n not in _AU_NAME_SET]
+        unknown = [n for n in a.split(", ") if n not in (kind.labels or _AU_NAME_SET)]
         return [f"unknown AU name(s) {cut(', '.join(map(repr, unknown)), 200)}"] if unknown else []
     if kind.form == "joint":
         parsed = parse_joint_answer(a)
@@ -452,3 +452,70 @@ def check_scored_predictions(
             if p.level == "error" and not p.message.startswith("missing video_id")
         ]
     return problems
+
+
+def _unscorable_rows(data: bytes, name: str, truth: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """What makes a prediction file not well-formed for scoring (each problem with its line): a line that is
+    not one JSON object, a row without a string ``video_id`` or without an ``answer`` that is a string or
+    ``null``, the same question answered twice (both lines named), a ``question`` other than the ground
+    truth's for that id."""
+    rows, parsed = parse_jsonl(data, name)
+    problems = [p for p in parsed if not p.message.startswith(TOLERATED_PROBLEMS)]
+    first_line: dict[str, int] = {}
+    for row in rows:
+        obj, line = row.data, row.line
+        vid = obj.get("video_id")
+        if not isinstance(vid, str) or not vid.strip():
+            problems.append(
+                Problem(name, line, "no string video_id: the row cannot be matched to a question")
+            )
+        elif vid in first_line:
+            message = f"video_id {_id(vid)} answered twice, on lines {first_line[vid]} and {line}: keep one"
+            problems.append(Problem(name, line, message))
+            continue
+        else:
+            first_line[vid] = line
+        if "answer" not in obj:
+            problems.append(Problem(name, line, "no answer key"))
+        elif obj["answer"] is not None and not isinstance(obj["answer"], str):
+            problems.append(
+                Problem(name, line, f"answer must be a string, got {type(obj['answer']).__name__}")
+            )
+        gt = truth.get(vid) if isinstance(vid, str) else None
+        if gt is not None and isinstance(obj.get("question"), str) and obj["question"] != gt.get("question"):
+            message = (
+                f"question {cut(obj['question'], 80)} differs from the ground truth's "
+                f"{cut(str(gt.get('question')), 80)} for {_id(vid)}: the predictions answer another file"
+            )
+            problems.append(Problem(name, line, message))
+    return problems
+
+
+def check_predictions_for_scoring(
+    pred_paths: Sequence[str | os.PathLike[str]],
+    gt_paths: Sequence[str | os.PathLike[str]],
+    *,
+    strict: bool = False,
+) -> tuple[list[Problem], list[Problem]]:
+    """(refused, reported) for prediction files about to be scored against ground truth.
+
+    Refused: files that are not well-formed (:func:`_unscorable_rows`); with ``strict``, also everything
+    the validator rejects for a leaderboard upload (:func:`check_scored_predictions`). Reported, and
+    scored all the same: the validator's other errors (an empty answer, a row with no ground truth, rows
+    out of order, keys other than the question file's), which the leaderboard would still reject."""
+    truth: dict[str, Mapping[str, Any]] = {}
+    for g in gt_paths:
+        for row in parse_jsonl(read_jsonl_bytes(g), str(g))[0]:
+            vid = row.data.get("video_id", row.data.get("id"))
+            truth.setdefault(str(vid), row.data)
+    refused = [
+        p
+        for pred in map(Path, pred_paths)
+        for p in _unscorable_rows(read_jsonl_bytes(pred), str(pred), truth)
+    ]
+    upload = check_scored_predictions(pred_paths, gt_paths)
+    if strict:
+        seen = {(p.file, p.line, p.message) for p in refused}
+        refused += [p for p in upload if (p.file, p.line, p.message) not in seen]
+        return refused, []
+    return refused, upload
