@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -366,10 +367,14 @@ def finished_at(recipe: Recipe, checkpoint: str) -> int | None:
     return step if epoch >= float(t.num_train_epochs) - 1e-6 else None
 
 
-def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
+def train(
+    recipe: Recipe, visual_fn: VisualFn | None = None, *, overwrite_output_dir: bool = False
+) -> TrainResult:
     """Run one fine-tuning recipe; returns the final metrics (training loss, validation answers).
 
     visual_fn: record -> visual inputs; default: the visual layer's sampler with the recipe's settings.
+    overwrite_output_dir: replace an earlier run found in ``output_dir`` (else it is refused unless the
+    recipe resumes it; see :func:`check_output_dir`).
     """
     import torch
     from torch.utils.data import Dataset
@@ -405,11 +410,7 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
         metrics_path = out_dir / "train_metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return TrainResult({**metrics, "already_finished": True}, None, None, out_dir)
-    check_output_dir(recipe)  # before any data or model loads
-    if resume is None and out_dir.is_dir() and any(out_dir.glob("checkpoint-*")):
-        log.warning(
-            "%s already has checkpoints; pass --resume_from_checkpoint true to continue them", out_dir
-        )
+    check_output_dir(recipe, resume=resume, overwrite=overwrite_output_dir)  # before any data or model loads
 
     if os.environ.get("RANK", "0") == "0":  # what the checkpoints about to be written are trained with
         RunRecord(out_dir / RUN_RECORD).start(run_settings(recipe))
@@ -493,8 +494,9 @@ def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
 
 def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv, overwrite = pop_overwrite_flag(sys.argv[1:] if argv is None else argv)
     recipe = parse_config(argv)
-    train(recipe)
+    train(recipe, overwrite_output_dir=overwrite)
     return 0
 
 
@@ -507,14 +509,70 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # What a training run leaves in output_dir early on: a folder holding one of them is an earlier run's.
-_RUN_FILES = (RECORD_NAME, "adapter_config.json", "trainer_state.json", "train_metrics.json", "runs")
+_RUN_FILES = (
+    RECORD_NAME,
+    RUN_RECORD,
+    "adapter_config.json",
+    "trainer_state.json",
+    "train_metrics.json",
+    "runs",
+)
+# What a training run leaves that is worth keeping: its weights, its training record, its metrics.
+_RESULT_FILES = (*_WEIGHT_FILES, RECORD_NAME, "train_metrics.json")
+OVERWRITE_FLAG = "--overwrite_output_dir"
 
 
-def check_output_dir(recipe: Recipe) -> None:
-    """Refuse an ``output_dir`` that is or holds the base model, the QA files or the working folder, or a
-    non-empty folder that is not an earlier training run's: the trainer writes adapter, tokenizer,
-    processor and README files there, replacing those of the same names (a base model's own)."""
+def pop_overwrite_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--overwrite_output_dir [true|false]``, and whether it asked to overwrite: a switch
+    of the command line only (a recipe that always overwrote would defeat it), as HF scripts spell it."""
+    rest, overwrite, args = [], False, list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name != OVERWRITE_FLAG:
+            rest.append(arg)
+        elif eq:
+            overwrite = _flag_value(value)
+        elif i + 1 < len(args) and args[i + 1].lower() in ("true", "false", "yes", "no", "1", "0"):
+            overwrite, i = _flag_value(args[i + 1]), i + 1
+        else:
+            overwrite = True
+        i += 1
+    return rest, overwrite
+
+
+def _flag_value(value: str) -> bool:
+    if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+        raise ConfigError(f"{OVERWRITE_FLAG}={value}: give true or false (or the flag alone)")
+    return value.lower() in ("true", "yes", "1")
+
+
+def earlier_results(out: Path) -> list[str]:
+    """What an earlier training run left in ``out`` that a new run would replace: its weights, training
+    record and metrics at the top, and its complete checkpoints (a run cut before its first checkpoint
+    leaves nothing worth keeping)."""
+    found = [name for name in _RESULT_FILES if (out / name).is_file()]
+    found += sorted(
+        f.name
+        for f in out.glob("checkpoint-*")
+        if f.is_dir() and f.name.removeprefix("checkpoint-").isdigit() and checkpoint_problem(f) is None
+    )
+    return found
+
+
+def check_output_dir(recipe: Recipe, *, resume: str | None = None, overwrite: bool = False) -> None:
+    """Refuse an ``output_dir`` that is a file; that is or holds the base model, the QA files or the working
+    folder; that is not empty and not an earlier training run's (the trainer writes adapter, tokenizer,
+    processor and README files there, replacing those of the same names: a base model's own); or that
+    holds an earlier run's adapter or checkpoints, unless the run resumes them or ``overwrite`` (the
+    ``--overwrite_output_dir`` switch) says to replace them."""
     out = Path(recipe.training.output_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        kind = "link to nothing" if not os.path.exists(out) else "file"
+        raise ConfigError(
+            f"output_dir {out}: is a {kind}, not a folder; give a folder (created when missing)"
+        )
     inputs: list[tuple[str, Path]] = [("the current folder", Path.cwd())]
     candidates = [
         ("the base model", recipe.model.model_name_or_path),
@@ -525,10 +583,34 @@ def check_output_dir(recipe: Recipe) -> None:
     check_outside(out, inputs, label=f"output_dir {out}")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if any((out / name).exists() for name in _RUN_FILES) or any(out.glob("checkpoint-*")):
+    if not (any((out / name).exists() for name in _RUN_FILES) or any(out.glob("checkpoint-*"))):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ConfigError(
+            f"output_dir {out}: holds {shown}, and no earlier training run ({RECORD_NAME} or checkpoint-*); "
+            "the trainer would replace files there. Choose a new or empty output_dir"
+        )
+    results = earlier_results(out)
+    if resume is not None or not results:
         return
-    shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+    if overwrite:
+        replace_earlier_run(out)
+        return
+    shown = ", ".join(results[:5]) + (f" and {len(results) - 5} more" if len(results) > 5 else "")
     raise ConfigError(
-        f"output_dir {out}: holds {shown}, and no earlier training run ({RECORD_NAME} or checkpoint-*); the "
-        "trainer would replace files there. Choose a new or empty output_dir"
+        f"output_dir {out}: holds an earlier training run ({shown}); training again would replace it. "
+        f"Pass --resume_from_checkpoint true to continue it, {OVERWRITE_FLAG} to replace it, "
+        "or choose another output_dir"
     )
+
+
+def replace_earlier_run(out: Path) -> None:
+    """Before a run that replaces an earlier one (``--overwrite_output_dir``): remove the earlier run's
+    ``checkpoint-N`` folders (real folders only, never through a link), so that its checkpoints are not
+    mixed with the new run's (a later resume would take the newest of either); the other files of the
+    earlier run are overwritten by the new run's."""
+    import shutil
+
+    for folder in sorted(out.glob("checkpoint-*")):
+        if folder.name.removeprefix("checkpoint-").isdigit() and folder.is_dir() and not folder.is_symlink():
+            log.warning("%s: removing %s of the earlier run (%s)", out, folder.name, OVERWRITE_FLAG)
+            shutil.rmtree(folder)
