@@ -91,6 +91,8 @@ def _main(argv: list[str] | None = None) -> int:
         format_summary,
         run_vqa,
     )
+    from megc_vqa.errors import UsageError
+    from megc_vqa.fileio import is_inside
 
     check_run_options(
         batch_size=args.batch_size,
@@ -101,6 +103,12 @@ def _main(argv: list[str] | None = None) -> int:
         max_fallback_share=args.max_fallback_share,
         fine_labels=args.fine_labels,
     )
+    # its files would lie among the test clips it reads (named so, or through a link)
+    if is_inside(args.out, args.frames_root) or is_inside(args.out.resolve(), args.frames_root.resolve()):
+        raise UsageError(
+            f"--out {args.out}: lies inside --frames-root {args.frames_root}, among the frames it reads; "
+            "choose an --out outside it"
+        )
 
     vocab = AnswerVocabulary(fine=tuple(args.fine_labels)) if args.fine_labels else AnswerVocabulary()
     options = EngineOptions(

@@ -168,7 +168,7 @@ def resolve_inside(
     path = path if path.is_absolute() else roots[0] / path
     if any(is_inside(path, root) for root in roots):
         return Path(os.path.normpath(path))
-    inside = " or ".join(str(r) for r in roots)
+    inside = " or ".join(dict.fromkeys(os.path.normpath(r) for r in roots))  # a root given twice: once
     raise InputError(f"{where}: {str(value)!r} is outside {inside}; {allow}")
 
 

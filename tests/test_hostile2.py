@@ -147,9 +147,12 @@ def test_finetune_refuses_to_replace_its_earlier_adapter(tmp_path):
     ):
         check_output_dir(recipe)
     assert (out / "adapter_model.safetensors").read_bytes() == b"adapter"
-    check_output_dir(recipe, resume=str(out / "checkpoint-2"))  # continuing it is what resume is for
+    recipe.training.resume_from_checkpoint = "true"
+    check_output_dir(recipe)  # continuing it is what resume is for
     assert (out / "checkpoint-2").is_dir()
-    check_output_dir(recipe, overwrite=True)  # replacing it: its checkpoints go, not to be resumed later
+    recipe.training.resume_from_checkpoint = None
+    recipe.overwrite_output_dir = True
+    check_output_dir(recipe)  # replacing it: its checkpoints go, not to be resumed later
     assert not (out / "checkpoint-2").exists() and (out / "adapter_model.safetensors").exists()
 
 
@@ -190,3 +193,140 @@ def test_the_overwrite_switch_is_read_from_the_command_line(argv, rest, overwrit
     from megc_vqa.training.finetune import pop_overwrite_flag
 
     assert pop_overwrite_flag(argv) == (rest, overwrite)
+
+
+# --- finetune: max_steps is bounded like epochs (new: --max_steps 1e12 trained until killed) -------------
+
+
+def test_finetune_max_steps_is_bounded(tmp_path):
+    from megc_vqa.training.config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"max_steps: 1,000,000,000,000 is too many.*MEGC_VQA_MAX_TRAIN_STEPS"
+    ):
+        _recipe_with(tmp_path, "--max_steps", "1000000000000")
+    assert _recipe_with(tmp_path, "--max_steps", "-1").training.max_steps == -1  # train by epochs
+
+
+def _recipe_with(tmp_path: Path, *extra: str):
+    from megc_vqa.training.config import parse_config
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(SAMM_2025.read_text())
+    return parse_config(["--config", str(TINY_LORA), "--train_file", str(qa), "--output_dir",
+                         str(tmp_path / "run"), "--report_to", "none", *extra])  # fmt: skip
+
+
+# --- score.py str: an empty --emotions and a header-only ground truth (E12, E13) --------------------------
+
+STR_GT = "subject,video,onset,offset,emotion,type\n006,1,24,63,surprise,macro\n006,1,205,214,negative,micro\n"
+STR_PRED = "subject,video,onset,offset,emotion\n006,1,24,63,surprise\n"
+
+
+@pytest.mark.parametrize(
+    ("gt", "extra", "message"),
+    [
+        (
+            STR_GT,
+            ["--emotions", ","],
+            "--emotions ',': give comma-separated classes among negative, positive",
+        ),
+        (STR_GT, ["--emotions", "happy"], "--emotions 'happy': give comma-separated classes among"),
+        ("subject,video,onset,offset,emotion,type\n", [], "no ground-truth intervals (a header only)"),
+    ],
+)
+def test_score_str_refuses_what_it_would_score_as_nothing(gt, extra, message, tmp_path, capsys):
+    pred, gt_file = tmp_path / "str_pred.csv", tmp_path / "gt.csv"
+    pred.write_text(STR_PRED)
+    gt_file.write_text(gt)
+    assert script("eval/score").main(["str", "--pred", str(pred), "--gt", str(gt_file), *extra]) == 2
+    assert message in last_line(capsys.readouterr().err)
+    argv = ["str", "--pred", str(pred), "--gt", str(gt_file), "--emotions", "surprise,negative"]
+    if "a header only" not in message:  # the classes of the ground truth are accepted
+        assert script("eval/score").main(argv) == 0
+
+
+# --- the validator without --questions: an empty question (residual (a) of issue 21) ---------------------
+
+
+def test_validator_refuses_an_empty_question_without_the_question_file(tmp_path, capsys):
+    rows = [json.loads(line) for line in SAMM_2025.read_text().splitlines()[:3]]
+    rows = [{**r, "answer": "negative"} for r in rows]
+    rows[1]["question"], rows[2]["question"] = " ", 5
+    pred = tmp_path / "me_vqa_samm_test_pred.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert script("eval/validate").main([str(pred)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"{pred}:2: error: empty question for {rows[1]['video_id']!r}" in out
+        or ":2: error: empty question" in out
+    )
+    assert f"{pred}:3: error: question must be a string, got int" in out
+    assert f"{pred}:1:" not in out
+
+
+# --- run_vqa --out among the frames it reads (A5, still open) ---------------------------------------------
+
+
+def test_run_vqa_out_inside_the_frames_root_is_refused_before_the_model(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    (frames / "SAMM-1").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(frames)
+    base = ["--questions", str(SAMM_2025), "--frames-root", str(frames), "--model", "no-such-model", "--out"]
+    for out in (frames, frames / "answers", tmp_path / "link"):
+        assert script("eval/run_vqa").main([*base, str(out)]) == 2
+        assert f"--out {out}: lies inside --frames-root {frames}" in last_line(capsys.readouterr().err)
+    assert sorted(p.name for p in frames.iterdir()) == ["SAMM-1"]
+
+
+# --- small unclear messages: a cut fallback reason, a root named twice ------------------------------------
+
+
+def test_the_fallback_reason_keeps_what_to_change():
+    from types import SimpleNamespace
+
+    from megc_vqa.answering.run_vqa import fallback_failure
+
+    reason = (
+        "visual inputs failed: FrameError: fr/big/SAMM-1/img6.png: image of 30000x30000 = 900,000,000 pixels, "
+        "over the limit image_pixels = 50,000,000 pixels per image; set MEGC_VQA_MAX_IMAGE_PIXELS to raise it"
+    )
+    result = SimpleNamespace(
+        summary={"rows": 2, "fallback_rows": [{"reason": reason}] * 2, "summary_file": "s"}
+    )
+    assert f"reason (2 rows): {reason}. Every" in fallback_failure(result, 0.05)
+
+
+def test_a_root_given_twice_is_named_once(tmp_path):
+    from megc_vqa.errors import InputError
+    from megc_vqa.fileio import resolve_inside
+
+    with pytest.raises(InputError, match=r"'/etc' is outside side; allow$"):
+        resolve_inside("/etc", ["side", "side/"], "where", "allow")
+
+
+# --- Ctrl-C during synth: the pool's workers print no traceback (new) -------------------------------------
+
+
+def test_ctrl_c_during_synth_prints_no_worker_traceback(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "synth"
+    argv = [sys.executable, "-m", "megc_vqa.cli", "synth", "--out", str(out), "--subjects", "6",
+            "--clips-per-subject", "4", "--size", "128", "--workers", "4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and the workers
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and next(out.rglob("*.jpg"), None) is None and proc.poll() is None:
+        time.sleep(0.05)
+    assert next(out.rglob("*.jpg"), None) is not None and proc.poll() is None  # the pool is rendering
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "PoolWorker" not in err
+    assert err.strip().splitlines()[-1] == "interrupted"

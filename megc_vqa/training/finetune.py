@@ -289,10 +289,15 @@ def last_complete_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def _resume_path(recipe: Recipe) -> str | None:
+def _resume_requested(recipe: Recipe) -> bool:
     value = recipe.training.resume_from_checkpoint
-    if value is None or str(value).lower() in ("false", "no", ""):
+    return value is not None and str(value).lower() not in ("false", "no", "")
+
+
+def _resume_path(recipe: Recipe) -> str | None:
+    if not _resume_requested(recipe):
         return None
+    value = recipe.training.resume_from_checkpoint
     out = Path(recipe.training.output_dir)
     if str(value).lower() in ("true", "yes", "latest", "last"):
         last = last_complete_checkpoint(out)
@@ -367,14 +372,10 @@ def finished_at(recipe: Recipe, checkpoint: str) -> int | None:
     return step if epoch >= float(t.num_train_epochs) - 1e-6 else None
 
 
-def train(
-    recipe: Recipe, visual_fn: VisualFn | None = None, *, overwrite_output_dir: bool = False
-) -> TrainResult:
+def train(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     """Run one fine-tuning recipe; returns the final metrics (training loss, validation answers).
 
     visual_fn: record -> visual inputs; default: the visual layer's sampler with the recipe's settings.
-    overwrite_output_dir: replace an earlier run found in ``output_dir`` (else it is refused unless the
-    recipe resumes it; see :func:`check_output_dir`).
     """
     import torch
     from torch.utils.data import Dataset
@@ -410,7 +411,7 @@ def train(
         metrics_path = out_dir / "train_metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return TrainResult({**metrics, "already_finished": True}, None, None, out_dir)
-    check_output_dir(recipe, resume=resume, overwrite=overwrite_output_dir)  # before any data or model loads
+    check_output_dir(recipe)  # before any data or model loads
 
     if os.environ.get("RANK", "0") == "0":  # what the checkpoints about to be written are trained with
         RunRecord(out_dir / RUN_RECORD).start(run_settings(recipe))
@@ -496,7 +497,8 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv, overwrite = pop_overwrite_flag(sys.argv[1:] if argv is None else argv)
     recipe = parse_config(argv)
-    train(recipe, overwrite_output_dir=overwrite)
+    recipe.overwrite_output_dir = overwrite
+    train(recipe)
     return 0
 
 
@@ -561,12 +563,12 @@ def earlier_results(out: Path) -> list[str]:
     return found
 
 
-def check_output_dir(recipe: Recipe, *, resume: str | None = None, overwrite: bool = False) -> None:
+def check_output_dir(recipe: Recipe) -> None:
     """Refuse an ``output_dir`` that is a file; that is or holds the base model, the QA files or the working
     folder; that is not empty and not an earlier training run's (the trainer writes adapter, tokenizer,
     processor and README files there, replacing those of the same names: a base model's own); or that
-    holds an earlier run's adapter or checkpoints, unless the run resumes them or ``overwrite`` (the
-    ``--overwrite_output_dir`` switch) says to replace them."""
+    holds an earlier run's adapter or checkpoints, unless the recipe resumes (``resume_from_checkpoint``)
+    or ``recipe.overwrite_output_dir`` (the ``--overwrite_output_dir`` switch) says to replace them."""
     out = Path(recipe.training.output_dir)
     if os.path.lexists(out) and not out.is_dir():
         kind = "link to nothing" if not os.path.exists(out) else "file"
@@ -590,9 +592,9 @@ def check_output_dir(recipe: Recipe, *, resume: str | None = None, overwrite: bo
             "the trainer would replace files there. Choose a new or empty output_dir"
         )
     results = earlier_results(out)
-    if resume is not None or not results:
+    if _resume_requested(recipe) or not results:
         return
-    if overwrite:
+    if recipe.overwrite_output_dir:
         replace_earlier_run(out)
         return
     shown = ", ".join(results[:5]) + (f" and {len(results) - 5} more" if len(results) > 5 else "")
