@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -92,7 +93,6 @@ def _main(argv: list[str] | None = None) -> int:
         run_vqa,
     )
     from megc_vqa.errors import UsageError
-    from megc_vqa.fileio import is_inside
 
     check_run_options(
         batch_size=args.batch_size,
@@ -103,11 +103,11 @@ def _main(argv: list[str] | None = None) -> int:
         max_fallback_share=args.max_fallback_share,
         fine_labels=args.fine_labels,
     )
-    # its files would lie among the test clips it reads (named so, or through a link)
-    if is_inside(args.out, args.frames_root) or is_inside(args.out.resolve(), args.frames_root.resolve()):
+    # Its files would lie among the test clips it reads (a sub-folder of the frames root is the user's layout).
+    if args.out.exists() and args.frames_root.exists() and os.path.samefile(args.out, args.frames_root):
         raise UsageError(
-            f"--out {args.out}: lies inside --frames-root {args.frames_root}, among the frames it reads; "
-            "choose an --out outside it"
+            f"--out {args.out}: is --frames-root {args.frames_root}; the answers and the zip would lie among "
+            "the clip folders it reads. Choose another --out (e.g. a folder beside it)"
         )
 
     vocab = AnswerVocabulary(fine=tuple(args.fine_labels)) if args.fine_labels else AnswerVocabulary()

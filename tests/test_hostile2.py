@@ -268,14 +268,14 @@ def test_validator_refuses_an_empty_question_without_the_question_file(tmp_path,
 # --- run_vqa --out among the frames it reads (A5, still open) ---------------------------------------------
 
 
-def test_run_vqa_out_inside_the_frames_root_is_refused_before_the_model(tmp_path, capsys):
+def test_run_vqa_out_that_is_the_frames_root_is_refused_before_the_model(tmp_path, capsys):
     frames = tmp_path / "frames"
     (frames / "SAMM-1").mkdir(parents=True)
     (tmp_path / "link").symlink_to(frames)
     base = ["--questions", str(SAMM_2025), "--frames-root", str(frames), "--model", "no-such-model", "--out"]
-    for out in (frames, frames / "answers", tmp_path / "link"):
+    for out in (frames, tmp_path / "link", Path(f"{frames}/../frames")):
         assert script("eval/run_vqa").main([*base, str(out)]) == 2
-        assert f"--out {out}: lies inside --frames-root {frames}" in last_line(capsys.readouterr().err)
+        assert f"--out {out}: is --frames-root {frames}; the answers" in last_line(capsys.readouterr().err)
     assert sorted(p.name for p in frames.iterdir()) == ["SAMM-1"]
 
 
