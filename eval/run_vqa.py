@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def _main(argv: list[str] | None = None) -> int:
         format_summary,
         run_vqa,
     )
+    from megc_vqa.errors import UsageError
 
     check_run_options(
         batch_size=args.batch_size,
@@ -108,6 +110,12 @@ def _main(argv: list[str] | None = None) -> int:
         max_fallback_share=args.max_fallback_share,
         fine_labels=args.fine_labels,
     )
+    # Its files would lie among the test clips it reads (a sub-folder of the frames root is the user's layout).
+    if args.out.exists() and args.frames_root.exists() and os.path.samefile(args.out, args.frames_root):
+        raise UsageError(
+            f"--out {args.out}: is --frames-root {args.frames_root}; the answers and the zip would lie among "
+            "the clip folders it reads. Choose another --out (e.g. a folder beside it)"
+        )
 
     vocab = AnswerVocabulary(fine=tuple(args.fine_labels)) if args.fine_labels else AnswerVocabulary()
     options = EngineOptions(

@@ -126,7 +126,7 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    from megc_vqa.errors import InputError, check_number
+    from megc_vqa.errors import InputError, UsageError, check_number
     from megc_vqa.fileio import input_file_problem
     from megc_vqa.metrics.scoring import invalid_lines
     from megc_vqa.metrics.vqa import align
@@ -150,10 +150,23 @@ def _main(argv: list[str] | None = None) -> int:
             from megc_vqa.metrics.strs import read_intervals, score_str
 
             check_number("--iou", args.iou, above=0, maximum=1)
-            emotions = [e.strip() for e in args.emotions.split(",") if e.strip()] if args.emotions else None
+            emotions = (
+                None if args.emotions is None else [e.strip() for e in args.emotions.split(",") if e.strip()]
+            )
             # The validator's reader and rules: a prediction the validator rejects is never scored.
             warnings: list = []
             gts = read_intervals(args.gt, role="ground_truth", warnings=warnings)
+            if not gts:  # every score would be 0 of 0, reported as a result
+                raise InputError(
+                    f"--gt {args.gt}: no ground-truth intervals (a header only); give the STR ground truth"
+                )
+            known = [*STR_CLASSES, *sorted({g.emotion for g in gts} - set(STR_CLASSES))]
+            if emotions is not None and (not emotions or not set(emotions) <= set(known)):
+                # an empty or unknown class would be scored as nothing, silently (was: the default set)
+                raise UsageError(
+                    f"--emotions {args.emotions!r}: give comma-separated classes among {', '.join(known)} "
+                    "(or leave it out: those of the ground truth)"
+                )
             preds = read_intervals(
                 args.pred,
                 emotions=STR_CLASSES,

@@ -6,6 +6,8 @@ sub-commands and the scripts under ``eval/``, ``data_prep/`` and ``recipes/``) r
 :func:`run_command`, which turns
 
 - a project error into one line on stderr (``error: <message>``) and exit status 2;
+- an ``OSError`` about the disk or a chosen path (full, read-only, forbidden, name too long) into one line
+  naming the file and what to change, and exit status 2;
 - any other exception into one line saying where its full traceback was written (:func:`log_folder`: a
   private per-user folder or the run's output folder, a new file never opened through a link), and
   exit status 1;
@@ -20,6 +22,7 @@ Project errors are :class:`MegcError` and the older per-module error classes lis
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -182,6 +185,36 @@ def _one_line(err: BaseException, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# --- the machine's answer, not the program's fault: a full disk, a read-only or forbidden path -----------
+
+# errno -> what it means and what to change; such an error is the user's to fix (exit status 2, no crash log)
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write the output to another disk"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or write the output to another disk"),
+    errno.EFBIG: ("the file is too large for that file system", "write the output to another disk"),
+    errno.EROFS: ("the file system is read-only", "choose a writable folder"),
+    errno.EACCES: ("permission denied", "make it readable/writable for you, or choose another path"),
+    errno.EPERM: ("operation not permitted", "make it readable/writable for you, or choose another path"),
+    errno.ENAMETOOLONG: ("the file name is too long", "choose a shorter name or path"),
+    errno.ELOOP: ("a symbolic link loop on the path", "give the real path"),
+}
+
+
+def storage_problem(err: OSError) -> str | None:
+    """The message for an ``OSError`` that says something about the disk or a path the user chose (full,
+    read-only, forbidden, name too long), naming the file and what to change; ``None`` for any other."""
+    meaning = _STORAGE_ERRNOS.get(err.errno) if err.errno is not None else None
+    if meaning is None:
+        return None
+    what, change = meaning
+    if err.filename is not None:
+        target = f"{cut(str(err.filename), 200)}: "
+    else:  # ENOSPC names no file: the run's output folder, when the command said which it is
+        target = f"writing under {_output_folder}: " if _output_folder is not None else ""
+    code = errno.errorcode.get(err.errno, str(err.errno))
+    return f"{target}{what} ({code}); {change}, then run the command again"
+
+
 # --- crash logs ---------------------------------------------------------------------------------------------
 
 # The output folder of the command now running (set by the command once it exists, reset by run_command):
@@ -335,12 +368,23 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
     except FileNotFoundError as err:  # an input that is not there: a user mistake, the message names it
         _say_last(f"error: {_one_line(err)}")
         return 2
-    except Exception as err:  # unexpected: keep the traceback, say where it is
-        try:
-            where = f"full traceback in {_write_traceback(err)}"
-        except OSError as log_err:
-            where = f"its traceback could not be written: {_one_line(log_err, 200)}; set MEGC_VQA_LOG_DIR"
-        _say_last(f"error: unexpected {type(err).__name__}: {_one_line(err, 300)} ({where})")
-        return 1
+    except OSError as err:
+        problem = storage_problem(err)
+        if problem is None:
+            return _unexpected(err)
+        _say_last(f"error: {problem}")
+        return 2
+    except Exception as err:
+        return _unexpected(err)
     finally:
         set_output_folder(None)
+
+
+def _unexpected(err: BaseException) -> int:
+    """An error nobody foresaw: keep the traceback, say where it is (exit status 1)."""
+    try:
+        where = f"full traceback in {_write_traceback(err)}"
+    except OSError as log_err:
+        where = f"its traceback could not be written: {_one_line(log_err, 200)}; set MEGC_VQA_LOG_DIR"
+    _say_last(f"error: unexpected {type(err).__name__}: {_one_line(err, 300)} ({where})")
+    return 1

@@ -168,7 +168,7 @@ def resolve_inside(
     path = path if path.is_absolute() else roots[0] / path
     if any(is_inside(path, root) for root in roots):
         return Path(os.path.normpath(path))
-    inside = " or ".join(str(r) for r in roots)
+    inside = " or ".join(dict.fromkeys(os.path.normpath(r) for r in roots))  # a root given twice: once
     raise InputError(f"{where}: {str(value)!r} is outside {inside}; {allow}")
 
 
@@ -351,6 +351,11 @@ def check_writable_file(path: str | os.PathLike[str]) -> None:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
+    except NotADirectoryError:  # a folder on the way is a file: say which, rather than Errno 20 later
+        parent = next(p for p in Path(path).parents if os.path.lexists(p))
+        raise UsageError(
+            f"{path}: cannot be written: {parent} is a file, not a folder; name a folder for the output"
+        ) from None
     if stat.S_ISREG(mode):
         return
     kind = _KINDS.get(stat.S_IFMT(mode), "special file")
@@ -737,7 +742,7 @@ def claim_outputs(
     folder = Path(folder)
     names = list(dict.fromkeys(names))
     mine = _claim_state(folder, writer, names, what, legacy)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_folder_option(folder, what)  # a file or a dangling link named as the folder: said, not Errno 17
     owners = _owners(folder)  # other writers' records in the same folder are kept
     owners[writer] = mine | set(names)
     _write_owners(folder, owners)

@@ -28,6 +28,7 @@ limit                     default             what it bounds, and the real size 
 ``votes``                 256                 sampled answers per question (``run_vqa --votes``)
 ``batch_size``            65 536              rows per batch (``--batch-size``)
 ``epochs``                100 000             training epochs (``spot-train --epochs``, recipes)
+``train_steps``           10 000 000          a training recipe's ``max_steps`` (thousands in use)
 ``samples``               100 000 000         spotter training samples per epoch (a recipe's key)
 ``sampled_frames``        1 024               frames sampled per clip (``uniform:N``) or spotter window
 ``spotter_crop``          512                 a spotting recipe's ``model.size`` (64-128 px in use)
@@ -105,6 +106,7 @@ VOTES = Limit("votes", 256, "votes per question")
 GENERATIONS = Limit("generations", 256, "sampled answers per question (GRPO groups, rejection sampling)")
 BATCH_SIZE = Limit("batch_size", 65_536, "rows per batch")
 EPOCHS = Limit("epochs", 100_000, "epochs")
+TRAIN_STEPS = Limit("train_steps", 10_000_000, "training steps")
 SAMPLES = Limit("samples", 100_000_000, "samples per epoch")
 SAMPLED_FRAMES = Limit("sampled_frames", 1024, "frames sampled per clip or window")
 SPOTTER_CROP = Limit("spotter_crop", 512, "pixels per side of a spotter crop")
@@ -126,6 +128,7 @@ ALL: tuple[Limit, ...] = (
     VOTES,
     BATCH_SIZE,
     EPOCHS,
+    TRAIN_STEPS,
     SAMPLES,
     SAMPLED_FRAMES,
     SPOTTER_CROP,

@@ -105,7 +105,7 @@ def fallback_failure(result: RunResult, max_share: float) -> str | None:
         return None
     reasons: dict[str, int] = {}
     for f in fallbacks:
-        reason = str(f.get("reason") or "unknown")[:160]
+        reason = str(f.get("reason") or "unknown")[:400]  # whole: its end says what to change
         reasons[reason] = reasons.get(reason, 0) + 1
     top = max(reasons, key=reasons.__getitem__)
     return (

@@ -211,6 +211,14 @@ def check_prediction_file(data: bytes, name: str, *, check_format: bool = True) 
             )
         else:
             seen[vid] = line
+        question = obj.get("question")
+        # the leaderboard matches rows by question too: an empty one answers nothing it asked
+        if "question" in obj and not isinstance(question, str):
+            problems.append(Problem(name, line, f"question must be a string, got {type(question).__name__}"))
+        elif "question" in obj and not question.strip():
+            problems.append(
+                Problem(name, line, f"empty question for {_id(vid)}: keep the organisers' question")
+            )
         if not isinstance(answer, str):
             problems.append(Problem(name, line, f"answer must be a string, got {type(answer).__name__}"))
         elif not answer.strip():

@@ -113,9 +113,14 @@ def run_job(job: RenderJob) -> int:
 
 
 def _init_worker() -> None:
+    import signal
+
     import cv2
 
     cv2.setNumThreads(1)  # two render processes on two cores: OpenCV's own threads only contend
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says "interrupted"; a worker
+    # that took it too would print its own traceback first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = "rendering") -> int:

@@ -31,6 +31,7 @@ from megc_vqa.limits import (
     LORA_RANK,
     MAX_IMAGE_SIDE,
     MIN_IMAGE_SIDE,
+    TRAIN_STEPS,
     WORKERS,
     check_count,
 )
@@ -350,6 +351,8 @@ class Recipe:
     training: Any  # transformers.TrainingArguments, or GRPOArguments for stage grpo
     config_path: str | None = None
     stage: StageArguments = field(default_factory=StageArguments)
+    # ``--overwrite_output_dir`` (command line only, see finetune.pop_overwrite_flag): replace an earlier run
+    overwrite_output_dir: bool = False
 
 
 def _dataclass_types(stage: str = "sft") -> tuple[type, ...]:
@@ -717,6 +720,7 @@ def check_ranges(recipe: Recipe) -> None:
         ("per_device_eval_batch_size", t.per_device_eval_batch_size, BATCH_SIZE),
         ("gradient_accumulation_steps", t.gradient_accumulation_steps, BATCH_SIZE),
         ("num_train_epochs", t.num_train_epochs, EPOCHS),
+        ("max_steps", t.max_steps, TRAIN_STEPS),  # -1 (train by epochs) passes: no minimum here
         ("dataloader_num_workers", t.dataloader_num_workers, WORKERS),
         ("lora_r", m.lora_r, LORA_RANK),
         ("min_pixels", d.min_pixels, IMAGE_PIXELS),

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -334,10 +335,15 @@ def last_complete_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def _resume_path(recipe: Recipe) -> str | None:
+def _resume_requested(recipe: Recipe) -> bool:
     value = recipe.training.resume_from_checkpoint
-    if value is None or str(value).lower() in ("false", "no", ""):
+    return value is not None and str(value).lower() not in ("false", "no", "")
+
+
+def _resume_path(recipe: Recipe) -> str | None:
+    if not _resume_requested(recipe):
         return None
+    value = recipe.training.resume_from_checkpoint
     out = Path(recipe.training.output_dir)
     if str(value).lower() in ("true", "yes", "latest", "last"):
         last = last_complete_checkpoint(out)
@@ -473,10 +479,6 @@ def train(
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return TrainResult({**metrics, "already_finished": True}, None, None, out_dir)
     check_output_dir(recipe)  # before any data or model loads
-    if resume is None and out_dir.is_dir() and any(out_dir.glob("checkpoint-*")):
-        log.warning(
-            "%s already has checkpoints; pass --resume_from_checkpoint true to continue them", out_dir
-        )
 
     if os.environ.get("RANK", "0") == "0":  # what the checkpoints about to be written are trained with
         RunRecord(out_dir / RUN_RECORD).start(run_settings(recipe))
@@ -608,7 +610,10 @@ def _without_face_skips(
 
 def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_stage(parse_config(argv))
+    argv, overwrite = pop_overwrite_flag(sys.argv[1:] if argv is None else argv)
+    recipe = parse_config(argv)
+    recipe.overwrite_output_dir = overwrite
+    run_stage(recipe)
     return 0
 
 
@@ -635,16 +640,70 @@ def main(argv: list[str] | None = None) -> int:
 
 # What a training run leaves in output_dir early on: a folder holding one of them is an earlier run's.
 _RUN_FILES = (
-    RECORD_NAME, "adapter_config.json", "trainer_state.json", "train_metrics.json", "runs", RUN_RECORD,
+    RECORD_NAME,
+    RUN_RECORD,
+    "adapter_config.json",
+    "trainer_state.json",
+    "train_metrics.json",
+    "runs",
     "rft_samples.jsonl",
-)  # fmt: skip
+)
+# What a training run leaves that is worth keeping: its weights, its training record, its metrics.
+_RESULT_FILES = (*_WEIGHT_FILES, RECORD_NAME, "train_metrics.json")
+OVERWRITE_FLAG = "--overwrite_output_dir"
+
+
+def pop_overwrite_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--overwrite_output_dir [true|false]``, and whether it asked to overwrite: a switch
+    of the command line only (a recipe that always overwrote would defeat it), as HF scripts spell it."""
+    rest, overwrite, args = [], False, list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name != OVERWRITE_FLAG:
+            rest.append(arg)
+        elif eq:
+            overwrite = _flag_value(value)
+        elif i + 1 < len(args) and args[i + 1].lower() in ("true", "false", "yes", "no", "1", "0"):
+            overwrite, i = _flag_value(args[i + 1]), i + 1
+        else:
+            overwrite = True
+        i += 1
+    return rest, overwrite
+
+
+def _flag_value(value: str) -> bool:
+    if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+        raise ConfigError(f"{OVERWRITE_FLAG}={value}: give true or false (or the flag alone)")
+    return value.lower() in ("true", "yes", "1")
+
+
+def earlier_results(out: Path) -> list[str]:
+    """What an earlier training run left in ``out`` that a new run would replace: its weights, training
+    record and metrics at the top, and its complete checkpoints (a run cut before its first checkpoint
+    leaves nothing worth keeping)."""
+    found = [name for name in _RESULT_FILES if (out / name).is_file()]
+    found += sorted(
+        f.name
+        for f in out.glob("checkpoint-*")
+        if f.is_dir() and f.name.removeprefix("checkpoint-").isdigit() and checkpoint_problem(f) is None
+    )
+    return found
 
 
 def check_output_dir(recipe: Recipe) -> None:
-    """Refuse an ``output_dir`` that is or holds the base model, the QA files or the working folder, or a
-    non-empty folder that is not an earlier training run's: the trainer writes adapter, tokenizer,
-    processor and README files there, replacing those of the same names (a base model's own)."""
+    """Refuse an ``output_dir`` that is a file; that is or holds the base model, the QA files or the working
+    folder; that is not empty and not an earlier training run's (the trainer writes adapter, tokenizer,
+    processor and README files there, replacing those of the same names: a base model's own); or that
+    holds an earlier run's adapter or checkpoints, unless the recipe resumes (``resume_from_checkpoint``)
+    or ``recipe.overwrite_output_dir`` (the ``--overwrite_output_dir`` switch) says to replace them."""
     out = Path(recipe.training.output_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        kind = "link to nothing" if not os.path.exists(out) else "file"
+        raise ConfigError(
+            f"output_dir {out}: is a {kind}, not a folder; give a folder (created when missing)"
+        )
     inputs: list[tuple[str, Path]] = [("the current folder", Path.cwd())]
     candidates = [
         ("the base model", recipe.model.model_name_or_path),
@@ -655,10 +714,34 @@ def check_output_dir(recipe: Recipe) -> None:
     check_outside(out, inputs, label=f"output_dir {out}")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if any((out / name).exists() for name in _RUN_FILES) or any(out.glob("checkpoint-*")):
+    if not (any((out / name).exists() for name in _RUN_FILES) or any(out.glob("checkpoint-*"))):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ConfigError(
+            f"output_dir {out}: holds {shown}, and no earlier training run ({RECORD_NAME} or checkpoint-*); "
+            "the trainer would replace files there. Choose a new or empty output_dir"
+        )
+    results = earlier_results(out)
+    if _resume_requested(recipe) or not results:
         return
-    shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+    if recipe.overwrite_output_dir:
+        replace_earlier_run(out)
+        return
+    shown = ", ".join(results[:5]) + (f" and {len(results) - 5} more" if len(results) > 5 else "")
     raise ConfigError(
-        f"output_dir {out}: holds {shown}, and no earlier training run ({RECORD_NAME} or checkpoint-*); the "
-        "trainer would replace files there. Choose a new or empty output_dir"
+        f"output_dir {out}: holds an earlier training run ({shown}); training again would replace it. "
+        f"Pass --resume_from_checkpoint true to continue it, {OVERWRITE_FLAG} to replace it, "
+        "or choose another output_dir"
     )
+
+
+def replace_earlier_run(out: Path) -> None:
+    """Before a run that replaces an earlier one (``--overwrite_output_dir``): remove the earlier run's
+    ``checkpoint-N`` folders (real folders only, never through a link), so that its checkpoints are not
+    mixed with the new run's (a later resume would take the newest of either); the other files of the
+    earlier run are overwritten by the new run's."""
+    import shutil
+
+    for folder in sorted(out.glob("checkpoint-*")):
+        if folder.name.removeprefix("checkpoint-").isdigit() and folder.is_dir() and not folder.is_symlink():
+            log.warning("%s: removing %s of the earlier run (%s)", out, folder.name, OVERWRITE_FLAG)
+            shutil.rmtree(folder)
