@@ -152,6 +152,13 @@ class HfDecoder:
             )
             features = dict(zip(unique, result.pooler_output, strict=True))
             result.pooler_output = tuple(features[first[owner]] for owner in owners)
+            if getattr(
+                result, "deepstack_features", None
+            ):  # Qwen3-VL: per layer, per image, like pooler_output
+                result.deepstack_features = [
+                    tuple(dict(zip(unique, layer, strict=True))[first[owner]] for owner in owners)
+                    for layer in result.deepstack_features
+                ]
             result.last_hidden_state = None  # per-patch states of the unique images only: not row-aligned
             return result
 

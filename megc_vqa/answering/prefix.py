@@ -729,8 +729,9 @@ def _clip_pixels(
     enc: Any, firsts: Sequence[int], counts: Sequence[tuple[int, int]], owners: Sequence[int]
 ) -> dict[str, Any]:
     """The pixel inputs of the clips whose first rows are ``firsts``, out of an encoding of every row
-    (``owners``: each row's clip key). Images come once per clip (``HfDecoder._encode(unique=True)``),
-    in the order of the clips' first rows; videos once per row. Each item takes ``prod(grid)`` pixel rows."""
+    (``owners``: each row's clip key). Images come once per clip where ``HfDecoder._encode(unique=True)``
+    shared them (in the order of the clips' first rows), else once per row, like videos. Each item takes
+    ``prod(grid)`` pixel rows."""
     import torch
 
     unique_first: dict[int, int] = {}
@@ -744,7 +745,11 @@ def _clip_pixels(
     ):
         if grid not in enc:
             continue
-        units = clip_rows if slot == 0 else list(range(len(owners)))  # what each item block belongs to
+        # Images come once per clip where the encoder shared them, else once per row (as videos do).
+        per_clip = sum(counts[r][slot] for r in clip_rows)
+        units = clip_rows if len(enc[grid]) == per_clip else list(range(len(owners)))
+        if len(enc[grid]) != sum(counts[u][slot] for u in units):
+            raise ValueError(f"{grid}: {len(enc[grid])} items, neither one per clip nor one per row")
         first_item = {}
         total = 0
         for unit in units:
