@@ -59,7 +59,8 @@ _UNSUPPORTED_GENERATION = (
 
 @dataclass
 class PrefixStats:
-    """What the shared-prefix path did in one engine call (tests and benchmarks read it)."""
+    """What the shared-prefix path did since the decoder was made (tests and benchmarks read it; assign a
+    new one to start counting again)."""
 
     prefills: int = 0  # clips whose prefix was run
     reused: int = 0  # clips whose cached prefix served a later decode call
@@ -368,6 +369,9 @@ class SharedPrefixDecoding:
         found: dict[int, Prefix] = {}
         for members in clips.values():
             owner = requests[members[0]].visual
+            if owner is None:  # text only: no images to share, and no 3-D positions to build on
+                plain += members
+                continue
             entry = self.decoder.prefix_cache.lookup(owner, [ids[i] for i in members], self.key)
             n = len(entry.ids) if entry else shared_length([ids[i] for i in members])
             if any(vision[i] >= n for i in members) or (entry is None and n == 0):
@@ -457,7 +461,7 @@ class SharedPrefixDecoding:
         for group in clip_groups([r.visual for r in requests], capacity):
             while loop.rows and len(loop.rows) + len(group) > capacity:
                 loop.step(results)
-            for local in self.admit([requests[i] for i in group], group, results, loop):
+            for local in self.admit([requests[i] for i in group], group, results, loop, capacity):
                 plain.append(group[local])
         while loop.rows:
             loop.step(results)
@@ -465,17 +469,43 @@ class SharedPrefixDecoding:
         return results, sorted(plain)
 
     def admit(
-        self, requests: Sequence[Any], where: Sequence[int], results: list[Any], loop: _Loop
+        self, requests: Sequence[Any], where: Sequence[int], results: list[Any], loop: _Loop, capacity: int
     ) -> list[int]:
         """Prefill a group's clips, run its rows' own tokens (and the closed rows' labels), fill in the
         answers that are complete and hand the rest to ``loop``; returns the rows left to the plain path
-        (positions in ``requests``)."""
-        from megc_vqa.answering.decoding import Texts
-
+        (positions in ``requests``). The rows' own tokens run in forwards of at most ``capacity``
+        sequences (a closed row takes one per label, all in the same forward), which bounds their memory."""
         rows, plain = self.prepare(requests)
         self.decoder._image_cache.clear()  # the pixels served the prefill; the prefix cache keeps the rest
-        if not rows:
-            return plain
+        scoring = self.decoder.score_labels
+        chunk: list[_Row] = []
+        width = 0
+        for row in rows:
+            n = max(1, len(requests[row.index].labels) if scoring else 1)
+            if chunk and width + n > capacity:
+                self.first_block(chunk, requests, where, results, loop)
+                chunk, width = [], 0
+            chunk.append(row)
+            width += n
+        if chunk:
+            self.first_block(chunk, requests, where, results, loop)
+        self.stats.suffix_tokens += sum(len(r.suffix) for r in rows)
+        return plain
+
+    def first_block(
+        self,
+        rows: Sequence[_Row],
+        requests: Sequence[Any],
+        where: Sequence[int],
+        results: list[Any],
+        loop: _Loop,
+    ) -> None:
+        """One forward over the rows' own tokens (each closed row once per label, its label's tokens last);
+        closed rows whose greedy walk ends get their answer, the others join ``loop``."""
+        import torch
+
+        from megc_vqa.answering.decoding import Texts
+
         scoring = self.decoder.score_labels
         closed = [r for r in rows if scoring and requests[r.index].labels]
         opened = [r for r in rows if not (scoring and requests[r.index].labels)]
@@ -490,7 +520,6 @@ class SharedPrefixDecoding:
         ids, mask = left_pad(seqs, self.decoder.pad_id, self.device)
         logits, state = forward_block(self.model, self.kv_arg, state, ids, mask, keep)
         logits = logits.float()
-        self.stats.suffix_tokens += sum(len(r.suffix) for r in rows)
         entries = [_Entry(where[r.index], requests[r.index], r.ids) for r in opened]
         chosen = list(range(len(opened)))
         extra = [0] * len(opened)  # label tokens after a walk's departure, masked out below
@@ -504,16 +533,14 @@ class SharedPrefixDecoding:
         self.stats.scored_rows += len(closed)
         self.stats.walked_off += len(entries) - len(opened)
         self.stats.generated_rows += len(entries)
-        if entries:
-            import torch
-
-            state = state.take(torch.tensor(chosen, device=self.device))
-            for b, n in enumerate(extra):
-                if n:
-                    state.mask[b, state.mask.shape[1] - n :] = 0
-                    state.pos[b] -= n
-            loop.join(entries, state, logits[chosen, -1])
-        return plain
+        if not entries:
+            return
+        state = state.take(torch.tensor(chosen, device=self.device))
+        for b, n in enumerate(extra):
+            if n:
+                state.mask[b, state.mask.shape[1] - n :] = 0
+                state.pos[b] -= n
+        loop.join(entries, state, logits[chosen, -1])
 
     def text(self, tokens: Sequence[int]) -> str:
         return self.decoder.tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
