@@ -98,13 +98,8 @@ def measure(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
-    from transformers import LogitsProcessorList
 
-    from megc_vqa.answering.constrained import GrammarLogitsProcessor, stop_token_ids
     from megc_vqa.answering.engine import Engine, EngineOptions
-    from megc_vqa.answering.grammar import answer_grammar
-    from megc_vqa.models.prompting import build_messages, encode_prompts, render_prompt
-    from megc_vqa.qa.templates import classify_question
     from megc_vqa.visual.frames import clip_from_folder
     from megc_vqa.visual.samplers import sample
 
@@ -119,32 +114,11 @@ def measure(
         batch_size=batch_size, constrained=constrained, consistency=False, dataset_labels=False
     )
     engine = Engine.load(model_name, adapter, options)
-    model, processor, prompt = engine.model, engine.processor, engine.prompt
-    tok = engine.tokenizer
-    stop = stop_token_ids(tok)
 
     def visual_of(video: str):
         return sample(clip_from_folder(tmp / video, 30.0, dataset="bench"), "oao+flow", size=224)
 
-    def naive() -> list[str]:
-        answers = []
-        for r in rows:
-            visual = visual_of(r["video"])  # once per row
-            text = render_prompt(processor, build_messages(r["question"], visual, None, prompt))
-            inputs = encode_prompts(processor, [text], [visual], prompt).to(model.device)
-            kind = classify_question(r["question"])
-            processors = LogitsProcessorList()
-            if constrained:
-                grammar = answer_grammar(r["question"], options.vocab, kind)
-                index = engine.decoder.token_index
-                processors.append(GrammarLogitsProcessor(index, [grammar], inputs["input_ids"].shape[1]))
-            with torch.inference_mode():
-                out = model.generate(**inputs, max_new_tokens=engine.max_new_tokens(kind), do_sample=False,
-                                     eos_token_id=stop, pad_token_id=tok.pad_token_id, logits_processor=processors)  # fmt: skip
-            answers.append(
-                tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-            )
-        return answers
+    naive = _naive_loop(engine, rows, visual_of, constrained)
 
     scored: list = []
 
@@ -186,6 +160,43 @@ def measure(
         "scored_rows": len(scored),
         "argmax_agrees": sum(max(a.scores, key=a.scores.get) == a.text for a in scored),
     }
+
+
+def _naive_loop(engine, rows: list[dict], visual_of, constrained: bool):
+    """One ``generate`` per row, each preparing its own visual inputs (with the engine's grammar logits
+    processor when ``constrained``)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from megc_vqa.answering.constrained import GrammarLogitsProcessor, stop_token_ids
+    from megc_vqa.answering.grammar import answer_grammar
+    from megc_vqa.models.prompting import build_messages, encode_prompts, render_prompt
+    from megc_vqa.qa.templates import classify_question
+
+    model, processor, prompt, tok = engine.model, engine.processor, engine.prompt, engine.tokenizer
+    stop = stop_token_ids(tok)
+
+    def naive() -> list[str]:
+        answers = []
+        for r in rows:
+            visual = visual_of(r["video"])  # once per row
+            text = render_prompt(processor, build_messages(r["question"], visual, None, prompt))
+            inputs = encode_prompts(processor, [text], [visual], prompt).to(model.device)
+            kind = classify_question(r["question"])
+            processors = LogitsProcessorList()
+            if constrained:
+                grammar = answer_grammar(r["question"], engine.options.vocab, kind)
+                index = engine.decoder.token_index
+                processors.append(GrammarLogitsProcessor(index, [grammar], inputs["input_ids"].shape[1]))
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=engine.max_new_tokens(kind), do_sample=False,
+                                     eos_token_id=stop, pad_token_id=tok.pad_token_id, logits_processor=processors)  # fmt: skip
+            answers.append(
+                tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+            )
+        return answers
+
+    return naive
 
 
 def answer_for_memory(args: argparse.Namespace, clips: int) -> dict:

@@ -47,7 +47,8 @@ class HfDecoder:
         # result so its id cannot be reused while cached).
         self.share_images = True
         self._image_cache: dict[int, tuple[Any, dict[str, Any], list[str]]] = {}
-        # One prefix per clip and label scoring (greedy decoding); the cache lives for one answering call.
+        # One prefix per clip and label scoring (greedy decoding; share_images = False turns it off too,
+        # as it shares the clip's images); the cache lives for one answering call.
         self.share_prefix = True
         self.score_labels = True
         self.batch_rows = 32  # rows decoding at once on the shared-prefix path (the engine's batch_size)
@@ -59,7 +60,7 @@ class HfDecoder:
     @property
     def batches_by_clip(self) -> bool:
         """Whether rows should come in whole clips (the shared-prefix path) rather than length buckets."""
-        return self.share_prefix and self.prefix_refusal is None
+        return self.share_prefix and self.share_images and self.prefix_refusal is None
 
     @property
     def prefix_refusal(self) -> str | None:
@@ -202,7 +203,7 @@ class HfDecoder:
         clips whose images follow the question) through ``generate``."""
         if not requests:
             return []
-        if not sampling.greedy or not self.share_prefix or self.prefix_refusal is not None:
+        if not sampling.greedy or not self.batches_by_clip:
             return self._generate(requests, sampling)
         import torch
 
