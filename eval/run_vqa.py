@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-decoding", action="store_true", help="no label-constrained decoding")
     p.add_argument("--no-consistency", action="store_true", help="keep each answer as decoded")
     p.add_argument(
+        "--label-scores",
+        action="store_true",
+        help="also write OUT/label_scores.jsonl: each closed question's label log-probabilities and "
+        "probabilities (they are always in OUT/answers.jsonl as label_logprobs)",
+    )
+    p.add_argument(
         "--sort-aus",
         action="store_true",
         help="write AU lists in ascending AU number (default: the order the model wrote them)",
@@ -141,6 +147,7 @@ def _main(argv: list[str] | None = None) -> int:
             fps=args.fps,
             backend=args.backend,
             progress=not args.quiet,
+            label_scores=args.label_scores,
             visual=VisualSettings(args.visual_spec, args.image_size, None, args.visual_cache),
             report_rows=args.report_rows,
         )

@@ -280,10 +280,18 @@ def test_gpu_suite_tiny_scale_runs_every_section(tmp_path, capsys):
     assert main(["--scale", "tiny", "--device", "cpu", "--out", str(out), "--workdir", str(tmp_path)]) == 0
     result = json.loads(out.read_text())
     variants = {r["variant"]: r for r in result["results"]}
-    assert set(variants) == {"lora-bf16", "qlora-nf4", "7b-qlora-nf4", "answer", "answer-vllm"}
+    assert set(variants) == {
+        "lora-bf16",
+        "qlora-nf4",
+        "7b-qlora-nf4",
+        "answer",
+        "answer-constrained",
+        "answer-vllm",
+    }
     for name in ("lora-bf16", "qlora-nf4"):
         assert variants[name]["step_s"] > 0 and variants[name]["tokens_per_s"] > 0
-    assert variants["answer"]["engine_rows_per_s"] > 0 and variants["answer"]["naive_rows_per_s"] > 0
+    for name in ("answer", "answer-constrained"):
+        assert variants[name]["engine_rows_per_s"] > 0 and variants[name]["naive_rows_per_s"] > 0
     printed = capsys.readouterr().out
     assert "lora-bf16" in printed and "goal met" in printed
 

@@ -29,12 +29,26 @@ from megc_vqa.models.prompting import _pixel_kwargs as _processor_pixel_kwargs
 
 @dataclass(frozen=True)
 class DecodeRequest:
-    """One row to decode: ``grammar`` ``None`` means free decoding; ``max_new_tokens`` bounds the answer."""
+    """One row to decode: ``grammar`` ``None`` means free decoding; ``max_new_tokens`` bounds the answer.
+
+    labels: the closed label set of a classification row (``grammar`` is then ``OneOf(labels)``): a backend
+        that scores labels returns each one's log-probability with the answer (``Texts.scores``).
+    """
 
     question: str
     visual: Any
     grammar: Grammar | None
     max_new_tokens: int
+    labels: tuple[str, ...] = ()
+
+
+class Texts(list):  # list[str]: what every backend returned before label scores existed
+    """One request's decoded texts (``sampling.n`` strings), and ``scores``: label -> log-probability
+    (the label's tokens and the end of the answer, summed) where the backend scored the row's labels."""
+
+    def __init__(self, texts: Sequence[str] = (), scores: dict[str, float] | None = None) -> None:
+        super().__init__(texts)
+        self.scores = scores
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,7 @@ class Decoder(Protocol):
     schedules_itself: bool
 
     def decode(self, requests: Sequence[DecodeRequest], sampling: Sampling) -> list[list[str]]:
-        """Raw texts, one list of ``sampling.n`` per request, stripped."""
+        """Raw texts, one list of ``sampling.n`` per request, stripped (a ``Texts`` carries label scores)."""
         ...
 
     def end_call(self) -> None:

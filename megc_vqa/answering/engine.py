@@ -12,7 +12,11 @@ does everything after decoding the same way for every backend:
   exposed as ``engine.contract``; its prompt layout, pixel bounds and label sets drive decoding, and
   ``engine.visual_inputs(clip)`` samples a clip with its visual settings.
 - Batched greedy decoding by default; the caller hands each clip's visual inputs once and every
-  question of the clip reuses them.
+  question of the clip reuses them. With the transformers backend each clip's images and shared prompt
+  prefix run once, and closed questions are answered by scoring their labels: each row's answer then
+  carries every label's log-probability (``Answer.scores``; ``score_labels`` returns them alone).
+- A batch that runs out of memory is halved and retried (with a warning) until it fits; a single row
+  that still does not fit gets a flagged fallback. No row is lost.
 - Optional label-constrained decoding (``constrained.py``): classification answers are always valid
   labels and the joint answer always follows its template.
 - Optional voting: N sampled answers per row, majority of the normalised answers.
@@ -37,7 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.answering.decoding import Decoder, DecodeRequest, Sampling
-from megc_vqa.answering.grammar import DEFAULT_VOCAB, AnswerVocabulary, Grammar, OneOf, answer_grammar
+from megc_vqa.answering.grammar import (
+    DEFAULT_VOCAB,
+    AnswerVocabulary,
+    Grammar,
+    OneOf,
+    answer_grammar,
+    kind_grammar,
+)
 from megc_vqa.answering.postprocess import (
     FINE_TO_COARSE,
     Change,
@@ -62,6 +73,20 @@ FREE_MAX_NEW_TOKENS = 256  # analysis and unknown questions
 
 class EngineError(RuntimeError):
     """The engine cannot start or go on; the message says what to change."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says a batch did not fit in (GPU or host) memory."""
+    return isinstance(err, MemoryError) or "OutOfMemory" in type(err).__name__ or "out of memory" in str(err)
+
+
+def scored_labels(kind: str, grammar: Grammar | None) -> tuple[str, ...]:
+    """The labels a row's answer is scored among: a classification kind's (closed label set, the registry's
+    ``classification``) under its grammar; ``()`` for every other row."""
+    spec = KINDS.get(kind)  # type: ignore[call-overload]
+    if spec is None or not spec.classification or not isinstance(grammar, OneOf):
+        return ()
+    return grammar.labels
 
 
 @dataclass(frozen=True)
@@ -116,6 +141,7 @@ class Answer:
     fallback: bool = False
     reason: str = ""
     samples: list[str] = field(default_factory=list)
+    scores: dict[str, float] | None = None  # label -> log-probability, where the labels were scored
 
 
 def contract_folders(model: str | Path, adapter: str | Path | None) -> tuple[Path | None, Path | None]:
@@ -305,9 +331,11 @@ class Engine:
         if grammars is None:
             grammars = self._grammars(questions, kinds, [o.vocab] * len(questions))
         requests = [
-            DecodeRequest(q, v, g, self.max_new_tokens(k))
+            DecodeRequest(q, v, g, self.max_new_tokens(k), scored_labels(k, g))
             for q, v, g, k in zip(questions, visuals, grammars, kinds, strict=True)
         ]
+        if hasattr(self.decoder, "batch_rows"):
+            self.decoder.batch_rows = max(1, o.batch_size)
         sampling = Sampling(
             n=max(1, o.votes),
             temperature=o.temperature,
@@ -337,34 +365,80 @@ class Engine:
         vocabs = list(vocabs) if vocabs is not None else [self.options.vocab] * len(questions)
         out: list[Answer | None] = [None] * len(questions)
         try:
-            for rows in self._batches(kinds):
+            for rows in self._batches(kinds, visuals):
                 qs, vs, ks, vocs = ([seq[i] for i in rows] for seq in (questions, visuals, kinds, vocabs))
-                try:
-                    raws = self.generate(qs, vs, self._grammars(qs, ks, vocs), sample_seed, ks)
-                    answers = [
-                        self._decide(q, k, s, v) for q, k, s, v in zip(qs, ks, raws, vocs, strict=True)
-                    ]
-                except (KeyboardInterrupt, EngineError):
-                    raise
-                except Exception as err:  # any model failure becomes a per-row retry
-                    log.warning(
-                        "batch failed (%s: %s); retrying its rows one by one", type(err).__name__, err
-                    )
-                    answers = [
-                        self._answer_one(q, v, k, sample_seed, voc)
-                        for q, v, k, voc in zip(qs, vs, ks, vocs, strict=True)
-                    ]
-                for i, a in zip(rows, answers, strict=True):
+                for i, a in zip(rows, self._answer_batch(qs, vs, ks, vocs, sample_seed), strict=True):
                     out[i] = a
         finally:
             self.decoder.end_call()
         return [a for a in out if a is not None]
 
-    def _batches(self, kinds: Sequence[str]) -> list[list[int]]:
-        """Row indices per decode call: same length bucket, at most ``batch_size`` rows, file order kept
-        inside a bucket (deterministic, so reruns batch identically)."""
+    def _answer_batch(
+        self,
+        qs: Sequence[str],
+        vs: Sequence[Any],
+        ks: Sequence[str],
+        vocs: Sequence[AnswerVocabulary],
+        sample_seed: int | None,
+    ) -> list[Answer]:
+        """One batch's answers; out of memory, the batch is halved and each half retried (a single row
+        that does not fit becomes a fallback); any other failure retries the rows one by one."""
+        try:
+            raws = self.generate(qs, vs, self._grammars(qs, ks, vocs), sample_seed, ks)
+            return [self._decide(q, k, s, v) for q, k, s, v in zip(qs, ks, raws, vocs, strict=True)]
+        except (KeyboardInterrupt, EngineError):
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err)[:200]}"
+            if is_out_of_memory(err):
+                self._free_memory()
+                if len(qs) == 1:
+                    log.warning("one row does not fit in memory (%s); it gets a fallback answer", reason)
+                    return [Answer("", fallback=True, reason=reason)]
+                half = (len(qs) + 1) // 2
+                log.warning(
+                    "a batch of %d rows ran out of memory (%s); retrying it as %d + %d rows (a smaller "
+                    "--batch-size avoids the retries)", len(qs), reason, half, len(qs) - half,
+                )  # fmt: skip
+                return [
+                    *self._answer_batch(qs[:half], vs[:half], ks[:half], vocs[:half], sample_seed),
+                    *self._answer_batch(qs[half:], vs[half:], ks[half:], vocs[half:], sample_seed),
+                ]
+            log.warning("batch failed (%s); retrying its rows one by one", reason)
+            return [
+                self._answer_one(q, v, k, sample_seed, voc)
+                for q, v, k, voc in zip(qs, vs, ks, vocs, strict=True)
+            ]
+
+    def _free_memory(self) -> None:
+        """Drop what the decoder cached for this call and give freed GPU memory back before a retry."""
+        import gc
+
+        self.decoder.end_call()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def _batches(self, kinds: Sequence[str], visuals: Sequence[Any] | None = None) -> list[list[int]]:
+        """Row indices per decode call, deterministic so reruns batch identically. A decoder that
+        shares each clip's prefix (greedy) gets every row at once and decodes ``batch_size`` of them at a
+        time, taking clips in as rows finish; otherwise rows of one length bucket, at most
+        ``batch_size``, file order kept inside a bucket."""
         if self.decoder.schedules_itself:
             return [list(range(len(kinds)))] if kinds else []
+        if (
+            visuals is not None
+            and self.options.votes <= 1
+            and getattr(self.decoder, "batches_by_clip", False)
+        ):
+            return (
+                [list(range(len(kinds)))] if kinds else []
+            )  # it takes whole clips in, batch_size rows at once
         limit = [self.max_new_tokens(k) for k in kinds]
         bucket = [0 if n <= 16 else 1 if n <= 96 else 2 for n in limit]
         bs = max(1, self.options.batch_size)
@@ -398,11 +472,51 @@ class Engine:
         normalised = [normalise_answer(question, s, vocab, kind=kind, sort_aus=o.sort_aus) for s in samples]
         valid = [a for a, ok in normalised if ok]
         raw = samples[0] if samples else ""
+        scores = getattr(samples, "scores", None)
         if not valid:
             why = "empty answer" if not raw else f"not a valid answer: {raw[:80]!r}"
-            return Answer("", raw=raw, fallback=True, reason=why, samples=[a for a, _ in normalised])
+            return Answer(
+                "", raw=raw, fallback=True, reason=why, samples=[a for a, _ in normalised], scores=scores
+            )
         text = Counter(valid).most_common(1)[0][0]  # Counter keeps first-seen order among ties
-        return Answer(text, raw=raw, samples=[a for a, _ in normalised] if len(samples) > 1 else [])
+        samples_out = [a for a, _ in normalised] if len(samples) > 1 else []
+        return Answer(text, raw=raw, samples=samples_out, scores=scores)
+
+    def score_labels(
+        self,
+        questions: Sequence[str],
+        visuals: Sequence[Any],
+        kinds: Sequence[str] | None = None,
+        vocabs: Sequence[AnswerVocabulary] | None = None,
+    ) -> list[dict[str, float]]:
+        """Each row's label -> log-probability over its closed label set (coarse, fine, presence, side, ...;
+        the labels' tokens plus the end of the answer, summed). Refused, with the kind named, for a row
+        whose kind has an open answer (AU lists, joint, analysis, counts), and by a backend that cannot
+        score (vLLM)."""
+        kinds = list(kinds) if kinds is not None else [T.classify_question(q) for q in questions]
+        vocabs = list(vocabs) if vocabs is not None else [self.options.vocab] * len(questions)
+        for q, k in zip(questions, kinds, strict=True):
+            spec = KINDS.get(k)  # type: ignore[call-overload]
+            if spec is None or not spec.classification:
+                form = spec.form if spec is not None else "unknown"
+                raise EngineError(
+                    f"label scoring needs a closed label set, but kind {k!r} ({q[:60]!r}) has {form} answers; "
+                    "score only classification kinds (coarse, fine, presence, side, lvqa_event_type)"
+                )
+        if not getattr(self.decoder, "score_labels", False) or not getattr(
+            self.decoder, "batches_by_clip", False
+        ):
+            raise EngineError(
+                f"the {self.decoder.name or 'current'} backend cannot score labels; use the default one"
+            )
+        grammars: list[Grammar | None] = [
+            kind_grammar(k, False, v) for k, v in zip(kinds, vocabs, strict=True)
+        ]
+        try:
+            texts = self.generate(questions, visuals, grammars, None, kinds)
+        finally:
+            self.decoder.end_call()
+        return [dict(getattr(t, "scores", None) or {}) for t in texts]
 
     # -- clips --------------------------------------------------------------------------------------
 

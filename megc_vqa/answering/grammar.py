@@ -64,7 +64,8 @@ class OneOf(Grammar):
     """Exactly one of ``strings``; a state is the prefix read so far."""
 
     def __init__(self, strings: Iterable[str]) -> None:
-        self.strings = frozenset(strings)
+        self.labels = tuple(dict.fromkeys(strings))  # in the order given (label scores are logged so)
+        self.strings = frozenset(self.labels)
         if not self.strings or "" in self.strings:
             raise ValueError("OneOf needs non-empty strings")
         self._next: dict[str, set[str]] = {}

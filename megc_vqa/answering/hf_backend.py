@@ -4,8 +4,13 @@
   training; each row stops at its own length bound.
 - Grammars (``grammar.py``) become a ``LogitsProcessor`` (``constrained.py``): a row only emits tokens
   that keep its answer inside its grammar, and ends only once the answer is complete.
-- Each clip's images go through the image processor once and through the vision tower once per
-  ``generate`` call, however many questions the clip has (the outputs are identical: tests assert it).
+- Greedy decoding (the default) runs from one shared prefix per clip (``prefix.py``): each clip's images
+  go through the vision tower once and the prompt tokens its questions share are run once; closed
+  questions are answered by scoring their labels, open ones decode step by step from the clip's cache.
+  The answers are those of ``generate`` (tests assert it); ``share_prefix = False`` turns it off.
+- Sampling (votes), and clips whose images do not all come before the question, take ``generate``:
+  there each clip's images go through the image processor once and through the vision tower once per
+  call, however many questions the clip has (the outputs are identical: tests assert it).
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from megc_vqa.answering.decoding import DecodeRequest, Sampling, prompt_text
+from megc_vqa.answering.decoding import DecodeRequest, Sampling, Texts, prompt_text
+from megc_vqa.answering.prefix import PrefixCache, PrefixStats, SharedPrefixDecoding, unsupported_reason
 from megc_vqa.models.prompting import PromptOptions, encode_prompts, model_visuals
+
+log = logging.getLogger(__name__)
 
 
 class HfDecoder:
@@ -38,9 +47,39 @@ class HfDecoder:
         # result so its id cannot be reused while cached).
         self.share_images = True
         self._image_cache: dict[int, tuple[Any, dict[str, Any], list[str]]] = {}
+        # One prefix per clip and label scoring (greedy decoding; share_images = False turns it off too,
+        # as it shares the clip's images); the cache lives for one answering call.
+        self.share_prefix = True
+        self.score_labels = True
+        self.batch_rows = 32  # rows decoding at once on the shared-prefix path (the engine's batch_size)
+        self.prefix_cache = PrefixCache()
+        self.prefix_stats = PrefixStats()
+        self._prefix_refusal: str | None = None
+        self._prefix_checked = False
+
+    @property
+    def batches_by_clip(self) -> bool:
+        """Whether rows should come in whole clips (the shared-prefix path) rather than length buckets."""
+        return self.share_prefix and self.share_images and self.prefix_refusal is None
+
+    @property
+    def prefix_refusal(self) -> str | None:
+        """Why this model cannot decode from shared prefixes (``None``: it can); checked once."""
+        if not self._prefix_checked:
+            self._prefix_refusal = unsupported_reason(self.model)
+            self._prefix_checked = True
+            if self._prefix_refusal:
+                log.info("shared-prefix decoding off for this model: %s", self._prefix_refusal)
+        return self._prefix_refusal
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else int(self.token_index.stop_ids[0])
 
     def end_call(self) -> None:
         self._image_cache.clear()
+        self.prefix_cache.clear()
 
     @property
     def token_index(self) -> Any:
@@ -50,13 +89,15 @@ class HfDecoder:
             self._index = TokenIndex(self.tokenizer)
         return self._index
 
-    def _encode(self, questions: Sequence[str], visuals: Sequence[Any]) -> Any:
+    def _encode(self, questions: Sequence[str], visuals: Sequence[Any], unique: bool = False) -> Any:
         """Processor inputs for rows; each clip's images go through the image processor once.
 
         The processor would resize and normalise a clip's images again for every question of the clip.
         Its per-batch image step (``_process_images``) is wrapped so that it runs per clip, is cached
         for the engine call, and its results are concatenated in row order: the output is identical
         (a test asserts it) and the visual work per clip is done once. Video inputs take the plain path.
+        ``unique``: the image pixels and grids of each clip appear once, in the order of its first row
+        (the shared-prefix path needs them only for its prefill); the tokens are the same.
         """
         prompts = [
             prompt_text(self.processor, q, v, self.prompt) for q, v in zip(questions, visuals, strict=True)
@@ -67,7 +108,7 @@ class HfDecoder:
             return encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left").to(
                 self.model.device
             )
-        self.processor._process_images = self._cached_images(visuals, original)
+        self.processor._process_images = self._cached_images(visuals, original, unique)
         try:
             inputs = encode_prompts(self.processor, prompts, visuals, self.prompt, padding_side="left")
         finally:
@@ -112,6 +153,13 @@ class HfDecoder:
             )
             features = dict(zip(unique, result.pooler_output, strict=True))
             result.pooler_output = tuple(features[first[owner]] for owner in owners)
+            if getattr(
+                result, "deepstack_features", None
+            ):  # Qwen3-VL: per layer, per image, like pooler_output
+                result.deepstack_features = [
+                    tuple(dict(zip(unique, layer, strict=True))[first[owner]] for owner in owners)
+                    for layer in result.deepstack_features
+                ]
             result.last_hidden_state = None  # per-patch states of the unique images only: not row-aligned
             return result
 
@@ -121,7 +169,7 @@ class HfDecoder:
         finally:
             del inner.get_image_features  # back to the class method
 
-    def _cached_images(self, visuals: Sequence[Any], original: Any) -> Any:
+    def _cached_images(self, visuals: Sequence[Any], original: Any, unique: bool = False) -> Any:
         import torch
 
         counts = [len(model_visuals(v, self.prompt.visual_mode)[0]) for v in visuals]
@@ -129,14 +177,16 @@ class HfDecoder:
         def process(images: Sequence[Any], **kwargs: Any) -> tuple[dict[str, Any], list[str]]:
             if len(images) != sum(counts):
                 return original(images, **kwargs)
-            parts, replacements, pos = [], [], 0
+            parts, replacements, pos, seen = [], [], 0, set()
             for visual, n in zip(visuals, counts, strict=True):
                 if n:
                     key = id(visual)
                     if key not in self._image_cache:
                         self._image_cache[key] = (visual, *original(list(images[pos : pos + n]), **kwargs))
                     _, processed, repl = self._image_cache[key]
-                    parts.append(processed)
+                    if not (unique and key in seen):
+                        parts.append(processed)
+                    seen.add(key)
                     replacements += repl
                 pos += n
             merged = {
@@ -149,6 +199,23 @@ class HfDecoder:
         return process
 
     def decode(self, requests: Sequence[DecodeRequest], sampling: Sampling) -> list[list[str]]:
+        """Greedy rows from shared per-clip prefixes where the model allows it, the rest (sampling, and
+        clips whose images follow the question) through ``generate``."""
+        if not requests:
+            return []
+        if not sampling.greedy or not self.batches_by_clip:
+            return self._generate(requests, sampling)
+        import torch
+
+        with torch.inference_mode():
+            results, plain = SharedPrefixDecoding(self).run(requests, max(1, self.batch_rows))
+        if plain:
+            for i, texts in zip(plain, self._generate([requests[i] for i in plain], sampling), strict=True):
+                results[i] = texts
+        return results
+
+    def _generate(self, requests: Sequence[DecodeRequest], sampling: Sampling) -> list[list[str]]:
+        """One ``generate`` call over the rows, left-padded, each row stopping at its own bound."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -189,7 +256,7 @@ class HfDecoder:
                 **kwargs,
             )
         texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(requests))]
+        return [Texts(t.strip() for t in texts[i * n : (i + 1) * n]) for i in range(len(requests))]
 
 
 class _RowLimits:

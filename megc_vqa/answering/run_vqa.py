@@ -13,6 +13,10 @@
 5. with ground truth: ``OUT/scores.json`` and a report (``report.md``, wrong rows, confusion matrices, and
    ``report.html``: the wrong rows with the frames the model saw, :mod:`megc_vqa.submission.html_report`);
 6. ``OUT/run_summary.json``: counts, timings, every fallback row and every unknown question.
+7. with ``label_scores=True`` (``--label-scores``): ``OUT/label_scores.jsonl``, one line per row with each
+   label's log-probability and probability (normalised over the row's label set) for the closed questions
+   (coarse, fine, presence, side); ``null`` for open ones. The answer log carries the same log-probabilities
+   (``label_logprobs``), so the file is rewritten from the log on a resumed run.
 
 Every row gets a non-empty answer: rows the model fails on get a documented fallback and are listed.
 """
@@ -48,9 +52,11 @@ log = logging.getLogger(__name__)
 LOG_NAME = "answers.jsonl"
 SUMMARY_NAME = "run_summary.json"
 SCORES_NAME = "scores.json"
+LABEL_SCORES_NAME = "label_scores.jsonl"
 # Besides the prediction files and confusion matrices, what run_vqa writes in --out (nothing else there is its).
 OUTPUT_NAMES = (
-    LOG_NAME, SUMMARY_NAME, SCORES_NAME, "submission.zip", "report.md", "wrong_rows.csv", "report.html",
+    LOG_NAME, SUMMARY_NAME, SCORES_NAME, LABEL_SCORES_NAME, "submission.zip", "report.md", "wrong_rows.csv",
+    "report.html",
 )  # fmt: skip
 WRITER = "megc-vqa run_vqa"
 # The dataset a MEGC test clip is from, by the prefix of its video id or question file name
@@ -309,11 +315,12 @@ def run_vqa(
     backend: str = "transformers",
     progress: bool = True,
     report_rows: int = 24,
+    label_scores: bool = False,
 ) -> RunResult:
     """Answer the question files; see the module docstring. ``options`` is an ``EngineOptions``;
     ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``);
     ``backend="vllm"`` decodes with vLLM when it is installed; ``report_rows``: wrong rows of each kind
-    shown in ``report.html`` (with ground truth)."""
+    shown in ``report.html`` (with ground truth); ``label_scores`` writes the per-row label scores file."""
     from megc_vqa.answering.answer_log import AnswerLog
     from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
     from megc_vqa.fileio import content_identity
@@ -401,6 +408,7 @@ def run_vqa(
         answered_now,
         {"load_s": load_s, "answer_s": answer_s, "total_s": time.perf_counter() - started},
         gallery=(contract, visual.cache_dir, report_rows),
+        label_scores=label_scores,
     )
 
 
@@ -534,6 +542,7 @@ def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: st
         "samples": answer.samples,
         "consistency": consistency_rule,
         "frames": job.frames_stamp,
+        "label_logprobs": answer.scores,  # closed questions: label -> log-probability, else None
     }
 
 
@@ -548,6 +557,7 @@ def _finish(
     answered_now: int,
     timings: dict[str, float],
     gallery: tuple[Any, Path | None, int] | None = None,
+    label_scores: bool = False,
 ) -> RunResult:
     from megc_vqa.fileio import atomic_write_text
     from megc_vqa.submission.files import prediction_file_name, read_jsonl
@@ -621,6 +631,8 @@ def _finish(
         summary["scores"] = str(out / SCORES_NAME)
         summary["report"] = str(report["report"])
         summary["score_table"] = markdown_table(scores)
+    if label_scores:
+        summary["label_scores"] = str(write_label_scores(out / LABEL_SCORES_NAME, entries))
     summary["summary_file"] = str(out / SUMMARY_NAME)
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     return RunResult(files, zip_path, summary, scores)
@@ -671,6 +683,29 @@ def _face_skip_count(fallback_rows: Sequence[dict[str, Any]]) -> str:
         if str(f.get("reason", "")).startswith("face pipeline skipped")
     }
     return f" ({len(clips)} clip(s) skipped by the face pipeline)" if clips else ""
+
+
+def write_label_scores(path: Path, entries: Sequence[dict[str, Any]]) -> Path:
+    """One JSON line per row (question-file order): its label log-probabilities and the probabilities they
+    give over the row's label set; ``null`` where the row was not scored (open kinds, sampling, vLLM, or an
+    answer logged before label scores existed)."""
+    import math
+
+    from megc_vqa.fileio import atomic_write_text
+
+    lines = []
+    for e in entries:
+        logprobs = e.get("label_logprobs")
+        probs = None
+        if logprobs:
+            top = max(logprobs.values())
+            weights = {k: math.exp(v - top) for k, v in logprobs.items()}
+            total = sum(weights.values())
+            probs = {k: w / total for k, w in weights.items()}
+        keys = ("file", "video_id", "video", "kind", "question", "answer")
+        lines.append(json.dumps({**{k: e.get(k) for k in keys}, "logprobs": logprobs, "probs": probs}))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path
 
 
 def format_summary(result: RunResult) -> str:

@@ -9,11 +9,22 @@ so a 224x299 frame under ``max_pixels=50176`` is a 12x18 patch grid here as in t
 settings training recorded, the per-kind length bounds and the grammars. What differs: a grammar is sent
 as vLLM's regex-guided decoding (xgrammar inside vLLM), whose AU-list regex cannot forbid a repeated name
 (normalisation drops repeats); a LoRA adapter is served through ``LoRARequest``.
+
+One vision pass and one prefix per clip: vLLM's automatic prefix caching is switched on
+(``enable_prefix_caching``), so the questions of a clip, whose prompts share everything up to the question
+text, reuse the cached key/value blocks of that shared prefix. Each request names its clip's images and
+video by a content hash (``multi_modal_uuids``, vLLM >= 0.10.2): vLLM then neither hashes the pixels of
+every row again nor processes them again (its multimodal processor cache is keyed by these ids), and the
+prefix cache sees the same ids for the same clip. The id covers the pixels and the processor's pixel
+bounds, so two clips never share one. Labels are generated, not scored, with vLLM (``Engine.score_labels``
+needs the transformers backend).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +63,7 @@ class VllmDecoder:
         self.prompt = prompt or PromptOptions()
         self.lora = lora
         self.name = name
+        self._clip_ids: dict[int, tuple[Any, dict[str, list[str]]]] = {}  # visual id -> (visual, ids)
 
     @classmethod
     def load(
@@ -83,6 +95,7 @@ class VllmDecoder:
         except ModelLoadError as err:
             raise EngineError(str(err)) from None
         llm_kwargs.setdefault("limit_mm_per_prompt", {"image": 8, "video": 1})
+        llm_kwargs.setdefault("enable_prefix_caching", True)  # a clip's questions share their prefix
         if adapter_path is not None:
             llm_kwargs.update(enable_lora=True, max_lora_rank=max(16, int(adapter_cfg.get("r", 16))))
         llm = LLM(model=path, trust_remote_code=False, **llm_kwargs)
@@ -106,7 +119,33 @@ class VllmDecoder:
             kwargs = pixel_kwargs(self.processor, self.prompt)
             if kwargs:
                 out["mm_processor_kwargs"] = kwargs
+            if _takes_media_ids():
+                out["multi_modal_uuids"] = self.clip_ids(req.visual, images, video, kwargs)
         return out
+
+    def clip_ids(
+        self, visual: Any, images: Sequence[Any], video: Any, kwargs: dict[str, Any]
+    ) -> dict[str, list[str]]:
+        """Content ids of a clip's images and video, hashed once per clip in an answering call: the
+        pixels, their shapes and the processor's pixel bounds (the processed inputs depend on them)."""
+        hit = self._clip_ids.get(id(visual))
+        if hit is not None and hit[0] is visual:
+            return hit[1]
+        import numpy as np
+
+        digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode())
+        for array in [*images, *([] if video is None else [video])]:
+            a = np.ascontiguousarray(array)
+            digest.update(f"{a.shape}{a.dtype}".encode())
+            digest.update(a.tobytes())
+        key = digest.hexdigest()[:32]
+        ids: dict[str, list[str]] = {}
+        if images:
+            ids["image"] = [f"megc-{key}-image{i}" for i in range(len(images))]
+        if video is not None:
+            ids["video"] = [f"megc-{key}-video"]
+        self._clip_ids[id(visual)] = (visual, ids)
+        return ids
 
     def sampling_params(self, req: DecodeRequest, sampling: Sampling) -> Any:
         from vllm import SamplingParams
@@ -138,7 +177,17 @@ class VllmDecoder:
         return [[c.text.strip() for c in out.outputs] for out in outputs]
 
     def end_call(self) -> None:
-        """Nothing is cached between calls (vLLM keeps its own prefix cache)."""
+        """Forget the clips' content ids (vLLM keeps its own prefix and processor caches)."""
+        self._clip_ids.clear()
+
+
+def _takes_media_ids() -> bool:
+    """Whether the installed vLLM accepts ``multi_modal_uuids`` in a prompt (0.10.2 and later)."""
+    try:
+        from vllm.multimodal.inputs import MultiModalUUIDDict  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class VllmEngine(Engine):
