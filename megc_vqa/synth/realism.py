@@ -109,7 +109,9 @@ LOOKS: dict[str, ReleaseLook] = {
     "smic": ReleaseLook((640, 480), (175, 205), ((0.35, 0.65), (0.38, 0.55)), flicker=0.008, noise=2.0),
     "casme3": ReleaseLook((1280, 720), (280, 320), ((0.38, 0.62), (0.42, 0.52)), flicker=0.005),
     "casme2_long": ReleaseLook((640, 480), (185, 215), ((0.38, 0.62), (0.40, 0.52)), flicker=0.005),
-    "samm_lv": ReleaseLook((2040, 1088), (370, 430), ((0.38, 0.62), (0.42, 0.55)), grey=True, jpeg_quality=85),
+    "samm_lv": ReleaseLook(
+        (2040, 1088), (370, 430), ((0.38, 0.62), (0.42, 0.55)), grey=True, jpeg_quality=85
+    ),
 }
 LONG_DRIFT_FACTOR = 4.0  # a long video lets the head wander further than one half-second clip
 BLINK_SECONDS = (0.1, 0.3)

@@ -148,9 +148,20 @@ class Scene:
     size: int  # canvas side in px
 
 
-def _wall(look: SubjectLook, rng: np.random.Generator) -> np.ndarray:
+def _luma(bgr) -> float:
+    b, g, r = (float(v) for v in bgr)
+    return 0.114 * b + 0.587 * g + 0.299 * r
+
+
+def _wall(look: SubjectLook, skin: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """A smooth backdrop; at least 45 grey levels away from the skin (recording labs use plain backdrops that
+    set the face off; a face as bright as the wall leaves its outline to the detectors' guess)."""
     w, h = look.frame
     a, b = (np.array(c, np.float32) for c in look.wall)
+    gap = _luma(a) - _luma(skin)
+    if abs(gap) < 45:
+        shift = (45 - abs(gap)) * (1 if (gap >= 0 and _luma(skin) < 180) or _luma(skin) < 75 else -1)
+        a, b = np.clip(a + shift, 0, 255), np.clip(b + shift, 0, 255)
     coarse = rng.uniform(0, 1, (6, 8, 1)).astype(np.float32)
     mix = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
     wall = a * (1 - mix) + b * mix
@@ -161,7 +172,7 @@ def _wall(look: SubjectLook, rng: np.random.Generator) -> np.ndarray:
 def _texture(size: int, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative skin texture (pores, blotches, broad shading), about 5 % deep, float32 ``(size, size)``."""
     gain = np.ones((size, size), np.float32)
-    for sigma, depth in ((0.8, 0.03), (3.0, 0.03), (12.0, 0.04)):
+    for sigma, depth in ((0.8, 0.03), (3.0, 0.015), (12.0, 0.02)):
         noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), sigma)
         gain += depth * noise / max(float(noise.std()), 1e-6)
     return gain
@@ -174,7 +185,7 @@ def build_scene(identity: FaceIdentity, look: SubjectLook, aus: Sequence[int]) -
     size = round(CANONICAL * s)
     fx, fy = look.centre
     origin = (round(fx - identity.centre[0] * s), round(fy - identity.centre[1] * s))
-    frame = _wall(look, rng)
+    frame = _wall(look, identity.skin, rng)
     neck = tuple(int(v) for v in np.array(identity.skin) * 0.8)
     fw = look.face_width
     cv2.rectangle(
@@ -190,8 +201,12 @@ def build_scene(identity: FaceIdentity, look: SubjectLook, aus: Sequence[int]) -
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(1.0, s * 0.4))
     texture = _texture(size, rng)
-    shade = 1 + 0.06 * np.clip((np.arange(size, dtype=np.float32) / s - identity.centre[0]) / 40, -1, 1)
-    gain = (1 + (texture * shade[None, :] - 1) * mask)[..., None]
+    # Light from one side, and the face's roundness: it darkens towards its outline.
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / s
+    ax, ay = identity.face_axes
+    r2 = ((xs - identity.centre[0]) / ax) ** 2 + ((ys - identity.centre[1]) / ay) ** 2
+    shade = (1 + 0.06 * np.clip((xs - identity.centre[0]) / 40, -1, 1)) * (1 - 0.18 * np.clip(r2, 0, 1) ** 2)
+    gain = (1 + (texture * shade - 1) * mask)[..., None]
     overlays = {}
     drawers = _overlay_painters(painter, identity)
     for au in sorted({a for a in aus if a in drawers or a in (BLINK, 43)}):
