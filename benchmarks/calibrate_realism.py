@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megc_vqa.synth import layout  # noqa: E402
-from megc_vqa.synth.calibration import (  # noqa: E402
+from megc_vqa.synth import layout
+from megc_vqa.synth.calibration import (
     eye_events_per_minute,
     flow_motion,
     haar_faces,
@@ -32,8 +32,8 @@ from megc_vqa.synth.calibration import (  # noqa: E402
     noise_level,
     read_grey,
 )
-from megc_vqa.synth.datasets import LONG_DATASETS, write_datasets  # noqa: E402
-from megc_vqa.synth.realism import REALISMS  # noqa: E402
+from megc_vqa.synth.datasets import LONG_DATASETS, write_datasets
+from megc_vqa.synth.realism import REALISMS
 
 
 def _median(values: list[float]) -> float | None:

@@ -45,12 +45,11 @@ def haar_faces(grey: np.ndarray) -> list[Box]:
     small, k = _scaled(grey)
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     found = cascade.detectMultiScale(small, 1.1, 5, minSize=(40, 40))
-    return [tuple(int(round(v / k)) for v in box) for box in found]
+    return [tuple(int(np.rint(v / k)) for v in box) for box in found]
 
 
 def hog_faces(grey: np.ndarray, upsample: int = 0) -> list[Box]:
     """Faces found by dlib's HOG frontal detector (``dlib-bin``), frame pixels."""
-    import dlib
 
     small, k = _scaled(grey)
     rects = _hog()(small, upsample)
