@@ -181,6 +181,7 @@ def _texture(size: int, rng: np.random.Generator) -> np.ndarray:
 def build_scene(identity: FaceIdentity, look: SubjectLook, aus: Sequence[int]) -> Scene:
     """Compose the static frame and the neutral face canvas of one subject (``aus``: the overlays needed)."""
     rng = np.random.default_rng(look.scene_seed)
+    identity = _with_dark_brows(identity)
     s = look.face_width / (2 * identity.face_axes[0])
     size = round(CANONICAL * s)
     fx, fy = look.centre
@@ -206,6 +207,9 @@ def build_scene(identity: FaceIdentity, look: SubjectLook, aus: Sequence[int]) -
     ax, ay = identity.face_axes
     r2 = ((xs - identity.centre[0]) / ax) ** 2 + ((ys - identity.centre[1]) / ay) ** 2
     shade = (1 + 0.06 * np.clip((xs - identity.centre[0]) / 40, -1, 1)) * (1 - 0.18 * np.clip(r2, 0, 1) ** 2)
+    for sgn in (-1, 1):  # eye sockets sit deeper than cheeks and forehead: a darker band over the eyes
+        ex = identity.centre[0] + sgn * identity.eye_dx
+        shade *= 1 - 0.12 * np.exp(-0.5 * (((xs - ex) / 9) ** 2 + ((ys - identity.eye_y + 2) / 5) ** 2))
     gain = (1 + (texture * shade - 1) * mask)[..., None]
     overlays = {}
     drawers = _overlay_painters(painter, identity)
@@ -225,6 +229,18 @@ def build_scene(identity: FaceIdentity, look: SubjectLook, aus: Sequence[int]) -
         overlays = {au: cv2.cvtColor(o, cv2.COLOR_BGR2GRAY)[..., None] for au, o in overlays.items()}
     pivot = (identity.centre[0] * s, identity.centre[1] * s)
     return Scene(frame, canvas, alpha, origin, pivot, overlays, identity, size)
+
+
+def _with_dark_brows(identity: FaceIdentity) -> FaceIdentity:
+    """Hair and brows at least 60 grey levels darker than the skin (or the darkest possible): dark skin with
+    equally dark brows leaves the cascade detectors no brow line to find."""
+    from dataclasses import replace
+
+    room = _luma(identity.skin) - _luma(identity.hair)
+    if room >= 60:
+        return identity
+    k = max(0.0, (_luma(identity.skin) - 60) / max(_luma(identity.hair), 1.0))
+    return replace(identity, hair=tuple(int(v * min(k, 1.0)) for v in identity.hair))
 
 
 def _crop(frame: np.ndarray, origin: tuple[int, int], size: int) -> np.ndarray:
