@@ -438,4 +438,4 @@ class _NoiseBank:
         h, w = self.shape
         k, dy, dx = (int(v) for v in self.rng.integers(0, [4, self.PAD, self.PAD]))
         up, down = self.up[k, dy : dy + h, dx : dx + w], self.down[k, dy : dy + h, dx : dx + w]
-        return cv2.subtract(cv2.add(img, np.ascontiguousarray(up)), np.ascontiguousarray(down))
+        return cv2.subtract(cv2.add(img, up), down)  # row-strided views: OpenCV reads them in place
