@@ -11,6 +11,7 @@ from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 from megc_vqa.qa.official import TRAINING_FILES
+from megc_vqa.synth.realism import REALISMS, SYNTHETIC, check_realism, refuse_size_with_release
 
 log = logging.getLogger(__name__)
 WRITER = "megc-vqa synth"
@@ -26,7 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips-per-subject", type=int, default=4, help="clips per subject (default 4)")
     parser.add_argument("--datasets", default=DATASETS, help=f"comma-separated subset of {DATASETS}")
     parser.add_argument(
-        "--size", type=int, default=128, help="frame width and height in pixels (default 128)"
+        "--size",
+        type=int,
+        default=None,
+        help="frame width and height in pixels (default 128; synthetic preset only)",
+    )
+    parser.add_argument(
+        "--realism",
+        default=SYNTHETIC,
+        metavar="PRESET",
+        help=f"{' or '.join(REALISMS)} (default {SYNTHETIC}): 'release' draws each dataset in its release's frame "
+        "size, face placement, micro-expression amplitude (a pixel or two), head drift, blinks, flicker, noise and "
+        "JPEG quality (docs/realism.md)",
+    )
+    parser.add_argument(
+        "--long-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="expressions per long video (default: 3-7 drawn); fewer make shorter, faster videos",
     )
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: min(2, CPUs))")
     parser.add_argument(
@@ -66,6 +85,9 @@ def _run(args: argparse.Namespace) -> int:
     check_count("--subjects x --clips-per-subject", args.subjects * args.clips_per_subject, SYNTH_COUNT)
     check_count("--workers", args.workers, WORKERS)
     check_number("--size", args.size, minimum=32, maximum=1024)
+    check_realism("--realism", args.realism)
+    refuse_size_with_release(args.realism, size=args.size)
+    check_count("--long-events", args.long_events, SYNTH_COUNT)
     # Only into its own dataset folders: a real release at OUT/casme2 is never overwritten.
     names = [*datasets, *([TRAINING_FILES[args.training_file]] if args.training_file else [])]
     claim_outputs(args.out, WRITER, names)
@@ -84,8 +106,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     start = time.perf_counter()
     written = write_datasets(
-        args.out, args.seed, args.subjects, args.clips_per_subject, datasets, args.size, args.workers
-    )
+        args.out, args.seed, args.subjects, args.clips_per_subject, datasets, args.size or 128, args.workers,
+        realism=args.realism, long_events=args.long_events,
+    )  # fmt: skip
     for name, records in written.items():
         print(
             f"{name:12s} {len(records):4d} {'videos' if name.endswith(('_long', '_lv')) else 'clips'}  {args.out / name}"

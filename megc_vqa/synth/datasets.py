@@ -22,6 +22,14 @@ from megc_vqa.synth import layout
 from megc_vqa.synth.emotions import Expression, sample_expression
 from megc_vqa.synth.face import FaceIdentity, sample_identity
 from megc_vqa.synth.jobs import RenderJob, Track, run_jobs
+from megc_vqa.synth.realism import (
+    RELEASE,
+    SYNTHETIC,
+    SubjectLook,
+    amplitude_scale,
+    release_micro_course,
+    sample_look,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +113,8 @@ def macro_course(fps: float, rng: np.random.Generator) -> tuple[int, int]:
     return n, round(rng.uniform(0.3, 0.5) * (n - 1))
 
 
-def tracks_for(expr: Expression, onset: int, apex: int, offset: int) -> list[Track]:
-    return [Track(n, expr.sides.get(n), onset, apex, offset, expr.peaks[n]) for n in expr.aus]
+def tracks_for(expr: Expression, onset: int, apex: int, offset: int, scale: float = 1.0) -> list[Track]:
+    return [Track(n, expr.sides.get(n), onset, apex, offset, expr.peaks[n], scale) for n in expr.aus]
 
 
 def margin_frames(fps: float) -> int:
@@ -118,7 +126,14 @@ def margin_frames(fps: float) -> int:
 
 
 def _plan_short(
-    dataset: str, root: Path, subjects: int, clips: int, rng: np.random.Generator, seed: int, size: int
+    dataset: str,
+    root: Path,
+    subjects: int,
+    clips: int,
+    rng: np.random.Generator,
+    seed: int,
+    size: int,
+    realism: str = SYNTHETIC,
 ) -> tuple[list[Clip], list[RenderJob]]:
     spec = SPECS[dataset]
     records: list[Clip] = []
@@ -126,13 +141,16 @@ def _plan_short(
     margin = margin_frames(spec.fps)
     for s_idx in range(subjects):
         identity = sample_identity(rng)
+        look = (
+            sample_look(dataset, rng) if realism == RELEASE else None
+        )  # drawn only here: synthetic unchanged
         subject, folder_key = layout.subject_names(dataset, s_idx)
         next_start = {}  # CAS(ME)^3: clips share a video folder, one after another
         smic_counts: dict[str, int] = {}
         for c_idx in range(clips):
             word = draw_word(spec, rng)
             expr = sample_expression(render_emotion(word, rng), rng)
-            n, apex_pos = micro_course(spec.fps, rng)
+            n, apex_pos = micro_course(spec.fps, rng) if look is None else release_micro_course(spec.fps, rng)
             clip_id = layout.clip_name(dataset, folder_key, c_idx, word, smic_counts, rng)
             repeated = dataset == "casme3" and any(
                 layout.casme3_video(k) == clip_id for k in range(clips) if k != c_idx
@@ -173,9 +191,12 @@ def _plan_short(
                     expression_type="micro",
                 )
             )
-            tracks = tracks_for(expr, margin, apex - first, offset - first)
+            scale = 1.0 if look is None else amplitude_scale(dataset, "micro", identity.face_axes, rng)
+            tracks = tracks_for(expr, margin, apex - first, offset - first, scale)
             job_seed = (seed, ALL_DATASETS.index(dataset), s_idx, c_idx)
-            jobs.append(RenderJob(identity, span, paths, tracks, spec.fps, job_seed, size, spec.grey))
+            jobs.append(
+                RenderJob(identity, span, paths, tracks, spec.fps, job_seed, size, spec.grey, look=look)
+            )
     return records, jobs
 
 
@@ -227,12 +248,25 @@ def long_video_job(
     seed: tuple[int, ...],
     size: int,
     grey: bool,
+    look: SubjectLook | None = None,
+    rng: np.random.Generator | None = None,
 ) -> RenderJob:
     """A job rendering a whole long video whose frame ``k`` (from 1) is ``paths[k - 1]``.
 
     What real long videos carry besides the expressions: head sway and a slow drift, blinks (rare: every
-    event stays visible above them), lighting flicker and slow illumination changes.
+    event stays visible above them), lighting flicker and slow illumination changes. With a ``look`` (release
+    preset) each event's amplitude is drawn from ``rng`` for its kind (micro or macro) and the scene renders
+    head drift, blinks at the release's rate, flicker and noise itself.
     """
+    if look is not None:
+        if rng is None:
+            raise ValueError("a release long video needs the planning rng to draw its events' amplitudes")
+        scales = [
+            amplitude_scale(look.dataset, ev.expression_type, identity.face_axes, rng) for ev, _ in events
+        ]
+        tracks = [tr for (ev, ex), k in zip(events, scales, strict=True)
+                  for tr in tracks_for(ex, ev.onset - 1, ev.apex - 1, ev.offset - 1, k)]  # fmt: skip
+        return RenderJob(identity, n_frames, paths, tracks, fps, seed, size, grey, look=look)
     tracks = [tr for ev, ex in events for tr in tracks_for(ex, ev.onset - 1, ev.apex - 1, ev.offset - 1)]
     return RenderJob(
         identity,
@@ -251,23 +285,35 @@ def long_video_job(
 
 
 def _plan_long(
-    dataset: str, root: Path, subjects: int, videos: int, rng: np.random.Generator, seed: int, size: int
+    dataset: str,
+    root: Path,
+    subjects: int,
+    videos: int,
+    rng: np.random.Generator,
+    seed: int,
+    size: int,
+    realism: str = SYNTHETIC,
+    long_events: int | None = None,
 ) -> tuple[list[LongVideo], list[RenderJob]]:
     spec = SPECS[dataset]
     records: list[LongVideo] = []
     jobs: list[RenderJob] = []
     for s_idx in range(subjects):
         identity = sample_identity(rng)
+        look = sample_look(dataset, rng, long_video=True) if realism == RELEASE else None
         subject, folder_key = layout.subject_names(dataset, s_idx)
         for v_idx in range(videos):
             n_events = int(rng.integers(3, 6) if spec.fps > 60 else rng.integers(4, 8))
+            n_events = long_events or n_events
             n_frames, events = plan_long_events(spec.fps, rng, dataset, n_events, spec.emotions)
             video_id = layout.video_name(dataset, folder_key, v_idx)
             folder = layout.clip_dir(dataset, root, subject, video_id)
             paths = [str(layout.frame_path(dataset, folder, video_id, k)) for k in range(1, n_frames + 1)]
             job_seed = (seed, ALL_DATASETS.index(dataset), s_idx, v_idx)
             jobs.append(
-                long_video_job(identity, n_frames, events, paths, spec.fps, job_seed, size, spec.grey)
+                long_video_job(
+                    identity, n_frames, events, paths, spec.fps, job_seed, size, spec.grey, look, rng
+                )
             )
             source = FrameSource("folder", folder)
             records.append(
@@ -287,11 +333,15 @@ def write_datasets(
     datasets: Sequence[str] = ALL_DATASETS,
     size: int = 128,
     workers: int | None = None,
+    realism: str = SYNTHETIC,
+    long_events: int | None = None,
 ) -> dict[str, list[Clip] | list[LongVideo]]:
     """Write each dataset under ``out/<dataset>/`` (frames + annotation file); returns its records.
 
     Long-video datasets get ``max(2, subjects // 2)`` subjects with ``max(1, clips_per_subject // 4)``
-    videos each (each video holds 3-7 events).
+    videos each (each video holds 3-7 events, or ``long_events``: the length of a long video follows).
+    realism: ``synthetic`` (square ``size`` frames) or ``release`` (:mod:`megc_vqa.synth.realism`: each
+    release's frame size, face placement, amplitudes and recording; ``size`` is not used).
     """
     unknown = [d for d in datasets if d not in SPECS]
     if unknown:
@@ -304,10 +354,11 @@ def write_datasets(
         root = out / dataset
         if dataset in LONG_DATASETS:
             recs, js = _plan_long(
-                dataset, root, max(2, subjects // 2), max(1, clips_per_subject // 4), rng, seed, size
-            )
+                dataset, root, max(2, subjects // 2), max(1, clips_per_subject // 4), rng, seed, size, realism,
+                long_events,
+            )  # fmt: skip
         else:
-            recs, js = _plan_short(dataset, root, subjects, clips_per_subject, rng, seed, size)
+            recs, js = _plan_short(dataset, root, subjects, clips_per_subject, rng, seed, size, realism)
         planned[dataset] = recs
         jobs.extend(js)
     run_jobs(jobs, workers, desc="synth frames")

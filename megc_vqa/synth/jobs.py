@@ -16,6 +16,7 @@ import numpy as np
 
 from megc_vqa.synth.face import BLINK, FaceIdentity, render_sided
 from megc_vqa.synth.motion import au_course, blink_course, head_motion, lighting_gain, slow_drift
+from megc_vqa.synth.realism import SubjectLook
 
 log = logging.getLogger(__name__)
 CHUNK = 96  # frames rendered at once: memory stays flat for long videos
@@ -31,6 +32,7 @@ class Track:
     apex: int
     offset: int
     peak: float = 1.0
+    scale: float = 1.0  # release preset: factor on the canonical motion (a micro-expression's pixel or two)
 
 
 @dataclass
@@ -58,6 +60,9 @@ class RenderJob:
     drift: float = 0.0
     flicker: float = 0.0
     meta: dict = field(default_factory=dict)
+    look: SubjectLook | None = (
+        None  # release preset: the recorded scene (megc_vqa.synth.scene); None: synthetic
+    )
 
 
 def side_curves(
@@ -78,6 +83,10 @@ def run_job(job: RenderJob) -> int:
     """Render one job and write its frames; returns the number of files written."""
     import cv2
 
+    if job.look is not None:
+        from megc_vqa.synth.scene import run_release_job
+
+        return run_release_job(job)
     rng = np.random.default_rng(np.random.SeedSequence(list(job.seed)))
     left, right = side_curves(job.tracks, job.n_frames)
     busy = np.zeros(job.n_frames, bool)

@@ -65,11 +65,13 @@ class FacePainter:
         if strength > 0.02:
             self.poly(img, points, _mix(self.f.skin, self.dark, 0.85 * strength), closed=False, thick=thick)
 
-    def draw(self, img: np.ndarray, a) -> None:
-        """Draw the face centred as its identity says (head motion shifts the finished picture)."""
+    def draw(self, img: np.ndarray, a, fill: bool = True) -> None:
+        """Draw the face centred as its identity says (head motion shifts the finished picture); ``fill=False``
+        draws over what ``img`` holds (the release preset's scene) instead of the identity's flat background."""
         f = self.f
         cx, cy = f.centre
-        img[:] = f.background
+        if fill:
+            img[:] = f.background
         jaw = 7 * max(a(26, "L"), a(26, "R"))
         ax, ay = f.face_axes
         self.ellipse(img, (cx, cy - 0.25 * ay), (ax + 4, 0.88 * ay), f.hair)

@@ -34,6 +34,14 @@ from megc_vqa.synth.emotions import LATERAL_AUS, Expression, can_express, sample
 from megc_vqa.synth.face import sample_identity
 from megc_vqa.synth.jobs import RenderJob, run_jobs
 from megc_vqa.synth.layout import SAMM_SUBJECTS
+from megc_vqa.synth.realism import (
+    RELEASE,
+    SYNTHETIC,
+    amplitude_scale,
+    look_for_fps,
+    release_micro_course,
+    sample_look,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +247,12 @@ def write_test_set(
     size: int = 128,
     long_size: int = 96,
     workers: int | None = None,
+    realism: str = SYNTHETIC,
 ) -> TestSet:
-    """Render a clip (or, for ME-LVQA questions, a long video) per named video and write the ground truth."""
+    """Render a clip (or, for ME-LVQA questions, a long video) per named video and write the ground truth.
+
+    realism ``release`` draws each clip as its family's release records it (SAMM 2040x1088 grey, CAS(ME)^3
+    1280x720, CASME II 640x480; :mod:`megc_vqa.synth.realism`); ``size`` and ``long_size`` are then unused."""
     out = Path(out)
     files = [(Path(p), read_questions(Path(p))) for p in questions]
     needs = _collect_needs(files)
@@ -259,26 +271,21 @@ def write_test_set(
         k = coarse_cycle.setdefault(need.family, int(_video_rng(seed, need.family).integers(3)))
         coarse_cycle[need.family] += 1
         fine, coarse, expr = choose_expression(need, rng, ("negative", "positive", "surprise")[k % 3])
-        n, apex_pos = micro_course(fps, rng)
+        n, apex_pos = micro_course(fps, rng) if realism != RELEASE else release_micro_course(fps, rng)
         lead = max(3, round(rng.uniform(0.1, 0.25) * fps))
         total = lead + n + max(3, round(rng.uniform(0.1, 0.25) * fps))
         onset, apex, offset = lead + 1, lead + 1 + apex_pos, lead + n  # frames numbered from 1
         folder = out / "frames" / video
         paths = [str(folder / f"img{i}.jpg") for i in range(1, total + 1)]
-        tracks = tracks_for(expr, onset - 1, apex - 1, offset - 1)
         grey = need.family == "samm"
-        jobs.append(
-            RenderJob(
-                sample_identity(rng),
-                total,
-                paths,
-                tracks,
-                fps,
-                (seed, zlib.crc32(video.encode()), 1),
-                size,
-                grey,
-            )
-        )
+        identity = sample_identity(rng)
+        look, scale = None, 1.0
+        if realism == RELEASE:  # drawn after everything else: the synthetic preset stays byte-identical
+            look = sample_look(need.family, rng)
+            scale = amplitude_scale(need.family, "micro", identity.face_axes, rng)
+        tracks = tracks_for(expr, onset - 1, apex - 1, offset - 1, scale)
+        job_seed = (seed, zlib.crc32(video.encode()), 1)
+        jobs.append(RenderJob(identity, total, paths, tracks, fps, job_seed, size, grey, look=look))
         result.clips[video] = Clip(
             dataset=f"{need.family}_test", subject=video, clip_id=video, image_id=video,
             source=FrameSource("folder", folder), fps=fps, onset=onset, offset=offset, apex=apex,
@@ -293,7 +300,8 @@ def write_test_set(
         rng = _video_rng(seed, video)
         n_events = max(need.min_events, int(rng.integers(3, 6)))
         lv, job = _long_video(out / "long" / video, subject, video, fps, n_events, rng,
-                              (seed, zlib.crc32(video.encode()), 2), long_size, need.family == "samm")  # fmt: skip
+                              (seed, zlib.crc32(video.encode()), 2), long_size, need.family == "samm",
+                              realism)  # fmt: skip
         result.long_videos.append(lv)
         jobs.append(job)
     _clear_old_frames(jobs)
@@ -350,13 +358,15 @@ def _write_clip_index(path: Path, result: TestSet, info: dict[str, dict]) -> Non
 
 def _long_video(
     folder: Path, subject: str, video: str, fps: float, n_events: int, rng: np.random.Generator,
-    job_seed: tuple[int, ...], size: int, grey: bool,
+    job_seed: tuple[int, ...], size: int, grey: bool, realism: str = SYNTHETIC,
 ) -> tuple[LongVideo, RenderJob]:  # fmt: skip
     from megc_vqa.synth.datasets import SPECS, long_video_job
 
     n_frames, events = plan_long_events(fps, rng, "samm_lv", n_events, SPECS["samm_lv"].emotions)
     paths = [str(folder / f"img{k}.jpg") for k in range(1, n_frames + 1)]
-    job = long_video_job(sample_identity(rng), n_frames, events, paths, fps, job_seed, size, grey)
+    identity = sample_identity(rng)
+    look = sample_look(look_for_fps(fps, grey), rng, long_video=True) if realism == RELEASE else None
+    job = long_video_job(identity, n_frames, events, paths, fps, job_seed, size, grey, look, rng)
     lv = LongVideo(
         "synth_long", subject, video, FrameSource("folder", folder), fps, tuple(e for e, _ in events)
     )
@@ -364,10 +374,19 @@ def _long_video(
 
 
 def write_long_videos(
-    out: Path, n: int, seed: int = 0, fps: float | None = None, size: int = 96, workers: int | None = None
+    out: Path,
+    n: int,
+    seed: int = 0,
+    fps: float | None = None,
+    size: int = 96,
+    workers: int | None = None,
+    realism: str = SYNTHETIC,
+    events: int | None = None,
 ) -> list[LongVideo]:
-    """Write ``n`` long videos to ``out/long/<video>/img{k}.jpg`` with 3-7 events each, plus
-    ``out/gt/str_gt.csv``, ``out/gt/long_videos.jsonl`` and the ``out/long/videos.json`` sidecar (names, fps).
+    """Write ``n`` long videos to ``out/long/<video>/img{k}.jpg`` with 3-7 events each (``events``: that many,
+    which sets the length), plus ``out/gt/str_gt.csv``, ``out/gt/long_videos.jsonl`` and the
+    ``out/long/videos.json`` sidecar (names, fps). realism ``release``: SAMM-LV's 2040x1088 grey frames above
+    60 fps, CAS(ME)^3's 1280x720 colour frames at or below (``size`` unused).
 
     Names follow the SAMM-LV loader (``megc_vqa.annotations.long_videos``): subject ``006``, video ``006_1``.
     fps: every video at this rate; ``None`` alternates 30 and 200 fps by subject. Two videos per subject.
@@ -380,11 +399,12 @@ def write_long_videos(
         subject = f"{SAMM_SUBJECTS[s_idx % len(SAMM_SUBJECTS)] + 100 * (s_idx // len(SAMM_SUBJECTS)):03d}"
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
         n_events = int(rng.integers(3, 6) if rate > 60 else rng.integers(4, 8))
+        n_events = events or n_events
         video = (
             f"{subject}_{v_idx + 1}"  # SAMM-LV naming: the folder name is the video (annotations.long_videos)
         )
         lv, job = _long_video(
-            out / "long" / video, subject, video, rate, n_events, rng, (seed, 7, i), size, rate > 60
+            out / "long" / video, subject, video, rate, n_events, rng, (seed, 7, i), size, rate > 60, realism
         )
         videos.append(lv)
         jobs.append(job)
