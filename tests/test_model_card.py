@@ -216,5 +216,7 @@ def test_training_keeps_a_users_readme_byte_for_byte(qa, tmp_path):
     out.mkdir()
     (out / CARD_NAME).write_text(USER_README)
     ModelContract().write(out)  # an earlier training run's folder: training may write there
-    train(parse_config(tiny_args(qa, out, "--val_fraction", "0")), visual_fn=visual_fn)
+    recipe = parse_config(tiny_args(qa, out, "--val_fraction", "0"))
+    recipe.overwrite_output_dir = True  # --overwrite_output_dir: replacing the earlier run is asked for
+    train(recipe, visual_fn=visual_fn)
     assert (out / "adapter_model.safetensors").is_file() and (out / CARD_NAME).read_text() == USER_README
