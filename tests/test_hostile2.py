@@ -330,3 +330,36 @@ def test_ctrl_c_during_synth_prints_no_worker_traceback(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "PoolWorker" not in err
     assert err.strip().splitlines()[-1] == "interrupted"
+
+
+# --- issue 21, closing pass: synth rerun into its own --out with other settings (N8) ---
+
+
+def _synth(out: Path, *extra: str) -> int:
+    from megc_vqa.cli import main
+
+    return main(["synth", "--out", str(out), "--subjects", "2", "--clips-per-subject", "1", *extra])
+
+
+def test_synth_rerun_with_other_settings_is_refused_and_same_settings_rewrite(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 0
+    frames = sorted(p.relative_to(out) for p in (out / "casme2").rglob("*.jpg"))
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 0  # same settings: same frames, allowed
+    assert sorted(p.relative_to(out) for p in (out / "casme2").rglob("*.jpg")) == frames
+    capsys.readouterr()
+    assert _synth(out, "--size", "32", "--datasets", "casme2,samm") == 2
+    err = capsys.readouterr().err
+    assert "casme2: size: earlier 64, now 32" in err and "mix" in err
+    assert not (out / "samm").exists()  # refused before anything was written
+    # another dataset into the same --out is its own record; the first keeps its settings
+    assert _synth(out, "--size", "32", "--datasets", "samm") == 0
+    assert _synth(out, "--size", "32", "--datasets", "casme2") == 2
+
+
+def test_synth_refuses_dataset_folders_without_a_record(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 0
+    (out / "synth_run.json").unlink()  # as an earlier version left it
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 2
+    assert "casme2: no record of the settings" in capsys.readouterr().err
