@@ -363,3 +363,21 @@ def test_synth_refuses_dataset_folders_without_a_record(tmp_path, capsys):
     (out / "synth_run.json").unlink()  # as an earlier version left it
     assert _synth(out, "--size", "64", "--datasets", "casme2") == 2
     assert "casme2: no record of the settings" in capsys.readouterr().err
+
+
+# --- issue 21, closing pass: the validator's --str-videos names videos as run_str does (F14) ---
+
+
+def test_str_videos_folder_accepts_run_str_names_and_ground_truth_names(tmp_path, capsys):
+    long = tmp_path / "long"
+    (long / "006_1").mkdir(parents=True)
+    for i in range(1, 51):
+        (long / "006_1" / f"img{i}.jpg").write_bytes(b"x")
+    pred = tmp_path / "str_pred.csv"
+    # run_str's own naming (video = folder name) and the ground truth's (video after the "_")
+    pred.write_text("subject,video,onset,offset,emotion\n006,006_1,10,20,surprise\n006,1,30,40,surprise\n")
+    assert script("eval/validate").main([str(pred), "--str-videos", str(long)]) == 0
+    assert "not one of the known videos" not in capsys.readouterr().out
+    pred.write_text("subject,video,onset,offset,emotion\n006,006_2,10,20,surprise\n")
+    assert script("eval/validate").main([str(pred), "--str-videos", str(long)]) == 0
+    assert "not one of the known videos" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
 from megc_vqa.errors import InputError, cut
 from megc_vqa.fileio import TOLERATED_PROBLEMS, check_input_file, input_file_problem, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, STR_CLASSES
@@ -183,12 +184,17 @@ def str_videos(path: str | os.PathLike[str]) -> dict[tuple[str, str], tuple[int,
     if not path.is_dir():
         raise FileNotFoundError(f"--str-videos {path}: no such folder or STR CSV")
     out: dict[tuple[str, str], tuple[int, int] | None] = {}
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        subject, sep, video = folder.name.partition("_")
+    # The videos named as run_str names them (its videos.json sidecar, else the folder's name with the
+    # subject before its first "_"), and as a ground truth may (<subject>_<video> folders: the video after
+    # the "_"; run_str matches both), so that run_str's own CSV checks clean. The fps plays no part here.
+    for job in discover_videos(path, FpsPolicy(fps=1.0)):
+        folder = job.source.path
         numbers = [n for f in os.listdir(folder) if is_image(f) and (n := frame_number(f)) is not None]
-        out[(subject, video) if sep else (folder.name, folder.name)] = (
-            (min(numbers), max(numbers)) if numbers else None
-        )
+        frames = (min(numbers), max(numbers)) if numbers else None
+        out[(job.subject, job.video)] = frames
+        subject, sep, video = folder.name.partition("_")
+        if sep and subject == job.subject:
+            out.setdefault((subject, video), frames)
     return out
 
 
