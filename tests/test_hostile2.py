@@ -381,3 +381,26 @@ def test_str_videos_folder_accepts_run_str_names_and_ground_truth_names(tmp_path
     pred.write_text("subject,video,onset,offset,emotion\n006,006_2,10,20,surprise\n")
     assert script("eval/validate").main([str(pred), "--str-videos", str(long)]) == 0
     assert "not one of the known videos" in capsys.readouterr().out
+
+
+# --- issue 21, closing pass: score.py prints strict JSON (N10) and names a zip given as predictions (F12) ---
+
+
+def test_strict_json_writes_null_for_non_finite_numbers():
+    from megc_vqa.fileio import strict_json
+
+    text = strict_json({"strs": float("nan"), "f1": [1.0, float("inf")], "n": 3})
+    assert json.loads(text) == {"strs": None, "f1": [1.0, None], "n": 3}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_score_refuses_a_zip_as_predictions(tmp_path, capsys):
+    import zipfile
+
+    pred = tmp_path / "submission.zip"
+    with zipfile.ZipFile(pred, "w") as zf:
+        zf.writestr("me_vqa_samm_test_pred.jsonl", "{}\n")
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text('{"video_id": "a", "question": "q", "answer": "positive"}\n')
+    assert script("eval/score").main(["vqa", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert "is a zip archive" in capsys.readouterr().err
