@@ -404,3 +404,25 @@ def test_score_refuses_a_zip_as_predictions(tmp_path, capsys):
     gt.write_text('{"video_id": "a", "question": "q", "answer": "positive"}\n')
     assert script("eval/score").main(["vqa", "--pred", str(pred), "--gt", str(gt)]) == 2
     assert "is a zip archive" in capsys.readouterr().err
+
+
+# --- issue 21, closing pass: the validator never unpacks a zip member it rejects by name (N11) ---
+
+
+def test_validator_does_not_unpack_members_rejected_by_name(tmp_path, capsys, monkeypatch):
+    import zipfile
+
+    import megc_vqa.submission.validate as validate
+
+    unpacked = []
+    real = validate.read_stream_bounded
+    monkeypatch.setattr(validate, "read_stream_bounded", lambda s, cap: unpacked.append(cap) or real(s, cap))
+    sub = tmp_path / "total.zip"
+    with zipfile.ZipFile(sub, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"junk{i}.jsonl", b"\0" * (4 << 20))  # 4 MB each, a few KB packed
+        zf.writestr("me_vqa_samm_test_pred.jsonl", '{"video_id": "a", "question": "q", "answer": "x"}\n')
+    assert script("eval/validate").main([str(sub)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("wrong file name in zip") == 3
+    assert len(unpacked) == 1  # only the leaderboard-named member was read

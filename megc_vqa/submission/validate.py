@@ -14,7 +14,7 @@ import logging
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +236,16 @@ def check_prediction_file(data: bytes, name: str, *, check_format: bool = True) 
     return sorted(problems, key=lambda p: (p.line, p.message))
 
 
-def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[Problem]]:
+def _zip_entries(
+    path: Path, needed: Callable[[str], bool] = lambda base: True
+) -> tuple[list[tuple[str, str, bytes, bool]], list[Problem]]:
     """(display name, base name, bytes, True) of every file in a submission zip, and the zip's problems:
     not a zip / corrupt, empty, a member in a folder, the same member twice, and the limits of
     :mod:`megc_vqa.limits` (member count, unpacked size per member and in all), each named.
 
-    The work is linear in the members (names are counted once), and no member is unpacked past its limit:
+    Only members whose base name ``needed`` accepts are unpacked (the others are judged by their name
+    alone, with empty bytes). The work is linear in the members (names are counted once), and no member is
+    unpacked past its limit:
     the declared size is checked first and the read itself stops one chunk past the limit, so a member
     whose header lies is caught as well."""
     entries: list[tuple[str, str, bytes, bool]] = []
@@ -312,6 +316,9 @@ def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[P
                         )
                     )
                     break
+                if not needed(base):  # a name the leaderboard rejects: its content is never read
+                    entries.append((display, base, b"", True))
+                    continue
                 cap = min(member_cap, total_cap - total)
                 with zf.open(info) as member:
                     data = read_stream_bounded(member, cap)
@@ -376,6 +383,13 @@ def validate_files(
     archive root under a leaderboard name, whatever the question files are called.
     """
     questions = _load_questions(question_paths)
+    official = set(OFFICIAL_PREDICTION_NAMES.values())
+
+    def needed(base: str) -> bool:
+        """Whether a zip member's content is checked (what the matching below reads); the rest are
+        reported by name only."""
+        return base.endswith(".csv") or base in questions or (not questions and base in official)
+
     entries: list[tuple[str, str, bytes, bool]] = []  # (display name, base name, data, from zip)
     problems: list[Problem] = []
     for f in files:
@@ -385,7 +399,7 @@ def validate_files(
             problems.append(Problem(str(path), 0, problem))
             continue
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-            zip_entries, zip_problems = _zip_entries(path)
+            zip_entries, zip_problems = _zip_entries(path, needed)
             entries += zip_entries
             problems += zip_problems
         else:
@@ -395,7 +409,6 @@ def validate_files(
                 problems.append(Problem(str(path), 0, str(err).removeprefix(f"{path}: ")))
     matched: set[str] = set()
     unmatched: list[tuple[str, str, bytes, bool]] = []
-    official = set(OFFICIAL_PREDICTION_NAMES.values())
     for display, base, data, in_zip in entries:
         if base.endswith(".csv"):
             if base != STR_PREDICTION_NAME:
