@@ -426,3 +426,32 @@ def test_validator_does_not_unpack_members_rejected_by_name(tmp_path, capsys, mo
     out = capsys.readouterr().out
     assert out.count("wrong file name in zip") == 3
     assert len(unpacked) == 1  # only the leaderboard-named member was read
+
+
+# --- issue 21, closing pass: a bad value given on the command line is named as the option (F11) ---
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--train_file", "/nonexistent.jsonl"], "--train_file on the command line (over "),
+        (["--learning_rate", "nan"], "--learning_rate on the command line (over "),
+    ],
+)
+def test_finetune_names_the_command_line_option_it_refuses(extra, message):
+    from megc_vqa.training.config import ConfigError, parse_config
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "lora.yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--config", recipe, *extra])
+    assert str(err.value).startswith(message)
+
+
+def test_finetune_still_blames_the_recipe_for_its_own_values(tmp_path):
+    from megc_vqa.training.config import ConfigError, parse_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: tiny-qwen2.5-vl\ntrain_file: /nonexistent.jsonl\noutput_dir: o\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--config", str(recipe)])
+    assert str(err.value).startswith(f"{recipe}: train_file")
