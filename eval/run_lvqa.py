@@ -129,13 +129,12 @@ def _main(argv: list[str] | None = None) -> int:
             o["count_total_mae"], o["count_micro_mae"], o["count_macro_mae"], o["au_f1"] or 0.0,
             o["type_uf1"] or 0.0, runner.spotter_description, args.out / "lvqa_scores.json",
         )  # fmt: skip
-    import json
 
-    from megc_vqa.fileio import atomic_write_text
+    from megc_vqa.fileio import atomic_write_text, strict_json
 
     # The settings the VQA model was asked with (its training record, any override), for this run.
     summary.update(vqa=ask.settings if ask else None, predictions=[str(p) for p in preds])
-    atomic_write_text(args.out / "lvqa_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(args.out / "lvqa_summary.json", strict_json(summary, indent=2, default=str) + "\n")
     return 1 if summary["failed"] else 0
 
 

@@ -124,14 +124,13 @@ def _main(argv: list[str] | None = None) -> int:
     ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
     runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
     summary = runner.run(jobs, gt)
-    import json
 
-    from megc_vqa.fileio import atomic_write_text
+    from megc_vqa.fileio import atomic_write_text, strict_json
 
     # The settings the VQA model was asked with (its training record, any override), for this run.
     summary["vqa"] = ask.settings if ask else None
     summary["emotion"] = config.emotion
-    atomic_write_text(args.out / "str_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(args.out / "str_summary.json", strict_json(summary, indent=2, default=str) + "\n")
     logging.info(
         "%d video(s) done, %d skipped (finished earlier), %d failed -> %s",
         len(summary["done"]),

@@ -11,7 +11,7 @@ or a ``qa.jsonl`` (rows matched on ``id``). VQA predictions may also be trainer 
 ``megc-vqa export`` dataset: LLaMA-Factory's ``generated_predictions.jsonl`` or ms-swift's inference JSONL
 (``--exported`` names the exported file they answer; see ``megc_vqa.training.trainers``).
 Ground truth for STR: a CSV ``subject,video,onset,offset,emotion`` with optional ``dataset`` and ``type``.
-Official STRS can be NaN (printed as ``NaN``), as the public reference scorer gives.
+Official STRS can be NaN, as the public reference scorer gives; the JSON says ``null`` (NaN is not JSON).
 
 ``--report DIR`` writes ``report.html`` too: scores, confusion matrices, per-class figures and the wrong rows
 with the frames the model saw, found from the ground truth's frame locations (a ``prep`` qa.jsonl), from
@@ -22,9 +22,9 @@ settings of ``--visual-from ADAPTER`` (its training record; else the defaults).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
+import zipfile
 from pathlib import Path
 
 # Run from a checkout without installing the package.
@@ -127,7 +127,7 @@ def _main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     from megc_vqa.errors import InputError, UsageError, check_number
-    from megc_vqa.fileio import input_file_problem
+    from megc_vqa.fileio import input_file_problem, strict_json
     from megc_vqa.metrics.scoring import invalid_lines
     from megc_vqa.metrics.vqa import align
     from megc_vqa.submission.files import read_jsonl
@@ -144,6 +144,11 @@ def _main(argv: list[str] | None = None) -> int:
         problem = input_file_problem(path, suffix=suffix)
         if problem:
             raise InputError(f"{path}: {problem}")
+        if zipfile.is_zipfile(path):  # a submission.zip given as predictions: say so, not "not valid UTF-8"
+            raise InputError(
+                f"{path}: is a zip archive, not a {suffix} file; give the prediction files inside it to --pred "
+                "(unzip it; run_vqa also writes them beside its submission.zip)"
+            )
     try:
         if args.task == "str":
             from megc_vqa.labels import STR_CLASSES
@@ -274,7 +279,7 @@ def _main(argv: list[str] | None = None) -> int:
         if isinstance(err, InputError):
             raise
         raise InputError(str(err)) from None
-    print(json.dumps(result, indent=2))
+    print(strict_json(result, indent=2))
     return 0
 
 

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import stat
@@ -400,6 +401,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def strict_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps`` that writes a non-finite number (an official STRS of 0/0, say) as ``null``: Python's
+    default ``NaN``/``Infinity`` are not JSON, and strict readers (jq, browsers, other languages) reject them."""
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, Mapping):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(value), allow_nan=False, **dumps)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

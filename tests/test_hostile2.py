@@ -330,3 +330,128 @@ def test_ctrl_c_during_synth_prints_no_worker_traceback(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "PoolWorker" not in err
     assert err.strip().splitlines()[-1] == "interrupted"
+
+
+# --- issue 21, closing pass: synth rerun into its own --out with other settings (N8) ---
+
+
+def _synth(out: Path, *extra: str) -> int:
+    from megc_vqa.cli import main
+
+    return main(["synth", "--out", str(out), "--subjects", "2", "--clips-per-subject", "1", *extra])
+
+
+def test_synth_rerun_with_other_settings_is_refused_and_same_settings_rewrite(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 0
+    frames = sorted(p.relative_to(out) for p in (out / "casme2").rglob("*.jpg"))
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 0  # same settings: same frames, allowed
+    assert sorted(p.relative_to(out) for p in (out / "casme2").rglob("*.jpg")) == frames
+    capsys.readouterr()
+    assert _synth(out, "--size", "32", "--datasets", "casme2,samm") == 2
+    err = capsys.readouterr().err
+    assert "casme2: size: earlier 64, now 32" in err and "mix" in err
+    assert not (out / "samm").exists()  # refused before anything was written
+    # another dataset into the same --out is its own record; the first keeps its settings
+    assert _synth(out, "--size", "32", "--datasets", "samm") == 0
+    assert _synth(out, "--size", "32", "--datasets", "casme2") == 2
+
+
+def test_synth_refuses_dataset_folders_without_a_record(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 0
+    (out / "synth_run.json").unlink()  # as an earlier version left it
+    assert _synth(out, "--size", "64", "--datasets", "casme2") == 2
+    assert "casme2: no record of the settings" in capsys.readouterr().err
+
+
+# --- issue 21, closing pass: the validator's --str-videos names videos as run_str does (F14) ---
+
+
+def test_str_videos_folder_accepts_run_str_names_and_ground_truth_names(tmp_path, capsys):
+    long = tmp_path / "long"
+    (long / "006_1").mkdir(parents=True)
+    for i in range(1, 51):
+        (long / "006_1" / f"img{i}.jpg").write_bytes(b"x")
+    pred = tmp_path / "str_pred.csv"
+    # run_str's own naming (video = folder name) and the ground truth's (video after the "_")
+    pred.write_text("subject,video,onset,offset,emotion\n006,006_1,10,20,surprise\n006,1,30,40,surprise\n")
+    assert script("eval/validate").main([str(pred), "--str-videos", str(long)]) == 0
+    assert "not one of the known videos" not in capsys.readouterr().out
+    pred.write_text("subject,video,onset,offset,emotion\n006,006_2,10,20,surprise\n")
+    assert script("eval/validate").main([str(pred), "--str-videos", str(long)]) == 0
+    assert "not one of the known videos" in capsys.readouterr().out
+
+
+# --- issue 21, closing pass: score.py prints strict JSON (N10) and names a zip given as predictions (F12) ---
+
+
+def test_strict_json_writes_null_for_non_finite_numbers():
+    from megc_vqa.fileio import strict_json
+
+    text = strict_json({"strs": float("nan"), "f1": [1.0, float("inf")], "n": 3})
+    assert json.loads(text) == {"strs": None, "f1": [1.0, None], "n": 3}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_score_refuses_a_zip_as_predictions(tmp_path, capsys):
+    import zipfile
+
+    pred = tmp_path / "submission.zip"
+    with zipfile.ZipFile(pred, "w") as zf:
+        zf.writestr("me_vqa_samm_test_pred.jsonl", "{}\n")
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text('{"video_id": "a", "question": "q", "answer": "positive"}\n')
+    assert script("eval/score").main(["vqa", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert "is a zip archive" in capsys.readouterr().err
+
+
+# --- issue 21, closing pass: the validator never unpacks a zip member it rejects by name (N11) ---
+
+
+def test_validator_does_not_unpack_members_rejected_by_name(tmp_path, capsys, monkeypatch):
+    import zipfile
+
+    import megc_vqa.submission.validate as validate
+
+    unpacked = []
+    real = validate.read_stream_bounded
+    monkeypatch.setattr(validate, "read_stream_bounded", lambda s, cap: unpacked.append(cap) or real(s, cap))
+    sub = tmp_path / "total.zip"
+    with zipfile.ZipFile(sub, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"junk{i}.jsonl", b"\0" * (4 << 20))  # 4 MB each, a few KB packed
+        zf.writestr("me_vqa_samm_test_pred.jsonl", '{"video_id": "a", "question": "q", "answer": "x"}\n')
+    assert script("eval/validate").main([str(sub)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("wrong file name in zip") == 3
+    assert len(unpacked) == 1  # only the leaderboard-named member was read
+
+
+# --- issue 21, closing pass: a bad value given on the command line is named as the option (F11) ---
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--train_file", "/nonexistent.jsonl"], "--train_file on the command line (over "),
+        (["--learning_rate", "nan"], "--learning_rate on the command line (over "),
+    ],
+)
+def test_finetune_names_the_command_line_option_it_refuses(extra, message):
+    from megc_vqa.training.config import ConfigError, parse_config
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "lora.yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--config", recipe, *extra])
+    assert str(err.value).startswith(message)
+
+
+def test_finetune_still_blames_the_recipe_for_its_own_values(tmp_path):
+    from megc_vqa.training.config import ConfigError, parse_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: tiny-qwen2.5-vl\ntrain_file: /nonexistent.jsonl\noutput_dir: o\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--config", str(recipe)])
+    assert str(err.value).startswith(f"{recipe}: train_file")

@@ -8,7 +8,6 @@ for ``scores.json``); every file names the spotter (the model-free baseline says
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,7 +94,7 @@ def plot_threshold_curve(rows: Sequence[dict], used: float, path: str | Path, ti
 def write_str_scores(runner, gt_csv: str | Path) -> dict:
     """``OUT/scores.json`` ({"spotter", "official", "strict", "threshold_curve"}) and
     ``OUT/plots/threshold_curve.png`` for a finished ``STRRunner`` run scored against ``gt_csv``."""
-    from megc_vqa.fileio import atomic_write_text
+    from megc_vqa.fileio import atomic_write_text, strict_json
     from megc_vqa.labels import STR_CLASSES
     from megc_vqa.metrics.strs import read_intervals, score_str
 
@@ -125,7 +124,7 @@ def write_str_scores(runner, gt_csv: str | Path) -> dict:
                 rows, runner.peaks.threshold, runner.out / "plots" / "threshold_curve.png",
                 title=f"{runner.spotter_description.split('(')[0].strip()}: {runner.peaks.mode} threshold",
             )  # fmt: skip
-    atomic_write_text(runner.out / "scores.json", json.dumps(scores, indent=2, default=str) + "\n")
+    atomic_write_text(runner.out / "scores.json", strict_json(scores, indent=2, default=str) + "\n")
     return scores
 
 
@@ -230,7 +229,7 @@ def write_lvqa_report(
     import csv
     import io
 
-    from megc_vqa.fileio import atomic_write_text, read_jsonl
+    from megc_vqa.fileio import atomic_write_text, read_jsonl, strict_json
     from megc_vqa.metrics.lvqa import score_lvqa
 
     out = Path(out)
@@ -240,7 +239,7 @@ def write_lvqa_report(
     if gts:
         scores = score_lvqa(preds, gts)
         scores["spotter"] = spotter
-        atomic_write_text(out / "lvqa_scores.json", json.dumps(scores, indent=2, default=str) + "\n")
+        atomic_write_text(out / "lvqa_scores.json", strict_json(scores, indent=2, default=str) + "\n")
     rows = lvqa_video_rows(preds, gts, flags)
     atomic_write_text(out / "lvqa_report.md", lvqa_markdown(rows, scores, spotter, flags))
     buffer = io.StringIO()

@@ -14,10 +14,11 @@ import logging
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
 from megc_vqa.errors import InputError, cut
 from megc_vqa.fileio import TOLERATED_PROBLEMS, check_input_file, input_file_problem, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, STR_CLASSES
@@ -183,12 +184,17 @@ def str_videos(path: str | os.PathLike[str]) -> dict[tuple[str, str], tuple[int,
     if not path.is_dir():
         raise FileNotFoundError(f"--str-videos {path}: no such folder or STR CSV")
     out: dict[tuple[str, str], tuple[int, int] | None] = {}
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        subject, sep, video = folder.name.partition("_")
+    # The videos named as run_str names them (its videos.json sidecar, else the folder's name with the
+    # subject before its first "_"), and as a ground truth may (<subject>_<video> folders: the video after
+    # the "_"; run_str matches both), so that run_str's own CSV checks clean. The fps plays no part here.
+    for job in discover_videos(path, FpsPolicy(fps=1.0)):
+        folder = job.source.path
         numbers = [n for f in os.listdir(folder) if is_image(f) and (n := frame_number(f)) is not None]
-        out[(subject, video) if sep else (folder.name, folder.name)] = (
-            (min(numbers), max(numbers)) if numbers else None
-        )
+        frames = (min(numbers), max(numbers)) if numbers else None
+        out[(job.subject, job.video)] = frames
+        subject, sep, video = folder.name.partition("_")
+        if sep and subject == job.subject:
+            out.setdefault((subject, video), frames)
     return out
 
 
@@ -230,12 +236,16 @@ def check_prediction_file(data: bytes, name: str, *, check_format: bool = True) 
     return sorted(problems, key=lambda p: (p.line, p.message))
 
 
-def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[Problem]]:
+def _zip_entries(
+    path: Path, needed: Callable[[str], bool] = lambda base: True
+) -> tuple[list[tuple[str, str, bytes, bool]], list[Problem]]:
     """(display name, base name, bytes, True) of every file in a submission zip, and the zip's problems:
     not a zip / corrupt, empty, a member in a folder, the same member twice, and the limits of
     :mod:`megc_vqa.limits` (member count, unpacked size per member and in all), each named.
 
-    The work is linear in the members (names are counted once), and no member is unpacked past its limit:
+    Only members whose base name ``needed`` accepts are unpacked (the others are judged by their name
+    alone, with empty bytes). The work is linear in the members (names are counted once), and no member is
+    unpacked past its limit:
     the declared size is checked first and the read itself stops one chunk past the limit, so a member
     whose header lies is caught as well."""
     entries: list[tuple[str, str, bytes, bool]] = []
@@ -306,6 +316,9 @@ def _zip_entries(path: Path) -> tuple[list[tuple[str, str, bytes, bool]], list[P
                         )
                     )
                     break
+                if not needed(base):  # a name the leaderboard rejects: its content is never read
+                    entries.append((display, base, b"", True))
+                    continue
                 cap = min(member_cap, total_cap - total)
                 with zf.open(info) as member:
                     data = read_stream_bounded(member, cap)
@@ -370,6 +383,13 @@ def validate_files(
     archive root under a leaderboard name, whatever the question files are called.
     """
     questions = _load_questions(question_paths)
+    official = set(OFFICIAL_PREDICTION_NAMES.values())
+
+    def needed(base: str) -> bool:
+        """Whether a zip member's content is checked (what the matching below reads); the rest are
+        reported by name only."""
+        return base.endswith(".csv") or base in questions or (not questions and base in official)
+
     entries: list[tuple[str, str, bytes, bool]] = []  # (display name, base name, data, from zip)
     problems: list[Problem] = []
     for f in files:
@@ -379,7 +399,7 @@ def validate_files(
             problems.append(Problem(str(path), 0, problem))
             continue
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-            zip_entries, zip_problems = _zip_entries(path)
+            zip_entries, zip_problems = _zip_entries(path, needed)
             entries += zip_entries
             problems += zip_problems
         else:
@@ -389,7 +409,6 @@ def validate_files(
                 problems.append(Problem(str(path), 0, str(err).removeprefix(f"{path}: ")))
     matched: set[str] = set()
     unmatched: list[tuple[str, str, bytes, bool]] = []
-    official = set(OFFICIAL_PREDICTION_NAMES.values())
     for display, base, data, in_zip in entries:
         if base.endswith(".csv"):
             if base != STR_PREDICTION_NAME:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
 
 from megc_vqa.errors import UsageError, check_number
-from megc_vqa.fileio import claim_outputs
+from megc_vqa.fileio import RunRecord, claim_outputs, settings_differences
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 from megc_vqa.qa.official import TRAINING_FILES
 from megc_vqa.synth.realism import REALISMS, SYNTHETIC, check_realism, refuse_size_with_release
@@ -16,6 +17,9 @@ from megc_vqa.synth.realism import REALISMS, SYNTHETIC, check_realism, refuse_si
 log = logging.getLogger(__name__)
 WRITER = "megc-vqa synth"
 DATASETS = "casme2,samm,smic,casme3,casme2_long,samm_lv"
+# What drew the frames in OUT's dataset folders: a rerun with other settings would leave frames of both runs
+# mixed in one clip folder (other sizes, other counts), which prep would read without a word.
+RUN_RECORD = "synth_run.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,10 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     check_count("--long-events", args.long_events, SYNTH_COUNT)
     # Only into its own dataset folders: a real release at OUT/casme2 is never overwritten.
     names = [*datasets, *([TRAINING_FILES[args.training_file]] if args.training_file else [])]
-    claim_outputs(args.out, WRITER, names)
-    stale = [d for d in datasets if (args.out / d).is_dir() and any((args.out / d).iterdir())]
-    if stale:
-        log.warning("%s already hold files; frames of an earlier run may remain (use an empty --out)", stale)
+    claim_outputs(args.out, WRITER, [*names, RUN_RECORD])
+    _refuse_other_settings(args, datasets)
     # Datasets an earlier run (other --datasets) left here: prep over --out would read them with these.
     earlier = [d for d in ALL_DATASETS if d not in datasets and (args.out / d).is_dir()]
     if earlier:
@@ -117,6 +119,44 @@ def _run(args: argparse.Namespace) -> int:
         print(f"training file {_write_training_file(args.out, args.training_file, datasets)}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    """What decides the frames of a dataset folder (not --datasets, --workers or --training-file)."""
+    return {
+        "seed": args.seed,
+        "subjects": args.subjects,
+        "clips_per_subject": args.clips_per_subject,
+        "size": args.size or 128,
+        "realism": args.realism,
+        "long_events": args.long_events,
+    }
+
+
+def _refuse_other_settings(args: argparse.Namespace, datasets: list[str]) -> None:
+    """Rewriting a dataset folder with the settings that made it gives the same frames; with other
+    settings, the earlier run's frames would stay beside the new ones, so it is refused, naming both.
+    The record keeps each dataset folder's settings (runs with other --datasets add theirs)."""
+    record = RunRecord(args.out / RUN_RECORD)
+    earlier = record.settings or {}
+    now = json.loads(json.dumps(_settings(args)))
+    problems = []
+    for dataset in datasets:
+        folder = args.out / dataset
+        if not (folder.is_dir() and any(folder.iterdir())):
+            continue
+        if not isinstance(earlier.get(dataset), dict):
+            problems.append(f"{dataset}: no record of the settings that wrote it")
+        elif differences := settings_differences(earlier[dataset], now):
+            problems.append(f"{dataset}: {'; '.join(differences)}")
+    if problems:
+        stale = [p.split(":", 1)[0] for p in problems]
+        raise UsageError(
+            f"--out {args.out}: dataset folder(s) hold frames of an earlier synth run with other settings "
+            f"({' | '.join(problems)}); a rerun would mix both runs' frames in one clip folder. Give an empty "
+            f"--out, or delete {', '.join(str(args.out / d) for d in stale)} first"
+        )
+    record.start({**earlier, **{dataset: now for dataset in datasets}})
 
 
 def _write_training_file(out: Path, version: str, datasets: list[str]) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -519,13 +520,30 @@ def parse_config(argv: list[str] | None = None) -> Recipe:
     """Parse ``--config recipe.yaml`` and ``--key value`` overrides into a :class:`Recipe`."""
     args = list(sys.argv[1:] if argv is None else argv)
     config_path, args = _flag_value(args, "config")
-    stage = recipe_stage(args, config_path)
-    model_args, data_args, stage_args, training_args = RecipeParser(stage).parse_args_and_config(
-        args, config_path
-    )
-    recipe = Recipe(model_args, data_args, training_args, config_path, stage_args)
-    validate(recipe)
+    try:
+        stage = recipe_stage(args, config_path)
+        model_args, data_args, stage_args, training_args = RecipeParser(stage).parse_args_and_config(
+            args, config_path
+        )
+        recipe = Recipe(model_args, data_args, training_args, config_path, stage_args)
+        validate(recipe)
+    except ConfigError as err:
+        raise _blame_the_command_line(err, config_path, args) from None
     return recipe
+
+
+def _blame_the_command_line(err: ConfigError, config_path: str | None, args: Sequence[str]) -> ConfigError:
+    """A check of a value given as ``--key value`` names the option, not the recipe it overrode."""
+    prefix = f"{config_path}: "
+    message = str(err)
+    if not config_path or not message.startswith(prefix):
+        return err
+    rest = message[len(prefix) :]
+    key = rest.split(" ", 1)[0]
+    given = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
+    if key not in given:
+        return err
+    return ConfigError(f"--{key} on the command line (over {config_path}): {rest}")
 
 
 def parse_question_mix(mix: str | dict | None) -> dict[str, int]:
