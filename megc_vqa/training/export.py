@@ -257,16 +257,8 @@ def export(
     from megc_vqa.training.trainers import chat_row, llamafactory_entry
     from megc_vqa.visual.frames import FrameError
 
-    face = FaceSettings.from_keys(settings)
-    visual = VisualContract(
-        spec=settings.visual_spec,
-        size=settings.image_size,
-        face=face.face,
-        face_margin=face.margin,
-        face_detector=face.detector,
-        register=face.register,
-        magnify=face.magnify,
-    )
+    face = FaceSettings.from_keys(settings).key()  # named as the record names them
+    visual = VisualContract(spec=settings.visual_spec, size=settings.image_size, **face)
     visual_fn = make_visual_fn(visual, cache_dir, memory_cache=1)
     options = PromptOptions(
         visual_mode="images",

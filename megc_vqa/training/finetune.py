@@ -82,17 +82,9 @@ def prompt_options(recipe: Recipe) -> PromptOptions:
 def visual_contract(recipe: Recipe) -> VisualContract:
     """The recipe's visual settings as the training record holds them."""
     d = recipe.data
-    face = FaceSettings.from_keys(d)
-    return VisualContract(
-        spec=d.visual_spec,
-        size=d.image_size,
-        apex_policy=d.apex_policy,
-        face=face.face,
-        face_margin=face.margin,
-        face_detector=face.detector,
-        register=face.register,
-        magnify=face.magnify,
-    )
+    # FaceSettings.key() names its switches as the record does (face, face_margin, ...)
+    face = FaceSettings.from_keys(d).key()
+    return VisualContract(spec=d.visual_spec, size=d.image_size, apex_policy=d.apex_policy, **face)
 
 
 def training_contract(
