@@ -22,7 +22,7 @@ from typing import Any
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, UsageError, check_number
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.fileio import load_yaml_file, resolve_inside
 from megc_vqa.limits import (
@@ -670,7 +670,6 @@ def check_stage(recipe: Recipe) -> None:
                 f"{where}: reward_weights has {len(weights)} value(s) for {len(s.rewards)} reward(s) "
                 f"({', '.join(s.rewards)}); give one weight per reward, in the same order"
             )
-    from megc_vqa.errors import UsageError, check_number
     from megc_vqa.limits import GENERATIONS
 
     checks: list[tuple[str, Any, dict[str, float]]] = [
@@ -687,6 +686,11 @@ def check_stage(recipe: Recipe) -> None:
             ("beta", t.beta, {"minimum": 0}),
         ]
         counts.append(("num_generations", t.num_generations, GENERATIONS))
+    _check_ranges(checks, counts, where)
+
+
+def _check_ranges(checks: list, counts: list, where: str) -> None:
+    """``(key, value, check_number bounds)`` and ``(key, value, Limit)`` rows, each checked, as ConfigError."""
     try:
         for name, value, bounds in checks:
             check_number(name, value, where=where, **bounds)
@@ -709,7 +713,6 @@ def check_choices(recipe: Recipe) -> None:
 
 def check_ranges(recipe: Recipe) -> None:
     """Every numeric key in its allowed range, named as in the recipe (``ConfigError``)."""
-    from megc_vqa.errors import UsageError, check_number
 
     m, d, t = recipe.model, recipe.data, recipe.training
     where = recipe.config_path or "command line"
@@ -744,13 +747,7 @@ def check_ranges(recipe: Recipe) -> None:
         ("min_pixels", d.min_pixels, IMAGE_PIXELS),
         ("max_pixels", d.max_pixels, IMAGE_PIXELS),
     ]
-    try:
-        for name, value, bounds in checks:
-            check_number(name, value, where=where, **bounds)
-        for name, value, limit in counts:
-            check_count(name, value, limit, minimum=None, where=where)
-    except UsageError as err:
-        raise ConfigError(str(err)) from None
+    _check_ranges(checks, counts, where)
     if (
         t.max_steps is not None
         and t.max_steps != -1
