@@ -1,0 +1,85 @@
+"""Issue 27: a second spotter is one module-like class and one registry entry; spotting reads ground truth
+through the STR reader; no import cycle among the package's modules."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from megc_vqa.errors import InputError
+from megc_vqa.metrics.strs import StrInputError, read_events
+from megc_vqa.spotting import train as spot_train
+from megc_vqa.spotting.infer import score_video
+from megc_vqa.spotting.model import SPOTTERS, CheckpointError, Spotter, load_checkpoint, save_checkpoint
+from megc_vqa.spotting.pipeline import load_spotter
+from megc_vqa.spotting.spotter_config import OUTPUTS, SpotterConfig, SpotterModel
+from tests.spotting_synth import write_long_videos
+
+
+class ToySpotter(nn.Module):
+    """A second spotting network, as a new module would hold it: one temporal conv over each sampled
+    frame's mean intensity per channel. Built from a ``SpotterConfig`` alone, like every registry entry."""
+
+    def __init__(self, config: SpotterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.head = nn.Conv1d(len(config.inputs), len(OUTPUTS) + len(config.emotions), 3, padding=1)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.head(windows.mean(dim=(3, 4)))  # (B, C, T) -> (B, 2 + E, T)
+
+
+def test_a_second_spotter_trains_saves_loads_and_spots_by_its_registry_name(tmp_path, monkeypatch):
+    monkeypatch.setitem(SPOTTERS, "toy", ToySpotter)  # the one registry line a new model adds
+    videos = write_long_videos(tmp_path / "data", 3, seed=5, fps=30.0, seconds=4.0, size=48)
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"architecture": "toy", "size": 32, "n_frames": 4},
+        "train": {"epochs": 1, "batch_size": 8, "thresholds": [0.5], "extents": [0.5], "val_subjects": 1},
+        "data": {"gt_csv": "data/gt/str_gt.csv", "videos_root": "data/long", "fps": 30},
+    }))  # fmt: skip
+    parser = argparse.ArgumentParser()
+    spot_train.add_arguments(parser)
+    assert spot_train.run(parser.parse_args(["--recipe", str(recipe), "--out", "run"])) == 0
+
+    model, extra = load_checkpoint(tmp_path / "run" / "spotter.pt")
+    assert isinstance(model, ToySpotter) and isinstance(model, SpotterModel)
+    assert model.config.architecture == "toy" and extra["epoch"] == 1
+    spotter, peaks = load_spotter(tmp_path / "run" / "spotter.pt")
+    curve = score_video(spotter, videos[0].source, videos[0].fps, workers=0)
+    assert curve.scores.shape[0] == len(curve.grid) and peaks["threshold"] == 0.5
+
+    # without the registry entry the name is refused, never imported
+    monkeypatch.delitem(SPOTTERS, "toy")
+    with pytest.raises(CheckpointError, match="architecture 'toy' is not one this version knows"):
+        load_checkpoint(tmp_path / "run" / "spotter.pt")
+    with pytest.raises(
+        InputError, match=r"model.architecture 'toy' is not a known spotter; use one of cnn3d"
+    ):
+        spot_train.load_recipe(recipe)
+
+
+def test_the_3d_cnn_checkpoint_keeps_its_record(tmp_path):
+    torch.manual_seed(0)
+    model = Spotter(SpotterConfig(size=32, n_frames=4, widths=(4, 8, 8), hidden=8)).eval()
+    assert "architecture" not in model.config.to_dict()  # checkpoints and run identities as before
+    save_checkpoint(tmp_path / "s.pt", model)
+    loaded, _ = load_checkpoint(tmp_path / "s.pt")
+    assert type(loaded) is Spotter and loaded.config == model.config
+
+
+def test_ground_truth_events_come_typed_from_the_str_reader(tmp_path):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("subject,video,onset,offset,emotion,type\n006,v1,10,20,negative,\n006,v1,30,200,positive,\n"
+                  "006,v1,300,400,surprise,micro\n")  # fmt: skip
+    events = read_events(gt, fps=100.0)
+    assert [e.expression_type for e in events[("006", "v1")]] == ["micro", "macro", "micro"]
+    assert [e.row for e in events[("006", "v1")]] == [2, 3, 4]
+    gt.write_text("subject,video,onset,offset,emotion\n006,v1,10.0,20,negative\n")
+    with pytest.raises(StrInputError, match=r"gt.csv:2: onset '10.0' is not an integer frame number"):
+        read_events(gt)
