@@ -4,13 +4,15 @@ through the STR reader; no import cycle among the package's modules."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 import torch
 import yaml
 from torch import nn
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, UsageError
+from megc_vqa.fileio import atomic_cache_folder
 from megc_vqa.metrics.strs import StrInputError, read_events
 from megc_vqa.spotting import train as spot_train
 from megc_vqa.spotting.infer import score_video
@@ -83,3 +85,23 @@ def test_ground_truth_events_come_typed_from_the_str_reader(tmp_path):
     gt.write_text("subject,video,onset,offset,emotion\n006,v1,10.0,20,negative\n")
     with pytest.raises(StrInputError, match=r"gt.csv:2: onset '10.0' is not an integer frame number"):
         read_events(gt)
+
+
+def test_atomic_cache_folder_builds_whole_or_not_at_all(tmp_path):
+    entry = tmp_path / "cache" / "tiny"
+    with pytest.raises(KeyboardInterrupt), atomic_cache_folder(entry, "stamp.json", "test cache") as tmp:
+        (tmp / "half").write_text("x")
+        raise KeyboardInterrupt
+    assert not entry.exists() and os.listdir(entry.parent) == []  # no half entry, no temporary folder
+    with atomic_cache_folder(entry, "stamp.json", "test cache") as tmp:
+        (tmp / "stamp.json").write_text("{}")
+    assert sorted(os.listdir(entry)) == ["stamp.json"]
+    with atomic_cache_folder(entry, "stamp.json", "test cache") as tmp:  # an older entry is replaced
+        (tmp / "stamp.json").write_text('{"v": 2}')
+    assert (entry / "stamp.json").read_text() == '{"v": 2}'
+    mine = tmp_path / "cache" / "mine"
+    (mine / "notes").mkdir(parents=True)
+    refused = pytest.raises(UsageError, match=r"holds no stamp\.json, so it is not an earlier cache entry")
+    with refused, atomic_cache_folder(mine, "stamp.json", "test cache") as tmp:
+        (tmp / "stamp.json").write_text("{}")
+    assert (mine / "notes").is_dir()
