@@ -4,14 +4,16 @@ through the STR reader; no import cycle among the package's modules."""
 from __future__ import annotations
 
 import argparse
+import ast
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from torch import nn
 
-from megc_vqa.errors import InputError, UsageError
+from megc_vqa.errors import InputError, MegcError, UsageError, run_command
 from megc_vqa.fileio import atomic_cache_folder
 from megc_vqa.metrics.strs import StrInputError, read_events
 from megc_vqa.spotting import train as spot_train
@@ -20,6 +22,8 @@ from megc_vqa.spotting.model import SPOTTERS, CheckpointError, Spotter, load_che
 from megc_vqa.spotting.pipeline import load_spotter
 from megc_vqa.spotting.spotter_config import OUTPUTS, SpotterConfig, SpotterModel
 from tests.spotting_synth import write_long_videos
+
+PACKAGE = Path(__file__).resolve().parents[1] / "megc_vqa"
 
 
 class ToySpotter(nn.Module):
@@ -105,3 +109,37 @@ def test_atomic_cache_folder_builds_whole_or_not_at_all(tmp_path):
     with refused, atomic_cache_folder(mine, "stamp.json", "test cache") as tmp:
         (tmp / "stamp.json").write_text("{}")
     assert (mine / "notes").is_dir()
+
+
+def test_every_project_error_class_has_the_one_base():
+    """Found by reading the package (nothing imported): a class named ``*Error`` derives from MegcError,
+    directly or through another project error, so the boundary needs no list."""
+    bases: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                names = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+                bases.setdefault(node.name, []).extend(names)
+
+    def project(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        return name == "MegcError" or any(
+            b in bases and b not in seen and project(b, seen | {name}) for b in bases.get(name, [])
+        )
+
+    errors = sorted(n for n in bases if n.endswith("Error") and n != "MegcError")
+    assert len(errors) >= 16
+    assert [n for n in errors if not project(n)] == []
+
+
+def test_a_new_error_class_reaches_the_user_as_one_line(capsys):
+    class LayerError(MegcError, RuntimeError):
+        """As a new layer would define it, with no list to add it to."""
+
+    def main(argv):
+        raise LayerError("frames.csv: column 'onset' missing; add it")
+
+    assert run_command(main, []) == 2
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "error: frames.csv: column 'onset' missing; add it"
+    )

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from megc_vqa.errors import check_number, cut
+from megc_vqa.errors import MegcError, check_number, cut
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import KNOWN_FINE, coarse_of, normalise_fine
 from megc_vqa.records import Skip
@@ -60,7 +60,7 @@ UNKNOWN_NAME = "name not in naming sheet"
 HEADER_SCAN_ROWS = 40
 
 
-class AnnotationError(ValueError):
+class AnnotationError(MegcError, ValueError):
     """An annotation file that cannot be read at all. The message names file, sheet, row and column."""
 
     def __init__(

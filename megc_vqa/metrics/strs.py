@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from megc_vqa.errors import MegcError
 from megc_vqa.fileio import Problem
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.limits import JSONL_BYTES, read_bounded
@@ -87,7 +88,7 @@ class Interval:
         return (self.subject, self.video)
 
 
-class StrInputError(ValueError):
+class StrInputError(MegcError, ValueError):
     """An STR CSV that cannot be scored; the message lists every problem with its line."""
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, MegcError
 from megc_vqa.fileio import (
     TOLERATED_PROBLEMS,
     Problem,
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _TOLERATED = TOLERATED_PROBLEMS
 
 
-class QAFileError(ValueError):
+class QAFileError(MegcError, ValueError):
     """A QA or question file that cannot be used; the message names the file and line."""
 
 

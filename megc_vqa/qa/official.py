@@ -48,6 +48,10 @@ class TrainingFileError(MegcError):
     """An organiser training file that cannot be used as written; the message names file, line and keys."""
 
 
+class PrepError(MegcError):
+    """Bad input that ``prep`` reports as one line and exit code 2 (a data root that cannot be loaded)."""
+
+
 @dataclass(frozen=True)
 class OfficialRow:
     """One organiser row and the line it came from (1-based)."""
@@ -359,7 +363,6 @@ def _compare_clip(clip: str, generated: list[QARecord], official: list[QARecord]
 def load_clips(data_root: Path) -> tuple[list[Clip], list[Skip]]:
     """Every clip under ``data_root`` (the annotation loaders); ``PrepError`` for an unreadable file."""
     from megc_vqa import annotations
-    from megc_vqa.qa.prep import PrepError
 
     if not Path(data_root).is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.errors import UsageError, set_output_folder
 from megc_vqa.face_settings import FACE_DETECTORS, FaceSettings
+from megc_vqa.qa.official import PrepError
 
 if TYPE_CHECKING:
     from megc_vqa.qa.records import QARecord
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 
 # QARecord.question_type values; "analysis": the free-form rows of the organisers' v2 file (prep --training-file)
 QUESTION_COLUMNS = ("coarse", "fine", "au", "side", "presence", "joint", "analysis")
-
-
-class PrepError(Exception):
-    """Bad input that ``prep`` reports as one line and exit code 2."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, MegcError
 from megc_vqa.fileio import atomic_write_bytes
 
 from .spotter_config import (  # noqa: F401  (re-exported: the spotter's config lives with its protocol)
@@ -126,7 +126,7 @@ def _plain(value):
     raise TypeError(f"checkpoint entry of type {type(value).__name__} is not plain data")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MegcError, ValueError):
     """A spotter checkpoint that cannot be used; the message names the file and what to do."""
 
 

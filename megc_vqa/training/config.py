@@ -21,7 +21,7 @@ from typing import Any
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, MegcError
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.fileio import load_yaml_file, resolve_inside
 from megc_vqa.limits import (
@@ -39,7 +39,7 @@ from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
 
-class ConfigError(ValueError):
+class ConfigError(MegcError, ValueError):
     """A recipe or command line that cannot be used as written; the message says what to change."""
 
 
