@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import doctest
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from torch import nn
 
 from megc_vqa.errors import InputError, MegcError, UsageError, run_command
 from megc_vqa.fileio import atomic_cache_folder
+from megc_vqa.metrics import answers
 from megc_vqa.metrics.strs import StrInputError, read_events
 from megc_vqa.spotting import train as spot_train
 from megc_vqa.spotting.infer import score_video
@@ -143,3 +146,51 @@ def test_a_new_error_class_reaches_the_user_as_one_line(capsys):
         capsys.readouterr().err.strip().splitlines()[-1]
         == "error: frames.csv: column 'onset' missing; add it"
     )
+
+
+def _imports(path: Path, module: str, modules: Collection[str], everywhere: bool = False) -> set[str]:
+    """The megc_vqa modules ``module`` imports at its top level (``everywhere``: in functions too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree) if everywhere else tree.body:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("megc_vqa")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if base.startswith("megc_vqa"):  # ``from pkg import module`` imports the module, else pkg
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+    return found
+
+
+def test_no_import_cycle_among_the_package_modules():
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {name: _imports(path, name, modules) & modules.keys() - {name} for name, path in modules.items()}
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_the_answer_primitives_keep_their_doctests():
+    """Moved out of vqa/lvqa (so scoring and the scorers do not import each other), still checked."""
+    result = doctest.testmod(answers)
+    assert result.failed == 0 and result.attempted >= 5

@@ -18,8 +18,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from megc_vqa.annotations import load_all
 from megc_vqa.annotations.long_videos import FpsPolicy, check_fps, discover_videos
 from megc_vqa.errors import InputError, UsageError, check_number, cut, reject_unknown_keys
@@ -112,6 +110,8 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
 
     Every key is checked: an unknown one (a typo) is an error with the closest known spelling, and every
     number must be in its range, so a recipe never trains with a value silently dropped."""
+    import yaml  # for its error type only: `megc-vqa --help` imports this command module
+
     from .infer import PeakParams  # torch, OpenCV: a command module stays light until it runs
     from .model import check_architecture
 
