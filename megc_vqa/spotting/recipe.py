@@ -273,51 +273,66 @@ def _long_video_record(rec: object, where: str, path: Path, errors: list[str]):
     bad = False
     for k, e in enumerate(rec.get("events", []), start=1):
         at = f"{where}, event {k}"
-        if not isinstance(e, dict):
-            errors.append(f"{at}: expected an object with onset, offset, type, emotion")
+        event = _long_video_event(e, at, (first, last), folder, errors)
+        if event is None:
             bad = True
             continue
-        frames = {c: e.get(c) for c in ("onset", "apex", "offset")}
-        wrong = [
-            c for c, v in frames.items()
-            if (v is not None or c != "apex") and (type(v) is not int or not 0 <= v <= MAX_FRAME)
-        ]  # fmt: skip
-        if wrong:
-            errors.append(
-                f"{at}: {', '.join(f'{c} {cut(frames[c], 30)}' for c in wrong)} is not a frame number "
-                f"(an integer 0..{MAX_FRAME:,})"
-            )
-            bad = True
-            continue
-        onset, apex, offset = frames["onset"], frames["apex"], frames["offset"]
-        problem = None
-        if onset > offset:
-            problem = f"onset {onset} is after offset {offset}"
-        elif apex is not None and not onset <= apex <= offset:
-            problem = f"apex {apex} is outside onset..offset {onset}..{offset}"
-        elif onset < first or offset > last:
-            problem = f"frames {onset}..{offset} are outside the video's frames {first}..{last} ({folder})"
-        kind = expression_type(e.get("type", "micro")) if isinstance(e.get("type", "micro"), str) else None
-        if problem is None and kind is None:
-            problem = f"type {cut(e.get('type'), 40)} is neither micro nor macro"
-        emotion = e.get("emotion")
-        if problem is None and emotion is not None and str(emotion).strip().lower() not in STR_CLASSES:
-            problem = f"emotion {cut(emotion, 40)} is not one of {', '.join(STR_CLASSES)}"
-        if problem is not None:
-            errors.append(f"{at}: {problem}")
-            bad = True
-            continue
-        if (onset, offset) in seen:
+        if (event.onset, event.offset) in seen:
             log.warning(
-                "%s: duplicate of event %d (%d..%d), dropped", at, seen[(onset, offset)], onset, offset
+                "%s: duplicate of event %d (%d..%d), dropped",
+                at,
+                seen[(event.onset, event.offset)],
+                event.onset,
+                event.offset,
             )
             continue
-        seen[(onset, offset)] = k
-        emotion = None if emotion is None else str(emotion).strip().lower()
-        events.append(Event(onset, offset, apex, coarse_emotion=emotion, expression_type=kind))
+        seen[(event.onset, event.offset)] = k
+        events.append(event)
     if bad:
         return None
     return LongVideo("synth", str(rec["subject"]), str(rec["video"]), source, float(fps), tuple(events))
+
+
+def _long_video_event(
+    e: object, at: str, span: tuple[int, int], folder: Path, errors: list[str]
+) -> Event | None:
+    """One event of a ``long_videos.jsonl`` line as an ``Event``, or ``None`` with its defect added to
+    ``errors``: integer frames from 0, onset <= apex <= offset inside the video's frames ``span``, type micro
+    or macro (default micro), emotion one of the STR classes (or none)."""
+    if not isinstance(e, dict):
+        errors.append(f"{at}: expected an object with onset, offset, type, emotion")
+        return None
+    first, last = span
+    frames = {c: e.get(c) for c in ("onset", "apex", "offset")}
+    wrong = [
+        c for c, v in frames.items()
+        if (v is not None or c != "apex") and (type(v) is not int or not 0 <= v <= MAX_FRAME)
+    ]  # fmt: skip
+    if wrong:
+        errors.append(
+            f"{at}: {', '.join(f'{c} {cut(frames[c], 30)}' for c in wrong)} is not a frame number "
+            f"(an integer 0..{MAX_FRAME:,})"
+        )
+        return None
+    onset, apex, offset = frames["onset"], frames["apex"], frames["offset"]
+    problem = None
+    if onset > offset:
+        problem = f"onset {onset} is after offset {offset}"
+    elif apex is not None and not onset <= apex <= offset:
+        problem = f"apex {apex} is outside onset..offset {onset}..{offset}"
+    elif onset < first or offset > last:
+        problem = f"frames {onset}..{offset} are outside the video's frames {first}..{last} ({folder})"
+    kind = expression_type(e.get("type", "micro")) if isinstance(e.get("type", "micro"), str) else None
+    if problem is None and kind is None:
+        problem = f"type {cut(e.get('type'), 40)} is neither micro nor macro"
+    emotion = e.get("emotion")
+    if problem is None and emotion is not None and str(emotion).strip().lower() not in STR_CLASSES:
+        problem = f"emotion {cut(emotion, 40)} is not one of {', '.join(STR_CLASSES)}"
+    if problem is not None:
+        errors.append(f"{at}: {problem}")
+        return None
+    emotion = None if emotion is None else str(emotion).strip().lower()
+    return Event(onset, offset, apex, coarse_emotion=emotion, expression_type=kind)
 
 
 def _long_videos_of_all_datasets(root: Path) -> list:
