@@ -88,12 +88,12 @@ def _main(argv: list[str] | None = None) -> int:
         discover_videos,
         parse_fps_rules,
     )
+    from megc_vqa.metrics.strs import read_events
     from megc_vqa.spotting.pipeline import (
         STRConfig,
         STRRunner,
         engine_ask,
         load_spotter,
-        read_gt_events,
         refuse_other_settings,
         run_settings,
         str_settings,
@@ -102,7 +102,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.adapter and not args.model:  # it would be ignored: the emotions would silently not be the VQA's
         raise UsageError("--adapter needs --model (the base model it was trained on)")
     check_video_arguments(args.videos_root, args.videos, args.out)
-    gt = read_gt_events(args.gt) if args.gt else {}
+    gt = read_events(args.gt) if args.gt else {}
     policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
     jobs = discover_videos(
         args.videos_root, policy, sidecar=args.videos, gt_keys=list(gt), allowed_roots=args.videos_under

@@ -16,8 +16,14 @@ sub-commands and the scripts under ``eval/``, ``data_prep/`` and ``recipes/``) r
 Under ``accelerate launch`` the line is printed again once the launcher has exited (after the launcher's own
 traceback), so the project's message is the last thing the user reads.
 
-Project errors are :class:`MegcError` and the older per-module error classes listed in
-:data:`PROJECT_ERRORS` (kept as they are, so code that catches ``ValueError`` still works).
+Project errors are :class:`MegcError`: the boundary recognises every one by that base, so there is no list
+to keep. Here: :class:`UsageError` (options) and :class:`InputError` (input files). Each layer defines its
+own subclasses where it raises them, keeping the built-in base callers catch (``ValueError`` or
+``RuntimeError``): annotations ``AnnotationError``; visual ``FrameError`` (``FaceSkip``),
+``FaceDetectorUnavailable``; qa ``QAFileError``, ``TrainingFileError``, ``PrepError``; models
+``VisualInputError``, ``ModelLoadError``, ``ServingError``; training ``ConfigError``, ``TrainingError``; answering
+``EngineError``, ``RunError``, ``LogMismatchError``; metrics ``StrInputError``; spotting
+``CheckpointError``, ``NoFramesError``; synth ``QuestionFileError``.
 """
 
 from __future__ import annotations
@@ -149,35 +155,6 @@ def reject_unknown_keys(data: object, known: object, where: str, kind: str = "ke
     unknown = set(map(str, data)) - set(map(str, known))  # type: ignore[call-overload]
     if unknown:
         raise unknown_keys_error(unknown, known, where, kind)
-
-
-def _project_error_types() -> tuple[type[BaseException], ...]:
-    """The project's error classes, found without importing anything heavy (only modules already loaded)."""
-    names = {
-        "megc_vqa.training.config": "ConfigError",
-        "megc_vqa.training.finetune": "TrainingError",
-        "megc_vqa.visual.frames": "FrameError",
-        "megc_vqa.visual.face": "FaceDetectorUnavailable",
-        "megc_vqa.metrics.strs": "StrInputError",
-        "megc_vqa.spotting.model": "CheckpointError",
-        "megc_vqa.spotting.data": "NoFramesError",
-        "megc_vqa.qa.io": "QAFileError",
-        "megc_vqa.qa.prep": "PrepError",
-        "megc_vqa.annotations.common": "AnnotationError",
-        "megc_vqa.models.collator": "VisualInputError",
-        "megc_vqa.models.registry": "ModelLoadError",
-        "megc_vqa.answering.run_vqa": "RunError",
-        "megc_vqa.answering.answer_log": "LogMismatchError",
-        "megc_vqa.answering.engine": "EngineError",
-        "megc_vqa.synth.test_set": "QuestionFileError",
-    }
-    found: list[type[BaseException]] = [MegcError]
-    for module_name, cls_name in names.items():
-        module = sys.modules.get(module_name)
-        cls = getattr(module, cls_name, None) if module else None
-        if isinstance(cls, type):
-            found.append(cls)
-    return tuple(found)
 
 
 def _one_line(err: BaseException, limit: int = 2000) -> str:
@@ -362,7 +339,7 @@ def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequen
         return 130
     except SystemExit:
         raise
-    except _project_error_types() as err:
+    except MegcError as err:
         _say_last(f"error: {_one_line(err)}")
         return 2
     except FileNotFoundError as err:  # an input that is not there: a user mistake, the message names it

@@ -7,7 +7,8 @@ reported with its file and line.
 
 Commands replace or delete only what they wrote: :func:`claim_outputs` (names in a shared ``--out``),
 :func:`atomic_folder` (a folder built whole), :func:`check_outside` (an output never holds an input) and
-:func:`check_cache_entry` (cache entries), with the marker file :data:`OUTPUT_MARKER`.
+:func:`check_cache_entry` and :func:`atomic_cache_folder` (cache entries: tiny and random models, synthetic
+sets), with the marker file :data:`OUTPUT_MARKER`.
 
 Every reader here is bounded by :mod:`megc_vqa.limits`: a JSONL file and each of its lines
 (:func:`read_jsonl_bytes`, :func:`parse_jsonl`), a JSON object file (:func:`read_json_object`,
@@ -521,6 +522,11 @@ def check_replaceable(
     )
 
 
+def _folder_beside(target: Path, sep: str = ".") -> Path:
+    """A new hidden temporary folder in ``target``'s folder (same file system: the final rename is atomic)."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}{sep}", dir=target.parent))
+
+
 @contextlib.contextmanager
 def atomic_folder(
     target: str | os.PathLike[str],
@@ -539,7 +545,7 @@ def atomic_folder(
     target = Path(os.path.abspath(target))
     check_replaceable(target, writer, what=what, legacy=legacy)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = _folder_beside(target)
     old: Path | None = None
     try:
         yield tmp
@@ -803,6 +809,32 @@ def check_cache_entry(target: str | os.PathLike[str], stamp: str, what: str) -> 
             f"{target}: is in the way of the {what} but holds no {stamp}, so it is not an earlier cache "
             f"entry; refusing to delete it. Move it away, or point MEGC_VQA_CACHE at another folder"
         )
+
+
+@contextlib.contextmanager
+def atomic_cache_folder(
+    target: str | os.PathLike[str], stamp: str, what: str, *, is_current: Callable[[], bool] | None = None
+) -> Iterator[Path]:
+    """``with atomic_cache_folder(entry, "stamp.json", "tiny model cache") as tmp: build(tmp)``: a cache
+    entry built in a temporary folder beside ``target`` and renamed into place when the block succeeds, so
+    a concurrent reader never sees a half-built entry and a kill leaves none. Only an older entry of this
+    cache (a folder holding ``stamp``, :func:`check_cache_entry`) is replaced. When the rename fails because
+    another process put its entry there first, ``is_current()`` says whether that entry is good to use."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _folder_beside(target, "-")
+    try:
+        yield tmp
+        check_cache_entry(target, stamp, what)  # only an older entry of this cache is deleted
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if is_current is None or not is_current():
+                raise  # another process did not win the race either
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_outside(

@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Iterable
 
-from megc_vqa.annotations.common import AnnotationError
+from megc_vqa.annotations.errors import AnnotationError
 from megc_vqa.labels import AU_NAMES
 from megc_vqa.records import ActionUnit
 

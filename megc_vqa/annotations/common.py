@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from megc_vqa.annotations.au import parse_aus
+from megc_vqa.annotations.errors import AnnotationError
 from megc_vqa.errors import check_number, cut
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import KNOWN_FINE, coarse_of, normalise_fine
@@ -58,35 +60,6 @@ PATH_ESCAPES_ROOT = "path escapes dataset root"
 UNKNOWN_NAME = "name not in naming sheet"
 
 HEADER_SCAN_ROWS = 40
-
-
-class AnnotationError(ValueError):
-    """An annotation file that cannot be read at all. The message names file, sheet, row and column."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | os.PathLike[str] | None = None,
-        sheet: str | None = None,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> None:
-        self.file = None if file is None else str(file)
-        self.sheet = sheet
-        self.row = row
-        self.column = column
-        self.detail = message
-        where = []
-        if self.file is not None:
-            where.append(self.file)
-        if sheet is not None:
-            where.append(f"sheet {sheet!r}")
-        if row is not None:
-            where.append(f"row {row}")
-        if column is not None:
-            where.append(f"column {column!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 
 class RowSkip(Exception):
@@ -690,8 +663,6 @@ def clip_emotions(dataset: str, word: str) -> tuple[str, str]:
 
 def parse_row_aus(row: DataRow, column: str) -> tuple:
     """AUs of a row; an unparseable AU string skips the row (never silently loses an AU)."""
-    from megc_vqa.annotations.au import parse_aus
-
     try:
         return parse_aus(row.get(column), where=row.where(column))
     except AnnotationError as exc:

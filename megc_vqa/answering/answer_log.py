@@ -14,13 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import MegcError
 from megc_vqa.errors import cut as cut_text
 from megc_vqa.fileio import atomic_write_text, settings_differences
 
 log = logging.getLogger(__name__)
 
 
-class LogMismatchError(RuntimeError):
+class LogMismatchError(MegcError, RuntimeError):
     """The log in the output folder was written by another configuration, or is not an answer log."""
 
 

@@ -56,6 +56,7 @@ from megc_vqa.answering.postprocess import (
     make_consistent,
     normalise_answer,
 )
+from megc_vqa.errors import MegcError
 from megc_vqa.models.adapters import AdapterError, adapter_config, apply_adapter, check_adapter_files
 from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import PromptOptions
@@ -71,7 +72,7 @@ MAX_NEW_TOKENS: dict[str, int] = {
 FREE_MAX_NEW_TOKENS = 256  # analysis and unknown questions
 
 
-class EngineError(RuntimeError):
+class EngineError(MegcError, RuntimeError):
     """The engine cannot start or go on; the message says what to change."""
 
 

@@ -248,10 +248,10 @@ def is_transcript(path: Path, limit: int = 1 << 16) -> bool:
 
 def _describe(err: Exception) -> str:
     """One line for an error at the prompt: the project's message as it is, else the type too."""
-    from megc_vqa.errors import MegcError, _project_error_types, cut
+    from megc_vqa.errors import MegcError, cut
 
     text = " ".join(str(err).split())
-    if isinstance(err, (MegcError, OSError, *_project_error_types())):
+    if isinstance(err, (MegcError, OSError)):
         return text if len(text) <= 500 else text[:500] + "..."
     return f"{type(err).__name__}: {cut(text, 300)}"
 

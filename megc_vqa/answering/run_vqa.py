@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.annotations.long_videos import check_fps
-from megc_vqa.errors import InputError, set_output_folder
+from megc_vqa.errors import InputError, MegcError, set_output_folder
 from megc_vqa.fileio import (
     check_folder_option,
     claim_outputs,
@@ -66,7 +66,7 @@ FPS_BY_DATASET = {"samm": 200.0, "casme3": 30.0}
 DEFAULT_FPS = 30.0
 
 
-class RunError(RuntimeError):
+class RunError(MegcError, RuntimeError):
     """run_vqa cannot start: bad question files, missing frames, a model that does not load."""
 
 

@@ -17,14 +17,22 @@ Spotting (IoU >= 0.5) and STRS are scored as in MEGC2025 by ``megc_vqa.metrics.s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from megc_vqa.errors import InputError
-from megc_vqa.labels import AU_NAMES
 from megc_vqa.metrics import scoring
-from megc_vqa.metrics.vqa import AlignedRow, align, normalise_answer, split_rows
+from megc_vqa.metrics.answers import (  # noqa: F401  (re-exported: part of this module's API)
+    _FACS_NAMES,
+    _FACS_RE,
+    _NUMBER_RE,
+    _NUMBER_WORDS,
+    jaccard,
+    normalise_event_type,
+    parse_au_set,
+    parse_count,
+)
+from megc_vqa.metrics.vqa import AlignedRow, align, split_rows
 from megc_vqa.qa.kinds import COUNT_KINDS, KINDS
 
 METRIC_NOTE = (
@@ -37,77 +45,6 @@ COUNT_KEYS: dict[str, str] = {name: KINDS[name].score_key for name in COUNT_KIND
 TYPE_CLASSES: tuple[str, ...] = ("micro-expression", "macro-expression")
 # The question kinds ME-LVQA scores; a ground truth of none of them is not an ME-LVQA file.
 LVQA_TYPES: frozenset[str] = frozenset(k.name for k in KINDS.values() if k.task == "lvqa")
-# Known FACS names, longest first: "lip corner depressor" must not also match a shorter name inside it.
-_FACS_NAMES = sorted({n.lower() for n in AU_NAMES.values()}, key=len, reverse=True)
-_FACS_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in _FACS_NAMES) + r")\b")
-_NUMBER_WORDS = {
-    w: i
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-}
-_NUMBER_RE = re.compile(r"-?\d+|\b(?:" + "|".join(_NUMBER_WORDS) + r")\b")
-
-
-def parse_count(answer: object) -> int | None:
-    """The event count in an answer, or ``None``.
-
-    >>> parse_count("3"), parse_count("There are two events."), parse_count("many")
-    (3, 2, None)
-    """
-    m = _NUMBER_RE.search(normalise_answer(answer))
-    if not m:
-        return None
-    token = m.group(0)
-    return _NUMBER_WORDS[token] if token in _NUMBER_WORDS else int(token)
-
-
-def parse_au_set(answer: object) -> frozenset[str]:
-    """AU names of an answer: the known FACS names it mentions, else its comma/"and"-separated parts.
-
-    >>> sorted(parse_au_set("Lip corner puller, cheek raiser and lips part."))
-    ['cheek raiser', 'lip corner puller', 'lips part']
-    >>> sorted(parse_au_set("The video shows the brow lowerer (AU4) and then a dimpler."))
-    ['brow lowerer', 'dimpler']
-    """
-    text = re.sub(r"\s+", " ", normalise_answer(answer).replace("-", " "))
-    known = frozenset(_FACS_RE.findall(text))
-    if known:
-        return known
-    parts = re.split(r",|;|\band\b", text.rstrip("."))
-    return frozenset(p.strip(" .") for p in parts if p.strip(" ."))
-
-
-def jaccard(predicted: Iterable[str], truth: Iterable[str]) -> float:
-    """|A & B| / |A | B|; 1 when both are empty.
-
-    >>> jaccard({"a", "b"}, {"b", "c"})
-    0.3333333333333333
-    """
-    p, t = set(predicted), set(truth)
-    return 1.0 if not p | t else len(p & t) / len(p | t)
 
 
 def set_f1(predicted: Iterable[str], truth: Iterable[str]) -> float:
@@ -120,19 +57,6 @@ def set_f1(predicted: Iterable[str], truth: Iterable[str]) -> float:
     if not p and not t:
         return 1.0
     return 2 * len(p & t) / (len(p) + len(t))
-
-
-def normalise_event_type(answer: object) -> str | None:
-    """``micro-expression`` / ``macro-expression`` from a wording such as ``Micro expression.``.
-
-    >>> normalise_event_type("Macro."), normalise_event_type("both") is None
-    ('macro-expression', True)
-    """
-    text = normalise_answer(answer)
-    micro, macro = "micro" in text, "macro" in text
-    if micro == macro:
-        return None
-    return "micro-expression" if micro else "macro-expression"
 
 
 def score_lvqa_rows(rows: Sequence[AlignedRow]) -> dict[str, Any]:

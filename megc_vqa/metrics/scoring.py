@@ -22,9 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# scoring is imported first by the package (metrics/__init__.py); vqa and lvqa reach it as a module.
-from megc_vqa.metrics.lvqa import jaccard, normalise_event_type, parse_au_set, parse_count
-from megc_vqa.metrics.vqa import (
+from megc_vqa.metrics.answers import (
     INVALID,
     AlignedRow,
     VqaVariant,
@@ -32,7 +30,11 @@ from megc_vqa.metrics.vqa import (
     class_scores,
     corpus_bleu,
     extract_label,
+    jaccard,
     normalise_answer,
+    normalise_event_type,
+    parse_au_set,
+    parse_count,
     rouge_mean,
     sentence_bleu_mean,
     set_f1,

@@ -43,8 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from megc_vqa.errors import MegcError
 from megc_vqa.fileio import Problem
+from megc_vqa.labels import STR_CLASSES
 from megc_vqa.limits import JSONL_BYTES, read_bounded
+from megc_vqa.records import Event
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class Interval:
         return (self.subject, self.video)
 
 
-class StrInputError(ValueError):
+class StrInputError(MegcError, ValueError):
     """An STR CSV that cannot be scored; the message lists every problem with its line."""
 
 
@@ -311,6 +314,35 @@ def read_intervals(
         for p in problems:
             log.warning("%s", p)
     return intervals
+
+
+def read_events(
+    path: str | os.PathLike[str],
+    fps: float | Mapping[tuple[str, str], float] | None = None,
+    frames: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    warnings: list[Problem] | None = None,
+) -> dict[tuple[str, str], list[Event]]:
+    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> typed
+    ``Event``s, keyed by the file's own names (the subject as written, ``006``): the STR reader
+    (:func:`read_intervals`, ground-truth role) with its one rule for numbers (integer frames from 0, as
+    written: ``12.0`` is an error naming its line), every row checked as the scorer checks it.
+
+    ``frames``: each video's (first, last) frame on disk; a row outside its video is an error. A row
+    without a ``type``: with ``fps`` (one rate, or one per (subject, video)), micro when the interval is
+    at most 0.5 s and macro otherwise; without ``fps``, micro. Warnings go to ``warnings`` when given,
+    else to the log."""
+    intervals = read_intervals(
+        path, emotions=STR_CLASSES, role="ground_truth", videos=frames, warnings=warnings
+    )
+    events: dict[tuple[str, str], list[Event]] = {}
+    for iv in intervals:
+        key = (iv.subject_text, iv.video)
+        rate = fps.get(key) if isinstance(fps, Mapping) else fps
+        kind = iv.type or ("micro" if rate is None or (iv.offset - iv.onset) <= 0.5 * rate else "macro")
+        events.setdefault(key, []).append(
+            Event(iv.onset, iv.offset, coarse_emotion=iv.emotion, expression_type=kind, row=iv.line)
+        )
+    return events
 
 
 def iou(onset_a: int, offset_a: int, onset_b: int, offset_b: int) -> float:

@@ -12,12 +12,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from megc_vqa.errors import MegcError
 from megc_vqa.models.prompting import DEFAULT_OPTIONS, PromptOptions, VisualFn, encode_for_training, get_field
 
 log = logging.getLogger(__name__)
 
 
-class VisualInputError(RuntimeError):
+class VisualInputError(MegcError, RuntimeError):
     """The visual inputs of a record could not be produced (missing frames, unreadable files)."""
 
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import check_cache_entry
+from megc_vqa.fileio import atomic_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -317,17 +315,7 @@ def ensure_random(
     stamp = target / "megc_vqa_random.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("version") == RANDOM_VERSION:
         return target
-    root.mkdir(parents=True, exist_ok=True)
     log.info("building random %s (%s layers) into %s", hub_id, layers or "all", target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
-    try:
+    with atomic_cache_folder(target, stamp.name, "random model cache") as tmp:
         build_random(hub_id, tmp, layers, vision_layers=vision_layers)
-        check_cache_entry(
-            target, stamp.name, "random model cache"
-        )  # only an older entry of this cache is deleted
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import MegcError
 from megc_vqa.fileio import read_json_object
 from megc_vqa.models.adapters import apply_adapter
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 LORA_SCOPES = ("language", "vision", "merger")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MegcError, RuntimeError):
     """A model or processor cannot be loaded; the message says what to change."""
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from megc_vqa.errors import MegcError
 
-class ServingError(ValueError):
+
+class ServingError(MegcError, ValueError):
     """An adapter that the chosen backend would serve wrongly; the message says how to serve it."""
 
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from megc_vqa.fileio import cache_base, check_cache_entry
+from megc_vqa.fileio import atomic_cache_folder, cache_base
 from megc_vqa.labels import AU_NAMES, COARSE_MAPS, KNOWN_FINE, STR_CLASSES
 from megc_vqa.models.chat_templates import (
     DEFAULT_SYSTEM_PROMPT,
@@ -263,22 +261,11 @@ def ensure_tiny(name: str, cache_dir: str | Path | None = None) -> Path:
     stamp = target / "megc_vqa_tiny.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("version") == TINY_VERSION:
         return target
-    root.mkdir(parents=True, exist_ok=True)
     log.info("building tiny model %s into %s", name, target)
-    # Build next to the target and rename, so a concurrent reader never sees a half-written folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
+
+    def current() -> bool:  # another process's entry, renamed in first
+        return stamp.is_file() and json.loads(stamp.read_text()).get("version") == TINY_VERSION
+
+    with atomic_cache_folder(target, stamp.name, "tiny model cache", is_current=current) as tmp:
         build_tiny(name, tmp)
-        check_cache_entry(
-            target, stamp.name, "tiny model cache"
-        )  # only an older entry of this cache is deleted
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (stamp.is_file() and json.loads(stamp.read_text()).get("version") == TINY_VERSION):
-                raise  # another process did not win the race either
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.errors import InputError
+from megc_vqa import annotations
+from megc_vqa.errors import InputError, MegcError
 from megc_vqa.fileio import (
     TOLERATED_PROBLEMS,
     Problem,
@@ -31,6 +32,7 @@ from megc_vqa.fileio import (
     parse_jsonl,
     read_jsonl_bytes,
 )
+from megc_vqa.qa.mapping import OfficialRow, map_rows
 from megc_vqa.qa.records import EXTRA_KEYS, OFFICIAL_KEYS, QARecord, QuestionRow
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 _TOLERATED = TOLERATED_PROBLEMS
 
 
-class QAFileError(ValueError):
+class QAFileError(MegcError, ValueError):
     """A QA or question file that cannot be used; the message names the file and line."""
 
 
@@ -174,8 +176,9 @@ def read_training_file(
     """Read the official training JSONL and attach each row's clip from the user's dataset folders.
 
     Every row comes back, in file order. With ``data_root``, the annotation loaders
-    (``megc_vqa.annotations.load_all``) find the clips; a row is matched on (dataset, image_id), else on
-    (dataset, subject, filename), and gets the clip's source, fps and onset/apex/offset. A row whose clip
+    (``megc_vqa.annotations.load_all``) find the clips and the one mapping (:func:`megc_vqa.qa.mapping.map_rows`)
+    matches a row on (dataset, image_id), else on (dataset, subject, filename); it gets the clip's source,
+    fps and onset/apex/offset. A row whose clip
     is not found keeps ``source=None``: it is logged (count and examples) and appended to ``unmatched``
     when given, so training can report it instead of silently training on fewer clips.
     ``AnnotationError`` from the loaders propagates.
@@ -184,19 +187,12 @@ def read_training_file(
     if data_root is None:
         return records
 
-    from megc_vqa.annotations import load_all  # openpyxl: only when mapping is asked for
-    from megc_vqa.qa.official import ClipIndex, attach_clip
-
-    index = ClipIndex(load_all(Path(data_root).absolute()).clips)  # absolute sources: valid from any folder
-    mapped: list[QARecord] = []
-    missing: list[QARecord] = []
-    for record in records:
-        clip = index.find(record)
-        if clip is None:
-            missing.append(record)
-            mapped.append(record)
-            continue
-        mapped.append(attach_clip(record, clip))
+    clips = annotations.load_all(Path(data_root).absolute()).clips  # absolute sources: valid from any folder
+    mapping = map_rows(path, [OfficialRow(k, r) for k, r in enumerate(records)], clips)
+    missed = {u.line for u in mapping.unmatched}
+    attached = iter(mapping.records)  # map_rows keeps file order
+    mapped = [records[k] if k in missed else next(attached) for k in range(len(records))]
+    missing = [records[k] for k in sorted(missed)]
     if missing:
         clips_missing = sorted({f"{r.dataset}/{r.image_id}" for r in missing})
         log.warning(

@@ -28,7 +28,21 @@ from typing import Any
 
 from megc_vqa.errors import MegcError, UsageError
 from megc_vqa.qa import templates as t
-from megc_vqa.qa.records import OFFICIAL_KEYS, QARecord, clip_location
+from megc_vqa.qa.generate import clip_rng, generate_qa, named_aus
+from megc_vqa.qa.io import iter_jsonl, save_as_dataset, write_jsonl_atomic, write_qa_jsonl
+from megc_vqa.qa.mapping import (  # noqa: F401  (re-exported: the mapping is part of the official path)
+    REASON_NO_CLIP,
+    REASON_NO_RELEASE,
+    ClipIndex,
+    OfficialRow,
+    TrainingMapping,
+    Unmatched,
+    attach_clip,
+    map_rows,
+)
+from megc_vqa.qa.outputs import OFFICIAL_OUTPUT_NAMES, claim_prep_outputs
+from megc_vqa.qa.outputs import WRITER as PREP_WRITER
+from megc_vqa.qa.records import OFFICIAL_KEYS, QARecord
 from megc_vqa.records import Clip, Skip
 
 log = logging.getLogger(__name__)
@@ -40,55 +54,13 @@ TRAINING_FILES: dict[str, str] = {
 # The datasets of the organisers' training files (CAS(ME)^3 is test-only there).
 TRAINING_DATASETS: tuple[str, ...] = ("casme2", "samm", "smic")
 
-REASON_NO_RELEASE = "no {dataset} release found under the data root"
-REASON_NO_CLIP = "the {dataset} release has no clip {image_id} (subject {subject}, filename {filename})"
-
 
 class TrainingFileError(MegcError):
     """An organiser training file that cannot be used as written; the message names file, line and keys."""
 
 
-@dataclass(frozen=True)
-class OfficialRow:
-    """One organiser row and the line it came from (1-based)."""
-
-    line: int
-    record: QARecord
-
-
-@dataclass(frozen=True)
-class Unmatched:
-    """An organiser row whose clip is not in the user's folders."""
-
-    file: str
-    line: int
-    id: str
-    dataset: str
-    image_id: str
-    reason: str
-    kind: str = "no_clip"  # no_clip (the release lacks the clip) | no_release (no release of the dataset)
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.id}: {self.reason}"
-
-
-@dataclass
-class TrainingMapping:
-    """What mapping one training file onto the user's clips gave."""
-
-    path: Path
-    rows: int
-    records: list[QARecord] = field(default_factory=list)
-    unmatched: list[Unmatched] = field(default_factory=list)
-
-    @property
-    def unmatched_share(self) -> float:
-        return len(self.unmatched) / self.rows if self.rows else 0.0
-
-    @property
-    def version(self) -> str:
-        """``2026`` when the file has v2 free-form analysis rows, else ``2025``."""
-        return "2026" if any(r.question_type == "analysis" for r in self.records) else "2025"
+class PrepError(MegcError):
+    """Bad input that ``prep`` reports as one line and exit code 2 (a data root that cannot be loaded)."""
 
 
 # ---------------------------------------------------------------- reading
@@ -101,8 +73,6 @@ def read_official_rows(path: str | Path) -> list[OfficialRow]:
     line that lacks an official key), a non-string value, a duplicated ``id`` or an empty file;
     ``QAFileError`` (from the JSONL reader) for a line that is not JSON.
     """
-    from megc_vqa.qa.io import iter_jsonl
-
     path = Path(path)
     rows: list[OfficialRow] = []
     first_line: dict[str, int] = {}
@@ -134,50 +104,6 @@ def read_official_rows(path: str | Path) -> list[OfficialRow]:
     return rows
 
 
-# ---------------------------------------------------------------- mapping onto the user's clips
-
-
-class ClipIndex:
-    """The user's clips, found the way organiser rows name them."""
-
-    def __init__(self, clips: Iterable[Clip]) -> None:
-        self.clips = list(clips)
-        self.by_image = {(c.dataset, c.image_id): c for c in self.clips}
-        self.by_name = {(c.dataset, str(c.subject), c.clip_id): c for c in self.clips}
-        self.datasets = {c.dataset for c in self.clips}
-
-    def find(self, record: QARecord) -> Clip | None:
-        """The clip of a row: by (dataset, image_id), else by (dataset, subject, filename)."""
-        return self.by_image.get((record.dataset, record.image_id)) or self.by_name.get(
-            (record.dataset, record.subject, record.filename)
-        )
-
-
-def attach_clip(record: QARecord, clip: Clip) -> QARecord:
-    """The row with its clip's frame location, fps and key frames; question and answer untouched."""
-    return record.with_source(**clip_location(clip))
-
-
-def map_rows(path: str | Path, rows: Sequence[OfficialRow], clips: Iterable[Clip]) -> TrainingMapping:
-    """Attach each row's clip (see :class:`ClipIndex`); rows without one become :class:`Unmatched`."""
-    index = ClipIndex(clips)
-    result = TrainingMapping(Path(path), len(rows))
-    for row in rows:
-        record = row.record
-        clip = index.find(record)
-        if clip is not None:
-            result.records.append(attach_clip(record, clip))
-            continue
-        kind = "no_clip" if record.dataset in index.datasets else "no_release"
-        reason = (REASON_NO_CLIP if kind == "no_clip" else REASON_NO_RELEASE).format(
-            dataset=record.dataset, image_id=record.image_id, subject=record.subject, filename=record.filename
-        )
-        result.unmatched.append(
-            Unmatched(str(path), row.line, record.id, record.dataset, record.image_id, reason, kind)
-        )
-    return result
-
-
 # ---------------------------------------------------------------- writing an organiser-format file
 
 # Free-form analysis answers of v2 rows built from a clip's labels. The organisers' own analysis texts are
@@ -205,8 +131,6 @@ def official_rows(clips: Iterable[Clip], version: str = "2025", seed: int = 0) -
     ``2025``: the SPEC section 3 questions of the generator. ``2026``: the same plus one free-form analysis
     row per clip with a fine label (one of the exact v2 analysis prompts, drawn per clip).
     """
-    from megc_vqa.qa.generate import clip_rng, generate_qa, named_aus
-
     if version not in TRAINING_FILES:
         raise UsageError(f"training file version {version!r}: choose one of {', '.join(TRAINING_FILES)}")
     clips = [c for c in clips if c.dataset in TRAINING_DATASETS]
@@ -235,8 +159,6 @@ def official_rows(clips: Iterable[Clip], version: str = "2025", seed: int = 0) -
 
 def write_training_file(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     """Write organiser rows the way the organisers distribute them (compact JSON lines), atomically."""
-    from megc_vqa.qa.io import write_jsonl_atomic
-
     return write_jsonl_atomic(({key: row[key] for key in OFFICIAL_KEYS} for row in rows), path)
 
 
@@ -359,7 +281,6 @@ def _compare_clip(clip: str, generated: list[QARecord], official: list[QARecord]
 def load_clips(data_root: Path) -> tuple[list[Clip], list[Skip]]:
     """Every clip under ``data_root`` (the annotation loaders); ``PrepError`` for an unreadable file."""
     from megc_vqa import annotations
-    from megc_vqa.qa.prep import PrepError
 
     if not Path(data_root).is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
@@ -399,11 +320,6 @@ def prepare_official(
     records train together without two versions of one clip.
     """
     import dataclasses
-
-    from megc_vqa.qa.generate import generate_qa
-    from megc_vqa.qa.io import save_as_dataset, write_jsonl_atomic, write_qa_jsonl
-    from megc_vqa.qa.prep import OFFICIAL_OUTPUT_NAMES, claim_prep_outputs
-    from megc_vqa.qa.prep import WRITER as PREP_WRITER
 
     if not 0.0 <= max_unmatched_share <= 1.0:
         raise UsageError(f"--max-unmatched-share {max_unmatched_share}: give a fraction between 0 and 1")

@@ -28,8 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
-from megc_vqa.errors import UsageError, set_output_folder
+from megc_vqa.errors import UsageError
 from megc_vqa.face_settings import FACE_DETECTORS, FaceSettings
+from megc_vqa.qa import official
+from megc_vqa.qa.official import PrepError
+from megc_vqa.qa.outputs import (  # noqa: F401  (re-exported: prep's outputs)
+    OFFICIAL_OUTPUT_NAMES,
+    OUTPUT_NAMES,
+    WRITER,
+    claim_prep_outputs,
+    earlier_prep_output,
+)
 
 if TYPE_CHECKING:
     from megc_vqa.qa.records import QARecord
@@ -39,10 +48,6 @@ log = logging.getLogger(__name__)
 
 # QARecord.question_type values; "analysis": the free-form rows of the organisers' v2 file (prep --training-file)
 QUESTION_COLUMNS = ("coarse", "fine", "au", "side", "presence", "joint", "analysis")
-
-
-class PrepError(Exception):
-    """Bad input that ``prep`` reports as one line and exit code 2."""
 
 
 @dataclass
@@ -125,81 +130,6 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # The names ``prep`` writes in --out (besides the STR files of long videos); it owns nothing else there.
-OUTPUT_NAMES = ("qa.jsonl", "skips.jsonl", "dataset")
-OFFICIAL_OUTPUT_NAMES = (*OUTPUT_NAMES, "unmatched.jsonl")  # prep --training-file
-WRITER = "megc-vqa prep"
-
-
-def _first_line(path: Path, limit: int = 1 << 16) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(limit).split(b"\n", 1)[0]
-
-
-def earlier_prep_output(path: Path) -> bool:
-    """Whether ``path`` has the shape of what a ``prep`` from before the output markers wrote there:
-    a QA or skips JSONL, an STR ground truth or sidecar, or a ``datasets`` folder of the QA columns.
-
-    Lets a rerun replace an older prep's output; a user's file of another shape is kept (and the run
-    refused)."""
-    import json
-    import stat
-
-    from megc_vqa.annotations.long_videos import SIDECAR_FORMAT, STR_GT_COLUMNS
-    from megc_vqa.qa.io import is_saved_qa_dataset
-    from megc_vqa.qa.records import OFFICIAL_KEYS
-
-    try:
-        mode = path.lstat().st_mode
-        if stat.S_ISDIR(mode):
-            return is_saved_qa_dataset(path)
-        if not stat.S_ISREG(mode):
-            return False
-        if path.stat().st_size == 0:
-            return path.suffix == ".jsonl"
-        line = _first_line(path).decode("utf-8", errors="replace")
-        if path.name.endswith("_str_gt.csv"):
-            return line.strip() == ",".join(STR_GT_COLUMNS)
-        if path.name.endswith("_videos.json"):  # write_sidecar puts the format first
-            with open(path, "rb") as handle:
-                return f'"format": "{SIDECAR_FORMAT}"'.encode() in handle.read(4096)
-        row = json.loads(line)
-        if path.name == "qa.jsonl":
-            return isinstance(row, dict) and set(OFFICIAL_KEYS) <= set(row)
-        if path.name == "skips.jsonl":
-            return isinstance(row, dict) and "stage" in row and "reason" in row
-        if path.name == "unmatched.jsonl":
-            return isinstance(row, dict) and {"file", "line", "reason", "kind"} <= set(row)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return False
-
-
-def claim_prep_outputs(
-    out: Path, names: Sequence[str], inputs: Sequence[tuple[str, Path | None]], *, record: bool = True
-) -> None:
-    """Refuse an ``--out`` where prep would replace what it did not write, or destroy an input.
-
-    ``--out`` may be any folder (also the user's own, or inside the data root), but not the data root
-    itself, and none of prep's outputs there (``names``) may be or hold an input (``inputs``: the data
-    root, the training file); each existing output must be prep's own. With ``record``, the names are
-    then recorded as prep's (``megc_vqa.fileio.claim_outputs``)."""
-    from megc_vqa.fileio import check_claimable, check_outside, claim_outputs
-
-    for description, path in inputs:
-        if path is not None and Path(path).is_dir() and Path(out).resolve() == Path(path).resolve():
-            raise UsageError(
-                f"--out {out}: is {description}; prep would write its files among the inputs. "
-                "Choose another --out (e.g. a folder beside it)"
-            )
-    for name in names:
-        check_outside(Path(out) / name, inputs, label=f"--out {out}: {name}")
-    if record:
-        claim_outputs(out, WRITER, names, legacy=earlier_prep_output)
-        set_output_folder(out)  # a crash log of this run goes beside its outputs
-    else:
-        check_claimable(out, WRITER, names, legacy=earlier_prep_output)
-
-
 def prepare(
     data_root: Path,
     out: Path,
@@ -345,8 +275,6 @@ def _run(args: argparse.Namespace) -> int:
     from megc_vqa import annotations
 
     if getattr(args, "training_file", None) is not None:
-        from megc_vqa.qa import official
-
         if args.compare_with is not None or args.datasets:
             raise UsageError("--training-file takes neither --compare-with nor --datasets")
         try:
@@ -356,8 +284,6 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     compare_rows = None
     if getattr(args, "compare_with", None) is not None:  # read first: a wrong file must not cost a whole prep
-        from megc_vqa.qa import official
-
         compare_rows = official.read_official_rows(args.compare_with)
     try:
         result = prepare(
@@ -383,8 +309,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"megc-vqa prep: no clip under {args.data_root} could be turned into QA", file=sys.stderr)
         return 1
     if compare_rows is not None:
-        from megc_vqa.qa import official
-
         skips = [*result.load_skips, *result.qa_skips]
         return official.run_compare(result.records, skips, args.compare_with, rows=compare_rows)
     return 0

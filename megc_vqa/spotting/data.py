@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from megc_vqa.errors import MegcError
 from megc_vqa.records import FrameSource, LongVideo
 from megc_vqa.visual.frames import FrameReader
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 Crop = tuple[int, int, int, int]
 
 
-class NoFramesError(ValueError):
+class NoFramesError(MegcError, ValueError):
     """A frame folder or video file holds no readable frame."""
 
 

@@ -30,17 +30,30 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from megc_vqa.annotations.long_videos import VideoJob, discover_videos  # noqa: F401  (re-exported: the pipeline's inputs)
+from megc_vqa.annotations.long_videos import (  # noqa: F401  (discover_videos re-exported: the pipeline's inputs)
+    VideoJob,
+    discover_videos,
+    fps_summary,
+)
 from megc_vqa.errors import MegcError, UsageError
-from megc_vqa.fileio import RunRecord, claim_outputs, is_regular_file
+from megc_vqa.fileio import (
+    TOLERATED_PROBLEMS,
+    RunRecord,
+    atomic_write_text,
+    claim_outputs,
+    content_identity,
+    is_regular_file,
+    parse_jsonl,
+    read_jsonl_bytes,
+)
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
-from megc_vqa.records import FrameSource
+from megc_vqa.records import Clip, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +305,7 @@ class STRRunner:
                 records.append(json.dumps(rec))
                 finished_keys.add((rec["subject"], rec["video"]))
         done &= {json.loads(r)["name"] for r in records}  # a video without its record is redone
-        _atomic_write(self.intervals_path, "".join(r + "\n" for r in records))
+        atomic_write_text(self.intervals_path, "".join(r + "\n" for r in records))
         rows = []
         if self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
@@ -388,8 +401,6 @@ class STRRunner:
     def _write_csv(self) -> None:
         import io
 
-        from megc_vqa.fileio import atomic_write_text
-
         buffer = io.StringIO(newline="")
         w = csv.writer(buffer)
         w.writerow(STR_HEADER)
@@ -397,9 +408,6 @@ class STRRunner:
         atomic_write_text(self.csv_path, buffer.getvalue())
 
     def _write_summary(self, jobs: Sequence[VideoJob], summary: dict) -> None:
-        from megc_vqa.annotations.long_videos import fps_summary
-        from megc_vqa.fileio import atomic_write_text
-
         record = {
             "spotter": self.spotter_description,
             "baseline": self.spotter is None,
@@ -475,30 +483,20 @@ def _earlier_run(path: Path) -> bool:
 
 
 def _json_lines(path: Path) -> list[dict]:
-    """The complete JSON objects of a resume file; a line cut by a kill (or any broken line) is skipped, so
-    its video is simply processed again."""
-    out = []
+    """The complete JSON objects of a resume file, read by the project's JSONL parser
+    (:func:`megc_vqa.fileio.parse_jsonl`); a line cut by a kill (or any broken line) is skipped, so its
+    video is simply processed again."""
     if not path.exists():
-        return out
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+        return []
+    rows, problems = parse_jsonl(read_jsonl_bytes(path), str(path))
+    for p in problems:
+        if not p.message.startswith(TOLERATED_PROBLEMS):
             log.warning(
-                "%s line %d: not a complete record (a run killed mid-write?); its video is redone", path, n
+                "%s line %d: not a complete record (a run killed mid-write?); its video is redone",
+                path,
+                p.line,
             )
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from megc_vqa.fileio import atomic_write_text
-
-    atomic_write_text(path, text)
+    return [row.data for row in rows]
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -506,40 +504,6 @@ def _append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def read_gt_events(
-    gt_csv: str | Path,
-    fps: float | Mapping[tuple[str, str], float] | None = None,
-    frames: Mapping[tuple[str, str], tuple[int, int]] | None = None,
-    warnings: list | None = None,
-) -> dict[tuple[str, str], list]:
-    """Ground-truth STR CSV (``subject,video,onset,offset,emotion[,type]``) -> (subject, video) -> ``Event``s,
-    keyed by the file's own names (the subject as written, ``006``).
-
-    Read by the project's one STR reader (``megc_vqa.metrics.strs.read_intervals``, ground-truth role), so
-    every row is checked as the scorer checks it and an error names the file and line: integer frames from
-    0, onset <= offset, an emotion of :data:`~megc_vqa.labels.STR_CLASSES`, a type micro or macro (or
-    none). An exact duplicate of an earlier interval is dropped with a warning naming both lines.
-    ``frames``: each video's (first, last) frame on disk; a row outside its video is an error.
-    A row without a ``type``: with ``fps`` (one rate, or one per (subject, video)), micro when the interval
-    is at most 0.5 s and macro otherwise; without ``fps``, micro. Warnings go to ``warnings`` when given,
-    else to the log."""
-    from megc_vqa.metrics.strs import read_intervals
-    from megc_vqa.records import Event
-
-    intervals = read_intervals(
-        gt_csv, emotions=STR_CLASSES, role="ground_truth", videos=frames, warnings=warnings
-    )
-    events: dict[tuple[str, str], list] = {}
-    for iv in intervals:
-        key = (iv.subject_text, iv.video)
-        rate = fps.get(key) if isinstance(fps, Mapping) else fps
-        kind = iv.type or ("micro" if rate is None or (iv.offset - iv.onset) <= 0.5 * rate else "macro")
-        events.setdefault(key, []).append(
-            Event(iv.onset, iv.offset, coarse_emotion=iv.emotion, expression_type=kind, row=iv.line)
-        )
-    return events
 
 
 def load_spotter(path: str | Path | None, device: str = "cpu"):
@@ -565,7 +529,6 @@ def run_settings(
     """The settings of a run_str / run_lvqa run that only the command knows: where the videos are, and
     the VQA model and adapter by content (:func:`megc_vqa.fileio.content_identity`: retrained weights in
     the same folder are another model)."""
-    from megc_vqa.fileio import content_identity
 
     def where(path: str | Path | None) -> str | None:
         return str(Path(path).resolve()) if path is not None else None
@@ -593,7 +556,6 @@ class EngineAsk:
         return {**self.engine.settings(), **self.contract.summary()}
 
     def __call__(self, source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
-        from megc_vqa.records import Clip
         from megc_vqa.visual.face import FaceSkip
 
         onset, apex, offset = key_frames

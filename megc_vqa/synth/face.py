@@ -12,13 +12,12 @@ image's right (x > centre). A unilateral AU moves only that half of the face.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from megc_vqa.synth.motion import au_course as au_course  # re-exported: part of the face API
-from megc_vqa.synth.painter import BLINK, CANONICAL, FacePainter
+from megc_vqa.synth.painter import BLINK, CANONICAL, FaceIdentity, FacePainter  # FaceIdentity re-exported
 
 # The facial region each rendered AU moves (tests and readers look there).
 # fmt: off
@@ -31,33 +30,6 @@ AU_REGIONS: dict[int, str] = {
 RENDERED_AUS = frozenset(AU_REGIONS) - {BLINK}
 
 _SKINS = ((185, 205, 238), (150, 178, 220), (120, 150, 200), (95, 125, 175), (70, 95, 140), (160, 190, 225))
-
-
-@dataclass(frozen=True)
-class FaceIdentity:
-    """One synthetic subject's appearance: colours (BGR) and geometry in canonical 128-unit coordinates."""
-
-    background: tuple[int, int, int]
-    skin: tuple[int, int, int]
-    hair: tuple[int, int, int]
-    lips: tuple[int, int, int]
-    iris: tuple[int, int, int]
-    centre: tuple[float, float]
-    face_axes: tuple[float, float]
-    eye_y: float
-    eye_dx: float
-    eye_hw: float
-    eye_open: float
-    iris_r: float
-    brow_gap: float
-    brow_hw: float
-    brow_thick: float
-    nose_y: float
-    nose_hw: float
-    mouth_y: float
-    mouth_hw: float
-    upper_lip: float
-    lower_lip: float
 
 
 def sample_identity(rng: np.random.Generator) -> FaceIdentity:

@@ -7,13 +7,10 @@ intensity on the subject's ``"L"`` (image right) or ``"R"`` (image left) half.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from megc_vqa.synth.face import FaceIdentity
 
 CANONICAL = 128.0
 BLINK = 45  # FACS blink; drawn like AU43 but never part of an expression
@@ -38,6 +35,33 @@ def _curve(p0, p1, p2) -> np.ndarray:
 def _mix(a, b, k: float) -> tuple[int, int, int]:
     k = min(max(float(k), 0.0), 1.0)
     return tuple(round(x * (1 - k) + y * k) for x, y in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class FaceIdentity:
+    """One synthetic subject's appearance: colours (BGR) and geometry in canonical 128-unit coordinates."""
+
+    background: tuple[int, int, int]
+    skin: tuple[int, int, int]
+    hair: tuple[int, int, int]
+    lips: tuple[int, int, int]
+    iris: tuple[int, int, int]
+    centre: tuple[float, float]
+    face_axes: tuple[float, float]
+    eye_y: float
+    eye_dx: float
+    eye_hw: float
+    eye_open: float
+    iris_r: float
+    brow_gap: float
+    brow_hw: float
+    brow_thick: float
+    nose_y: float
+    nose_hw: float
+    mouth_y: float
+    mouth_hw: float
+    upper_lip: float
+    lower_lip: float
 
 
 class FacePainter:

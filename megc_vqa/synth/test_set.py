@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, MegcError
 from megc_vqa.fileio import TOLERATED_PROBLEMS, atomic_text_writer, parse_jsonl, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa import templates as T
@@ -63,7 +63,7 @@ FPS = {"samm": 200.0, "casme3": 30.0, "casme2": 200.0}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class QuestionFileError(ValueError):
+class QuestionFileError(MegcError, ValueError):
     """A question file that cannot be used; the message names the file and line."""
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
-from megc_vqa.errors import InputError, UsageError, check_number
+from megc_vqa.errors import InputError, MegcError, UsageError, check_number
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.fileio import load_yaml_file, resolve_inside
 from megc_vqa.limits import (
@@ -40,7 +40,7 @@ from megc_vqa.models.registry import LORA_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
 
-class ConfigError(ValueError):
+class ConfigError(MegcError, ValueError):
     """A recipe or command line that cannot be used as written; the message says what to change."""
 
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.fileio import cache_base, check_cache_entry
+from megc_vqa.fileio import atomic_cache_folder, cache_base
 from megc_vqa.models.contract import VisualContract
 from megc_vqa.models.prompting import VisualFn, get_field
 from megc_vqa.qa.records import QARecord
@@ -53,28 +51,14 @@ def ensure_synthetic_qa(name: str, root: str | Path | None = None) -> Path:
     wanted = {"name": name, "version": SYNTHETIC_VERSION, **settings, "datasets": list(settings["datasets"])}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return target / "prep" / "qa.jsonl"
-    base.mkdir(parents=True, exist_ok=True)
     log.info("building synthetic QA set %s into %s (megc-vqa synth + prep, first use only)", name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
-    try:
+    with atomic_cache_folder(target, stamp.name, "synthetic QA cache", is_current=stamp.is_file) as tmp:
         write_datasets(
             tmp / "synth", 0, settings["subjects"], settings["clips_per_subject"], settings["datasets"],
             settings["size"], 1,
         )  # fmt: skip
         prepare(tmp / "synth", tmp / "prep", progress=False)  # frame paths relative to qa.jsonl
         (tmp / stamp.name).write_text(json.dumps(wanted))
-        check_cache_entry(
-            target, stamp.name, "synthetic QA cache"
-        )  # only an older entry of this cache is deleted
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not stamp.is_file():
-                raise  # another process did not win the race either
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("synthetic QA set %s: %s", name, target / "prep" / "qa.jsonl")
     return target / "prep" / "qa.jsonl"
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.errors import MegcError
 from megc_vqa.face_settings import FaceSettings
 from megc_vqa.fileio import RunRecord, atomic_write_text, check_outside, content_identity, read_json_object
 from megc_vqa.models.contract import RECORD_NAME, LabelContract, ModelContract, VisualContract
@@ -64,7 +65,7 @@ class TrainResult:
     output_dir: Path
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MegcError, RuntimeError):
     """Training could not go on (out of memory, ...); the message says what to change."""
 
 

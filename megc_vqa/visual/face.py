@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from megc_vqa.errors import MegcError
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
 from megc_vqa.visual.frames import FrameError
 
@@ -53,7 +54,7 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"
 _DETECT_SIDE = 320
 
 
-class FaceDetectorUnavailable(RuntimeError):
+class FaceDetectorUnavailable(MegcError, RuntimeError):
     """This OpenCV build has no Haar cascade face detector."""
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from megc_vqa.errors import InputError
+from megc_vqa.errors import InputError, MegcError
 from megc_vqa.frame_names import IMAGE_SUFFIXES, frame_number, is_image
 from megc_vqa.limits import check_image_header, check_image_pixels
 from megc_vqa.records import Clip, FrameSource
@@ -43,7 +43,7 @@ _REDUCED_GREY = {
 _IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
-class FrameError(RuntimeError):
+class FrameError(MegcError, RuntimeError):
     """A frame source cannot be read: the message names the offending path."""
 
 
