@@ -367,9 +367,10 @@ def check(
     qa = write_synthetic_qa(work / "data", N_CLIPS if batch_size is None else max(N_CLIPS, batch_size))
     out = work / "adapter"
     argv = ["--config", str(recipe_path), *overrides(str(model_path), qa, out, steps)]
-    argv += STAGE_OVERRIDES.get(str(raw.get("stage", "sft")), [])
     if batch_size is not None:
         argv += ["--per_device_train_batch_size", str(batch_size)]
+    # after the batch size: a GRPO step needs a whole group (its batch is the group's answers)
+    argv += STAGE_OVERRIDES.get(str(raw.get("stage", "sft")), [])
     if (
         not torch.cuda.is_available()
     ):  # see TRAIN_LAYERS: bf16 matmuls crawl on CPUs without bf16 instructions
