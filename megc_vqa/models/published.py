@@ -216,19 +216,16 @@ def model_config(
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if key in ids:
             data["text_config"][key] = ids.pop(key)
-    if spec.family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig
+    from megc_vqa.models.registry import FAMILIES
 
-        return Qwen2_5_VLConfig(**data, **ids)
-    from transformers import Qwen3VLConfig
-
-    return Qwen3VLConfig(**data, **ids)
+    return FAMILIES[spec.family].config_from(data, ids)
 
 
 def model_class(family: str) -> Any:
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+    """The transformers model class of ``family``."""
+    from megc_vqa.models.registry import FAMILIES
 
-    return Qwen2_5_VLForConditionalGeneration if family == "qwen2_5_vl" else Qwen3VLForConditionalGeneration
+    return FAMILIES[family].transformers_class("model")
 
 
 def random_processor(hub_id: str) -> Any:
@@ -236,7 +233,7 @@ def random_processor(hub_id: str) -> Any:
     from megc_vqa.models.tiny import tiny_processor, train_tokenizer
 
     spec = published(hub_id)
-    processor = tiny_processor(spec.family, train_tokenizer())
+    processor = tiny_processor(spec.family, train_tokenizer(family=spec.family))
     for attr, settings in (
         ("image_processor", spec.image_processor),
         ("video_processor", spec.video_processor),
@@ -266,7 +263,7 @@ def build_random(
     spec = published(hub_id)
     out = Path(out_dir)
     processor = random_processor(hub_id)
-    ids = _ids(processor.tokenizer)
+    ids = _ids(processor.tokenizer, spec.family)
     config = model_config(hub_id, layers, ids, vision_layers)
     torch.manual_seed(seed)
     model = model_class(spec.family)._from_config(config, dtype=torch.bfloat16)

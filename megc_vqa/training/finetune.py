@@ -204,7 +204,7 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
         return model, processor, family
     if not m.use_peft:
         for name, param in model.named_parameters():
-            frozen_vision = m.freeze_vision_tower and ".visual." in f".{name}" and ".merger." not in name
+            frozen_vision = m.freeze_vision_tower and family.is_frozen_vision(name)
             frozen_lm = m.freeze_language_model and ("language_model" in name or name.startswith("lm_head"))
             param.requires_grad_(not (frozen_vision or frozen_lm))
         return model, processor, family

@@ -33,6 +33,7 @@ import gc
 import json
 import logging
 import math
+import re
 import resource
 import subprocess
 import sys
@@ -291,7 +292,9 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
         quantised = sum(
             mod.weight.numel()
             for n, mod in model.named_modules()
-            if isinstance(mod, torch.nn.Linear) and ".visual." not in f".{n}" and not n.endswith("lm_head")
+            if isinstance(mod, torch.nn.Linear)
+            and not re.search(family.vision_module, n)
+            and not n.endswith("lm_head")
         )
         peft = get_peft_model(
             model,
