@@ -19,7 +19,7 @@ from typing import Any
 
 from megc_vqa.fileio import read_json_object
 from megc_vqa.models.adapters import apply_adapter
-from megc_vqa.models.families import qwen2_5_vl, qwen3_vl
+from megc_vqa.models.families import internvl, qwen2_5_vl, qwen3_vl
 from megc_vqa.models.families.base import ALL_SCOPES, Family
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         qwen2_5_vl.FAMILY,
         qwen3_vl.FAMILY,
+        internvl.FAMILY,
     )
 }
 
@@ -67,6 +68,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("qwen3-vl-8b", "qwen3_vl", "Qwen/Qwen3-VL-8B-Instruct"),
         ModelSpec("tiny-qwen2.5-vl", "qwen2_5_vl", tiny=True, description="offline tiny model for tests"),
         ModelSpec("tiny-qwen3-vl", "qwen3_vl", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("internvl3.5-1b", "internvl", "OpenGVLab/InternVL3_5-1B-HF"),
+        ModelSpec("internvl3.5-2b", "internvl", "OpenGVLab/InternVL3_5-2B-HF"),
+        ModelSpec("internvl3.5-8b", "internvl", "OpenGVLab/InternVL3_5-8B-HF"),
+        ModelSpec("tiny-internvl", "internvl", tiny=True, description="offline tiny model for tests"),
     )
 }
 DEFAULT_MODEL = "qwen2.5-vl-3b"
