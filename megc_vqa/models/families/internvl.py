@@ -81,7 +81,9 @@ class InternVL(Family):
     def pixel_bounds(self, processor: Any) -> tuple[int, int]:
         ip = processor.image_processor
         tile = int(ip.size["height"]) * int(ip.size["width"])
-        return tile * int(getattr(ip, "min_patches", 1) or 1), tile * int(getattr(ip, "max_patches", 12) or 12)
+        return tile * int(getattr(ip, "min_patches", 1) or 1), tile * int(
+            getattr(ip, "max_patches", 12) or 12
+        )
 
     def video_kwargs(self, metadata: Any) -> dict[str, Any]:
         return {"do_sample_frames": False}
