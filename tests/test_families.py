@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAMILY_DIR = REPO / "megc_vqa" / "models" / "families"
 TINY = {s.family: s.name for s in registry.MODELS.values() if s.tiny}
 # The families added by issue 23 run end to end in the default suite; the first two have their own tests.
-NEW = ["internvl"]
+NEW = ["internvl", "glm4v"]
 NEW = [f for f in NEW if f in registry.FAMILIES]
 
 

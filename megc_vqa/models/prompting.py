@@ -205,6 +205,12 @@ def encode_prompts(
             videos.append(np.ascontiguousarray(video))
             meta.append(_video_metadata(video, visual))
     kwargs = _pixel_kwargs(options, processor)
+    family = processor_family(processor)
+    if videos and images and not family.video_with_images:
+        raise ValueError(
+            f"the {family.name} family cannot take a video and images in one prompt; use visual_mode: images, "
+            "or a visual_spec of key frames only (no flow/diff) with visual_mode: video"
+        )
     if videos:
         _video_budget_per_frame(kwargs, processor, videos)
         kwargs["videos_kwargs"].update(processor_family(processor).video_kwargs(meta))

@@ -19,7 +19,7 @@ from typing import Any
 
 from megc_vqa.fileio import read_json_object
 from megc_vqa.models.adapters import apply_adapter
-from megc_vqa.models.families import internvl, qwen2_5_vl, qwen3_vl
+from megc_vqa.models.families import glm4v, internvl, qwen2_5_vl, qwen3_vl
 from megc_vqa.models.families.base import ALL_SCOPES, Family
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ FAMILIES: dict[str, Family] = {
         qwen2_5_vl.FAMILY,
         qwen3_vl.FAMILY,
         internvl.FAMILY,
+        glm4v.FAMILY,
     )
 }
 
@@ -72,6 +73,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("internvl3.5-2b", "internvl", "OpenGVLab/InternVL3_5-2B-HF"),
         ModelSpec("internvl3.5-8b", "internvl", "OpenGVLab/InternVL3_5-8B-HF"),
         ModelSpec("tiny-internvl", "internvl", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("glm-4.1v-9b", "glm4v", "zai-org/GLM-4.1V-9B-Thinking"),
+        ModelSpec("glm-4.1v-9b-base", "glm4v", "zai-org/GLM-4.1V-9B-Base"),
+        ModelSpec("tiny-glm4v", "glm4v", tiny=True, description="offline tiny model for tests"),
     )
 }
 DEFAULT_MODEL = "qwen2.5-vl-3b"

@@ -580,6 +580,7 @@ def validate(recipe: Recipe) -> None:
     """Checks that need more than one key, with messages that say what to change."""
     from typing import get_args
 
+    from megc_vqa.models.registry import family_of_name
     from megc_vqa.qa.templates import QuestionType
 
     m, d = recipe.model, recipe.data
@@ -589,6 +590,13 @@ def validate(recipe: Recipe) -> None:
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise ConfigError(f"{where}: quantised weights cannot be trained in full; set use_peft: true (QLoRA)")
     check_scopes(where, m.model_name_or_path, m.lora_target, m.train_fully)
+    family = family_of_name(str(m.model_name_or_path))
+    extra_images = any(k in str(d.visual_spec) for k in ("flow", "diff"))
+    if family is not None and not family.video_with_images and d.visual_mode == "video" and extra_images:
+        raise ConfigError(
+            f"{where}: visual_mode: video with visual_spec {d.visual_spec!r} puts a video and images in one "
+            f"prompt, which the {family.name} family cannot take; use visual_mode: images or key frames only"
+        )
     if d.train_file is None:
         raise ConfigError(
             f"{where}: train_file is not set; point it at the qa.jsonl that `megc-vqa prep` wrote"

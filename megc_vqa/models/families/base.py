@@ -44,6 +44,8 @@ class Family:
     frames_as: ``"video"`` when the family's processor takes key frames as a video with timing
         metadata, ``"frames"`` when it encodes a video as separate frames (no timing).
     moe: whether the language model is a mixture of experts (router kept frozen, experts a scope).
+    video_with_images: whether one prompt may hold a video and images (GLM-4.1V's model counts video
+        frames as image tokens, so it may not).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Family:
     stop_tokens: tuple[str, ...] = ()
     frames_as: str = "video"
     moe: bool = False
+    video_with_images: bool = True
     # Patterns of transformers' ``should_convert_module`` left unquantised: the vision tower with its
     # projector(s), at any depth of the module tree, and the LM head.
     quantisation_skip: tuple[str, ...] = (r"(?:.*\.)?visual", "lm_head")
