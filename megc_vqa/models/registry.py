@@ -19,7 +19,7 @@ from typing import Any
 
 from megc_vqa.fileio import read_json_object
 from megc_vqa.models.adapters import apply_adapter
-from megc_vqa.models.families import glm4v, internvl, qwen2_5_vl, qwen3_vl
+from megc_vqa.models.families import glm4v, internvl, qwen2_5_vl, qwen3_vl, qwen3_vl_moe
 from megc_vqa.models.families.base import ALL_SCOPES, Family
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ FAMILIES: dict[str, Family] = {
         qwen3_vl.FAMILY,
         internvl.FAMILY,
         glm4v.FAMILY,
+        qwen3_vl_moe.FAMILY,
     )
 }
 
@@ -76,6 +77,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("glm-4.1v-9b", "glm4v", "zai-org/GLM-4.1V-9B-Thinking"),
         ModelSpec("glm-4.1v-9b-base", "glm4v", "zai-org/GLM-4.1V-9B-Base"),
         ModelSpec("tiny-glm4v", "glm4v", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("qwen3-vl-30b-a3b", "qwen3_vl_moe", "Qwen/Qwen3-VL-30B-A3B-Instruct", description="MoE"),
+        ModelSpec("tiny-qwen3-vl-moe", "qwen3_vl_moe", tiny=True, description="offline tiny model for tests"),
     )
 }
 DEFAULT_MODEL = "qwen2.5-vl-3b"
@@ -136,8 +139,8 @@ def _unreachable(key: str, err: Exception) -> str:
     )
 
 
-def lora_target_regex(family: Family, scopes: str | list[str]) -> str:
-    """PEFT ``target_modules`` regex for scopes such as ``"language"`` or ``"language+vision+merger"``."""
+def lora_scopes(family: Family, scopes: str | list[str]) -> list[str]:
+    """The scopes of ``"language+merger"``, ``"all"`` or a list, checked against the family's own."""
     parts = scopes.split("+") if isinstance(scopes, str) else list(scopes)
     parts = [p.strip() for p in parts if p.strip()]
     if "all" in parts:
@@ -148,7 +151,19 @@ def lora_target_regex(family: Family, scopes: str | list[str]) -> str:
             f"unknown LoRA scope(s) {bad or scopes!r} for the {family.name} family; its scopes are "
             f"{', '.join(family.scopes)}, joined by '+', or 'all'"
         )
-    return "|".join(f"(?:{family.lora_modules[p]})" for p in parts)
+    return parts
+
+
+def lora_target_regex(family: Family, scopes: str | list[str]) -> str:
+    """PEFT ``target_modules`` regex for scopes such as ``"language"`` or ``"language+vision+merger"``
+    (scopes on parameters, such as an MoE's experts, are in :func:`lora_target_parameters`)."""
+    parts = [p for p in lora_scopes(family, scopes) if p in family.lora_modules]
+    return "|".join(f"(?:{family.lora_modules[p]})" for p in parts) or r"(?!)"  # (?!) matches nothing
+
+
+def lora_target_parameters(family: Family, scopes: str | list[str]) -> list[str]:
+    """PEFT ``target_parameters`` for the scopes that LoRA wraps as parameters (an MoE's fused experts)."""
+    return [n for p in lora_scopes(family, scopes) for n in family.lora_parameters.get(p, ())]
 
 
 def known_scopes() -> tuple[str, ...]:

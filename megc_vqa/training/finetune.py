@@ -180,7 +180,13 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     """``(model ready to train, processor, family)``: loaded, optionally quantised, PEFT-wrapped."""
     from transformers import set_seed
 
-    from megc_vqa.models.registry import load_model, load_processor, lora_target_regex, resolve
+    from megc_vqa.models.registry import (
+        load_model,
+        load_processor,
+        lora_target_parameters,
+        lora_target_regex,
+        resolve,
+    )
 
     m, t = recipe.model, recipe.training
     base, adapter = sft_start(recipe)
@@ -225,11 +231,13 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
         recipe.config_path or "command line",
     )
     save += list(m.lora_modules_to_save or [])
+    parameters = None if m.lora_target_modules else lora_target_parameters(family, m.lora_target)
     config = LoraConfig(
         r=m.lora_r,
         lora_alpha=m.lora_alpha,
         lora_dropout=m.lora_dropout,
         target_modules=targets,
+        target_parameters=parameters or None,  # an MoE's fused experts; the router stays frozen
         modules_to_save=save or None,
         use_rslora=m.use_rslora,
         use_dora=m.use_dora,

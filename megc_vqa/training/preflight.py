@@ -154,12 +154,9 @@ def out_of_memory_advice(recipe: Any) -> str:
 def lora_scope_targets(family: Any, lora_target: str, lora_target_modules: Any = None) -> dict[str, Any]:
     """``{scope: PEFT target}`` a recipe asks for: one entry per scope of ``lora_target``
     (``language+merger``, ``all``), or one ``lora_target_modules`` entry when that is set."""
-    from megc_vqa.models.registry import lora_target_regex
+    from megc_vqa.models.registry import lora_scopes
 
     if lora_target_modules:
         return {"lora_target_modules": lora_target_modules}
-    lora_target_regex(family, lora_target)  # a scope the family lacks: the error lists its scopes
-    parts = [p.strip() for p in lora_target.split("+") if p.strip()]
-    if "all" in parts:
-        parts = list(family.scopes)
-    return {p: family.lora_modules[p] for p in parts}
+    # a scope the family lacks: the error lists its scopes; scopes on parameters (experts) have no Linear
+    return {p: family.lora_modules[p] for p in lora_scopes(family, lora_target) if p in family.lora_modules}

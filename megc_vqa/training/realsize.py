@@ -278,7 +278,7 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
     from megc_vqa.models.published import model_class, model_config, published
-    from megc_vqa.models.registry import FAMILIES, lora_target_regex
+    from megc_vqa.models.registry import FAMILIES, lora_target_parameters, lora_target_regex
     from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
 
     m = recipe.model
@@ -298,7 +298,13 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
         )
         peft = get_peft_model(
             model,
-            LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, target_modules=regex, task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=m.lora_r,
+                lora_alpha=m.lora_alpha,
+                target_modules=regex,
+                target_parameters=lora_target_parameters(family, m.lora_target) or None,
+                task_type="CAUSAL_LM",
+            ),
         )
         trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
         stray = [n for n, p in peft.named_parameters() if p.requires_grad and "lora_" not in n]

@@ -31,6 +31,8 @@ class Family:
     name: the family key (``qwen2_5_vl``); model_types: ``config.model_type`` values it serves.
     model_class, config_class, processor_class: class names in ``transformers``.
     lora_modules: per scope a regex that full-matches the Linear layers LoRA may wrap.
+    lora_parameters: per scope the parameter names (suffixes) LoRA wraps where the weights are not
+        Linear layers (PEFT ``target_parameters``: the fused experts of a mixture of experts).
     save_modules: per scope the module name PEFT's ``modules_to_save`` uses to train a scope fully.
     vision_module: regex (searched in a parameter or module name) of the vision tower and projector:
         kept unquantised, frozen with ``freeze_vision_tower``; projector_module: the projector's
@@ -65,6 +67,7 @@ class Family:
     image_token: str
     video_token: str
     named_tokens: Mapping[str, str] = field(default_factory=dict)
+    lora_parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     stop_tokens: tuple[str, ...] = ()
     frames_as: str = "video"
     moe: bool = False
@@ -94,7 +97,7 @@ class Family:
 
     @property
     def scopes(self) -> tuple[str, ...]:
-        return tuple(s for s in ALL_SCOPES if s in self.lora_modules)
+        return tuple(s for s in ALL_SCOPES if s in self.lora_modules or s in self.lora_parameters)
 
     # -- configs ----------------------------------------------------------------------------------
 
