@@ -97,6 +97,26 @@ def test_tiny_model_is_the_real_class_with_the_familys_template(family):
         assert all(any(n.endswith(p) for n in params) for p in fam.lora_parameters[scope]), scope
 
 
+@pytest.mark.parametrize("family", sorted(TINY))
+@pytest.mark.parametrize(
+    ("height", "width", "max_pixels"), [(60, 70, 56 * 56 * 2), (120, 50, 56 * 56 * 6), (64, 64, None)]
+)
+def test_the_familys_pixel_rule_promises_the_tokens_its_processor_makes(family, height, width, max_pixels):
+    """The real-size check compares the visual tokens of a sample with what the pixel bounds promise."""
+    from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt
+    from megc_vqa.training.preflight import pixel_bounds, visual_token_counts
+
+    processor = registry.load_processor(TINY[family])
+    visual = Visual(np.zeros((3, height, width, 3), np.uint8))
+    visual.images, visual.video = visual.images[:1], None
+    options = PromptOptions(max_pixels=max_pixels)
+    prompt = render_prompt(processor, build_messages("q", visual, None, options))
+    batch = encode_prompts(processor, [prompt], [visual], options)
+    lo, hi = pixel_bounds(processor, options, "image")
+    promised = registry.FAMILIES[family].visual_tokens(height, width, lo, hi)
+    assert visual_token_counts(processor, batch["input_ids"]) == [promised] and promised > 0
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 

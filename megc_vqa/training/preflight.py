@@ -82,9 +82,10 @@ def pixel_bounds(processor: Any, options: Any, kind: str = "image") -> tuple[int
     key, sub = (
         ("images_kwargs", "image_processor") if kind == "image" else ("videos_kwargs", "video_processor")
     )
-    size = _pixel_kwargs(options, processor)[key].get("size") or dict(
-        getattr(getattr(processor, sub), "size", None) or {}
-    )
+    kwargs = _pixel_kwargs(options, processor)[key]
+    size = kwargs.get("size") or dict(getattr(getattr(processor, sub), "size", None) or {})
+    if size.get("shortest_edge") is None:  # tiles, not a pixel range (InternVL): the family says its bounds
+        return processor_family(processor).pixel_bounds(processor, kwargs)
     return int(size["shortest_edge"]), int(size["longest_edge"])
 
 
@@ -99,9 +100,8 @@ def promised_visual_tokens(
 
 def visual_token_counts(processor: Any, input_ids: Any) -> list[int]:
     """Image + video placeholder tokens per row of ``input_ids`` (what the model will embed)."""
-    ids = [getattr(processor, "image_token_id", None), getattr(processor, "video_token_id", None)]
-    fallback = processor_family(processor).placeholder_ids(processor.tokenizer)
-    ids = sorted({i if i is not None else f for i, f in zip(ids, fallback, strict=True)})
+    ids = {getattr(processor, "image_token_id", None), getattr(processor, "video_token_id", None)} - {None}
+    ids = sorted(ids | set(processor_family(processor).placeholder_ids(processor.tokenizer)))
     return [int(sum((row == i).sum() for i in ids)) for row in input_ids]
 
 

@@ -255,18 +255,16 @@ def merged_weights_facts(base: Path, adapter: Path, merged: Path, scaling: float
 def _expected_visual_tokens(processor: Any, family: Any, options: Any, visual: Any) -> int:
     """What the recipe's pixel bounds promise for one sample's images and video."""
     from megc_vqa.models.prompting import model_visuals
-    from megc_vqa.training.preflight import pixel_bounds, promised_visual_tokens
+    from megc_vqa.training.preflight import pixel_bounds
 
     images, video = model_visuals(visual, options.visual_mode)
     lo, hi = pixel_bounds(processor, options, "image")
-    total = sum(
-        promised_visual_tokens(im.shape[0], im.shape[1], family.patch_factor, lo, hi) for im in images
-    )
+    total = sum(family.visual_tokens(im.shape[0], im.shape[1], lo, hi) for im in images)
     if video is not None:
         lo, hi = pixel_bounds(processor, options, "video")
-        temporal = int(processor.video_processor.temporal_patch_size)
-        total += promised_visual_tokens(
-            video.shape[1], video.shape[2], family.patch_factor, lo, hi, frames=len(video), temporal=temporal
+        temporal = int(getattr(processor.video_processor, "temporal_patch_size", 1) or 1)
+        total += family.visual_tokens(
+            video.shape[1], video.shape[2], lo, hi, frames=len(video), temporal=temporal
         )
     return total
 

@@ -72,6 +72,7 @@ class Family:
     frames_as: str = "video"
     moe: bool = False
     video_with_images: bool = True
+    vision_depth_key: str = "depth"  # the vision config's number of blocks (InternVL: num_hidden_layers)
     # Patterns of transformers' ``should_convert_module`` left unquantised: the vision tower with its
     # projector(s), at any depth of the module tree, and the LM head.
     quantisation_skip: tuple[str, ...] = (r"(?:.*\.)?visual", "lm_head")
@@ -167,8 +168,8 @@ class Family:
         """Keyword arguments that tell the video processor the true timing of pre-sampled frames."""
         return {"video_metadata": list(metadata), "do_sample_frames": False}
 
-    def pixel_bounds(self, processor: Any) -> tuple[int, int]:
-        """The processor's (min, max) pixels per image."""
+    def pixel_bounds(self, processor: Any, kwargs: dict[str, Any] | None = None) -> tuple[int, int]:
+        """The processor's (min, max) pixels per image (``kwargs``: the images' processor arguments)."""
         size = getattr(processor.image_processor, "size", None) or {}
         return int(size["shortest_edge"]), int(size["longest_edge"])
 

@@ -123,6 +123,17 @@ class Glm4v(Family):
         step = int(getattr(video_processor, "temporal_patch_size", 2) or 2)
         return {k: int(v) * (-(-frames // step) * step) for k, v in size.items()}
 
+    def visual_tokens(
+        self, height: int, width: int, min_pixels: int, max_pixels: int, frames: int = 1, temporal: int = 2
+    ) -> int:
+        """GLM's resize bounds ``t x h x w`` (an image counts as ``temporal`` frames), to multiples of 28."""
+        from transformers.models.glm4v.image_processing_glm4v import smart_resize
+
+        f = self.patch_factor
+        t = max(frames, temporal)
+        h, w = smart_resize(t, height, width, temporal, f, min_pixels=min_pixels, max_pixels=max_pixels)
+        return -(-frames // temporal) * (h // f) * (w // f)
+
     def video_kwargs(self, metadata: Any) -> dict[str, Any]:
         return {"video_metadata": list(metadata), "do_sample_frames": False, "return_metadata": True}
 

@@ -9,6 +9,7 @@ allows ``max_pixels // tile area`` tiles per image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,16 +75,38 @@ class InternVL(Family):
         tile = int(size.get("height", 448)) * int(size.get("width", 448))
         if max_pixels is not None:
             kwargs["images_kwargs"].update(crop_to_patches=True, max_patches=max(1, max_pixels // tile))
-        if min_pixels is not None:
-            kwargs["images_kwargs"]["min_patches"] = max(1, min(min_pixels // tile, max_pixels or min_pixels))
         return kwargs
 
-    def pixel_bounds(self, processor: Any) -> tuple[int, int]:
-        ip = processor.image_processor
+    def pixel_bounds(self, processor: Any, kwargs: dict[str, Any] | None = None) -> tuple[int, int]:
+        """(one tile's pixels x min tiles, x max tiles) with ``kwargs`` (from :meth:`pixel_kwargs`) over
+        the image processor's settings."""
+        ip, kwargs = processor.image_processor, kwargs or {}
         tile = int(ip.size["height"]) * int(ip.size["width"])
-        return tile * int(getattr(ip, "min_patches", 1) or 1), tile * int(
-            getattr(ip, "max_patches", 12) or 12
-        )
+        lo = int(kwargs.get("min_patches", getattr(ip, "min_patches", 1)) or 1)
+        hi = int(kwargs.get("max_patches", getattr(ip, "max_patches", 12)) or 12)
+        return tile * lo, tile * hi
+
+    def tiles(self, height: int, width: int, tile: int, min_tiles: int, max_tiles: int) -> int:
+        """Tiles of one image: the best grid within the tile bounds, plus a thumbnail when there are
+        several (the GotOcr2 image processor's rule)."""
+        from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
+
+        if max_tiles <= 1:
+            return 1
+        columns, rows = get_optimal_tiled_canvas((height, width), (tile, tile), min_tiles, max_tiles)
+        return 1 + columns * rows if columns * rows > 1 else 1
+
+    def visual_tokens(
+        self, height: int, width: int, min_pixels: int, max_pixels: int, frames: int = 1, temporal: int = 2
+    ) -> int:
+        """Tokens per tile (its 14-px patches after the 2x2 pixel shuffle) times the tiles, with bounds from
+        :meth:`pixel_bounds` (the tile is the square root of the lower bound, one tile at least); a video
+        frame is one tile."""
+        tile = math.isqrt(min_pixels)
+        per_tile = (tile // 14) ** 2 // 4
+        if frames > 1:
+            return frames * per_tile
+        return per_tile * self.tiles(height, width, tile, 1, max_pixels // tile**2)
 
     def video_kwargs(self, metadata: Any) -> dict[str, Any]:
         return {"do_sample_frames": False}
@@ -122,6 +145,7 @@ FAMILY = InternVL(
     named_tokens=IMAGE_TOKENS,
     stop_tokens=("<|im_end|>", "<|endoftext|>"),
     frames_as="frames",
+    vision_depth_key="num_hidden_layers",
     quantisation_skip=(r"(?:.*\.)?vision_tower", r"(?:.*\.)?multi_modal_projector", "lm_head"),
     description="InternVL3.5 (1B-38B, the -HF checkpoints)",
 )
