@@ -117,6 +117,32 @@ def test_the_familys_pixel_rule_promises_the_tokens_its_processor_makes(family, 
     assert visual_token_counts(processor, batch["input_ids"]) == [promised] and promised > 0
 
 
+@pytest.mark.parametrize(
+    ("hub_id", "billions"),
+    # parameters on the model cards, to their one decimal (InternVL3.5-2B: 0.3B vision + 2.0B language)
+    [
+        ("OpenGVLab/InternVL3_5-2B-HF", 2.3),
+        ("zai-org/GLM-4.1V-9B-Thinking", 10.3),
+        ("Qwen/Qwen3-VL-30B-A3B-Instruct", 31.1),
+    ],
+)
+def test_published_configs_of_the_new_families_have_the_published_sizes(hub_id, billions):
+    from megc_vqa.models.published import PUBLISHED, model_class, model_config
+
+    with torch.device("meta"):
+        model = model_class(PUBLISHED[hub_id].family)._from_config(model_config(hub_id))
+    assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, abs=0.06)
+    assert model_config(hub_id, layers=2, vision_layers=4).get_text_config().num_hidden_layers == 2
+
+
+def test_every_family_recipe_names_a_published_config():
+    from megc_vqa.models.published import PUBLISHED
+    from megc_vqa.training.config import load_yaml
+
+    for family in NEW:
+        assert load_yaml(recipe_path(family))["model_name_or_path"] in PUBLISHED, family
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from megc_vqa.limits import (
     WORKERS,
     check_count,
 )
-from megc_vqa.models.registry import LORA_SCOPES
+from megc_vqa.models.families.base import ALL_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
 
@@ -101,7 +101,9 @@ class ModelArguments(ModelConfig):
     bnb_4bit_quant_storage: str | None = field(default=None, init=False, repr=False)
     lora_target: str = field(
         default="language",
-        metadata={"help": f"where LoRA goes: {', '.join(LORA_SCOPES)} joined by '+', or 'all'"},
+        metadata={
+            "help": f"where LoRA goes: {', '.join(ALL_SCOPES)} (experts: MoE families) joined by '+', or 'all'"
+        },
     )
     train_fully: str | None = field(
         default=None,
