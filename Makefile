@@ -46,10 +46,12 @@ lint: install
 	$(VENV)/bin/ruff format --check megc_vqa data_prep recipes eval tests benchmarks
 
 # `make demo SEED=n`: another seed of the synthetic data and training, in its own folder (runs/demo-seedN).
+# `make demo MODEL=tiny-internvl`: another family's tiny model (runs/demo-tiny-internvl).
 SEED ?= 0
-DEMO_OUT ?= runs/demo$(if $(filter-out 0,$(SEED)),-seed$(SEED))
+MODEL ?=
+DEMO_OUT ?= runs/demo$(if $(MODEL),-$(MODEL))$(if $(filter-out 0,$(SEED)),-seed$(SEED))
 demo: install
-	$(PY) -m megc_vqa.demo --out $(DEMO_OUT) --seed $(SEED)
+	$(PY) -m megc_vqa.demo --out $(DEMO_OUT) --seed $(SEED) $(if $(MODEL),--model $(MODEL))
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

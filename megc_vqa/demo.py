@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipe", type=Path, default=RECIPE, help="fine-tuning recipe (default recipes/tiny/demo.yaml)"
     )
+    p.add_argument(
+        "--model",
+        help="tiny model to train instead of the recipe's (tiny-internvl, tiny-glm4v, tiny-qwen3-vl-moe, ...: "
+        "any family's; `make demo MODEL=...`)",
+    )
     p.add_argument("--questions", type=Path, nargs="+", help="question files (default data/megc/2025/*)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
     p.add_argument(
@@ -122,6 +127,7 @@ def run_fingerprint(args: argparse.Namespace, questions: list[Path]) -> dict[str
         "recipe_sha256": _digest_text(json.dumps(load_yaml(args.recipe), sort_keys=True, default=str)),
         "questions": {str(q): _digest(q) for q in questions},
         "synth": [SYNTH_DATASETS, *SYNTH_SIZE],
+        **({"model": args.model} if getattr(args, "model", None) else {}),
     }
 
 
@@ -258,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             _check(
                 finetune(["--config", str(args.recipe), "--train_file", str(out / "prep" / "qa.jsonl"),
                           "--output_dir", str(out / "model"), "--seed", str(args.seed),
-                          "--final_eval", "false"]),
+                          "--final_eval", "false",
+                          *(["--model_name_or_path", args.model] if args.model else [])]),
                 "fine-tuning",
             )  # fmt: skip
         state.finish("model")

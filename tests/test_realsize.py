@@ -42,6 +42,11 @@ RECIPES = {
     "qwen2.5-vl-3b/qlora.yaml": DEPTH_3B,
     "qwen2.5-vl-7b/lora.yaml": [],
     "qwen3-vl/lora.yaml": [],
+    # issue 23: 2 decoder layers and 4 vision blocks at the real width (the defaults); the MoE's 2 layers
+    # hold all 128 experts each (2.4 GB of bf16 weights a layer)
+    "internvl/lora.yaml": [],
+    "glm4v/lora.yaml": [],
+    "qwen3_vl_moe/lora.yaml": [],
     # stage grpo: one GRPO step (a group of 2 answers, see realsize.STAGE_OVERRIDES), from a fresh adapter
     "qwen2.5-vl-3b/grpo.yaml": DEPTH_3B,
     "qwen2.5-vl-7b/grpo.yaml": [],

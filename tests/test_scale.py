@@ -105,7 +105,7 @@ def test_published_configs_have_the_published_sizes():
         "Qwen/Qwen2.5-VL-7B-Instruct": 8.29,
         "Qwen/Qwen3-VL-4B-Instruct": 4.44,
     }
-    assert set(PUBLISHED) == set(expected)
+    assert set(expected) <= set(PUBLISHED)  # issue 23's families: tests/test_families.py
     for hub_id, billions in expected.items():
         with torch.device("meta"):
             model = model_class(PUBLISHED[hub_id].family)._from_config(model_config(hub_id))

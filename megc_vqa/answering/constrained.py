@@ -105,12 +105,20 @@ class TokenIndex:
                 self._walk(nxt, text, a, b, out)
 
 
+def family_stop_tokens() -> tuple[str, ...]:
+    """End-of-turn tokens of every family (each family lists its own), then common ones of other chats."""
+    from megc_vqa.models.registry import FAMILIES
+
+    names = [t for f in FAMILIES.values() for t in f.stop_tokens] + ["<end_of_turn>", "<|eot_id|>"]
+    return tuple(dict.fromkeys(names))
+
+
 def stop_token_ids(tokenizer: Any) -> list[int]:
     """The ids that end an answer: eos plus the chat end-of-turn token where the tokenizer has one."""
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    for name in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>"):
+    for name in family_stop_tokens():
         tid = tokenizer.convert_tokens_to_ids(name)
         if isinstance(tid, int) and tid >= 0 and tid != getattr(tokenizer, "unk_token_id", None):
             ids.add(tid)

@@ -57,7 +57,7 @@ from megc_vqa.answering.postprocess import (
     normalise_answer,
 )
 from megc_vqa.errors import MegcError
-from megc_vqa.models.adapters import AdapterError, adapter_config, apply_adapter, check_adapter_files
+from megc_vqa.models.adapters import AdapterError, adapter_config, check_adapter_files
 from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import PromptOptions
 from megc_vqa.qa import templates as T
@@ -258,7 +258,7 @@ class Engine:
         """
         import torch
 
-        from megc_vqa.models.registry import ModelLoadError, load_model, load_processor
+        from megc_vqa.models.registry import ModelLoadError, load_for_inference
 
         if adapter is None and (Path(str(model)) / "adapter_config.json").is_file():
             adapter = Path(str(model))
@@ -272,20 +272,11 @@ class Engine:
             except AdapterError as err:
                 raise EngineError(str(err)) from None
         try:
-            base = load_model(model, dtype=dtype)
-            has_processor = adapter_path is not None and any(
-                (adapter_path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")
-            )
-            processor = load_processor(adapter_path if has_processor else model)
-        except ModelLoadError as err:
-            raise EngineError(str(err)) from None
-        if adapter_path is not None:
             # PEFT only warns when the adapter's weights find no home in this model, and loads NaN weights
-            # silently: the one adapter check (megc_vqa.models.adapters) makes both errors.
-            try:
-                base = apply_adapter(base, adapter_path, str(model), checked)
-            except AdapterError as err:
-                raise EngineError(str(err)) from None
+            # silently: the one loading path applies the one adapter check (megc_vqa.models.adapters).
+            base, processor = load_for_inference(model, dtype=dtype, adapter=adapter_path, checked=checked)
+        except (ModelLoadError, AdapterError) as err:
+            raise EngineError(str(err)) from None
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         base.to(device)

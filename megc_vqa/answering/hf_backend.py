@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from megc_vqa.answering.decoding import DecodeRequest, Sampling, Texts, prompt_text
 from megc_vqa.answering.prefix import PrefixCache, PrefixStats, SharedPrefixDecoding, unsupported_reason
@@ -130,7 +133,13 @@ class HfDecoder:
         owners = [
             (id(v), k) for v in visuals for k in range(len(model_visuals(v, self.prompt.visual_mode)[0]))
         ]
-        if not self.share_images or original is None or len(set(owners)) == len(owners):
+        if (
+            not self.share_images
+            or original is None
+            or len(set(owners)) == len(owners)
+            or "image_grid_thw"
+            not in inspect.signature(original).parameters  # grids say which pixels are whose
+        ):
             yield
             return
 
@@ -170,7 +179,6 @@ class HfDecoder:
             del inner.get_image_features  # back to the class method
 
     def _cached_images(self, visuals: Sequence[Any], original: Any, unique: bool = False) -> Any:
-        import torch
 
         counts = [len(model_visuals(v, self.prompt.visual_mode)[0]) for v in visuals]
 
@@ -189,11 +197,8 @@ class HfDecoder:
                     seen.add(key)
                     replacements += repl
                 pos += n
-            merged = {
-                k: torch.cat([torch.as_tensor(p[k]) for p in parts]) if k in ("pixel_values", "image_grid_thw")
-                else parts[0][k]
-                for k in parts[0]
-            }  # fmt: skip
+            # Every per-image output is joined in row order (pixels, grids, InternVL's tiles per image).
+            merged = {k: _join([p[k] for p in parts]) for k in parts[0]}
             return merged, replacements
 
         return process
@@ -273,3 +278,16 @@ class _RowLimits:
         return torch.tensor(
             [produced >= lim for lim in self.limits], dtype=torch.bool, device=input_ids.device
         )
+
+
+def _join(values: Sequence[Any]) -> Any:
+    """Per-image outputs of several calls of an image processor, concatenated (tensors, arrays, lists);
+    anything else (a scalar setting) is the first call's."""
+    import torch
+
+    first = values[0]
+    if isinstance(first, torch.Tensor | np.ndarray):
+        return torch.cat([torch.as_tensor(v) for v in values])
+    if isinstance(first, list | tuple):
+        return [x for v in values for x in v]
+    return first

@@ -1,4 +1,4 @@
-"""Chat templates for the Qwen families, with ``{% generation %}`` around assistant turns.
+"""ChatML chat templates (Qwen families, InternVL), with ``{% generation %}`` around assistant turns.
 
 The text they render is the same as the published Qwen2.5-VL and Qwen3-VL templates for the message
 shapes this project uses (system/user/assistant, images, videos, text). The Jinja source is written
@@ -52,6 +52,7 @@ _TAIL = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+_QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 QWEN2_5_VL_TEMPLATE = _HEAD + "<|vision_start|><|video_pad|><|vision_end|>" + _TAIL
 QWEN3_VL_TEMPLATE = _HEAD + "<|video_pad|>" + _TAIL
 
@@ -72,3 +73,9 @@ QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
+
+
+def chatml_template(image: str, video: str) -> str:
+    """The ChatML template above with other image and video placeholders (e.g. InternVL's
+    ``<IMG_CONTEXT>`` and ``<video>``)."""
+    return _HEAD.replace(_QWEN_IMAGE, image) + video + _TAIL

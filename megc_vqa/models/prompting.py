@@ -21,6 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from megc_vqa.models.families.base import Family
+from megc_vqa.models.registry import DEFAULT_MODEL, FAMILIES, MODELS, family_for_processor
+
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -115,25 +118,23 @@ def build_messages(
     return messages
 
 
-def _bare_video_pad(processor: Any, text: str) -> str:
-    """Qwen3-VL processors expand a bare ``<|video_pad|>`` into per-frame blocks that carry their own
-    vision start/end tokens; a template that wraps the pad (as older hub templates do) would nest them."""
-    if type(processor).__name__.startswith("Qwen3VL"):
-        return text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
-    return text
+def processor_family(processor: Any) -> Family:
+    """The family whose processor this is; a processor of no known family gets the default model's
+    family's rules (the Qwen-VL conventions)."""
+    return family_for_processor(processor) or FAMILIES[MODELS[DEFAULT_MODEL].family]
 
 
 def render_prompt(processor: Any, messages: list[dict[str, Any]]) -> str:
     """Prompt text up to and including the assistant header (``add_generation_prompt=True``)."""
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return _bare_video_pad(processor, text)
+    return processor_family(processor).fix_prompt(text)
 
 
 def render_completion(processor: Any, messages: list[dict[str, Any]]) -> str:
     """The text the template writes for the final assistant message (answer + end-of-turn), found as
     the difference between the whole conversation and its prompt."""
     prompt = render_prompt(processor, messages[:-1])
-    full = _bare_video_pad(processor, processor.apply_chat_template(messages, tokenize=False))
+    full = processor_family(processor).fix_prompt(processor.apply_chat_template(messages, tokenize=False))
     if not full.startswith(prompt):
         raise ValueError(
             "the model's chat template renders the conversation so that it does not start with its own "
@@ -143,36 +144,19 @@ def render_completion(processor: Any, messages: list[dict[str, Any]]) -> str:
 
 
 def _pixel_kwargs(options: PromptOptions, processor: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"images_kwargs": {}, "videos_kwargs": {}}
-    video_processor = getattr(processor, "video_processor", None)
-    if video_processor is not None and hasattr(video_processor, "cap_pixels_per_frame"):
-        # Our min/max pixels are per frame; say so explicitly (and silence the 5.2x default warning).
-        kwargs["videos_kwargs"]["cap_pixels_per_frame"] = False
-    if options.min_pixels is None and options.max_pixels is None:
-        return kwargs
-    for key, sub in (("images_kwargs", "image_processor"), ("videos_kwargs", "video_processor")):
-        size = dict(getattr(getattr(processor, sub, None), "size", None) or {})
-        if options.max_pixels is not None:
-            size["longest_edge"] = options.max_pixels
-            # Video processors default to a large minimum; a maximum below it must win.
-            size["shortest_edge"] = min(size.get("shortest_edge", options.max_pixels), options.max_pixels)
-        if options.min_pixels is not None:
-            size["shortest_edge"] = options.min_pixels
-        kwargs[key]["size"] = size
-    return kwargs
+    """Processor keyword arguments for the options' pixel bounds, by the processor's family's rule."""
+    return processor_family(processor).pixel_kwargs(processor, options.min_pixels, options.max_pixels)
 
 
 def _video_budget_per_frame(kwargs: dict[str, Any], processor: Any, videos: Sequence[np.ndarray]) -> None:
-    """Qwen3-VL's video processor bounds the pixels of the whole video (frames x height x width), the
-    Qwen2-VL one those of each frame; our min/max pixels are per frame, so scale them for Qwen3-VL by
-    the frames it will encode (the longest video of the batch, rounded up to its temporal patch)."""
-    video_processor = getattr(processor, "video_processor", None)
+    """Our min/max pixels are per frame; the family says how its video processor reads them for the
+    longest video of the batch (Qwen3-VL bounds the whole video, Qwen2-VL each frame)."""
     size = kwargs["videos_kwargs"].get("size")
-    if size is None or not type(video_processor).__name__.startswith("Qwen3VL"):
+    if size is None:
         return
-    step = int(getattr(video_processor, "temporal_patch_size", 1) or 1)
-    frames = max(-(-len(v) // step) * step for v in videos)
-    kwargs["videos_kwargs"]["size"] = {k: int(v) * frames for k, v in size.items()}
+    frames = max(len(v) for v in videos)
+    video_processor = getattr(processor, "video_processor", None)
+    kwargs["videos_kwargs"]["size"] = processor_family(processor).video_size(size, frames, video_processor)
 
 
 def _video_metadata(video: np.ndarray, visual: VisualLike) -> dict[str, Any]:
@@ -221,9 +205,15 @@ def encode_prompts(
             videos.append(np.ascontiguousarray(video))
             meta.append(_video_metadata(video, visual))
     kwargs = _pixel_kwargs(options, processor)
+    family = processor_family(processor)
+    if videos and images and not family.video_with_images:
+        raise ValueError(
+            f"the {family.name} family cannot take a video and images in one prompt; use visual_mode: images, "
+            "or a visual_spec of key frames only (no flow/diff) with visual_mode: video"
+        )
     if videos:
         _video_budget_per_frame(kwargs, processor, videos)
-        kwargs["videos_kwargs"].update(video_metadata=meta, do_sample_frames=False)
+        kwargs["videos_kwargs"].update(processor_family(processor).video_kwargs(meta))
     batch = processor(
         text=list(prompts),
         images=images or None,

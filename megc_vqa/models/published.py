@@ -66,6 +66,17 @@ _QWEN25_TEXT_3B = {
 _QWEN25_IMAGE = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "merge_size": 2}
 
 
+# preprocessor_config.json / video_preprocessor_config.json of Qwen3-VL-4B-Instruct (and the MoE's)
+_QWEN3_IMAGE = {
+    "size": {"shortest_edge": 65536, "longest_edge": 16777216},
+    "patch_size": 16,
+    "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+}
+_QWEN3_VIDEO = {**_QWEN3_IMAGE, "size": {"shortest_edge": 4096, "longest_edge": 25165824}}
+
+
 @dataclass(frozen=True)
 class PublishedModel:
     """A hub checkpoint's published configuration.
@@ -73,7 +84,8 @@ class PublishedModel:
     config: ``config.json`` content that matters for the architecture (without token ids, which
         follow the tokenizer of the random build).
     image_processor, video_processor: keyword arguments of the processor classes, as published in
-        ``preprocessor_config.json`` / ``video_preprocessor_config.json``.
+        ``preprocessor_config.json`` / ``video_preprocessor_config.json``; processor: attributes of the
+        processor itself (``processor_config.json``, e.g. InternVL's ``image_seq_length``).
     """
 
     hub_id: str
@@ -81,10 +93,21 @@ class PublishedModel:
     config: dict[str, Any]
     image_processor: dict[str, Any] = field(default_factory=dict)
     video_processor: dict[str, Any] = field(default_factory=dict)
+    processor: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_hidden_layers(self) -> int:
         return int(self.config["text_config"]["num_hidden_layers"])
+
+    @property
+    def vision_depth_key(self) -> str:
+        from megc_vqa.models.registry import FAMILIES
+
+        return FAMILIES[self.family].vision_depth_key
+
+    @property
+    def vision_depth(self) -> int:
+        return int(self.config["vision_config"][self.vision_depth_key])
 
 
 PUBLISHED: dict[str, PublishedModel] = {
@@ -157,21 +180,139 @@ PUBLISHED: dict[str, PublishedModel] = {
                 },
                 "tie_word_embeddings": True,
             },
-            # preprocessor_config.json / video_preprocessor_config.json of Qwen3-VL-4B-Instruct
+            image_processor=_QWEN3_IMAGE,
+            video_processor=_QWEN3_VIDEO,
+        ),
+        PublishedModel(
+            "OpenGVLab/InternVL3_5-2B-HF",
+            "internvl",
+            {
+                # Qwen3-1.7B under an InternViT-300M (448 px tiles, patch 14, pixel shuffle 0.5)
+                "text_config": {
+                    "model_type": "qwen3",
+                    "vocab_size": 151936,
+                    "hidden_size": 2048,
+                    "intermediate_size": 6144,
+                    "num_hidden_layers": 28,
+                    "num_attention_heads": 16,
+                    "num_key_value_heads": 8,
+                    "head_dim": 128,
+                    "hidden_act": "silu",
+                    "max_position_embeddings": 40960,
+                    "rms_norm_eps": 1e-6,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+                    "tie_word_embeddings": False,
+                },
+                "vision_config": {
+                    "hidden_size": 1024,
+                    "intermediate_size": 4096,
+                    "num_hidden_layers": 24,
+                    "num_attention_heads": 16,
+                    "image_size": [448, 448],
+                    "patch_size": [14, 14],
+                    "use_qk_norm": False,
+                    "norm_type": "layer_norm",
+                    "layer_scale_init_value": 0.1,
+                },
+                "downsample_ratio": 0.5,
+                "projector_hidden_act": "gelu",
+                "vision_feature_layer": -1,
+                "image_seq_length": 256,
+                "tie_word_embeddings": False,
+            },
             image_processor={
-                "size": {"shortest_edge": 65536, "longest_edge": 16777216},
-                "patch_size": 16,
-                "merge_size": 2,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5],
+                "size": {"height": 448, "width": 448},
+                "crop_to_patches": True,
+                "max_patches": 12,
             },
-            video_processor={
-                "size": {"shortest_edge": 4096, "longest_edge": 25165824},
-                "patch_size": 16,
-                "merge_size": 2,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5],
+            video_processor={"size": {"height": 448, "width": 448}},
+            processor={"image_seq_length": 256},
+        ),
+        PublishedModel(
+            "zai-org/GLM-4.1V-9B-Thinking",
+            "glm4v",
+            {
+                "text_config": {
+                    "vocab_size": 151552,
+                    "hidden_size": 4096,
+                    "intermediate_size": 13696,
+                    "num_hidden_layers": 40,
+                    "num_attention_heads": 32,
+                    "num_key_value_heads": 2,
+                    "hidden_act": "silu",
+                    "max_position_embeddings": 65536,
+                    "rms_norm_eps": 1e-5,
+                    "rope_parameters": {
+                        "rope_type": "default",
+                        "rope_theta": 10000.0,
+                        "mrope_section": [8, 12, 12],
+                        "partial_rotary_factor": 0.5,
+                    },
+                },
+                "vision_config": {
+                    "depth": 24,
+                    "hidden_size": 1536,
+                    "intermediate_size": 13696,
+                    "num_heads": 12,
+                    "hidden_act": "silu",
+                    "image_size": 336,
+                    "patch_size": 14,
+                    "spatial_merge_size": 2,
+                    "temporal_patch_size": 2,
+                    "out_hidden_size": 4096,
+                    "rms_norm_eps": 1e-5,
+                },
+                "tie_word_embeddings": False,
             },
+            image_processor={"size": {"shortest_edge": 12544, "longest_edge": 9633792}},
+            video_processor={"size": {"shortest_edge": 12544, "longest_edge": 47040000}},
+        ),
+        PublishedModel(
+            "Qwen/Qwen3-VL-30B-A3B-Instruct",
+            "qwen3_vl_moe",
+            {
+                "text_config": {
+                    "vocab_size": 151936,
+                    "hidden_size": 2048,
+                    "intermediate_size": 6144,
+                    "num_hidden_layers": 48,
+                    "num_attention_heads": 32,
+                    "num_key_value_heads": 4,
+                    "head_dim": 128,
+                    "hidden_act": "silu",
+                    "max_position_embeddings": 262144,
+                    "rms_norm_eps": 1e-6,
+                    "moe_intermediate_size": 768,
+                    "num_experts": 128,
+                    "num_experts_per_tok": 8,
+                    "decoder_sparse_step": 1,
+                    "mlp_only_layers": [],
+                    "rope_parameters": {
+                        "rope_type": "default",
+                        "rope_theta": 5000000.0,
+                        "mrope_section": [24, 20, 20],
+                        "mrope_interleaved": True,
+                    },
+                    "tie_word_embeddings": False,
+                },
+                "vision_config": {
+                    "depth": 27,
+                    "hidden_act": "gelu_pytorch_tanh",
+                    "hidden_size": 1152,
+                    "intermediate_size": 4304,
+                    "num_heads": 16,
+                    "in_channels": 3,
+                    "out_hidden_size": 2048,
+                    "patch_size": 16,
+                    "spatial_merge_size": 2,
+                    "temporal_patch_size": 2,
+                    "num_position_embeddings": 2304,
+                    "deepstack_visual_indexes": [8, 16, 24],
+                },
+                "tie_word_embeddings": False,
+            },
+            image_processor=_QWEN3_IMAGE,
+            video_processor=_QWEN3_VIDEO,
         ),
     )
 }
@@ -201,11 +342,11 @@ def model_config(
         data["text_config"]["num_hidden_layers"] = layers
     vision = data["vision_config"]
     if vision_layers is not None:
-        if not 1 <= vision_layers <= vision["depth"]:
+        if not 1 <= vision_layers <= spec.vision_depth:
             raise ValueError(
-                f"vision_layers must be in 1..{vision['depth']} for {hub_id}, got {vision_layers}"
+                f"vision_layers must be in 1..{spec.vision_depth} for {hub_id}, got {vision_layers}"
             )
-        vision["depth"] = vision_layers
+        vision[spec.vision_depth_key] = vision_layers
         # Block indexes past the new depth go; the last block takes the role of a full-attention one.
         for key in ("fullatt_block_indexes", "deepstack_visual_indexes"):
             if key in vision:
@@ -214,19 +355,16 @@ def model_config(
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if key in ids:
             data["text_config"][key] = ids.pop(key)
-    if spec.family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig
+    from megc_vqa.models.registry import FAMILIES
 
-        return Qwen2_5_VLConfig(**data, **ids)
-    from transformers import Qwen3VLConfig
-
-    return Qwen3VLConfig(**data, **ids)
+    return FAMILIES[spec.family].config_from(data, ids)
 
 
 def model_class(family: str) -> Any:
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+    """The transformers model class of ``family``."""
+    from megc_vqa.models.registry import FAMILIES
 
-    return Qwen2_5_VLForConditionalGeneration if family == "qwen2_5_vl" else Qwen3VLForConditionalGeneration
+    return FAMILIES[family].transformers_class("model")
 
 
 def random_processor(hub_id: str) -> Any:
@@ -234,7 +372,7 @@ def random_processor(hub_id: str) -> Any:
     from megc_vqa.models.tiny import tiny_processor, train_tokenizer
 
     spec = published(hub_id)
-    processor = tiny_processor(spec.family, train_tokenizer())
+    processor = tiny_processor(spec.family, train_tokenizer(family=spec.family))
     for attr, settings in (
         ("image_processor", spec.image_processor),
         ("video_processor", spec.video_processor),
@@ -244,6 +382,8 @@ def random_processor(hub_id: str) -> Any:
             setattr(sub, key, copy.deepcopy(value))
         if "min_pixels" in settings:  # the 5.x processors read the bounds from ``size``
             sub.size = {"shortest_edge": settings["min_pixels"], "longest_edge": settings["max_pixels"]}
+    for key, value in spec.processor.items():
+        setattr(processor, key, copy.deepcopy(value))
     return processor
 
 
@@ -264,7 +404,7 @@ def build_random(
     spec = published(hub_id)
     out = Path(out_dir)
     processor = random_processor(hub_id)
-    ids = _ids(processor.tokenizer)
+    ids = _ids(processor.tokenizer, spec.family)
     config = model_config(hub_id, layers, ids, vision_layers)
     torch.manual_seed(seed)
     model = model_class(spec.family)._from_config(config, dtype=torch.bfloat16)
@@ -281,8 +421,8 @@ def build_random(
         "version": RANDOM_VERSION,
         "layers": layers or spec.num_hidden_layers,
         "published_layers": spec.num_hidden_layers,
-        "vision_layers": vision_layers or spec.config["vision_config"]["depth"],
-        "published_vision_layers": spec.config["vision_config"]["depth"],
+        "vision_layers": vision_layers or spec.vision_depth,
+        "published_vision_layers": spec.vision_depth,
         "parameters": n_params,
         "weights": f"random (seed {seed}), bf16",
         "tokenizer": "megc_vqa tiny BPE; the published vocabulary size is kept",
@@ -296,7 +436,7 @@ def random_name(hub_id: str, layers: int | None = None, vision_layers: int | Non
     name = f"random-{hub_id.split('/')[-1].lower()}"
     if layers is not None and layers != spec.num_hidden_layers:
         name += f"-{layers}layers"
-    if vision_layers is not None and vision_layers != spec.config["vision_config"]["depth"]:
+    if vision_layers is not None and vision_layers != spec.vision_depth:
         name += f"-{vision_layers}vision"
     return name
 

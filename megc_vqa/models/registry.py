@@ -20,9 +20,12 @@ from typing import Any
 from megc_vqa.errors import MegcError
 from megc_vqa.fileio import read_json_object
 from megc_vqa.models.adapters import apply_adapter
+from megc_vqa.models.families import glm4v, internvl, qwen2_5_vl, qwen3_vl, qwen3_vl_moe
+from megc_vqa.models.families.base import ALL_SCOPES, Family
 
 log = logging.getLogger(__name__)
 
+# The scopes of the original two families; a family's own are ``family.scopes`` (experts for an MoE).
 LORA_SCOPES = ("language", "vision", "merger")
 
 
@@ -30,48 +33,18 @@ class ModelLoadError(MegcError, RuntimeError):
     """A model or processor cannot be loaded; the message says what to change."""
 
 
-@dataclass(frozen=True)
-class ModelFamily:
-    """What the toolkit needs to know about an architecture.
+ModelFamily = Family  # the old name of the family type
 
-    model_types: ``config.model_type`` values of the family.
-    lora_modules: per scope (language model, vision tower, vision-language merger) a regex that
-        full-matches the names of the Linear layers LoRA may wrap.
-    save_modules: per scope the module name PEFT's ``modules_to_save`` uses to train a scope fully.
-    patch_factor: patch size times spatial merge: image sides are resized to multiples of it.
-    """
-
-    name: str
-    model_types: tuple[str, ...]
-    lora_modules: dict[str, str]
-    save_modules: dict[str, str]
-    patch_factor: int
-
-
-_LANGUAGE = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-FAMILIES: dict[str, ModelFamily] = {
-    "qwen2_5_vl": ModelFamily(
-        name="qwen2_5_vl",
-        model_types=("qwen2_5_vl",),
-        lora_modules={
-            "language": _LANGUAGE,
-            "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
-            "merger": r".*visual\.merger\.mlp\.(?:0|2)",  # mlp.1 is the GELU between the Linears
-        },
-        save_modules={"vision": "visual", "merger": "merger"},
-        patch_factor=28,
-    ),
-    "qwen3_vl": ModelFamily(
-        name="qwen3_vl",
-        model_types=("qwen3_vl",),
-        lora_modules={
-            "language": _LANGUAGE,
-            "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc\d)",
-            "merger": r".*visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc\d",
-        },
-        save_modules={"vision": "visual", "merger": "merger"},
-        patch_factor=32,
-    ),
+# One line per family: everything family-specific lives in its module under megc_vqa/models/families/.
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        qwen2_5_vl.FAMILY,
+        qwen3_vl.FAMILY,
+        internvl.FAMILY,
+        glm4v.FAMILY,
+        qwen3_vl_moe.FAMILY,
+    )
 }
 
 
@@ -98,6 +71,15 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("qwen3-vl-8b", "qwen3_vl", "Qwen/Qwen3-VL-8B-Instruct"),
         ModelSpec("tiny-qwen2.5-vl", "qwen2_5_vl", tiny=True, description="offline tiny model for tests"),
         ModelSpec("tiny-qwen3-vl", "qwen3_vl", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("internvl3.5-1b", "internvl", "OpenGVLab/InternVL3_5-1B-HF"),
+        ModelSpec("internvl3.5-2b", "internvl", "OpenGVLab/InternVL3_5-2B-HF"),
+        ModelSpec("internvl3.5-8b", "internvl", "OpenGVLab/InternVL3_5-8B-HF"),
+        ModelSpec("tiny-internvl", "internvl", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("glm-4.1v-9b", "glm4v", "zai-org/GLM-4.1V-9B-Thinking"),
+        ModelSpec("glm-4.1v-9b-base", "glm4v", "zai-org/GLM-4.1V-9B-Base"),
+        ModelSpec("tiny-glm4v", "glm4v", tiny=True, description="offline tiny model for tests"),
+        ModelSpec("qwen3-vl-30b-a3b", "qwen3_vl_moe", "Qwen/Qwen3-VL-30B-A3B-Instruct", description="MoE"),
+        ModelSpec("tiny-qwen3-vl-moe", "qwen3_vl_moe", tiny=True, description="offline tiny model for tests"),
     )
 }
 DEFAULT_MODEL = "qwen2.5-vl-3b"
@@ -158,26 +140,55 @@ def _unreachable(key: str, err: Exception) -> str:
     )
 
 
-def lora_target_regex(family: ModelFamily, scopes: str | list[str]) -> str:
-    """PEFT ``target_modules`` regex for scopes such as ``"language"`` or ``"language+vision+merger"``."""
+def lora_scopes(family: Family, scopes: str | list[str]) -> list[str]:
+    """The scopes of ``"language+merger"``, ``"all"`` or a list, checked against the family's own."""
     parts = scopes.split("+") if isinstance(scopes, str) else list(scopes)
     parts = [p.strip() for p in parts if p.strip()]
     if "all" in parts:
-        parts = list(LORA_SCOPES)
-    bad = [p for p in parts if p not in LORA_SCOPES]
+        parts = list(family.scopes)
+    bad = [p for p in parts if p not in family.scopes]
     if bad or not parts:
         raise ValueError(
-            f"unknown LoRA scope(s) {bad or scopes!r}; use {', '.join(LORA_SCOPES)} joined by '+', or 'all'"
+            f"unknown LoRA scope(s) {bad or scopes!r} for the {family.name} family; its scopes are "
+            f"{', '.join(family.scopes)}, joined by '+', or 'all'"
         )
-    return "|".join(f"(?:{family.lora_modules[p]})" for p in parts)
+    return parts
 
 
-# Modules left unquantised, as patterns of transformers' ``should_convert_module``: the vision tower with
-# its merger(s), at any depth of the module tree, and the LM head.
-QUANTISATION_SKIP = (r"(?:.*\.)?visual", "lm_head")
+def lora_target_regex(family: Family, scopes: str | list[str]) -> str:
+    """PEFT ``target_modules`` regex for scopes such as ``"language"`` or ``"language+vision+merger"``
+    (scopes on parameters, such as an MoE's experts, are in :func:`lora_target_parameters`)."""
+    parts = [p for p in lora_scopes(family, scopes) if p in family.lora_modules]
+    return "|".join(f"(?:{family.lora_modules[p]})" for p in parts) or r"(?!)"  # (?!) matches nothing
 
 
-def quantization_config(bits: int | None, compute_dtype: Any = None) -> Any:
+def lora_target_parameters(family: Family, scopes: str | list[str]) -> list[str]:
+    """PEFT ``target_parameters`` for the scopes that LoRA wraps as parameters (an MoE's fused experts)."""
+    return [n for p in lora_scopes(family, scopes) for n in family.lora_parameters.get(p, ())]
+
+
+def known_scopes() -> tuple[str, ...]:
+    """Scopes any family offers (a recipe is checked against its own family when the model loads)."""
+    return tuple(s for s in ALL_SCOPES if any(s in f.lora_modules for f in FAMILIES.values()))
+
+
+def family_of_name(name: str) -> Family | None:
+    """The family of a registry name or hub id without loading or building anything (``None`` for a
+    folder or an unknown id)."""
+    spec = MODELS.get(name) or next((s for s in MODELS.values() if s.hub_id == name), None)
+    return FAMILIES[spec.family] if spec is not None else None
+
+
+def family_for_processor(processor: Any) -> Family | None:
+    """The family whose processor class ``processor`` is (``None`` for a processor of no family)."""
+    return next((f for f in FAMILIES.values() if f.owns_processor(processor)), None)
+
+
+# Modules left unquantised by default (a family's ``quantisation_skip`` says its own).
+QUANTISATION_SKIP = Family.__dataclass_fields__["quantisation_skip"].default
+
+
+def quantization_config(bits: int | None, compute_dtype: Any = None, skip: tuple[str, ...] = ()) -> Any:
     """A ``BitsAndBytesConfig`` for 4-bit NF4 (QLoRA) or 8-bit loading; ``None`` for full precision.
 
     The vision tower and the LM head stay unquantised: they are small, and quantising the vision tower
@@ -199,7 +210,7 @@ def quantization_config(bits: int | None, compute_dtype: Any = None) -> Any:
 
     # transformers 5 matches each pattern from the start of the module name (or as a suffix), so a bare
     # "visual" skipped nothing: the vision tower ("model.visual....") was quantised too
-    skip = list(QUANTISATION_SKIP)
+    skip = list(skip or QUANTISATION_SKIP)
     if bits == 4:
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -212,18 +223,34 @@ def quantization_config(bits: int | None, compute_dtype: Any = None) -> Any:
 
 
 def load_processor(name_or_path: str | Path) -> Any:
-    """The model's processor (tokenizer + image/video processors + chat template)."""
+    """The model's processor (tokenizer + image/video processors + chat template).
+
+    A processor without a chat template gets its family's (with a warning); one whose template differs
+    from the family's keeps its own, with a warning naming which is used.
+    """
     from transformers import AutoProcessor
 
-    path, _ = resolve(name_or_path)
+    path, family = resolve(name_or_path)
     try:
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
     except OSError as err:
         raise ModelLoadError(_unreachable(path, err)) from None
-    if not hasattr(processor, "image_processor") or not getattr(processor, "chat_template", None):
+    if not hasattr(processor, "image_processor"):
         raise ModelLoadError(
-            f"{name_or_path}: the checkpoint has no multimodal processor with a chat template "
-            "(preprocessor_config.json / chat_template.jinja); use a vision-language instruct checkpoint"
+            f"{name_or_path}: the checkpoint has no multimodal processor (preprocessor_config.json); "
+            "use a vision-language instruct checkpoint"
+        )
+    template = getattr(processor, "chat_template", None)
+    if not template:
+        log.warning(
+            "%s: the processor has no chat template; using the %s family's", name_or_path, family.name
+        )
+        processor.chat_template = family.chat_template
+    elif template != family.chat_template:
+        log.warning(
+            "%s: the processor's chat template differs from the %s family's; using the processor's own",
+            name_or_path,
+            family.name,
         )
     return processor
 
@@ -242,12 +269,12 @@ def load_model(
     import torch
     from transformers import AutoModelForImageTextToText
 
-    path, _ = resolve(name_or_path)
+    path, family = resolve(name_or_path)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     compute = torch_dtype if isinstance(torch_dtype, torch.dtype) else None
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": False}
     if bits:
-        kwargs["quantization_config"] = quantization_config(bits, compute)
+        kwargs["quantization_config"] = quantization_config(bits, compute, family.quantisation_skip)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
@@ -303,25 +330,57 @@ def keep_generic_cpu_path_where_repacking_fails(model: Any) -> int:
     return count
 
 
+def adapter_base(adapter: Path) -> str:
+    """The base model an adapter folder records (``base_model_name_or_path``)."""
+    base = read_json_object(adapter / "adapter_config.json", "adapter config").get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(
+            f"{adapter / 'adapter_config.json'}: no base_model_name_or_path; give the base model"
+        )
+    return str(base)
+
+
+def check_adapter_family(adapter: Path, model: str | Path) -> None:
+    """Refuse an adapter trained on one family applied to a model of another (before any row)."""
+    recorded = adapter_base(adapter)
+    try:
+        trained = family_of_name(recorded) or resolve(recorded)[1]
+    except ModelLoadError:  # the recorded base is not reachable here: the tensor check still runs
+        return
+    target = family_of_name(str(model)) or resolve(model)[1]
+    if trained.name != target.name:
+        raise ModelLoadError(
+            f"adapter {adapter} was trained on a {trained.name} model ({adapter_base(adapter)}) and cannot "
+            f"be applied to {model} ({target.name}); give the adapter's own base model or retrain it"
+        )
+
+
 def load_for_inference(
-    path_or_name: str | Path, dtype: str = "auto", device_map: Any = None
+    path_or_name: str | Path,
+    dtype: str = "auto",
+    device_map: Any = None,
+    adapter: str | Path | None = None,
+    checked: Any = None,
 ) -> tuple[Any, Any]:
     """``(model, processor)`` for a registry name, hub id, full model folder, or a PEFT adapter folder.
 
-    An adapter folder (``adapter_config.json``) loads its base model and applies the adapter; its own
+    The one loading path of answering, the REPL, merge and export. An adapter folder (given as the model
+    or as ``adapter``) loads its base model (the recorded one unless ``path_or_name`` names another of
+    the same family) and applies the adapter through the one adapter check
+    (:func:`megc_vqa.models.adapters.apply_adapter`; ``checked``: its already-read files); its own
     processor files are used when training saved them there.
     """
-    path = Path(str(path_or_name)).expanduser()
-    if (path / "adapter_config.json").is_file():
-        base = read_json_object(path / "adapter_config.json", "adapter config").get("base_model_name_or_path")
-        if not base:
-            raise ModelLoadError(
-                f"{path / 'adapter_config.json'}: no base_model_name_or_path; give the base model"
-            )
-        # The one adapter check (megc_vqa.models.adapters): PEFT alone loads a misfit adapter with a warning.
-        model = apply_adapter(load_model(base, dtype=dtype, device_map=device_map), path, str(base))
-        has_processor = (path / "processor_config.json").is_file() or (
-            path / "preprocessor_config.json"
-        ).is_file()
-        return model, load_processor(path if has_processor else base)
-    return load_model(path_or_name, dtype=dtype, device_map=device_map), load_processor(path_or_name)
+    model = str(path_or_name)
+    if adapter is None and (Path(model).expanduser() / "adapter_config.json").is_file():
+        adapter = Path(model).expanduser()
+        model = adapter_base(adapter)
+    if adapter is None:
+        return load_model(model, dtype=dtype, device_map=device_map), load_processor(model)
+    adapter = Path(adapter)
+    check_adapter_family(adapter, model)
+    # PEFT alone loads a misfit adapter with a warning: apply_adapter makes it an error.
+    base = apply_adapter(load_model(model, dtype=dtype, device_map=device_map), adapter, model, checked)
+    has_processor = any(
+        (adapter / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")
+    )
+    return base, load_processor(adapter if has_processor else model)

@@ -32,7 +32,7 @@ def adapter_scopes(adapter: str | Path) -> dict[str, list[str]]:
     (only the safetensors header is read). ``full`` lists modules_to_save (trained in full)."""
     from safetensors import safe_open
 
-    from megc_vqa.models.registry import LORA_SCOPES, resolve
+    from megc_vqa.models.registry import resolve
 
     adapter = Path(adapter)
     weights = adapter / "adapter_model.safetensors"
@@ -46,10 +46,13 @@ def adapter_scopes(adapter: str | Path) -> dict[str, list[str]]:
         name = key.removeprefix("base_model.model.")
         if ".lora_" in name:
             module, scope = name.split(".lora_")[0], "other"
-            for s in LORA_SCOPES:
-                if re.fullmatch(family.lora_modules[s], module):
+            for s, pattern in family.lora_modules.items():
+                if re.fullmatch(pattern, module):
                     scope = s
                     break
+            for s, names in family.lora_parameters.items():  # an MoE's fused experts
+                if any(module.replace(".base_layer", "").endswith(n.rsplit(".", 1)[0]) for n in names):
+                    scope = s
         elif "modules_to_save" in name:
             module, scope = name.split(".modules_to_save")[0], "full"
         else:

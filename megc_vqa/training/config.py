@@ -36,7 +36,7 @@ from megc_vqa.limits import (
     WORKERS,
     check_count,
 )
-from megc_vqa.models.registry import LORA_SCOPES
+from megc_vqa.models.families.base import ALL_SCOPES
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
 
 
@@ -102,7 +102,9 @@ class ModelArguments(ModelConfig):
     bnb_4bit_quant_storage: str | None = field(default=None, init=False, repr=False)
     lora_target: str = field(
         default="language",
-        metadata={"help": f"where LoRA goes: {', '.join(LORA_SCOPES)} joined by '+', or 'all'"},
+        metadata={
+            "help": f"where LoRA goes: {', '.join(ALL_SCOPES)} (experts: MoE families) joined by '+', or 'all'"
+        },
     )
     train_fully: str | None = field(
         default=None,
@@ -565,11 +567,40 @@ def parse_question_mix(mix: str | dict | None) -> dict[str, int]:
     return out
 
 
+def check_scopes(where: str, model: str, lora_target: str, train_fully: str | None) -> None:
+    """LoRA and full-training scopes against the model's family when the name tells it without loading
+    (a registry name or hub id), else against the scopes any family has; the error lists the scopes."""
+    from megc_vqa.models.registry import family_of_name, known_scopes, lora_target_regex
+
+    family = family_of_name(str(model))
+    for key, value in (("lora_target", lora_target), ("train_fully", train_fully)):
+        parts = [p.strip() for p in (value or "").split("+") if p.strip()]
+        if key == "train_fully" and not parts:
+            continue
+        if family is not None:
+            try:
+                lora_target_regex(family, value or "")
+            except ValueError as err:
+                raise ConfigError(f"{where}: {key}: {err}") from None
+            if key == "train_fully" and (bad := [p for p in parts if p not in family.save_modules]):
+                raise ConfigError(
+                    f"{where}: train_fully: {bad} cannot be trained fully in {family.name}; choose from "
+                    f"{', '.join(family.save_modules)}"
+                )
+            continue
+        bad = [p for p in parts if p != "all" and p not in known_scopes()]
+        if bad or not parts:
+            raise ConfigError(
+                f"{where}: {key}: unknown scope(s) {bad or value!r}; use {', '.join(known_scopes())} "
+                "joined by '+', or 'all'"
+            )
+
+
 def validate(recipe: Recipe) -> None:
     """Checks that need more than one key, with messages that say what to change."""
     from typing import get_args
 
-    from megc_vqa.models.registry import FAMILIES, lora_target_regex
+    from megc_vqa.models.registry import family_of_name
     from megc_vqa.qa.templates import QuestionType
 
     m, d = recipe.model, recipe.data
@@ -578,12 +609,14 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"{where}: choose one of load_in_4bit and load_in_8bit")
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise ConfigError(f"{where}: quantised weights cannot be trained in full; set use_peft: true (QLoRA)")
-    try:
-        lora_target_regex(FAMILIES["qwen2_5_vl"], m.lora_target)
-        if m.train_fully:
-            lora_target_regex(FAMILIES["qwen2_5_vl"], m.train_fully)
-    except ValueError as err:
-        raise ConfigError(f"{where}: {err}") from None
+    check_scopes(where, m.model_name_or_path, m.lora_target, m.train_fully)
+    family = family_of_name(str(m.model_name_or_path))
+    extra_images = any(k in str(d.visual_spec) for k in ("flow", "diff"))
+    if family is not None and not family.video_with_images and d.visual_mode == "video" and extra_images:
+        raise ConfigError(
+            f"{where}: visual_mode: video with visual_spec {d.visual_spec!r} puts a video and images in one "
+            f"prompt, which the {family.name} family cannot take; use visual_mode: images or key frames only"
+        )
     if d.train_file is None:
         raise ConfigError(
             f"{where}: train_file is not set; point it at the qa.jsonl that `megc-vqa prep` wrote"

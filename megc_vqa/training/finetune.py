@@ -173,7 +173,13 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     """``(model ready to train, processor, family)``: loaded, optionally quantised, PEFT-wrapped."""
     from transformers import set_seed
 
-    from megc_vqa.models.registry import load_model, load_processor, lora_target_regex, resolve
+    from megc_vqa.models.registry import (
+        load_model,
+        load_processor,
+        lora_target_parameters,
+        lora_target_regex,
+        resolve,
+    )
 
     m, t = recipe.model, recipe.training
     base, adapter = sft_start(recipe)
@@ -197,7 +203,7 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
         return model, processor, family
     if not m.use_peft:
         for name, param in model.named_parameters():
-            frozen_vision = m.freeze_vision_tower and ".visual." in f".{name}" and ".merger." not in name
+            frozen_vision = m.freeze_vision_tower and family.is_frozen_vision(name)
             frozen_lm = m.freeze_language_model and ("language_model" in name or name.startswith("lm_head"))
             param.requires_grad_(not (frozen_vision or frozen_lm))
         return model, processor, family
@@ -218,11 +224,13 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
         recipe.config_path or "command line",
     )
     save += list(m.lora_modules_to_save or [])
+    parameters = None if m.lora_target_modules else lora_target_parameters(family, m.lora_target)
     config = LoraConfig(
         r=m.lora_r,
         lora_alpha=m.lora_alpha,
         lora_dropout=m.lora_dropout,
         target_modules=targets,
+        target_parameters=parameters or None,  # an MoE's fused experts; the router stays frozen
         modules_to_save=save or None,
         use_rslora=m.use_rslora,
         use_dora=m.use_dora,

@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
+from megc_vqa.models.families.base import smart_resize_tokens
+from megc_vqa.models.prompting import processor_family
 from megc_vqa.training.config import ConfigError
 
 
@@ -81,9 +82,10 @@ def pixel_bounds(processor: Any, options: Any, kind: str = "image") -> tuple[int
     key, sub = (
         ("images_kwargs", "image_processor") if kind == "image" else ("videos_kwargs", "video_processor")
     )
-    size = _pixel_kwargs(options, processor)[key].get("size") or dict(
-        getattr(getattr(processor, sub), "size", None) or {}
-    )
+    kwargs = _pixel_kwargs(options, processor)[key]
+    size = kwargs.get("size") or dict(getattr(getattr(processor, sub), "size", None) or {})
+    if size.get("shortest_edge") is None:  # tiles, not a pixel range (InternVL): the family says its bounds
+        return processor_family(processor).pixel_bounds(processor, kwargs)
     return int(size["shortest_edge"]), int(size["longest_edge"])
 
 
@@ -91,22 +93,15 @@ def promised_visual_tokens(
     height: int, width: int, factor: int, min_pixels: int, max_pixels: int, frames: int = 1, temporal: int = 2
 ) -> int:
     """Visual tokens of one image (``frames=1``) or video of ``frames`` frames of ``height x width``
-    after the Qwen resize to multiples of ``factor`` (patch * merge) within the pixel bounds."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
-    grid_t = 1 if frames == 1 else math.ceil(frames / temporal)
-    return grid_t * (h // factor) * (w // factor)
+    after the Qwen-VL resize to multiples of ``factor`` (patch * merge) within the pixel bounds (a family
+    with another rule says so in its ``visual_tokens``)."""
+    return smart_resize_tokens(height, width, factor, min_pixels, max_pixels, frames, temporal)
 
 
 def visual_token_counts(processor: Any, input_ids: Any) -> list[int]:
     """Image + video placeholder tokens per row of ``input_ids`` (what the model will embed)."""
-    ids = [getattr(processor, "image_token_id", None), getattr(processor, "video_token_id", None)]
-    tok = processor.tokenizer
-    ids = [
-        i if i is not None else tok.convert_tokens_to_ids(t)
-        for i, t in zip(ids, ("<|image_pad|>", "<|video_pad|>"), strict=True)
-    ]
+    ids = {getattr(processor, "image_token_id", None), getattr(processor, "video_token_id", None)} - {None}
+    ids = sorted(ids | set(processor_family(processor).placeholder_ids(processor.tokenizer)))
     return [int(sum((row == i).sum() for i in ids)) for row in input_ids]
 
 
@@ -159,11 +154,9 @@ def out_of_memory_advice(recipe: Any) -> str:
 def lora_scope_targets(family: Any, lora_target: str, lora_target_modules: Any = None) -> dict[str, Any]:
     """``{scope: PEFT target}`` a recipe asks for: one entry per scope of ``lora_target``
     (``language+merger``, ``all``), or one ``lora_target_modules`` entry when that is set."""
-    from megc_vqa.models.registry import LORA_SCOPES
+    from megc_vqa.models.registry import lora_scopes
 
     if lora_target_modules:
         return {"lora_target_modules": lora_target_modules}
-    parts = [p.strip() for p in lora_target.split("+") if p.strip()]
-    if "all" in parts:
-        parts = list(LORA_SCOPES)
-    return {p: family.lora_modules[p] for p in parts}
+    # a scope the family lacks: the error lists its scopes; scopes on parameters (experts) have no Linear
+    return {p: family.lora_modules[p] for p in lora_scopes(family, lora_target) if p in family.lora_modules}

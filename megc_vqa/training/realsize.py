@@ -33,6 +33,7 @@ import gc
 import json
 import logging
 import math
+import re
 import resource
 import subprocess
 import sys
@@ -254,18 +255,16 @@ def merged_weights_facts(base: Path, adapter: Path, merged: Path, scaling: float
 def _expected_visual_tokens(processor: Any, family: Any, options: Any, visual: Any) -> int:
     """What the recipe's pixel bounds promise for one sample's images and video."""
     from megc_vqa.models.prompting import model_visuals
-    from megc_vqa.training.preflight import pixel_bounds, promised_visual_tokens
+    from megc_vqa.training.preflight import pixel_bounds
 
     images, video = model_visuals(visual, options.visual_mode)
     lo, hi = pixel_bounds(processor, options, "image")
-    total = sum(
-        promised_visual_tokens(im.shape[0], im.shape[1], family.patch_factor, lo, hi) for im in images
-    )
+    total = sum(family.visual_tokens(im.shape[0], im.shape[1], lo, hi) for im in images)
     if video is not None:
         lo, hi = pixel_bounds(processor, options, "video")
-        temporal = int(processor.video_processor.temporal_patch_size)
-        total += promised_visual_tokens(
-            video.shape[1], video.shape[2], family.patch_factor, lo, hi, frames=len(video), temporal=temporal
+        temporal = int(getattr(processor.video_processor, "temporal_patch_size", 1) or 1)
+        total += family.visual_tokens(
+            video.shape[1], video.shape[2], lo, hi, frames=len(video), temporal=temporal
         )
     return total
 
@@ -277,7 +276,7 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
     from megc_vqa.models.published import model_class, model_config, published
-    from megc_vqa.models.registry import FAMILIES, lora_target_regex
+    from megc_vqa.models.registry import FAMILIES, lora_target_parameters, lora_target_regex
     from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
 
     m = recipe.model
@@ -291,11 +290,19 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
         quantised = sum(
             mod.weight.numel()
             for n, mod in model.named_modules()
-            if isinstance(mod, torch.nn.Linear) and ".visual." not in f".{n}" and not n.endswith("lm_head")
+            if isinstance(mod, torch.nn.Linear)
+            and not re.search(family.vision_module, n)
+            and not n.endswith("lm_head")
         )
         peft = get_peft_model(
             model,
-            LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, target_modules=regex, task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=m.lora_r,
+                lora_alpha=m.lora_alpha,
+                target_modules=regex,
+                target_parameters=lora_target_parameters(family, m.lora_target) or None,
+                task_type="CAUSAL_LM",
+            ),
         )
         trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
         stray = [n for n, p in peft.named_parameters() if p.requires_grad and "lora_" not in n]

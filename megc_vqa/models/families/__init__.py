@@ -1,0 +1,1 @@
+"""One module per model family; each defines ``FAMILY`` (see :mod:`.base`)."""

@@ -1,0 +1,88 @@
+"""Qwen3-VL (``Qwen3VLForConditionalGeneration``): ChatML, patch 16 x merge 2, interleaved M-RoPE, a
+timestamp per frame pair (``<t seconds>`` from the video metadata), DeepStack mergers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from megc_vqa.models.chat_templates import QWEN3_VL_TEMPLATE, QWEN_SPECIAL_TOKENS
+from megc_vqa.models.families.base import Family
+from megc_vqa.models.families.qwen2_5_vl import LANGUAGE, tiny_text, vision_ids
+
+TINY_VISION = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "out_hidden_size": 64,
+    "num_position_embeddings": 64,
+    "deepstack_visual_indexes": [0],
+}
+TINY_ROPE = {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+
+
+@dataclass(frozen=True)
+class Qwen3VL(Family):
+    def tiny_text_config(self, tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
+        return {**tiny_text(tokenizer, ids), "head_dim": 16, "rope_parameters": dict(TINY_ROPE)}
+
+    def tiny_config(self, tokenizer: Any) -> Any:
+        ids = self.token_ids(tokenizer)
+        return self.transformers_class("config")(
+            text_config=self.tiny_text_config(tokenizer, ids),
+            vision_config=dict(TINY_VISION),
+            **vision_ids(ids),
+        )
+
+    def tiny_processor(self, tokenizer: Any) -> Any:
+        from transformers import Qwen2VLImageProcessor, Qwen3VLVideoProcessor
+
+        return self.transformers_class("processor")(
+            image_processor=Qwen2VLImageProcessor(patch_size=16),
+            tokenizer=tokenizer,
+            video_processor=Qwen3VLVideoProcessor(patch_size=16),
+            chat_template=self.chat_template,
+        )
+
+    def fix_prompt(self, text: str) -> str:
+        """Qwen3-VL processors expand a bare ``<|video_pad|>`` into per-frame blocks that carry their own
+        vision start/end tokens; a template that wraps the pad (as older hub templates do) would nest
+        them."""
+        return text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+
+    def video_size(self, size: dict[str, int], frames: int, video_processor: Any) -> dict[str, int]:
+        """Qwen3-VL's video processor bounds the pixels of the whole video (frames x height x width);
+        our bounds are per frame, so scale them by the frames it will encode (rounded up to its
+        temporal patch)."""
+        step = int(getattr(video_processor, "temporal_patch_size", 1) or 1)
+        return {k: int(v) * (-(-frames // step) * step) for k, v in size.items()}
+
+
+FAMILY = Qwen3VL(
+    name="qwen3_vl",
+    model_types=("qwen3_vl",),
+    model_class="Qwen3VLForConditionalGeneration",
+    config_class="Qwen3VLConfig",
+    processor_class="Qwen3VLProcessor",
+    lora_modules={
+        "language": LANGUAGE,
+        "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc\d)",
+        "merger": r".*visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc\d",
+    },
+    save_modules={"vision": "visual", "merger": "merger"},
+    vision_module=r"(?:^|\.)visual\.",
+    projector_module=r"\.merger\.",
+    patch_factor=32,
+    chat_template=QWEN3_VL_TEMPLATE,
+    special_tokens=QWEN_SPECIAL_TOKENS,
+    eos_token="<|im_end|>",
+    pad_token="<|endoftext|>",
+    image_token="<|image_pad|>",
+    video_token="<|video_pad|>",
+    stop_tokens=("<|im_end|>", "<|endoftext|>"),
+    description="Qwen3-VL dense (2B/4B/8B/32B)",
+)
