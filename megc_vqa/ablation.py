@@ -109,10 +109,17 @@ def _settings(seed: int, recipe: Path, args: Sequence[str]) -> dict[str, Any]:
 
 
 def train_and_score(
-    work: Path, seed: int, name: str, args: Sequence[str], recipe: Path = RECIPE, blank: bool = False
-) -> dict[str, Any]:
+    work: Path,
+    seed: int,
+    name: str,
+    args: Sequence[str],
+    recipe: Path = RECIPE,
+    blank: bool = False,
+    read_only: bool = False,
+) -> dict[str, Any] | None:
     """Train ``recipe`` with ``args`` on seed ``seed``'s clips and score its held-out subjects; the result
-    is ``work/seed{seed}/rows/{name}.json``, read back when it holds the same settings."""
+    is ``work/seed{seed}/rows/{name}.json``, read back when it holds the same settings. ``read_only``:
+    ``None`` instead of training when there is no such result."""
     from megc_vqa.answering.engine import EngineOptions
     from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
     from megc_vqa.training.config import parse_config
@@ -127,6 +134,8 @@ def train_and_score(
         if done.get("settings") == json.loads(json.dumps(settings, default=str)):
             log.info("seed %d %s: read back from %s", seed, name, result_file)
             return done
+    if read_only:
+        return None
     qa = short_clips(work, seed)
     out = work / f"seed{seed}" / "models" / name
     recipe_args = ["--config", str(recipe), "--train_file", str(qa), "--output_dir", str(out),
@@ -151,10 +160,16 @@ def train_and_score(
 
 
 def run_ablation(
-    work: Path, seeds: Sequence[int], rows: Sequence[Row], recipe: Path = RECIPE, extra: Sequence[str] = ()
+    work: Path,
+    seeds: Sequence[int],
+    rows: Sequence[Row],
+    recipe: Path = RECIPE,
+    extra: Sequence[str] = (),
+    read_only: bool = False,
 ) -> dict[str, Any]:
     """Every row (and the blanked control of its image size) on every seed; the seeds outermost, so that
-    an interrupted run has whole seeds. Returns ``{"rows": {name: {seed: result}}, "blanked": {...}}``."""
+    an interrupted run has whole seeds. Returns ``{"rows": {name: {seed: result}}, "blanked": {...}}``;
+    ``read_only``: only the results already measured (nothing is trained)."""
     out: dict[str, Any] = {"rows": {r.name: {} for r in rows}, "blanked": {}, "seeds": list(seeds)}
     for seed in seeds:
         for size in dict.fromkeys(r.image_size for r in rows):
@@ -163,10 +178,14 @@ def run_ablation(
             # No face pipeline: black images need no face, and none of the clips is skipped.
             keep = {**_BASE, **{k: v for k, v in size_args.items() if k in ("image_size", "max_pixels")}}
             args = [*Row(name, keep).args(), *extra]
-            out["blanked"].setdefault(name, {})[seed] = train_and_score(work, seed, name, args, recipe, True)
+            blank = train_and_score(work, seed, name, args, recipe, True, read_only)
+            if blank is not None:
+                out["blanked"].setdefault(name, {})[seed] = blank
         for row in rows:
-            out["rows"][row.name][seed] = train_and_score(work, seed, row.name, [*row.args(), *extra], recipe)
-            log.info("seed %d %s: %s", seed, row.name, out["rows"][row.name][seed]["scores"])
+            res = train_and_score(work, seed, row.name, [*row.args(), *extra], recipe, False, read_only)
+            if res is not None:
+                out["rows"][row.name][seed] = res
+                log.info("seed %d %s: %s", seed, row.name, res["scores"])
     return out
 
 
@@ -308,10 +327,15 @@ def run_spotting(
     n_train: int = 16,
     n_eval: int = 4,
     recipe: Path = SPOT_RECIPE,
+    read_only: bool = False,
 ) -> dict[str, Any]:
     """Train the spotter (``megc-vqa spot-train``) on ``n_train`` long videos of ``train_seed`` (30 and 200
     fps alternating), then spot ``n_eval`` videos of ``eval_seed`` at 30 fps and at 200 fps with it and
-    with the model-free baseline, both through ``eval/run_str.py``."""
+    with the model-free baseline, both through ``eval/run_str.py``. The figures are kept in
+    ``work/long/spotting-{train_seed}-{eval_seed}.json``; ``read_only``: those, or ``{}``."""
+    done = work / "long" / f"spotting-{train_seed}-{eval_seed}.json"
+    if done.is_file() or read_only:
+        return json.loads(done.read_text()) if done.is_file() else {}
     train_set = long_videos(work, f"train-seed{train_seed}", train_seed, n_train)
     spotter_dir = work / "long" / f"spotter-seed{train_seed}"
     if not (spotter_dir / "spotter.pt").is_file():
@@ -326,4 +350,5 @@ def run_spotting(
             "spotter": _run_str(videos, runs / "spotter", spotter_dir / "spotter.pt"),
             "baseline": _run_str(videos, runs / "baseline", None),
         }
+    atomic_write_text(done, json.dumps(out, indent=2))
     return out
