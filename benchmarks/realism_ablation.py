@@ -7,9 +7,10 @@ the model-free baseline on release-like long videos at 30 and 200 fps, through e
 
 Rows (megc_vqa.ablation.ROWS): none | crop | align (crop+align) | register | magnify | register@112 |
 magnify@112. The blanked control is trained once per seed and image size and shared by the rows of that
-size. Resumable: a row already measured with the same settings is read back (--report-only: only
-those, nothing trained). Writes WORK/ablation.json, WORK/ablation.md (the table, medians over seeds
-with each seed's figure) and WORK/ablation.png; the chosen row (largest median coarse + fine margin over blanked) is printed last.
+size. Resumable: a row already measured with the same settings is read back (--report-only: only those,
+nothing trained). Writes WORK/ablation.json, WORK/ablation.md (the table: medians over seeds with each
+seed's figure) and WORK/ablation.png; the chosen row (largest median coarse + fine margin over blanked)
+is printed last.
 """
 
 from __future__ import annotations
