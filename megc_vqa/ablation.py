@@ -105,7 +105,10 @@ def short_clips(work: Path, seed: int) -> Path:
 def _settings(seed: int, recipe: Path, args: Sequence[str]) -> dict[str, Any]:
     from megc_vqa.training.config import load_yaml
 
-    return {"seed": seed, "recipe": str(recipe), "recipe_keys": load_yaml(recipe), "args": list(args)}
+    # The visual keys every row sets are not the recipe's to decide: choosing a row as the recipe's own
+    # default must not invalidate the rows measured before.
+    keys = {k: v for k, v in load_yaml(recipe).items() if k not in _BASE}
+    return {"seed": seed, "recipe": str(recipe), "recipe_keys": keys, "args": list(args)}
 
 
 def train_and_score(
