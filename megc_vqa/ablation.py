@@ -123,12 +123,6 @@ def train_and_score(
     """Train ``recipe`` with ``args`` on seed ``seed``'s clips and score its held-out subjects; the result
     is ``work/seed{seed}/rows/{name}.json``, read back when it holds the same settings. ``read_only``:
     ``None`` instead of training when there is no such result."""
-    from megc_vqa.answering.engine import EngineOptions
-    from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
-    from megc_vqa.training.config import parse_config
-    from megc_vqa.training.data import load_records
-    from megc_vqa.training.finetune import load_training_meta, train
-
     all_args = [*args, "--blank_pixels", "true" if blank else "false"]
     settings = _settings(seed, recipe, all_args)
     result_file = work / f"seed{seed}" / "rows" / f"{name}.json"
@@ -139,6 +133,13 @@ def train_and_score(
             return done
     if read_only:
         return None
+    # torch and transformers come in here, not for a row read back
+    from megc_vqa.answering.engine import EngineOptions
+    from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
+    from megc_vqa.training.config import parse_config
+    from megc_vqa.training.data import load_records
+    from megc_vqa.training.finetune import load_training_meta, train
+
     qa = short_clips(work, seed)
     out = work / f"seed{seed}" / "models" / name
     recipe_args = ["--config", str(recipe), "--train_file", str(qa), "--output_dir", str(out),
