@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.answering.postprocess import fallback_answer
+
 log = logging.getLogger(__name__)
 
 # The held-out figures the demo reports (scores.json ``heldout``), all from megc_vqa.metrics.vqa.
@@ -80,22 +82,50 @@ def answer_records_variants(
         while stop < len(clips) and (stop == start or rows + len(clips[stop]) <= limit):
             rows += len(clips[stop])
             stop += 1
-        batch = clips[start:stop]
+        batch, skipped = _visual_inputs(clips[start:stop], visual_fn)
         variants = engine.answer_clips_variants(
-            [(visual_fn(clip[0]), [str(r["question"]) for r in clip]) for clip in batch],
+            [(visual, [str(r["question"]) for r in clip]) for clip, visual in batch],
             consistency,
             sample_seed=engine.options.seed + start,
-            datasets=[str(clip[0]["dataset"]) for clip in batch],
-        )
+            datasets=[str(clip[0]["dataset"]) for clip, _ in batch],
+        ) if batch else [[] for _ in consistency]  # fmt: skip
         for predictions, results in zip(out, variants, strict=True):
-            for clip, (answers, changes) in zip(batch, results, strict=True):
+            for (clip, _), (answers, changes) in zip(batch, results, strict=True):
                 changed = {c.index for c in changes}
                 predictions += [
                     {"video_id": str(r["id"]), "answer": a.text, "consistency": i in changed}
                     for i, (r, a) in enumerate(zip(clip, answers, strict=True))
                 ]
+            predictions += [
+                {
+                    "video_id": str(r["id"]),
+                    "answer": fallback_answer(str(r["question"])),
+                    "consistency": False,
+                }
+                for clip in skipped
+                for r in clip
+            ]
         start = stop
-    return out
+    order = {str(r["id"]): i for i, r in enumerate(records)}
+    return [sorted(p, key=lambda row: order[row["video_id"]]) for p in out]
+
+
+def _visual_inputs(
+    clips: Sequence[Sequence[Mapping[str, Any]]], visual_fn: Any
+) -> tuple[list[tuple[Sequence[Mapping[str, Any]], Any]], list[Sequence[Mapping[str, Any]]]]:
+    """Each clip's visual inputs, and the clips the face pipeline skipped (named in the log): those are
+    answered with fallback answers and still scored, as ``run_vqa`` does, so that settings that skip more
+    clips are not scored on an easier set."""
+    from megc_vqa.visual.face import FaceSkip
+
+    ready, skipped = [], []
+    for clip in clips:
+        try:
+            ready.append((clip, visual_fn(clip[0])))
+        except FaceSkip as err:
+            log.warning("%s: fallback answers", err)
+            skipped.append(clip)
+    return ready, skipped
 
 
 def score_heldout(records: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, Any]]) -> dict:
