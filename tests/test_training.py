@@ -94,7 +94,7 @@ def test_every_recipe_parses(qa_file):
     recipes = sorted(
         p for p in (ROOT / "recipes").rglob("*.yaml") if p.parent.name not in ("accelerate", "spotting")
     )
-    assert len(recipes) == 9, recipes
+    assert len(recipes) == 10, recipes
     for path in recipes:
         header = path.read_text().splitlines()[:12]
         assert any("recipes/finetune.py" in line for line in header if line.startswith("#")), path
