@@ -72,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     row = recipe_row(args.recipe)
     results = {
         "rows": {row.name: {args.seed: ablation.train_and_score(args.out, args.seed, "recipe", [], args.recipe)}},
-        "blanked": {"blanked@": {args.seed: ablation.train_and_score(
+        "blanked": {"blanked@recipe": {args.seed: ablation.train_and_score(
             args.out, args.seed, "blanked", [], args.recipe, blank=True)}},
         "seeds": [args.seed],
     }  # fmt: skip
     spots = ablation.run_spotting(args.out, args.spot_train_seed, args.spot_eval_seed)
     table, _ = ablation.write_report(args.out, results, [row], spots, stem="realistic")
     misses = bars(table, spots)
+    if not table:  # no row with its control: a bar that cannot be checked is a miss, never a pass
+        misses.insert(0, "no held-out VQA figures with their blanked control")
     took = time.perf_counter() - start
     doc = json.loads((args.out / "realistic.json").read_text())
     doc.update({"wall_s": round(took, 1), "load_at_start": load, "load_at_end": os.getloadavg()[0],

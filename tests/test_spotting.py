@@ -696,7 +696,7 @@ def test_every_spotting_recipe_loads():
     from megc_vqa.spotting.train import load_recipe
 
     recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "spotting").glob("*.yaml"))
-    assert [p.stem for p in recipes] == ["casme2_long", "casme3", "samm_lv", "synth"]
+    assert [p.stem for p in recipes] == ["casme2_long", "casme3", "realistic", "samm_lv", "synth"]
     for path in recipes:
         model_cfg, train_cfg, *_ = load_recipe(path)
         assert model_cfg.n_frames > 0 and train_cfg.epochs > 0, path
