@@ -350,3 +350,13 @@ def test_export_takes_the_family_recipe(family, qa_file, tmp_path):
         assert code == 2 and not out.exists()
     else:
         assert code == 0 and (out / "megc_train.jsonl").is_file()
+
+
+def test_a_local_model_path_accepts_every_familys_scopes_including_experts():
+    """A built or downloaded folder names no family before it loads: its recipe is checked against the
+    scopes any family has (the MoE's ``experts`` included), and an unknown one is still refused."""
+    from megc_vqa.training.config import ConfigError, check_scopes
+
+    check_scopes("r.yaml", "/models/local-moe", "language+experts", None)
+    with pytest.raises(ConfigError, match="bogus"):
+        check_scopes("r.yaml", "/models/local-moe", "language+bogus", None)

@@ -169,7 +169,7 @@ def lora_target_parameters(family: Family, scopes: str | list[str]) -> list[str]
 
 def known_scopes() -> tuple[str, ...]:
     """Scopes any family offers (a recipe is checked against its own family when the model loads)."""
-    return tuple(s for s in ALL_SCOPES if any(s in f.lora_modules for f in FAMILIES.values()))
+    return tuple(s for s in ALL_SCOPES if any(s in f.scopes for f in FAMILIES.values()))  # experts included
 
 
 def family_of_name(name: str) -> Family | None:
