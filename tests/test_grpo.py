@@ -16,6 +16,7 @@ from megc_vqa.qa import templates as T  # noqa: E402
 from megc_vqa.training.config import REWARD_NAMES, ConfigError, parse_config  # noqa: E402
 from megc_vqa.training.rewards import (  # noqa: E402
     answer_score,
+    brevity_score,
     completion_text,
     format_score,
     mean_reward,
@@ -54,8 +55,8 @@ def test_format_reward_follows_the_answer_grammar():
 
 
 def test_reward_functions_take_trls_conversational_completions():
-    answer, form = reward_functions(["answer", "format"])
-    assert (answer.__name__, form.__name__) == REWARD_NAMES
+    answer, form, brevity = reward_functions(["answer", "format", "brevity"])
+    assert (answer.__name__, form.__name__, brevity.__name__) == REWARD_NAMES
     completions = [[{"role": "assistant", "content": "negative"}], [{"role": "assistant", "content": "nope"}]]
     kwargs = {
         "question": [T.COARSE_QUESTION] * 2,
@@ -64,10 +65,21 @@ def test_reward_functions_take_trls_conversational_completions():
     }
     assert answer(prompts=[None, None], completions=completions, **kwargs) == [1.0, 0.0]
     assert form(prompts=[None, None], completions=completions, **kwargs) == [1.0, 0.0]
+    assert brevity(prompts=[None, None], completions=completions, **kwargs) == [1.0, 1.0]
     assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "yes"}]}]) == "yes"
     assert mean_reward([answer, form], T.COARSE_QUESTION, "negative", "positive", "coarse") == 0.5
-    with pytest.raises(ValueError, match=r"unknown reward.*the rewards are: answer, format"):
+    with pytest.raises(ValueError, match=r"unknown reward.*the rewards are: answer, format, brevity"):
         reward_functions(["accuracy"])
+
+
+def test_brevity_separates_answers_of_different_lengths():
+    """Graded where answer and format are all-or-nothing: two wrong answers of different lengths differ,
+    so a group's advantages are not all zero (the real-size GRPO step relies on it)."""
+    assert brevity_score("negative", "negative") == 1.0
+    assert brevity_score("negative", "  neg  ") == 1.0  # shorter than the reference: no penalty
+    assert brevity_score("negative", "x" * 16) == 0.5
+    assert brevity_score("negative", "x" * 17) != brevity_score("negative", "x" * 18)
+    assert brevity_score("negative", "   ") == 0.0
 
 
 # --- the GRPO inputs are SFT's ---------------------------------------------------------------------

@@ -335,3 +335,25 @@ def test_realsize_check_runs_a_shipped_recipe_on_the_tiny_model(recipe: str, tmp
     assert r["full_depth"]["layers"] == 36 and r["full_depth"]["stray_trainable"] == []
     if merge:
         assert r["merge_logits_max_diff"] <= 1e-3 * max(1.0, r["logits_scale"])
+
+
+@pytest.mark.parametrize(
+    "recipe, tiny, scopes",
+    [
+        # LoRA on attention (modules) and on the fused experts (PEFT target_parameters, 2 per layer)
+        ("qwen3_vl_moe/lora.yaml", "tiny-qwen3-vl-moe", {"language", "experts"}),
+        # one GRPO step from a fresh adapter on a random model: the graded brevity reward the check adds
+        # gives the group unequal rewards, so the step reaches the adapter
+        ("qwen2.5-vl-3b/grpo.yaml", "tiny-qwen2.5-vl", {"language"}),
+    ],
+)
+def test_realsize_check_counts_parameter_scopes_and_moves_a_grpo_adapter(recipe, tiny, scopes, tmp_path):
+    from megc_vqa.models.tiny import ensure_tiny
+    from megc_vqa.training.realsize import check
+
+    r = check(ROOT / "recipes" / recipe, tmp_path, model_path=ensure_tiny(tiny), steps=2, dtype="float32")
+    assert r["failures"] == [], r["failures"]
+    assert set(r["lora_modules"]) == set(r["full_depth"]["lora_modules"]) == scopes
+    assert r["lora_wrapped"] == sum(r["lora_modules"].values()) and r["stray_trainable"] == []
+    assert all(n > 0 for n in r["full_depth"]["lora_modules"].values())
+    assert r["adapter_weights_changed"]

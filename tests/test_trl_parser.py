@@ -12,7 +12,7 @@ import pytest
 
 from megc_vqa.training import config
 from megc_vqa.training.config import (
-    REWARD_NAMES,
+    DEFAULT_REWARDS,
     ConfigError,
     ModelArguments,
     RecipeParser,
@@ -102,7 +102,7 @@ def test_a_one_item_lora_target_modules_stays_a_list(in_run_folder):
         ("stage: ppo\n", [], r"stage must be one of sft, grpo, rft \(got 'ppo'\)"),
         ("rewards: [answer]\n", [], r"rewards act only in stage: grpo or rft"),
         ("sft_model: runs/prep\nrft_samples: 2\n", [], r": rft_samples act only in stage: grpo or rft"),
-        ("stage: grpo\nrewards: [answer, fromat]\n", [], r"unknown reward\(s\) \['fromat'\]; the rewards are: answer, format"),
+        ("stage: grpo\nrewards: [answer, fromat]\n", [], r"unknown reward\(s\) \['fromat'\]; the rewards are: answer, format, brevity"),
         ("stage: grpo\nnum_generations: 1\nper_device_train_batch_size: 1\n", [], r"num_generations must be at least 2 \(got 1\)"),
         ("stage: grpo\nreward_weights: [1.0]\n", [], r"reward_weights has 1 value\(s\) for 2 reward\(s\)"),
         ("stage: grpo\ntemperature: 0\n", [], r"temperature must be greater than 0"),
@@ -125,7 +125,7 @@ def test_stage_keys_parse_per_stage(in_run_folder):
         [*base, "--stage", "grpo", "--num_generations", "4", "--per_device_train_batch_size", "4"]
     )
     assert grpo.stage.stage == "grpo" and grpo.training.num_generations == 4
-    assert grpo.stage.rewards == list(REWARD_NAMES)
+    assert grpo.stage.rewards == list(DEFAULT_REWARDS) == ["answer", "format"]
     assert grpo.training.learning_rate == 1e-6  # GRPOConfig's, not the SFT default
     assert grpo.training.remove_unused_columns is False
     rft = parse_config([*base, "--stage=rft", "--rft_samples", "3", "--rewards", "answer"])

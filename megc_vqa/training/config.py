@@ -266,7 +266,9 @@ STAGES: tuple[str, ...] = ("sft", "grpo", "rft")
 REWARD_NAMES: tuple[str, ...] = (
     "answer",
     "format",
+    "brevity",
 )  # megc_vqa.training.rewards.REWARDS, kept in step by a test
+DEFAULT_REWARDS: tuple[str, ...] = ("answer", "format")
 
 
 @dataclass
@@ -292,11 +294,12 @@ class StageArguments:
         },
     )
     rewards: list[str] = field(
-        default_factory=lambda: list(REWARD_NAMES),
+        default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={
             "help": f"grpo/rft: reward functions ({', '.join(REWARD_NAMES)}); answer: the MEGC scorer per question "
             "kind (exact label, AU set F1, the joint answer's parts), format: 1 when the answer follows the "
-            "kind's grammar. grpo weighs them with reward_weights"
+            "kind's grammar, brevity: the reference's length over the answer's (1 when no longer; shapes a "
+            "model that rambles). grpo weighs them with reward_weights"
         },
     )
     rft_samples: int = field(default=4, metadata={"help": "rft: answers sampled per training question"})

@@ -53,6 +53,43 @@ def target_matches(name: str, target: str | Sequence[str]) -> bool:
     return any(name == t or name.endswith(f".{t}") for t in target)
 
 
+def _unwrapped(name: str) -> str:
+    """A name as in the model before PEFT: its ``.base_layer`` wrappers (one per target, nested) removed."""
+    return name.replace(".base_layer", "")
+
+
+def parameter_target_names(model: Any, targets: Sequence[str]) -> list[str]:
+    """Parameters PEFT's ``target_parameters`` selects (an MoE's fused experts), named as before PEFT;
+    each is one LoRA-wrapped (module, parameter) pair once wrapped."""
+    return [
+        _unwrapped(n)
+        for n, _ in model.named_parameters()
+        if ".lora_" not in n and any(_unwrapped(n).endswith(f".{t}") for t in targets)
+    ]
+
+
+def parameter_scope_counts(model: Any, family: Any, lora_target: str) -> dict[str, int]:
+    """``{scope: number of parameters it wraps}`` for the scopes of ``lora_target`` on parameters."""
+    from megc_vqa.models.registry import lora_scopes
+
+    return {
+        scope: len(parameter_target_names(model, family.lora_parameters[scope]))
+        for scope in lora_scopes(family, lora_target)
+        if scope in family.lora_parameters
+    }
+
+
+def lora_wrapped_allowed(name: str, module_regex: str, parameter_targets: Sequence[str]) -> bool:
+    """Whether trainable ``name`` (``...<module>.lora_A.default.weight``) belongs to a LoRA target: its
+    module matches the modules' regex, or holds one of the targeted parameters."""
+    if ".lora_" not in name:
+        return False
+    module = _unwrapped(name.split(".lora_")[0]).removeprefix("base_model.model.")
+    return target_matches(module, module_regex) or any(
+        module.endswith(f".{t.rsplit('.', 1)[0]}") for t in parameter_targets
+    )
+
+
 def check_lora_targets(
     model: Any, scopes: dict[str, str | Sequence[str]], where: str = "recipe"
 ) -> dict[str, int]:

@@ -164,10 +164,16 @@ def write_synthetic_qa(folder: Path, n_clips: int = N_CLIPS) -> Path:
 
 # What a stage after SFT changes on top of :func:`overrides`: GRPO samples a group of 2 answers per question
 # (the smallest group; the recipes' 8 multiply the generation time, not the memory of the step) without
-# vLLM (not installed on the CPU), from a fresh adapter (no SFT run at real size here).
+# vLLM (not installed on the CPU), from a fresh adapter (no SFT run at real size here). A random model's
+# answers all score 0 on the recipe's rewards, so every advantage is 0 and the step cannot move the
+# adapter, which is what the check verifies: the graded ``brevity`` reward is added to them, and it tells
+# two answers of different lengths apart.
 STAGE_OVERRIDES: dict[str, list[str]] = {
-    "grpo": ["--num_generations", "2", "--per_device_train_batch_size", "2", "--use_vllm", "false"],
-}
+    "grpo": [
+        "--num_generations", "2", "--per_device_train_batch_size", "2", "--use_vllm", "false",
+        "--rewards", "answer", "format", "brevity", "--reward_weights", "1.0", "0.25", "0.25",
+    ],
+}  # fmt: skip
 
 
 def overrides(model_path: str, qa: Path, out: Path, steps: int) -> list[str]:
@@ -280,7 +286,7 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
 
     from megc_vqa.models.published import model_class, model_config, published
     from megc_vqa.models.registry import FAMILIES, lora_target_parameters, lora_target_regex
-    from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
+    from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets, parameter_scope_counts
 
     m = recipe.model
     family = FAMILIES[published(hub_id).family]
@@ -288,6 +294,7 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
         model = model_class(family.name)._from_config(model_config(hub_id), dtype=torch.bfloat16)
         scopes = lora_scope_targets(family, m.lora_target, m.lora_target_modules)
         counts = check_lora_targets(model, scopes, str(recipe.config_path))
+        counts |= parameter_scope_counts(model, family, m.lora_target)  # an MoE's experts
         total = sum(p.numel() for p in model.parameters())
         regex = lora_target_regex(family, m.lora_target)
         quantised = sum(
@@ -343,13 +350,15 @@ def check(
     import torch
 
     from megc_vqa.models.collator import VQACollator
-    from megc_vqa.models.registry import load_model, lora_target_regex
+    from megc_vqa.models.registry import load_model, lora_target_parameters, lora_target_regex
     from megc_vqa.training.config import load_yaml, parse_config
     from megc_vqa.training.data import load_records, make_visual_fn
     from megc_vqa.training.finetune import prompt_options, run_stage, visual_contract
     from megc_vqa.training.preflight import (
         linear_module_names,
         lora_scope_targets,
+        lora_wrapped_allowed,
+        parameter_scope_counts,
         target_matches,
         visual_token_counts,
     )
@@ -413,15 +422,13 @@ def check(
     base = model.get_base_model()
     names = linear_module_names(base)
     report["lora_modules"] = {s: sum(target_matches(n, t) for n in names) for s, t in scopes.items()}
+    if not m.lora_target_modules:  # scopes on parameters (an MoE's experts): one wrap per parameter
+        report["lora_modules"] |= parameter_scope_counts(base, family, m.lora_target)
     regex = lora_target_regex(family, m.lora_target)
+    parameters = [] if m.lora_target_modules else lora_target_parameters(family, m.lora_target)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     report["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    report["stray_trainable"] = [
-        n
-        for n in trainable
-        if "lora_" not in n
-        or not target_matches(n.split(".lora_")[0].removeprefix("base_model.model."), regex)
-    ][:10]
+    report["stray_trainable"] = [n for n in trainable if not lora_wrapped_allowed(n, regex, parameters)][:10]
     wrapped = {n.split(".lora_")[0] for n in trainable}
     report["lora_wrapped"] = len(wrapped)
 

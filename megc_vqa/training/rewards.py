@@ -10,6 +10,10 @@ answer grammar.
 - ``format``: 1 when the answer is a complete sentence of its kind's grammar
   (:func:`megc_vqa.answering.grammar.answer_grammar`, the grammar constrained decoding uses), else 0;
   ``None`` (not scored) for free-form kinds.
+- ``brevity``: the reference's length over the answer's, in characters (1 when the answer is no longer
+  than the reference, shrinking as it rambles). Not a default: it shapes a model far from the grammar,
+  and, being graded, it separates any two answers of different lengths, so a group's advantages are
+  never all zero (the real-size check relies on it: a random model's answers all score 0 otherwise).
 
 Each reward is a ``trl.GRPOTrainer`` reward function: ``f(prompts, completions, question, answer,
 question_type, **kwargs) -> list[float | None]``, named after its reward.
@@ -85,6 +89,12 @@ def format_score(
     return None if grammar is None else float(fullmatch(grammar, prediction.strip()))
 
 
+def brevity_score(reference: str, prediction: str) -> float:
+    """``len(reference) / len(prediction)`` (stripped), capped at 1; an empty answer scores 0."""
+    ref, pred = len(reference.strip()), len(prediction.strip())
+    return 0.0 if pred == 0 else min(1.0, max(ref, 1) / pred)
+
+
 def _named(name: str, fn: RewardFn) -> RewardFn:
     fn.__name__ = fn.__qualname__ = name  # TRL logs each reward under its function's name
     return fn
@@ -110,7 +120,14 @@ def reward_functions(names: Sequence[str], vocab: AnswerVocabulary = DEFAULT_VOC
             for c, q, t in zip(completions, question, question_type, strict=True)
         ]
 
-    made = {"answer": _named("answer", answer), "format": _named("format", format_)}
+    def brevity(completions: Sequence[Any], answer: Sequence[str], **_: Any) -> list[float | None]:
+        return [brevity_score(ref, completion_text(c)) for c, ref in zip(completions, answer, strict=True)]
+
+    made = {
+        "answer": _named("answer", answer),
+        "format": _named("format", format_),
+        "brevity": _named("brevity", brevity),
+    }
     assert tuple(made) == REWARD_NAMES, "config.REWARD_NAMES lists the rewards made here"
     unknown = [n for n in names if n not in made]
     if unknown:
