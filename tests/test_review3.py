@@ -1,0 +1,58 @@
+"""Regression tests of the third review (bugs found reading the diff since 70c001b)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from megc_vqa.records import FrameSource
+
+
+# -- visual/face.py: dlib's upsampled detections are already in the input's pixels ------------------------
+def test_dlib_small_face_box_found_by_upsampling_lies_on_the_face():
+    pytest.importorskip("dlib")
+    from megc_vqa.synth.face import sample_identity
+    from megc_vqa.synth.painter import FacePainter
+    from megc_vqa.visual import face as F
+
+    if not F.dlib_available():
+        pytest.skip("dlib's 68-landmark model is not installed")
+    side, (x0, y0) = 70, (70, 90)  # under dlib's 80 px window: found only on the upsampled level
+    painted = np.zeros((side, side, 3), np.uint8)
+    FacePainter(sample_identity(np.random.default_rng(0)), side).draw(painted, lambda au, s: 0.0)
+    image = np.full((240, 240, 3), 128, np.uint8)
+    image[y0 : y0 + side, x0 : x0 + side] = painted
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    assert len(F._dlib_models()[0](grey, 0)) == 0  # the case under test: no hit without upsampling
+    boxes, shrink = F._detections(grey, "dlib")
+    assert shrink == 1.0 and len(boxes) == 1
+    x, y, w, h = boxes[0]
+    cx, cy = x + w / 2, y + h / 2
+    assert x0 < cx < x0 + side and y0 < cy < y0 + side, boxes[0]
+    assert w > side / 3  # not halved
+
+
+# -- spotting/data.py: face: align decodes the frame at the canvas's resolution, not the whole frame's ------
+def test_align_crop_chunks_keep_the_face_resolution(tmp_path):
+    from megc_vqa.spotting.data import VideoFrames, iter_crop_chunks
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "video"
+    folder.mkdir()
+    frame = rng.integers(0, 256, (960, 1280), dtype=np.uint8)  # pixel-level texture: a reduction blurs it
+    for k in (1, 2):
+        cv2.imwrite(str(folder / f"img{k}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    size, scale = 64, 1.5  # the aligned canvas covers 96x96 source pixels of a 1280x960 frame
+    matrix = np.array([[scale, 0.0, 600.0], [0.0, scale, 400.0]])
+    frames = VideoFrames.open(FrameSource("folder", folder))
+    out = next(iter_crop_chunks(frames, [1], size, matrix=matrix))[0]
+    decoded = cv2.imread(str(folder / "img1.jpg"), cv2.IMREAD_GRAYSCALE)
+    full = cv2.warpAffine(
+        decoded,
+        matrix,
+        (size, size),
+        flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    assert np.abs(out.astype(int) - full).mean() < 2.0
