@@ -105,9 +105,11 @@ def short_clips(work: Path, seed: int) -> Path:
 def _settings(seed: int, recipe: Path, args: Sequence[str]) -> dict[str, Any]:
     from megc_vqa.training.config import load_yaml
 
-    # The visual keys every row sets are not the recipe's to decide: choosing a row as the recipe's own
-    # default must not invalidate the rows measured before.
-    keys = {k: v for k, v in load_yaml(recipe).items() if k not in _BASE}
+    # The visual keys a row sets are not the recipe's to decide: choosing a row as the recipe's own
+    # default must not invalidate the rows measured before. A key the row leaves to the recipe (make
+    # realistic's recipe row and its control) is the recipe's, and a change of it is another run.
+    given = {a[2:] for a in args if a.startswith("--")}
+    keys = {k: v for k, v in load_yaml(recipe).items() if k not in _BASE or k not in given}
     return {"seed": seed, "recipe": str(recipe), "recipe_keys": keys, "args": list(args)}
 
 

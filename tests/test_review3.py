@@ -56,3 +56,22 @@ def test_align_crop_chunks_keep_the_face_resolution(tmp_path):
         borderMode=cv2.BORDER_REPLICATE,
     )
     assert np.abs(out.astype(int) - full).mean() < 2.0
+
+
+# -- ablation.py: make realistic's recipe row is keyed by the recipe's own visual settings -----------------
+def test_recipe_row_result_is_not_reused_after_the_recipes_visual_settings_change(tmp_path):
+    from megc_vqa import ablation
+
+    def recipe(face: str, size: int):
+        path = tmp_path / f"{face}{size}.yaml"
+        path.write_text(f"model_name_or_path: tiny-qwen2.5-vl\nface: {face}\nimage_size: {size}\n")
+        return path
+
+    a, b, c = recipe("align", 112), recipe("crop", 112), recipe("align", 56)
+    # make realistic: no overrides, the recipe's visual keys are what is measured
+    s = ablation._settings(3, a, ["--blank_pixels", "false"])
+    assert s["recipe_keys"] != ablation._settings(3, b, ["--blank_pixels", "false"])["recipe_keys"]
+    assert s["recipe_keys"] != ablation._settings(3, c, ["--blank_pixels", "true"])["recipe_keys"]
+    # an ablation row sets every visual key: the recipe's own values stay out of its settings
+    row = [*ablation.ROWS[0].args(), "--blank_pixels", "false"]
+    assert ablation._settings(3, a, row)["recipe_keys"] == ablation._settings(3, c, row)["recipe_keys"]
