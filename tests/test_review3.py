@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -75,3 +77,26 @@ def test_recipe_row_result_is_not_reused_after_the_recipes_visual_settings_chang
     # an ablation row sets every visual key: the recipe's own values stay out of its settings
     row = [*ablation.ROWS[0].args(), "--blank_pixels", "false"]
     assert ablation._settings(3, a, row)["recipe_keys"] == ablation._settings(3, c, row)["recipe_keys"]
+
+
+def test_spotting_figures_are_not_reused_after_the_spotting_recipe_changes(tmp_path, monkeypatch):
+    from megc_vqa import ablation
+
+    trained = []
+
+    def fake_cli(args):
+        if args[0] == "spot-train":
+            trained.append(args)
+            out = Path(args[args.index("--out") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "spotter.pt").write_bytes(b"weights")
+
+    monkeypatch.setattr(ablation, "_cli", fake_cli)
+    monkeypatch.setattr(ablation, "long_videos", lambda work, name, *a, **k: work / "long" / name)
+    monkeypatch.setattr(ablation, "_run_str", lambda videos, out, spotter: 0.5 if spotter else 0.1)
+    recipe = tmp_path / "spot.yaml"
+    recipe.write_text("model: {size: 64}\n")
+    ablation.run_spotting(tmp_path, 3, 4, recipe=recipe)
+    recipe.write_text("model: {size: 32}\n")
+    ablation.run_spotting(tmp_path, 3, 4, recipe=recipe)
+    assert len(trained) == 2  # the edited recipe trains its own spotter
