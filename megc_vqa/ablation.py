@@ -18,6 +18,7 @@ its result records (``face_skipped_clips``), and the held-out clips it skips get
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import statistics
@@ -105,9 +106,11 @@ def short_clips(work: Path, seed: int) -> Path:
 def _settings(seed: int, recipe: Path, args: Sequence[str]) -> dict[str, Any]:
     from megc_vqa.training.config import load_yaml
 
-    # The visual keys every row sets are not the recipe's to decide: choosing a row as the recipe's own
-    # default must not invalidate the rows measured before.
-    keys = {k: v for k, v in load_yaml(recipe).items() if k not in _BASE}
+    # The visual keys a row sets are not the recipe's to decide: choosing a row as the recipe's own
+    # default must not invalidate the rows measured before. A key the row leaves to the recipe (make
+    # realistic's recipe row and its control) is the recipe's, and a change of it is another run.
+    given = {a[2:] for a in args if a.startswith("--")}
+    keys = {k: v for k, v in load_yaml(recipe).items() if k not in _BASE or k not in given}
     return {"seed": seed, "recipe": str(recipe), "recipe_keys": keys, "args": list(args)}
 
 
@@ -336,19 +339,21 @@ def run_spotting(
     """Train the spotter (``megc-vqa spot-train``) on ``n_train`` long videos of ``train_seed`` (30 and 200
     fps alternating), then spot ``n_eval`` videos of ``eval_seed`` at 30 fps and at 200 fps with it and
     with the model-free baseline, both through ``eval/run_str.py``. The figures are kept in
-    ``work/long/spotting-{train_seed}-{eval_seed}.json``; ``read_only``: those, or ``{}``."""
-    done = work / "long" / f"spotting-{train_seed}-{eval_seed}.json"
+    ``work/long/spotting-{train_seed}-{eval_seed}-{recipe digest}.json``; ``read_only``: those, or ``{}``."""
+    # The spotter and its figures belong to the recipe's content: an edited recipe is another spotter.
+    tag = hashlib.sha256(Path(recipe).read_bytes()).hexdigest()[:8]
+    done = work / "long" / f"spotting-{train_seed}-{eval_seed}-{tag}.json"
     if done.is_file() or read_only:
         return json.loads(done.read_text()) if done.is_file() else {}
     train_set = long_videos(work, f"train-seed{train_seed}", train_seed, n_train)
-    spotter_dir = work / "long" / f"spotter-seed{train_seed}"
+    spotter_dir = work / "long" / f"spotter-seed{train_seed}-{tag}"
     if not (spotter_dir / "spotter.pt").is_file():
         _cli(["spot-train", "--recipe", str(recipe), "--out", str(spotter_dir),
               "--gt", str(train_set / "gt" / "str_gt.csv"), "--videos-root", str(train_set / "long")])  # fmt: skip
     out: dict[str, Any] = {"train_seed": train_seed, "eval_seed": eval_seed, "n_train": n_train, "fps": {}}
     for fps in (30, 200):
         videos = long_videos(work, f"eval{fps}-seed{eval_seed}", eval_seed, n_eval, fps)
-        runs = work / "long" / f"str-{fps}-seed{eval_seed}-by{train_seed}"
+        runs = work / "long" / f"str-{fps}-seed{eval_seed}-by{train_seed}-{tag}"
         out["fps"][str(fps)] = {
             "videos": n_eval,
             "spotter": _run_str(videos, runs / "spotter", spotter_dir / "spotter.pt"),

@@ -196,7 +196,11 @@ def iter_crop_chunks(
         return
     name = frames.source.path
     first = first_frame_grey(frames)
-    factor = 1 if first is None else _reduction_for(first.shape, size, crop)
+    region = crop
+    if matrix is not None:  # align: the canvas covers size * scale source pixels, not the whole frame
+        side = round(size * float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))))
+        region = (0, 0, side, side)
+    factor = 1 if first is None else _reduction_for(first.shape, size, region)
     if frames.source.kind != "folder":
         factor = 1  # video frames are decoded whole, then cropped
     previous: np.ndarray | None = None

@@ -249,11 +249,11 @@ def _detections(grey: np.ndarray, detector: str) -> tuple[list[Box], float]:
         return [tuple(int(v) for v in box) for box in found], shrink  # type: ignore[misc]
     hog = _dlib_models()[0]  # type: ignore[index]
     rects = hog(small, 0)
-    upsample = 1
     if len(rects) == 0 and min(small.shape) < _DETECT_SIDE:
-        rects, upsample = hog(small, 1), 2
+        # dlib maps boxes found on the upsampled pyramid level back to the input's pixels itself
+        rects = hog(small, 1)
     boxes = [(r.left(), r.top(), r.width(), r.height()) for r in rects]
-    return [tuple(round(v / upsample) for v in b) for b in boxes], shrink  # type: ignore[misc]
+    return boxes, shrink  # type: ignore[return-value]
 
 
 def locate_face(image: np.ndarray, detector: str = "auto", *, label: str = "", face: str = "crop") -> Face:
