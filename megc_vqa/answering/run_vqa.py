@@ -61,8 +61,8 @@ OUTPUT_NAMES = (
 WRITER = "megc-vqa run_vqa"
 # The dataset a MEGC test clip is from, by the prefix of its video id or question file name
 # (``samm_test_SAMM-1_1``, ``me_vqa_casme3_test_to_answer.jsonl``), and its frame rate (SPEC section 4/6).
-DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3"}
-FPS_BY_DATASET = {"samm": 200.0, "casme3": 30.0}
+DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3", "casme2": "casme2", "smic": "smic"}
+FPS_BY_DATASET = {"samm": 200.0, "casme3": 30.0, "casme2": 200.0, "smic": 100.0}
 DEFAULT_FPS = 30.0
 
 
@@ -169,7 +169,8 @@ def clip_dataset(path: Path, row: Any) -> str | None:
     """The dataset of a test clip from its video id's or question file's prefix (``samm_test_...``)."""
     for text in (row.video_id.lower(), path.name.lower().removeprefix("me_vqa_").removeprefix("me_lvqa_")):
         for prefix, dataset in DATASET_BY_PREFIX.items():
-            if text.startswith(prefix):
+            # a whole word: "cas" names "CAS-1", never "casme2_..." (CASME II clips are not CAS(ME)^3's)
+            if text.startswith(prefix) and not text[len(prefix) : len(prefix) + 1].isalnum():
                 return dataset
     return None
 

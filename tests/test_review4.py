@@ -1,0 +1,31 @@
+"""Review 4 (helper review2): regressions for bugs found in the answering, submission and QA layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from megc_vqa.qa import templates as T
+from megc_vqa.qa.records import QuestionRow
+
+
+def test_clip_dataset_prefix_is_a_whole_word():
+    """``cas`` (the organisers' ``CAS-1`` clips) must not claim a CASME II id or file: a ``casme2_...`` row
+    was answered among CAS(ME)^3's fine labels (no ``repression``) at 30 fps instead of 200."""
+    from megc_vqa.answering.run_vqa import clip_dataset, clip_fps
+
+    row = QuestionRow("casme2_sub01_EP02_01f_1", "sub01_EP02_01f", T.COARSE_QUESTION)
+    assert clip_dataset(Path("me_vqa_casme2_val_to_answer.jsonl"), row) == "casme2"
+    assert clip_fps(Path("me_vqa_casme2_val_to_answer.jsonl"), row) == 200.0
+    other = QuestionRow("x_1", "x", T.COARSE_QUESTION)
+    assert clip_dataset(Path("me_vqa_casme2_val_to_answer.jsonl"), other) == "casme2"
+    assert clip_dataset(Path("me_vqa_smic_to_answer.jsonl"), other) == "smic"
+    assert clip_fps(Path("me_vqa_smic_to_answer.jsonl"), other) == 100.0
+    # the organisers' own names still resolve
+    assert clip_dataset(Path("q.jsonl"), QuestionRow("CAS-2_1", "CAS-2", T.COARSE_QUESTION)) == "casme3"
+    assert (
+        clip_dataset(Path("q.jsonl"), QuestionRow("casme3_test_CAS-1_1", "CAS-1", T.FINE_QUESTION))
+        == "casme3"
+    )
+    assert (
+        clip_dataset(Path("q.jsonl"), QuestionRow("samm_test_SAMM-1_1", "SAMM-1", T.FINE_QUESTION)) == "samm"
+    )
