@@ -29,3 +29,24 @@ def test_clip_dataset_prefix_is_a_whole_word():
     assert (
         clip_dataset(Path("q.jsonl"), QuestionRow("samm_test_SAMM-1_1", "SAMM-1", T.FINE_QUESTION)) == "samm"
     )
+
+
+def test_ground_truth_read_is_bounded(tmp_path, monkeypatch):
+    """``--gt`` was read whole (``read_bytes``) before any check: a huge file exhausted memory instead of
+    the one-line refusal naming the JSONL limit that every other reader gives."""
+    import json
+
+    import pytest
+
+    from megc_vqa.answering.run_vqa import ClipJob, check_ground_truth
+    from megc_vqa.errors import InputError
+
+    row = QuestionRow("samm_test_SAMM-1_1", "SAMM-1", T.COARSE_QUESTION)
+    job = ClipJob(tmp_path / "q.jsonl", "SAMM-1", tmp_path, 200.0, rows=[row])
+    gt = tmp_path / "gt.jsonl"
+    line = {"video_id": row.video_id, "video": row.video, "question": row.question, "answer": "negative"}
+    gt.write_text(json.dumps(line) + "\n" + json.dumps({**line, "video_id": "x" * 400}) + "\n")
+    check_ground_truth([gt], [job])  # within the limit: accepted
+    monkeypatch.setenv("MEGC_VQA_MAX_JSONL_BYTES", "100")
+    with pytest.raises(InputError, match="MEGC_VQA_MAX_JSONL_BYTES"):
+        check_ground_truth([gt], [job])

@@ -44,6 +44,7 @@ from megc_vqa.fileio import (
     is_regular_file,
     parse_jsonl,
     problems_text,
+    read_jsonl_bytes,
 )
 from megc_vqa.limits import BATCH_SIZE, REPORT_ROWS, VOTES, check_count, check_image_size
 
@@ -244,7 +245,7 @@ def check_ground_truth(gt_files: Sequence[str | Path], jobs: Sequence[ClipJob]) 
         problem = input_file_problem(g, "ground-truth file")
         if problem:
             raise InputError(f"--gt {g}: {problem}")
-        rows, problems = parse_jsonl(g.read_bytes(), str(g))
+        rows, problems = parse_jsonl(read_jsonl_bytes(g), str(g))  # bounded: limits.JSONL_BYTES
         fatal = [
             p for p in problems if p.level == "error" and "BOM" not in p.message and "CRLF" not in p.message
         ]
