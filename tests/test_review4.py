@@ -50,3 +50,28 @@ def test_ground_truth_read_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setenv("MEGC_VQA_MAX_JSONL_BYTES", "100")
     with pytest.raises(InputError, match="MEGC_VQA_MAX_JSONL_BYTES"):
         check_ground_truth([gt], [job])
+
+
+def test_atomic_writes_keep_the_usual_permissions(tmp_path):
+    """Atomic writes went through ``mkstemp``/``mkdtemp`` and so left every output 0600 (folders 0700),
+    whatever the umask: a group's shared results became unreadable to the group, and a file the user had
+    made readable lost its mode when rewritten."""
+    import os
+    import stat
+
+    from megc_vqa.fileio import atomic_folder, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "new.jsonl", "{}\n")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.jsonl"
+        kept.write_text("old\n")
+        kept.chmod(0o640)
+        atomic_write_text(kept, "new\n")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+        with atomic_folder(tmp_path / "built", "test writer") as tmp:
+            (tmp / "a.txt").write_text("a")
+        assert stat.S_IMODE((tmp_path / "built").stat().st_mode) == 0o755
+    finally:
+        os.umask(old)
