@@ -75,3 +75,30 @@ def test_atomic_writes_keep_the_usual_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / "built").stat().st_mode) == 0o755
     finally:
         os.umask(old)
+
+
+def test_logged_answers_of_another_clip_dataset_are_answered_again(tmp_path):
+    """The clip's dataset (its fine labels, its fps) was in no resume check: a CASME II clip answered as
+    CAS(ME)^3 (before the prefix fix) was resumed from the log as it was."""
+    from megc_vqa.answering.engine import Answer
+    from megc_vqa.answering.run_vqa import ClipJob, _entry, _forget_stale_answers
+
+    (tmp_path / "img1.jpg").write_bytes(b"x")
+    row = QuestionRow("casme2_sub01_EP02_01f_1", "sub01_EP02_01f", T.FINE_QUESTION)
+    job = ClipJob(tmp_path / "q.jsonl", row.video, tmp_path, 200.0, rows=[row], dataset="casme2")
+    _forget_stale_answers([job], {})  # sets the frames stamp
+    entry = _entry(job, 0, row, Answer("repression"), None)
+    done = {job.key(row): dict(entry)}
+    _forget_stale_answers([job], done)
+    assert job.key(row) in done  # same dataset: resumed
+    done = {job.key(row): {**entry, "dataset": "casme3"}}
+    _forget_stale_answers([job], done)
+    assert done == {}  # answered among another dataset's labels: answered again
+    legacy = {k: v for k, v in entry.items() if k != "dataset"}
+    done = {job.key(row): legacy}
+    _forget_stale_answers([job], done)
+    assert done == {}  # a log from before: this clip was taken for CAS(ME)^3 then
+    samm = ClipJob(tmp_path / "q.jsonl", row.video, tmp_path, 200.0, rows=[row], dataset="samm")
+    done = {samm.key(row): legacy}
+    _forget_stale_answers([samm], done)
+    assert samm.key(row) in done  # a SAMM clip was named so before too: kept

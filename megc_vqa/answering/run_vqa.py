@@ -428,11 +428,15 @@ def _forget_stale_answers(jobs: list[ClipJob], done: dict[str, Any]) -> None:
         job.frames_stamp = hashlib.sha256(files.encode()).hexdigest()[:16]
         for row in job.rows:
             entry = done.get(job.key(row))
-            if entry is not None and (entry.get("video"), entry.get("question"), entry.get("frames")) != (
-                row.video,
-                row.question,
-                job.frames_stamp,
-            ):
+            # The clip's dataset picks its fine labels and fps. A log from before it was logged named only
+            # SAMM and CAS(ME)^3 clips (a CASME II one was taken for CAS(ME)^3, a SMIC one for none).
+            legacy = job.dataset if job.dataset not in ("casme2", "smic") else "(not logged)"
+            if entry is not None and (
+                entry.get("video"),
+                entry.get("question"),
+                entry.get("frames"),
+                entry.get("dataset", legacy),
+            ) != (row.video, row.question, job.frames_stamp, job.dataset):
                 stale.append(job.key(row))
                 del done[job.key(row)]
     if stale:
@@ -544,6 +548,7 @@ def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: st
         "samples": answer.samples,
         "consistency": consistency_rule,
         "frames": job.frames_stamp,
+        "dataset": job.dataset,
         "label_logprobs": answer.scores,  # closed questions: label -> log-probability, else None
     }
 
