@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--visual-spec", help="sampler spec (default: what training recorded, else oao+flow)")
     p.add_argument("--image-size", type=int, help="frame size in pixels (default: training's, else 224)")
-    p.add_argument("--fps", type=float, help="frame rate of every clip (default: SAMM 200, CAS(ME)^3 30)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="frame rate of every clip (default by the dataset its video id or file name names: SAMM, "
+        "CASME II 200, SMIC 100, CAS(ME)^3 30; else 30)",
+    )
     p.add_argument("--visual-cache", type=Path, help="cache sampled visual inputs here (.npz)")
     p.add_argument(
         "--backend",

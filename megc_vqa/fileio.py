@@ -382,6 +382,13 @@ _KINDS = {
 }
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it back at once: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write to a temporary file in the same folder, then rename: a reader never sees half a file.
 
@@ -392,6 +399,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp makes the file 0600: a replaced file keeps its mode, a new one gets the umask's (as open()
+        # would), so outputs stay readable by whoever could read them before (a group's shared folder)
+        mode = os.lstat(target).st_mode if is_regular_file(target) else 0o666 & ~_umask()
+        os.fchmod(fd, stat.S_IMODE(mode))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -524,7 +535,9 @@ def check_replaceable(
 
 def _folder_beside(target: Path, sep: str = ".") -> Path:
     """A new hidden temporary folder in ``target``'s folder (same file system: the final rename is atomic)."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}{sep}", dir=target.parent))
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}{sep}", dir=target.parent))
+    folder.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the folder it becomes gets the umask's mode
+    return folder
 
 
 @contextlib.contextmanager

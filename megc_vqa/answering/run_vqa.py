@@ -44,6 +44,7 @@ from megc_vqa.fileio import (
     is_regular_file,
     parse_jsonl,
     problems_text,
+    read_jsonl_bytes,
 )
 from megc_vqa.limits import BATCH_SIZE, REPORT_ROWS, VOTES, check_count, check_image_size
 
@@ -61,8 +62,8 @@ OUTPUT_NAMES = (
 WRITER = "megc-vqa run_vqa"
 # The dataset a MEGC test clip is from, by the prefix of its video id or question file name
 # (``samm_test_SAMM-1_1``, ``me_vqa_casme3_test_to_answer.jsonl``), and its frame rate (SPEC section 4/6).
-DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3"}
-FPS_BY_DATASET = {"samm": 200.0, "casme3": 30.0}
+DATASET_BY_PREFIX = {"samm": "samm", "casme3": "casme3", "cas": "casme3", "casme2": "casme2", "smic": "smic"}
+FPS_BY_DATASET = {"samm": 200.0, "casme3": 30.0, "casme2": 200.0, "smic": 100.0}
 DEFAULT_FPS = 30.0
 
 
@@ -169,7 +170,8 @@ def clip_dataset(path: Path, row: Any) -> str | None:
     """The dataset of a test clip from its video id's or question file's prefix (``samm_test_...``)."""
     for text in (row.video_id.lower(), path.name.lower().removeprefix("me_vqa_").removeprefix("me_lvqa_")):
         for prefix, dataset in DATASET_BY_PREFIX.items():
-            if text.startswith(prefix):
+            # a whole word: "cas" names "CAS-1", never "casme2_..." (CASME II clips are not CAS(ME)^3's)
+            if text.startswith(prefix) and not text[len(prefix) : len(prefix) + 1].isalnum():
                 return dataset
     return None
 
@@ -243,7 +245,7 @@ def check_ground_truth(gt_files: Sequence[str | Path], jobs: Sequence[ClipJob]) 
         problem = input_file_problem(g, "ground-truth file")
         if problem:
             raise InputError(f"--gt {g}: {problem}")
-        rows, problems = parse_jsonl(g.read_bytes(), str(g))
+        rows, problems = parse_jsonl(read_jsonl_bytes(g), str(g))  # bounded: limits.JSONL_BYTES
         fatal = [
             p for p in problems if p.level == "error" and "BOM" not in p.message and "CRLF" not in p.message
         ]
@@ -426,11 +428,15 @@ def _forget_stale_answers(jobs: list[ClipJob], done: dict[str, Any]) -> None:
         job.frames_stamp = hashlib.sha256(files.encode()).hexdigest()[:16]
         for row in job.rows:
             entry = done.get(job.key(row))
-            if entry is not None and (entry.get("video"), entry.get("question"), entry.get("frames")) != (
-                row.video,
-                row.question,
-                job.frames_stamp,
-            ):
+            # The clip's dataset picks its fine labels and fps. A log from before it was logged named only
+            # SAMM and CAS(ME)^3 clips (a CASME II one was taken for CAS(ME)^3, a SMIC one for none).
+            legacy = job.dataset if job.dataset not in ("casme2", "smic") else "(not logged)"
+            if entry is not None and (
+                entry.get("video"),
+                entry.get("question"),
+                entry.get("frames"),
+                entry.get("dataset", legacy),
+            ) != (row.video, row.question, job.frames_stamp, job.dataset):
                 stale.append(job.key(row))
                 del done[job.key(row)]
     if stale:
@@ -542,6 +548,7 @@ def _entry(job: ClipJob, index: int, row: Any, answer: Any, consistency_rule: st
         "samples": answer.samples,
         "consistency": consistency_rule,
         "frames": job.frames_stamp,
+        "dataset": job.dataset,
         "label_logprobs": answer.scores,  # closed questions: label -> log-probability, else None
     }
 
