@@ -126,24 +126,24 @@ def run(argv: list[str], out: Path) -> tuple[dict[str, Any], float]:
     return metrics, float(metrics.get("train_runtime") or time.perf_counter() - start)
 
 
-def heldout_scores(model_dir: Path, qa: Path) -> dict[str, Any]:
+def heldout_scores(model_dir: Path, qa: Path, cache: Path) -> dict[str, Any]:
     """The arm's held-out scores, kept in ``model_dir/heldout_scores.json`` for a rerun."""
     done = model_dir / "heldout_scores.json"
     if done.is_file():
         return json.loads(done.read_text())
-    scores = _heldout_scores(model_dir, qa)
+    scores = _heldout_scores(model_dir, qa, cache)
     done.write_text(json.dumps(scores, indent=2))
     return scores
 
 
-def _heldout_scores(model_dir: Path, qa: Path) -> dict[str, Any]:
+def _heldout_scores(model_dir: Path, qa: Path, cache: Path) -> dict[str, Any]:
     from megc_vqa.answering.engine import EngineOptions
     from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
     from megc_vqa.training.data import load_records
     from megc_vqa.training.finetune import load_training_meta
 
     held = heldout_records(load_records(qa), load_training_meta(model_dir).val_subjects)
-    scores = evaluate_heldout(model_dir, held, {"off": EngineOptions(consistency=False)})["off"]
+    scores = evaluate_heldout(model_dir, held, {"off": EngineOptions(consistency=False)}, None, cache)["off"]
     return {k: scores.get(k) for k in (*SCORES, "n_clips")}
 
 
@@ -155,7 +155,9 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     start, load = time.perf_counter(), os.getloadavg()[0]
     qa = prepare(work, seed, args)
     recipe = RECIPES[args.preset]
-    base = ["--train_file", str(qa), "--seed", str(seed), *COMMON]
+    # Every arm and its scoring share the seed's visual inputs on disk (the face pipeline is the slow part).
+    cache = work / "visual_cache"
+    base = ["--train_file", str(qa), "--seed", str(seed), "--visual_cache_dir", str(cache), *COMMON]
     sft = ["--config", str(recipe), *base]
     sft_dir = work / "sft"
     _, sft_s = run([*sft, "--max_steps", str(args.sft_steps)], sft_dir)
@@ -179,7 +181,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     rft_wall = time.perf_counter() - rft_start  # sampling + loading + training (0 when read back)
     extra = {"sft": 0.0, "sft+sft": cont_s, "sft+grpo": grpo_s, "sft+rft": rft_s}
     out: dict[str, Any] = {
-        arm: {**heldout_scores(work / ("sft" if arm == "sft" else arm), qa), "extra_s": extra[arm]}
+        arm: {**heldout_scores(work / ("sft" if arm == "sft" else arm), qa, cache), "extra_s": extra[arm]}
         for arm in ARMS
     }
     out["sft+rft"]["wall_s"] = rft_wall
