@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpo-steps", type=int, default=200)
     parser.add_argument("--num-generations", type=int, default=4)
     parser.add_argument("--rft-samples", type=int, default=4)
+    parser.add_argument(
+        "--extra-steps",
+        type=int,
+        default=None,
+        help="steps of continued SFT and RFT (default: GRPO's seconds over SFT's seconds per step; set it when "
+        "the machine's load changed between the SFT run and GRPO, which skews that conversion)",
+    )
     parser.add_argument("--after-lr", type=float, default=1e-4, help="learning rate of the stages after SFT")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (as the demo)")
     return parser
@@ -171,7 +178,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
          "--max_completion_length", "64"],
         work / "sft+grpo",
     )  # fmt: skip
-    extra_steps = max(1, round(grpo_s / step_s))
+    extra_steps = args.extra_steps or max(1, round(grpo_s / step_s))
     _, cont_s = run([*sft, *after, "--max_steps", str(extra_steps)], work / "sft+sft")
     rft_start = time.perf_counter()
     rft_metrics, rft_s = run(
@@ -229,7 +236,12 @@ def plot(results: dict[int, dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for seed, r in results.items():
         if r["reward_curve"]:
-            ax.plot(*zip(*r["reward_curve"], strict=True), marker=".", label=f"seed {seed}")
+            steps, rewards = zip(*r["reward_curve"], strict=True)
+            (raw,) = ax.plot(steps, rewards, lw=0.6, alpha=0.3)
+            # Two questions a step: single steps are noise, the running mean shows a trend if there is one.
+            w = min(20, len(rewards))
+            ax.plot(steps[w - 1 :], [sum(rewards[i - w + 1 : i + 1]) / w for i in range(w - 1, len(rewards))],
+                    color=raw.get_color(), label=f"seed {seed} (mean of {w} steps)")  # fmt: skip
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward (answer + 0.5 format)")
     ax.grid(alpha=0.3)
