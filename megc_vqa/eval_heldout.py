@@ -156,12 +156,14 @@ def evaluate_heldout(
     records: Sequence[Mapping[str, Any]],
     option_sets: Mapping[str, Any],
     predictions_dir: str | Path | None = None,
+    visual_cache_dir: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Load the trained model once and score ``records`` under each named ``EngineOptions``.
 
     Returns ``{name: score_heldout(...)}``; with ``predictions_dir``, each run's rows (id, question,
-    reference, prediction, consistency rewrite) go to ``<name>_predictions.jsonl`` there. A LoRA output
-    folder is loaded on its recorded base model.
+    reference, prediction, consistency rewrite) go to ``<name>_predictions.jsonl`` there;
+    ``visual_cache_dir`` is the sampler's disk cache (training's, when models of one clip set are compared).
+    A LoRA output folder is loaded on its recorded base model.
     """
     from dataclasses import replace
 
@@ -174,7 +176,7 @@ def evaluate_heldout(
     names = list(option_sets)
     engine = Engine.load(model_dir, None, option_sets[names[0]])
     # The record's visual settings, the apex estimated as at test time (as training's validation does).
-    visual_fn = make_visual_fn(engine.contract.visual, apex_policy="estimated")
+    visual_fn = make_visual_fn(engine.contract.visual, visual_cache_dir, apex_policy="estimated")
     # Option sets that differ only in the consistency pass share one decoding.
     groups: dict[Any, list[str]] = {}
     for name in names:

@@ -495,11 +495,9 @@ def train(
         val_visual_fn = make_visual_fn(
             contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
         )
-    face_skips: list[str] = []
-    if contract.visual.face_settings().pipeline:  # clips without one usable face: named, counted, left out
-        train_records, face_skips = _without_face_skips(train_records, visual_fn, "training")
-        val_records, val_skips = _without_face_skips(val_records, val_visual_fn, "validation")
-        face_skips += val_skips
+    train_records, val_records, face_skips = drop_unusable_clips(
+        contract, train_records, val_records, visual_fn, val_visual_fn
+    )
     if d.blank_pixels:
         visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
 
@@ -590,6 +588,22 @@ def save_run(
             log.info("model card: %s", write_model_card(out_dir, model_card(out_dir)))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
     return metrics
+
+
+def drop_unusable_clips(
+    contract: ModelContract,
+    train_records: list[Any],
+    val_records: list[Any],
+    visual_fn: VisualFn | None,
+    val_visual_fn: VisualFn | None,
+) -> tuple[list[Any], list[Any], list[str]]:
+    """``(train, validation, skips)``: with a face pipeline, the records of clips without one usable face
+    are named, counted and left out (every stage: a later stage trains on the clips SFT trained on)."""
+    if not contract.visual.face_settings().pipeline:
+        return train_records, val_records, []
+    train_records, skips = _without_face_skips(train_records, visual_fn, "training")
+    val_records, val_skips = _without_face_skips(val_records, val_visual_fn, "validation")
+    return train_records, val_records, skips + val_skips
 
 
 def _without_face_skips(

@@ -50,6 +50,7 @@ from megc_vqa.training.finetune import (
     build_model,
     check_output_dir,
     check_resume_settings,
+    drop_unusable_clips,
     finished_at,
     prepare_data,
     prompt_options,
@@ -240,6 +241,9 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
         val_visual_fn = make_visual_fn(
             contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
         )
+    train_records, val_records, _ = drop_unusable_clips(
+        contract, train_records, val_records, visual_fn, val_visual_fn
+    )
     if d.blank_pixels:
         visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
     log.info(

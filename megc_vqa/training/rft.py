@@ -26,7 +26,14 @@ from megc_vqa.fileio import atomic_write_text
 from megc_vqa.models.prompting import VisualFn, get_field
 from megc_vqa.qa.kinds import kind_of
 from megc_vqa.training.config import ConfigError, Recipe
-from megc_vqa.training.finetune import TrainResult, build_model, check_output_dir, prepare_data, train
+from megc_vqa.training.finetune import (
+    TrainResult,
+    build_model,
+    check_output_dir,
+    drop_unusable_clips,
+    prepare_data,
+    train,
+)
 from megc_vqa.training.rewards import mean_reward, reward_functions
 from megc_vqa.training.stages import reward_vocab, stage_contract
 
@@ -113,6 +120,8 @@ def train_rft(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     sample_fn = visual_fn or make_visual_fn(
         contract.visual, recipe.data.visual_cache_dir, recipe.data.visual_memory_cache
     )
+    # Clips SFT left out (no usable face) are left out here too; validation is the fine-tuning's to filter.
+    train_records, _, _ = drop_unusable_clips(contract, train_records, [], sample_fn, None)
     model.eval()
     model.config.use_cache = True
     samples = sample_answers(model, processor, contract, train_records, sample_fn, recipe)
