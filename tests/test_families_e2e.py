@@ -1,8 +1,9 @@
 """Every model family through the public commands on its tiny model (issue 23, the remaining gaps):
-ME-STR and ME-LVQA (`eval/run_str.py`, `eval/run_lvqa.py`) asking the family's VQA model (base + adapter),
-run_vqa, the REPL and merge-adapter on every family, training with validation (slow) and export with the
-family's recipe (slow) where ``tests/test_families.py`` does not; the bad inputs of the issue through the
-commands; and "adding a family" (docs/families.md) followed for a sixth family, Qwen2-VL, defined here.
+ME-STR and ME-LVQA (`eval/run_str.py`, `eval/run_lvqa.py`) asking the family's VQA model (base + adapter)
+and merge-adapter on every family; run_vqa, the REPL and export with the family's recipe where
+``tests/test_families.py`` does not; training with validation on every family (slow); the bad inputs of the
+issue through the commands; and "adding a family" (docs/families.md) followed for a sixth family, Qwen2-VL,
+defined here.
 
 The fast tests use an untrained LoRA adapter with random A and B (so merging changes the outputs) and a
 training record of 56-px frames: every path an adapter takes, without the cost of training five models."""
@@ -75,7 +76,7 @@ def validated(request, qa_file, tmp_path_factory):
     out = tmp_path_factory.mktemp(family) / "lora"
     args = ["--config", str(family_recipe(family)), "--model_name_or_path", TINY[family], "--train_file",
             str(qa_file), "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true",
-            "--max_steps", "2", "--max_pixels", str(56 * 56 * 2), "--image_size", "56",
+            "--max_steps", "2", "--max_pixels", str(PIXELS), "--image_size", "56",
             "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--bf16", "false",
             "--dtype", "float32", "--use_cpu", "true", "--activation_checkpointing", "false", "--lora_dropout", "0",
             "--val_fraction", "0.25", "--eval_strategy", "steps", "--eval_steps", "2", "--final_eval", "true",
