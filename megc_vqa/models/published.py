@@ -32,7 +32,8 @@ from megc_vqa.fileio import atomic_cache_folder
 log = logging.getLogger(__name__)
 
 # Bump when a config below or the build changes: cached builds with another version are rebuilt.
-RANDOM_VERSION = 1
+# 2: InternVL3.5-2B's vision attention has q/k/v biases (attention_bias), as the hub config says.
+RANDOM_VERSION = 2
 
 _QWEN25_VISION = {
     "depth": 32,
@@ -208,6 +209,10 @@ PUBLISHED: dict[str, PublishedModel] = {
                     "intermediate_size": 4096,
                     "num_hidden_layers": 24,
                     "num_attention_heads": 16,
+                    # InternViT-300M's qkv has biases (qkv_bias -> attention_bias in the -HF conversion)
+                    "attention_bias": True,
+                    "hidden_act": "gelu",
+                    "layer_norm_eps": 1e-6,
                     "image_size": [448, 448],
                     "patch_size": [14, 14],
                     "use_qk_norm": False,

@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 # Bump when the config, corpus or template changes: cached builds with another version are rebuilt.
 TINY_VERSION = 1
 TINY_SEED = 0
-TINY_NAMES: dict[str, str] = {s.name: s.family for s in MODELS.values() if s.tiny}
+
+
+def tiny_names() -> dict[str, str]:
+    """Tiny registry name -> family, read from ``MODELS`` when asked (a registry line added later counts)."""
+    return {s.name: s.family for s in MODELS.values() if s.tiny}
+
 
 # Words the visual layer and prompts may add around the question (frame descriptions).
 _EXTRA_WORDS = (
@@ -133,10 +138,10 @@ def tiny_processor(family: str, tokenizer):
 
 
 def build_tiny(name: str, out_dir: str | Path) -> Path:
-    """Build tiny model ``name`` (a key of ``TINY_NAMES``) into ``out_dir`` with ``save_pretrained``."""
+    """Build tiny model ``name`` (a key of :func:`tiny_names`) into ``out_dir`` with ``save_pretrained``."""
     import torch
 
-    family = FAMILIES[TINY_NAMES[name]]
+    family = FAMILIES[tiny_names()[name]]
     out = Path(out_dir)
     tokenizer = train_tokenizer(family=family)
     config = family.tiny_config(tokenizer)
@@ -154,8 +159,9 @@ def build_tiny(name: str, out_dir: str | Path) -> Path:
 
 def ensure_tiny(name: str, cache_dir: str | Path | None = None) -> Path:
     """Path of tiny model ``name``, building it into the cache on first use (safe under concurrency)."""
-    if name not in TINY_NAMES:
-        raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_NAMES)}")
+    known = tiny_names()
+    if name not in known:
+        raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(known)}")
     root = Path(cache_dir) if cache_dir else cache_root()
     target = root / name
     stamp = target / "megc_vqa_tiny.json"
