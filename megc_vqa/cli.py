@@ -12,6 +12,9 @@ import argparse
 import importlib
 import logging
 
+from megc_vqa import __version__
+from megc_vqa.errors import run_command
+
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("megc_vqa.synth.command", "write synthetic micro-expression datasets in the real layouts"),
@@ -35,8 +38,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from megc_vqa import __version__
-
     parser = argparse.ArgumentParser(prog="megc-vqa", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -64,8 +65,6 @@ def _main(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Every sub-command runs behind the project's error boundary (``megc_vqa.errors.run_command``)."""
-    from megc_vqa.errors import run_command
-
     return run_command(_main, argv)
 
 
