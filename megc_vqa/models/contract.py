@@ -29,7 +29,7 @@ from typing import Any
 from megc_vqa import __version__
 from megc_vqa.errors import MegcError
 from megc_vqa.face_settings import FaceSettings
-from megc_vqa.fileio import read_json_bytes
+from megc_vqa.fileio import atomic_write_text, read_json_bytes
 from megc_vqa.labels import AU_NAMES_IN_ORDER, COARSE_CLASSES, TRAINING_FINE_LABELS
 from megc_vqa.models.prompting import VISUAL_MODES, PromptOptions
 from megc_vqa.visual.flow import FLOW_METHODS
@@ -268,8 +268,6 @@ class ModelContract:
 
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/megc_vqa_train.json`` atomically; returns its path."""
-        from megc_vqa.fileio import atomic_write_text
-
         return atomic_write_text(Path(folder) / RECORD_NAME, json.dumps(self.to_json(), indent=2) + "\n")
 
     # -- use ----------------------------------------------------------------------------------------
