@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.answering.postprocess import fallback_answer
+from megc_vqa.fileio import write_jsonl
+from megc_vqa.metrics.vqa import score_vqa
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +133,6 @@ def _visual_inputs(
 def score_heldout(records: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, Any]]) -> dict:
     """``HELDOUT_KEYS`` of the scorer's ``overall`` split, ``n_clips``, ``n_rows``, the per-dataset
     splits and the number of answers the consistency pass rewrote."""
-    from megc_vqa.metrics.vqa import score_vqa
-
     truth = [
         {"video_id": str(r["id"]), "question": r["question"], "answer": r["answer"], "dataset": r["dataset"]}
         for r in records
@@ -166,7 +166,6 @@ def evaluate_heldout(
     from dataclasses import replace
 
     from megc_vqa.answering.engine import Engine
-    from megc_vqa.fileio import write_jsonl
     from megc_vqa.training.data import make_visual_fn
 
     if not records:
