@@ -20,6 +20,7 @@ from typing import Any
 from megc_vqa.answering.postprocess import fallback_answer
 from megc_vqa.fileio import write_jsonl
 from megc_vqa.metrics.vqa import score_vqa
+from megc_vqa.visual.errors import FaceSkip
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,6 @@ def _visual_inputs(
     """Each clip's visual inputs, and the clips the face pipeline skipped (named in the log): those are
     answered with fallback answers and still scored, as ``run_vqa`` does, so that settings that skip more
     clips are not scored on an easier set."""
-    from megc_vqa.visual.face import FaceSkip
-
     ready, skipped = [], []
     for clip in clips:
         try:

@@ -58,6 +58,7 @@ from megc_vqa.submission.files import prediction_file_name, read_jsonl
 from megc_vqa.submission.report import markdown_table, write_vqa_report
 from megc_vqa.submission.validate import validate_files
 from megc_vqa.submission.writer import make_submission_zip, write_predictions
+from megc_vqa.visual.errors import FaceSkip
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +465,6 @@ def _answer_jobs(
     from tqdm.auto import tqdm
 
     from megc_vqa.answering.engine import Answer
-    from megc_vqa.visual.face import FaceSkip
 
     done = answer_log.done
     remaining = sum(1 for j in jobs for r in j.rows if j.key(r) not in done)

@@ -46,7 +46,8 @@ from megc_vqa.qa.io import read_qa_jsonl
 from megc_vqa.submission.files import atomic_write_text
 from megc_vqa.training.data import make_visual_fn
 from megc_vqa.visual.frames import clip_from_folder
-from megc_vqa.visual.samplers import VisualInputs, parse_sampler
+from megc_vqa.visual.samplers import VisualInputs
+from megc_vqa.visual.spec import parse_sampler
 
 log = logging.getLogger(__name__)
 

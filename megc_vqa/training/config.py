@@ -41,6 +41,7 @@ from megc_vqa.models.families.base import ALL_SCOPES
 from megc_vqa.models.registry import family_of_name, known_scopes, lora_target_regex
 from megc_vqa.qa.templates import QuestionType
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
+from megc_vqa.visual.spec import parse_sampler
 
 
 class ConfigError(MegcError, ValueError):
@@ -623,7 +624,6 @@ def validate(recipe: Recipe) -> None:
             f"{where}: train_file is not set; point it at the qa.jsonl that `megc-vqa prep` wrote"
         )
     from megc_vqa.training.data import SYNTH_PREFIX, SYNTHETIC_SETS
-    from megc_vqa.visual.samplers import parse_sampler
 
     for key in ("train_file", "eval_file"):
         value = getattr(d, key)

@@ -26,7 +26,7 @@ from megc_vqa.qa.prep import prepare
 from megc_vqa.qa.records import QARecord
 from megc_vqa.records import Clip, FrameSource
 from megc_vqa.synth.datasets import write_datasets
-from megc_vqa.visual.face import FaceSkip
+from megc_vqa.visual.errors import FaceSkip
 from megc_vqa.visual.frames import clip_from_folder
 from megc_vqa.visual.samplers import sample
 
@@ -217,7 +217,7 @@ def drop_face_skips(
 ) -> tuple[list[Any], list[str]]:
     """The records whose clip the face pipeline can use, and one line per clip it skipped (no face, two
     faces, a face cut by the border, a crop outside the frame, a face leaving the frame, frames of another
-    size or mode: :class:`megc_vqa.visual.face.FaceSkip`). Each clip is sampled once here (the visual
+    size or mode: :class:`megc_vqa.visual.errors.FaceSkip`). Each clip is sampled once here (the visual
     function's memory and disk caches keep the result for training); every skip is logged with the clip's
     name and the count said once."""
     kept: list[Any] = []

@@ -49,6 +49,8 @@ from megc_vqa.fileio import (
 from megc_vqa.limits import check_image_size
 from megc_vqa.qa.io import QAFileError, read_qa_jsonl
 from megc_vqa.training.trainers import FORMATS, chat_row, llamafactory_entry
+from megc_vqa.visual.errors import FrameError
+from megc_vqa.visual.spec import parse_sampler
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,6 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
             f"visual_mode {settings.visual_mode!r}: export writes the key frames and flow as image files; "
             "use a recipe with visual_mode: images"
         )
-    from megc_vqa.visual.samplers import parse_sampler
 
     try:
         parse_sampler(settings.visual_spec)
@@ -200,8 +201,6 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
 
 def _image_names(spec: str, frame_indices: Sequence[int], n_images: int) -> list[str]:
     """File names for a clip's images in model order: key frames by absolute index, then flow, diff."""
-    from megc_vqa.visual.samplers import parse_sampler
-
     parsed = parse_sampler(spec)
     names = [f"{k:02d}_frame{index}.png" for k, index in enumerate(frame_indices)]
     extras = [what for what, wanted in (("flow", parsed.flow), ("diff", parsed.diff)) if wanted]
@@ -261,7 +260,6 @@ def export(
     from megc_vqa.models.prompting import PromptOptions, build_messages, get_field
     from megc_vqa.training.data import make_visual_fn
     from megc_vqa.training.split import subject_key
-    from megc_vqa.visual.frames import FrameError
 
     face = FaceSettings.from_keys(settings).key()  # named as the record names them
     visual = VisualContract(spec=settings.visual_spec, size=settings.image_size, **face)
