@@ -3,7 +3,7 @@
 Clips are composed (``megc_vqa.visual.toyclips.face_scene``: the synthetic face pasted off-centre into a
 noisy background, with head motion and a small expression), 640x480 (CASME II, SMIC) and 2040x1088 (SAMM),
 written as JPEG folders with the annotated apex, so the times hold no apex estimation. Side by side in each
-repeat, per frame size, ``megc_vqa.visual.sample(clip, "oao+flow", size=224)`` without cache:
+repeat, per frame size, ``megc_vqa.visual.samplers.sample(clip, "oao+flow", size=224)`` without cache:
 
 - none: no face pipeline (today's default);
 - crop / align: detection + 68 landmarks on the onset frame, the crop or the aligned face;

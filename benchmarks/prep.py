@@ -6,7 +6,7 @@ like the MEGC test clips) and times, side by side in each repeat:
 - floor: the decoding the task cannot avoid: ``cv2.imread`` of the 3 OAO frames in colour, plus
   ``cv2.imread`` of every frame in onset..offset in the reduced-size grey mode the apex estimator reads
   them in (the apex is unknown, so every frame must be looked at);
-- pipeline: ``megc_vqa.visual.sample(clip, "oao+flow", size=224)`` without cache (listing the folder,
+- pipeline: ``megc_vqa.visual.samplers.sample(clip, "oao+flow", size=224)`` without cache (listing the folder,
   apex estimation, decoding, resizing, Farneback flow, drawing);
 - cache hit: the same call answered from the ``.npz`` cache.
 

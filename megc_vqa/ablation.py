@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.cli import main as cli
+from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
 from megc_vqa.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -85,8 +87,6 @@ ROW_NAMES = tuple(r.name for r in ROWS)
 
 
 def _cli(args: Sequence[str]) -> None:
-    from megc_vqa.cli import main as cli
-
     rc = cli(list(args))
     if rc:
         raise RuntimeError(f"megc-vqa {' '.join(args[:1])} failed (exit {rc}): {' '.join(args)}")
@@ -138,7 +138,6 @@ def train_and_score(
         return None
     # torch and transformers come in here, not for a row read back
     from megc_vqa.answering.engine import EngineOptions
-    from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
     from megc_vqa.training.config import parse_config
     from megc_vqa.training.data import load_records
     from megc_vqa.training.finetune import load_training_meta, train

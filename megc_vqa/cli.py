@@ -1,9 +1,10 @@
 """The ``megc-vqa`` command line.
 
 Each sub-command lives in the module of the feature it drives and exposes two functions:
-``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only light modules at
-import time (no torch, transformers or OpenCV), so ``megc-vqa --help`` stays well under a second;
-heavy imports happen inside ``run``.
+``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command being run is
+imported (``megc-vqa --help`` lists the commands from the table below without importing any), and command
+modules import only light modules at import time (no torch, transformers or OpenCV), so ``megc-vqa COMMAND
+--help`` stays well under a second too; heavy imports happen inside ``run``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
+
+from megc_vqa import __version__
+from megc_vqa.errors import run_command
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,23 +39,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from megc_vqa import __version__
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``command``'s arguments are added from its module (the only one
+    imported), the others are listed with their one-line help."""
     parser = argparse.ArgumentParser(prog="megc-vqa", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(cmd)
-        cmd.set_defaults(_run=module.run)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(cmd)
+            cmd.set_defaults(_run=module.run)
     return parser
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    # the command is the first word that is not an option (the top-level options take no value)
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -64,8 +72,6 @@ def _main(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Every sub-command runs behind the project's error boundary (``megc_vqa.errors.run_command``)."""
-    from megc_vqa.errors import run_command
-
     return run_command(_main, argv)
 
 

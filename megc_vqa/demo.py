@@ -38,7 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.errors import UsageError
+from megc_vqa.answering.run_vqa import format_summary, run_vqa
+from megc_vqa.cli import main as cli
+from megc_vqa.errors import UsageError, run_command
+from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
 from megc_vqa.fileio import atomic_write_text, claim_outputs, is_regular_file, settings_differences
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,8 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    from megc_vqa.cli import main as cli
-
     torch.set_num_threads(max(1, args.threads))
     # The training DataLoader's worker hands each batch's tensors to this process. Passing them by file
     # descriptor (the default) costs ~2 ms of the tiny model's ~70 ms step, one socket round trip per
@@ -286,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if state.todo("heldout"):
         with _step("held-out subjects: answered by the engine, scored (megc_vqa.eval_heldout)", timings):
-            from megc_vqa.eval_heldout import evaluate_heldout, heldout_records
             from megc_vqa.training.data import load_records
 
             subjects = list(read_contract(trained).val_subjects)
@@ -299,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out / "heldout" / "scores.json", json.dumps(heldout, indent=2) + "\n")
         state.finish("heldout")
     heldout = json.loads((out / "heldout" / "scores.json").read_text())
-
-    from megc_vqa.answering.run_vqa import format_summary, run_vqa
 
     gt = [out / "test" / "gt" / q.name for q in questions]
     results = {}
@@ -340,8 +338,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    from megc_vqa.errors import run_command
-
     return run_command(main, argv)
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.answering.postprocess import fallback_answer
+from megc_vqa.fileio import write_jsonl
+from megc_vqa.metrics.vqa import score_vqa
+from megc_vqa.visual.errors import FaceSkip
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,6 @@ def _visual_inputs(
     """Each clip's visual inputs, and the clips the face pipeline skipped (named in the log): those are
     answered with fallback answers and still scored, as ``run_vqa`` does, so that settings that skip more
     clips are not scored on an easier set."""
-    from megc_vqa.visual.face import FaceSkip
-
     ready, skipped = [], []
     for clip in clips:
         try:
@@ -131,8 +132,6 @@ def _visual_inputs(
 def score_heldout(records: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, Any]]) -> dict:
     """``HELDOUT_KEYS`` of the scorer's ``overall`` split, ``n_clips``, ``n_rows``, the per-dataset
     splits and the number of answers the consistency pass rewrote."""
-    from megc_vqa.metrics.vqa import score_vqa
-
     truth = [
         {"video_id": str(r["id"]), "question": r["question"], "answer": r["answer"], "dataset": r["dataset"]}
         for r in records
@@ -168,7 +167,6 @@ def evaluate_heldout(
     from dataclasses import replace
 
     from megc_vqa.answering.engine import Engine
-    from megc_vqa.fileio import write_jsonl
     from megc_vqa.training.data import make_visual_fn
 
     if not records:

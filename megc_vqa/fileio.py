@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from megc_vqa.errors import InputError, UsageError
+from megc_vqa.errors import InputError, UsageError, cut
 from megc_vqa.limits import JSON_BYTES, JSONL_BYTES, JSONL_LINE_BYTES, YAML_BYTES, read_bounded
 
 
@@ -289,8 +289,6 @@ def check_input_file(
 ) -> None:
     """Raise :class:`megc_vqa.errors.InputError` naming ``option`` and ``path`` unless ``path`` is a
     readable regular file (see :func:`input_file_problem`)."""
-    from megc_vqa.errors import InputError
-
     problem = input_file_problem(path, what, suffix)
     if problem:
         raise InputError(f"{option + ' ' if option else ''}{path}: {problem}")
@@ -639,8 +637,6 @@ def settings_differences(recorded: Mapping[str, Any], now: Mapping[str, Any], pr
     """One line per setting that differs between two runs' settings, ``key: earlier X, now Y`` (nested
     mappings by dotted key, values cut to 120 characters): what every resumable command says when it
     refuses to resume a run made with other settings (run_vqa's answer log, the demo, run_str/run_lvqa)."""
-    from megc_vqa.errors import cut
-
     lines: list[str] = []
     for key in sorted({*recorded, *now}, key=str):
         old, new = recorded.get(key, "(not recorded)"), now.get(key, "(not set)")

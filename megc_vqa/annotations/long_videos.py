@@ -38,9 +38,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from megc_vqa.annotations import DATASETS
 from megc_vqa.annotations.common import subfolders
 from megc_vqa.errors import InputError, UsageError, check_number, cut
-from megc_vqa.fileio import is_inside, loads_json, read_json_bytes, resolve_inside
+from megc_vqa.fileio import atomic_write_text, is_inside, loads_json, read_json_bytes, resolve_inside
 from megc_vqa.frame_names import is_image
 from megc_vqa.records import FrameSource
 
@@ -84,15 +85,11 @@ def str_names(long_video) -> tuple[str, str]:
 
 def dataset_fps() -> dict[str, float]:
     """Frame rate of every dataset a loader knows (``megc_vqa.annotations.DATASETS[key].FPS``)."""
-    from megc_vqa.annotations import DATASETS
-
     return {key: float(module.FPS) for key, module in DATASETS.items()}
 
 
 def write_sidecar(path: str | Path, entries: Iterable[VideoEntry]) -> Path:
     """Write ``videos.json`` (atomically); folders are stored relative to the file when they lie below it."""
-    from megc_vqa.fileio import atomic_write_text
-
     path = Path(path)
     base = path.parent.resolve()
     rows = []
@@ -329,8 +326,6 @@ def write_str_ground_truth(videos: Sequence, out: str | Path) -> dict[str, Path]
     spotting scores are meaningful there, analysis scores are not. Returns ``{name: path}`` written."""
     import csv
     import io
-
-    from megc_vqa.fileio import atomic_write_text
 
     out = Path(out)
     written: dict[str, Path] = {}

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from megc_vqa.answering.grammar import Grammar, Matcher
+from megc_vqa.models.registry import FAMILIES
 
 if TYPE_CHECKING:
     import torch
@@ -107,8 +108,6 @@ class TokenIndex:
 
 def family_stop_tokens() -> tuple[str, ...]:
     """End-of-turn tokens of every family (each family lists its own), then common ones of other chats."""
-    from megc_vqa.models.registry import FAMILIES
-
     names = [t for f in FAMILIES.values() for t in f.stop_tokens] + ["<end_of_turn>", "<|eot_id|>"]
     return tuple(dict.fromkeys(names))
 

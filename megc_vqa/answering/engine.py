@@ -49,6 +49,7 @@ from megc_vqa.answering.grammar import (
     answer_grammar,
     kind_grammar,
 )
+from megc_vqa.answering.hf_backend import HfDecoder
 from megc_vqa.answering.postprocess import (
     FINE_TO_COARSE,
     Change,
@@ -60,6 +61,7 @@ from megc_vqa.errors import MegcError
 from megc_vqa.models.adapters import AdapterError, adapter_config, check_adapter_files
 from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import PromptOptions
+from megc_vqa.models.registry import ModelLoadError, load_for_inference
 from megc_vqa.qa import templates as T
 from megc_vqa.qa.kinds import KINDS
 
@@ -204,7 +206,6 @@ class Engine:
         if decoder is None:
             if model is None or processor is None:
                 raise TypeError("Engine needs a model and its processor, or a decoder")
-            from megc_vqa.answering.hf_backend import HfDecoder
 
             decoder = HfDecoder(model, processor, options.prompt, name)
         self.decoder = decoder
@@ -257,8 +258,6 @@ class Engine:
         ``model`` may also be an adapter folder on its own: its recorded base model is loaded under it.
         """
         import torch
-
-        from megc_vqa.models.registry import ModelLoadError, load_for_inference
 
         if adapter is None and (Path(str(model)) / "adapter_config.json").is_file():
             adapter = Path(str(model))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from megc_vqa.answering.constrained import GrammarLogitsProcessor, TokenIndex, stop_token_ids
 from megc_vqa.answering.decoding import DecodeRequest, Sampling, Texts, prompt_text
 from megc_vqa.answering.prefix import PrefixCache, PrefixStats, SharedPrefixDecoding, unsupported_reason
 from megc_vqa.models.prompting import PromptOptions, encode_prompts, model_visuals
@@ -87,8 +88,6 @@ class HfDecoder:
     @property
     def token_index(self) -> Any:
         if self._index is None:
-            from megc_vqa.answering.constrained import TokenIndex
-
             self._index = TokenIndex(self.tokenizer)
         return self._index
 
@@ -223,8 +222,6 @@ class HfDecoder:
         """One ``generate`` call over the rows, left-padded, each row stopping at its own bound."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        from megc_vqa.answering.constrained import GrammarLogitsProcessor, stop_token_ids
 
         questions = [r.question for r in requests]
         visuals = [r.visual for r in requests]

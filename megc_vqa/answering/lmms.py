@@ -26,6 +26,7 @@ from typing import Any
 
 from megc_vqa.answering.run_vqa import clip_dataset, clip_fps, frame_folder
 from megc_vqa.errors import InputError, UsageError
+from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.lmms_tasks import ENV_FRAMES, ENV_MODEL, ENV_QA, ENV_QUESTIONS
 from megc_vqa.metrics.scoring import answer_problem
 from megc_vqa.metrics.vqa import score_vqa
@@ -33,6 +34,8 @@ from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import DEFAULT_OPTIONS
 from megc_vqa.qa.io import QAFileError, read_qa_jsonl, read_questions
 from megc_vqa.qa.kinds import kind_of
+from megc_vqa.training.data import make_visual_fn
+from megc_vqa.visual.frames import clip_from_folder
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,6 @@ def question_file(relative: str) -> Path:
 
 
 def _has_frames(folder: Path) -> bool:
-    from megc_vqa.frame_names import frame_number, is_image
-
     return any(is_image(n) and frame_number(n) is not None for n in os.listdir(folder))
 
 
@@ -142,12 +143,8 @@ def contract() -> ModelContract:
 
 @lru_cache(maxsize=256)
 def _visual(doc_key: tuple[Any, ...]) -> Any:
-    from megc_vqa.training.data import make_visual_fn
-
     record = dict(doc_key)
     if record.get("onset") is None:  # a test clip: first and last frame, estimated apex
-        from megc_vqa.visual.frames import clip_from_folder
-
         return contract().sample(
             clip_from_folder(Path(record["source"]), float(record["fps"]), dataset="test")
         )

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from megc_vqa.answering.constrained import stop_token_ids
 from megc_vqa.answering.grammar import Matcher, OneOf
 
 if TYPE_CHECKING:
@@ -629,8 +630,6 @@ class _Loop:
     reaches its length bound, and new rows join between steps."""
 
     def __init__(self, owner: SharedPrefixDecoding) -> None:
-        from megc_vqa.answering.constrained import stop_token_ids
-
         self.owner = owner
         self.rows: list[_Entry] = []
         self.state: Rows | None = None

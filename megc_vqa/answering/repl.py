@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from megc_vqa.annotations.long_videos import check_fps
-from megc_vqa.errors import MegcError
+from megc_vqa.answering.run_vqa import VisualSettings
+from megc_vqa.errors import MegcError, UsageError, check_number, cut
 from megc_vqa.fileio import (
     atomic_write_bytes,
     atomic_write_text,
@@ -33,6 +34,7 @@ from megc_vqa.fileio import (
     dumps_jsonl,
     is_regular_file,
 )
+from megc_vqa.records import Clip, FrameSource
 
 HELP = """\
 Type a question and press Enter, for example:
@@ -248,8 +250,6 @@ def is_transcript(path: Path, limit: int = 1 << 16) -> bool:
 
 def _describe(err: Exception) -> str:
     """One line for an error at the prompt: the project's message as it is, else the type too."""
-    from megc_vqa.errors import MegcError, cut
-
     text = " ".join(str(err).split())
     if isinstance(err, (MegcError, OSError)):
         return text if len(text) <= 500 else text[:500] + "..."
@@ -264,8 +264,6 @@ def check_clip_options(
 ) -> None:
     """Frame numbers given on the command line or to ``:clip``: non-negative, onset <= apex <= offset.
     ``names``: how the user gave them (the options, or ``:clip``'s ONSET APEX OFFSET)."""
-    from megc_vqa.errors import UsageError, check_number
-
     n_on, n_apex, n_off = names
     for name, value in zip(names, (onset, apex, offset), strict=True):
         check_number(name, value, minimum=0)
@@ -282,8 +280,6 @@ def check_clip_options(
 
 def _check_in_clip(req: ClipRequest, first: int, last: int) -> None:
     """The requested frames must exist in the clip (``first..last``)."""
-    from megc_vqa.errors import UsageError
-
     for name, value in (("onset", req.onset), ("apex", req.apex), ("offset", req.offset)):
         if value is not None and not first <= value <= last:
             raise UsageError(f"{req.path}: {name} {value} is outside the clip's frames {first}..{last}")
@@ -315,7 +311,6 @@ def make_clip_loader(args: argparse.Namespace, contract: Any) -> Callable[[ClipR
     record, with any explicit options applied)."""
     from dataclasses import replace
 
-    from megc_vqa.records import FrameSource
     from megc_vqa.visual.frames import clip_from_folder, open_frames
 
     def load(req: ClipRequest) -> Any:
@@ -323,8 +318,6 @@ def make_clip_loader(args: argparse.Namespace, contract: Any) -> Callable[[ClipR
         if path.is_dir():
             clip = clip_from_folder(path, args.fps or 30.0, dataset="ask")
         elif path.is_file():
-            from megc_vqa.records import Clip
-
             source = FrameSource("video", path)
             with open_frames(source) as reader:
                 first, last = reader.first, reader.last
@@ -384,8 +377,6 @@ def _readline_input(prompt: str = "ask> ") -> Callable[[], str]:
 
 def run(args: argparse.Namespace) -> int:
     from megc_vqa.answering.engine import Engine, EngineOptions
-    from megc_vqa.answering.run_vqa import VisualSettings
-    from megc_vqa.errors import UsageError, check_number
 
     if not args.clip.exists():
         raise UsageError(f"--clip {args.clip}: no such frame folder or video")

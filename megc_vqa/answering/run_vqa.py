@@ -34,10 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.annotations.long_videos import check_fps
-from megc_vqa.errors import InputError, MegcError, set_output_folder
+from megc_vqa.answering.answer_log import AnswerLog
+from megc_vqa.answering.postprocess import fallback_answer
+from megc_vqa.errors import InputError, MegcError, UsageError, check_number, set_output_folder
 from megc_vqa.fileio import (
+    atomic_write_text,
     check_folder_option,
     claim_outputs,
+    content_identity,
     input_file_problem,
     is_inside,
     is_plain_name,
@@ -47,6 +51,15 @@ from megc_vqa.fileio import (
     read_jsonl_bytes,
 )
 from megc_vqa.limits import BATCH_SIZE, REPORT_ROWS, VOTES, check_count, check_image_size
+from megc_vqa.metrics.vqa import align, ground_truth_id, score_aligned
+from megc_vqa.models.serving import ServingError, check_servable
+from megc_vqa.qa.io import QAFileError, read_questions
+from megc_vqa.records import FrameSource
+from megc_vqa.submission.files import prediction_file_name, read_jsonl
+from megc_vqa.submission.report import markdown_table, write_vqa_report
+from megc_vqa.submission.validate import validate_files
+from megc_vqa.submission.writer import make_submission_zip, write_predictions
+from megc_vqa.visual.errors import FaceSkip
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +96,6 @@ def check_run_options(
 ) -> None:
     """Every numeric option of a run, and the ``--fine-labels`` words, checked before anything loads
     (``UsageError`` naming the option)."""
-    from megc_vqa.errors import UsageError, check_number
-
     check_count("--batch-size", batch_size, BATCH_SIZE)
     check_count("--votes", votes, VOTES)
     check_number("--temperature", temperature, minimum=0)
@@ -183,11 +194,8 @@ def clip_fps(path: Path, row: Any) -> float:
 
 def plan_jobs(question_files: Sequence[Path], frames_root: Path, fps: float | None = None) -> list[ClipJob]:
     """Read the question files and find every clip's frames; one error lists everything missing."""
-    from megc_vqa.qa.io import QAFileError, read_questions
-
     if not question_files:
         raise RunError("no question files given")
-    from megc_vqa.submission.files import prediction_file_name
 
     by_prediction: dict[str, list[str]] = {}
     for p in question_files:
@@ -235,8 +243,6 @@ def check_ground_truth(gt_files: Sequence[str | Path], jobs: Sequence[ClipJob]) 
     """Every ``--gt`` file checked before any model loads: a readable JSONL of ground-truth rows (an id, a
     question and a non-empty answer, as the scorer needs them) sharing at least one ``video_id`` with the
     question files; else :class:`InputError` naming the file and what ``--gt`` takes."""
-    from megc_vqa.metrics.vqa import ground_truth_id
-
     takes = (
         "--gt takes the ME-VQA ground truth of these questions: their rows with the answers filled (JSONL)"
     )
@@ -323,9 +329,7 @@ def run_vqa(
     ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``);
     ``backend="vllm"`` decodes with vLLM when it is installed; ``report_rows``: wrong rows of each kind
     shown in ``report.html`` (with ground truth); ``label_scores`` writes the per-row label scores file."""
-    from megc_vqa.answering.answer_log import AnswerLog
     from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
-    from megc_vqa.fileio import content_identity
     from megc_vqa.models.contract import read_contract
 
     started = time.perf_counter()
@@ -341,7 +345,6 @@ def run_vqa(
     check_ground_truth(gt_files, jobs)  # read only after answering, a wrong file would waste the run
     if visual.cache_dir is not None:
         check_folder_option(visual.cache_dir, "--visual-cache")
-    from megc_vqa.submission.files import prediction_file_name
 
     # Only its own files in --out, and only those it wrote (a user's report.md or submission.zip is kept).
     claim_outputs(
@@ -356,8 +359,6 @@ def run_vqa(
         if not vllm_available():
             raise RunError("--backend vllm needs the vllm package (pip install vllm)")
         if adapter is not None:  # before the model loads: vLLM drops LoRA outside the language model
-            from megc_vqa.models.serving import ServingError, check_servable
-
             try:
                 check_servable(adapter, "vllm")
             except (ServingError, FileNotFoundError) as err:
@@ -419,7 +420,6 @@ def _forget_stale_answers(jobs: list[ClipJob], done: dict[str, Any]) -> None:
     others are answered again (a question file or a frame folder changed since the log was written)."""
     import hashlib
 
-    from megc_vqa.records import FrameSource
     from megc_vqa.visual.samplers import source_fingerprint
 
     stale: list[str] = []
@@ -471,7 +471,6 @@ def _answer_jobs(
     from tqdm.auto import tqdm
 
     from megc_vqa.answering.engine import Answer
-    from megc_vqa.visual.face import FaceSkip
 
     done = answer_log.done
     remaining = sum(1 for j in jobs for r in j.rows if j.key(r) not in done)
@@ -510,8 +509,6 @@ def _answer_jobs(
                 for i, (row, a) in enumerate(zip(job.rows, answers, strict=True))
             ]
         for job, reason in failed:
-            from megc_vqa.answering.postprocess import fallback_answer
-
             entries += [
                 _entry(
                     job,
@@ -566,11 +563,6 @@ def _finish(
     gallery: tuple[Any, Path | None, int] | None = None,
     label_scores: bool = False,
 ) -> RunResult:
-    from megc_vqa.fileio import atomic_write_text
-    from megc_vqa.submission.files import prediction_file_name, read_jsonl
-    from megc_vqa.submission.validate import validate_files
-    from megc_vqa.submission.writer import make_submission_zip, write_predictions
-
     done = answer_log.done
     entries = [done[j.key(r)] for j in jobs for r in j.rows]
     files: list[Path] = []
@@ -619,9 +611,6 @@ def _finish(
     }
     scores = None
     if gt_files:
-        from megc_vqa.metrics.vqa import align, score_aligned
-        from megc_vqa.submission.report import markdown_table, write_vqa_report
-
         gt_rows = [row for g in gt_files for row in read_jsonl(g)]
         by_name = {prediction_file_name(g): g for g in gt_files}
         preds = [row for f in files for row in read_jsonl(f)]
@@ -697,8 +686,6 @@ def write_label_scores(path: Path, entries: Sequence[dict[str, Any]]) -> Path:
     give over the row's label set; ``null`` where the row was not scored (open kinds, sampling, vLLM, or an
     answer logged before label scores existed)."""
     import math
-
-    from megc_vqa.fileio import atomic_write_text
 
     lines = []
     for e in entries:

@@ -41,6 +41,7 @@ from megc_vqa.answering.engine import (
 )
 from megc_vqa.models.contract import ModelContract
 from megc_vqa.models.prompting import PromptOptions, model_visuals
+from megc_vqa.models.registry import ModelLoadError, load_processor, resolve
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,6 @@ class VllmDecoder:
             )
         from vllm import LLM
         from vllm.lora.request import LoRARequest
-
-        from megc_vqa.models.registry import ModelLoadError, load_processor, resolve
 
         adapter_path = Path(adapter) if adapter else None
         adapter_cfg = check_adapter(adapter_path) if adapter_path else {}

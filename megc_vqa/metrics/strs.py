@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from megc_vqa.errors import MegcError
+from megc_vqa.errors import MegcError, cut, unknown_keys_error
 from megc_vqa.fileio import Problem
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.limits import JSONL_BYTES, read_bounded
@@ -130,8 +130,6 @@ def parse_str_csv(
     ``None``): a row on another video is a warning, a frame outside its video an error. Frames must be
     integers in ``0..MAX_FRAME``.
     """
-    from megc_vqa.errors import cut, unknown_keys_error
-
     problems: list[Problem] = []
     if isinstance(data, bytes):
         if data.startswith(b"\xef\xbb\xbf"):

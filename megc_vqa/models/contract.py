@@ -29,11 +29,10 @@ from typing import Any
 from megc_vqa import __version__
 from megc_vqa.errors import MegcError
 from megc_vqa.face_settings import FaceSettings
-from megc_vqa.fileio import read_json_bytes
+from megc_vqa.fileio import atomic_write_text, read_json_bytes
 from megc_vqa.labels import AU_NAMES_IN_ORDER, COARSE_CLASSES, TRAINING_FINE_LABELS
 from megc_vqa.models.prompting import VISUAL_MODES, PromptOptions
-from megc_vqa.visual.flow import FLOW_METHODS
-from megc_vqa.visual.samplers import APEX_METHODS, parse_sampler, sample
+from megc_vqa.visual.spec import APEX_METHODS, FLOW_METHODS, parse_sampler
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +267,6 @@ class ModelContract:
 
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/megc_vqa_train.json`` atomically; returns its path."""
-        from megc_vqa.fileio import atomic_write_text
-
         return atomic_write_text(Path(folder) / RECORD_NAME, json.dumps(self.to_json(), indent=2) + "\n")
 
     # -- use ----------------------------------------------------------------------------------------
@@ -322,6 +319,8 @@ class ModelContract:
 
     def sample(self, clip: Any, cache_dir: str | Path | None = None, root: Path | None = None) -> Any:
         """The clip's ``VisualInputs`` with these settings (an apex the clip lacks is estimated)."""
+        from megc_vqa.visual.samplers import sample  # OpenCV: the record is read where no frame is decoded
+
         return sample(
             clip, cache_dir=Path(cache_dir) if cache_dir else None, root=root, **self.visual.sample_kwargs()
         )

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.fileio import atomic_cache_folder
+from megc_vqa.models.registry import FAMILIES
+from megc_vqa.models.tiny import _ids, cache_root, tiny_processor, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,6 @@ class PublishedModel:
 
     @property
     def vision_depth_key(self) -> str:
-        from megc_vqa.models.registry import FAMILIES
-
         return FAMILIES[self.family].vision_depth_key
 
     @property
@@ -360,22 +360,17 @@ def model_config(
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if key in ids:
             data["text_config"][key] = ids.pop(key)
-    from megc_vqa.models.registry import FAMILIES
 
     return FAMILIES[spec.family].config_from(data, ids)
 
 
 def model_class(family: str) -> Any:
     """The transformers model class of ``family``."""
-    from megc_vqa.models.registry import FAMILIES
-
     return FAMILIES[family].transformers_class("model")
 
 
 def random_processor(hub_id: str) -> Any:
     """The family's processor with the published image/video settings and the tiny tokenizer."""
-    from megc_vqa.models.tiny import tiny_processor, train_tokenizer
-
     spec = published(hub_id)
     processor = tiny_processor(spec.family, train_tokenizer(family=spec.family))
     for attr, settings in (
@@ -403,8 +398,6 @@ def build_random(
     import gc
 
     import torch
-
-    from megc_vqa.models.tiny import _ids
 
     spec = published(hub_id)
     out = Path(out_dir)
@@ -453,8 +446,6 @@ def ensure_random(
     vision_layers: int | None = None,
 ) -> Path:
     """Path of the random build of ``hub_id`` in the cache (``$MEGC_VQA_CACHE/models``), built once."""
-    from megc_vqa.models.tiny import cache_root
-
     root = Path(cache_dir) if cache_dir else cache_root()
     target = root / random_name(hub_id, layers, vision_layers)
     stamp = target / "megc_vqa_random.json"

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from megc_vqa.errors import MegcError
+from megc_vqa.models.registry import resolve
 
 
 class ServingError(MegcError, ValueError):
@@ -31,8 +32,6 @@ def adapter_scopes(adapter: str | Path) -> dict[str, list[str]]:
     """``{scope: [module names]}`` of the modules an adapter folder changes, from its weight names
     (only the safetensors header is read). ``full`` lists modules_to_save (trained in full)."""
     from safetensors import safe_open
-
-    from megc_vqa.models.registry import resolve
 
     adapter = Path(adapter)
     weights = adapter / "adapter_model.safetensors"

@@ -24,6 +24,7 @@ from megc_vqa.labels import AU_NAMES, COARSE_MAPS, KNOWN_FINE, STR_CLASSES
 from megc_vqa.models.chat_templates import DEFAULT_SYSTEM_PROMPT
 from megc_vqa.models.families.base import Family
 from megc_vqa.models.registry import FAMILIES, MODELS
+from megc_vqa.qa import templates as t
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def cache_root() -> Path:
 
 def qa_corpus() -> Iterator[str]:
     """Every string the tiny tokenizer should encode compactly: MEGC questions, answers and chat text."""
-    from megc_vqa.qa import templates as t
-
     au_names = [AU_NAMES[n] for n in sorted(AU_NAMES)]
     fines = sorted(set().union(*KNOWN_FINE.values()) | {f for m in COARSE_MAPS.values() for f in m})
     yield from (

@@ -32,6 +32,7 @@ from megc_vqa.face_settings import FaceSettings
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.limits import open_image
 from megc_vqa.records import Clip, Skip
+from megc_vqa.visual.errors import FaceSkip
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ def check_clip_faces(clips: Iterable[Clip], face: FaceSettings) -> tuple[list[Cl
     ``face_geometry``: no face, two faces, a face cut by the border or a crop outside the frame is a
     :class:`Skip`, logged with the clip's name). Registration and the later frames are checked when the clip
     is sampled."""
-    from megc_vqa.visual.face import FaceSkip
     from megc_vqa.visual.facepipe import face_geometry
     from megc_vqa.visual.frames import FrameError, FrameReader
 

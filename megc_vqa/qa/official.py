@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megc_vqa import annotations
 from megc_vqa.errors import MegcError, UsageError
 from megc_vqa.qa import templates as t
 from megc_vqa.qa.generate import clip_rng, generate_qa, named_aus
@@ -280,8 +281,6 @@ def _compare_clip(clip: str, generated: list[QARecord], official: list[QARecord]
 
 def load_clips(data_root: Path) -> tuple[list[Clip], list[Skip]]:
     """Every clip under ``data_root`` (the annotation loaders); ``PrepError`` for an unreadable file."""
-    from megc_vqa import annotations
-
     if not Path(data_root).is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
     try:

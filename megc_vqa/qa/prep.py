@@ -27,10 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from megc_vqa import annotations
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
+from megc_vqa.annotations.long_videos import str_ground_truth_names, write_str_ground_truth
 from megc_vqa.errors import UsageError
 from megc_vqa.face_settings import FACE_DETECTORS, FaceSettings
-from megc_vqa.qa import official
+from megc_vqa.qa import frame_check, official
+from megc_vqa.qa.generate import generate_qa
+from megc_vqa.qa.io import save_as_dataset, write_jsonl_atomic, write_qa_jsonl
 from megc_vqa.qa.official import PrepError
 from megc_vqa.qa.outputs import (  # noqa: F401  (re-exported: prep's outputs)
     OFFICIAL_OUTPUT_NAMES,
@@ -145,10 +149,6 @@ def prepare(
     """
     from tqdm import tqdm
 
-    from megc_vqa import annotations
-    from megc_vqa.qa.generate import generate_qa
-    from megc_vqa.qa.io import save_as_dataset, write_jsonl_atomic, write_qa_jsonl
-
     if not Path(data_root).is_dir():
         raise PrepError(f"--data-root {data_root}: no such folder")
     data_root = Path(data_root).absolute()  # clip sources absolute, whatever the working folder
@@ -182,20 +182,17 @@ def prepare(
         load_skips = [s for s in load_skips if s.dataset in wanted]
         long_videos = [v for v in long_videos if v.dataset in wanted]
 
-    from megc_vqa.qa.frame_check import check_clip_frames
-
-    clips, frame_skips = check_clip_frames(clips)  # every frame a record will use opens, before any record
+    clips, frame_skips = frame_check.check_clip_frames(
+        clips
+    )  # every frame a record will use opens, before any record
     if face is not None and face.pipeline:
-        from megc_vqa.qa.frame_check import check_clip_faces
-
-        clips, face_skips = check_clip_faces(clips, face)
+        clips, face_skips = frame_check.check_clip_faces(clips, face)
         frame_skips += face_skips
     qa_skips: list[Skip] = []
     bar = tqdm(clips, desc="QA", unit="clip", disable=(not progress) if progress is not None else None)
     records = generate_qa(bar, seed=seed, skips=qa_skips)
 
     out = Path(out)
-    from megc_vqa.annotations.long_videos import str_ground_truth_names
 
     claim_prep_outputs(out, [*OUTPUT_NAMES, *str_ground_truth_names(long_videos)], inputs)
     result = PrepResult(records, load_skips, qa_skips, long_videos=len(long_videos), frame_skips=frame_skips)
@@ -272,8 +269,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from megc_vqa import annotations
-
     if getattr(args, "training_file", None) is not None:
         if args.compare_with is not None or args.datasets:
             raise UsageError("--training-file takes neither --compare-with nor --datasets")
@@ -298,9 +293,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"megc-vqa prep: error: {err}", file=sys.stderr)
         return 2
     print_summary(result, annotations.summarise_skips(result.load_skips))
-    from megc_vqa.annotations.long_videos import (
-        write_str_ground_truth,  # long videos: STR ground truth + sidecar
-    )
 
     str_files = write_str_ground_truth(result.long_video_records, args.out)
     for path in str_files.values():

@@ -30,7 +30,10 @@ import numpy as np
 
 from megc_vqa.errors import MegcError
 from megc_vqa.records import FrameSource, LongVideo
-from megc_vqa.visual.frames import FrameReader
+from megc_vqa.visual.face import FaceDetectorUnavailable, face_box
+from megc_vqa.visual.facepipe import face_geometry
+from megc_vqa.visual.frames import FrameError, FrameReader
+from megc_vqa.visual.frames import list_frames as list_numbered
 
 from .model import OUTPUTS, SpotterConfig
 
@@ -46,9 +49,6 @@ class NoFramesError(MegcError, ValueError):
 def list_frames(folder: str | Path) -> list[tuple[int, Path]]:
     """``(frame index, path)`` of every image in ``folder``, in numeric order (``img100`` after ``img46``),
     through ``megc_vqa.visual.frames``; raises ``NoFramesError`` naming the folder when there is none."""
-    from megc_vqa.visual.frames import FrameError
-    from megc_vqa.visual.frames import list_frames as list_numbered
-
     try:
         frames = list_numbered(Path(folder))
     except FrameError as err:
@@ -76,8 +76,6 @@ class VideoFrames:
 
     @classmethod
     def open(cls, source: FrameSource) -> VideoFrames:
-        from megc_vqa.visual.frames import FrameError
-
         try:
             reader = FrameReader(source)
         except FrameError as err:
@@ -96,8 +94,6 @@ class VideoFrames:
 
 def first_frame_grey(frames: VideoFrames) -> np.ndarray | None:
     """The first frame at full resolution, grey, or None when it cannot be decoded."""
-    from megc_vqa.visual.frames import FrameError
-
     try:
         return frames.reader.read_grey([frames.first])[0]
     except FrameError:
@@ -107,8 +103,6 @@ def first_frame_grey(frames: VideoFrames) -> np.ndarray | None:
 def face_crop_for(frames: VideoFrames, label: str = "", margin: float = 0.15) -> Crop | None:
     """``face: box`` (the earlier ``face_crop``): the Haar face box on the first frame
     (``megc_vqa.visual.face.face_box``), or None (centre square) with a warning saying why."""
-    from megc_vqa.visual.face import FaceDetectorUnavailable, face_box
-
     image = first_frame_grey(frames)
     if image is None:
         log.warning("%s: first frame unreadable, no face crop: centre square used", label)
@@ -139,7 +133,6 @@ def face_view_for(frames: VideoFrames, config: SpotterConfig, label: str = "") -
         return FaceView(crop=face_crop_for(frames, label, settings.margin))
     if settings.face == "none":
         return FaceView()
-    from megc_vqa.visual.facepipe import face_geometry
 
     first = frames.reader.read([frames.first])[0]
     geometry = face_geometry(first, settings, config.size, label)
@@ -188,8 +181,6 @@ def iter_crop_chunks(
     ``matrix`` (``face: align``): an output->source affine map onto a ``size`` x ``size`` canvas, used
     instead of ``crop``.
     """
-    from megc_vqa.visual.frames import FrameError
-
     del workers
     indices = [int(i) for i in indices]
     if not indices:

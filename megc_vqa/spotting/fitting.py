@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from megc_vqa.errors import InputError
+from megc_vqa.visual.errors import FaceSkip
 
 from .recipe import TrainConfig
 from .selection import choose_peaks
@@ -31,8 +32,6 @@ class FitResult:
 
 
 def _prepare(videos, model_cfg, phases: int = 1):
-    from megc_vqa.visual.face import FaceSkip
-
     from .data import prepare_video
 
     prepared = []

@@ -35,6 +35,7 @@ import torch
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
+from megc_vqa.errors import UsageError, check_number, reject_unknown_keys
 from megc_vqa.records import FrameSource
 
 from .data import (
@@ -116,8 +117,6 @@ class PeakParams:
     def from_dict(cls, data: dict | None, where: str = "peaks") -> PeakParams:
         """Settings from a recipe's ``peaks:`` section or a checkpoint; unknown keys and out-of-range values
         are errors naming the key."""
-        from megc_vqa.errors import UsageError, check_number, reject_unknown_keys
-
         data = dict(data or {})
         reject_unknown_keys(data, [f.name for f in fields(cls)], where)
         if "types" in data:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from megc_vqa.errors import InputError, cut
-from megc_vqa.fileio import TOLERATED_PROBLEMS, is_plain_name, parse_jsonl, read_jsonl_bytes
+from megc_vqa.fileio import TOLERATED_PROBLEMS, is_plain_name, parse_jsonl, read_jsonl_bytes, write_jsonl
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa.kinds import KINDS
 from megc_vqa.qa.templates import AU_QUESTION_PLURAL, au_list_answer, classify_question, event_number
@@ -161,6 +161,5 @@ def answer_file(
             flags.append(
                 {"video_id": row.get("video_id"), "video": video, "question": row["question"], "flag": flag}
             )
-    from megc_vqa.fileio import write_jsonl
 
     return write_jsonl(Path(out_dir) / pred_name(questions_path), out_rows)

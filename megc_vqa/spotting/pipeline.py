@@ -54,6 +54,7 @@ from megc_vqa.fileio import (
 from megc_vqa.labels import STR_CLASSES
 from megc_vqa.qa.templates import COARSE_QUESTION
 from megc_vqa.records import Clip, FrameSource
+from megc_vqa.visual.errors import FaceSkip
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +358,6 @@ class STRRunner:
         """Process every unfinished job; returns ``{"done": [...], "skipped": [...], "failed": {name: reason}}``."""
         from tqdm import tqdm
 
-        from megc_vqa.visual.face import FaceSkip
-
         from .data import NoFramesError
 
         if self.config.emotion == "head" and self.spotter is not None and not self.spotter.config.emotions:
@@ -556,8 +555,6 @@ class EngineAsk:
         return {**self.engine.settings(), **self.contract.summary()}
 
     def __call__(self, source: FrameSource, key_frames: Sequence[int], question: str, fps: float) -> str:
-        from megc_vqa.visual.face import FaceSkip
-
         onset, apex, offset = key_frames
         name = f"{source.path.name}_{onset}_{offset}"
         clip = Clip("str", "", name, name, source, fps, onset, offset, apex)

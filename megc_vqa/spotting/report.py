@@ -14,6 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
+from megc_vqa.fileio import atomic_write_text, read_jsonl, strict_json
+from megc_vqa.labels import STR_CLASSES
+from megc_vqa.metrics.lvqa import (
+    METRIC_NOTE,
+    normalise_event_type,
+    parse_au_set,
+    parse_count,
+    score_lvqa,
+    set_f1,
+)
+from megc_vqa.metrics.strs import Interval, canonical_subject, read_intervals, score_str
+from megc_vqa.qa.templates import classify_question
+from megc_vqa.spotting.pipeline import read_intervals as read_run_intervals
+
 log = logging.getLogger(__name__)
 
 CURVE_THRESHOLDS = tuple(round(float(t), 3) for t in np.linspace(0.05, 0.95, 19))
@@ -40,8 +54,6 @@ def threshold_sweep(
 ) -> list[dict]:
     """Strict spotting precision/recall/F1 of ``extract_intervals`` at every threshold (other settings as
     ``peaks``), pooled over the videos, against the ground-truth CSV."""
-    from megc_vqa.metrics.strs import Interval, canonical_subject, read_intervals, score_str
-
     from .infer import extract_intervals
 
     gts = read_intervals(gt_csv)
@@ -94,12 +106,6 @@ def plot_threshold_curve(rows: Sequence[dict], used: float, path: str | Path, ti
 def write_str_scores(runner, gt_csv: str | Path) -> dict:
     """``OUT/scores.json`` ({"spotter", "official", "strict", "threshold_curve"}) and
     ``OUT/plots/threshold_curve.png`` for a finished ``STRRunner`` run scored against ``gt_csv``."""
-    from megc_vqa.fileio import atomic_write_text, strict_json
-    from megc_vqa.labels import STR_CLASSES
-    from megc_vqa.metrics.strs import read_intervals, score_str
-
-    from .pipeline import read_intervals as read_run_intervals
-
     # The validator's reader and rules, as eval/score.py str reads them.
     gts = read_intervals(gt_csv, role="ground_truth")
     preds = read_intervals(
@@ -144,9 +150,6 @@ def lvqa_video_rows(
 ) -> list[dict]:
     """One row per video: the answers by question kind (event types joined in question order), the ground
     truth's next to them when given (``gt_*`` and absolute count errors), and the fallback flags."""
-    from megc_vqa.metrics.lvqa import normalise_event_type, parse_au_set, parse_count, set_f1
-    from megc_vqa.qa.templates import classify_question
-
     truth = {r.get("video_id"): r for r in ground_truth}
     table: dict[str, dict] = {}
     for row in predictions:
@@ -183,8 +186,6 @@ def lvqa_markdown(
     """The LVQA report: overall scores (with the metric note), the per-video table, the flagged rows."""
     lines = ["# ME-LVQA run", "", f"Spotter: {spotter}", ""]
     if scores is not None:
-        from megc_vqa.metrics.lvqa import METRIC_NOTE
-
         overall = scores["overall"]
         keys = [
             k for k in overall if k.startswith(("count_", "au_", "type_")) and not k.startswith("count_acc")
@@ -228,9 +229,6 @@ def write_lvqa_report(
     returns the scores (``None`` without ground truth)."""
     import csv
     import io
-
-    from megc_vqa.fileio import atomic_write_text, read_jsonl, strict_json
-    from megc_vqa.metrics.lvqa import score_lvqa
 
     out = Path(out)
     preds = [row for p in pred_files for row in read_jsonl(p)]

@@ -36,11 +36,18 @@ import numpy as np
 
 from megc_vqa import __version__
 from megc_vqa.answering.run_vqa import DEFAULT_FPS, FPS_BY_DATASET, frame_folder
-from megc_vqa.fileio import claim_outputs
+from megc_vqa.errors import UsageError
+from megc_vqa.fileio import claim_outputs, input_file_problem, read_jsonl
+from megc_vqa.limits import REPORT_ROWS, check_count, check_image_size
 from megc_vqa.metrics.vqa import INVALID, AlignedRow, normalise_answer
+from megc_vqa.models.contract import ModelContract, read_contract
 from megc_vqa.models.prompting import get_field
+from megc_vqa.qa.io import read_qa_jsonl
 from megc_vqa.submission.files import atomic_write_text
-from megc_vqa.visual.samplers import VisualInputs, parse_sampler
+from megc_vqa.training.data import make_visual_fn
+from megc_vqa.visual.frames import clip_from_folder
+from megc_vqa.visual.samplers import VisualInputs
+from megc_vqa.visual.spec import parse_sampler
 
 log = logging.getLogger(__name__)
 
@@ -446,8 +453,6 @@ class ClipVisuals:
         frames_root: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        from megc_vqa.training.data import make_visual_fn
-
         self.contract = contract
         self.frames_root = Path(frames_root) if frames_root else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -464,8 +469,6 @@ class ClipVisuals:
         self._folder_visual = functools.lru_cache(maxsize=64)(self._sample_folder)
 
     def _sample_folder(self, folder: Path, fps: float) -> VisualInputs:
-        from megc_vqa.visual.frames import clip_from_folder
-
         return self.contract.sample(clip_from_folder(folder, fps, dataset="test"), self.cache_dir)
 
     def __call__(self, row: AlignedRow) -> VisualInputs | None:
@@ -499,12 +502,6 @@ def report_options(
     read from the file's folder) and the visual settings of ``visual_from`` (an adapter or model folder with a
     training record; else the defaults), ``spec``/``size`` overriding them. Every option is checked here,
     the error naming it."""
-    from megc_vqa.errors import UsageError
-    from megc_vqa.fileio import input_file_problem, read_jsonl
-    from megc_vqa.limits import REPORT_ROWS, check_count, check_image_size
-    from megc_vqa.models.contract import ModelContract, read_contract
-    from megc_vqa.qa.io import read_qa_jsonl
-
     check_count("--report-rows", max_wrong, REPORT_ROWS, minimum=0)
     check_image_size("--image-size", size)
     for option, folder in (("--frames-root", frames_root), ("--visual-from", visual_from)):

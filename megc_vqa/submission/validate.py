@@ -21,9 +21,10 @@ from typing import Any
 from megc_vqa.annotations.long_videos import FpsPolicy, discover_videos
 from megc_vqa.errors import InputError, cut
 from megc_vqa.fileio import TOLERATED_PROBLEMS, check_input_file, input_file_problem, read_jsonl_bytes
+from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import AU_NAMES, STR_CLASSES
 from megc_vqa.limits import ZIP_MEMBER_BYTES, ZIP_MEMBERS, ZIP_TOTAL_BYTES, read_stream_bounded
-from megc_vqa.metrics.strs import parse_str_csv
+from megc_vqa.metrics.strs import parse_str_csv, read_intervals
 from megc_vqa.qa.io import QAFileError, read_questions
 from megc_vqa.qa.kinds import kind_of
 from megc_vqa.qa.templates import is_plural, parse_joint_answer
@@ -175,9 +176,6 @@ def validate_str_bytes(
 def str_videos(path: str | os.PathLike[str]) -> dict[tuple[str, str], tuple[int, int] | None]:
     """The known long videos for checking an STR CSV: a folder of ``<subject>_<video>/`` frame folders (with
     each one's first and last frame) or a ground-truth STR CSV (videos only)."""
-    from megc_vqa.frame_names import frame_number, is_image
-    from megc_vqa.metrics.strs import read_intervals
-
     path = Path(path)
     if path.is_file():
         return {i.key: None for i in read_intervals(path)}

@@ -8,10 +8,12 @@ import logging
 import time
 from pathlib import Path
 
+from megc_vqa import annotations
 from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import RunRecord, claim_outputs, settings_differences
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
-from megc_vqa.qa.official import TRAINING_FILES
+from megc_vqa.qa.official import TRAINING_DATASETS, TRAINING_FILES, official_rows, write_training_file
+from megc_vqa.records import LoadResult
 from megc_vqa.synth.realism import REALISMS, SYNTHETIC, check_realism, refuse_size_with_release
 
 log = logging.getLogger(__name__)
@@ -161,11 +163,7 @@ def _refuse_other_settings(args: argparse.Namespace, datasets: list[str]) -> Non
 
 def _write_training_file(out: Path, version: str, datasets: list[str]) -> Path:
     """The organiser-format file of the releases just written, read back through the real loaders."""
-    from megc_vqa.annotations import DATASETS
-    from megc_vqa.qa.official import TRAINING_DATASETS, TRAINING_FILES, official_rows, write_training_file
-    from megc_vqa.records import LoadResult
-
     loaded = LoadResult()
     for name in (d for d in TRAINING_DATASETS if d in datasets):
-        loaded.extend(DATASETS[name].load(out / name))
+        loaded.extend(annotations.DATASETS[name].load(out / name))
     return write_training_file(official_rows(loaded.clips, version), out / TRAINING_FILES[version])

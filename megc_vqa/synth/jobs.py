@@ -17,6 +17,7 @@ import numpy as np
 from megc_vqa.synth.face import BLINK, FaceIdentity, render_sided
 from megc_vqa.synth.motion import au_course, blink_course, head_motion, lighting_gain, slow_drift
 from megc_vqa.synth.realism import SubjectLook
+from megc_vqa.synth.scene import run_release_job
 
 log = logging.getLogger(__name__)
 CHUNK = 96  # frames rendered at once: memory stays flat for long videos
@@ -84,8 +85,6 @@ def run_job(job: RenderJob) -> int:
     import cv2
 
     if job.look is not None:
-        from megc_vqa.synth.scene import run_release_job
-
         return run_release_job(job)
     rng = np.random.default_rng(np.random.SeedSequence(list(job.seed)))
     left, right = side_curves(job.tracks, job.n_frames)

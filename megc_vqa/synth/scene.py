@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 
 from megc_vqa.synth.face import FaceIdentity
+from megc_vqa.synth.motion import au_course, lighting_gain
 from megc_vqa.synth.painter import BLINK, CANONICAL, FacePainter, _curve
-from megc_vqa.synth.realism import SubjectLook
+from megc_vqa.synth.realism import BLINK_SECONDS, SubjectLook
 
 # Landmark motions per AU, mirroring painter.py: (x, y, dx, dy, sigma_x, sigma_y) in canonical units for the
 # side with sign ``sgn`` (+1: the subject's left = image right). dx is given towards the face's outside.
@@ -285,9 +286,6 @@ def _rotation(angle: float) -> np.ndarray:
 
 def blink_curve(n: int, fps: float, rng: np.random.Generator, per_min: float, busy: np.ndarray) -> np.ndarray:
     """Blinks at ``per_min`` a minute, each 100-300 ms, closed at a third of their course, away from ``busy``."""
-    from megc_vqa.synth.motion import au_course
-    from megc_vqa.synth.realism import BLINK_SECONDS
-
     course = np.zeros(n)
     for start in np.flatnonzero(rng.random(n) < per_min / 60 / fps):
         length = max(3, round(rng.uniform(*BLINK_SECONDS) * fps))
@@ -378,8 +376,6 @@ def _box_planes(
 
 def run_release_job(job) -> int:  # job: megc_vqa.synth.jobs.RenderJob (jobs imports this module lazily)
     """Render and write one job of the release preset; returns the number of files written."""
-    from megc_vqa.synth.motion import au_course, lighting_gain
-
     look: SubjectLook = job.look
     rng = np.random.default_rng(np.random.SeedSequence(list(job.seed)))
     n = job.n_frames

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from megc_vqa.annotations.long_videos import SIDECAR, VideoEntry, str_names, write_sidecar
 from megc_vqa.errors import InputError, MegcError
 from megc_vqa.fileio import TOLERATED_PROBLEMS, atomic_text_writer, parse_jsonl, read_jsonl_bytes
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
 from megc_vqa.qa import templates as T
 from megc_vqa.records import Clip, Event, FrameSource, LongVideo
-from megc_vqa.synth.datasets import micro_course, plan_long_events, tracks_for
+from megc_vqa.synth.datasets import SPECS, long_video_job, micro_course, plan_long_events, tracks_for
 from megc_vqa.synth.emotions import LATERAL_AUS, Expression, can_express, sample_expression
 from megc_vqa.synth.face import sample_identity
 from megc_vqa.synth.jobs import RenderJob, run_jobs
@@ -360,7 +361,6 @@ def _long_video(
     folder: Path, subject: str, video: str, fps: float, n_events: int, rng: np.random.Generator,
     job_seed: tuple[int, ...], size: int, grey: bool, realism: str = SYNTHETIC,
 ) -> tuple[LongVideo, RenderJob]:  # fmt: skip
-    from megc_vqa.synth.datasets import SPECS, long_video_job
 
     n_frames, events = plan_long_events(fps, rng, "samm_lv", n_events, SPECS["samm_lv"].emotions)
     paths = [str(folder / f"img{k}.jpg") for k in range(1, n_frames + 1)]
@@ -417,8 +417,6 @@ def write_long_videos(
 def write_long_gt(gt_dir: Path, videos: Sequence[LongVideo]) -> None:
     """``str_gt.csv`` (subject,video,onset,offset,emotion,type) and ``long_videos.jsonl`` (events with AUs),
     and a ``videos.json`` sidecar (STR names and fps) in every folder holding the videos' frame folders."""
-    from megc_vqa.annotations.long_videos import SIDECAR, VideoEntry, str_names, write_sidecar
-
     gt_dir.mkdir(parents=True, exist_ok=True)
     by_parent: dict[Path, list[VideoEntry]] = {}
     for v in videos:

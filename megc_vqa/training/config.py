@@ -28,6 +28,7 @@ from megc_vqa.fileio import load_yaml_file, resolve_inside
 from megc_vqa.limits import (
     BATCH_SIZE,
     EPOCHS,
+    GENERATIONS,
     IMAGE_PIXELS,
     LORA_RANK,
     MAX_IMAGE_SIDE,
@@ -37,7 +38,10 @@ from megc_vqa.limits import (
     check_count,
 )
 from megc_vqa.models.families.base import ALL_SCOPES
+from megc_vqa.models.registry import family_of_name, known_scopes, lora_target_regex
+from megc_vqa.qa.templates import QuestionType
 from megc_vqa.training.losses import LOSS_WEIGHTINGS
+from megc_vqa.visual.spec import parse_sampler
 
 
 class ConfigError(MegcError, ValueError):
@@ -573,8 +577,6 @@ def parse_question_mix(mix: str | dict | None) -> dict[str, int]:
 def check_scopes(where: str, model: str, lora_target: str, train_fully: str | None) -> None:
     """LoRA and full-training scopes against the model's family when the name tells it without loading
     (a registry name or hub id), else against the scopes any family has; the error lists the scopes."""
-    from megc_vqa.models.registry import family_of_name, known_scopes, lora_target_regex
-
     family = family_of_name(str(model))
     for key, value in (("lora_target", lora_target), ("train_fully", train_fully)):
         parts = [p.strip() for p in (value or "").split("+") if p.strip()]
@@ -603,9 +605,6 @@ def validate(recipe: Recipe) -> None:
     """Checks that need more than one key, with messages that say what to change."""
     from typing import get_args
 
-    from megc_vqa.models.registry import family_of_name
-    from megc_vqa.qa.templates import QuestionType
-
     m, d = recipe.model, recipe.data
     where = recipe.config_path or "command line"
     if m.load_in_4bit and m.load_in_8bit:
@@ -625,7 +624,6 @@ def validate(recipe: Recipe) -> None:
             f"{where}: train_file is not set; point it at the qa.jsonl that `megc-vqa prep` wrote"
         )
     from megc_vqa.training.data import SYNTH_PREFIX, SYNTHETIC_SETS
-    from megc_vqa.visual.samplers import parse_sampler
 
     for key in ("train_file", "eval_file"):
         value = getattr(d, key)
@@ -706,7 +704,6 @@ def check_stage(recipe: Recipe) -> None:
                 f"{where}: reward_weights has {len(weights)} value(s) for {len(s.rewards)} reward(s) "
                 f"({', '.join(s.rewards)}); give one weight per reward, in the same order"
             )
-    from megc_vqa.limits import GENERATIONS
 
     checks: list[tuple[str, Any, dict[str, float]]] = [
         ("rft_temperature", s.rft_temperature, {"above": 0}),

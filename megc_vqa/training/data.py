@@ -21,7 +21,14 @@ from typing import Any
 from megc_vqa.fileio import atomic_cache_folder, cache_base
 from megc_vqa.models.contract import VisualContract
 from megc_vqa.models.prompting import VisualFn, get_field
+from megc_vqa.qa.io import read_qa_jsonl
+from megc_vqa.qa.prep import prepare
 from megc_vqa.qa.records import QARecord
+from megc_vqa.records import Clip, FrameSource
+from megc_vqa.synth.datasets import write_datasets
+from megc_vqa.visual.errors import FaceSkip
+from megc_vqa.visual.frames import clip_from_folder
+from megc_vqa.visual.samplers import sample
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +48,6 @@ def synthetic_root() -> Path:
 def ensure_synthetic_qa(name: str, root: str | Path | None = None) -> Path:
     """``qa.jsonl`` of synthetic set ``name``: ``megc-vqa synth`` then ``megc-vqa prep`` into the cache on
     first use (built next to the target and renamed, so a concurrent reader never sees half a set)."""
-    from megc_vqa.qa.prep import prepare
-    from megc_vqa.synth.datasets import write_datasets
-
     settings = SYNTHETIC_SETS[name]
     base = Path(root) if root else synthetic_root()
     target = base / name
@@ -75,8 +79,6 @@ def load_records(path: str | Path) -> list[QARecord]:
     """Records of a QA JSONL file (``megc-vqa prep`` output or the official training file), through
     :func:`megc_vqa.qa.io.read_qa_jsonl`: a bad line is an error naming the file and line, a missing
     ``question_type`` is classified from the question, relative frame paths are relative to the file."""
-    from megc_vqa.qa.io import read_qa_jsonl
-
     records = read_qa_jsonl(resolve_qa_file(path))
     if not records:
         raise ValueError(f"{path}: no records")
@@ -142,9 +144,6 @@ def balance_classes(records: Sequence[Any], question_type: str, cap: int) -> lis
 
 def record_clip(record: Any) -> Any:
     """The :class:`megc_vqa.records.Clip` a QA record points at (frames, fps and key frames)."""
-    from megc_vqa.records import Clip, FrameSource
-    from megc_vqa.visual.frames import clip_from_folder
-
     source = get_field(record, "source")
     if not source:
         raise FileNotFoundError(
@@ -196,8 +195,6 @@ def make_visual_fn(
     cache: OrderedDict[tuple, Any] = OrderedDict()
 
     def visual_fn(record: Any) -> Any:
-        from megc_vqa.visual.samplers import sample
-
         key = tuple(get_field(record, k) for k in ("source", "first_frame", "fps", "onset", "apex", "offset"))
         if key in cache:
             cache.move_to_end(key)
@@ -220,11 +217,9 @@ def drop_face_skips(
 ) -> tuple[list[Any], list[str]]:
     """The records whose clip the face pipeline can use, and one line per clip it skipped (no face, two
     faces, a face cut by the border, a crop outside the frame, a face leaving the frame, frames of another
-    size or mode: :class:`megc_vqa.visual.face.FaceSkip`). Each clip is sampled once here (the visual
+    size or mode: :class:`megc_vqa.visual.errors.FaceSkip`). Each clip is sampled once here (the visual
     function's memory and disk caches keep the result for training); every skip is logged with the clip's
     name and the count said once."""
-    from megc_vqa.visual.face import FaceSkip
-
     kept: list[Any] = []
     skipped: dict[tuple, str] = {}
     seen: set[tuple] = set()

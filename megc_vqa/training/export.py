@@ -37,8 +37,20 @@ from typing import Any
 
 from megc_vqa.errors import UsageError
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
-from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable, load_yaml_file
+from megc_vqa.fileio import (
+    atomic_folder,
+    atomic_write_text,
+    check_outside,
+    check_replaceable,
+    load_yaml_file,
+    read_jsonl,
+    write_jsonl,
+)
 from megc_vqa.limits import check_image_size
+from megc_vqa.qa.io import QAFileError, read_qa_jsonl
+from megc_vqa.training.trainers import FORMATS, chat_row, llamafactory_entry
+from megc_vqa.visual.errors import FrameError
+from megc_vqa.visual.spec import parse_sampler
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +123,6 @@ class ExportSettings:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from megc_vqa.training.trainers import FORMATS
-
     parser.add_argument("--format", required=True, choices=FORMATS, help="the trainer's dataset format")
     parser.add_argument("--qa", required=True, type=Path, metavar="QA", help="qa.jsonl of `megc-vqa prep`")
     parser.add_argument("--out", required=True, type=Path, metavar="X", help="export folder (must not exist)")
@@ -170,7 +180,6 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
             f"visual_mode {settings.visual_mode!r}: export writes the key frames and flow as image files; "
             "use a recipe with visual_mode: images"
         )
-    from megc_vqa.visual.samplers import parse_sampler
 
     try:
         parse_sampler(settings.visual_spec)
@@ -192,8 +201,6 @@ def _settings(args: argparse.Namespace) -> ExportSettings:
 
 def _image_names(spec: str, frame_indices: Sequence[int], n_images: int) -> list[str]:
     """File names for a clip's images in model order: key frames by absolute index, then flow, diff."""
-    from megc_vqa.visual.samplers import parse_sampler
-
     parsed = parse_sampler(spec)
     names = [f"{k:02d}_frame{index}.png" for k, index in enumerate(frame_indices)]
     extras = [what for what, wanted in (("flow", parsed.flow), ("diff", parsed.diff)) if wanted]
@@ -249,13 +256,10 @@ def export(
     """Write the export into ``out`` (an empty or new folder) and return its manifest."""
     import numpy as np
 
-    from megc_vqa.fileio import atomic_write_text, write_jsonl
     from megc_vqa.models.contract import VisualContract
     from megc_vqa.models.prompting import PromptOptions, build_messages, get_field
     from megc_vqa.training.data import make_visual_fn
     from megc_vqa.training.split import subject_key
-    from megc_vqa.training.trainers import chat_row, llamafactory_entry
-    from megc_vqa.visual.frames import FrameError
 
     face = FaceSettings.from_keys(settings).key()  # named as the record names them
     visual = VisualContract(spec=settings.visual_spec, size=settings.image_size, **face)
@@ -372,8 +376,6 @@ def _earlier_export(folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megc_vqa.qa.io import QAFileError, read_qa_jsonl
-
     settings = _settings(args)
     out: Path = args.out
     exists = os.path.lexists(out)
@@ -419,8 +421,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _repoint(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
     """Rewrite absolute image paths from the build folder to the final one (ms-swift rows)."""
-    from megc_vqa.fileio import read_jsonl, write_jsonl
-
     old, new = str(tmp.resolve()), str(out.resolve())
     for entry in manifest["files"].values():
         path = tmp / entry["file"]

@@ -26,13 +26,50 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from megc_vqa.errors import MegcError
+from megc_vqa.answering.engine import Engine, EngineOptions
+from megc_vqa.errors import MegcError, run_command
 from megc_vqa.face_settings import FaceSettings
-from megc_vqa.fileio import RunRecord, atomic_write_text, check_outside, content_identity, read_json_object
-from megc_vqa.models.contract import RECORD_NAME, LabelContract, ModelContract, VisualContract
+from megc_vqa.fileio import (
+    RunRecord,
+    atomic_write_text,
+    check_outside,
+    content_identity,
+    read_json_object,
+    read_jsonl,
+    write_jsonl,
+)
+from megc_vqa.metrics.vqa import align, score_aligned
+from megc_vqa.models.collator import VQACollator
+from megc_vqa.models.contract import RECORD_NAME, LabelContract, ModelContract, VisualContract, read_contract
 from megc_vqa.models.prompting import PromptOptions, VisualFn, blanked, get_field
-from megc_vqa.training.config import ConfigError, Recipe, parse_config, parse_question_mix
+from megc_vqa.models.registry import (
+    load_model,
+    load_processor,
+    lora_target_parameters,
+    lora_target_regex,
+    resolve,
+)
+from megc_vqa.qa.io import QAFileError
+from megc_vqa.training.config import NEW_MODEL_KEYS, ConfigError, Recipe, parse_config, parse_question_mix
+from megc_vqa.training.data import (
+    balance_classes,
+    clip_key,
+    drop_face_skips,
+    load_records,
+    make_visual_fn,
+    resolve_qa_file,
+    select_records,
+)
+from megc_vqa.training.losses import LOSS_FUNCTIONS
 from megc_vqa.training.model_card import card_guard, data_summary, model_card, write_model_card
+from megc_vqa.training.preflight import (
+    check_lora_targets,
+    check_token_budget,
+    is_out_of_memory,
+    lora_scope_targets,
+    out_of_memory_advice,
+)
+from megc_vqa.training.split import select_fold, split_by_subject, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +152,12 @@ def training_contract(
 
 def load_training_meta(output_dir: str | Path) -> ModelContract:
     """The training record a run wrote (:func:`megc_vqa.models.contract.read_contract`)."""
-    from megc_vqa.models.contract import read_contract
-
     return read_contract(output_dir)
 
 
 def prepare_data(recipe: Recipe) -> tuple[list[Any], list[Any], list[str]]:
     """``(train, val, held-out subject names)`` from the recipe's files and split settings."""
-    from megc_vqa.training.data import balance_classes, load_records, select_records
-    from megc_vqa.training.split import select_fold, split_by_subject, subject_key
-
     d = recipe.data
-    from megc_vqa.qa.io import QAFileError
 
     try:
         records = load_records(d.train_file)
@@ -173,14 +204,6 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     """``(model ready to train, processor, family)``: loaded, optionally quantised, PEFT-wrapped."""
     from transformers import set_seed
 
-    from megc_vqa.models.registry import (
-        load_model,
-        load_processor,
-        lora_target_parameters,
-        lora_target_regex,
-        resolve,
-    )
-
     m, t = recipe.model, recipe.training
     base, adapter = sft_start(recipe)
     _, family = resolve(base)
@@ -216,7 +239,6 @@ def build_model(recipe: Recipe) -> tuple[Any, Any, Any]:
     if isinstance(targets, list) and len(targets) == 1 and any(c in targets[0] for c in "*\\|(["):
         targets = targets[0]  # one regex
     save = [family.save_modules[s] for s in (m.train_fully or "").split("+") if s.strip()]
-    from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets
 
     check_lora_targets(  # PEFT's own error does not say which modules exist
         model,
@@ -257,11 +279,6 @@ def validate(
     """Answer the validation records with the answering engine (grammar, normalisation, consistency, as
     for a submission), write ``val_predictions.jsonl`` / ``val_truth.jsonl`` and score them with the
     submission scorer (``megc_vqa.metrics.vqa``); ``val_metrics.json`` is its full output, returned."""
-    from megc_vqa.answering.engine import Engine, EngineOptions
-    from megc_vqa.fileio import read_jsonl, write_jsonl
-    from megc_vqa.metrics.vqa import align, score_aligned
-    from megc_vqa.training.data import clip_key
-
     engine = Engine(
         model,
         processor,
@@ -368,8 +385,6 @@ def run_settings(recipe: Recipe) -> dict[str, Any]:
     and visual settings (the training file by content), and the learning settings (:data:`LEARNING_ARGS`)."""
     from dataclasses import asdict
 
-    from megc_vqa.training.data import resolve_qa_file
-
     m, d, t = recipe.model, recipe.data, recipe.training
     data = {k: v for k, v in asdict(d).items() if k not in DATA_FREE}
     if d.train_file and not str(d.train_file).startswith("synth:"):
@@ -390,8 +405,6 @@ def without_new_defaults(settings: dict[str, Any], recipe: Recipe) -> dict[str, 
     """``settings`` without the keys issue 24 added (trl.ModelConfig's, the stage's) where they hold their
     defaults, so a run recorded before them still resumes; a stage after SFT records its keys."""
     from dataclasses import MISSING, asdict, fields
-
-    from megc_vqa.training.config import NEW_MODEL_KEYS
 
     defaults = {f.name: f.default for f in fields(recipe.model) if f.default is not MISSING}
     model = {k: v for k, v in settings["model"].items() if k not in NEW_MODEL_KEYS or v != defaults.get(k)}
@@ -448,10 +461,6 @@ def train(
     import torch
     from torch.utils.data import Dataset
     from transformers import Trainer
-
-    from megc_vqa.models.collator import VQACollator
-    from megc_vqa.training.data import make_visual_fn
-    from megc_vqa.training.losses import LOSS_FUNCTIONS
 
     t, d = recipe.training, recipe.data
     if t.label_names is None:
@@ -513,8 +522,6 @@ def train(
 
     collator = VQACollator(processor, visual_fn, options)
     if d.max_length:  # fail before the first step, not after minutes of loading and stepping
-        from megc_vqa.training.preflight import check_token_budget
-
         settings = f"image_size={d.image_size}, max_pixels={d.max_pixels}, visual_spec={d.visual_spec!r}"
         check_token_budget(
             collator(train_records[:1]),
@@ -538,8 +545,6 @@ def train(
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except (torch.OutOfMemoryError, RuntimeError) as err:
-        from megc_vqa.training.preflight import is_out_of_memory, out_of_memory_advice
-
         if not is_out_of_memory(err):
             raise
         raise TrainingError(out_of_memory_advice(recipe)) from None
@@ -610,8 +615,6 @@ def _without_face_skips(
     records: list[Any], visual_fn: VisualFn | None, what: str
 ) -> tuple[list[Any], list[str]]:
     """``records`` less those of clips the face pipeline skips; all of them skipped is a TrainingError."""
-    from megc_vqa.training.data import drop_face_skips
-
     if not records or visual_fn is None:
         return records, []
     kept, skipped = drop_face_skips(records, visual_fn, what)
@@ -648,8 +651,6 @@ def run_stage(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``recipes/finetune.py``: behind the project's error boundary (one line, exit 2, and
     under ``accelerate launch`` the line comes again after the launcher's traceback)."""
-    from megc_vqa.errors import run_command
-
     return run_command(_main, argv)
 
 

@@ -40,8 +40,10 @@ from megc_vqa.models.prompting import (
     blanked,
     build_messages,
     get_field,
+    model_visuals,
 )
 from megc_vqa.training.config import ConfigError, Recipe
+from megc_vqa.training.data import make_visual_fn
 from megc_vqa.training.finetune import (
     RUN_RECORD,
     TrainingError,
@@ -57,6 +59,7 @@ from megc_vqa.training.finetune import (
     run_settings,
     save_run,
 )
+from megc_vqa.training.preflight import is_out_of_memory, out_of_memory_advice
 from megc_vqa.training.rewards import reward_functions
 from megc_vqa.training.stages import check_answer_bound, reward_vocab, stage_contract
 
@@ -72,8 +75,6 @@ def grpo_dataset(records: Sequence[Any], visual_fn: VisualFn, options: PromptOpt
     """A ``datasets.Dataset`` of the records whose rows gain, when read, the conversational ``prompt``
     (the project's messages, image placeholders) and the ``images`` (the visual layer's, in order)."""
     from datasets import Dataset
-
-    from megc_vqa.models.prompting import model_visuals
 
     rows = [
         {"row": i, **{k: str(get_field(r, k) or "") for k in REWARD_COLUMNS}} for i, r in enumerate(records)
@@ -215,8 +216,6 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
     import torch
     from trl import GRPOTrainer
 
-    from megc_vqa.training.data import make_visual_fn
-
     t, d = recipe.training, recipe.data
     where = recipe.config_path or "command line"
     out_dir = Path(t.output_dir)
@@ -264,8 +263,6 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
         with processor_for_trl(processor, options):
             result = trainer.train(resume_from_checkpoint=resume)
     except (torch.OutOfMemoryError, RuntimeError) as err:
-        from megc_vqa.training.preflight import is_out_of_memory, out_of_memory_advice
-
         if not is_out_of_memory(err):
             raise
         raise TrainingError(out_of_memory_advice(recipe)) from None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from megc_vqa.errors import MegcError
 from megc_vqa.fileio import atomic_folder, check_outside, check_replaceable, read_json_object
+from megc_vqa.models.adapters import check_adapter_files
+from megc_vqa.models.registry import ModelLoadError, load_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,7 @@ def merge_adapter(adapter: Path, out: Path, dtype: str = "auto") -> Path:
     """Merge ``adapter`` into its base model and save it to ``out``; returns ``out``."""
     from dataclasses import replace
 
-    from megc_vqa.models.adapters import check_adapter_files
     from megc_vqa.models.contract import find_record, read_contract
-    from megc_vqa.models.registry import load_for_inference
     from megc_vqa.training.model_card import model_card, write_model_card
 
     # The adapter check run_vqa's loading does (megc_vqa.models.adapters), the cheap part before the base
@@ -90,9 +90,6 @@ def check_merge_output(adapter: Path, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megc_vqa.errors import MegcError
-    from megc_vqa.models.registry import ModelLoadError
-
     try:
         out = merge_adapter(args.adapter, args.out, args.dtype)
     except (FileNotFoundError, ModelLoadError, MegcError) as err:

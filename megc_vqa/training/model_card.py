@@ -34,7 +34,14 @@ import yaml
 
 from megc_vqa import __version__
 from megc_vqa.errors import MegcError, UsageError
-from megc_vqa.fileio import atomic_write_bytes, claim_outputs, is_regular_file, read_json_object
+from megc_vqa.fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    claim_outputs,
+    is_regular_file,
+    read_json_object,
+)
+from megc_vqa.models.registry import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +113,6 @@ def hub_id(name: str | None) -> str | None:
     and is no local folder; ``None`` for a local or tiny model (the Hub's ``base_model`` takes ids only)."""
     if not name:
         return None
-    from megc_vqa.models.registry import MODELS
 
     spec = MODELS.get(name)
     if spec is not None:
@@ -387,8 +393,6 @@ def model_card(source: str | Path, *, merged_into: str | Path | None = None) -> 
 
 def write_model_card(folder: str | Path, text: str) -> Path:
     """Write ``folder/README.md`` (claimed first with :func:`claim_card`)."""
-    from megc_vqa.fileio import atomic_write_text
-
     return atomic_write_text(Path(folder) / CARD_NAME, text)
 
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from megc_vqa.models.families.base import smart_resize_tokens
-from megc_vqa.models.prompting import processor_family
+from megc_vqa.models.prompting import _pixel_kwargs, processor_family
+from megc_vqa.models.registry import lora_scopes
 from megc_vqa.training.config import ConfigError
 
 
@@ -70,8 +71,6 @@ def parameter_target_names(model: Any, targets: Sequence[str]) -> list[str]:
 
 def parameter_scope_counts(model: Any, family: Any, lora_target: str) -> dict[str, int]:
     """``{scope: number of parameters it wraps}`` for the scopes of ``lora_target`` on parameters."""
-    from megc_vqa.models.registry import lora_scopes
-
     return {
         scope: len(parameter_target_names(model, family.lora_parameters[scope]))
         for scope in lora_scopes(family, lora_target)
@@ -114,8 +113,6 @@ def check_lora_targets(
 def pixel_bounds(processor: Any, options: Any, kind: str = "image") -> tuple[int, int]:
     """``(min_pixels, max_pixels)`` per image (``kind="image"``) or video frame that the processor gets
     from :mod:`megc_vqa.models.prompting` for ``options`` (the recipe's bounds over the processor's)."""
-    from megc_vqa.models.prompting import _pixel_kwargs
-
     key, sub = (
         ("images_kwargs", "image_processor") if kind == "image" else ("videos_kwargs", "video_processor")
     )
@@ -191,8 +188,6 @@ def out_of_memory_advice(recipe: Any) -> str:
 def lora_scope_targets(family: Any, lora_target: str, lora_target_modules: Any = None) -> dict[str, Any]:
     """``{scope: PEFT target}`` a recipe asks for: one entry per scope of ``lora_target``
     (``language+merger``, ``all``), or one ``lora_target_modules`` entry when that is set."""
-    from megc_vqa.models.registry import lora_scopes
-
     if lora_target_modules:
         return {"lora_target_modules": lora_target_modules}
     # a scope the family lacks: the error lists its scopes; scopes on parameters (experts) have no Linear

@@ -41,6 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.fileio import atomic_write_text
+from megc_vqa.labels import COARSE_CLASSES
+from megc_vqa.models.published import model_class, model_config, published
+from megc_vqa.models.registry import FAMILIES, load_model, lora_target_parameters, lora_target_regex
+from megc_vqa.qa import templates as t
+from megc_vqa.training.merge import merge_adapter
+
 log = logging.getLogger(__name__)
 
 N_CLIPS = 2
@@ -129,9 +136,6 @@ def cpu_s() -> float:
 
 def write_synthetic_qa(folder: Path, n_clips: int = N_CLIPS) -> Path:
     """``n_clips`` toy clips at 200 fps (one subject each) and a coarse question per clip -> qa.jsonl."""
-    from megc_vqa.fileio import atomic_write_text
-    from megc_vqa.labels import COARSE_CLASSES
-    from megc_vqa.qa import templates as t
     from megc_vqa.visual.toyclips import write_toy_clip
 
     rows = []
@@ -284,8 +288,6 @@ def full_depth_facts(hub_id: str, recipe: Any) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from megc_vqa.models.published import model_class, model_config, published
-    from megc_vqa.models.registry import FAMILIES, lora_target_parameters, lora_target_regex
     from megc_vqa.training.preflight import check_lora_targets, lora_scope_targets, parameter_scope_counts
 
     m = recipe.model
@@ -350,7 +352,6 @@ def check(
     import torch
 
     from megc_vqa.models.collator import VQACollator
-    from megc_vqa.models.registry import load_model, lora_target_parameters, lora_target_regex
     from megc_vqa.training.config import load_yaml, parse_config
     from megc_vqa.training.data import load_records, make_visual_fn
     from megc_vqa.training.finetune import prompt_options, run_stage, visual_contract
@@ -493,8 +494,6 @@ def check(
 
     if merge:
         from transformers import AutoModelForImageTextToText
-
-        from megc_vqa.training.merge import merge_adapter
 
         merged_dir = merge_adapter(out, work / "merged", dtype=m.dtype)
         release_memory()  # the base and adapter merge_adapter loaded
@@ -649,8 +648,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = json.dumps(report, indent=2, default=str)
     if args.json:
-        from megc_vqa.fileio import atomic_write_text
-
         atomic_write_text(args.json, text)
     print(text)
     return 1 if report["failures"] else 0

@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from megc_vqa.answering.engine import Engine, EngineOptions
 from megc_vqa.fileio import atomic_write_text
 from megc_vqa.models.prompting import VisualFn, get_field
 from megc_vqa.qa.kinds import kind_of
 from megc_vqa.training.config import ConfigError, Recipe
+from megc_vqa.training.data import clip_key, make_visual_fn
 from megc_vqa.training.finetune import (
     TrainResult,
     build_model,
@@ -46,9 +48,6 @@ def sample_answers(
     model: Any, processor: Any, contract: Any, records: Sequence[Any], visual_fn: VisualFn, recipe: Recipe
 ) -> list[list[str]]:
     """``rft_samples`` sampled answers per record, each clip's visual inputs built once."""
-    from megc_vqa.answering.engine import Engine, EngineOptions
-    from megc_vqa.training.data import clip_key
-
     s = recipe.stage
     options = EngineOptions(
         batch_size=8, constrained=False, consistency=False, votes=s.rft_samples,
@@ -108,8 +107,6 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
 def train_rft(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult:
     """Run a ``stage: rft`` recipe (see the module doc); returns the fine-tuning result."""
     import gc
-
-    from megc_vqa.training.data import make_visual_fn
 
     where = recipe.config_path or "command line"
     out_dir = Path(recipe.training.output_dir)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.errors import UsageError
+from megc_vqa.fileio import read_jsonl
 
 FORMATS: tuple[str, ...] = ("llamafactory", "swift")
 PREDICTION_FORMATS: tuple[str, ...] = ("auto", "megc", *FORMATS)
@@ -116,8 +117,6 @@ def question_of(row: dict[str, Any]) -> str:
 
 def read_exported(path: str | Path) -> list[ExportedRow]:
     """The rows of an exported dataset file (either format), in order."""
-    from megc_vqa.fileio import read_jsonl
-
     rows = []
     for number, row in enumerate(read_jsonl(path), start=1):
         if ID_KEY not in row or "messages" not in row:
@@ -212,8 +211,6 @@ def read_predictions(
     paths: Sequence[str | Path], fmt: str = "auto", exported: str | Path | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Prediction rows from MEGC files or trainer outputs (see the module doc), and the problems found."""
-    from megc_vqa.fileio import read_jsonl
-
     if fmt not in PREDICTION_FORMATS:
         raise UsageError(f"--pred-format {fmt!r}: choose one of {', '.join(PREDICTION_FORMATS)}")
     reference = read_exported(exported) if exported else None

@@ -1,31 +1,15 @@
 """Visual inputs for a clip: frame decoding, key-frame samplers, optical flow, apex estimation, the face
 pipeline (detection, alignment, registration, magnification), caching.
 
-Importing this package pulls in OpenCV; CLI command modules import it inside ``run`` only.
+Import the modules directly; this package imports none of them, so the light ones load without OpenCV:
+
+``spec``      the sampler spec (``parse_sampler``, ``SamplerSpec``) and the flow and apex method names (light)
+``errors``    ``FrameError`` and ``FaceSkip`` (light)
+``frames``    ``FrameReader``, ``read_frames``, ``list_frames``, ``clip_from_folder``
+``samplers``  ``sample(clip, spec, ...) -> VisualInputs``, the cache
+``flow``      ``flow_image``, ``diff_image``
+``apex``      ``estimate_apex``
+``face``      ``face_box``, ``locate_face``, ``FaceDetectorUnavailable``
+``facepipe``  crop, alignment, registration, magnification
+``toyclips``  small synthetic clips for tests and checks
 """
-
-from megc_vqa.visual.apex import estimate_apex
-from megc_vqa.visual.face import FaceDetectorUnavailable, FaceSettings, FaceSkip, face_box, locate_face
-from megc_vqa.visual.flow import diff_image, flow_image
-from megc_vqa.visual.frames import FrameError, FrameReader, clip_from_folder, list_frames, read_frames
-from megc_vqa.visual.samplers import SamplerSpec, VisualInputs, parse_sampler, sample
-
-__all__ = [
-    "FaceDetectorUnavailable",
-    "FaceSettings",
-    "FaceSkip",
-    "FrameError",
-    "FrameReader",
-    "SamplerSpec",
-    "VisualInputs",
-    "clip_from_folder",
-    "diff_image",
-    "estimate_apex",
-    "face_box",
-    "flow_image",
-    "list_frames",
-    "locate_face",
-    "parse_sampler",
-    "read_frames",
-    "sample",
-]

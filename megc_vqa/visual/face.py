@@ -28,7 +28,7 @@ import numpy as np
 
 from megc_vqa.errors import MegcError
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
-from megc_vqa.visual.frames import FrameError
+from megc_vqa.visual.errors import FaceSkip
 
 __all__ = [
     "FACE_DETECTORS",
@@ -138,12 +138,6 @@ def crop(frames: np.ndarray, box: Box | None) -> np.ndarray:
 # guessed. A much smaller detection (a photo on the wall, a false hit in the background) is ignored.
 SIMILAR_FACE_RATIO = 0.6
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
-
-
-class FaceSkip(FrameError):
-    """A clip the face pipeline cannot use as it is (no face, two faces, a face cut by the border, a crop
-    outside the frame, a face that leaves the frame, frames of another size or colour mode). The message
-    names the clip and why; every consumer reports it as a skipped clip, never as a silent crop."""
 
 
 @dataclass(frozen=True)

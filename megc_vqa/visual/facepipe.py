@@ -26,7 +26,7 @@ onset and optional motion magnification (the switches are :class:`~megc_vqa.visu
    difference over the face) times ``alpha - 1`` stays under :data:`NOISE_BOUND` grey levels; a factor over
    that is lowered, with a warning naming the clip and both factors.
 
-Every failure is a :class:`~megc_vqa.visual.face.FaceSkip` naming the clip: no face, two faces, a face cut
+Every failure is a :class:`~megc_vqa.visual.errors.FaceSkip` naming the clip: no face, two faces, a face cut
 by the border, a crop outside the frame, a face that leaves the frame (or stops matching the onset face) at
 a key frame, frames of another size or orientation, grey frames mixed with colour ones.
 """

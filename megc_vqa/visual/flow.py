@@ -20,8 +20,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from megc_vqa.visual.spec import FLOW_METHODS
+
 FlowMethod = Literal["farneback", "tvl1"]
-FLOW_METHODS: tuple[str, ...] = ("farneback", "tvl1")
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

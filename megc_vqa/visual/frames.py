@@ -25,10 +25,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from megc_vqa.errors import InputError, MegcError
+from megc_vqa.errors import InputError
 from megc_vqa.frame_names import IMAGE_SUFFIXES, frame_number, is_image
 from megc_vqa.limits import check_image_header, check_image_pixels
 from megc_vqa.records import Clip, FrameSource
+from megc_vqa.visual.errors import FrameError
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ _REDUCED_GREY = {
 }
 # OpenCV >= 4.11 decodes straight to RGB; older builds decode BGR and we swap channels.
 _IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
-class FrameError(MegcError, RuntimeError):
-    """A frame source cannot be read: the message names the offending path."""
 
 
 def check_inside(path: Path, root: Path | None) -> None:

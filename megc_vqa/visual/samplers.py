@@ -17,7 +17,7 @@ clip has no apex), optionally runs the face pipeline (:class:`~megc_vqa.visual.f
 or an aligned face, registration to the onset, magnification; :mod:`megc_vqa.visual.facepipe`), resizes
 so the *shorter side* equals ``size`` (aspect ratio kept; up- or down-scaled; ``None`` keeps native size),
 and computes flow/diff on the frames as the model sees them, so their pixels line up. A clip the face
-pipeline cannot use raises :class:`~megc_vqa.visual.face.FaceSkip` (a ``FrameError``) naming it. With ``cache_dir`` the result is stored as
+pipeline cannot use raises :class:`~megc_vqa.visual.errors.FaceSkip` (a ``FrameError``) naming it. With ``cache_dir`` the result is stored as
 an ``.npz`` keyed by everything that changes it, and a second call only loads that file.
 """
 
@@ -40,80 +40,19 @@ import numpy as np
 
 from megc_vqa.fileio import atomic_write_bytes
 from megc_vqa.frame_names import is_image
-from megc_vqa.limits import SAMPLED_FRAMES
 from megc_vqa.records import Clip, FrameSource
 from megc_vqa.visual.apex import estimate_apex
+from megc_vqa.visual.errors import FrameError
 from megc_vqa.visual.face import Box, FaceSettings, crop, face_box
 from megc_vqa.visual.facepipe import FaceGeometry, Registrar, check_frames_alike, face_geometry, magnify
-from megc_vqa.visual.flow import FLOW_METHODS, diff_image, flow_image
-from megc_vqa.visual.frames import FrameError, FrameReader
+from megc_vqa.visual.flow import diff_image, flow_image
+from megc_vqa.visual.frames import FrameReader
+from megc_vqa.visual.spec import APEX_METHODS, FLOW_METHODS, SamplerSpec, parse_sampler
 
 logger = logging.getLogger(__name__)
 
-SAMPLER_GRAMMAR = (
-    "PART('+'PART)* with PART one of: oao | uniform:N (N >= 1) | flow | diff; at most one of oao/uniform:N"
-)
 # Bump when the cached content or its meaning changes, so stale caches are never reused.
 CACHE_VERSION = 3
-APEX_METHODS: tuple[str, ...] = ("motion", "midpoint")
-_UNIFORM = re.compile(r"uniform:(\d+)")
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A parsed sampler spec: which key frames, and whether to add flow and/or diff images."""
-
-    frames: str | None  # "oao", "uniform" or None
-    n_frames: int  # 3 for oao, N for uniform:N, 0 without key frames
-    flow: bool
-    diff: bool
-
-    def __str__(self) -> str:
-        parts = []
-        if self.frames == "oao":
-            parts.append("oao")
-        elif self.frames == "uniform":
-            parts.append(f"uniform:{self.n_frames}")
-        if self.flow:
-            parts.append("flow")
-        if self.diff:
-            parts.append("diff")
-        return "+".join(parts)
-
-
-def parse_sampler(spec: str) -> SamplerSpec:
-    """Parse ``oao``, ``uniform:8``, ``oao+flow``, ``uniform:8+flow+diff``...; ValueError shows the grammar."""
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"invalid sampler spec {spec!r}: {why}. Accepted: {SAMPLER_GRAMMAR}")
-
-    if not isinstance(spec, str) or not spec.strip():
-        raise bad("empty")
-    frames: str | None = None
-    n_frames = 0
-    flow = diff = False
-    seen: set[str] = set()
-    for part in (p.strip().lower() for p in spec.split("+")):
-        kind = part.split(":", 1)[0]
-        if kind in seen or (kind in ("oao", "uniform") and frames is not None):
-            raise bad(f"{part!r} repeats or conflicts with an earlier part")
-        seen.add(kind)
-        if part == "oao":
-            frames, n_frames = "oao", 3
-        elif match := _UNIFORM.fullmatch(part):
-            n_frames = int(match.group(1))
-            if n_frames < 1:
-                raise bad("uniform:N needs N >= 1")
-            if n_frames > SAMPLED_FRAMES.value:
-                raise bad(f"uniform:{n_frames:,} is over the {SAMPLED_FRAMES.hint()}")
-            frames = "uniform"
-        elif part == "flow":
-            flow = True
-        elif part == "diff":
-            diff = True
-        else:
-            raise bad(f"unknown part {part!r}")
-    return SamplerSpec(frames, n_frames, flow, diff)
 
 
 @dataclass(frozen=True)
@@ -179,8 +118,6 @@ def code_version() -> str:
     """Hash of the source of the modules that shape visual inputs, and of the OpenCV and NumPy versions
     that compute them (optical flow, resizing and the face detector change between OpenCV releases): a
     code or library change never reuses a cache."""
-    from megc_vqa.visual import apex, face, facepipe, flow, frames
-
     try:
         import dlib
 
@@ -190,8 +127,8 @@ def code_version() -> str:
     digest = hashlib.sha256(
         f"{CACHE_VERSION} cv2 {cv2.__version__} numpy {np.__version__} dlib {dlib_version}".encode()
     )
-    for module in (frames, face, facepipe, apex, flow, sys.modules[__name__]):
-        digest.update(Path(module.__file__ or "").read_bytes())
+    for name in ("frames", "face", "facepipe", "apex", "flow", "spec", "samplers"):  # all imported above
+        digest.update(Path(sys.modules[f"megc_vqa.visual.{name}"].__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 
 

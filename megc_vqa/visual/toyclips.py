@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from megc_vqa.synth.face import render_frames, sample_identity
+
 
 def toy_shifts(n_frames: int, apex_pos: int, shift: int) -> list[int]:
     """Horizontal displacement (pixels) of the square at each position: 0 at both ends, ``shift`` at the apex."""
@@ -118,8 +120,6 @@ def face_scene(
     face. Action unit ``au`` rises to ``intensity`` at ``apex_pos`` and falls back (the expression), while
     the head turns by ``head_angle`` degrees and moves by ``head_shift`` pixels on the same course (head
     motion). For the face pipeline's tests and benchmark; a stand-in until a realistic preset exists."""
-    from megc_vqa.synth.face import render_frames, sample_identity
-
     rng = np.random.default_rng(seed)
     apex_pos = n_frames // 2 if apex_pos is None else apex_pos
     course = np.asarray(toy_shifts(n_frames, apex_pos, 1000), np.float64) / 1000.0
