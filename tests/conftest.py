@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The suite never reaches the Hub (as `make test`, which exports it too): set before any test module imports
+# transformers or huggingface_hub, which read it at import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from megc_vqa.answering.repl import ClipRequest, Session
 from megc_vqa.qa import templates as T
 from tests.helpers import CLIP_QUESTIONS, PRESENCE_Q
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 QUESTION_FILES = sorted((REPO / "data/megc/2025").glob("*_to_answer.jsonl"))
 SIDE_Q = "Is the action unit lip corner puller located on the left or right face?"

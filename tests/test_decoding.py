@@ -4,7 +4,6 @@ vLLM backends (vLLM is not installed here: a fake ``vllm`` module records what t
 from __future__ import annotations
 
 import importlib.machinery
-import os
 import sys
 import types
 from pathlib import Path
@@ -20,7 +19,6 @@ from megc_vqa.qa import templates as T
 from megc_vqa.visual.samplers import VisualInputs
 from tests.helpers import CLIP_QUESTIONS, PRESENCE_Q
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 TRAINING = PromptOptions(max_pixels=50176)  # the 3B/7B recipes' bound: 224*224 pixels per image
 

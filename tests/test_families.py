@@ -7,14 +7,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from megc_vqa.fileio import write_jsonl  # noqa: E402

@@ -5,13 +5,11 @@ backend can apply, and the GPU suite at ``--scale tiny``."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt  # noqa: E402
