@@ -35,37 +35,24 @@ if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
 HUB_IDS = {"3b": "Qwen/Qwen2.5-VL-3B-Instruct", "7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
-# A CPU smoke test of the script: the 3B configuration shrunk (2 layers, hidden 64), published token ids.
-TINY_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-}
-TINY_VISION = {
-    "depth": 2,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_heads": 2,
-    "out_hidden_size": 64,
-    "fullatt_block_indexes": [1],
-}
 
 
 def suite_config(scale: str):
     """The transformers config of ``scale``: the published one (``megc_vqa.models.published``) or tiny."""
     from transformers import Qwen2_5_VLConfig
 
+    from megc_vqa.models.families.base import TINY_TEXT
+    from megc_vqa.models.families.qwen2_5_vl import TINY_QWEN2_5_VISION, TINY_ROPE
     from megc_vqa.models.published import model_config, published
 
     if scale in HUB_IDS:
         return model_config(HUB_IDS[scale])
+    # A CPU smoke test of the script: the 3B configuration shrunk to the family's tiny model (2 layers,
+    # hidden 64), with the published token ids.
     data = published(HUB_IDS["3b"]).config
     return Qwen2_5_VLConfig(
-        text_config={**data["text_config"], **TINY_TEXT},
-        vision_config={**data["vision_config"], **TINY_VISION},
+        text_config={**data["text_config"], **TINY_TEXT, "rope_parameters": dict(TINY_ROPE)},
+        vision_config={**data["vision_config"], **TINY_QWEN2_5_VISION},
         tie_word_embeddings=True,
     )
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_parser() -> argparse.ArgumentParser:
     from megc_vqa.annotations.long_videos import add_video_arguments
+    from megc_vqa.spotting.pipeline import add_run_arguments
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", required=True, nargs="+", type=Path)
@@ -36,18 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spotter", type=Path, help="spotter checkpoint; default: the model-free baseline")
     p.add_argument("--model", help="VQA base model (AUs of each event, and emotions)")
     p.add_argument("--adapter")
-    p.add_argument("--visual-spec", help="override the sampler spec the model was trained with")
-    p.add_argument("--image-size", type=int, help="override the frame size the model was trained with")
-    p.add_argument("--fps", type=float, help="fps of every video (overrides videos.json)")
-    p.add_argument("--fps-for", action="append", default=[], metavar="PATTERN=FPS")
-    p.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--restart",
-        action="store_true",
-        help="discard the files an earlier run wrote in --out (only those) instead of resuming it",
-    )
-    p.add_argument("--no-plots", action="store_true")
+    add_run_arguments(p)
     return p
 
 
@@ -71,37 +61,25 @@ def _main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--gt {g}: no such ground-truth file")
     if args.adapter and not args.model:
         raise UsageError("--adapter needs --model (the base model it was trained on)")
-    from megc_vqa.annotations.long_videos import (
-        FpsPolicy,
-        check_video_arguments,
-        discover_videos,
-        parse_fps_rules,
-    )
+    from megc_vqa.annotations.long_videos import check_video_arguments, video_jobs
     from megc_vqa.spotting.pipeline import (
         STRConfig,
-        STRRunner,
-        engine_ask,
         load_spotter,
+        open_str_run,
         read_intervals,
-        refuse_other_settings,
-        run_settings,
-        str_settings,
     )
     from megc_vqa.spotting.report import write_lvqa_report
 
     check_video_arguments(args.videos_root, args.videos, args.out)
     videos = sorted({row["video"] for q in args.questions for row in read_questions(q)})
-    policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
-    jobs = discover_videos(
-        args.videos_root, policy, sidecar=args.videos, names=videos, allowed_roots=args.videos_under
-    )
+    jobs = video_jobs(args, names=videos)
     spotter, peaks = load_spotter(args.spotter, args.device)
     config = STRConfig(emotion="vqa" if args.model else "head", device=args.device, plots=not args.no_plots)
-    settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)
-    if not args.restart:  # everything but the VQA model's settings, checked before that model loads
-        refuse_other_settings(args.out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
-    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
-    runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
+    runner = open_str_run(
+        args.out, spotter, peaks, config, videos_root=args.videos_root, sidecar=args.videos, model=args.model,
+        adapter=args.adapter, visual_spec=args.visual_spec, image_size=args.image_size, restart=args.restart,
+    )  # fmt: skip
+    ask = runner.ask
     summary = runner.run(jobs)
     records = read_intervals(args.out)
     events = {name: rec["intervals"] for name, rec in records.items()}

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_parser() -> argparse.ArgumentParser:
     from megc_vqa.annotations.long_videos import add_video_arguments
+    from megc_vqa.spotting.pipeline import add_run_arguments
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_video_arguments(p, "a videos.json sidecar (prep writes one)")
@@ -40,29 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="VQA base model for the emotion of each interval")
     p.add_argument("--adapter", help="LoRA adapter for --model")
-    p.add_argument("--visual-spec", help="override the sampler spec the model was trained with")
-    p.add_argument("--image-size", type=int, help="override the frame size the model was trained with")
     p.add_argument(
         "--emotion", choices=("vqa", "head", "constant"), help="default: vqa with --model, else head"
     )
     p.add_argument("--fallback-emotion", default="negative")
-    p.add_argument("--fps", type=float, help="fps of every video (overrides videos.json)")
-    p.add_argument(
-        "--fps-for",
-        action="append",
-        default=[],
-        metavar="PATTERN=FPS",
-        help="per-folder fps, e.g. '006_*=200'",
-    )
-    p.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
     p.add_argument("--threshold", type=float, help="override the checkpoint's score threshold")
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--restart",
-        action="store_true",
-        help="discard the files an earlier run wrote in --out (only those) instead of resuming it",
-    )
-    p.add_argument("--no-plots", action="store_true")
+    add_run_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -82,31 +66,19 @@ def _main(argv: list[str] | None = None) -> int:
     check_number("--threshold", args.threshold, minimum=0, maximum=1)
     if args.gt and not args.gt.is_file():
         raise UsageError(f"--gt {args.gt}: no such ground-truth file")
-    from megc_vqa.annotations.long_videos import (
-        FpsPolicy,
-        check_video_arguments,
-        discover_videos,
-        parse_fps_rules,
-    )
+    from megc_vqa.annotations.long_videos import check_video_arguments, video_jobs
     from megc_vqa.metrics.strs import read_events
     from megc_vqa.spotting.pipeline import (
         STRConfig,
-        STRRunner,
-        engine_ask,
         load_spotter,
-        refuse_other_settings,
-        run_settings,
-        str_settings,
+        open_str_run,
     )
 
     if args.adapter and not args.model:  # it would be ignored: the emotions would silently not be the VQA's
         raise UsageError("--adapter needs --model (the base model it was trained on)")
     check_video_arguments(args.videos_root, args.videos, args.out)
     gt = read_events(args.gt) if args.gt else {}
-    policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
-    jobs = discover_videos(
-        args.videos_root, policy, sidecar=args.videos, gt_keys=list(gt), allowed_roots=args.videos_under
-    )
+    jobs = video_jobs(args, gt_keys=list(gt))
     if not jobs:
         logging.error("%s: no video folders", args.videos or args.videos_root)
         return 1
@@ -118,11 +90,11 @@ def _main(argv: list[str] | None = None) -> int:
         plots=not args.no_plots,
         peaks={"threshold": args.threshold} if args.threshold is not None else {},
     )
-    settings = run_settings(args.videos_root, args.videos, args.model, args.adapter)
-    if not args.restart:  # everything but the VQA model's settings, checked before that model loads
-        refuse_other_settings(args.out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
-    ask = engine_ask(args.model, args.adapter, args.visual_spec, args.image_size) if args.model else None
-    runner = STRRunner(args.out, spotter, peaks, config, ask, settings, restart=args.restart)
+    runner = open_str_run(
+        args.out, spotter, peaks, config, videos_root=args.videos_root, sidecar=args.videos, model=args.model,
+        adapter=args.adapter, visual_spec=args.visual_spec, image_size=args.image_size, restart=args.restart,
+    )  # fmt: skip
+    ask = runner.ask
     summary = runner.run(jobs, gt)
 
     from megc_vqa.fileio import atomic_write_text, strict_json

@@ -294,15 +294,23 @@ def check_input_file(
         raise InputError(f"{option + ' ' if option else ''}{path}: {problem}")
 
 
-def check_folder_option(path: str | os.PathLike[str], option: str) -> Path:
-    """The folder an option names (a cache, an output), created when missing; :class:`UsageError` naming
-    the option when it is a file or cannot be created, before any work that would fail on it later."""
+def refuse_non_folder(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """:class:`UsageError` naming the option when the folder it names is a file (or a link to nothing); a
+    missing folder passes (whoever writes creates it). For the check before any work: the folder itself is
+    made only by what writes into it, so a refused command leaves nothing behind."""
     folder = Path(path)
     if os.path.lexists(folder) and not folder.is_dir():
         kind = "link to nothing" if not os.path.exists(folder) else "file"
         raise UsageError(
             f"{option} {folder}: is a {kind}, not a folder; give a folder (created when missing)"
         )
+
+
+def check_folder_option(path: str | os.PathLike[str], option: str) -> Path:
+    """The folder an option names (a cache, an output), created when missing; :class:`UsageError` naming
+    the option when it is a file or cannot be created, before any work that would fail on it later."""
+    folder = Path(path)
+    refuse_non_folder(folder, option)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

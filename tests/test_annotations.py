@@ -74,6 +74,21 @@ def make_frames(module, root: Path, clips: Sequence[Clip], skip_every: int = 0) 
         touch_frames(module.clip_dir(root, c.subject, c.clip_id), indices, module.frame_name, c.clip_id)
 
 
+def release(module, root: Path, clips: Sequence[Clip], skip_every: int = 0) -> Path:
+    """A synthetic dataset root in ``module``'s release layout: the clips' frames (:func:`make_frames`),
+    then the annotation workbook; returns the workbook's path."""
+    make_frames(module, root, clips, skip_every)
+    return module.write(clips, root)
+
+
+def release_videos(module, root: Path, videos: Sequence[LongVideo], frames: range) -> Path:
+    """A synthetic long-video root in ``module``'s release layout: the ``frames`` of every video, then the
+    annotation workbook; returns the workbook's path."""
+    for v in videos:
+        touch_frames(v.source.path, frames, module.frame_name, v.video_id)
+    return module.write(videos, root)
+
+
 def comparable(record):
     """Fields that survive a spreadsheet round trip: everything but the row and the AUs' raw text."""
     if isinstance(record, LongVideo):
@@ -124,8 +139,7 @@ def casme2_clips(root: Path) -> list[Clip]:
 def casme2_root(tmp_path: Path) -> tuple[Path, list[Clip]]:
     root = tmp_path / "CASME2"
     clips = casme2_clips(root)
-    make_frames(casme2, root, clips)
-    casme2.write(clips, root)
+    release(casme2, root, clips)
     return root, clips
 
 
@@ -268,8 +282,7 @@ def test_samm_round_trip_and_traps(tmp_path: Path) -> None:
 def test_samm_old_column_names(tmp_path: Path) -> None:
     root = tmp_path / "SAMM"
     clips = samm_clips(root)[:1]
-    make_frames(samm, root, clips)
-    path = samm.write(clips, root)
+    path = release(samm, root, clips)
     edit(path, "MICRO_ONLY", {"D14": "Onset", "E14": "Apex", "F14": "Offset"})
     assert [comparable(c) for c in samm.load(root).clips] == [comparable(clips[0])]
 
@@ -300,8 +313,7 @@ def test_smic_round_trip_and_footer(tmp_path: Path) -> None:
 def test_smic_short_emotion_codes_and_unknown_words(tmp_path: Path) -> None:
     root = tmp_path / "SMIC"
     clips = smic_clips(root)
-    make_frames(smic, root, clips)
-    path = smic.write(clips, root)
+    path = release(smic, root, clips)
     edit(path, "Sheet1", {"E2": "ne", "E3": "Positive", "E4": "happy"})
     result = smic.load(root)
     assert [c.coarse_emotion for c in result.clips] == ["negative", "positive"]
@@ -343,8 +355,7 @@ def test_casme3_round_trip_duplicates_and_dropped_frames(tmp_path: Path) -> None
 def test_casme3_same_onset_twice_gets_a_counter(tmp_path: Path) -> None:
     root = tmp_path / "CASME3"
     clips = casme3_clips(root)[:2]
-    make_frames(casme3, root, clips)
-    path = casme3.write(clips, root)
+    path = release(casme3, root, clips)
     edit(path, "Sheet1", {"C3": 100, "D3": 104, "E3": 110})
     assert [c.image_id for c in casme3.load(root).clips] == ["spNO.1_a_100", "spNO.1_a_100_2"]
     assert casme3.image_id("spNO.1", "a", 100, 2) == "spNO.1_a_100_2"
@@ -381,10 +392,8 @@ def casme2_long_videos(root: Path) -> list[LongVideo]:
 def test_casme2_long_round_trip_and_traps(tmp_path: Path) -> None:
     root = tmp_path / "CASME_sq"
     videos = casme2_long_videos(root)
-    for v in videos:
-        touch_frames(v.source.path, range(1, 81), casme2_long.frame_name)
+    path = release_videos(casme2_long, root, videos, range(1, 81))
     assert (root / "rawpic" / "s15" / "15_0101disgustingteeth" / "img1.jpg").is_file()
-    path = casme2_long.write(videos, root)
 
     workbook = openpyxl.load_workbook(path)
     assert workbook.sheetnames == ["CASFEcode_final", "naming rule1", "naming rule2"]
@@ -406,9 +415,7 @@ def test_casme2_long_round_trip_and_traps(tmp_path: Path) -> None:
 def test_casme2_long_bad_rows(tmp_path: Path) -> None:
     root = tmp_path / "CASME_sq"
     videos = casme2_long_videos(root)
-    for v in videos:
-        touch_frames(v.source.path, range(1, 81), casme2_long.frame_name)
-    path = casme2_long.write(videos, root)
+    path = release_videos(casme2_long, root, videos, range(1, 81))
     sheet = "CASFEcode_final"
     rows = {
         "unknown subject": append_row(
@@ -473,10 +480,8 @@ def samm_lv_videos(root: Path) -> list[LongVideo]:
 def test_samm_lv_round_trip_and_traps(tmp_path: Path) -> None:
     root = tmp_path / "SAMM_LV"
     videos = samm_lv_videos(root)
-    for v in videos:
-        touch_frames(v.source.path, range(1, 720, 7), samm_lv.frame_name, v.video_id)
+    path = release_videos(samm_lv, root, videos, range(1, 720, 7))
     assert (root / "006_1" / "006_1_0001.jpg").is_file()
-    path = samm_lv.write(videos, root)
 
     formulas = openpyxl.load_workbook(path)["FACS_Movement_Only"]
     cached = openpyxl.load_workbook(path, data_only=True)["FACS_Movement_Only"]
@@ -500,9 +505,7 @@ def test_samm_lv_formula_without_cached_value_is_a_reported_skip(tmp_path: Path)
     # A file re-saved by a tool that drops cached values: the formula cell reads as blank.
     root = tmp_path / "SAMM_LV"
     videos = samm_lv_videos(root)
-    for v in videos:
-        touch_frames(v.source.path, range(1, 720), samm_lv.frame_name, v.video_id)
-    path = samm_lv.write(videos, root)
+    path = release_videos(samm_lv, root, videos, range(1, 720))
     workbook = openpyxl.load_workbook(path)
     workbook.save(path)
     result = samm_lv.load(root)
@@ -512,9 +515,7 @@ def test_samm_lv_formula_without_cached_value_is_a_reported_skip(tmp_path: Path)
 def test_samm_lv_unknown_type(tmp_path: Path) -> None:
     root = tmp_path / "SAMM_LV"
     videos = samm_lv_videos(root)
-    for v in videos:
-        touch_frames(v.source.path, range(1, 720), samm_lv.frame_name, v.video_id)
-    path = samm_lv.write(videos, root)
+    path = release_videos(samm_lv, root, videos, range(1, 720))
     # openpyxl drops cached formula values on save, so the offset formula of row 11 is replaced by its value
     edit(path, "FACS_Movement_Only", {"H13": "Blink", "F11": 140})
     assert [(s.row, s.reason) for s in samm_lv.load(root).skips] == [(13, "unknown expression type")]
@@ -540,14 +541,11 @@ def write_everything(data_root: Path) -> dict[str, Path]:
     ):
         module = DATASETS[key]
         clips = make(roots[key])
-        make_frames(module, roots[key], clips)
-        module.write(clips, roots[key])
+        release(module, roots[key], clips)
     for key, make in (("casme2_long", casme2_long_videos), ("samm_lv", samm_lv_videos)):
         module = DATASETS[key]
         videos = make(roots[key])
-        for v in videos:
-            touch_frames(v.source.path, range(1, 720), module.frame_name, v.video_id)
-        module.write(videos, roots[key])
+        release_videos(module, roots[key], videos, range(1, 720))
     return roots
 
 
@@ -613,8 +611,7 @@ def test_frame_numbers_are_numeric_not_string_sorted(tmp_path: Path) -> None:
 def test_subjects_escaping_the_root_are_skipped(tmp_path: Path, subject: str) -> None:
     root = tmp_path / "CASME3"
     clips = casme3_clips(root)[2:3]
-    make_frames(casme3, root, clips)
-    path = casme3.write(clips, root)
+    path = release(casme3, root, clips)
     edit(path, "Sheet1", {"A2": subject})
     result = casme3.load(root)
     assert [(s.row, s.reason) for s in result.skips] == [(2, "path escapes dataset root")]
@@ -623,8 +620,7 @@ def test_subjects_escaping_the_root_are_skipped(tmp_path: Path, subject: str) ->
 def test_header_is_found_in_any_sheet(tmp_path: Path) -> None:
     root = tmp_path / "SAMM"
     clips = samm_clips(root)[:2]
-    make_frames(samm, root, clips)
-    path = samm.write(clips, root)
+    path = release(samm, root, clips)
     workbook = openpyxl.load_workbook(path)
     workbook["MICRO_ONLY"].title = "Sheet1"
     workbook.create_sheet("README", 0).append(["About this file"])
@@ -636,8 +632,7 @@ def test_header_is_found_in_any_sheet(tmp_path: Path) -> None:
 
 def test_relative_dot_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clips = smic_clips(tmp_path)
-    make_frames(smic, tmp_path, clips)
-    smic.write(clips, tmp_path)
+    release(smic, tmp_path, clips)
     monkeypatch.chdir(tmp_path)
     result = smic.load(Path("."))
     assert [c.image_id for c in result.clips] == [c.image_id for c in clips]

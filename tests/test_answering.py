@@ -18,19 +18,11 @@ from megc_vqa.answering.grammar import AU_NAMES_IN_ORDER, AUList, answer_grammar
 from megc_vqa.answering.postprocess import fallback_answer, make_consistent, normalise_answer
 from megc_vqa.answering.repl import ClipRequest, Session
 from megc_vqa.qa import templates as T
+from tests.helpers import CLIP_QUESTIONS, PRESENCE_Q
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 QUESTION_FILES = sorted((REPO / "data/megc/2025").glob("*_to_answer.jsonl"))
-PRESENCE_Q = "Is the action unit lip corner puller shown on the face?"
 SIDE_Q = "Is the action unit lip corner puller located on the left or right face?"
-CLIP_QUESTIONS = [
-    T.COARSE_QUESTION,
-    T.FINE_QUESTION,
-    T.AU_QUESTION_PLURAL,
-    PRESENCE_Q,
-    T.JOINT_QUESTION_PLURAL,
-]
 
 
 # -- grammars -------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ few cases that load the tiny model share it. Each test names the bullet it repla
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -17,19 +16,24 @@ from pathlib import Path
 import pytest
 
 from megc_vqa.cli import main as cli
+from tests.helpers import REPO, SAMM_2025, last_line, script
 
-REPO = Path(__file__).resolve().parents[1]
-SAMM_2025 = REPO / "data/megc/2025/me_vqa_samm_test_to_answer.jsonl"
+pytestmark = pytest.mark.usefixtures("command_env")
 SPOT_RECIPE = REPO / "recipes/spotting/synth.yaml"
 
 
-def script(name: str):
-    """An eval/, data_prep/ or recipes/ script as a module (its ``main(argv)`` is the command)."""
-    folder, _, stem = name.rpartition("/")
-    spec = importlib.util.spec_from_file_location(f"script_{stem}", REPO / folder / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_vqa_args(frames_root: Path, out: Path) -> list[str]:
+    """eval/run_vqa.py's arguments on the 2025 SAMM questions, model ``m`` (refused or stubbed before loading)."""
+    return [
+        "--questions",
+        str(SAMM_2025),
+        "--frames-root",
+        str(frames_root),
+        "--model",
+        "m",
+        "--out",
+        str(out),
+    ]
 
 
 def jpeg(size: int = 32, value: int = 128) -> bytes:
@@ -38,16 +42,6 @@ def jpeg(size: int = 32, value: int = 128) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (size, size), value).save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-def last_line(text: str) -> str:
-    return [line for line in text.splitlines() if line.strip()][-1]
-
-
-@pytest.fixture(autouse=True)
-def _log_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEGC_VQA_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 # --- 2. one error boundary per command ------------------------------------------------------------------
@@ -140,17 +134,7 @@ def test_real_accelerate_launch_ends_with_the_projects_message(tmp_path):
     ],
 )  # fmt: skip
 def test_run_vqa_options(extra, message, tmp_path, capsys):
-    argv = [
-        "--questions",
-        str(SAMM_2025),
-        "--frames-root",
-        str(tmp_path),
-        "--model",
-        "m",
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    assert script("eval/run_vqa").main([*argv, *extra]) == 2
+    assert script("eval/run_vqa").main([*run_vqa_args(tmp_path, tmp_path / "o"), *extra]) == 2
     err = last_line(capsys.readouterr().err)
     assert err.startswith("error: ") and message in err
     assert not (tmp_path / "o").exists()  # refused before anything was written
@@ -242,16 +226,7 @@ def test_run_vqa_fails_when_too_many_rows_fell_back(tmp_path, monkeypatch, capsy
                            "reason": "generate failed: RuntimeError: shapes"} for i in range(3)],
     }  # fmt: skip
     monkeypatch.setattr(rv, "run_vqa", lambda *a, **k: rv.RunResult([], Path("s.zip"), summary))
-    argv = [
-        "--questions",
-        str(SAMM_2025),
-        "--frames-root",
-        str(tmp_path),
-        "--model",
-        "m",
-        "--out",
-        str(tmp_path / "o"),
-    ]
+    argv = run_vqa_args(tmp_path, tmp_path / "o")
     assert script("eval/run_vqa").main(argv) == 1
     err = last_line(capsys.readouterr().err)
     assert err.startswith(
@@ -365,17 +340,7 @@ def test_out_naming_a_file(synth_root, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert cli(["prep", "--data-root", str(synth_root), "--out", str(tmp_path / "file")]) == 2
     assert "--out " in capsys.readouterr().err
-    argv = [
-        "--questions",
-        str(SAMM_2025),
-        "--frames-root",
-        str(tmp_path),
-        "--model",
-        "m",
-        "--out",
-        str(tmp_path / "file"),
-    ]
-    assert script("eval/run_vqa").main(argv) == 2
+    assert script("eval/run_vqa").main(run_vqa_args(tmp_path, tmp_path / "file")) == 2
     assert "is a file, not a folder" in last_line(capsys.readouterr().err)
 
 

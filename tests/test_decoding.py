@@ -4,7 +4,6 @@ vLLM backends (vLLM is not installed here: a fake ``vllm`` module records what t
 from __future__ import annotations
 
 import importlib.machinery
-import os
 import sys
 import types
 from pathlib import Path
@@ -18,17 +17,9 @@ from megc_vqa.models.prompting import PromptOptions
 from megc_vqa.qa import kinds as K
 from megc_vqa.qa import templates as T
 from megc_vqa.visual.samplers import VisualInputs
+from tests.helpers import CLIP_QUESTIONS, PRESENCE_Q
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-PRESENCE_Q = "Is the action unit lip corner puller shown on the face?"
-CLIP_QUESTIONS = [
-    T.COARSE_QUESTION,
-    T.FINE_QUESTION,
-    T.AU_QUESTION_PLURAL,
-    PRESENCE_Q,
-    T.JOINT_QUESTION_PLURAL,
-]
 TRAINING = PromptOptions(max_pixels=50176)  # the 3B/7B recipes' bound: 224*224 pixels per image
 
 

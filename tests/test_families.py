@@ -7,18 +7,18 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
+from megc_vqa.fileio import write_jsonl  # noqa: E402
 from megc_vqa.models import registry  # noqa: E402
 from megc_vqa.qa import templates as T  # noqa: E402
+from tests.helpers import KEY_FRAMES, visual_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILY_DIR = REPO / "megc_vqa" / "models" / "families"
@@ -105,10 +105,11 @@ def test_the_familys_pixel_rule_promises_the_tokens_its_processor_makes(family, 
     """The real-size check compares the visual tokens of a sample with what the pixel bounds promise."""
     from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt
     from megc_vqa.training.preflight import pixel_bounds, visual_token_counts
+    from megc_vqa.visual.samplers import VisualInputs
 
     processor = registry.load_processor(TINY[family])
-    visual = Visual(np.zeros((3, height, width, 3), np.uint8))
-    visual.images, visual.video = visual.images[:1], None
+    one_image = (np.zeros((height, width, 3), np.uint8),)
+    visual = VisualInputs(one_image, None, (0, 4, 8), 100.0, KEY_FRAMES)
     options = PromptOptions(max_pixels=max_pixels)
     prompt = render_prompt(processor, build_messages("q", visual, None, options))
     batch = encode_prompts(processor, [prompt], [visual], options)
@@ -206,24 +207,9 @@ def make_records(n_subjects: int = 4, clips: int = 3) -> list[dict]:
     return rows
 
 
-class Visual:
-    def __init__(self, key: np.ndarray) -> None:
-        self.images, self.video, self.frame_indices, self.fps = tuple(key), key, (0, 4, 8), 100.0
-        self.description = "onset, apex and offset frames"
-
-
-def visual_fn(record) -> Visual:
-    from megc_vqa.models.prompting import get_field
-
-    seed = sum(map(ord, get_field(record, "image_id")))
-    return Visual(np.random.default_rng(seed).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8))
-
-
 @pytest.fixture(scope="module")
 def qa_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in make_records()))
-    return path
+    return write_jsonl(tmp_path_factory.mktemp("qa") / "qa.jsonl", make_records())
 
 
 @pytest.fixture(scope="module")

@@ -4,34 +4,15 @@ in that pass (/work/notes/hostile2.md names them), on tiny files and without mod
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SAMM_2025 = REPO / "data/megc/2025/me_vqa_samm_test_to_answer.jsonl"
+from tests.helpers import REPO, SAMM_2025, last_line, script
+
+pytestmark = pytest.mark.usefixtures("command_env")
 TINY_LORA = REPO / "recipes/tiny/lora.yaml"
-
-
-def script(name: str):
-    """An eval/ or recipes/ script as a module (its ``main(argv)`` is the command)."""
-    folder, _, stem = name.rpartition("/")
-    spec = importlib.util.spec_from_file_location(f"hostile2_{stem}", REPO / folder / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def last_line(text: str) -> str:
-    return [line for line in text.splitlines() if line.strip()][-1]
-
-
-@pytest.fixture(autouse=True)
-def _log_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEGC_VQA_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 # --- an output folder named by an existing file (C8, C9): one clear line, never Errno 17 / 20 -------------

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from megc_vqa.fileio import OUTPUT_MARKER  # noqa: E402
@@ -24,6 +21,7 @@ from megc_vqa.training.model_card import (  # noqa: E402
     claim_card,
     model_card,
 )
+from tests.helpers import visual_fn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEFT_TEMPLATE = (  # the Hub template card PEFT writes beside an adapter
@@ -158,17 +156,6 @@ def records() -> list[dict]:
                              "source": f"/frames/{dataset}/{image_id}", "fps": 200.0, "onset": 0, "apex": 4,
                              "offset": 8})  # fmt: skip
     return rows
-
-
-class Visual:
-    def __init__(self, key: np.ndarray) -> None:
-        self.images, self.video, self.frame_indices, self.fps = tuple(key), key, (0, 4, 8), 100.0
-        self.description = "onset, apex and offset frames"
-
-
-def visual_fn(record) -> Visual:
-    seed = sum(map(ord, record["image_id"] if isinstance(record, dict) else record.image_id))
-    return Visual(np.random.default_rng(seed).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8))
 
 
 def tiny_args(qa: Path, out: Path, *extra: str) -> list[str]:

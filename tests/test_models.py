@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from megc_vqa.models import registry  # noqa: E402
@@ -23,22 +20,17 @@ from megc_vqa.models.prompting import (  # noqa: E402
     render_prompt,
 )
 from megc_vqa.qa.templates import COARSE_QUESTION  # noqa: E402
+from megc_vqa.visual.samplers import VisualInputs  # noqa: E402
 
 
-@dataclass(frozen=True)
-class Visual:
-    images: tuple
-    video: np.ndarray | None
-    frame_indices: tuple
-    fps: float
-    description: str = "onset, apex and offset frames, then the optical flow"
-
-
-def make_visual(seed: int, n_key: int = 3, size: int = 56) -> Visual:
+def make_visual(seed: int, n_key: int = 3, size: int = 56) -> VisualInputs:
     rng = np.random.default_rng(seed)
     key = rng.integers(0, 256, (n_key, size, size, 3), dtype=np.uint8)
     flow = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    return Visual((*key, flow), key, tuple(range(10, 10 + 2 * n_key, 2)), 100.0)
+    indices = tuple(range(10, 10 + 2 * n_key, 2))
+    return VisualInputs(
+        (*key, flow), key, indices, 100.0, "onset, apex and offset frames, then the optical flow"
+    )
 
 
 SMALL = PromptOptions(max_pixels=56 * 56)

@@ -18,36 +18,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from tests.helpers import clip_visual_fn, write_train_worker  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
-WORKER = """
-import sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {tests!r})
-from test_multiprocess import visual_fn
-from megc_vqa.training.config import parse_config
-from megc_vqa.training.finetune import train
-recipe = parse_config(sys.argv[1:])
-print("WORLD", recipe.training.world_size, "RANK", recipe.training.process_index, flush=True)
-train(recipe, visual_fn=visual_fn)
+# The worker also reports which distributed type accelerate chose.
+WORKER_AFTER = """
 from accelerate.state import PartialState
 print("TYPE", PartialState().distributed_type.value, flush=True)
 """
-
-
-class Visual:
-    def __init__(self, seed: int):
-        key = np.random.default_rng(seed).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
-        self.images, self.video, self.frame_indices, self.fps = tuple(key), key, (0, 4, 8), 50.0
-        self.description = "onset, apex and offset frames"
-
-
-def visual_fn(record) -> Visual:
-    return Visual(sum(map(ord, record["image_id"])))
+visual_fn = clip_visual_fn(fps=50.0)
 
 
 def qa_rows() -> list[dict]:
@@ -113,8 +97,7 @@ def run_single(qa: Path, out: Path) -> None:
 
 
 def launch(config: Path, qa: Path, out: Path, tmp_path: Path, port: int, *extra: str):
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    worker = write_train_worker(tmp_path / "worker.py", "tests.test_multiprocess:visual_fn", WORKER_AFTER)
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [
         # no --cpu: with it accelerate quietly starts one process; the recipe's use_cpu keeps it on the CPU

@@ -27,6 +27,8 @@ from megc_vqa.qa.records import QARecord, QuestionRow
 from megc_vqa.records import ActionUnit, Clip, FrameSource, LoadResult, Skip
 
 MEGC = Path(__file__).resolve().parents[1] / "data" / "megc"  # organisers' files, shipped
+# The leading columns of a QA row, in the order the organisers distribute them.
+OFFICIAL_COLUMNS = ["id", "dataset", "image_id", "subject", "filename", "question", "answer"]
 
 Q_COARSE = "What is the coarse expression class?"
 Q_FINE = "What is the fine-grained expression class?"
@@ -297,32 +299,28 @@ def test_qa_jsonl_round_trip_and_official_key_order(tmp_path):
         '{"id":"casme2_sub01_EP02_01f_1","dataset":"casme2","image_id":"sub01_EP02_01f",'
     )
     assert ", " not in lines[0].split('"question"')[0] and '": ' not in lines[0]  # compact, as distributed
-    assert list(json.loads(lines[0]))[:7] == [
-        "id",
-        "dataset",
-        "image_id",
-        "subject",
-        "filename",
-        "question",
-        "answer",
-    ]
+    assert list(json.loads(lines[0]))[:7] == OFFICIAL_COLUMNS
     assert "é ü" in lines[-1]
     assert read_qa_jsonl(path) == records
     assert [p.name for p in tmp_path.iterdir()] == ["qa.jsonl"]  # no temp file left behind
 
 
-def test_official_training_rows_read_without_extras(tmp_path):
-    path = tmp_path / "me_vqa_samm_casme2_smic.jsonl"
-    row = {
+def samm_training_row(answer: str) -> dict:
+    """A row of the organisers' training file as distributed (no extras): SAMM clip 006_1_2, coarse class."""
+    return {
         "id": "samm_006_1_2_1",
         "dataset": "samm",
         "image_id": "006_1_2",
         "subject": "6",
         "filename": "006_1_2",
         "question": Q_COARSE,
-        "answer": "negative",
+        "answer": answer,
     }
-    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+
+
+def test_official_training_rows_read_without_extras(tmp_path):
+    path = tmp_path / "me_vqa_samm_casme2_smic.jsonl"
+    path.write_text(json.dumps(samm_training_row("negative")) + "\n", encoding="utf-8")
     (record,) = read_qa_jsonl(path)
     assert record.question_type == "coarse" and record.source is None and record.frame_source() is None
 
@@ -457,15 +455,7 @@ def fake_loaders(monkeypatch):
 
 def test_read_training_file_maps_rows_onto_clips_and_keeps_unmatched(tmp_path, fake_loaders, caplog):
     rows = [
-        {
-            "id": "samm_006_1_2_1",
-            "dataset": "samm",
-            "image_id": "006_1_2",
-            "subject": "6",
-            "filename": "006_1_2",
-            "question": Q_COARSE,
-            "answer": "positive",
-        },
+        samm_training_row("positive"),
         {
             "id": "casme2_sub01_EP03_02_1",
             "dataset": "casme2",
@@ -502,15 +492,7 @@ def test_save_as_dataset(tmp_path):
     records = generate_qa(hand_built_clips())
     save_as_dataset(records, tmp_path / "dataset")
     loaded = load_from_disk(str(tmp_path / "dataset"))
-    assert loaded.column_names[:7] == [
-        "id",
-        "dataset",
-        "image_id",
-        "subject",
-        "filename",
-        "question",
-        "answer",
-    ]
+    assert loaded.column_names[:7] == OFFICIAL_COLUMNS
     assert [QARecord.from_json(row) for row in loaded] == records
 
 

@@ -5,40 +5,30 @@ backend can apply, and the GPU suite at ``--scale tiny``."""
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from megc_vqa.models.prompting import PromptOptions, build_messages, encode_prompts, render_prompt  # noqa: E402
 from megc_vqa.training.config import ConfigError, parse_config  # noqa: E402
+from megc_vqa.visual.samplers import VisualInputs  # noqa: E402
+from tests.helpers import seeded_key_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = PromptOptions(visual_mode="video", describe_visuals=False)
 
 
-@dataclass(frozen=True)
-class Visual:
-    images: tuple
-    video: np.ndarray | None
-    frame_indices: tuple
-    fps: float
-    description: str = ""
-
-
-def key_frames(indices: tuple[int, ...], clip_fps: float = 200.0) -> Visual:
+def key_frames(indices: tuple[int, ...], clip_fps: float = 200.0) -> VisualInputs:
     """Key frames as the visual layer gives them: absolute indices, fps = (T - 1) / seconds spanned."""
     video = np.full((len(indices), 56, 56, 3), 128, np.uint8)
     fps = (len(indices) - 1) / ((indices[-1] - indices[0]) / clip_fps)
-    return Visual(tuple(video), video, indices, fps)
+    return VisualInputs(tuple(video), video, indices, fps, "")
 
 
-def encode(name: str, visual: Visual):
+def encode(name: str, visual: VisualInputs):
     from megc_vqa.models.registry import load_processor
 
     processor = load_processor(name)
@@ -161,9 +151,8 @@ def qa_file(tmp_path_factory) -> Path:
     return path
 
 
-def visual_fn(record) -> Visual:
-    key = np.random.default_rng(0).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
-    return Visual(tuple(key), key, (0, 4, 8), 50.0)
+def visual_fn(record) -> VisualInputs:
+    return seeded_key_frames(0, fps=50.0, description="")  # the same pixels for every clip
 
 
 def tiny_recipe(qa_file: Path, out: Path, *extra: str):

@@ -9,7 +9,6 @@ import importlib.machinery
 import json
 import logging
 import math
-import os
 import sys
 import types
 from dataclasses import replace
@@ -22,9 +21,8 @@ from megc_vqa.answering.engine import Engine, EngineError, EngineOptions
 from megc_vqa.models.prompting import PromptOptions
 from megc_vqa.qa import templates as T
 from megc_vqa.visual.samplers import VisualInputs
+from tests.helpers import PRESENCE_Q
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-PRESENCE_Q = "Is the action unit lip corner puller shown on the face?"
 SIDE_Q = T.SIDE_QUESTION.format(name="lip corner puller")
 QUESTIONS = [T.COARSE_QUESTION, T.FINE_QUESTION, T.AU_QUESTION_PLURAL, PRESENCE_Q, T.JOINT_QUESTION_SINGULAR]
 

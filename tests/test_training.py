@@ -6,18 +6,18 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
+from megc_vqa.fileio import write_jsonl  # noqa: E402
 from megc_vqa.qa import templates as t  # noqa: E402
 from megc_vqa.training.config import ConfigError, load_yaml, parse_config  # noqa: E402
 from megc_vqa.training.split import loso_folds, select_fold, split_by_subject, subject_key  # noqa: E402
+from tests.helpers import visual_fn, write_train_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COARSE = ("negative", "positive", "surprise")
@@ -51,29 +51,9 @@ def make_records(n_subjects: int = 6, clips: int = 3, datasets=("casme2", "samm"
     return rows
 
 
-@dataclass(frozen=True)
-class Visual:
-    images: tuple
-    video: np.ndarray | None
-    frame_indices: tuple
-    fps: float
-    description: str = "onset, apex and offset frames"
-
-
-def visual_fn(record) -> Visual:
-    """Pixels that depend on the clip, as the visual layer's would."""
-    from megc_vqa.models.prompting import get_field
-
-    seed = sum(map(ord, get_field(record, "image_id")))
-    key = np.random.default_rng(seed).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
-    return Visual(tuple(key), key, (0, 4, 8), 100.0)
-
-
 @pytest.fixture(scope="module")
 def qa_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in make_records()))
-    return path
+    return write_jsonl(tmp_path_factory.mktemp("qa") / "qa.jsonl", make_records())
 
 
 def tiny_args(qa_file: Path, out: Path, *extra: str) -> list[str]:
@@ -408,18 +388,6 @@ def test_qlora_trains_on_a_4bit_base(qa_file, tmp_path):
 
 # --- multi-process -------------------------------------------------------------------------------
 
-DDP_WORKER = """
-import sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {tests!r})
-from test_training import visual_fn
-from megc_vqa.training.config import parse_config
-from megc_vqa.training.finetune import train
-recipe = parse_config(sys.argv[1:])
-print("WORLD", recipe.training.world_size, "RANK", recipe.training.process_index, flush=True)
-train(recipe, visual_fn=visual_fn)
-"""
-
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_run(qa_file, tmp_path):
@@ -427,8 +395,7 @@ def test_two_process_cpu_ddp_run(qa_file, tmp_path):
     import subprocess
     import sys
 
-    worker = tmp_path / "worker.py"
-    worker.write_text(DDP_WORKER.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    worker = write_train_worker(tmp_path / "worker.py")
     out = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",

@@ -19,7 +19,7 @@ from pathlib import Path
 from megc_vqa.annotations import common
 from megc_vqa.annotations.au import format_aus
 from megc_vqa.annotations.common import Column
-from megc_vqa.records import Clip, FrameSource, LoadResult
+from megc_vqa.records import Clip, LoadResult
 
 DATASET = "casme2"
 FPS = 200.0
@@ -37,6 +37,7 @@ COLUMNS = (
     Column("Estimated Emotion", ("Emotion",)),
 )
 HEADER = tuple(c.name for c in COLUMNS)
+SPAN = common.SpanColumns("OnsetFrame", "OffsetFrame", apex="ApexFrame")
 
 
 def subject_folder(subject_number: int) -> str:
@@ -55,42 +56,23 @@ def frame_name(index: int, clip_id: str = "") -> str:
 
 def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     """Load a CASME II root (folder holding the coding xlsx, or the xlsx itself)."""
-    root, path = common.resolve_root(Path(root), ANNOTATION_PATTERNS)
-    table = common.locate_table(path, COLUMNS, preferred_sheets=(SHEET,))
-    locator, frames = common.FrameLocator(root), common.FrameIndex()
+    sheet = common.ReleaseSheet.open(
+        root, DATASET, FPS, ANNOTATION_PATTERNS, COLUMNS, SHEET, SPAN, check_frames=check_frames
+    )
 
     def handle(row: common.DataRow) -> Clip:
         subject = subject_folder(common.subject_number(row.required_text("Subject")))
         clip_id = row.required_text("Filename")
-        onset = row.frame("OnsetFrame")
-        offset = row.frame("OffsetFrame")
-        apex = row.optional_frame("ApexFrame")  # '/' in the release: unknown apex
-        common.check_interval(onset, apex, offset)
-        fine, coarse = common.clip_emotions(DATASET, row.required_text("Estimated Emotion"))
+        span = sheet.span(row)  # an apex written '/' (as in the release) is unknown: None
+        emotions = common.clip_emotions(DATASET, row.required_text("Estimated Emotion"))
         aus = common.parse_row_aus(row, "Action Units")
-        folder = common.clip_folder(locator, root, subject, clip_id)
-        if check_frames:
-            frames.check_range(folder, onset, offset)
-        return Clip(
-            dataset=DATASET,
-            subject=subject,
-            clip_id=clip_id,
-            image_id=f"{subject}_{clip_id}",
-            source=FrameSource("folder", folder),
-            fps=FPS,
-            onset=onset,
-            offset=offset,
-            apex=apex,
-            aus=aus,
-            fine_emotion=fine,
-            coarse_emotion=coarse,
-            expression_type="micro",
-            row=row.number,
+        folder = sheet.folder(span, subject, clip_id)
+        return sheet.clip(
+            row, span, folder, subject, clip_id, f"{subject}_{clip_id}", aus=aus, emotions=emotions
         )
 
-    done, skips = common.collect(table, DATASET, handle, frame_columns=("OnsetFrame", "OffsetFrame"))
-    common.log_skips(DATASET, skips)
-    return LoadResult(clips=[clip for _, clip in done], skips=skips)
+    clips, skips = sheet.records(handle)
+    return LoadResult(clips=clips, skips=skips)
 
 
 def write(records: Sequence[Clip], root: Path) -> Path:

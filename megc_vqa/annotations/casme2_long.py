@@ -24,9 +24,9 @@ from pathlib import Path
 
 from megc_vqa.annotations import common
 from megc_vqa.annotations.au import format_aus
-from megc_vqa.annotations.common import AnnotationError, RowSkip
+from megc_vqa.annotations.common import RowSkip
 from megc_vqa.labels import STR_CLASSES, normalise_fine
-from megc_vqa.records import Event, ExpressionType, FrameSource, LoadResult, LongVideo
+from megc_vqa.records import Event, ExpressionType, LoadResult, LongVideo
 
 DATASET = "casme2_long"
 FPS = 30.0
@@ -80,30 +80,18 @@ def _naming_maps(path: Path, workbook: common.Spreadsheet) -> tuple[dict[int, in
         path, 2, ("code", "name"), sheet_name=STIMULUS_SHEET, workbook=workbook
     )
     subjects: dict[int, int] = {}
-    for number, row in subjects_table.data_rows():
+    for _, row in subjects_table.data_rows():
         try:
             subjects[common.subject_number(row.get("subject index"))] = common.subject_number(
                 row.get("subject number")
             )
         except RowSkip as exc:
-            raise AnnotationError(
-                f"unreadable subject mapping ({exc})",
-                file=path,
-                sheet=subjects_table.sheet,
-                row=number,
-                column="B",
-            ) from None
+            raise row.error(f"unreadable subject mapping ({exc})", column="B") from None
     stimuli: dict[str, str] = {}
-    for number, row in stimuli_table.data_rows():
+    for _, row in stimuli_table.data_rows():
         code = row.text("code")
         if not code.isdigit():
-            raise AnnotationError(
-                f"stimulus code {code!r} is not a number",
-                file=path,
-                sheet=stimuli_table.sheet,
-                row=number,
-                column="A",
-            )
+            raise row.error(f"stimulus code {code!r} is not a number", column="A")
         stimuli[row.text("name").lower()] = f"{int(code):04d}"
     return subjects, stimuli
 
@@ -130,7 +118,7 @@ def load(root: Path, *, check_frames: bool = True) -> LoadResult:
             folders[key] = matches[0]
         return folders[key]
 
-    def handle(row: common.DataRow) -> tuple[int, str, Event]:
+    def handle(row: common.DataRow) -> tuple[str, str, Path, Event]:
         index = common.subject_number(row.required_text("subject index"))
         if index not in subjects:
             raise RowSkip(common.UNKNOWN_NAME, f"subject index {index} not in {SUBJECT_SHEET!r}")
@@ -161,25 +149,12 @@ def load(root: Path, *, check_frames: bool = True) -> LoadResult:
             frames.check_range(folder, onset, offset)
         fine = normalise_fine(row.text("fine emotion")) or None
         event = Event(onset, offset, apex, aus, fine, coarse, kind, row.number)
-        return number, stimuli[stimulus], event
+        return f"s{number}", video_id(number, stimuli[stimulus]), folder, event
 
     done, skips = common.collect(table, DATASET, handle, frame_columns=("onset", "offset"))
     common.log_skips(DATASET, skips)
-    grouped: dict[tuple[int, str], list[Event]] = {}
-    for _, (number, code, event) in done:
-        grouped.setdefault((number, code), []).append(event)
-    videos = [
-        LongVideo(
-            dataset=DATASET,
-            subject=f"s{number}",
-            video_id=video_id(number, code),
-            source=FrameSource("folder", folders[(number, code)]),
-            fps=FPS,
-            events=tuple(sorted(events, key=lambda e: (e.onset, e.offset, e.row))),
-        )
-        for (number, code), events in grouped.items()
-    ]
-    return LoadResult(long_videos=videos, skips=skips)
+    events = [value for _, value in done]
+    return LoadResult(long_videos=common.long_videos(DATASET, FPS, events), skips=skips)
 
 
 def write(records: Sequence[LongVideo], root: Path) -> Path:

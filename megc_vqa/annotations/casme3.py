@@ -25,7 +25,7 @@ from pathlib import Path
 from megc_vqa.annotations import common
 from megc_vqa.annotations.au import format_aus
 from megc_vqa.annotations.common import Column
-from megc_vqa.records import Clip, FrameSource, LoadResult
+from megc_vqa.records import Clip, LoadResult
 
 DATASET = "casme3"
 FPS = 30.0
@@ -45,6 +45,7 @@ COLUMNS = (
     Column("emotion", ("Estimated Emotion",)),
 )
 HEADER = tuple(c.name for c in COLUMNS)
+SPAN = common.SpanColumns("Onset", "Offset", apex="Apex")
 # CAS(ME)^3 spells these two the short way; the loader normalises them back.
 RELEASE_SPELLING = {"happiness": "happy", "sadness": "sad"}
 
@@ -68,12 +69,12 @@ def frame_name(index: int, clip_id: str = "") -> str:
 
 def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     """Load a CAS(ME)^3 part A root (folder holding the ME label xlsx, or the xlsx itself)."""
-    root, path = common.resolve_root(Path(root), ANNOTATION_PATTERNS)
-    table = common.locate_table(path, COLUMNS, preferred_sheets=(SHEET,))
-    locator, frames = common.FrameLocator(root), common.FrameIndex()
+    sheet = common.ReleaseSheet.open(
+        root, DATASET, FPS, ANNOTATION_PATTERNS, COLUMNS, SHEET, SPAN, check_frames=check_frames
+    )
     pair_counts = Counter(
         (row.text("Subject"), row.text("Filename"))
-        for _, row in table.data_rows()
+        for _, row in sheet.table.data_rows()
         if row.text("Subject") and row.text("Filename")
     )
     seen_ids: Counter[str] = Counter()
@@ -81,38 +82,18 @@ def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     def handle(row: common.DataRow) -> Clip:
         subject = row.required_text("Subject")
         clip_id = row.required_text("Filename")
-        onset = row.frame("Onset")
-        offset = row.frame("Offset")
-        apex = row.optional_frame("Apex")
-        common.check_interval(onset, apex, offset)
-        fine, coarse = common.clip_emotions(DATASET, row.required_text("emotion"))
+        span = sheet.span(row)
+        emotions = common.clip_emotions(DATASET, row.required_text("emotion"))
         aus = common.parse_row_aus(row, "AU")
-        folder = common.clip_folder(locator, root, subject, clip_id, MODALITY)
-        if check_frames:
-            frames.check_range(folder, onset, offset)
-        duplicated = pair_counts[(subject, clip_id)] > 1
-        base = image_id(subject, clip_id, onset if duplicated else None)
+        folder = sheet.folder(span, subject, clip_id, MODALITY)
+        onset = span.onset if pair_counts[(subject, clip_id)] > 1 else None  # the filename repeats
+        base = image_id(subject, clip_id, onset)
         seen_ids[base] += 1
-        return Clip(
-            dataset=DATASET,
-            subject=subject,
-            clip_id=clip_id,
-            image_id=image_id(subject, clip_id, onset if duplicated else None, seen_ids[base]),
-            source=FrameSource("folder", folder),
-            fps=FPS,
-            onset=onset,
-            offset=offset,
-            apex=apex,
-            aus=aus,
-            fine_emotion=fine,
-            coarse_emotion=coarse,
-            expression_type="micro",
-            row=row.number,
-        )
+        unique_id = image_id(subject, clip_id, onset, seen_ids[base])
+        return sheet.clip(row, span, folder, subject, clip_id, unique_id, aus=aus, emotions=emotions)
 
-    done, skips = common.collect(table, DATASET, handle, frame_columns=("Onset", "Offset"))
-    common.log_skips(DATASET, skips)
-    return LoadResult(clips=[clip for _, clip in done], skips=skips)
+    clips, skips = sheet.records(handle)
+    return LoadResult(clips=clips, skips=skips)
 
 
 def write(records: Sequence[Clip], root: Path) -> Path:

@@ -25,7 +25,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +34,7 @@ from megc_vqa.annotations.errors import AnnotationError
 from megc_vqa.errors import check_number, cut
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import KNOWN_FINE, coarse_of, normalise_fine
-from megc_vqa.records import Skip
+from megc_vqa.records import ActionUnit, Clip, Event, ExpressionType, FrameSource, LongVideo, Skip
 
 if TYPE_CHECKING:
     from openpyxl.workbook.workbook import Workbook
@@ -466,6 +466,13 @@ class DataRow:
     def optional_frame(self, column: str) -> int | None:
         return to_frame(self.get(column), column, required=False)
 
+    def error(self, message: str, column: str | None = None) -> AnnotationError:
+        """An :class:`AnnotationError` at this row (and ``column``): for a row the whole file depends on,
+        such as a naming-sheet entry, where a skip would not do."""
+        return AnnotationError(
+            message, file=self.table.file, sheet=self.table.sheet, row=self.number, column=column
+        )
+
     def where(self, column: str | None = None) -> str:
         parts = [self.table.file.name, f"sheet {self.table.sheet!r}", f"row {self.number}"]
         if column:
@@ -837,6 +844,138 @@ def collect(
 def log_skips(dataset: str, skips: Iterable[Skip]) -> None:
     for skip in skips:
         logger.debug("%s: %s row %d skipped: %s %s", dataset, skip.file, skip.row, skip.reason, skip.detail)
+
+
+# --------------------------------------------------------------------------------------------- row building
+
+
+@dataclass(frozen=True)
+class SpanColumns:
+    """The columns holding a row's onset, offset and apex (``apex=None``: the format codes no apex)."""
+
+    onset: str
+    offset: str
+    apex: str | None = None
+
+
+@dataclass(frozen=True)
+class Span:
+    """A row's checked frame numbers: ``onset <= offset``, ``apex`` inside them or ``None`` (unknown)."""
+
+    onset: int
+    offset: int
+    apex: int | None = None
+
+
+@dataclass
+class ReleaseSheet:
+    """One load of a release sheet with a header row: the dataset root, the table, the frame folders below
+    the root, the row loop and the record a row becomes. What every loader does the same way lives here;
+    a loader's row handler reads only what its format spells its own way (subject and ids, emotion words,
+    extra columns)."""
+
+    dataset: str
+    fps: float
+    root: Path
+    table: Table
+    span_columns: SpanColumns
+    locator: FrameLocator
+    check_frames: bool = True
+    frames: FrameIndex = field(default_factory=FrameIndex)
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        dataset: str,
+        fps: float,
+        patterns: Sequence[str],
+        columns: Sequence[Column],
+        sheet: str,
+        span_columns: SpanColumns,
+        *,
+        check_frames: bool = True,
+    ) -> ReleaseSheet:
+        """Find the annotation file under ``root`` (or take ``root`` as the file) and its header table,
+        preferring the sheet named ``sheet``; frame folders are looked for below the file's folder."""
+        root, path = resolve_root(Path(root), patterns)
+        table = locate_table(path, columns, preferred_sheets=(sheet,))
+        return cls(dataset, fps, root, table, span_columns, FrameLocator(root), check_frames)
+
+    def span(self, row: DataRow) -> Span:
+        """The row's onset, offset and apex, checked (:func:`check_interval`); an unknown apex is ``None``."""
+        columns = self.span_columns
+        onset = row.frame(columns.onset)
+        offset = row.frame(columns.offset)
+        apex = row.optional_frame(columns.apex) if columns.apex else None
+        check_interval(onset, apex, offset)
+        return Span(onset, offset, apex)
+
+    def folder(self, span: Span, *parts: str) -> Path:
+        """The frame folder at ``parts`` below the root; with ``check_frames``, the row is skipped unless a
+        frame of ``span`` is on disk."""
+        folder = clip_folder(self.locator, self.root, *parts)
+        if self.check_frames:
+            self.frames.check_range(folder, span.onset, span.offset)
+        return folder
+
+    def clip(
+        self,
+        row: DataRow,
+        span: Span,
+        folder: Path,
+        subject: str,
+        clip_id: str,
+        image_id: str,
+        *,
+        aus: tuple[ActionUnit, ...] = (),
+        emotions: tuple[str | None, str | None] = (None, None),
+        expression_type: ExpressionType = "micro",
+    ) -> Clip:
+        """The :class:`Clip` of a short-clip row, frames in ``folder``; ``emotions`` is (fine, coarse)."""
+        fine, coarse = emotions
+        return Clip(
+            dataset=self.dataset,
+            subject=subject,
+            clip_id=clip_id,
+            image_id=image_id,
+            source=FrameSource("folder", folder),
+            fps=self.fps,
+            onset=span.onset,
+            offset=span.offset,
+            apex=span.apex,
+            aus=aus,
+            fine_emotion=fine,
+            coarse_emotion=coarse,
+            expression_type=expression_type,
+            row=row.number,
+        )
+
+    def records(self, handle: Callable[[DataRow], T]) -> tuple[list[T], list[Skip]]:
+        """``handle`` run on every data row (:func:`collect`): its results in sheet order, and the skips."""
+        frame_columns = (self.span_columns.onset, self.span_columns.offset)
+        done, skips = collect(self.table, self.dataset, handle, frame_columns=frame_columns)
+        log_skips(self.dataset, skips)
+        return [value for _, value in done], skips
+
+
+def long_videos(dataset: str, fps: float, events: Iterable[tuple[str, str, Path, Event]]) -> list[LongVideo]:
+    """Group ``(subject, video_id, frame folder, event)`` into one :class:`LongVideo` per video, in order of
+    each video's first event, its events sorted by onset (then offset, then sheet row)."""
+    grouped: dict[tuple[str, str], tuple[Path, list[Event]]] = {}
+    for subject, video_id, folder, event in events:
+        grouped.setdefault((subject, video_id), (folder, []))[1].append(event)
+    return [
+        LongVideo(
+            dataset=dataset,
+            subject=subject,
+            video_id=video_id,
+            source=FrameSource("folder", folder),
+            fps=fps,
+            events=tuple(sorted(video_events, key=lambda e: (e.onset, e.offset, e.row))),
+        )
+        for (subject, video_id), (folder, video_events) in grouped.items()
+    ]
 
 
 # --------------------------------------------------------------------------------------------- writing

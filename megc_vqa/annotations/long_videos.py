@@ -41,7 +41,14 @@ from pathlib import Path
 from megc_vqa.annotations import DATASETS
 from megc_vqa.annotations.common import subfolders
 from megc_vqa.errors import InputError, UsageError, check_number, cut
-from megc_vqa.fileio import atomic_write_text, is_inside, loads_json, read_json_bytes, resolve_inside
+from megc_vqa.fileio import (
+    atomic_write_text,
+    is_inside,
+    loads_json,
+    read_json_bytes,
+    refuse_non_folder,
+    resolve_inside,
+)
 from megc_vqa.frame_names import is_image
 from megc_vqa.records import FrameSource
 
@@ -350,7 +357,9 @@ def write_str_ground_truth(videos: Sequence, out: str | Path) -> dict[str, Path]
 
 
 def add_video_arguments(parser: argparse.ArgumentParser, sidecar_help: str) -> None:
-    """``--videos-root``, ``--videos`` and ``--videos-under``: where run_str and run_lvqa find long videos."""
+    """``--videos-root``, ``--videos`` and ``--videos-under``: where run_str and run_lvqa find long videos;
+    ``--fps``, ``--fps-for`` and ``--dataset``: their frame rates (:class:`FpsPolicy`). :func:`video_jobs`
+    reads them back."""
     parser.add_argument("--videos-root", type=Path, help="folder of frame folders, one per video")
     parser.add_argument("--videos", type=Path, metavar="JSON", help=sidecar_help)
     parser.add_argument(
@@ -362,14 +371,38 @@ def add_video_arguments(parser: argparse.ArgumentParser, sidecar_help: str) -> N
         help="a --videos sidecar may name frame folders under DIR (besides its own folder), e.g. the "
         "--data-root prep read; repeatable",
     )
+    parser.add_argument("--fps", type=float, help="fps of every video (overrides videos.json)")
+    parser.add_argument(
+        "--fps-for",
+        action="append",
+        default=[],
+        metavar="PATTERN=FPS",
+        help="per-folder fps, e.g. '006_*=200'",
+    )
+    parser.add_argument("--dataset", help="fps of the dataset's loader for videos without one (e.g. samm_lv)")
+
+
+def video_jobs(
+    args: argparse.Namespace, *, names: Sequence[str] = (), gt_keys: Sequence[tuple[str, str]] = ()
+) -> list[VideoJob]:
+    """The videos the options of :func:`add_video_arguments` name (:func:`discover_videos`, with ``names``
+    and ``gt_keys`` as there), each with its fps from the options' :class:`FpsPolicy`."""
+    policy = FpsPolicy(args.fps, parse_fps_rules(args.fps_for), args.dataset)
+    return discover_videos(
+        args.videos_root,
+        policy,
+        sidecar=args.videos,
+        names=names,
+        gt_keys=gt_keys,
+        allowed_roots=args.videos_under,
+    )
 
 
 def check_video_arguments(videos_root: Path | None, sidecar: Path | None, out: Path) -> None:
     """One of ``--videos-root``/``--videos`` is given, and ``--out`` is a folder (or absent) outside
     ``--videos-root``: every folder there is read as a video, so a rerun would take the run's own
     ``curves/`` for one."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file, not a folder")
+    refuse_non_folder(out)
     if videos_root is None and sidecar is None:
         raise UsageError("give --videos-root DIR (frame folders) or --videos videos.json")
     if videos_root is not None and is_inside(out, videos_root):

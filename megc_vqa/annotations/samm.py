@@ -20,7 +20,7 @@ from pathlib import Path
 from megc_vqa.annotations import common
 from megc_vqa.annotations.au import format_aus
 from megc_vqa.annotations.common import Column
-from megc_vqa.records import Clip, FrameSource, LoadResult
+from megc_vqa.records import Clip, LoadResult
 
 DATASET = "samm"
 FPS = 200.0
@@ -43,6 +43,7 @@ COLUMNS = (
     Column("Notes", required=False),
 )
 HEADER = tuple(c.name for c in COLUMNS)
+SPAN = common.SpanColumns("Onset Frame", "Offset Frame", apex="Apex Frame")
 # What `write` puts above the header: 13 rows, so the header sits in Excel row 14 as in the v2 release.
 PREAMBLE: tuple[tuple[str, ...], ...] = (
     ("SAMM - Spontaneous Actions and Micro-Movements",),
@@ -82,42 +83,24 @@ def frame_name(index: int, clip_id: str = "") -> str:
 
 def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     """Load a SAMM root (folder holding the FACS-codes xlsx, or the xlsx itself)."""
-    root, path = common.resolve_root(Path(root), ANNOTATION_PATTERNS)
-    table = common.locate_table(path, COLUMNS, preferred_sheets=(SHEET,))
-    locator, frames = common.FrameLocator(root), common.FrameIndex()
+    sheet = common.ReleaseSheet.open(
+        root, DATASET, FPS, ANNOTATION_PATTERNS, COLUMNS, SHEET, SPAN, check_frames=check_frames
+    )
 
     def handle(row: common.DataRow) -> Clip:
         number = common.subject_number(row.required_text("Subject"))
         clip_id = row.required_text("Filename")
-        onset = row.frame("Onset Frame")
-        offset = row.frame("Offset Frame")
-        apex = row.optional_frame("Apex Frame")
-        common.check_interval(onset, apex, offset)
-        fine, coarse = common.clip_emotions(DATASET, row.required_text("Estimated Emotion"))
+        span = sheet.span(row)
+        emotions = common.clip_emotions(DATASET, row.required_text("Estimated Emotion"))
         aus = common.parse_row_aus(row, "Action Units")
-        folder = common.clip_folder(locator, root, f"{number:03d}", clip_id)
-        if check_frames:
-            frames.check_range(folder, onset, offset)
-        return Clip(
-            dataset=DATASET,
-            subject=str(number),
-            clip_id=clip_id,
-            image_id=clip_id,
-            source=FrameSource("folder", folder),
-            fps=FPS,
-            onset=onset,
-            offset=offset,
-            apex=apex,
-            aus=aus,
-            fine_emotion=fine,
-            coarse_emotion=coarse,
-            expression_type="macro" if "macro" in row.text("Micro").lower() else "micro",
-            row=row.number,
+        folder = sheet.folder(span, f"{number:03d}", clip_id)
+        kind = "macro" if "macro" in row.text("Micro").lower() else "micro"
+        return sheet.clip(
+            row, span, folder, str(number), clip_id, clip_id, aus=aus, emotions=emotions, expression_type=kind
         )
 
-    done, skips = common.collect(table, DATASET, handle, frame_columns=("Onset Frame", "Offset Frame"))
-    common.log_skips(DATASET, skips)
-    return LoadResult(clips=[clip for _, clip in done], skips=skips)
+    clips, skips = sheet.records(handle)
+    return LoadResult(clips=clips, skips=skips)
 
 
 def _samm_word(fine: str | None) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from megc_vqa.annotations import common
 from megc_vqa.annotations.au import format_aus
 from megc_vqa.annotations.common import Column, RowSkip
-from megc_vqa.records import Event, ExpressionType, FrameSource, LoadResult, LongVideo
+from megc_vqa.records import Event, ExpressionType, LoadResult, LongVideo
 
 DATASET = "samm_lv"
 FPS = 200.0
@@ -41,6 +41,7 @@ COLUMNS = (
     Column("Notes", required=False),
 )
 HEADER = tuple(c.name for c in COLUMNS)
+SPAN = common.SpanColumns("Onset", "Offset", apex="Apex")
 PREAMBLE: tuple[tuple[str, ...], ...] = (
     ("SAMM Long Videos - FACS coded movements",),
     (),
@@ -85,41 +86,22 @@ def expression_type(text: str) -> ExpressionType:
 
 def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     """Load a SAMM Long Videos root (folder holding the release xlsx, or the xlsx itself)."""
-    root, path = common.resolve_root(Path(root), ANNOTATION_PATTERNS)
-    table = common.locate_table(path, COLUMNS, preferred_sheets=(SHEET,))
-    locator, frames = common.FrameLocator(root), common.FrameIndex()
+    sheet = common.ReleaseSheet.open(
+        root, DATASET, FPS, ANNOTATION_PATTERNS, COLUMNS, SHEET, SPAN, check_frames=check_frames
+    )
 
-    def handle(row: common.DataRow) -> tuple[str, Path, Event]:
+    def handle(row: common.DataRow) -> tuple[str, str, Path, Event]:
         common.subject_number(row.required_text("Subject"))  # validates the cell; the id comes from Filename
         video = video_of(row.required_text("Filename"))
-        onset = row.frame("Onset")
-        offset = row.frame("Offset")
-        apex = row.optional_frame("Apex")
-        common.check_interval(onset, apex, offset)
+        span = sheet.span(row)
         kind = expression_type(row.required_text("Type"))
         aus = common.parse_row_aus(row, "Action Units")
-        folder = common.clip_folder(locator, root, video)
-        if check_frames:
-            frames.check_range(folder, onset, offset)
-        return video, folder, Event(onset, offset, apex, aus, None, None, kind, row.number)
+        folder = sheet.folder(span, video)
+        event = Event(span.onset, span.offset, span.apex, aus, None, None, kind, row.number)
+        return video.split("_")[0], video, folder, event
 
-    done, skips = common.collect(table, DATASET, handle, frame_columns=("Onset", "Offset"))
-    common.log_skips(DATASET, skips)
-    grouped: dict[str, tuple[Path, list[Event]]] = {}
-    for _, (video, folder, event) in done:
-        grouped.setdefault(video, (folder, []))[1].append(event)
-    videos = [
-        LongVideo(
-            dataset=DATASET,
-            subject=video.split("_")[0],
-            video_id=video,
-            source=FrameSource("folder", folder),
-            fps=FPS,
-            events=tuple(sorted(events, key=lambda e: (e.onset, e.offset, e.row))),
-        )
-        for video, (folder, events) in grouped.items()
-    ]
-    return LoadResult(long_videos=videos, skips=skips)
+    events, skips = sheet.records(handle)
+    return LoadResult(long_videos=common.long_videos(DATASET, FPS, events), skips=skips)
 
 
 def write(records: Sequence[LongVideo], root: Path) -> Path:

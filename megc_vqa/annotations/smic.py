@@ -18,7 +18,7 @@ from pathlib import Path
 from megc_vqa.annotations import common
 from megc_vqa.annotations.common import Column, RowSkip
 from megc_vqa.labels import COARSE_MAPS
-from megc_vqa.records import Clip, FrameSource, LoadResult
+from megc_vqa.records import Clip, LoadResult
 
 DATASET = "smic"
 FPS = 100.0
@@ -35,6 +35,7 @@ COLUMNS = (
     Column("FirstF", required=False),
 )
 HEADER = tuple(c.name for c in COLUMNS)
+SPAN = common.SpanColumns("OnsetF", "OffsetF")  # SMIC codes no apex
 # Written after one blank row below the data (Excel rows n+3 and n+4 for n records).
 FOOTER: tuple[str, ...] = (
     "Note: OnsetF and OffsetF are absolute frame numbers; FirstF is the first frame of the recording.",
@@ -62,44 +63,24 @@ def _folder_name(subject: str, clip_id: str) -> str:
 
 def load(root: Path, *, check_frames: bool = True) -> LoadResult:
     """Load a SMIC-HS(-E) root (folder holding the annotation xlsx, or the xlsx itself)."""
-    root, path = common.resolve_root(Path(root), ANNOTATION_PATTERNS)
-    table = common.locate_table(path, COLUMNS, preferred_sheets=(SHEET,))
-    locator, frames = common.FrameLocator(root), common.FrameIndex()
+    sheet = common.ReleaseSheet.open(
+        root, DATASET, FPS, ANNOTATION_PATTERNS, COLUMNS, SHEET, SPAN, check_frames=check_frames
+    )
 
     def handle(row: common.DataRow) -> Clip:
         subject = subject_name(common.subject_number(row.required_text("Subject")))
         clip_id = row.required_text("Filename")
-        onset = row.frame("OnsetF")
-        offset = row.frame("OffsetF")
-        common.check_interval(onset, None, offset)
+        span = sheet.span(row)
         word = row.required_text("Emotion")
         coarse = COARSE_MAPS[DATASET].get(word.lower())
         if coarse is None:
             raise RowSkip(common.UNKNOWN_EMOTION, word)
         image_id = _folder_name(subject, clip_id)
-        folder = common.clip_folder(locator, root, subject, image_id)
-        if check_frames:
-            frames.check_range(folder, onset, offset)
-        return Clip(
-            dataset=DATASET,
-            subject=subject,
-            clip_id=clip_id,
-            image_id=image_id,
-            source=FrameSource("folder", folder),
-            fps=FPS,
-            onset=onset,
-            offset=offset,
-            apex=None,
-            aus=(),
-            fine_emotion=None,
-            coarse_emotion=coarse,
-            expression_type="micro",
-            row=row.number,
-        )
+        folder = sheet.folder(span, subject, image_id)
+        return sheet.clip(row, span, folder, subject, clip_id, image_id, emotions=(None, coarse))
 
-    done, skips = common.collect(table, DATASET, handle, frame_columns=("OnsetF", "OffsetF"))
-    common.log_skips(DATASET, skips)
-    return LoadResult(clips=[clip for _, clip in done], skips=skips)
+    clips, skips = sheet.records(handle)
+    return LoadResult(clips=clips, skips=skips)
 
 
 def write(records: Sequence[Clip], root: Path) -> Path:

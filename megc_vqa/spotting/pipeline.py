@@ -24,6 +24,7 @@ Videos that cannot be read (no frames) are logged and listed in the summary; the
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
@@ -576,3 +577,41 @@ def engine_ask(
 
     engine = Engine.load(model, adapter)
     return EngineAsk(engine, engine.contract.override(spec=visual_spec, size=image_size))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run_str / run_lvqa run besides its inputs: the overrides of the VQA model's
+    training record (:func:`engine_ask`), the device, ``--restart`` and ``--no-plots``."""
+    parser.add_argument("--visual-spec", help="override the sampler spec the model was trained with")
+    parser.add_argument("--image-size", type=int, help="override the frame size the model was trained with")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the files an earlier run wrote in --out (only those) instead of resuming it",
+    )
+    parser.add_argument("--no-plots", action="store_true")
+
+
+def open_str_run(
+    out: str | Path,
+    spotter,
+    peaks,
+    config: STRConfig,
+    *,
+    videos_root: str | Path | None,
+    sidecar: str | Path | None,
+    model: str | None = None,
+    adapter: str | None = None,
+    visual_spec: str | None = None,
+    image_size: int | None = None,
+    restart: bool = False,
+) -> STRRunner:
+    """The runner of a run_str / run_lvqa command. Unless ``restart``, an earlier run in ``out`` made with
+    other settings is refused first, on everything but the VQA model's (so a mismatch costs no model load);
+    then the VQA model is loaded when ``model`` is given (the runner's ``ask``)."""
+    settings = run_settings(videos_root, sidecar, model, adapter)
+    if not restart:
+        refuse_other_settings(out, str_settings(spotter, peaks, config, None, settings), ignore=["vqa"])
+    ask = engine_ask(model, adapter, visual_spec, image_size) if model else None
+    return STRRunner(out, spotter, peaks, config, ask, settings, restart=restart)

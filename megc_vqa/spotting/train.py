@@ -27,7 +27,7 @@ from pathlib import Path
 from megc_vqa.annotations.common import add_sheet_limit_arguments, sheet_limits_from_args, using_sheet_limits
 from megc_vqa.annotations.long_videos import check_fps
 from megc_vqa.errors import InputError, UsageError, check_device, set_output_folder
-from megc_vqa.fileio import atomic_write_text, claim_outputs, is_regular_file
+from megc_vqa.fileio import atomic_write_text, claim_outputs, is_regular_file, refuse_non_folder
 from megc_vqa.limits import EPOCHS, check_count
 
 from .fitting import FitResult, _curves, _prepare, fit  # noqa: F401  (re-exported)
@@ -124,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.videos_root and not Path(args.videos_root).is_dir():
         raise UsageError(f"--videos-root {args.videos_root}: not a folder")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file, not a folder")
+    refuse_non_folder(out)
     model_cfg, train_cfg, peaks, data = load_recipe(args.recipe)
     from_cli = {"long_videos_jsonl", "gt_csv", "videos_root", "roots"} if args.gt else set()
     check_recipe_paths(data, args.recipe, from_cli | ({"roots"} if args.data_root else set()))

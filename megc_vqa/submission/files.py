@@ -29,16 +29,16 @@ PREDICTION_SUFFIX = "_pred.jsonl"
 STR_PREDICTION_NAME = "str_pred.csv"
 SUBMISSION_ZIP_NAME = "submission.zip"
 
-# Question file -> prediction file, for every question file the organisers distributed.
-OFFICIAL_PREDICTION_NAMES: dict[str, str] = {
-    "me_vqa_samm_test_to_answer.jsonl": "me_vqa_samm_test_pred.jsonl",
-    "me_vqa_casme3_test_to_answer.jsonl": "me_vqa_casme3_test_pred.jsonl",
-    "me_vqa_samm_v2_test_to_answer.jsonl": "me_vqa_samm_v2_test_pred.jsonl",
-    "me_vqa_casme3_v2_test_to_answer.jsonl": "me_vqa_casme3_v2_test_pred.jsonl",
-    # Not published by the organisers: the project's choice (module docstring).
-    "me_lvqa_samm_test_to_answer.jsonl": "me_lvqa_samm_test_pred.jsonl",
-    "me_lvqa_casme3_test_to_answer.jsonl": "me_lvqa_casme3_test_pred.jsonl",
-}
+# Every question file the organisers distributed; each one's prediction file follows the one naming rule
+# of prediction_file_name (OFFICIAL_PREDICTION_NAMES).
+OFFICIAL_QUESTION_FILES: tuple[str, ...] = (
+    "me_vqa_samm_test_to_answer.jsonl",
+    "me_vqa_casme3_test_to_answer.jsonl",
+    "me_vqa_samm_v2_test_to_answer.jsonl",
+    "me_vqa_casme3_v2_test_to_answer.jsonl",
+    "me_lvqa_samm_test_to_answer.jsonl",  # its prediction name is the project's choice (module docstring)
+    "me_lvqa_casme3_test_to_answer.jsonl",
+)
 
 
 def prediction_file_name(question_path: str | os.PathLike[str]) -> str:
@@ -50,9 +50,11 @@ def prediction_file_name(question_path: str | os.PathLike[str]) -> str:
     'my_val_questions_pred.jsonl'
     """
     name = Path(question_path).name
-    if name in OFFICIAL_PREDICTION_NAMES:
-        return OFFICIAL_PREDICTION_NAMES[name]
     if name.endswith(QUESTION_SUFFIX):
         return name[: -len(QUESTION_SUFFIX)] + PREDICTION_SUFFIX
     stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else Path(name).stem
     return stem + PREDICTION_SUFFIX
+
+
+# Question file -> prediction file, for every question file the organisers distributed.
+OFFICIAL_PREDICTION_NAMES: dict[str, str] = {q: prediction_file_name(q) for q in OFFICIAL_QUESTION_FILES}

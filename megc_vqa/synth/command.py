@@ -6,11 +6,12 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from megc_vqa import annotations
 from megc_vqa.errors import UsageError, check_number
-from megc_vqa.fileio import RunRecord, claim_outputs, settings_differences
+from megc_vqa.fileio import RunRecord, claim_outputs, refuse_non_folder, settings_differences
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
 from megc_vqa.qa.official import TRAINING_DATASETS, TRAINING_FILES, official_rows, write_training_file
 from megc_vqa.records import LoadResult
@@ -64,16 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(
-            f"--out {args.out}: is a file, not a folder; give a folder (it is created when missing)"
-        )
+def write_into(out: Path, write: Callable[[], int]) -> int:
+    """A synth command's ``write`` into the folder ``out`` (refused first when it is a file); an OSError
+    while writing is one logged line naming ``out`` and exit status 1. ``megc-vqa synth-test`` too."""
+    refuse_non_folder(out)
     try:
-        return _run(args)
+        return write()
     except OSError as err:
-        log.error("cannot write under %s: %s", args.out, err)
+        log.error("cannot write under %s: %s", out, err)
         return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    return write_into(args.out, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

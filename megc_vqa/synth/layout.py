@@ -68,7 +68,7 @@ CASME2_LONG_SUBJECTS = (
 CASME2_LONG_CODES = tuple(casme2_long.STIMULI)  # stimulus codes (0101, ...) known to the folder naming
 
 
-def _numbered(table: tuple[int, ...], index: int) -> int:
+def numbered(table: tuple[int, ...], index: int) -> int:
     """The ``index``-th subject number of a real-looking list, continuing past its end (+100, +200, ...)."""
     return table[index % len(table)] + 100 * (index // len(table))
 
@@ -79,17 +79,17 @@ def subject_names(dataset: str, index: int) -> tuple[str, str]:
     if dataset == "casme2":
         return f"sub{k:02d}", f"sub{k:02d}"
     if dataset == "samm":
-        number = _numbered(SAMM_SUBJECTS, index)
+        number = numbered(SAMM_SUBJECTS, index)
         return str(number), f"{number:03d}"
     if dataset == "smic":
         return f"s{k:02d}", f"s{k:02d}"
     if dataset == "casme3":
         return f"spNO.{k}", f"spNO.{k}"
     if dataset == "casme2_long":
-        number = _numbered(CASME2_LONG_SUBJECTS, index)
+        number = numbered(CASME2_LONG_SUBJECTS, index)
         return f"s{number}", str(number)
     if dataset == "samm_lv":
-        number = _numbered(SAMM_SUBJECTS, index)
+        number = numbered(SAMM_SUBJECTS, index)
         return f"{number:03d}", f"{number:03d}"
     raise ValueError(f"unknown dataset {dataset!r}")
 

@@ -11,6 +11,7 @@ from megc_vqa.annotations.long_videos import check_fps
 from megc_vqa.errors import UsageError, check_number
 from megc_vqa.fileio import claim_outputs, is_regular_file
 from megc_vqa.limits import SYNTH_COUNT, WORKERS, check_count
+from megc_vqa.synth.command import write_into
 from megc_vqa.synth.realism import REALISMS, SYNTHETIC, check_realism, refuse_size_with_release
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(
-            f"--out {args.out}: is a file, not a folder; give a folder (it is created when missing)"
-        )
-    try:
-        return _run(args)
-    except OSError as err:
-        log.error("cannot write under %s: %s", args.out, err)
-        return 1
+    return write_into(args.out, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from megc_vqa.synth.datasets import SPECS, long_video_job, micro_course, plan_lo
 from megc_vqa.synth.emotions import LATERAL_AUS, Expression, can_express, sample_expression
 from megc_vqa.synth.face import sample_identity
 from megc_vqa.synth.jobs import RenderJob, run_jobs
-from megc_vqa.synth.layout import SAMM_SUBJECTS
+from megc_vqa.synth.layout import SAMM_SUBJECTS, numbered
 from megc_vqa.synth.realism import (
     RELEASE,
     SYNTHETIC,
@@ -396,7 +396,7 @@ def write_long_videos(
     for i in range(n):
         s_idx, v_idx = divmod(i, 2)
         rate = fps or (30.0 if s_idx % 2 == 0 else 200.0)
-        subject = f"{SAMM_SUBJECTS[s_idx % len(SAMM_SUBJECTS)] + 100 * (s_idx // len(SAMM_SUBJECTS)):03d}"
+        subject = f"{numbered(SAMM_SUBJECTS, s_idx):03d}"
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
         n_events = int(rng.integers(3, 6) if rate > 60 else rng.integers(4, 8))
         n_events = events or n_events

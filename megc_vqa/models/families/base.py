@@ -7,9 +7,11 @@ stop tokens. Each family lives in one module of this package and is listed once 
 :mod:`megc_vqa.models.registry`; nothing outside a family module branches on a family or class name
 (``tests/test_families.py`` greps for it).
 
-The defaults below are the Qwen-VL conventions (ChatML template, ``<|image_pad|>``/``<|video_pad|>``
-placeholders, ``size = {shortest_edge, longest_edge}`` pixel bounds, smart-resize to multiples of
-patch x merge); a family overrides the fields and methods where it differs.
+The defaults below are the Qwen-VL conventions (ChatML tokens, ``<|image_pad|>``/``<|video_pad|>``
+placeholders, a ``visual`` tower with a ``merger`` projector, ``size = {shortest_edge, longest_edge}`` pixel
+bounds, smart-resize to multiples of patch x merge); a family overrides the fields and methods where it
+differs. The tiny models every family builds for tests share :data:`TINY_TEXT` (and the Qwen-VL-style
+towers :data:`TINY_VISION`), and each family's processor is built by :meth:`Family.build_processor`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,42 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from megc_vqa.models.chat_templates import QWEN_SPECIAL_TOKENS
+
 # Every scope a family may offer LoRA on; a family lists the ones it has in ``lora_modules``.
 ALL_SCOPES = ("language", "vision", "merger", "experts")
+
+# The tiny text model of every family's tiny config: 2 layers, hidden 64, 4 heads of 16 dims (so a Qwen
+# M-RoPE's sections, temporal + height + width, sum to 16 / 2 = 8).
+TINY_TEXT: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+}
+# The tiny vision tower of the Qwen-VL-style families (Qwen2.5-VL, Qwen3-VL, GLM-4.1V): 2 blocks of hidden
+# 32, patch 14 x merge 2, 2 frames per temporal patch; a family adds or overrides its own keys.
+TINY_VISION: dict[str, Any] = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "out_hidden_size": 64,
+}
+
+
+def tiny_text(tokenizer: Any, ids: Mapping[str, int]) -> dict[str, Any]:
+    """:data:`TINY_TEXT` with the tokenizer's vocabulary and its bos, eos and pad ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        **TINY_TEXT,
+        **{k: ids[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
+    }
 
 
 @dataclass(frozen=True)
@@ -56,19 +92,20 @@ class Family:
     config_class: str
     processor_class: str
     lora_modules: Mapping[str, str]
-    save_modules: Mapping[str, str]
-    vision_module: str
     patch_factor: int
     chat_template: str
-    projector_module: str
-    special_tokens: tuple[str, ...]
-    eos_token: str
-    pad_token: str
-    image_token: str
-    video_token: str
+    # Qwen-VL conventions from here on (see the module doc): a family sets only where it differs.
+    save_modules: Mapping[str, str] = field(default_factory=lambda: {"vision": "visual", "merger": "merger"})
+    vision_module: str = r"(?:^|\.)visual\."
+    projector_module: str = r"\.merger\."
+    special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
+    eos_token: str = "<|im_end|>"
+    pad_token: str = "<|endoftext|>"
+    image_token: str = "<|image_pad|>"
+    video_token: str = "<|video_pad|>"
     named_tokens: Mapping[str, str] = field(default_factory=dict)
     lora_parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    stop_tokens: tuple[str, ...] = ()
+    stop_tokens: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
     frames_as: str = "video"
     moe: bool = False
     video_with_images: bool = True
@@ -135,6 +172,18 @@ class Family:
 
     def tiny_processor(self, tokenizer: Any) -> Any:  # pragma: no cover - every family overrides it
         raise NotImplementedError(f"family {self.name} has no tiny processor")
+
+    def build_processor(
+        self, tokenizer: Any, image_processor: Any, video_processor: Any, **kwargs: Any
+    ) -> Any:
+        """The family's processor over these parts, with the family's chat template."""
+        return self.transformers_class("processor")(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=video_processor,
+            chat_template=self.chat_template,
+            **kwargs,
+        )
 
     def fix_prompt(self, text: str) -> str:
         """The rendered prompt as the processor expects it (a family may normalise placeholders)."""

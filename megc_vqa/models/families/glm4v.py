@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from megc_vqa.models.chat_templates import DEFAULT_SYSTEM_PROMPT
-from megc_vqa.models.families.base import Family
+from megc_vqa.models.families.base import TINY_TEXT, TINY_VISION, Family
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -73,29 +73,20 @@ class Glm4v(Family):
 
     def tiny_config(self, tokenizer: Any) -> Any:
         ids = self.token_ids(tokenizer)
+        rope = {
+            "rope_type": "default",
+            "rope_theta": 1e4,
+            "mrope_section": [2, 1, 1],
+            "partial_rotary_factor": 0.5,
+        }
+        # GLM's text config takes the pad id only (bos and eos stay its defaults)
         text = {
             "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 2048,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 1, 1],
-                                "partial_rotary_factor": 0.5},
+            **TINY_TEXT,
+            "rope_parameters": rope,
             "pad_token_id": ids["pad_token_id"],
-        }  # fmt: skip
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "out_hidden_size": 64,
-            "image_size": 56,
         }
+        vision = {**TINY_VISION, "image_size": 56}
         keys = ("image_token_id", "video_token_id", *self.config_tokens())
         return self.transformers_class("config")(
             text_config=text, vision_config=vision, **{k: ids[k] for k in keys}
@@ -104,12 +95,7 @@ class Glm4v(Family):
     def tiny_processor(self, tokenizer: Any) -> Any:
         from transformers import Glm4vImageProcessor, Glm4vVideoProcessor
 
-        return self.transformers_class("processor")(
-            image_processor=Glm4vImageProcessor(),
-            tokenizer=tokenizer,
-            video_processor=Glm4vVideoProcessor(),
-            chat_template=self.chat_template,
-        )
+        return self.build_processor(tokenizer, Glm4vImageProcessor(), Glm4vVideoProcessor())
 
     def pixel_kwargs(self, processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
         kwargs = super().pixel_kwargs(processor, min_pixels, max_pixels)
@@ -149,9 +135,6 @@ FAMILY = Glm4v(
         "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
         "merger": r".*visual\.merger\.(proj|gate_proj|up_proj|down_proj)",
     },
-    save_modules={"vision": "visual", "merger": "merger"},
-    vision_module=r"(?:^|\.)visual\.",
-    projector_module=r"\.merger\.",
     patch_factor=28,
     chat_template=TEMPLATE,
     special_tokens=SPECIAL_TOKENS,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from megc_vqa.models.chat_templates import QWEN_SPECIAL_TOKENS, chatml_template
-from megc_vqa.models.families.base import Family
-from megc_vqa.models.families.qwen2_5_vl import LANGUAGE, tiny_text
+from megc_vqa.models.families.base import Family, tiny_text
+from megc_vqa.models.families.qwen2_5_vl import LANGUAGE
 
 IMAGE_TOKENS = {
     "start_image_token": "<img>",
@@ -61,12 +61,11 @@ class InternVL(Family):
         from transformers import GotOcr2ImageProcessor, InternVLVideoProcessor
 
         tile = {"height": TINY_TILE, "width": TINY_TILE}
-        return self.transformers_class("processor")(
-            image_processor=GotOcr2ImageProcessor(size=tile, crop_to_patches=True, max_patches=4),
-            tokenizer=tokenizer,
-            video_processor=InternVLVideoProcessor(size=tile),
+        return self.build_processor(
+            tokenizer,
+            GotOcr2ImageProcessor(size=tile, crop_to_patches=True, max_patches=4),
+            InternVLVideoProcessor(size=tile),
             image_seq_length=(TINY_TILE // 14) ** 2 // 4,
-            chat_template=self.chat_template,
         )
 
     def pixel_kwargs(self, processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
@@ -138,12 +137,9 @@ FAMILY = InternVL(
     patch_factor=28,
     chat_template=chatml_template("<IMG_CONTEXT>\n", "<video>\n"),
     special_tokens=QWEN_SPECIAL_TOKENS + tuple(IMAGE_TOKENS.values()),
-    eos_token="<|im_end|>",
-    pad_token="<|endoftext|>",
     image_token="<IMG_CONTEXT>",
     video_token="<video>",
     named_tokens=IMAGE_TOKENS,
-    stop_tokens=("<|im_end|>", "<|endoftext|>"),
     frames_as="frames",
     vision_depth_key="num_hidden_layers",
     quantisation_skip=(r"(?:.*\.)?vision_tower", r"(?:.*\.)?multi_modal_projector", "lm_head"),

@@ -1,24 +1,20 @@
 """Qwen3-VL (``Qwen3VLForConditionalGeneration``): ChatML, patch 16 x merge 2, interleaved M-RoPE, a
-timestamp per frame pair (``<t seconds>`` from the video metadata), DeepStack mergers."""
+timestamp per frame pair (``<t seconds>`` from the video metadata), DeepStack mergers.
+
+Tokens, the ``visual`` tower and its ``merger`` are the Qwen-VL defaults of :class:`Family`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from megc_vqa.models.chat_templates import QWEN3_VL_TEMPLATE, QWEN_SPECIAL_TOKENS
-from megc_vqa.models.families.base import Family
-from megc_vqa.models.families.qwen2_5_vl import LANGUAGE, tiny_text, vision_ids
+from megc_vqa.models.chat_templates import QWEN3_VL_TEMPLATE
+from megc_vqa.models.families.base import TINY_VISION, Family, tiny_text
+from megc_vqa.models.families.qwen2_5_vl import LANGUAGE, vision_ids
 
-TINY_VISION = {
-    "depth": 2,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_heads": 2,
+TINY_QWEN3_VISION = {
+    **TINY_VISION,
     "patch_size": 16,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "out_hidden_size": 64,
     "num_position_embeddings": 64,
     "deepstack_visual_indexes": [0],
 }
@@ -28,24 +24,22 @@ TINY_ROPE = {"rope_type": "default", "rope_theta": 5e5, "mrope_section": [2, 3, 
 @dataclass(frozen=True)
 class Qwen3VL(Family):
     def tiny_text_config(self, tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
+        """The tiny text config (a subclass adds its own keys: the MoE's experts)."""
         return {**tiny_text(tokenizer, ids), "head_dim": 16, "rope_parameters": dict(TINY_ROPE)}
 
     def tiny_config(self, tokenizer: Any) -> Any:
         ids = self.token_ids(tokenizer)
         return self.transformers_class("config")(
             text_config=self.tiny_text_config(tokenizer, ids),
-            vision_config=dict(TINY_VISION),
+            vision_config=dict(TINY_QWEN3_VISION),
             **vision_ids(ids),
         )
 
     def tiny_processor(self, tokenizer: Any) -> Any:
         from transformers import Qwen2VLImageProcessor, Qwen3VLVideoProcessor
 
-        return self.transformers_class("processor")(
-            image_processor=Qwen2VLImageProcessor(patch_size=16),
-            tokenizer=tokenizer,
-            video_processor=Qwen3VLVideoProcessor(patch_size=16),
-            chat_template=self.chat_template,
+        return self.build_processor(
+            tokenizer, Qwen2VLImageProcessor(patch_size=16), Qwen3VLVideoProcessor(patch_size=16)
         )
 
     def fix_prompt(self, text: str) -> str:
@@ -73,16 +67,7 @@ FAMILY = Qwen3VL(
         "vision": r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc\d)",
         "merger": r".*visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc\d",
     },
-    save_modules={"vision": "visual", "merger": "merger"},
-    vision_module=r"(?:^|\.)visual\.",
-    projector_module=r"\.merger\.",
     patch_factor=32,
     chat_template=QWEN3_VL_TEMPLATE,
-    special_tokens=QWEN_SPECIAL_TOKENS,
-    eos_token="<|im_end|>",
-    pad_token="<|endoftext|>",
-    image_token="<|image_pad|>",
-    video_token="<|video_pad|>",
-    stop_tokens=("<|im_end|>", "<|endoftext|>"),
     description="Qwen3-VL dense (2B/4B/8B/32B)",
 )

@@ -12,25 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from megc_vqa.models.families.qwen2_5_vl import vision_ids
 from megc_vqa.models.families.qwen3_vl import FAMILY as QWEN3_VL
-from megc_vqa.models.families.qwen3_vl import TINY_VISION, Qwen3VL
+from megc_vqa.models.families.qwen3_vl import Qwen3VL
 
 
 @dataclass(frozen=True)
 class Qwen3VLMoe(Qwen3VL):
-    def tiny_config(self, tokenizer: Any) -> Any:
-        ids = self.token_ids(tokenizer)
-        text = {
-            **self.tiny_text_config(tokenizer, ids),
+    def tiny_text_config(self, tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
+        """Qwen3-VL's tiny text config with 4 experts, 2 per token, in every layer."""
+        return {
+            **super().tiny_text_config(tokenizer, ids),
             "num_experts": 4,
             "num_experts_per_tok": 2,
             "moe_intermediate_size": 32,
             "decoder_sparse_step": 1,
         }
-        return self.transformers_class("config")(
-            text_config=text, vision_config=dict(TINY_VISION), **vision_ids(ids)
-        )
 
 
 FAMILY = replace(
