@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-lmms test test-slow test-browser test-realsize lint demo realistic bench clean
+.PHONY: install install-lmms install-deepspeed test test-slow test-deepspeed test-browser test-realsize lint demo realistic bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,20 @@ install-lmms: install
 		DataProperty==1.1.1 mbstrdecoder==1.1.5 pathvalidate==3.3.1 tabledata==1.3.5 tcolorpy==0.1.7 \
 		typepy==1.3.5 chardet==6.0.0.post1
 
+# DeepSpeed for recipes/accelerate/deepspeed_zero{2,3}.yaml (the `deepspeed` extra).
+install-deepspeed: install
+	$(PY) -m pip install -e ".[deepspeed]"
+
 test: install
 	$(PY) -m pytest -q
 
 test-slow: install
 	$(PY) -m pytest -q -m slow --timeout 1800
+
+# ZeRO-2 and ZeRO-3 through the shipped accelerate configs with 2 CPU processes (gloo), adapters
+# compared with a single-process run (a few minutes).
+test-deepspeed: install-deepspeed
+	$(PY) -m pytest -q -m slow tests/test_deepspeed.py --timeout 3600
 
 # report.html in headless Chromium (Debian's package; installed when missing, which needs root).
 test-browser: install

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding backend (vllm only when installed)",
     )
     p.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=1,
+        help="with --backend vllm: split the model over this many GPUs of this machine (default 1)",
+    )
+    p.add_argument(
         "--max-fallback-share",
         type=float,
         default=0.05,
@@ -151,6 +157,7 @@ def _main(argv: list[str] | None = None) -> int:
             options=options,
             fps=args.fps,
             backend=args.backend,
+            tensor_parallel_size=args.tensor_parallel_size,
             progress=not args.quiet,
             label_scores=args.label_scores,
             visual=VisualSettings(args.visual_spec, args.image_size, None, args.visual_cache),

@@ -308,6 +308,19 @@ def _visual_inputs(job: ClipJob, contract: Any, cache_dir: Path | None) -> Any:
     return contract.sample(clip_from_folder(job.folder, job.fps, dataset="test"), cache_dir)
 
 
+def check_tensor_parallel(size: int, backend: str, engine: Any = None) -> None:
+    """``--tensor-parallel-size``: a positive count, and only where vLLM loads the model (the transformers
+    backend runs one model copy per process; a given ``engine`` is already loaded)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise RunError(f"--tensor-parallel-size {size!r}: give a whole number of GPUs, 1 or more")
+    if size > 1 and (backend != "vllm" or engine is not None):
+        where = "an engine that is already loaded" if engine is not None else f"--backend {backend}"
+        raise RunError(
+            f"--tensor-parallel-size {size}: only vLLM splits a model over GPUs, not {where}; "
+            "add --backend vllm (pip install vllm) or drop --tensor-parallel-size"
+        )
+
+
 def run_vqa(
     question_files: Sequence[str | Path],
     frames_root: str | Path,
@@ -324,11 +337,13 @@ def run_vqa(
     progress: bool = True,
     report_rows: int = 24,
     label_scores: bool = False,
+    tensor_parallel_size: int = 1,
 ) -> RunResult:
     """Answer the question files; see the module docstring. ``options`` is an ``EngineOptions``;
     ``engine`` reuses an already loaded ``Engine`` (its model then wins over ``model``/``adapter``);
     ``backend="vllm"`` decodes with vLLM when it is installed; ``report_rows``: wrong rows of each kind
-    shown in ``report.html`` (with ground truth); ``label_scores`` writes the per-row label scores file."""
+    shown in ``report.html`` (with ground truth); ``label_scores`` writes the per-row label scores file;
+    ``tensor_parallel_size`` (vLLM only) splits the model over that many GPUs of this machine."""
     from megc_vqa.answering.engine import Engine, EngineOptions, contract_folders, with_contract
     from megc_vqa.models.contract import read_contract
 
@@ -341,6 +356,7 @@ def run_vqa(
     if options is not None:
         check_run_options(batch_size=options.batch_size, votes=options.votes, temperature=options.temperature)
     check_count("--report-rows", report_rows, REPORT_ROWS, minimum=0)
+    check_tensor_parallel(tensor_parallel_size, backend, engine)
     jobs = plan_jobs(question_files, frames_root, fps)  # before any model loads
     check_ground_truth(gt_files, jobs)  # read only after answering, a wrong file would waste the run
     if visual.cache_dir is not None:
@@ -391,7 +407,9 @@ def run_vqa(
         if engine is None and backend == "vllm":
             from megc_vqa.answering.vllm_backend import VllmEngine
 
-            engine = VllmEngine(model, adapter, options, contract=contract)
+            engine = VllmEngine(
+                model, adapter, options, contract=contract, tensor_parallel_size=tensor_parallel_size
+            )
         elif engine is None:
             engine = Engine.load(model, adapter, options, contract=contract)
         load_s = time.perf_counter() - t0
