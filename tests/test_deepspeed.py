@@ -44,19 +44,32 @@ from accelerate.state import AcceleratorState
 from test_multiprocess import visual_fn
 from megc_vqa.training.config import parse_config
 from megc_vqa.training.finetune import train
+import transformers
+seen = {{}}
+step = transformers.Trainer.training_step
+
+
+def training_step(self, model, *args, **kwargs):
+    # between steps: ZeRO-3 leaves each rank an empty local tensor per parameter (full size in ds_numel);
+    # the saved model at the end is gathered again, so this is looked at during training
+    params = list(model.parameters())
+    seen.setdefault("local", sum(p.numel() for p in params))
+    seen.setdefault("full", sum(getattr(p, "ds_numel", p.numel()) for p in params))
+    seen.setdefault("engine", type(model).__name__)
+    return step(self, model, *args, **kwargs)
+
+
+transformers.Trainer.training_step = training_step
 recipe = parse_config(sys.argv[1:])
-result = train(recipe, visual_fn=visual_fn)
+train(recipe, visual_fn=visual_fn)
 state = AcceleratorState()
-params = list(result.model.parameters())
 facts = {{
+    **seen,
     "world": recipe.training.world_size,
     "rank": recipe.training.process_index,
     "type": state.distributed_type.value,
     "stage": state.deepspeed_plugin.zero_stage,
     "backend": torch.distributed.get_backend(),
-    # ZeRO-3 leaves each rank an empty local tensor per parameter and the full size in ds_numel
-    "local": sum(p.numel() for p in params),
-    "full": sum(getattr(p, "ds_numel", p.numel()) for p in params),
 }}
 # one file per rank: the ranks' printed lines interleave on the shared pipe
 with open({report!r} + f"/rank{{facts['rank']}}.json", "w") as f:
@@ -131,6 +144,7 @@ def test_zero_two_cpu_processes_match_one(stage, qa, single_logits, extensions_d
         assert facts["world"] == 2 and facts["rank"] == rank, facts
         assert facts["type"] == "DEEPSPEED" and facts["stage"] == int(stage[-1]), facts
         assert facts["backend"] == "gloo", facts  # DeepSpeed's CPU accelerator without oneCCL
+        assert facts["engine"] == "DeepSpeedEngine", facts
         # ZeRO-3 shards the parameters themselves (none left whole on a rank); ZeRO-2 keeps them whole
         sharded = facts["local"] < facts["full"] / 2
         assert sharded if stage.endswith("3") else facts["local"] == facts["full"], facts
