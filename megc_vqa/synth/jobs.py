@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,12 +124,29 @@ def run_job(job: RenderJob) -> int:
 def _init_worker() -> None:
     import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: see _pool_ignoring_ctrl_c
     import cv2
 
     cv2.setNumThreads(1)  # two render processes on two cores: OpenCV's own threads only contend
     # Ctrl-C reaches the whole process group: the parent stops the pool and says "interrupted"; a worker
     # that took it too would print its own traceback first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool_ignoring_ctrl_c(context: Any, workers: int) -> Any:
+    """A pool whose workers ignore Ctrl-C from their first instruction: they inherit SIG_IGN from this
+    process while they start (a forkserver or spawned interpreter keeps it), so one interrupted while
+    importing prints no traceback; ``_init_worker`` alone leaves that window open."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return context.Pool(workers, _init_worker)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return context.Pool(workers, _init_worker)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = "rendering") -> int:
@@ -155,7 +173,7 @@ def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = 
             # the demo after training) can deadlock the children. A fork server starts from a clean process.
             methods = mp.get_all_start_methods()
             context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-            with context.Pool(workers, _init_worker) as pool:
+            with _pool_ignoring_ctrl_c(context, workers) as pool:
                 for i, count in zip(order, pool.imap(run_job, [jobs[i] for i in order]), strict=True):
                     written += count
                     bar.update(jobs[i].n_frames)
