@@ -124,7 +124,8 @@ def run_job(job: RenderJob) -> int:
 def _init_worker() -> None:
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: see _pool_ignoring_ctrl_c
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first, then unblock: see _pool_ignoring_ctrl_c
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import cv2
 
     cv2.setNumThreads(1)  # two render processes on two cores: OpenCV's own threads only contend
@@ -134,19 +135,19 @@ def _init_worker() -> None:
 
 
 def _pool_ignoring_ctrl_c(context: Any, workers: int) -> Any:
-    """A pool whose workers ignore Ctrl-C from their first instruction: they inherit SIG_IGN from this
-    process while they start (a forkserver or spawned interpreter keeps it), so one interrupted while
-    importing prints no traceback; ``_init_worker`` alone leaves that window open."""
+    """A pool whose workers never take Ctrl-C: SIGINT is blocked while they start (they inherit the mask,
+    also through a fork server, and ``_init_worker`` ignores it before unblocking), so a worker still
+    importing prints no traceback; a Ctrl-C in that moment stays pending here and interrupts right after."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return context.Pool(workers, _init_worker)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         return context.Pool(workers, _init_worker)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = "rendering") -> int:
