@@ -48,7 +48,8 @@ def _main(argv: list[str] | None = None) -> int:
     from megc_vqa.errors import UsageError, check_device
     from megc_vqa.fileio import write_jsonl
     from megc_vqa.limits import check_image_size
-    from megc_vqa.spotting.lvqa import answer_file, read_questions, vqa_event_aus
+    from megc_vqa.qa.io import read_questions
+    from megc_vqa.spotting.lvqa import answer_file, vqa_event_aus
 
     check_fps("--fps", args.fps)
     check_image_size("--image-size", args.image_size)
@@ -71,7 +72,7 @@ def _main(argv: list[str] | None = None) -> int:
     from megc_vqa.spotting.report import write_lvqa_report
 
     check_video_arguments(args.videos_root, args.videos, args.out)
-    videos = sorted({row["video"] for q in args.questions for row in read_questions(q)})
+    videos = sorted({row.video for q in args.questions for row in read_questions(q)})
     jobs = video_jobs(args, names=videos)
     spotter, peaks = load_spotter(args.spotter, args.device)
     config = STRConfig(emotion="vqa" if args.model else "head", device=args.device, plots=not args.no_plots)

@@ -1746,8 +1746,8 @@ def test_sidecar_folders_outside_the_sidecar_are_refused_unless_given_on_the_com
 
 def test_question_file_video_names_cannot_leave_the_frames_root(tmp_path):
     from megc_vqa.answering.run_vqa import RunError, frame_folder, plan_jobs
-    from megc_vqa.errors import InputError
-    from megc_vqa.spotting.lvqa import read_questions as read_lvqa_questions
+    from megc_vqa.qa.io import QAFileError
+    from megc_vqa.spotting.lvqa import answer_file
     from megc_vqa.synth.test_set import QuestionFileError
     from megc_vqa.synth.test_set import read_questions as read_synth_questions
 
@@ -1764,8 +1764,8 @@ def test_question_file_video_names_cannot_leave_the_frames_root(tmp_path):
             plan_jobs([questions], root)
         with pytest.raises(QuestionFileError, match="is not a plain folder name"):
             read_synth_questions(questions)
-        with pytest.raises(InputError, match=r"line 1: video .* is not a plain folder name"):
-            read_lvqa_questions(questions)
+        with pytest.raises(QAFileError, match=r"to_answer.jsonl:1: video .* is not a plain folder name"):
+            answer_file(questions, {}, tmp_path / "lvqa")  # ME-LVQA reads question files the same way
 
 
 @pytest.mark.parametrize("path_value", ["/etc/passwd", "../../outside.csv"])
@@ -2160,7 +2160,7 @@ def test_run_lvqa_refuses_an_empty_question_file_before_any_work(tmp_path, capsy
     argv = ["--questions", str(tmp_path / "empty.jsonl"), "--videos-root", str(tmp_path / "v"), "--out"]
     assert script("eval/run_lvqa").main([*argv, str(tmp_path / "o")]) == 2
     assert last_line(capsys.readouterr().err) == (
-        f"error: {tmp_path / 'empty.jsonl'}: no question rows (the file is empty); give an ME-LVQA *_to_answer.jsonl"
+        f"error: {tmp_path / 'empty.jsonl'}: no question rows (the file is empty); give an organiser *_to_answer.jsonl"
     )
     assert not (tmp_path / "o").exists()
 

@@ -368,18 +368,22 @@ def test_synth_test_is_deterministic_per_seed(tmp_path):
 
 def test_bad_question_files_get_clear_messages(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"video": "A", "question": "What is the coarse expression class?"}\n{oops\n')
+
+    def row(k: int, video: str, question: str) -> str:
+        return json.dumps({"video_id": f"samm_test_{k}", "video": video, "question": question, "answer": ""})
+
+    bad.write_text(row(1, "A", T.COARSE_QUESTION) + "\n{oops\n")
     with pytest.raises(QuestionFileError, match=r"bad.jsonl:2"):
         write_test_set([bad], tmp_path / "o")
-    bad.write_text('{"video": "../escape", "question": "What is the coarse expression class?"}\n')
+    bad.write_text(row(1, "../escape", T.COARSE_QUESTION) + "\n")
     with pytest.raises(QuestionFileError, match="plain folder name"):
         write_test_set([bad], tmp_path / "o")
-    bad.write_text(
-        json.dumps({"video": "A", "question": T.AU_QUESTION_SINGULAR})
-        + "\n"
-        + json.dumps({"video": "A", "question": T.JOINT_QUESTION_PLURAL})
-        + "\n"
-    )
+    bad.write_text(row(1, ".hidden", T.COARSE_QUESTION) + "\n")
+    with pytest.raises(
+        QuestionFileError, match=r"bad.jsonl:1: video '.hidden' is not a folder name synth-test"
+    ):
+        write_test_set([bad], tmp_path / "o")
+    bad.write_text(row(1, "A", T.AU_QUESTION_SINGULAR) + "\n" + row(2, "A", T.JOINT_QUESTION_PLURAL) + "\n")
     with pytest.raises(QuestionFileError, match="singular and plural"):
         write_test_set([bad], tmp_path / "o")
     assert cli_main(["synth-test", "--questions", str(bad), "--out", str(tmp_path / "o")]) == 2

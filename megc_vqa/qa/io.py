@@ -166,7 +166,7 @@ def read_questions(path: str | Path) -> list[QuestionRow]:
         first_line[row.video_id] = number
         rows.append(row)
     if not rows:
-        raise _problem(path, 0, "no question rows")
+        raise _problem(path, 0, "no question rows (the file is empty); give an organiser *_to_answer.jsonl")
     return rows
 
 

@@ -23,9 +23,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from megc_vqa.errors import InputError, cut
-from megc_vqa.fileio import TOLERATED_PROBLEMS, is_plain_name, parse_jsonl, read_jsonl_bytes, write_jsonl
+from megc_vqa.fileio import write_jsonl
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
+from megc_vqa.qa.io import read_questions
 from megc_vqa.qa.kinds import KINDS
 from megc_vqa.qa.templates import AU_QUESTION_PLURAL, au_list_answer, classify_question, event_number
 
@@ -106,29 +106,6 @@ def pred_name(questions_path: str | Path) -> str:
     return name.replace("_to_answer", "_pred") if "_to_answer" in name else Path(name).stem + "_pred.jsonl"
 
 
-def read_questions(path: str | Path) -> list[dict]:
-    """Rows of an ME-LVQA question file; a line that is not a JSON object with ``video`` and ``question``,
-    a ``video`` that is not a plain folder name, or a file or line over its limit (:mod:`megc_vqa.limits`)
-    is an :class:`InputError` naming the file and line. A BOM, CRLF line ends and blank lines are
-    tolerated."""
-    rows_read, problems = parse_jsonl(read_jsonl_bytes(path), str(path))
-    fatal = [p for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
-    if fatal:
-        raise InputError(str(fatal[0]))
-    rows = []
-    for row in rows_read:
-        if not {"video", "question"} <= set(row.data):
-            raise InputError(f"{path} line {row.line}: needs 'video' and 'question' keys")
-        if not is_plain_name(str(row.data["video"])):
-            raise InputError(
-                f"{path} line {row.line}: video {cut(row.data['video'])} is not a plain folder name"
-            )
-        rows.append(row.data)
-    if not rows:
-        raise InputError(f"{path}: no question rows (the file is empty); give an ME-LVQA *_to_answer.jsonl")
-    return rows
-
-
 def answer_file(
     questions_path: str | Path,
     events_by_video: dict[str, Sequence],
@@ -141,7 +118,7 @@ def answer_file(
     having no events (and logged). ``flags``, when given, receives ``{video_id, video, question, flag}`` for
     every row a documented fallback answered."""
     rows = read_questions(questions_path)
-    missing = sorted({r["video"] for r in rows} - set(events_by_video))
+    missing = sorted({r.video for r in rows} - set(events_by_video))
     if missing:
         log.warning(
             "%s: no spotted events for %d video(s) (answered as empty): %s",
@@ -152,14 +129,12 @@ def answer_file(
     cache: dict[str, EventAUs | None] = {}
     out_rows = []
     for row in rows:
-        video = row["video"]
+        video = row.video
         if video not in cache:
             cache[video] = event_aus_for(video) if event_aus_for else None
-        answer, flag = answer_with_flag(row["question"], events_by_video.get(video, ()), cache[video])
-        out_rows.append({**row, "answer": answer})
+        answer, flag = answer_with_flag(row.question, events_by_video.get(video, ()), cache[video])
+        out_rows.append(row.with_answer(answer).to_json())
         if flag and flags is not None:
-            flags.append(
-                {"video_id": row.get("video_id"), "video": video, "question": row["question"], "flag": flag}
-            )
+            flags.append({"video_id": row.video_id, "video": video, "question": row.question, "flag": flag})
 
     return write_jsonl(Path(out_dir) / pred_name(questions_path), out_rows)

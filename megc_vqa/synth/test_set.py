@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from megc_vqa.annotations.long_videos import SIDECAR, VideoEntry, str_names, write_sidecar
-from megc_vqa.errors import InputError, MegcError
-from megc_vqa.fileio import TOLERATED_PROBLEMS, atomic_text_writer, parse_jsonl, read_jsonl_bytes
+from megc_vqa.errors import MegcError
+from megc_vqa.fileio import atomic_text_writer
 from megc_vqa.labels import AU_NAMES, AU_NUMBERS
+from megc_vqa.qa import io as qa_io
 from megc_vqa.qa import templates as T
+from megc_vqa.qa.records import QuestionRow
 from megc_vqa.records import Clip, Event, FrameSource, LongVideo
 from megc_vqa.synth.datasets import SPECS, long_video_job, micro_course, plan_long_events, tracks_for
 from megc_vqa.synth.emotions import LATERAL_AUS, Expression, can_express, sample_expression
@@ -92,44 +94,36 @@ class TestSet:
     gt_files: list[Path] = field(default_factory=list)
 
 
-def read_questions(path: Path) -> list[dict]:
-    """Rows of an organiser question file (``video_id``, ``video``, ``question``, ``answer``)."""
-    rows = []
+def read_questions(path: Path) -> list[QuestionRow]:
+    """The rows of an organiser question file, read by the project's one reader of question files
+    (:func:`megc_vqa.qa.io.read_questions`); its problems, and a video this command cannot write as a
+    folder (letters, digits, ``.``, ``_``, ``-``, not starting with a dot), are a :class:`QuestionFileError`
+    naming the file and line."""
     try:
-        parsed, problems = parse_jsonl(read_jsonl_bytes(path), str(path))  # bounded: megc_vqa.limits
-    except OSError as err:
-        raise QuestionFileError(f"{path}: cannot read question file ({err.strerror})") from None
-    except InputError as err:
+        rows = qa_io.read_questions(path)
+    except qa_io.QAFileError as err:
         raise QuestionFileError(str(err)) from None
-    fatal = [p for p in problems if not p.message.startswith(TOLERATED_PROBLEMS)]
-    if fatal:
-        raise QuestionFileError(f"{fatal[0].file}:{fatal[0].line}: {fatal[0].message}")
-    for n, row in ((r.line, r.data) for r in parsed):
-        missing = [k for k in ("video", "question") if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise QuestionFileError(f"{path}:{n}: missing key(s) {missing}")
-        if not _SAFE_NAME.match(str(row["video"])) or ".." in str(row["video"]):
-            raise QuestionFileError(f"{path}:{n}: video {row['video']!r} is not a plain folder name")
-        row["_line"] = n
-        row["_kind"] = T.classify_question(str(row["question"]))  # once per row; see megc_vqa.qa.kinds
-        rows.append(row)
-    if not rows:
-        raise QuestionFileError(f"{path}: no questions")
+    for row in rows:
+        if not _SAFE_NAME.match(row.video) or ".." in row.video:
+            raise QuestionFileError(
+                f"{path}:{row.line}: video {row.video!r} is not a folder name synth-test writes (letters, "
+                "digits, '.', '_' and '-', starting with a letter or digit)"
+            )
     return rows
 
 
-def _family(row: dict, path: Path) -> str:
-    text = f"{row.get('video_id', '')} {path.name}".lower()
+def _family(row: QuestionRow, path: Path) -> str:
+    text = f"{row.video_id} {path.name}".lower()
     return "samm" if "samm" in text else "casme3" if "cas" in text else "casme2"
 
 
-def _collect_needs(files: Sequence[tuple[Path, list[dict]]]) -> dict[str, VideoNeeds]:
+def _collect_needs(files: Sequence[tuple[Path, list[QuestionRow]]]) -> dict[str, VideoNeeds]:
     needs: dict[str, VideoNeeds] = {}
     for path, rows in files:
         for row in rows:
-            video, question, where = str(row["video"]), str(row["question"]), f"{path}:{row['_line']}"
+            video, question, where = row.video, row.question, f"{path}:{row.line}"
             need = needs.setdefault(video, VideoNeeds(video, _family(row, path), where=where))
-            kind = row["_kind"]
+            kind = row.question_type
             if kind in ("au", "joint"):
                 plural = T.is_plural(question)
                 if need.single is not None and need.single == plural:
@@ -206,11 +200,11 @@ def analysis_answer(expr: Expression, fine: str, coarse: str, fps: float, n_fram
     )
 
 
-def _answer(row: dict, kind: str, clip_info: dict) -> str:
+def _answer(row: QuestionRow, kind: str, clip_info: dict) -> str:
     expr: Expression = clip_info["expr"]
     names = expr.au_names
     fine, coarse = clip_info["fine"], clip_info["coarse"]
-    q = row["question"]
+    q = row.question
     if kind == "coarse":
         return coarse
     if kind == "fine":
@@ -314,15 +308,13 @@ def write_test_set(
         target = gt_dir / path.name
         with atomic_text_writer(target) as fh:
             for row in rows:
-                kind = row["_kind"]
-                video = str(row["video"])
+                kind = row.question_type
+                video = row.video
                 if video in long_by_video:
-                    answer = _lvqa_answer(row["question"], kind, long_by_video[video])
+                    answer = _lvqa_answer(row.question, kind, long_by_video[video])
                 else:
                     answer = _answer(row, kind, info[video])
-                clean = {k: v for k, v in row.items() if k not in ("_line", "_kind")}
-                clean["answer"] = answer
-                fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(row.with_answer(answer).to_json(), ensure_ascii=False) + "\n")
         result.gt_files.append(target)
     _write_clip_index(gt_dir / "clips.jsonl", result, info)
     if result.long_videos:
