@@ -241,16 +241,22 @@ def open_image(source: str | os.PathLike[str] | BinaryIO, where: str):  # -> PIL
     return image
 
 
-def check_image_header(data: bytes | bytearray | memoryview, where: str) -> tuple[int, int] | None:
-    """(width, height) from an encoded image's header, refused over :data:`IMAGE_PIXELS` before any pixel
-    is decoded (see :func:`open_image`); the OpenCV frame reader calls this before ``cv2.imdecode``.
-    ``None`` when Pillow does not recognise the bytes: the decoder then reports the file as it always did."""
-    from PIL import UnidentifiedImageError
-
+def image_header(source: str | os.PathLike[str] | BinaryIO, where: str) -> tuple[tuple[int, int], str] | None:
+    """``((width, height), mode)`` from an image's header, the one reader of image headers: no pixel is
+    decoded, and an image declaring more than :data:`IMAGE_PIXELS` pixels is refused (:func:`open_image`).
+    ``None`` when Pillow cannot parse the header: decoding the image then says what is wrong."""
     try:
-        with open_image(io.BytesIO(data), where) as image:
-            return image.size
+        with open_image(source, where) as image:
+            return image.size, image.mode
     except MegcError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except Exception:  # Pillow raises many types for foreign or damaged files; the decoder words them
         return None
+
+
+def check_image_header(data: bytes | bytearray | memoryview, where: str) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header (:func:`image_header`), refused over
+    :data:`IMAGE_PIXELS`; the OpenCV frame reader calls this before ``cv2.imdecode``. ``None`` when Pillow
+    does not recognise the bytes: the decoder then reports the file as it always did."""
+    header = image_header(io.BytesIO(data), where)
+    return header[0] if header is not None else None

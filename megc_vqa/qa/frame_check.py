@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from megc_vqa.errors import InputError, UsageError
 from megc_vqa.face_settings import FaceSettings
-from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.limits import open_image
 from megc_vqa.records import Clip, Skip
 from megc_vqa.visual.errors import FaceSkip
@@ -47,22 +45,13 @@ class FrameCheckError(InputError):
 
 
 def _listing(folder: Path) -> dict[int, Path]:
-    found: dict[int, Path] = {}
+    """Frame number -> file of a frame folder (:func:`megc_vqa.visual.frames.list_frames`, the one lister)."""
+    from megc_vqa.visual.frames import FrameError, list_frames  # OpenCV: only when frames are checked
+
     try:
-        names = sorted(os.listdir(folder))
-    except OSError as err:
-        raise FrameCheckError(f"{folder}: cannot list the frame folder ({err.strerror})") from None
-    for name in names:
-        number = frame_number(name)
-        if number is None or not is_image(name):
-            continue
-        if number in found:
-            raise FrameCheckError(
-                f"{folder}: files {found[number].name} and {name} both give frame number {number}; "
-                "remove or rename one of them"
-            )
-        found[number] = folder / name
-    return found
+        return dict(list_frames(folder))
+    except FrameError as err:
+        raise FrameCheckError(str(err)) from None
 
 
 def _unreadable(path: Path) -> str | None:

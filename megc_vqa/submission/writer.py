@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from megc_vqa.metrics.strs import REQUIRED_COLUMNS, Interval
+from megc_vqa.qa.io import read_questions
 from megc_vqa.submission.files import (
     SUBMISSION_ZIP_NAME,
     atomic_write_bytes,
     prediction_file_name,
-    read_jsonl,
     write_jsonl,
 )
 
@@ -54,8 +54,10 @@ def write_predictions(
     *,
     allow_missing: bool = False,
 ) -> Path:
-    """Write ``out_dir/<official prediction name>`` for a question file; returns its path."""
-    rows = fill_answers(read_jsonl(question_path), answers, allow_missing=allow_missing)
+    """Write ``out_dir/<official prediction name>`` for a question file (read by the one reader of question
+    files, :func:`megc_vqa.qa.io.read_questions`); returns its path."""
+    questions = [row.to_json() for row in read_questions(question_path)]
+    rows = fill_answers(questions, answers, allow_missing=allow_missing)
     return write_jsonl(Path(out_dir) / prediction_file_name(question_path), rows)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from megc_vqa.errors import InputError
 from megc_vqa.frame_names import IMAGE_SUFFIXES, frame_number, is_image
-from megc_vqa.limits import check_image_header, check_image_pixels
+from megc_vqa.limits import check_image_header, check_image_pixels, image_header
 from megc_vqa.records import Clip, FrameSource
 from megc_vqa.visual.errors import FrameError
 
@@ -62,7 +62,8 @@ def list_frames(folder: Path, *, root: Path | None = None) -> list[tuple[int, Pa
     """All numbered image files in ``folder`` as ``(frame index, path)``, sorted by index.
 
     Files without a digit in their name and non-image files are ignored. Two files with the same
-    number (``img7.jpg`` and ``img07.jpg``) are ambiguous and raise :class:`FrameError`.
+    number (``img7.jpg`` and ``img07.jpg``) are ambiguous and raise :class:`FrameError` naming both (the
+    first two in name order).
     """
     folder = Path(folder)
     check_inside(folder, root)
@@ -72,7 +73,7 @@ def list_frames(folder: Path, *, root: Path | None = None) -> list[tuple[int, Pa
         raise FrameError(f"{folder}: frame folder not found")
     found: dict[int, Path] = {}
     try:
-        entries = list(os.scandir(folder))
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError as err:
         raise FrameError(f"{folder}: cannot list frame folder ({err.strerror})") from None
     for entry in entries:
@@ -83,7 +84,8 @@ def list_frames(folder: Path, *, root: Path | None = None) -> list[tuple[int, Pa
             continue
         if number in found:
             raise FrameError(
-                f"{folder}: files {found[number].name} and {entry.name} both give frame number {number}"
+                f"{folder}: files {found[number].name} and {entry.name} both give frame number {number}; "
+                "remove or rename one of them"
             )
         found[number] = folder / entry.name
     return sorted(found.items())
@@ -346,15 +348,13 @@ def _native_stderr() -> Iterator[list[str]]:
 
 
 def _header(path: Path) -> tuple[tuple[int, int], str] | None:
-    """``((width, height), mode)`` from an image file's header (PIL opens lazily: no pixel is decoded);
-    ``None`` when it cannot be parsed (decoding the frame then says what is wrong)."""
-    from PIL import Image
-
+    """``((width, height), mode)`` from a frame file's header (:func:`megc_vqa.limits.image_header`: no pixel
+    is decoded); ``None`` when it cannot be parsed (decoding the frame then says what is wrong). A frame over
+    the pixel limit is a :class:`FrameError`, as its decoding would be."""
     try:
-        with Image.open(path) as image:
-            return image.size, image.mode
-    except Exception:  # PIL raises many types for foreign files; the decoder's FrameError names it
-        return None
+        return image_header(path, str(path))
+    except InputError as err:
+        raise FrameError(str(err)) from None
 
 
 def _check_video_frame_size(path: Path) -> None:
