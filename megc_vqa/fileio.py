@@ -217,6 +217,26 @@ def load_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any
         raise yaml.YAMLError(str(err).split(";")[0][:120]) from None
 
 
+def read_yaml_mapping(
+    path: str | os.PathLike[str], what: str, *, error: type[Exception] = InputError, hint: str = ""
+) -> dict[str, Any]:
+    """A recipe-like YAML file (:func:`load_yaml_file`) that must hold a mapping of ``key: value`` lines; an
+    empty file is an empty mapping. A missing file, invalid YAML or another top-level value raise ``error``
+    naming the file (``what``: ``"recipe"``; ``hint`` follows the missing-file message)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist{hint}")
+    try:
+        data = load_yaml_file(path, what) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not a valid YAML {what} ({' '.join(str(err).split())[:300]})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} is a mapping of key: value lines, got {type(data).__name__}")
+    return data
+
+
 @functools.cache
 def _no_alias_loader() -> type:
     """The loader class, built on first use (importing this module does not import PyYAML)."""

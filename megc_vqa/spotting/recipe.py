@@ -24,9 +24,9 @@ from megc_vqa.errors import InputError, UsageError, check_number, cut, reject_un
 from megc_vqa.fileio import (
     TOLERATED_PROBLEMS,
     is_inside,
-    load_yaml_file,
     parse_jsonl,
     read_jsonl_bytes,
+    read_yaml_mapping,
     resolve_inside,
 )
 from megc_vqa.labels import STR_CLASSES
@@ -110,18 +110,12 @@ def load_recipe(path: str | Path) -> tuple[object, TrainConfig, object, dict]:
 
     Every key is checked: an unknown one (a typo) is an error with the closest known spelling, and every
     number must be in its range, so a recipe never trains with a value silently dropped."""
-    import yaml  # for its error type only: `megc-vqa --help` imports this command module
 
     from .infer import PeakParams  # torch, OpenCV: a command module stays light until it runs
     from .model import check_architecture
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"spotting recipe {path} does not exist (see recipes/spotting/*.yaml)")
-    try:
-        recipe = load_yaml_file(path, "spotting recipe") or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a valid YAML recipe ({' '.join(str(err).split())[:300]})") from None
+    recipe = read_yaml_mapping(path, "spotting recipe", hint=" (see recipes/spotting/*.yaml)")
     reject_unknown_keys(recipe, RECIPE_SECTIONS, str(path), "recipe section")
     sections = {}
     for name in RECIPE_SECTIONS:

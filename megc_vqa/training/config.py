@@ -24,7 +24,7 @@ from trl import GRPOConfig, ModelConfig, TrlParser
 
 from megc_vqa.errors import InputError, MegcError, UsageError, check_number
 from megc_vqa.face_settings import FACE_DETECTORS, FACE_MODES, MAX_MAGNIFY, FaceSettings
-from megc_vqa.fileio import load_yaml_file, resolve_inside
+from megc_vqa.fileio import read_yaml_mapping, resolve_inside
 from megc_vqa.limits import (
     BATCH_SIZE,
     EPOCHS,
@@ -393,18 +393,7 @@ def _unknown(keys: list[str], where: str, stage: str = "sft") -> ConfigError:
 
 def read_recipe_yaml(path: str | Path) -> dict[str, Any]:
     """A recipe file as a mapping, read through the project's bounded YAML reader (size limit, no aliases)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"recipe {p} does not exist")
-    try:
-        data = load_yaml_file(p, "recipe") or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a recipe is a mapping of key: value lines, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "recipe", error=ConfigError)
 
 
 def load_yaml(path: str | Path, stage: str | None = None) -> dict[str, Any]:

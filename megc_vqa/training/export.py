@@ -42,8 +42,8 @@ from megc_vqa.fileio import (
     atomic_write_text,
     check_outside,
     check_replaceable,
-    load_yaml_file,
     read_jsonl,
+    read_yaml_mapping,
     write_jsonl,
 )
 from megc_vqa.limits import check_image_size
@@ -105,17 +105,7 @@ class ExportSettings:
         settings = cls(**{k: v for k, v in defaults.items() if not callable(v)})
         if path is None:
             return settings
-        import yaml
-
-        p = Path(path)
-        try:
-            data = load_yaml_file(p, "recipe") or {}
-        except FileNotFoundError:
-            raise UsageError(f"--recipe {p}: no such file") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise UsageError(f"--recipe {p}: not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"--recipe {p}: a recipe is a mapping of key: value lines")
+        data = read_yaml_mapping(path, "recipe", error=UsageError, hint=" (--recipe)")
         for key in RECIPE_KEYS:
             if key in data:
                 setattr(settings, key, data[key])
