@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from megc_vqa.answering.constrained import TokenIndex
     from megc_vqa.answering.grammar import Matcher, answer_grammar
     from megc_vqa.qa import templates as T
+    from megc_vqa.timing import interleaved_times
 
     tok = _tokenizer(args.vocab, args.tokenizer)
     t = time.perf_counter()
@@ -133,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                     assert m.accept_token(ids[step])
             assert m.is_terminated() or m.accept_token(index.stop_ids[0])
 
-    times: dict[str, list[float]] = {"ours": [], "xgrammar": []}
-    for _ in range(args.repeats):
-        for name, fn in (("ours", ours), ("xgrammar", xgrammar)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    times = interleaved_times({"ours": ours, "xgrammar": xgrammar}, args.repeats)
     per_step = {k: statistics.median(v) / n_steps * 1e6 for k, v in times.items()}
     first = {k: v[0] / n_steps * 1e6 for k, v in times.items()}
     print(f"tokenizer: {len(tok)} tokens; {len(walks)} answers, {n_steps} decoding steps per repeat")

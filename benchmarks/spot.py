@@ -16,7 +16,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from megc_vqa.spotting.data import VideoFrames, iter_crop_chunks, sample_grid
     from megc_vqa.spotting.infer import PeakParams, extract_intervals, score_video
     from megc_vqa.spotting.model import Spotter, SpotterConfig, load_checkpoint
+    from megc_vqa.timing import interleaved_times
 
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.spotter)[0] if args.spotter else Spotter(SpotterConfig()).eval()
@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
         decode_only()  # warm the page cache and the model
         end_to_end()
-        times: dict[str, list[float]] = {"decode": [], "end_to_end": []}
-        for _ in range(args.repeats):
-            for name, fn in (("decode", decode_only), ("end_to_end", end_to_end)):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        times = interleaved_times({"decode": decode_only, "end_to_end": end_to_end}, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     rate = {k: n / v for k, v in med.items()}
     print(
