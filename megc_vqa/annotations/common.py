@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from megc_vqa.annotations.au import parse_aus
-from megc_vqa.annotations.errors import AnnotationError
+from megc_vqa.annotations.errors import AnnotationError, location
 from megc_vqa.errors import check_number, cut
 from megc_vqa.frame_names import frame_number, is_image
 from megc_vqa.labels import KNOWN_FINE, coarse_of, normalise_fine
@@ -474,10 +474,8 @@ class DataRow:
         )
 
     def where(self, column: str | None = None) -> str:
-        parts = [self.table.file.name, f"sheet {self.table.sheet!r}", f"row {self.number}"]
-        if column:
-            parts.append(f"column {column!r}")
-        return ", ".join(parts)
+        """``file name, sheet 'S', row N[, column 'C']`` (:func:`~megc_vqa.annotations.errors.location`)."""
+        return location(self.table.file.name, self.table.sheet, self.number, column or None)
 
     def looks_like_note(self, frame_columns: Sequence[str]) -> bool:
         """Preamble/footer text: no frame numbers and at most two filled cells (``Note: ...``)."""

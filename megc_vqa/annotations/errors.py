@@ -11,6 +11,21 @@ import os
 from megc_vqa.errors import MegcError
 
 
+def location(
+    file: str | None = None, sheet: str | None = None, row: int | None = None, column: str | None = None
+) -> str:
+    """``file, sheet 'S', row N, column 'C'`` (the parts given): a place in a workbook, as every annotation
+    message writes it."""
+    parts = [] if file is None else [file]
+    if sheet is not None:
+        parts.append(f"sheet {sheet!r}")
+    if row is not None:
+        parts.append(f"row {row}")
+    if column is not None:
+        parts.append(f"column {column!r}")
+    return ", ".join(parts)
+
+
 class AnnotationError(MegcError, ValueError):
     """An annotation file that cannot be read at all. The message names file, sheet, row and column."""
 
@@ -28,13 +43,5 @@ class AnnotationError(MegcError, ValueError):
         self.row = row
         self.column = column
         self.detail = message
-        where = []
-        if self.file is not None:
-            where.append(self.file)
-        if sheet is not None:
-            where.append(f"sheet {sheet!r}")
-        if row is not None:
-            where.append(f"row {row}")
-        if column is not None:
-            where.append(f"column {column!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        where = location(self.file, sheet, row, column)
+        super().__init__(f"{where}: {message}" if where else message)
