@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from megc_vqa.annotations import casme2, samm_lv
+from megc_vqa.annotations import casme2
 from megc_vqa.annotations import common as ann
 from megc_vqa.annotations.errors import AnnotationError, location
 from megc_vqa.errors import InputError, UsageError
@@ -86,10 +86,6 @@ def test_release_sheet_reads_span_folder_and_builds_the_clip(tmp_path):
     assert skip.value.reason == ann.NO_FRAMES_IN_RANGE
     clips_loaded, skips = sheet.records(lambda r: r.number)
     assert clips_loaded == [number] and skips == []
-
-
-def test_samm_lv_span_has_its_own_columns():
-    assert ann.SpanColumns("Onset", "Offset", apex="Apex") == samm_lv.SPAN
 
 
 def test_one_location_format_for_errors_and_rows():
