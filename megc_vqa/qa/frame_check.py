@@ -30,7 +30,7 @@ from megc_vqa.errors import InputError, UsageError
 from megc_vqa.face_settings import FaceSettings
 from megc_vqa.limits import open_image
 from megc_vqa.records import Clip, Skip
-from megc_vqa.visual.errors import FaceSkip
+from megc_vqa.visual.errors import FaceSkip, FrameError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class FrameCheckError(InputError):
 
 def _listing(folder: Path) -> dict[int, Path]:
     """Frame number -> file of a frame folder (:func:`megc_vqa.visual.frames.list_frames`, the one lister)."""
-    from megc_vqa.visual.frames import FrameError, list_frames  # OpenCV: only when frames are checked
+    from megc_vqa.visual.frames import list_frames  # OpenCV: only when frames are checked
 
     try:
         return dict(list_frames(folder))
