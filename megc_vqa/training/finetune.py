@@ -497,18 +497,9 @@ def train(
     model, processor, family = build_model(recipe)
     contract = training_contract(recipe, family.name, train_records, held)
     contract = replace(contract, model_name_or_path=sft_start(recipe)[0])  # a later stage's SFT model
-    val_visual_fn = visual_fn
-    if visual_fn is None:
-        visual_fn = make_visual_fn(contract.visual, d.visual_cache_dir, d.visual_memory_cache)
-        # Validation sees what a test clip gets: the apex always estimated.
-        val_visual_fn = make_visual_fn(
-            contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
-        )
-    train_records, val_records, face_skips = drop_unusable_clips(
-        contract, train_records, val_records, visual_fn, val_visual_fn
+    train_records, val_records, face_skips, visual_fn, val_visual_fn = stage_visuals(
+        recipe, contract, train_records, val_records, visual_fn
     )
-    if d.blank_pixels:
-        visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
 
     class Records(Dataset):
         def __init__(self, rows: list[dict]):
@@ -593,6 +584,32 @@ def save_run(
             log.info("model card: %s", write_model_card(out_dir, model_card(out_dir)))
         log.info("saved to %s: %s", out_dir, {k: v for k, v in metrics.items() if "uf1" in k or "loss" in k})
     return metrics
+
+
+def stage_visuals(
+    recipe: Recipe,
+    contract: ModelContract,
+    train_records: list[Any],
+    val_records: list[Any],
+    visual_fn: VisualFn | None = None,
+) -> tuple[list[Any], list[Any], list[str], VisualFn | None, VisualFn | None]:
+    """The visual inputs of a training stage (SFT, GRPO, RFT): ``(train, validation, face skips, visual_fn,
+    validation visual_fn)``. Without ``visual_fn`` both are built from the contract's visual settings, and
+    validation sees what a test clip gets: the apex always estimated. The clips they cannot use are left out
+    (:func:`drop_unusable_clips`), and the pixels blanked when the recipe asks (``blank_pixels``)."""
+    d = recipe.data
+    val_visual_fn = visual_fn
+    if visual_fn is None:
+        visual_fn = make_visual_fn(contract.visual, d.visual_cache_dir, d.visual_memory_cache)
+        val_visual_fn = make_visual_fn(
+            contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
+        )
+    train_records, val_records, face_skips = drop_unusable_clips(
+        contract, train_records, val_records, visual_fn, val_visual_fn
+    )
+    if d.blank_pixels:
+        visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
+    return train_records, val_records, face_skips, visual_fn, val_visual_fn
 
 
 def drop_unusable_clips(

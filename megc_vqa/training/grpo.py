@@ -37,13 +37,11 @@ from megc_vqa.models.prompting import (
     PromptOptions,
     VisualFn,
     _pixel_kwargs,
-    blanked,
     build_messages,
     get_field,
     model_visuals,
 )
 from megc_vqa.training.config import ConfigError, Recipe
-from megc_vqa.training.data import make_visual_fn
 from megc_vqa.training.finetune import (
     RUN_RECORD,
     TrainingError,
@@ -52,12 +50,12 @@ from megc_vqa.training.finetune import (
     build_model,
     check_output_dir,
     check_resume_settings,
-    drop_unusable_clips,
     finished_at,
     prepare_data,
     prompt_options,
     run_settings,
     save_run,
+    stage_visuals,
 )
 from megc_vqa.training.preflight import is_out_of_memory, out_of_memory_advice
 from megc_vqa.training.rewards import reward_functions
@@ -216,7 +214,7 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
     import torch
     from trl import GRPOTrainer
 
-    t, d = recipe.training, recipe.data
+    t = recipe.training
     where = recipe.config_path or "command line"
     out_dir = Path(t.output_dir)
     resume = _resume_path(recipe)
@@ -234,17 +232,9 @@ def train_grpo(recipe: Recipe, visual_fn: VisualFn | None = None) -> TrainResult
     check_answer_bound(
         train_records, processor.tokenizer, t.max_completion_length, "max_completion_length", where
     )
-    val_visual_fn = visual_fn
-    if visual_fn is None:
-        visual_fn = make_visual_fn(contract.visual, d.visual_cache_dir, d.visual_memory_cache)
-        val_visual_fn = make_visual_fn(
-            contract.visual, d.visual_cache_dir, d.visual_memory_cache, apex_policy="estimated"
-        )
-    train_records, val_records, _ = drop_unusable_clips(
-        contract, train_records, val_records, visual_fn, val_visual_fn
+    train_records, val_records, _, visual_fn, val_visual_fn = stage_visuals(
+        recipe, contract, train_records, val_records, visual_fn
     )
-    if d.blank_pixels:
-        visual_fn, val_visual_fn = blanked(visual_fn), blanked(val_visual_fn)
     log.info(
         "GRPO: %d questions, %d answers each, generation by %s",
         len(train_records),
