@@ -346,3 +346,35 @@ def test_realsize_check_counts_parameter_scopes_and_moves_a_grpo_adapter(recipe,
     assert r["lora_wrapped"] == sum(r["lora_modules"].values()) and r["stray_trainable"] == []
     assert all(n > 0 for n in r["full_depth"]["lora_modules"].values())
     assert r["adapter_weights_changed"]
+
+
+def test_an_moe_adapter_on_the_experts_is_scoped_experts(tmp_path):
+    """LoRA on the fused experts (PEFT target_parameters, nested ``.base_layer`` wrappers) is read back as
+    the experts scope by serving, and counted as targeted (not stray) by the real-size check."""
+    from peft import LoraConfig, get_peft_model
+
+    from megc_vqa.models.families.base import unwrapped_name
+    from megc_vqa.models.registry import FAMILIES, load_model, lora_target_parameters, lora_target_regex
+    from megc_vqa.models.serving import adapter_scopes
+    from megc_vqa.training.preflight import lora_wrapped_allowed
+
+    family = FAMILIES["qwen3_vl_moe"]
+    regex, parameters = (
+        lora_target_regex(family, "language+experts"),
+        lora_target_parameters(family, "experts"),
+    )
+    model = get_peft_model(
+        load_model("tiny-qwen3-vl-moe"), LoraConfig(r=4, target_modules=regex, target_parameters=parameters)
+    )
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(".experts.base_layer.lora_" in n for n in trainable)  # two parameters of one module: nested
+    assert all(lora_wrapped_allowed(n, regex, parameters) for n in trainable)
+    assert not any(lora_wrapped_allowed(n, regex, []) for n in trainable if ".experts." in n)
+    model.save_pretrained(tmp_path / "moe")
+    cfg = json.loads((tmp_path / "moe" / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "tiny-qwen3-vl-moe"
+    (tmp_path / "moe" / "adapter_config.json").write_text(json.dumps(cfg))
+    scopes = adapter_scopes(tmp_path / "moe")
+    assert set(scopes) == {"language", "experts"}
+    experts = {unwrapped_name(m) for m in scopes["experts"]}  # each layer's experts, once per parameter
+    assert len(experts) == 2 and all(m.endswith(".mlp.experts") for m in experts)

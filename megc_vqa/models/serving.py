@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from megc_vqa.errors import MegcError
+from megc_vqa.models.families.base import holds_target_parameter
 from megc_vqa.models.registry import resolve
 
 
@@ -50,7 +51,7 @@ def adapter_scopes(adapter: str | Path) -> dict[str, list[str]]:
                     scope = s
                     break
             for s, names in family.lora_parameters.items():  # an MoE's fused experts
-                if any(module.replace(".base_layer", "").endswith(n.rsplit(".", 1)[0]) for n in names):
+                if holds_target_parameter(module, names):
                     scope = s
         elif "modules_to_save" in name:
             module, scope = name.split(".modules_to_save")[0], "full"

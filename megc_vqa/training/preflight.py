@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from megc_vqa.models.families.base import smart_resize_tokens
+from megc_vqa.models.families.base import holds_target_parameter, smart_resize_tokens, unwrapped_name
 from megc_vqa.models.prompting import _pixel_kwargs, processor_family
 from megc_vqa.models.registry import lora_scopes
 from megc_vqa.training.config import ConfigError
@@ -54,18 +54,13 @@ def target_matches(name: str, target: str | Sequence[str]) -> bool:
     return any(name == t or name.endswith(f".{t}") for t in target)
 
 
-def _unwrapped(name: str) -> str:
-    """A name as in the model before PEFT: its ``.base_layer`` wrappers (one per target, nested) removed."""
-    return name.replace(".base_layer", "")
-
-
 def parameter_target_names(model: Any, targets: Sequence[str]) -> list[str]:
     """Parameters PEFT's ``target_parameters`` selects (an MoE's fused experts), named as before PEFT;
     each is one LoRA-wrapped (module, parameter) pair once wrapped."""
     return [
-        _unwrapped(n)
+        unwrapped_name(n)
         for n, _ in model.named_parameters()
-        if ".lora_" not in n and any(_unwrapped(n).endswith(f".{t}") for t in targets)
+        if ".lora_" not in n and any(unwrapped_name(n).endswith(f".{t}") for t in targets)
     ]
 
 
@@ -83,10 +78,8 @@ def lora_wrapped_allowed(name: str, module_regex: str, parameter_targets: Sequen
     module matches the modules' regex, or holds one of the targeted parameters."""
     if ".lora_" not in name:
         return False
-    module = _unwrapped(name.split(".lora_")[0]).removeprefix("base_model.model.")
-    return target_matches(module, module_regex) or any(
-        module.endswith(f".{t.rsplit('.', 1)[0]}") for t in parameter_targets
-    )
+    module = unwrapped_name(name.split(".lora_")[0]).removeprefix("base_model.model.")
+    return target_matches(module, module_regex) or holds_target_parameter(module, parameter_targets)
 
 
 def check_lora_targets(

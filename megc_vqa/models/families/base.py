@@ -243,6 +243,19 @@ class Family:
         return kwargs
 
 
+def unwrapped_name(name: str) -> str:
+    """A module or parameter name as before PEFT: its ``.base_layer`` wrappers removed (PEFT nests one per
+    targeted parameter of a module)."""
+    return name.replace(".base_layer", "")
+
+
+def holds_target_parameter(module: str, targets: Sequence[str]) -> bool:
+    """Whether PEFT-wrapped ``module`` is the module of one of ``targets`` (``target_parameters`` names,
+    such as an MoE's ``mlp.experts.gate_up_proj``)."""
+    plain = unwrapped_name(module)
+    return any(plain.endswith(f".{t.rsplit('.', 1)[0]}") for t in targets)
+
+
 def smart_resize_tokens(
     height: int, width: int, factor: int, min_pixels: int, max_pixels: int, frames: int = 1, temporal: int = 2
 ) -> int:
