@@ -124,7 +124,7 @@ def run_job(job: RenderJob) -> int:
 def _init_worker() -> None:
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first, then unblock: see _pool_ignoring_ctrl_c
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first, then unblock: see _pool_keeping_ctrl_c_from_workers
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import cv2
 
@@ -134,7 +134,7 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _pool_ignoring_ctrl_c(context: Any, workers: int) -> Any:
+def _pool_keeping_ctrl_c_from_workers(context: Any, workers: int) -> Any:
     """A pool whose workers never take Ctrl-C: SIGINT is blocked while they start (they inherit the mask,
     also through a fork server, and ``_init_worker`` ignores it before unblocking), so a worker still
     importing prints no traceback; a Ctrl-C in that moment stays pending here and interrupts right after."""
@@ -174,7 +174,7 @@ def run_jobs(jobs: Sequence[RenderJob], workers: int | None = None, desc: str = 
             # the demo after training) can deadlock the children. A fork server starts from a clean process.
             methods = mp.get_all_start_methods()
             context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-            with _pool_ignoring_ctrl_c(context, workers) as pool:
+            with _pool_keeping_ctrl_c_from_workers(context, workers) as pool:
                 for i, count in zip(order, pool.imap(run_job, [jobs[i] for i in order]), strict=True):
                     written += count
                     bar.update(jobs[i].n_frames)
