@@ -297,7 +297,9 @@ def test_ctrl_c_during_synth_prints_no_worker_traceback(tmp_path):
     import time
 
     out = tmp_path / "synth"
-    argv = [sys.executable, "-m", "megc_vqa.cli", "synth", "--out", str(out), "--subjects", "6",
+    # 40 subjects: rendering lasts well past the first frame, so the Ctrl-C lands mid-run on a slow machine too
+    # (with 6 the run could finish between the first frame and the signal, exiting 0)
+    argv = [sys.executable, "-m", "megc_vqa.cli", "synth", "--out", str(out), "--subjects", "40",
             "--clips-per-subject", "4", "--size", "128", "--workers", "4"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and the workers
